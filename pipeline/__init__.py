@@ -1,0 +1,3 @@
+"""Roomstream: a Kafka-backed pipeline that persists Matrix room events."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,103 @@
+"""Room versions 1–12 as data: one frozen set of rule flags per version.
+
+Code elsewhere asks a flag (``rv.strict_canonical_json``), never compares version strings, so a
+reviewer can hold each flag beside the spec's room version page.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from pipeline.matrix.errors import UnknownRoomVersion
+
+
+class EventFormat(enum.IntEnum):
+    """How an event is shaped and identified (Synapse's EventFormatVersions numbering)."""
+
+    V1 = 1  # room v1, v2: event_id is a field; prev/auth events are [id, hashes] pairs
+    V2 = 2  # room v3: event ID = "$" + unpadded standard base64 of the reference hash
+    V3 = 3  # room v4–v11: event ID = "$" + unpadded URL-safe base64 of the reference hash
+    V4 = 4  # room v12: as V3, but the create event has no room_id; the room ID derives from it
+
+
+class StateResAlgorithm(enum.Enum):
+    V1 = "v1"
+    V2 = "v2"
+    V2_1 = "v2.1"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomVersion:
+    identifier: str
+    event_format: EventFormat
+    state_res: StateResAlgorithm
+    # v1–v5: the m.room.aliases auth special case applies.
+    special_case_aliases_auth: bool
+    # v6+: integers outside [-(2**53)+1, 2**53-1] and floats are rejected; JSON is strict.
+    strict_canonical_json: bool
+    # v6+: power levels may restrict "notifications"; kept through redaction.
+    limit_notifications_power_levels: bool
+    # v7+: membership "knock" and join rule "knock".
+    knock_join_rule: bool
+    # v8+: join rule "restricted" and join_authorised_via_users_server.
+    restricted_join_rule: bool
+    # v9+: redaction keeps join_authorised_via_users_server in member content.
+    restricted_join_rule_fix: bool
+    # v10+: join rule "knock_restricted".
+    knock_restricted_join_rule: bool
+    # v10+: power level values must be integers (not strings).
+    enforce_int_power_levels: bool
+    # v11+: the create event's creator is its sender (no "creator" content key).
+    implicit_room_creator: bool
+    # v11+: the redaction algorithm of MSC2176/MSC3821/MSC3989; "redacts" lives in content.
+    updated_redaction_rules: bool
+    # v12+: the room ID is "!" + the create event's reference hash; create has no room_id.
+    room_id_is_create_event_hash: bool
+    # v12+: creators (sender + additional_creators) have infinite power (MSC4289).
+    privileged_creators: bool
+
+    @property
+    def is_known(self) -> bool:
+        return self.identifier in KNOWN_ROOM_VERSIONS
+
+
+def _v(identifier: str, fmt: EventFormat, sr: StateResAlgorithm, n: int) -> RoomVersion:
+    """Build version ``n``'s flags; every flag is 'since version k'."""
+    return RoomVersion(
+        identifier=identifier,
+        event_format=fmt,
+        state_res=sr,
+        special_case_aliases_auth=n <= 5,
+        strict_canonical_json=n >= 6,
+        limit_notifications_power_levels=n >= 6,
+        knock_join_rule=n >= 7,
+        restricted_join_rule=n >= 8,
+        restricted_join_rule_fix=n >= 9,
+        knock_restricted_join_rule=n >= 10,
+        enforce_int_power_levels=n >= 10,
+        implicit_room_creator=n >= 11,
+        updated_redaction_rules=n >= 11,
+        room_id_is_create_event_hash=n >= 12,
+        privileged_creators=n >= 12,
+    )
+
+
+_F, _S = EventFormat, StateResAlgorithm
+KNOWN_ROOM_VERSIONS: dict[str, RoomVersion] = {
+    "1": _v("1", _F.V1, _S.V1, 1),
+    "2": _v("2", _F.V1, _S.V2, 2),
+    "3": _v("3", _F.V2, _S.V2, 3),
+    **{str(n): _v(str(n), _F.V3, _S.V2, n) for n in range(4, 12)},
+    "12": _v("12", _F.V4, _S.V2_1, 12),
+}
+
+# The spec: a create event without room_version means version 1.
+DEFAULT_ROOM_VERSION = "1"
+
+
+def room_version(identifier: object) -> RoomVersion:
+    """The rules of room version ``identifier``; raises UnknownRoomVersion for anything else."""
+    if not isinstance(identifier, str) or identifier not in KNOWN_ROOM_VERSIONS:
+        raise UnknownRoomVersion(identifier)
+    return KNOWN_ROOM_VERSIONS[identifier]

@@ -1,0 +1,178 @@
+"""The room chunk: what a room processor hands the committer (contract: DESIGN.md, 'Messages').
+
+A chunk is one room's processed events, in order, with every change they make to the room's
+stored state. It carries no stream orderings: the committer assigns those at commit time.
+``chunk_id`` is ``<room_id>/<n>`` for the room's n-th chunk, so replaying the same input in the
+same order yields the same ids (the committer uses it to drop a chunk it already committed).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+StateRow = tuple[str, str, str]
+"""(type, state_key, event_id)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChunkEvent:
+    event_id: str
+    format_version: int
+    pdu: dict[str, Any]
+    rejected: str | None  # the reason, or None when accepted
+    soft_failed: bool
+    state_group: int | None  # state *before* a rejected event; state after any other state event
+    received_ts: int | None = None
+    outlier: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StateGroup:
+    id: int
+    event_id: str  # the event whose state this group is
+    prev_group: int | None  # None: ``delta`` is the whole state
+    delta: tuple[StateRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentStateRow:
+    type: str
+    state_key: str
+    event_id: str
+    membership: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Membership:
+    event_id: str
+    user_id: str
+    sender: str
+    membership: str
+
+
+@dataclass(frozen=True, slots=True)
+class Redaction:
+    event_id: str
+    redacts: str
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    chunk_id: str
+    room_id: str
+    room_version: str
+    events: tuple[ChunkEvent, ...]
+    state_groups: tuple[StateGroup, ...] = ()
+    forward_extremities_added: tuple[str, ...] = ()
+    forward_extremities_removed: tuple[str, ...] = ()
+    current_state_set: tuple[CurrentStateRow, ...] = ()
+    current_state_removed: tuple[tuple[str, str], ...] = ()
+    memberships: tuple[Membership, ...] = ()
+    redactions: tuple[Redaction, ...] = ()
+    creator: str | None = None  # set on the chunk that holds the create event
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "chunk_id": self.chunk_id,
+                "room_id": self.room_id,
+                "room_version": self.room_version,
+                "creator": self.creator,
+                "events": [
+                    {
+                        "event_id": e.event_id,
+                        "format_version": e.format_version,
+                        "pdu": e.pdu,
+                        "rejected": e.rejected,
+                        "soft_failed": e.soft_failed,
+                        "state_group": e.state_group,
+                        "received_ts": e.received_ts,
+                        "outlier": e.outlier,
+                    }
+                    for e in self.events
+                ],
+                "state_groups": [
+                    {
+                        "id": g.id,
+                        "event_id": g.event_id,
+                        "prev_group": g.prev_group,
+                        "delta": [list(r) for r in g.delta],
+                    }
+                    for g in self.state_groups
+                ],
+                "forward_extremities": {
+                    "added": list(self.forward_extremities_added),
+                    "removed": list(self.forward_extremities_removed),
+                },
+                "current_state": {
+                    "set": [
+                        [r.type, r.state_key, r.event_id, r.membership]
+                        for r in self.current_state_set
+                    ],
+                    "removed": [list(k) for k in self.current_state_removed],
+                },
+                "memberships": [
+                    {
+                        "event_id": m.event_id,
+                        "user_id": m.user_id,
+                        "sender": m.sender,
+                        "membership": m.membership,
+                    }
+                    for m in self.memberships
+                ],
+                "redactions": [
+                    {"event_id": r.event_id, "redacts": r.redacts} for r in self.redactions
+                ],
+                "meta": self.meta,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> Chunk:
+        d = orjson.loads(data)
+        fe = d.get("forward_extremities", {})
+        cs = d.get("current_state", {})
+        return cls(
+            chunk_id=d["chunk_id"],
+            room_id=d["room_id"],
+            room_version=d["room_version"],
+            creator=d.get("creator"),
+            events=tuple(
+                ChunkEvent(
+                    event_id=e["event_id"],
+                    format_version=e["format_version"],
+                    pdu=e["pdu"],
+                    rejected=e["rejected"],
+                    soft_failed=e["soft_failed"],
+                    state_group=e["state_group"],
+                    received_ts=e.get("received_ts"),
+                    outlier=e.get("outlier", False),
+                )
+                for e in d["events"]
+            ),
+            state_groups=tuple(
+                StateGroup(
+                    id=g["id"],
+                    event_id=g["event_id"],
+                    prev_group=g["prev_group"],
+                    delta=tuple((r[0], r[1], r[2]) for r in g["delta"]),
+                )
+                for g in d.get("state_groups", ())
+            ),
+            forward_extremities_added=tuple(fe.get("added", ())),
+            forward_extremities_removed=tuple(fe.get("removed", ())),
+            current_state_set=tuple(
+                CurrentStateRow(r[0], r[1], r[2], r[3]) for r in cs.get("set", ())
+            ),
+            current_state_removed=tuple((k[0], k[1]) for k in cs.get("removed", ())),
+            memberships=tuple(
+                Membership(m["event_id"], m["user_id"], m["sender"], m["membership"])
+                for m in d.get("memberships", ())
+            ),
+            redactions=tuple(Redaction(r["event_id"], r["redacts"]) for r in d.get("redactions", ())),
+            meta=d.get("meta", {}),
+        )
