@@ -55,7 +55,7 @@ class EventRejected(MatrixError):
 class MissingEvents(MatrixError, LookupError):
     """Events needed to decide are not known yet. ``event_ids`` lists them."""
 
-    def __init__(self, event_ids: "set[str] | frozenset[str]", why: str = "") -> None:
+    def __init__(self, event_ids: set[str] | frozenset[str], why: str = "") -> None:
         self.event_ids = frozenset(event_ids)
         super().__init__(
             f"missing events {sorted(self.event_ids)}" + (f": {why}" if why else "")

@@ -1,0 +1,183 @@
+"""The ``roomstream`` command: argument parsing and dispatch to the shells. No logic lives here.
+
+Exit codes: 0 success, 1 a Roomstream error (the message says what to do), 2 bad usage,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pipeline.config import Settings, load_settings
+from pipeline.errors import RoomstreamError
+
+
+def _progress(msg: str) -> None:
+    print(f"roomstream: {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- stack
+
+
+def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.stack import Stack
+
+    stack = Stack(settings)
+    if args.action == "up":
+        started = stack.up(_progress)
+        for st in stack.status():
+            print(st.line())
+        if not started:
+            _progress("the stack was already running; nothing started")
+        _progress('point your shell at it with: eval "$(roomstream stack env)"')
+    elif args.action == "down":
+        stopped = stack.down()
+        print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    elif args.action == "status":
+        statuses = stack.status()
+        for st in statuses:
+            print(st.line())
+        return 0 if all(st.running for st in statuses) else 3
+    elif args.action == "env":
+        for line in stack.env_lines():
+            print(line)
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
+    from topics import apply_topics
+
+    report = apply_topics(settings)
+    for line in report.lines():
+        print(line)
+    if not report.ok:
+        print(
+            "roomstream: the topics above differ from their definitions; fix them or the "
+            "settings before running workers",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from db.migrate import migrate
+
+    applied = migrate(settings.database_url)
+    print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    import orjson
+
+    from pipeline.room.replay import replay
+
+    try:
+        with open(args.file, "rb") as f:
+            result = replay(f, state_after=args.state_after)
+    except FileNotFoundError:
+        raise RoomstreamError(
+            f"{args.file}: no such file; give a JSON-lines file of PDUs"
+        ) from None
+    sys.stdout.buffer.write(orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    sys.stdout.buffer.write(b"\n")
+    return 0
+
+
+def _lazy(module: str, func: str) -> Callable[[argparse.Namespace, Settings], int]:
+    def run(args: argparse.Namespace, settings: Settings) -> int:
+        import importlib
+
+        handler = getattr(importlib.import_module(module), func)
+        return int(handler(args, settings))
+
+    return run
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="roomstream",
+        description="Persist Matrix room events through Kafka into PostgreSQL. "
+        "Settings come from ROOMSTREAM_* environment variables; flags override them.",
+    )
+    p.add_argument("--kafka-bootstrap", help="Kafka bootstrap servers (ROOMSTREAM_KAFKA_BOOTSTRAP)")
+    p.add_argument("--database-url", help="libpq URL of PostgreSQL (ROOMSTREAM_DATABASE_URL)")
+    p.add_argument("--topic-prefix", help="topic name prefix (ROOMSTREAM_TOPIC_PREFIX)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("stack", help="the local Kafka and PostgreSQL of this machine")
+    s.add_argument("action", choices=["up", "down", "status", "env"])
+    s.set_defaults(handler=cmd_stack)
+
+    t = sub.add_parser("topics", help="create or verify the topics; report drift")
+    t.add_argument("action", choices=["apply"])
+    t.set_defaults(handler=cmd_topics)
+
+    d = sub.add_parser("db", help="database schema")
+    d.add_argument("action", choices=["migrate"])
+    d.set_defaults(handler=cmd_db)
+
+    w = sub.add_parser("worker", help="run a room processor (start several to scale out)")
+    w.add_argument("--id", default=None, help="worker id (default: host and pid)")
+    w.add_argument("--web-port", type=int, default=None, help="faust web/metrics port")
+    w.set_defaults(handler=_lazy("pipeline.worker", "main"))
+
+    c = sub.add_parser("committer", help="run the committer (a second one is a hot standby)")
+    c.set_defaults(handler=_lazy("pipeline.committer", "main"))
+
+    pr = sub.add_parser("produce", help="produce PDUs from a JSON-lines file, keyed by room_id")
+    pr.add_argument("file")
+    pr.set_defaults(handler=_lazy("pipeline.produce", "main"))
+
+    tl = sub.add_parser("tail", help="print the invalidation stream")
+    tl.add_argument("--from-beginning", action="store_true")
+    tl.add_argument("--count", type=int, default=None, help="stop after this many messages")
+    tl.set_defaults(handler=_lazy("pipeline.tail", "main"))
+
+    st = sub.add_parser("status", help="lag per stage, parked events, dead letters, last position")
+    st.set_defaults(handler=_lazy("pipeline.status", "main"))
+
+    r = sub.add_parser("replay", help="run the room logic offline over a JSON-lines file of PDUs")
+    r.add_argument("file")
+    r.add_argument("--state-after", action="store_true", help="include the state after each event")
+    r.set_defaults(handler=cmd_replay)
+
+    rn = sub.add_parser("run", help="everything on this machine over a generated workload")
+    rn.add_argument("--rooms", type=int, default=50)
+    rn.add_argument("--events-per-room", type=int, default=20)
+    rn.add_argument("--workers", type=int, default=1)
+    rn.set_defaults(handler=_lazy("pipeline.demo", "main"))
+
+    b = sub.add_parser("bench", help="the benchmark suite")
+    b.add_argument("--quick", action="store_true", help="smaller inputs")
+    b.set_defaults(handler=_lazy("pipeline.bench", "main"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, Any] = {
+        "kafka_bootstrap": args.kafka_bootstrap,
+        "database_url": args.database_url,
+        "topic_prefix": args.topic_prefix,
+    }
+    try:
+        settings = load_settings(**overrides)
+        handler: Callable[[argparse.Namespace, Settings], int] = args.handler
+        return handler(args, settings)
+    except RoomstreamError as e:
+        print(f"roomstream: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""All configuration, in one place: ``ROOMSTREAM_*`` environment variables, CLI flags over them.
+
+| variable | default | meaning |
+|---|---|---|
+| ROOMSTREAM_KAFKA_BOOTSTRAP | 127.0.0.1:19092 | Kafka bootstrap servers |
+| ROOMSTREAM_DATABASE_URL | postgresql://roomstream@127.0.0.1:15432/roomstream | libpq URL |
+| ROOMSTREAM_TOPIC_PREFIX | roomstream | topics are ``<prefix>.<name>`` |
+| ROOMSTREAM_PDU_PARTITIONS | 12 | partitions of ``<prefix>.pdus`` |
+| ROOMSTREAM_STACK_DIR | ./.stack | where ``stack up`` keeps data, logs and jars |
+| ROOMSTREAM_KAFKA_PORT | 19092 | local stack broker port (controller: port + 1) |
+| ROOMSTREAM_PG_PORT | 15432 | local stack PostgreSQL port |
+| ROOMSTREAM_PARK_MAX_PER_ROOM | 1000 | parked events a room may hold |
+| ROOMSTREAM_PARK_MAX_TOTAL | 100000 | parked events a worker may hold |
+| ROOMSTREAM_PARK_EXPIRY_S | 300 | seconds before a parked event is dead-lettered |
+| ROOMSTREAM_COMMIT_BATCH_MAX | 500 | chunks per committer transaction at most |
+| ROOMSTREAM_METRICS_PORT | 0 | Prometheus port of a process (0: none) |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigError
+
+ENV_PREFIX = "ROOMSTREAM_"
+
+
+def _project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Settings:
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    database_url: str = "postgresql://roomstream@127.0.0.1:15432/roomstream"
+    topic_prefix: str = "roomstream"
+    pdu_partitions: int = 12
+    stack_dir: Path = field(default_factory=lambda: _project_root() / ".stack")
+    kafka_port: int = 19092
+    pg_port: int = 15432
+    park_max_per_room: int = 1000
+    park_max_total: int = 100_000
+    park_expiry_s: float = 300.0
+    commit_batch_max: int = 500
+    metrics_port: int = 0
+
+    def topic(self, name: str) -> str:
+        """The full name of topic ``name`` (pdus, chunks, invalidations, dead-letter)."""
+        return f"{self.topic_prefix}.{name}"
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from ``ROOMSTREAM_*`` variables, then ``overrides`` (CLI flags) over them.
+
+    The stack ports also move the default bootstrap and database URL, so one variable is enough
+    to run a second stack beside the first.
+    """
+    env = dict(os.environ if environ is None else environ)
+    values: dict[str, Any] = {}
+    for f in fields(Settings):
+        raw = env.get(ENV_PREFIX + f.name.upper())
+        if raw is None or raw == "":
+            continue
+        try:
+            if f.type in ("int", int):
+                values[f.name] = int(raw)
+            elif f.type in ("float", float):
+                values[f.name] = float(raw)
+            elif f.type in ("Path", Path):
+                values[f.name] = Path(raw)
+            else:
+                values[f.name] = raw
+        except ValueError:
+            raise ConfigError(
+                f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {f.type}; fix or unset it"
+            ) from None
+    kafka_port = int(values.get("kafka_port", Settings.kafka_port))
+    pg_port = int(values.get("pg_port", Settings.pg_port))
+    values.setdefault("kafka_bootstrap", f"127.0.0.1:{kafka_port}")
+    values.setdefault("database_url", f"postgresql://roomstream@127.0.0.1:{pg_port}/roomstream")
+    settings = Settings(**values).with_overrides(**overrides)
+    if settings.pdu_partitions < 1:
+        raise ConfigError(
+            f"{ENV_PREFIX}PDU_PARTITIONS must be at least 1, not {settings.pdu_partitions}"
+        )
+    return settings

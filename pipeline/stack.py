@@ -1,0 +1,622 @@
+"""The local stack: a real Apache Kafka broker (KRaft, from Maven Central jars) and a PostgreSQL
+cluster of the project's own, both on 127.0.0.1, both under ``.stack/``.
+
+Layout of ``<stack_dir>``::
+
+    kafka/libs/          the broker's runtime jars (resolved by Maven from deploy/kafka/pom.xml)
+    kafka/data/          the KRaft log dir, formatted on first start
+    kafka/server.properties, kafka/log4j2.properties, kafka/kafka.log, kafka/kafka.pid
+    pg/data/             the PostgreSQL cluster (initdb'd as a non-root user)
+    pg/run/              its Unix socket
+    pg/postgres.log
+
+``up`` is idempotent: a service whose pid file names a live process answering on its port is
+reused. ``down`` stops both and waits until their processes are gone.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import os
+import pwd
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import Settings
+from pipeline.errors import MissingBinary, PortInUse, StackError, StartTimeout
+
+POM = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "pom.xml"
+KAFKA_START_TIMEOUT_S = 120.0
+PG_START_TIMEOUT_S = 60.0
+# Bounded so the broker leaves room for the workers on a 2-core machine.
+KAFKA_HEAP = os.environ.get("ROOMSTREAM_KAFKA_HEAP", "-Xms256m -Xmx768m")
+
+Progress = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    running: bool
+    pid: int | None
+    address: str
+    detail: str = ""
+
+    def line(self) -> str:
+        state = f"running (pid {self.pid})" if self.running else "stopped"
+        return f"{self.name:<10} {state:<22} {self.address}" + (
+            f"  {self.detail}" if self.detail else ""
+        )
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return f"(no log at {path})"
+    return "\n".join(text[-lines:])
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _port_holder(port: int) -> str:
+    """Best effort: the process listening on ``port``, for the error message."""
+    ss = shutil.which("ss")
+    if not ss:
+        return ""
+    out = subprocess.run(
+        [ss, "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, check=False
+    ).stdout
+    for part in out.split():
+        if part.startswith("users:"):
+            return part
+    return ""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive for our purposes.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return True
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def _which(name: str, hint: str) -> str:
+    found = shutil.which(name)
+    if not found:
+        raise MissingBinary(f"'{name}' was not found on PATH; {hint}")
+    return found
+
+
+# --------------------------------------------------------------------------- Kafka
+
+
+class Kafka:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = settings.kafka_port
+        self.controller_port = settings.kafka_port + 1
+        self.dir = settings.stack_dir / "kafka"
+        self.libs = self.dir / "libs"
+        self.data = self.dir / "data"
+        self.log = self.dir / "kafka.log"
+        self.pid_file = self.dir / "kafka.pid"
+        self.properties = self.dir / "server.properties"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def java(self) -> str:
+        java_home = os.environ.get("JAVA_HOME")
+        if java_home and (Path(java_home) / "bin" / "java").exists():
+            return str(Path(java_home) / "bin" / "java")
+        return _which("java", "install Java 17 or later (apt-get install openjdk-17-jre-headless)")
+
+    def ensure_jars(self, progress: Progress = _quiet) -> None:
+        """Resolve the broker's runtime closure with Maven, once per version of the pom."""
+        stamp = self.libs / ".pom-sha256"
+        digest = hashlib.sha256(POM.read_bytes()).hexdigest()
+        if stamp.exists() and stamp.read_text() == digest:
+            return
+        mvn = _which("mvn", "install Maven (apt-get install maven) to fetch the Kafka broker jars")
+        progress("fetching the Kafka broker and its dependencies from Maven Central ...")
+        tmp = self.dir / "libs.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        proc = subprocess.run(
+            [
+                mvn,
+                "-q",
+                "-B",
+                "-f",
+                str(POM),
+                "dependency:copy-dependencies",
+                "-DincludeScope=runtime",
+                f"-DoutputDirectory={tmp}",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0 or not any(tmp.glob("kafka_2.13-*.jar")):
+            raise StackError(
+                "Maven could not resolve the Kafka broker from deploy/kafka/pom.xml "
+                f"(exit {proc.returncode}); check that Maven Central is reachable.\n"
+                + (proc.stdout + proc.stderr)[-3000:]
+            )
+        shutil.rmtree(self.libs, ignore_errors=True)
+        tmp.rename(self.libs)
+        stamp.write_text(digest)
+
+    def _write_config(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "log.dirs": str(self.data),
+            "num.partitions": "1",
+            "default.replication.factor": "1",
+            "offsets.topic.replication.factor": "1",
+            "offsets.topic.num.partitions": "4",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.num.partitions": "4",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            "group.initial.rebalance.delay.ms": "0",
+            # faust creates its changelog and repartition topics itself through the admin API.
+            "auto.create.topics.enable": "false",
+            "log.retention.hours": "168",
+            "num.io.threads": "2",
+            "num.network.threads": "2",
+        }
+        self.properties.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+        (self.dir / "log4j2.properties").write_text(
+            "status = warn\n"
+            "appender.out.type = Console\nappender.out.name = STDOUT\n"
+            "appender.out.layout.type = PatternLayout\n"
+            "appender.out.layout.pattern = [%d] %p %m (%c)%n\n"
+            "rootLogger.level = INFO\nrootLogger.appenderRef.out.ref = STDOUT\n"
+            "logger.kafka.name = kafka\nlogger.kafka.level = WARN\n"
+            "logger.state.name = state.change.logger\nlogger.state.level = WARN\n"
+            "logger.apache.name = org.apache.kafka\nlogger.apache.level = WARN\n"
+            "logger.started.name = kafka.server.KafkaRaftServer\nlogger.started.level = INFO\n"
+        )
+
+    def _java_cmd(self, main: str, *args: str) -> list[str]:
+        return [
+            self.java(),
+            *KAFKA_HEAP.split(),
+            "-XX:+UseG1GC",
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
+            "-cp",
+            f"{self.libs}/*",
+            main,
+            *args,
+        ]
+
+    def _format(self) -> None:
+        if (self.data / "meta.properties").exists():
+            return
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        proc = subprocess.run(
+            self._java_cmd(
+                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties)
+            ),
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise StackError(
+                f"formatting Kafka storage failed:\n{(proc.stdout + proc.stderr)[-3000:]}"
+            )
+
+    def pid(self) -> int | None:
+        pid = _read_pid(self.pid_file)
+        return pid if pid is not None and _pid_alive(pid) else None
+
+    def status(self) -> ServiceStatus:
+        pid = self.pid()
+        return ServiceStatus("kafka", pid is not None and _port_open(self.port), pid, self.address)
+
+    def up(self, progress: Progress = _quiet) -> bool:
+        """Start the broker unless it runs; True when this call started it."""
+        if self.status().running:
+            return False
+        self.java()
+        for port in (self.port, self.controller_port):
+            if not _port_free(port):
+                raise PortInUse("kafka", port, _port_holder(port))
+        self.ensure_jars(progress)
+        self._write_config()
+        self._format()
+        progress(f"starting Kafka on {self.address} ...")
+        pid = _spawn_detached(self._java_cmd("kafka.Kafka", str(self.properties)), self.log)
+        self.pid_file.write_text(str(pid))
+        if not _wait(lambda: not _pid_alive(pid) or self._ready(), KAFKA_START_TIMEOUT_S, 0.5):
+            self.down()
+            raise StartTimeout(
+                f"Kafka did not answer on {self.address} within {KAFKA_START_TIMEOUT_S:.0f} s; "
+                f"last lines of {self.log}:\n{_tail(self.log)}"
+            )
+        if not _pid_alive(pid):
+            raise StartTimeout(
+                f"Kafka exited while starting; last lines of {self.log}:\n{_tail(self.log)}"
+            )
+        return True
+
+    def _ready(self) -> bool:
+        if not _port_open(self.port):
+            return False
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            md = AdminClient({"bootstrap.servers": self.address}).list_topics(timeout=2)
+        except Exception:
+            return False
+        return len(md.brokers) > 0
+
+    def down(self) -> bool:
+        pid = _read_pid(self.pid_file)
+        stopped = False
+        if pid is not None and _pid_alive(pid):
+            _terminate(pid, timeout=30.0)
+            stopped = True
+        self.pid_file.unlink(missing_ok=True)
+        return stopped
+
+
+def _spawn_detached(cmd: list[str], log: Path) -> int:
+    """Start ``cmd`` in a session of its own, owned by init rather than by us, and return its pid.
+
+    A service outlives the command that started it; detaching through a shell that exits at once
+    leaves no child of ours to reap.
+    """
+    proc = subprocess.run(
+        [
+            "setsid",
+            "sh",
+            "-c",
+            f"{shlex.join(cmd)} >>{shlex.quote(str(log))} 2>&1 </dev/null & echo $!",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(proc.stdout.strip())
+
+
+def _terminate(pid: int, timeout: float) -> None:
+    """SIGTERM ``pid``, then SIGKILL it if it is still there after ``timeout``."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not _wait(lambda: not _pid_alive(pid), timeout):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _wait(lambda: not _pid_alive(pid), 5.0)
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def _pg_bindir() -> Path:
+    """Where initdb and pg_ctl live: ROOMSTREAM_PG_BINDIR when set, else Debian's newest."""
+    env = os.environ.get("ROOMSTREAM_PG_BINDIR")
+    if env:
+        if (Path(env) / "initdb").exists() and (Path(env) / "pg_ctl").exists():
+            return Path(env)
+        raise MissingBinary(
+            f"ROOMSTREAM_PG_BINDIR={env} holds no initdb and pg_ctl; point it at PostgreSQL's "
+            "bin directory (e.g. /usr/lib/postgresql/15/bin) or unset it"
+        )
+    root = Path("/usr/lib/postgresql")
+    versions = [p for p in root.glob("*/bin") if p.parent.name.isdigit()] if root.is_dir() else []
+    for c in sorted(versions, key=lambda p: int(p.parent.name), reverse=True):
+        if (c / "initdb").exists() and (c / "pg_ctl").exists():
+            return c
+    found = shutil.which("pg_ctl")
+    if found and (Path(found).resolve().parent / "initdb").exists():
+        return Path(found).resolve().parent
+    raise MissingBinary(
+        "the PostgreSQL server binaries (initdb, pg_ctl) were not found under /usr/lib/postgresql "
+        "or on PATH; install them with `apt-get install postgresql` (`make setup` does this), "
+        "or set ROOMSTREAM_PG_BINDIR"
+    )
+
+
+class Postgres:
+    USER = "roomstream"
+    DATABASE = "roomstream"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = settings.pg_port
+        self.dir = settings.stack_dir / "pg"
+        self.data = self.dir / "data"
+        self.run_dir = self.dir / "run"
+        self.log = self.dir / "postgres.log"
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.USER}@127.0.0.1:{self.port}/{self.DATABASE}"
+
+    def _os_user(self) -> str | None:
+        """PostgreSQL refuses to run as root: as root, run it as the 'postgres' system user."""
+        if os.geteuid() != 0:
+            return None
+        try:
+            pwd.getpwnam("postgres")
+            return "postgres"
+        except KeyError:
+            pass
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                "roomstream-pg",
+            ],
+            check=False,
+            capture_output=True,
+        )
+        return "roomstream-pg"
+
+    def _run(self, cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+        user = self._os_user()
+        if user:
+            cmd = ["runuser", "-u", user, "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload, no-any-return]
+
+    def pid(self) -> int | None:
+        pid = _read_pid(self.data / "postmaster.pid")
+        return pid if pid is not None and _pid_alive(pid) else None
+
+    def status(self) -> ServiceStatus:
+        pid = self.pid()
+        return ServiceStatus(
+            "postgres", pid is not None and _port_open(self.port), pid, self.address
+        )
+
+    def up(self, progress: Progress = _quiet) -> bool:
+        if self.status().running:
+            return False
+        bindir = _pg_bindir()
+        if not _port_free(self.port):
+            raise PortInUse("postgres", self.port, _port_holder(self.port))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir.mkdir(exist_ok=True)
+        user = self._os_user()
+        if user:
+            # The cluster's files belong to the unprivileged user; every parent must let it in.
+            for p in (self.dir, self.run_dir):
+                shutil.chown(p, user)
+            for parent in self.dir.parents:
+                if parent == Path("/"):
+                    break
+                mode = parent.stat().st_mode
+                if not mode & 0o001:
+                    os.chmod(parent, mode | 0o001)
+        if not (self.data / "PG_VERSION").exists():
+            progress("initialising the PostgreSQL cluster ...")
+            shutil.rmtree(self.data, ignore_errors=True)
+            proc = self._run(
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    self.USER,
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ]
+            )
+            if proc.returncode != 0:
+                raise StackError(f"initdb failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
+            with open(self.data / "postgresql.conf", "a") as conf:
+                conf.write(
+                    "\n# roomstream local stack\n"
+                    "listen_addresses = '127.0.0.1'\n"
+                    "max_connections = 200\n"
+                    "shared_buffers = 256MB\n"
+                    "wal_buffers = 16MB\n"
+                    "max_wal_size = 2GB\n"
+                    "checkpoint_timeout = 15min\n"
+                )
+        progress(f"starting PostgreSQL on {self.address} ...")
+        if user:
+            shutil.chown(self.log, user) if self.log.exists() else None
+            if not self.log.exists():
+                self.log.touch()
+                shutil.chown(self.log, user)
+        proc = self._run(
+            [
+                str(bindir / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-l",
+                str(self.log),
+                "-w",
+                "-t",
+                str(int(PG_START_TIMEOUT_S)),
+                "-o",
+                f"-p {self.port} -k {self.run_dir}",
+                "start",
+            ],
+            stdin=subprocess.DEVNULL,
+        )
+        if proc.returncode != 0:
+            raise StartTimeout(
+                f"PostgreSQL did not start on {self.address} (pg_ctl exit {proc.returncode}); "
+                f"last lines of {self.log}:\n{_tail(self.log)}"
+            )
+        if not _wait(lambda: _port_open(self.port), PG_START_TIMEOUT_S):
+            raise StartTimeout(
+                f"PostgreSQL did not answer on {self.address}; "
+                f"last lines of {self.log}:\n{_tail(self.log)}"
+            )
+        self._ensure_database(bindir)
+        return True
+
+    def _ensure_database(self, bindir: Path) -> None:
+        proc = self._run(
+            [
+                str(bindir / "psql"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.USER,
+                "-d",
+                "postgres",
+                "-tAc",
+                f"SELECT 1 FROM pg_database WHERE datname='{self.DATABASE}'",
+            ]
+        )
+        if proc.stdout.strip() == "1":
+            return
+        proc = self._run(
+            [
+                str(bindir / "createdb"),
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "-U",
+                self.USER,
+                self.DATABASE,
+            ]
+        )
+        if proc.returncode != 0:
+            raise StackError(f"createdb {self.DATABASE} failed: {proc.stderr.strip()}")
+
+    def down(self) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        bindir = _pg_bindir()
+        proc = self._run([str(bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+        if proc.returncode != 0 or not _wait(lambda: not _pid_alive(pid), 30.0):
+            _terminate(pid, 10.0)
+        return True
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+class Stack:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.kafka = Kafka(settings)
+        self.postgres = Postgres(settings)
+
+    def up(self, progress: Progress = _quiet) -> list[str]:
+        """Start what is not running; returns the names of the services this call started.
+
+        Both prerequisites are checked before anything starts, so a missing binary or a taken
+        port fails fast without leaving one service half up.
+        """
+        started: list[str] = []
+        if not self.postgres.status().running:
+            _pg_bindir()
+        if not self.kafka.status().running:
+            self.kafka.java()
+        if self.postgres.up(progress):
+            started.append("postgres")
+        if self.kafka.up(progress):
+            started.append("kafka")
+        return started
+
+    def down(self) -> list[str]:
+        stopped = []
+        if self.kafka.down():
+            stopped.append("kafka")
+        if self.postgres.down():
+            stopped.append("postgres")
+        return stopped
+
+    def status(self) -> list[ServiceStatus]:
+        return [self.kafka.status(), self.postgres.status()]
+
+    def env_lines(self) -> Iterator[str]:
+        s = self.settings
+        yield f"export ROOMSTREAM_KAFKA_BOOTSTRAP={self.kafka.address}"
+        yield f"export ROOMSTREAM_DATABASE_URL={self.postgres.url}"
+        yield f"export ROOMSTREAM_TOPIC_PREFIX={s.topic_prefix}"
+        # For third-party clients: psql reads these; kcat takes -b "$KAFKA_BOOTSTRAP".
+        yield f"export KAFKA_BOOTSTRAP={self.kafka.address}"
+        yield "export PGHOST=127.0.0.1"
+        yield f"export PGPORT={self.postgres.port}"
+        yield f"export PGUSER={Postgres.USER}"
+        yield f"export PGDATABASE={Postgres.DATABASE}"
