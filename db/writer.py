@@ -1,0 +1,327 @@
+"""The bulk writer: one batch of room chunks into PostgreSQL, inside the caller's transaction.
+
+``write_batch`` assigns stream orderings (contiguous, in commit order, from the locked
+``stream_positions`` row), writes every table of DESIGN.md's schema with one multi-row statement
+per table (``execute_values``; never a statement per row), records the chunks as committed, the
+consumed offsets and one outbox row per chunk that stored an event. The caller commits.
+
+Replays are harmless: a chunk already in ``committed_chunks`` is skipped whole, and an event
+already stored (by another chunk) is skipped and gets no stream ordering, so orderings stay
+contiguous. A chunk's changes are net changes; within a batch they apply in chunk order, so the
+last chunk to touch a current-state key or forward extremity wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from psycopg2.extras import execute_values
+
+from db.outbox import OutboxRow, store_offsets
+from pipeline.matrix.events import Event
+from pipeline.matrix.room_versions import room_version
+from pipeline.room.chunk import Chunk
+
+__all__ = ["BatchResult", "CommittedChunk", "MessageBuilder", "write_batch"]
+
+MessageBuilder = Callable[[Chunk, Mapping[str, int], int, int], bytes]
+"""(chunk, event_id -> stream ordering, position, prev_position) -> the message's bytes."""
+
+PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedChunk:
+    chunk: Chunk
+    stream_orderings: dict[str, int]  # the events stored now; others were stored before
+    position: int | None  # highest stream ordering; None when no event was stored
+    prev_position: int
+
+
+@dataclass(slots=True)
+class BatchResult:
+    committed: list[CommittedChunk] = field(default_factory=list)
+    skipped_chunk_ids: list[str] = field(default_factory=list)
+    skipped_event_ids: list[str] = field(default_factory=list)
+    outbox: list[OutboxRow] = field(default_factory=list)
+    last_stream_ordering: int = 0
+
+
+def _values(cur: Any, sql: str, rows: Sequence[tuple[Any, ...]], fetch: bool = False) -> Any:
+    if not rows:
+        return []
+    return execute_values(cur, sql, rows, page_size=PAGE_SIZE, fetch=fetch)
+
+
+def write_batch(
+    cur: Any,
+    chunks: Sequence[Chunk],
+    offsets: Mapping[tuple[str, int], int],
+    build_message: MessageBuilder | None = None,
+) -> BatchResult:
+    """Write ``chunks`` in order and record ``offsets`` ((topic, partition) -> next offset).
+
+    With ``build_message``, each chunk that stored at least one event gets an outbox row.
+    """
+    result = BatchResult()
+
+    # Which chunks and events are new: one query each for the whole batch.
+    ids = [c.chunk_id for c in chunks]
+    cur.execute("SELECT chunk_id FROM committed_chunks WHERE chunk_id = ANY(%s)", (ids,))
+    done_chunks = {r[0] for r in cur.fetchall()}
+    new_chunks: list[Chunk] = []
+    for c in chunks:
+        if c.chunk_id in done_chunks:
+            result.skipped_chunk_ids.append(c.chunk_id)
+        else:
+            done_chunks.add(c.chunk_id)
+            new_chunks.append(c)
+    event_ids = [e.event_id for c in new_chunks for e in c.events]
+    cur.execute("SELECT event_id FROM events WHERE event_id = ANY(%s)", (event_ids,))
+    stored = {r[0] for r in cur.fetchall()}
+    fresh: list[list[str]] = []  # per chunk, its events stored now, in order
+    for c in new_chunks:
+        ids_now: list[str] = []
+        for e in c.events:
+            if e.event_id in stored:
+                result.skipped_event_ids.append(e.event_id)
+            else:
+                stored.add(e.event_id)
+                ids_now.append(e.event_id)
+        fresh.append(ids_now)
+
+    # The row lock on stream_positions serialises committers: orderings are handed out in
+    # commit order, and nobody else can hand out the same range before this one commits.
+    total = sum(len(f) for f in fresh)
+    cur.execute(
+        "UPDATE stream_positions SET stream_id = stream_id + %s "
+        "WHERE stream_name = 'events' RETURNING stream_id",
+        (total,),
+    )
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError("stream_positions has no 'events' row; the schema is incomplete")
+    last = int(row[0])
+    result.last_stream_ordering = last
+    next_so = last - total + 1
+    prev_position = last - total
+
+    rows = _Rows()
+    for c, ids_now in zip(new_chunks, fresh, strict=True):
+        orderings = {eid: next_so + i for i, eid in enumerate(ids_now)}
+        next_so += len(ids_now)
+        rows.add_chunk(c, orderings)
+        position = next_so - 1 if ids_now else None
+        result.committed.append(CommittedChunk(c, orderings, position, prev_position))
+        rows.committed_chunks.append((c.chunk_id, position))
+        if position is not None:
+            if build_message is not None:
+                msg = build_message(c, orderings, position, prev_position)
+                result.outbox.append(OutboxRow(position, prev_position, c.room_id, msg))
+            prev_position = position
+
+    rows.write(cur)
+    _values(
+        cur,
+        "INSERT INTO invalidation_outbox (position, prev_position, room_id, message) VALUES %s",
+        [(o.position, o.prev_position, o.room_id, o.message) for o in result.outbox],
+    )
+    store_offsets(cur, offsets)
+    return result
+
+
+class _Rows:
+    """The rows of one batch, table by table, folded so that no key repeats in a statement."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[Any, ...]] = []
+        self.event_json: list[tuple[Any, ...]] = []
+        self.event_edges: list[tuple[Any, ...]] = []
+        self.event_auth: list[tuple[Any, ...]] = []
+        self.event_to_state_groups: list[tuple[Any, ...]] = []
+        self.state_groups: list[tuple[Any, ...]] = []
+        self.state_groups_state: list[tuple[Any, ...]] = []
+        self.state_group_edges: list[tuple[Any, ...]] = []
+        self.memberships: list[tuple[Any, ...]] = []
+        self.redactions: list[tuple[Any, ...]] = []
+        self.committed_chunks: list[tuple[Any, ...]] = []
+        # (room, type, state_key) -> (event_id, membership), or None when removed
+        self.current_state: dict[tuple[str, str, str], tuple[str, str | None] | None] = {}
+        # (room, event_id) -> is a forward extremity
+        self.extremities: dict[tuple[str, str], bool] = {}
+        # room -> (room_version, creator, has its create event)
+        self.rooms: dict[str, tuple[str, str | None, bool]] = {}
+
+    def add_chunk(self, c: Chunk, orderings: Mapping[str, int]) -> None:
+        rv = room_version(c.room_version)
+        room = c.room_id
+        creator = c.creator
+        has_create = False
+        for ce in c.events:
+            so = orderings.get(ce.event_id)
+            if so is None:
+                continue
+            ev = Event.from_trusted(ce.pdu, rv, ce.event_id)
+            self.events.append(
+                (
+                    so,
+                    ev.depth,
+                    ev.event_id,
+                    room,
+                    ev.type,
+                    ev.state_key,
+                    ev.sender,
+                    ev.origin_server_ts,
+                    ce.received_ts,
+                    int(ce.format_version),
+                    ce.rejected,
+                    ce.soft_failed,
+                    ce.outlier,
+                )
+            )
+            json_text = orjson.dumps(ce.pdu).decode()
+            self.event_json.append((ev.event_id, room, int(ce.format_version), json_text))
+            self.event_edges.extend((ev.event_id, p) for p in dict.fromkeys(ev.prev_event_ids))
+            self.event_auth.extend((ev.event_id, a, room) for a in dict.fromkeys(ev.auth_event_ids))
+            if ce.state_group is not None:
+                self.event_to_state_groups.append((ev.event_id, ce.state_group))
+            if ev.type == "m.room.create" and ev.state_key == "" and ce.rejected is None:
+                has_create = True
+                if creator is None:
+                    # Since v11 the creator is the create event's sender; before, a content key.
+                    raw = ev.sender if rv.implicit_room_creator else ev.content.get("creator")
+                    creator = raw if isinstance(raw, str) else ev.sender
+        for g in c.state_groups:
+            self.state_groups.append((g.id, room, g.event_id))
+            if g.prev_group is not None:
+                self.state_group_edges.append((g.id, g.prev_group))
+            self.state_groups_state.extend((g.id, room, t, sk, eid) for t, sk, eid in g.delta)
+        for m in c.memberships:
+            so = orderings.get(m.event_id)
+            if so is not None:
+                self.memberships.append((m.event_id, m.user_id, m.sender, room, m.membership, so))
+        for r in c.redactions:
+            if r.event_id in orderings:
+                self.redactions.append((r.event_id, r.redacts))
+        for t, sk in c.current_state_removed:
+            self.current_state[(room, t, sk)] = None
+        for cs in c.current_state_set:
+            self.current_state[(room, cs.type, cs.state_key)] = (cs.event_id, cs.membership)
+        for eid in c.forward_extremities_added:
+            self.extremities[(room, eid)] = True
+        for eid in c.forward_extremities_removed:
+            self.extremities[(room, eid)] = False
+        if has_create or room not in self.rooms:
+            self.rooms[room] = (c.room_version, creator, has_create)
+
+    def write(self, cur: Any) -> None:
+        rooms_create = [(r, v, c) for r, (v, c, has) in self.rooms.items() if has]
+        rooms_other = [(r, v, c) for r, (v, c, has) in self.rooms.items() if not has]
+        # The create event in the batch is the authority on the room's version and creator.
+        _values(
+            cur,
+            "INSERT INTO rooms (room_id, room_version, creator) VALUES %s ON CONFLICT (room_id) "
+            "DO UPDATE SET room_version = EXCLUDED.room_version, creator = EXCLUDED.creator",
+            rooms_create,
+        )
+        _values(
+            cur,
+            "INSERT INTO rooms (room_id, room_version, creator) VALUES %s "
+            "ON CONFLICT (room_id) DO NOTHING",
+            rooms_other,
+        )
+        _values(
+            cur,
+            "INSERT INTO events (stream_ordering, topological_ordering, event_id, room_id, type,"
+            " state_key, sender, origin_server_ts, received_ts, format_version, rejection_reason,"
+            " soft_failed, outlier) VALUES %s",
+            self.events,
+        )
+        _values(
+            cur,
+            "INSERT INTO event_json (event_id, room_id, format_version, json) VALUES %s",
+            self.event_json,
+        )
+        _values(
+            cur,
+            "INSERT INTO event_edges (event_id, prev_event_id) VALUES %s ON CONFLICT DO NOTHING",
+            self.event_edges,
+        )
+        _values(
+            cur,
+            "INSERT INTO event_auth (event_id, auth_id, room_id) VALUES %s ON CONFLICT DO NOTHING",
+            self.event_auth,
+        )
+        # A state group already stored (a replay under another chunk id) keeps its rows.
+        new_groups = {
+            r[0]
+            for r in _values(
+                cur,
+                "INSERT INTO state_groups (id, room_id, event_id) VALUES %s "
+                "ON CONFLICT (id) DO NOTHING RETURNING id",
+                self.state_groups,
+                fetch=True,
+            )
+        }
+        _values(
+            cur,
+            "INSERT INTO state_group_edges (state_group, prev_state_group) VALUES %s",
+            [e for e in self.state_group_edges if e[0] in new_groups],
+        )
+        _values(
+            cur,
+            "INSERT INTO state_groups_state (state_group, room_id, type, state_key, event_id) "
+            "VALUES %s",
+            [s for s in self.state_groups_state if s[0] in new_groups],
+        )
+        _values(
+            cur,
+            "INSERT INTO event_to_state_groups (event_id, state_group) VALUES %s "
+            "ON CONFLICT (event_id) DO NOTHING",
+            self.event_to_state_groups,
+        )
+        _values(
+            cur,
+            "INSERT INTO room_memberships (event_id, user_id, sender, room_id, membership,"
+            " event_stream_ordering) VALUES %s ON CONFLICT (event_id) DO NOTHING",
+            self.memberships,
+        )
+        _values(
+            cur,
+            "INSERT INTO redactions (event_id, redacts) VALUES %s"
+            " ON CONFLICT (event_id) DO NOTHING",
+            self.redactions,
+        )
+        _values(
+            cur,
+            "DELETE FROM current_state_events AS c USING (VALUES %s) AS d(room_id, type, state_key)"
+            " WHERE c.room_id = d.room_id AND c.type = d.type AND c.state_key = d.state_key",
+            [k for k, v in self.current_state.items() if v is None],
+        )
+        _values(
+            cur,
+            "INSERT INTO current_state_events (room_id, type, state_key, event_id, membership)"
+            " VALUES %s ON CONFLICT (room_id, type, state_key) DO UPDATE"
+            " SET event_id = EXCLUDED.event_id, membership = EXCLUDED.membership",
+            [(*k, *v) for k, v in self.current_state.items() if v is not None],
+        )
+        _values(
+            cur,
+            "DELETE FROM event_forward_extremities AS f USING (VALUES %s) AS d(room_id, event_id)"
+            " WHERE f.room_id = d.room_id AND f.event_id = d.event_id",
+            [k for k, added in self.extremities.items() if not added],
+        )
+        _values(
+            cur,
+            "INSERT INTO event_forward_extremities (room_id, event_id) VALUES %s"
+            " ON CONFLICT DO NOTHING",
+            [k for k, added in self.extremities.items() if added],
+        )
+        _values(
+            cur,
+            "INSERT INTO committed_chunks (chunk_id, position) VALUES %s",
+            self.committed_chunks,
+        )

@@ -1,0 +1,339 @@
+"""Invalidation messages: building them (pure) and consuming them (``InvalidationClient``).
+
+One message per committed room chunk (DESIGN.md, "Messages"). ``build_invalidation`` decides
+which caches a change touches, batched into ONE ``invalidate`` list, Synapse's cache names and
+key shapes: a change to current state invalidates what Synapse's ``_invalidate_state_caches``
+does, a membership change in current state additionally every per-user and per-host cache, and
+every stored event its ``have_seen_event`` entry.
+
+A consumer applies every invalidation of a message before it notifies about the message's
+events (invariant 4); ``InvalidationApplier`` does that and keeps the position: a message at or
+below the position is a duplicate (a resend after a committer crash) and is dropped; a message
+whose ``prev_position`` is not the current position means messages were missed, and is reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
+
+from pipeline.room.chunk import Chunk
+
+__all__ = [
+    "InvalidationApplier",
+    "InvalidationClient",
+    "build_invalidation",
+    "decode_invalidation",
+    "encode_invalidation",
+    "format_for_tail",
+]
+
+log = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+CacheKey = tuple[Any, ...]
+CacheInvalidator = Callable[[CacheKey], None]
+"""Drops one key from one cache."""
+Notifier = Callable[[Message], None]
+"""Told about a message once all its invalidations are applied."""
+GapHandler = Callable[[int, Message], None]
+"""Called with the expected ``prev_position`` and the message that did not match it."""
+
+MEMBER = "m.room.member"
+
+# The order in which caches appear in a message; fixed so messages are reproducible.
+_ROOM_STATE_CACHES = (
+    "get_current_state_ids",
+    "get_partial_current_state_ids",
+    "get_room_summary",
+)
+_ROOM_MEMBER_CACHES = (
+    "get_users_in_room",
+    "get_current_hosts_in_room",
+    "get_users_in_room_with_profiles",
+    "get_number_joined_users_in_room",
+    "get_local_users_in_room",
+)
+_USER_MEMBER_CACHES = (
+    "get_rooms_for_user_with_stream_ordering",
+    "get_rooms_for_user",
+    "get_invited_rooms_for_local_user",
+)
+_HOST_MEMBER_CACHES = ("is_host_joined", "was_host_joined")
+_EXTREMITY_CACHES = ("get_forward_extremities_for_room", "get_latest_event_ids_in_room")
+
+
+def _host(user_id: str) -> str:
+    # A user ID is "@localpart:domain"; the domain may carry a port, which stays.
+    return user_id.split(":", 1)[1] if ":" in user_id else user_id
+
+
+def build_invalidation(
+    chunk: Chunk,
+    stream_orderings: Mapping[str, int],
+    position: int,
+    prev_position: int,
+) -> Message:
+    """The invalidation message of one committed chunk.
+
+    ``stream_orderings`` maps each event of the chunk that was stored now to its stream
+    ordering; events absent from it (stored before, by an earlier delivery) are neither
+    announced nor invalidated again. ``position`` is the highest of those orderings.
+    """
+    room = chunk.room_id
+    events: list[dict[str, Any]] = []
+    invalidate: dict[str, set[CacheKey]] = {}
+
+    def add(cache: str, key: CacheKey) -> None:
+        invalidate.setdefault(cache, set()).add(key)
+
+    for ev in chunk.events:
+        so = stream_orderings.get(ev.event_id)
+        if so is None:
+            continue
+        # A negative have_seen_event answer may be cached for any event, rejected ones too.
+        add("have_seen_event", (room, ev.event_id))
+        if ev.rejected is None and not ev.soft_failed and not ev.outlier:
+            events.append(
+                {
+                    "event_id": ev.event_id,
+                    "stream_ordering": so,
+                    "type": ev.pdu.get("type"),
+                    "state_key": ev.pdu.get("state_key"),
+                    "sender": ev.pdu.get("sender"),
+                }
+            )
+
+    changed_types = {r.type for r in chunk.current_state_set}
+    changed_types.update(t for t, _ in chunk.current_state_removed)
+    members_changed = {r.state_key for r in chunk.current_state_set if r.type == MEMBER}
+    members_changed.update(sk for t, sk in chunk.current_state_removed if t == MEMBER)
+
+    if changed_types:
+        for cache in _ROOM_STATE_CACHES:
+            add(cache, (room,))
+        if "m.room.create" in changed_types:
+            add("get_room_type", (room,))
+        if "m.room.encryption" in changed_types:
+            add("get_room_encryption", (room,))
+    if members_changed:
+        for cache in _ROOM_MEMBER_CACHES:
+            add(cache, (room,))
+        for user in members_changed:
+            add("get_user_in_room_with_profile", (room, user))
+            for cache in _USER_MEMBER_CACHES:
+                add(cache, (user,))
+        for host in {_host(u) for u in members_changed}:
+            for cache in _HOST_MEMBER_CACHES:
+                add(cache, (room, host))
+    if chunk.forward_extremities_added or chunk.forward_extremities_removed:
+        for cache in _EXTREMITY_CACHES:
+            add(cache, (room,))
+    for r in chunk.redactions:
+        if r.event_id in stream_orderings:
+            add("get_event", (r.redacts,))
+
+    return {
+        "position": position,
+        "prev_position": prev_position,
+        "room_id": room,
+        "events": events,
+        "invalidate": [
+            {"cache": cache, "keys": [list(k) for k in sorted(keys)]}
+            for cache, keys in sorted(invalidate.items(), key=lambda kv: _cache_rank(kv[0]))
+        ],
+    }
+
+
+_CACHE_ORDER = (
+    *_ROOM_STATE_CACHES,
+    "get_room_type",
+    "get_room_encryption",
+    *_ROOM_MEMBER_CACHES,
+    "get_user_in_room_with_profile",
+    *_USER_MEMBER_CACHES,
+    *_HOST_MEMBER_CACHES,
+    *_EXTREMITY_CACHES,
+    "get_event",
+    "have_seen_event",
+)
+
+
+def _cache_rank(cache: str) -> tuple[int, str]:
+    return (_CACHE_ORDER.index(cache) if cache in _CACHE_ORDER else len(_CACHE_ORDER), cache)
+
+
+def encode_invalidation(message: Mapping[str, Any]) -> bytes:
+    return orjson.dumps(message)
+
+
+def decode_invalidation(data: bytes | str) -> Message:
+    """Parse a message; raise ValueError naming what is missing when it is not one."""
+    msg = orjson.loads(data)
+    if not isinstance(msg, dict):
+        raise ValueError(f"invalidation message is not a JSON object: {data[:80]!r}")
+    for name in ("position", "prev_position", "room_id", "events", "invalidate"):
+        if name not in msg:
+            raise ValueError(f"invalidation message lacks {name!r}: {data[:80]!r}")
+    return msg
+
+
+def format_for_tail(msg: Mapping[str, Any]) -> str:
+    """One human-readable line per message, for ``roomstream tail``."""
+    events = msg.get("events", [])
+    described = []
+    for e in events:
+        what = e.get("type", "?")
+        if e.get("state_key") is not None:
+            what += f"[{e['state_key']}]"
+        described.append(
+            f"{e.get('event_id')}@{e.get('stream_ordering')} {what} by {e.get('sender')}"
+        )
+    caches = ", ".join(f"{i['cache']}×{len(i['keys'])}" for i in msg.get("invalidate", []))
+    return (
+        f"{msg.get('position')} (prev {msg.get('prev_position')}) {msg.get('room_id')}: "
+        f"{len(events)} event(s)"
+        + (f" [{'; '.join(described)}]" if described else "")
+        + (f" | invalidate {caches}" if caches else "")
+    )
+
+
+def _log_gap(expected_prev: int, msg: Message) -> None:
+    log.warning(
+        "invalidation gap: expected a message after position %d, got position %s with "
+        "prev_position %s; caches may hold stale entries for the missing changes",
+        expected_prev,
+        msg.get("position"),
+        msg.get("prev_position"),
+    )
+
+
+class InvalidationApplier:
+    """Applies messages in order to registered caches, then notifies; tracks the position.
+
+    ``start_position`` is the position already reflected by the caches (0: nothing seen yet);
+    None accepts whatever message comes first as the continuation (a consumer starting at the
+    end of the topic).
+    """
+
+    def __init__(self, start_position: int | None = 0, on_gap: GapHandler | None = None) -> None:
+        self.position = start_position
+        self._caches: dict[str, list[CacheInvalidator]] = {}
+        self._notifiers: list[Notifier] = []
+        self._on_gap = on_gap or _log_gap
+        self.duplicates = 0
+        self.gaps = 0
+
+    def register_cache(self, name: str, invalidate: CacheInvalidator) -> None:
+        self._caches.setdefault(name, []).append(invalidate)
+
+    def add_notifier(self, notify: Notifier) -> None:
+        self._notifiers.append(notify)
+
+    def apply(self, msg: Message) -> bool:
+        """Apply one message; False when it was a duplicate and was dropped."""
+        position = int(msg["position"])
+        prev = int(msg["prev_position"])
+        if self.position is not None and position <= self.position:
+            self.duplicates += 1
+            return False
+        if self.position is not None and prev != self.position:
+            self.gaps += 1
+            self._on_gap(self.position, msg)
+        # Invariant 4: every invalidation of the message, then the notifications.
+        for entry in msg["invalidate"]:
+            for invalidate in self._caches.get(entry["cache"], ()):
+                for key in entry["keys"]:
+                    invalidate(tuple(key))
+        self.position = position
+        for notify in self._notifiers:
+            notify(msg)
+        return True
+
+
+class InvalidationClient(InvalidationApplier):
+    """Consumes the invalidations topic (read_committed) and applies each message.
+
+    The topic has one partition; the client assigns it directly (no consumer-group
+    rebalancing) from the beginning, the end, or a given offset, and commits nothing: its
+    progress is ``position``, which a cache owner would persist with whatever it derives.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        *,
+        start_position: int | None = 0,
+        start_offset: int | str = "beginning",
+        on_gap: GapHandler | None = None,
+        extra_config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(start_position=start_position, on_gap=on_gap)
+        self.topic = topic
+        config: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"roomstream-invalidations-{uuid.uuid4().hex[:12]}",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+        }
+        config.update(extra_config or {})
+        self._consumer = Consumer(config)
+        offset = {"beginning": OFFSET_BEGINNING, "end": OFFSET_END}.get(str(start_offset))
+        if offset is None:
+            offset = int(start_offset)
+        self._consumer.assign([TopicPartition(topic, 0, offset)])
+
+    def poll(self, timeout: float = 0.5) -> list[Message]:
+        """Read what is available within ``timeout``; return the messages applied."""
+        applied: list[Message] = []
+        for record in self._consumer.consume(num_messages=500, timeout=timeout):
+            err = record.error()
+            if err is not None:
+                if err.fatal():
+                    raise RuntimeError(f"invalidations consumer failed on {self.topic}: {err}")
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("invalidations consumer on %s: %s", self.topic, err)
+                continue
+            try:
+                msg = decode_invalidation(record.value() or b"")
+            except ValueError as exc:
+                log.error("skipping offset %s of %s: %s", record.offset(), self.topic, exc)
+                continue
+            if self.apply(msg):
+                applied.append(msg)
+        return applied
+
+    def wait_for_position(self, position: int, timeout: float) -> bool:
+        """Poll until the position reaches ``position``; False if ``timeout`` seconds pass first."""
+        deadline = time.monotonic() + timeout
+        while self.position is None or self.position < position:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.poll(min(0.5, remaining))
+        return True
+
+    def iter_messages(
+        self, stop: threading.Event | None = None, poll_timeout: float = 0.5
+    ) -> Iterator[Message]:
+        """Yield each applied message until ``stop`` is set (forever without one)."""
+        while stop is None or not stop.is_set():
+            yield from self.poll(poll_timeout)
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> InvalidationClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
