@@ -1,0 +1,35 @@
+"""The Matrix authorization rules of room versions 1–12.
+
+Public API:
+
+- ``auth_types_for_event(event)``: the (type, state_key) pairs the rules read for an event.
+- ``auth_event_selection(event)``: what an event's ``auth_events`` may hold.
+- ``check_auth_rules(event, auth_state)``: reject (EventRejected) or allow against a state.
+- ``check_auth_events(event, fetch_event, is_rejected=...)``: the checks of an event's own
+  auth events, then the rules against them.
+- ``is_power_event(event)``: state resolution v2's power events.
+
+Power level arithmetic lives in ``pipeline.matrix.power_levels``.
+"""
+
+from pipeline.matrix.auth.auth_events import check_auth_events
+from pipeline.matrix.auth.context import ServerSignatureCheck, ThirdPartySignatureCheck
+from pipeline.matrix.auth.power_levels_rules import power_levels_content_problem
+from pipeline.matrix.auth.rules import check_auth_rules, check_create_event
+from pipeline.matrix.auth.selection import (
+    auth_event_selection,
+    auth_types_for_event,
+    is_power_event,
+)
+
+__all__ = [
+    "ServerSignatureCheck",
+    "ThirdPartySignatureCheck",
+    "auth_event_selection",
+    "auth_types_for_event",
+    "check_auth_events",
+    "check_auth_rules",
+    "check_create_event",
+    "is_power_event",
+    "power_levels_content_problem",
+]

@@ -1,0 +1,157 @@
+"""A small room builder for the authorization rule tests.
+
+``Room(version)`` starts a room the way a homeserver creates one: the create event, the
+creator's join, power levels (creator at 100, or in v12+ no ``users`` entry since creators are
+implicit) and an ``invite`` join rule. ``room.new(...)`` builds an event without applying it;
+``room.add(event)`` applies a state event; ``room.state`` is the current state map.
+
+Event IDs are readable (``$3-bob-join:a.org``); v12 rooms get the room ID ``!create`` from their
+create event ``$create``.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from pipeline.matrix.auth.identifiers import domain_of
+from pipeline.matrix.events import Event, StateKey
+from pipeline.matrix.room_versions import RoomVersion, room_version
+
+ALICE = "@alice:a.org"  # the creator
+BOB = "@bob:b.org"
+CAROL = "@carol:c.org"
+DAVE = "@dave:a.org"
+EVE = "@eve:e.org"
+
+ALL_VERSIONS = [str(n) for n in range(1, 13)]
+
+
+def versions(lo: int = 1, hi: int = 12) -> list[Any]:
+    """Room versions lo..hi as pytest params with ids v1, v2, ..."""
+    return [pytest.param(str(n), id=f"v{n}") for n in range(lo, hi + 1)]
+
+
+class Room:
+    def __init__(
+        self,
+        version: str,
+        *,
+        creator: str = ALICE,
+        create_content: Mapping[str, Any] | None = None,
+        power_levels: Mapping[str, Any] | None = None,
+        join_rule: str | None = "invite",
+        bare: bool = False,
+    ) -> None:
+        self.rv: RoomVersion = room_version(version)
+        self._seq = itertools.count(1)
+        self.state: dict[StateKey, Event] = {}
+        self.last: str | None = None
+        content: dict[str, Any] = {"room_version": version}
+        if not self.rv.implicit_room_creator:
+            content["creator"] = creator
+        content.update(create_content or {})
+        if self.rv.room_id_is_create_event_hash:
+            self.room_id = "!create"
+            self.create = self.add(
+                self.new("m.room.create", creator, content, state_key="", event_id="$create")
+            )
+        else:
+            self.room_id = "!room:" + (domain_of(creator) or "a.org")
+            self.create = self.add(self.new("m.room.create", creator, content, state_key=""))
+        if bare:
+            return
+        self.add(self.member(creator, "join"))
+        if power_levels is None:
+            power_levels = self.default_power_levels(creator)
+        self.add(self.new("m.room.power_levels", creator, power_levels, state_key=""))
+        if join_rule is not None:
+            self.add(self.new("m.room.join_rules", creator, {"join_rule": join_rule}, state_key=""))
+
+    def default_power_levels(self, creator: str) -> dict[str, Any]:
+        users = {} if self.rv.privileged_creators else {creator: 100}
+        return {"users": users, "users_default": 0}
+
+    def new(
+        self,
+        type_: str,
+        sender: str,
+        content: Mapping[str, Any],
+        *,
+        state_key: str | None = None,
+        event_id: str | None = None,
+        prev: list[str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        signed_by: list[str] | None = None,
+    ) -> Event:
+        """An event on top of the current state (prev_events = the last event added)."""
+        n = next(self._seq)
+        label = type_.rsplit(".", 1)[-1]
+        if event_id is None:
+            event_id = f"${n}-{label}"
+            if self.rv.event_format.value == 1:
+                # v1/v2 event IDs carry the sending server's domain.
+                event_id += ":" + (domain_of(sender) or "a.org")
+        servers = signed_by if signed_by is not None else [domain_of(sender) or "a.org"]
+        pdu: dict[str, Any] = {
+            "event_id": event_id,
+            "type": type_,
+            "sender": sender,
+            "content": dict(content),
+            "prev_events": prev if prev is not None else ([self.last] if self.last else []),
+            "auth_events": [],
+            "depth": n,
+            "origin_server_ts": 1_000 + n,
+            "signatures": {s: {"ed25519:1": "sig"} for s in servers},
+        }
+        if not (type_ == "m.room.create" and self.rv.room_id_is_create_event_hash):
+            pdu["room_id"] = self.room_id
+        if state_key is not None:
+            pdu["state_key"] = state_key
+        pdu.update(extra or {})
+        return Event.from_trusted(pdu, self.rv)
+
+    def member(
+        self, target: str, membership: str, sender: str | None = None, **content: Any
+    ) -> Event:
+        return self.new(
+            "m.room.member",
+            sender or target,
+            {"membership": membership, **content},
+            state_key=target,
+        )
+
+    def add(self, event: Event) -> Event:
+        if event.state_key is not None:
+            self.state[(event.type, event.state_key)] = event
+        self.last = event.event_id
+        return event
+
+    def set(self, type_: str, content: Mapping[str, Any], state_key: str = "") -> Event:
+        """Put a state event sent by the creator straight into the state."""
+        return self.add(self.new(type_, self.create.sender, content, state_key=state_key))
+
+    def join(self, *users: str) -> None:
+        for user in users:
+            self.add(self.member(user, "join"))
+
+    def power_levels(self, **content: Any) -> Event:
+        return self.set("m.room.power_levels", content)
+
+    def without(self, *keys: StateKey) -> dict[StateKey, Event]:
+        return {k: v for k, v in self.state.items() if k not in keys}
+
+
+def rejection(event: Event, state: Mapping[StateKey, Event], **kwargs: Any) -> str | None:
+    """The reason ``check_auth_rules`` rejects ``event`` for, or None when it is allowed."""
+    from pipeline.matrix.auth import check_auth_rules
+    from pipeline.matrix.errors import EventRejected
+
+    try:
+        check_auth_rules(event, state, **kwargs)
+    except EventRejected as e:
+        return e.reason
+    return None
