@@ -1,0 +1,62 @@
+"""State resolution: the state of a room where several states meet.
+
+The room state before an event is the resolution of the states after its prev_events; this
+package computes that resolution with the algorithm of the room's version: v1 for room
+version 1, v2 for versions 2–11, v2.1 for version 12 (MSC4297).
+
+    resolve_state(room_version, state_sets, fetch_event, *, auth_chain_ids=None,
+                  is_rejected=None) -> dict[StateKey, str]
+
+Pure and synchronous: events come from ``fetch_event``, and an event it does not know raises
+``MissingEvents`` naming it (park and retry; never a rejection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+
+from pipeline.matrix.events import EventFetcher, StateKey, StateMap
+from pipeline.matrix.room_versions import RoomVersion, StateResAlgorithm
+from pipeline.matrix.state_res._common import EventLoader
+from pipeline.matrix.state_res.v1 import resolve_v1
+from pipeline.matrix.state_res.v2 import resolve_v2
+
+__all__ = ["resolve_state"]
+
+
+def resolve_state(
+    room_version: RoomVersion,
+    state_sets: Sequence[StateMap],
+    fetch_event: EventFetcher,
+    *,
+    auth_chain_ids: Callable[[Iterable[str]], set[str]] | None = None,
+    is_rejected: Callable[[str], bool] | None = None,
+) -> dict[StateKey, str]:
+    """The resolved state of ``state_sets``: (type, state_key) -> event ID.
+
+    ``auth_chain_ids``, when given, returns the union of the auth chains of the events it is
+    given (not the events themselves); a store with an auth chain index makes this fast.
+    Without it the auth chains are walked over auth_events through ``fetch_event``.
+    ``is_rejected`` says whether an event was rejected; rejected events are not used as auth
+    events during the iterative auth checks (v2). Without it no event counts as rejected.
+
+    Raises MissingEvents when an event needed to decide is not known to ``fetch_event``.
+    """
+    if not state_sets:
+        return {}
+    if len(state_sets) == 1:
+        return dict(state_sets[0])
+    loader = EventLoader(fetch_event)
+    if room_version.state_res is StateResAlgorithm.V1:
+        return resolve_v1(state_sets, loader)
+    return resolve_v2(
+        room_version,
+        state_sets,
+        loader,
+        auth_chain_ids,
+        is_rejected if is_rejected is not None else _never_rejected,
+    )
+
+
+def _never_rejected(event_id: str) -> bool:
+    return False

@@ -1,0 +1,289 @@
+"""State resolution v2 (room versions 2–11) and v2.1 (room version 12, MSC4297).
+
+The spec's algorithm (rooms/v2, "State resolution"):
+
+1. Power events of the full conflicted set, with the events of their auth chains that are in
+   the full conflicted set, sorted in the reverse topological power ordering.
+2. Iterative auth checks over them, starting from the unconflicted state map (v2.1: from an
+   empty state map).
+3. The remaining events of the full conflicted set, in the mainline ordering based on the
+   power levels of that partially resolved state.
+4. Iterative auth checks over them, on top of the partially resolved state.
+5. The unconflicted state map laid over the result.
+
+v2.1 differs only by a flag: the starting map of step 2, and the conflicted state subgraph
+that joins the full conflicted set.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Collection, Iterable, Sequence
+
+from pipeline.matrix.auth import auth_types_for_event, check_auth_rules
+from pipeline.matrix.errors import EventRejected
+from pipeline.matrix.events import Event, StateKey, StateMap
+from pipeline.matrix.room_versions import RoomVersion, StateResAlgorithm
+from pipeline.matrix.state_res._common import (
+    CREATE_KEY,
+    POWER_LEVELS_KEY,
+    AuthChainIds,
+    EventLoader,
+    implicit_create_event_id,
+    is_power_event,
+    sender_power_level,
+    split_conflicts,
+    walk_auth_chains,
+)
+
+
+def resolve_v2(
+    room_version: RoomVersion,
+    state_sets: Sequence[StateMap],
+    loader: EventLoader,
+    auth_chain_ids: AuthChainIds | None,
+    is_rejected: Callable[[str], bool],
+) -> dict[StateKey, str]:
+    """The resolution of ``state_sets`` by state resolution v2, or v2.1 for room version 12."""
+    v2_1 = room_version.state_res is StateResAlgorithm.V2_1
+    unconflicted, conflicted = split_conflicts(state_sets)
+    if not conflicted:
+        return unconflicted
+
+    conflicted_ids: set[str] = set()
+    for ids in conflicted.values():
+        conflicted_ids.update(ids)
+    # Full conflicted set: "the union of the conflicted state set and the auth difference"
+    # (v2.1: "... the conflicted state subgraph, and the auth difference").
+    full = conflicted_ids | auth_difference(
+        state_sets, unconflicted, conflicted.keys(), loader, auth_chain_ids
+    )
+    if v2_1:
+        full |= conflicted_state_subgraph(loader, conflicted_ids)
+    loader.get_all(full, "in the full conflicted set of a state resolution")
+
+    # 1. Power events and their auth chains within the full conflicted set, sorted.
+    power_ids = [e for e in full if is_power_event(loader.get(e))]
+    sorted_power = reverse_topological_power_order(loader, power_ids, full)
+    # 2. "starting from the unconflicted state map" (v2.1: "starting from an empty state map").
+    start: dict[StateKey, str] = {} if v2_1 else dict(unconflicted)
+    partial = iterative_auth_checks(loader, sorted_power, start, is_rejected)
+    # 3. "all remaining events that weren't picked in step 1", in mainline ordering.
+    picked = set(sorted_power)
+    remaining = [e for e in full if e not in picked]
+    sorted_remaining = mainline_order(loader, remaining, partial.get(POWER_LEVELS_KEY))
+    # 4. Iterative auth checks on the partially resolved state.
+    resolved = iterative_auth_checks(loader, sorted_remaining, partial, is_rejected)
+    # 5. "replacing any event with the event with the same key from the unconflicted state map".
+    resolved.update(unconflicted)
+    return resolved
+
+
+def auth_difference(
+    state_sets: Sequence[StateMap],
+    unconflicted: StateMap,
+    conflicted_keys: Collection[StateKey],
+    loader: EventLoader,
+    auth_chain_ids: AuthChainIds | None,
+) -> set[str]:
+    """∪ C_i − ∩ C_i, where C_i is the full auth chain of state set S_i.
+
+    Each C_i is the auth chain of the unconflicted state (the same for every set, so never part
+    of the difference) plus the auth chain of the set's conflicted entries. Only the latter is
+    walked per set, and the walk stops at the common part: whatever lies behind an event of the
+    common auth chain is in it too.
+    """
+    unconflicted_ids = set(unconflicted.values())
+    per_set: list[set[str]] = []
+    if auth_chain_ids is not None:
+        common = auth_chain_ids(unconflicted_ids)
+        for state in state_sets:
+            ids = [state[k] for k in conflicted_keys if k in state]
+            per_set.append(auth_chain_ids(ids) - common)
+    else:
+        common = walk_auth_chains(loader, unconflicted_ids)
+        for state in state_sets:
+            ids = [state[k] for k in conflicted_keys if k in state]
+            per_set.append(walk_auth_chains(loader, ids, stop=common))
+    union: set[str] = set().union(*per_set)
+    return union - per_set[0].intersection(*per_set[1:])
+
+
+def conflicted_state_subgraph(loader: EventLoader, conflicted_ids: Collection[str]) -> set[str]:
+    """v2.1: the events on auth_events paths between two events of the conflicted state set.
+
+    An event lies on such a path when it is in the auth chain of a conflicted event and a
+    conflicted event is in its own auth chain; a conflicted event is an endpoint of one when
+    another conflicted event is in its auth chain or has it in its own.
+    """
+    # Everything behind a conflicted event, with its auth edges.
+    auth_of: dict[str, tuple[str, ...]] = {}
+    todo = list(conflicted_ids)
+    while todo:
+        event_id = todo.pop()
+        if event_id in auth_of:
+            continue
+        event = loader.get(event_id, "in the auth chain of a conflicted state event")
+        auth_of[event_id] = event.auth_event_ids
+        todo.extend(a for a in event.auth_event_ids if a not in auth_of)
+    behind_conflicted: set[str] = set()
+    for event_id in conflicted_ids:
+        behind_conflicted.update(auth_of[event_id])
+    behind_conflicted = _closure(behind_conflicted, auth_of)
+
+    # Walk the edges backwards from the conflicted events: who has one in its auth chain.
+    cited_by: dict[str, list[str]] = {}
+    for event_id, auth_ids in auth_of.items():
+        for auth_id in auth_ids:
+            cited_by.setdefault(auth_id, []).append(event_id)
+    ahead_of_conflicted: set[str] = set()
+    todo = [c for e in conflicted_ids for c in cited_by.get(e, ())]
+    while todo:
+        event_id = todo.pop()
+        if event_id not in ahead_of_conflicted:
+            ahead_of_conflicted.add(event_id)
+            todo.extend(cited_by.get(event_id, ()))
+    on_paths = behind_conflicted & ahead_of_conflicted
+    # The endpoints: conflicted events with another conflicted event behind or ahead of them.
+    on_paths.update(c for c in conflicted_ids if c in behind_conflicted or c in ahead_of_conflicted)
+    return on_paths
+
+
+def _closure(start: set[str], auth_of: dict[str, tuple[str, ...]]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(start)
+    while todo:
+        event_id = todo.pop()
+        if event_id not in seen:
+            seen.add(event_id)
+            todo.extend(auth_of.get(event_id, ()))
+    return seen
+
+
+def reverse_topological_power_order(
+    loader: EventLoader, power_ids: Iterable[str], full: Collection[str]
+) -> list[str]:
+    """The power events and their auth chains within ``full``, earliest first.
+
+    Kahn's algorithm over the auth_events DAG, taking at each step the smallest candidate:
+    "x's sender has greater power level than y's sender ... or the senders have the same power
+    level, but x's origin_server_ts is less ... or ... x's event_id is less".
+    """
+    graph: dict[str, list[str]] = {}
+    todo = list(power_ids)
+    while todo:
+        event_id = todo.pop()
+        if event_id in graph:
+            continue
+        event = loader.get(event_id)
+        edges = [a for a in dict.fromkeys(event.auth_event_ids) if a in full]
+        graph[event_id] = edges
+        todo.extend(a for a in edges if a not in graph)
+
+    outdegree = {event_id: len(edges) for event_id, edges in graph.items()}
+    cited_by: dict[str, list[str]] = {}
+    for event_id, edges in graph.items():
+        for auth_id in edges:
+            cited_by.setdefault(auth_id, []).append(event_id)
+
+    def tie_break(event_id: str) -> tuple[float, int, str]:
+        event = loader.get(event_id)
+        return (-sender_power_level(loader, event), event.origin_server_ts, event_id)
+
+    heap = [tie_break(e) for e, n in outdegree.items() if n == 0]
+    heapq.heapify(heap)
+    ordered: list[str] = []
+    while heap:
+        event_id = heapq.heappop(heap)[2]
+        ordered.append(event_id)
+        for parent in cited_by.get(event_id, ()):
+            outdegree[parent] -= 1
+            if outdegree[parent] == 0:
+                heapq.heappush(heap, tie_break(parent))
+    return ordered
+
+
+def iterative_auth_checks(
+    loader: EventLoader,
+    event_ids: Iterable[str],
+    state: dict[StateKey, str],
+    is_rejected: Callable[[str], bool],
+) -> dict[StateKey, str]:
+    """Apply each state event to ``state`` (in place, and returned) if the auth rules allow it.
+
+    "If a (event_type, state_key) key that is required for checking the authorisation rules is
+    not present in the state, then the appropriate state event from the event's auth_events is
+    used if the auth event is not rejected." Rejected events of the state are not used either.
+    An event that was itself rejected is checked again like any other (spec: "handled as usual
+    by the algorithm").
+    """
+    for event_id in event_ids:
+        event = loader.get(event_id)
+        if event.state_key is None:
+            continue
+        auth_state: dict[StateKey, Event] = {}
+        for auth_id in event.auth_event_ids:
+            auth_event = loader.get(auth_id, f"auth event of {event_id}")
+            if auth_event.state_key is not None and not is_rejected(auth_id):
+                auth_state[(auth_event.type, auth_event.state_key)] = auth_event
+        create_id = implicit_create_event_id(event)
+        if create_id is not None:
+            # v12: the create event is no longer listed in auth_events; the room ID names it.
+            auth_state[CREATE_KEY] = loader.get(create_id, f"create event of {event_id}")
+        for key in auth_types_for_event(event):
+            state_id = state.get(key)
+            if state_id is not None and not is_rejected(state_id):
+                auth_state[key] = loader.get(state_id, "in the partially resolved state")
+        try:
+            check_auth_rules(event, auth_state)
+        except EventRejected:
+            continue
+        state[event.state_tuple] = event_id
+    return state
+
+
+def mainline_order(
+    loader: EventLoader, event_ids: Iterable[str], power_levels_id: str | None
+) -> list[str]:
+    """``event_ids`` in the mainline ordering based on the power levels ``power_levels_id``.
+
+    "x < y if the mainline position of x is greater than the mainline position of y ... or the
+    same position but x's origin_server_ts is less ... or ... x's event_id is less." Positions
+    are stored as depths here (1 for the oldest mainline event, 0 for "∞", none found), so
+    sorting ascending by depth is that order.
+    """
+    mainline: list[str] = []
+    current = power_levels_id
+    while current is not None:
+        mainline.append(current)
+        current = _cited_power_levels(loader, loader.get(current))
+    depth = {event_id: i for i, event_id in enumerate(reversed(mainline), start=1)}
+    # Depth found behind each power levels event walked so far, so walks share their tails.
+    found: dict[str, int] = {}
+
+    def position(event: Event) -> int:
+        walked: list[str] = []
+        # Start from e_1, the power levels cited by the event: e_0 itself does not count.
+        current = _cited_power_levels(loader, event)
+        while current is not None and current not in depth and current not in found:
+            walked.append(current)
+            current = _cited_power_levels(loader, loader.get(current))
+        result = 0 if current is None else depth.get(current) or found[current]
+        for event_id in walked:
+            found[event_id] = result
+        return result
+
+    keys: dict[str, tuple[int, int, str]] = {}
+    for event_id in event_ids:
+        event = loader.get(event_id)
+        keys[event_id] = (position(event), event.origin_server_ts, event_id)
+    return sorted(keys, key=keys.__getitem__)
+
+
+def _cited_power_levels(loader: EventLoader, event: Event) -> str | None:
+    """The m.room.power_levels event among ``event``'s auth_events, if any."""
+    for auth_id in event.auth_event_ids:
+        auth_event = loader.get(auth_id, f"auth event of {event.event_id}")
+        if auth_event.type == "m.room.power_levels" and auth_event.state_key == "":
+            return auth_id
+    return None
