@@ -1,0 +1,169 @@
+"""The read API against the real PostgreSQL: format versions, current state, state in one query."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+import pytest
+
+from db.read import RoomStore, RoomWithStreamOrdering
+from db.writer import write_batch
+from pipeline.config import Settings
+from pipeline.matrix.room_versions import room_version
+from pipeline.room.chunk import Chunk
+from tests.integration._chunks import RoomSim, Spec, member, msg, state
+
+pytestmark = pytest.mark.integration
+
+
+class CountingCursor(psycopg2.extensions.cursor):
+    """Counts the statements sent, to check the one-query promise of invariant 6."""
+
+    executed = 0
+
+    def execute(self, query: Any, vars: Any = None) -> Any:
+        CountingCursor.executed += 1
+        return super().execute(query, vars)
+
+
+@pytest.fixture
+def conn(settings: Settings) -> Iterator[Any]:
+    c = psycopg2.connect(settings.database_url, cursor_factory=CountingCursor)
+    yield c
+    c.close()
+
+
+def commit(conn: Any, *chunks: Chunk) -> None:
+    with conn.cursor() as cur:
+        write_batch(cur, chunks, {})
+    conn.commit()
+
+
+@pytest.mark.parametrize("version", ["1", "3", "6", "10", "11", "12"])
+def test_invariant_5_events_are_read_back_with_their_format_version(
+    conn: Any, version: str
+) -> None:
+    room = RoomSim("!fmt" + version + "room:example.org", version=version)
+    if room_version(version).room_id_is_create_event_hash:
+        room = RoomSim("!fmtv12createhash", version=version)
+    create = room.create_chunk()
+    chat = room.chunk(msg(room.creator, "hello"))
+    commit(conn, create, chat)
+    ids = [e.event_id for c in (create, chat) for e in c.events]
+    got = RoomStore(conn).get_events([*ids, "$unknown"])
+    assert set(got) == set(ids)
+    rv = room_version(version)
+    for c in (create, chat):
+        for ce in c.events:
+            stored = got[ce.event_id]
+            assert stored.format_version == int(rv.event_format) == ce.format_version
+            assert stored.event.room_version is rv
+            assert stored.event.room_id == room.room_id
+            assert dict(stored.event.pdu) == ce.pdu
+    message = got[chat.events[0].event_id].event
+    assert message.content["body"] == "hello"
+    # v1/v2 references are [id, hashes] pairs in the JSON; the event gives plain ids.
+    assert message.prev_event_ids == (create.events[-1].event_id,)
+    assert got[create.events[0].event_id].stream_ordering == 1
+
+
+def test_current_state_forward_extremities_and_joined_rooms(conn: Any) -> None:
+    bob = "@bob:example.org"
+    r1, r2, r3 = (RoomSim(f"!r{i}:example.org") for i in range(3))
+    commit(conn, r1.create_chunk(), r2.create_chunk(), r3.create_chunk())
+    commit(conn, r1.chunk(member(bob)), r2.chunk(member(bob)), r3.chunk(member(bob)))
+    commit(conn, r2.chunk(member(bob, "leave")), r3.chunk(msg(bob)))
+    store = RoomStore(conn)
+    assert store.get_current_state_ids(r2.room_id) == r2.state
+    assert store.get_forward_extremities(r3.room_id) == frozenset(r3.extremities)
+    joins = store.get_events([r1.state[("m.room.member", bob)], r3.state[("m.room.member", bob)]])
+    assert store.get_rooms_for_user_with_stream_ordering(bob) == frozenset(
+        {
+            RoomWithStreamOrdering(
+                r1.room_id, joins[r1.state[("m.room.member", bob)]].stream_ordering
+            ),
+            RoomWithStreamOrdering(
+                r3.room_id, joins[r3.state[("m.room.member", bob)]].stream_ordering
+            ),
+        }
+    )
+    assert store.get_rooms_for_user_with_stream_ordering("@nobody:example.org") == frozenset()
+
+
+def _busy_room(conn: Any) -> RoomSim:
+    """A room whose state is a long delta chain with keys overwritten along the way."""
+    room = RoomSim("!busy:example.org")
+    commit(conn, room.create_chunk())
+    for i in range(6):
+        commit(
+            conn,
+            room.chunk(
+                member(f"@u{i}:example.org"),
+                state("m.room.name", room.creator, {"name": f"name {i}"}),
+                msg(room.creator),
+            ),
+        )
+    commit(conn, room.chunk(member("@u0:example.org", "leave")))
+    return room
+
+
+def test_invariant_6_state_for_many_events_is_one_query(conn: Any) -> None:
+    room = _busy_room(conn)
+    events = list(room.groups_of)
+    store = RoomStore(conn)
+    before = CountingCursor.executed
+    got = store.get_state_ids_for_events(events)
+    assert CountingCursor.executed - before == 1
+    # The nearest group wins: the state of the last event is the room's current state.
+    assert got[events[-1]] == room.state
+    # And every event sees the state of its own group, not a later one.
+    name_events = [e for e in events if e in got and ("m.room.name", "") in got[e]]
+    assert len({got[e][("m.room.name", "")] for e in name_events}) == 6
+
+
+@pytest.mark.parametrize(
+    "types",
+    [
+        [("m.room.member", None)],
+        [("m.room.name", "")],
+        [("m.room.member", "@u0:example.org"), ("m.room.create", "")],
+        [("m.room.member", None), ("m.room.name", None)],
+        [("m.room.topic", "")],
+    ],
+    ids=["all members", "one non-member key", "member and non-member pairs", "two types", "absent"],
+)
+def test_invariant_6_filtered_state_is_one_query_and_matches_the_unfiltered(
+    conn: Any, types: list[tuple[str, str | None]]
+) -> None:
+    room = _busy_room(conn)
+    events = list(room.groups_of)
+    store = RoomStore(conn)
+    full = store.get_state_ids_for_events(events)
+    before = CountingCursor.executed
+    got = store.get_state_ids_for_events(events, types=types)
+    assert CountingCursor.executed - before == 1
+
+    def wanted(key: tuple[str, str]) -> bool:
+        return any(t == key[0] and (sk is None or sk == key[1]) for t, sk in types)
+
+    assert set(got) == set(full)
+    for eid, st in full.items():
+        assert got[eid] == {k: v for k, v in st.items() if wanted(k)}
+
+
+def test_a_rejected_event_has_the_state_before_it(conn: Any) -> None:
+    room = RoomSim("!r:example.org")
+    commit(conn, room.create_chunk())
+    bad = Spec("m.room.name", "@mallory:example.org", "", {"name": "pwned"}, rejected="4.b.")
+    c = room.chunk(bad)
+    commit(conn, c)
+    got = RoomStore(conn).get_state_ids_for_events([c.events[0].event_id])
+    assert got[c.events[0].event_id] == room.state
+    assert ("m.room.name", "") not in room.state
+
+
+def test_events_without_a_state_group_are_absent(conn: Any) -> None:
+    assert RoomStore(conn).get_state_ids_for_events(["$nope"]) == {}

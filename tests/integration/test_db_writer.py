@@ -1,0 +1,233 @@
+"""The bulk writer against the real PostgreSQL: stream orderings, replays, folded changes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import orjson
+import psycopg2
+import pytest
+
+from db.writer import BatchResult, write_batch
+from pipeline.config import Settings
+from pipeline.invalidations import build_invalidation, encode_invalidation
+from pipeline.room.chunk import Chunk
+from tests.integration._chunks import RoomSim, member, msg, state
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def conn(settings: Settings) -> Iterator[Any]:
+    c = psycopg2.connect(settings.database_url)
+    yield c
+    c.close()
+
+
+def message(chunk: Chunk, orderings: Mapping[str, int], position: int, prev: int) -> bytes:
+    return encode_invalidation(build_invalidation(chunk, orderings, position, prev))
+
+
+def commit(conn: Any, chunks: Sequence[Chunk], offset: int | None = None) -> BatchResult:
+    offsets = {("t.chunks", 0): offset} if offset is not None else {}
+    with conn.cursor() as cur:
+        result = write_batch(cur, chunks, offsets, message)
+    conn.commit()
+    return result
+
+
+def rows(conn: Any, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+        out: list[tuple[Any, ...]] = cur.fetchall()
+    conn.commit()
+    return out
+
+
+def test_invariant_1_stream_orderings_are_contiguous_across_many_rooms_in_commit_order(
+    conn: Any,
+) -> None:
+    rooms = [RoomSim(f"!room{i}:example.org") for i in range(12)]
+    batches: list[list[Chunk]] = [[r.create_chunk() for r in rooms]]
+    for n in range(3):
+        # Rooms interleave; a chunk's events stay together and in order.
+        batches.append(
+            [r.chunk(msg(r.creator, f"m{n}"), msg(r.creator)) for r in rooms[n % 2 :: 2]]
+        )
+    committed_order: list[str] = []
+    for b in batches:
+        commit(conn, b)
+        committed_order += [e.event_id for c in b for e in c.events]
+    stored = rows(conn, "SELECT event_id, stream_ordering FROM events ORDER BY stream_ordering")
+    assert [so for _, so in stored] == list(range(1, len(committed_order) + 1))
+    assert [eid for eid, _ in stored] == committed_order
+    assert rows(conn, "SELECT stream_id FROM stream_positions WHERE stream_name = 'events'") == [
+        (len(committed_order),)
+    ]
+
+
+def test_outbox_messages_chain_positions_and_position_is_the_highest_ordering(conn: Any) -> None:
+    a, b = RoomSim("!a:example.org"), RoomSim("!b:example.org")
+    first = commit(conn, [a.create_chunk(), b.create_chunk()])
+    second = commit(conn, [a.chunk(msg(a.creator), msg(a.creator), msg(a.creator))])
+    outbox = first.outbox + second.outbox
+    assert [(o.prev_position, o.position) for o in outbox] == [(0, 2), (2, 4), (4, 7)]
+    stored = rows(conn, "SELECT position, prev_position, sent FROM invalidation_outbox ORDER BY 1")
+    assert stored == [(2, 0, False), (4, 2, False), (7, 4, False)]
+    last = orjson.loads(outbox[-1].message)
+    assert [e["stream_ordering"] for e in last["events"]] == [5, 6, 7]
+    assert last["position"] == 7 and last["prev_position"] == 4
+
+
+def test_invariant_3_a_redelivered_chunk_is_not_stored_twice(conn: Any) -> None:
+    room = RoomSim("!r:example.org")
+    create = room.create_chunk()
+    chat = room.chunk(msg(room.creator), member("@bob:example.org"))
+    commit(conn, [create, chat], offset=2)
+    again = commit(conn, [chat, create], offset=4)  # a replay after a crash
+    assert sorted(again.skipped_chunk_ids) == sorted([create.chunk_id, chat.chunk_id])
+    assert again.outbox == []
+    assert rows(conn, "SELECT count(*) FROM events") == [(4,)]
+    assert rows(conn, "SELECT count(*) FROM event_json") == [(4,)]
+    assert rows(conn, "SELECT count(*) FROM invalidation_outbox") == [(2,)]
+    assert rows(conn, "SELECT stream_id FROM stream_positions") == [(4,)]
+    # The offset still moves on, so the replayed chunks are not read a third time.
+    assert rows(conn, "SELECT next_offset FROM committer_offsets") == [(4,)]
+
+
+def test_a_chunk_delivered_twice_in_one_batch_is_written_once(conn: Any) -> None:
+    room = RoomSim("!r:example.org")
+    c = room.create_chunk()
+    result = commit(conn, [c, c])
+    assert result.skipped_chunk_ids == [c.chunk_id]
+    assert rows(conn, "SELECT count(*) FROM events") == [(2,)]
+
+
+def test_an_event_already_stored_gets_no_second_stream_ordering(conn: Any) -> None:
+    room = RoomSim("!r:example.org")
+    create = room.create_chunk()
+    commit(conn, [create])
+    # The same events under another chunk id (a processor replayed with other chunking).
+    renamed = Chunk(
+        chunk_id="!r:example.org/other",
+        room_id=create.room_id,
+        room_version=create.room_version,
+        events=create.events,
+    )
+    nxt = room.chunk(msg(room.creator))
+    result = commit(conn, [renamed, nxt])
+    assert sorted(result.skipped_event_ids) == sorted(e.event_id for e in create.events)
+    assert [c.position for c in result.committed] == [None, 3]
+    assert [o.prev_position for o in result.outbox] == [2]
+    assert rows(conn, "SELECT stream_ordering FROM events ORDER BY 1") == [(1,), (2,), (3,)]
+
+
+def test_event_columns_take_depth_format_version_and_flags(conn: Any) -> None:
+    room = RoomSim("!r:example.org")
+    create = room.create_chunk()
+    rejected = msg("@mallory:example.org")
+    rejected.rejected = "4.b. the sender is not joined to the room"
+    soft = msg(room.creator)
+    soft.soft_failed = True
+    c = room.chunk(rejected, soft, msg(room.creator))
+    commit(conn, [create, c])
+    got = rows(
+        conn,
+        "SELECT event_id, topological_ordering, format_version, rejection_reason, soft_failed,"
+        " outlier, received_ts FROM events WHERE room_id = %s ORDER BY stream_ordering",
+        room.room_id,
+    )
+    assert [g[1] for g in got] == [1, 2, 3, 4, 5]
+    assert {g[2] for g in got} == {3}
+    assert got[2][3] == "4.b. the sender is not joined to the room"
+    assert [g[4] for g in got] == [False, False, False, True, False]
+    assert all(g[6] is not None for g in got)
+    json_rows = rows(conn, "SELECT event_id, format_version, json FROM event_json")
+    by_id = {e.event_id: e.pdu for ch in (create, c) for e in ch.events}
+    for eid, fmt, text in json_rows:
+        assert fmt == 3
+        assert orjson.loads(text) == by_id[eid]
+
+
+def test_edges_auth_state_groups_memberships_and_rooms_are_written(conn: Any) -> None:
+    room = RoomSim("!r:example.org", version="9")
+    create = room.create_chunk()
+    bob = room.chunk(member("@bob:example.org"), msg("@bob:example.org"))
+    commit(conn, [create, bob])
+    assert rows(conn, "SELECT room_id, room_version, creator FROM rooms") == [
+        ("!r:example.org", "9", room.creator)
+    ]
+    all_events = [e for ch in (create, bob) for e in ch.events]
+    edges = set(rows(conn, "SELECT event_id, prev_event_id FROM event_edges"))
+    assert edges == {(e.event_id, p) for e in all_events for p in e.pdu["prev_events"]}
+    assert len(edges) == 3
+    auth = set(rows(conn, "SELECT event_id, auth_id FROM event_auth"))
+    assert auth == {(e.event_id, a) for e in all_events for a in e.pdu["auth_events"]}
+    groups = rows(conn, "SELECT count(*) FROM state_groups")
+    assert groups == [(3,)]  # create, alice's join, bob's join
+    assert rows(conn, "SELECT count(*) FROM state_group_edges") == [(2,)]
+    mapped = dict(rows(conn, "SELECT event_id, state_group FROM event_to_state_groups"))
+    assert mapped == {e.event_id: e.state_group for e in all_events}
+    members = rows(
+        conn,
+        "SELECT user_id, membership, event_stream_ordering FROM room_memberships ORDER BY 3",
+    )
+    assert members == [(room.creator, "join", 2), ("@bob:example.org", "join", 3)]
+
+
+def test_current_state_and_extremities_fold_over_chunks_in_one_batch(conn: Any) -> None:
+    room = RoomSim("!r:example.org")
+    chunks = [
+        room.create_chunk(),
+        room.chunk(state("m.room.name", room.creator, {"name": "one"})),
+        room.chunk(state("m.room.name", room.creator, {"name": "two"})),
+        room.chunk(msg(room.creator)),
+    ]
+    commit(conn, chunks)  # the same key and the same extremity row touched by several chunks
+    current = dict(
+        ((t, k), e)
+        for t, k, e in rows(conn, "SELECT type, state_key, event_id FROM current_state_events")
+    )
+    assert current == room.state
+    assert rows(conn, "SELECT event_id FROM event_forward_extremities") == [(room.extremities[0],)]
+    assert rows(
+        conn, "SELECT membership FROM current_state_events WHERE type = 'm.room.member'"
+    ) == [("join",)]
+
+
+def test_current_state_removal_deletes_the_row(conn: Any) -> None:
+    room = RoomSim("!r:example.org")
+    create = room.create_chunk()
+    named = room.chunk(state("m.room.name", room.creator, {"name": "x"}))
+    commit(conn, [create, named])
+    drop = Chunk(
+        chunk_id="!r:example.org/drop",
+        room_id=room.room_id,
+        room_version="10",
+        events=room.chunk(msg(room.creator)).events,
+        current_state_removed=(("m.room.name", ""),),
+    )
+    commit(conn, [drop])
+    got = rows(conn, "SELECT type FROM current_state_events ORDER BY 1")
+    assert got == [("m.room.create",), ("m.room.member",)]
+
+
+def test_the_create_event_in_the_batch_wins_over_the_stored_room_row(conn: Any) -> None:
+    with conn.cursor() as cur:
+        cur.execute("INSERT INTO rooms VALUES ('!r:example.org', '1', NULL)")
+    conn.commit()
+    room = RoomSim("!r:example.org", version="11", creator="@carol:example.org")
+    commit(conn, [room.create_chunk()])
+    assert rows(conn, "SELECT room_version, creator FROM rooms") == [("11", "@carol:example.org")]
+
+
+def test_redactions_are_recorded(conn: Any) -> None:
+    room = RoomSim("!r:example.org")
+    create = room.create_chunk()
+    hello = room.chunk(msg(room.creator))
+    victim = hello.events[0].event_id
+    red = msg(room.creator)
+    red.type, red.redacts = "m.room.redaction", victim
+    commit(conn, [create, hello, room.chunk(red)])
+    assert rows(conn, "SELECT redacts FROM redactions") == [(victim,)]
