@@ -1,0 +1,688 @@
+"""The per-room state machine: PDUs in arrival order in, room chunks and dead letters out.
+
+For each PDU, in order: parse and validate for the room version, drop exact duplicates, park until
+the create event, prev_events and auth_events are known, compute the state before the event
+(the state after its single prev event, else state resolution over the states after each), run
+the authorization rules against the auth_events and against the state before (rejected if either
+fails), then against the room's current state (soft-failed if that fails), store the state after
+as a state group, advance the forward extremities and recompute the current state.
+
+``RoomProcessor`` is pure (state + input -> state + output, with the clock passed in) and its state
+round-trips through ``to_dict``/``from_dict`` so the shell can keep it in a changelog.
+
+Memory grows with state changes, not with events: per event only its state group, its status, a
+fingerprint of its content (for de-duplication) and, for soft-failed and rejected events, its
+prev_events are kept; full PDUs are kept (as compact JSON) for state events only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import orjson
+
+from pipeline.matrix.auth import auth_types_for_event, check_auth_events, check_auth_rules
+from pipeline.matrix.errors import EventRejected, InvalidPdu, MatrixError, MissingEvents
+from pipeline.matrix.events import Event, StateKey, StateMap
+from pipeline.matrix.pdu import parse_create_event_room_version, parse_pdu
+from pipeline.matrix.room_versions import RoomVersion, room_version
+from pipeline.matrix.state_res import resolve_state
+from pipeline.room import extremities
+from pipeline.room.chunk import (
+    Chunk,
+    ChunkEvent,
+    CurrentStateRow,
+    Membership,
+    Redaction,
+    StateGroup,
+)
+from pipeline.room.parking import (
+    CREATE_EVENT,
+    Parked,
+    ParkingBudget,
+    ParkingFull,
+    ParkingLimits,
+    ParkingLot,
+    RawInput,
+)
+from pipeline.room.state_groups import MAX_DELTA_HOPS, StateGroups
+
+STATE_FORMAT = 1
+"""Version of the ``to_dict`` layout."""
+
+ACCEPTED, SOFT_FAILED, REJECTED = 0, 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessorConfig:
+    parking: ParkingLimits = field(default_factory=ParkingLimits)
+    max_delta_hops: int = MAX_DELTA_HOPS
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One input PDU. ``source`` is the shell's reference to it (JSON-friendly, e.g. offsets)."""
+
+    raw: RawInput
+    received_ts: int | None = None
+    source: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An input that could not be processed, and why."""
+
+    reason: str
+    raw: RawInput
+    source: Mapping[str, Any] | None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    chunk: Chunk | None  # None when no event was processed
+    dead_letters: tuple[DeadLetter, ...]
+    duplicates: int  # inputs dropped as exact duplicates of known or parked events
+    parked: int  # events parked in the room after the batch
+
+
+class _Known(NamedTuple):
+    state_group: int | None  # after the event; before it when rejected
+    status: int  # ACCEPTED, SOFT_FAILED or REJECTED
+    fingerprint: int
+    # prev_events, only for soft-failed and rejected events (see extremities.advance)
+    prevs: tuple[str, ...] | None
+
+
+def fingerprint(pdu: Mapping[str, Any]) -> int:
+    """63 bits identifying a PDU's content, to tell a duplicate from a conflicting one.
+
+    ``unsigned`` and ``signatures`` are left out: they change in transit (age, extra server
+    signatures) without making it another event.
+    """
+    signed_part = {k: v for k, v in pdu.items() if k not in ("unsigned", "signatures")}
+    data = orjson.dumps(signed_part, option=orjson.OPT_SORT_KEYS)
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1
+
+
+class _Batch:
+    """What one batch changes, gathered for its chunk."""
+
+    def __init__(self, extremities: set[str], current: StateMap) -> None:
+        self.events: list[ChunkEvent] = []
+        self.state_groups: list[StateGroup] = []
+        self.memberships: list[Membership] = []
+        self.redactions: list[Redaction] = []
+        self.dead_letters: list[DeadLetter] = []
+        self.duplicates = 0
+        self.creator: str | None = None
+        self.room_version: str | None = None  # of the events, when the room has none yet
+        self.extremities_before = set(extremities)
+        self.current_before = current
+
+
+class RoomProcessor:
+    """All processing state of one room. Feed it with ``process``; persist it with ``to_dict``."""
+
+    def __init__(
+        self,
+        room_id: str,
+        *,
+        config: ProcessorConfig | None = None,
+        budget: ParkingBudget | None = None,
+    ) -> None:
+        self.room_id = room_id
+        self.config = config or ProcessorConfig()
+        self.room_version: RoomVersion | None = None
+        self.create_event_id: str | None = None
+        self.chunk_count = 0
+        self._seq = 0
+        self._known: dict[str, _Known] = {}
+        self._state_pdus: dict[str, str] = {}  # compact JSON of every state event
+        self._event_cache: dict[str, Event] = {}
+        self._groups = StateGroups(room_id, max_hops=self.config.max_delta_hops)
+        self._extremities: set[str] = set()
+        self._current: StateMap = {}
+        self._current_basis: tuple[int, ...] = ()
+        self._parking = ParkingLot(room_id, self.config.parking, budget)
+        self._ready: list[tuple[int, Parked]] = []
+        self._batch: _Batch | None = None
+
+    # ---------------------------------------------------------------- reading
+
+    @property
+    def forward_extremities(self) -> frozenset[str]:
+        return frozenset(self._extremities)
+
+    @property
+    def current_state(self) -> StateMap:
+        self._refresh_current()
+        return self._current
+
+    def parked(self) -> list[Parked]:
+        return self._parking.items()
+
+    def state_group_of(self, event_id: str) -> int | None:
+        return self._known[event_id].state_group
+
+    def state_of_group(self, sg: int | None) -> StateMap:
+        return self._groups.state(sg)
+
+    def is_known(self, event_id: str) -> bool:
+        return event_id in self._known
+
+    def get_event(self, event_id: str) -> Event | None:
+        """A known state event (non-state events are not kept)."""
+        return self._fetch(event_id)
+
+    # ---------------------------------------------------------------- processing
+
+    def process(self, batch: Iterable[Incoming | RawInput], *, now: int = 0) -> BatchResult:
+        """Process ``batch`` in arrival order at time ``now`` (ms on the caller's clock)."""
+        self._refresh_current()
+        out = self._batch = _Batch(self._extremities, self._current)
+        try:
+            for item in self._parking.expire(now):
+                out.dead_letters.append(_expired(item, self.config.parking.ttl_ms))
+            for given in batch:
+                self._take(given if isinstance(given, Incoming) else Incoming(given), now)
+                self._drain_ready(now)
+            return self._finish(out)
+        finally:
+            self._batch = None
+            self._event_cache.clear()
+            self._groups.trim(keep=self._current_basis)
+
+    def expire(self, now: int) -> BatchResult:
+        """Expire parked events at ``now`` without new input."""
+        return self.process((), now=now)
+
+    def _take(self, inc: Incoming, now: int) -> None:
+        out = self._out()
+        rv = self.room_version
+        if rv is None:
+            pdu = as_mapping(inc.raw)
+            if pdu is None:
+                out.dead_letters.append(
+                    DeadLetter("the PDU is not a JSON object", inc.raw, inc.source)
+                )
+                return
+            if not is_create(pdu):
+                self._park_raw(inc, now)
+                return
+            try:
+                rv = parse_create_event_room_version(pdu)
+            except MatrixError as e:
+                out.dead_letters.append(DeadLetter(_reason(e), inc.raw, inc.source))
+                return
+        try:
+            event = parse_pdu(inc.raw, rv)
+        except InvalidPdu as e:
+            out.dead_letters.append(DeadLetter(_reason(e), inc.raw, inc.source))
+            return
+        self._handle(event, inc.raw, inc.received_ts, inc.source, now, seq=None)
+
+    def _park_raw(self, inc: Incoming, now: int) -> None:
+        self._seq += 1
+        item = Parked(
+            seq=self._seq,
+            raw=_keepable(inc.raw),
+            missing={CREATE_EVENT},
+            parked_at=now,
+            received_ts=inc.received_ts,
+            source=dict(inc.source) if inc.source is not None else None,
+        )
+        try:
+            self._parking.park(item)
+        except ParkingFull as e:
+            self._out().dead_letters.append(DeadLetter(e.reason, inc.raw, inc.source))
+
+    def _handle(
+        self,
+        event: Event,
+        raw: RawInput,
+        received_ts: int | None,
+        source: Mapping[str, Any] | None,
+        now: int,
+        *,
+        seq: int | None,
+        parked_at: int | None = None,
+    ) -> None:
+        out = self._out()
+        if event.room_id != self.room_id:
+            out.dead_letters.append(
+                DeadLetter(
+                    f"event {event.event_id} belongs to room {event.room_id}, not {self.room_id}",
+                    raw,
+                    source,
+                    event.event_id,
+                )
+            )
+            return
+        fp = fingerprint(event.pdu)
+        known = self._known.get(event.event_id)
+        parked = self._parking.get(event.event_id)
+        prior_fp = known.fingerprint if known else (parked.fingerprint if parked else None)
+        if prior_fp is not None:
+            if prior_fp == fp:
+                out.duplicates += 1
+            else:
+                where = "processed" if known else "parked"
+                out.dead_letters.append(
+                    DeadLetter(
+                        f"event {event.event_id} was already {where} with different content; "
+                        "the event ID is reused for another event",
+                        raw,
+                        source,
+                        event.event_id,
+                    )
+                )
+            return
+        missing = {
+            e for e in (*event.prev_event_ids, *event.auth_event_ids) if e not in self._known
+        }
+        if self.create_event_id is None and not is_create(event.pdu):
+            missing.add(CREATE_EVENT)
+        if missing:
+            if seq is None:
+                self._seq += 1
+                seq = self._seq
+            item = Parked(
+                seq=seq,
+                raw=_keepable(raw),
+                missing=missing,
+                parked_at=now if parked_at is None else parked_at,
+                event_id=event.event_id,
+                pdu=dict(event.pdu),
+                received_ts=received_ts,
+                source=dict(source) if source is not None else None,
+                fingerprint=fp,
+            )
+            try:
+                self._parking.park(item)
+            except ParkingFull as e:
+                out.dead_letters.append(DeadLetter(e.reason, raw, source, event.event_id))
+            return
+        try:
+            self._apply(event, fp, received_ts)
+        except MissingEvents as e:
+            # Only reachable if the Matrix core needs an event beyond the auth_events and
+            # prev_events this processor waits for; report it rather than guess a result.
+            out.dead_letters.append(
+                DeadLetter(
+                    f"event {event.event_id} could not be decided: {e}", raw, source, event.event_id
+                )
+            )
+
+    def _drain_ready(self, now: int) -> None:
+        while self._ready:
+            _, item = heapq.heappop(self._ready)
+            self._release(item, now)
+
+    def _release(self, item: Parked, now: int) -> None:
+        out = self._out()
+        rv = self.room_version
+        if item.pdu is not None and item.event_id is not None and rv is not None:
+            event = Event.from_trusted(item.pdu, rv, item.event_id)
+        else:
+            if rv is None:
+                # The create event was seen but not accepted as the room's: stay parked.
+                item.missing = {CREATE_EVENT}
+                self._repark(item)
+                return
+            try:
+                event = parse_pdu(item.raw, rv)
+            except InvalidPdu as e:
+                out.dead_letters.append(DeadLetter(_reason(e), item.raw, item.source))
+                return
+        self._handle(
+            event,
+            item.raw,
+            item.received_ts,
+            item.source,
+            now,
+            seq=item.seq,
+            parked_at=item.parked_at,
+        )
+
+    def _repark(self, item: Parked) -> None:
+        try:
+            self._parking.park(item)
+        except ParkingFull as e:
+            self._out().dead_letters.append(
+                DeadLetter(e.reason, item.raw, item.source, item.event_id)
+            )
+
+    # ---------------------------------------------------------------- one event
+
+    def _apply(self, event: Event, fp: int, received_ts: int | None) -> None:
+        """Decide ``event`` (all it references is known) and record the outcome."""
+        out = self._out()
+        creates = is_create(event.pdu)
+        rv = event.room_version
+        out.room_version = rv.identifier
+        rejected: str | None = None
+        new_groups: list[StateGroup] = []
+
+        if creates:
+            before_sg: int | None = None
+            if self.create_event_id is not None:
+                rejected = f"the room already has a create event, {self.create_event_id}"
+        else:
+            before_sg = self._state_before(event, new_groups)
+        before = self._groups.state(before_sg)
+
+        if rejected is None:
+            rejected = self._check_auth(event, before)
+        soft_failed = False
+        if rejected is None and not creates:
+            soft_failed = self._soft_fails(event, before_sg)
+
+        after_sg: int | None
+        if event.is_state and rejected is None:
+            after_sg, group = self._groups.add_delta(
+                before_sg, event.event_id, {event.state_tuple: event.event_id}
+            )
+            new_groups.append(group)
+        else:
+            after_sg = before_sg
+
+        # Everything below records the decision; nothing past here can fail on input.
+        status = REJECTED if rejected is not None else SOFT_FAILED if soft_failed else ACCEPTED
+        prevs = event.prev_event_ids if status != ACCEPTED else None
+        self._known[event.event_id] = _Known(after_sg, status, fp, prevs)
+        if event.is_state:
+            # Decoded to str: orjson's bytes carry spare capacity, a str is allocated to size.
+            self._state_pdus[event.event_id] = orjson.dumps(event.pdu).decode()
+            self._event_cache[event.event_id] = event
+        out.state_groups.extend(new_groups)
+
+        if creates and rejected is None:
+            self.create_event_id = event.event_id
+            self.room_version = rv
+            out.creator = _creator(event)
+        if status == ACCEPTED:
+            extremities.advance(
+                self._extremities, event.event_id, event.prev_event_ids, self._excluded_prevs
+            )
+        if rejected is None:
+            membership = event.membership
+            if membership is not None and event.state_key is not None:
+                out.memberships.append(
+                    Membership(event.event_id, event.state_key, event.sender, membership)
+                )
+            redacts = event.redacts
+            if redacts is not None:
+                out.redactions.append(Redaction(event.event_id, redacts))
+
+        out.events.append(
+            ChunkEvent(
+                event_id=event.event_id,
+                format_version=int(event.format_version),
+                pdu=dict(event.pdu),
+                rejected=rejected,
+                soft_failed=soft_failed,
+                state_group=after_sg,
+                received_ts=received_ts,
+            )
+        )
+        self._arrived(event.event_id)
+        if creates and rejected is None:
+            self._arrived(CREATE_EVENT)
+
+    def _arrived(self, event_id: str) -> None:
+        for item in self._parking.arrived(event_id):
+            heapq.heappush(self._ready, (item.seq, item))
+
+    def _state_before(self, event: Event, new_groups: list[StateGroup]) -> int | None:
+        """The state group of the state before ``event``, making one when resolution is needed."""
+        sgs: list[int | None] = []
+        for prev in event.prev_event_ids:
+            sg = self._known[prev].state_group
+            if sg not in sgs:
+                sgs.append(sg)
+        if len(sgs) <= 1:
+            # A linear DAG: the state before is the state after the single prev event.
+            return sgs[0] if sgs else None
+        resolved = self._resolve([self._groups.state(sg) for sg in sgs])
+        sg_id, group = self._groups.add_state(event.event_id, resolved, sgs)
+        if group is not None:
+            new_groups.append(group)
+        return sg_id
+
+    def _resolve(self, state_sets: list[StateMap]) -> dict[StateKey, str]:
+        rv = self.room_version
+        assert rv is not None, "state resolution before the create event"
+        return resolve_state(rv, state_sets, self._fetch, is_rejected=self._is_rejected)
+
+    def _check_auth(self, event: Event, before: StateMap) -> str | None:
+        """The rejection reason, or None when the event passes both authorization checks."""
+        for auth_id in event.auth_event_ids:
+            if auth_id not in self._state_pdus:
+                return f"auth event {auth_id} is not a state event of room {self.room_id}"
+        try:
+            # Checks against the event's own auth_events (spec: "Based on the event's auth
+            # events") and against the state before the event ("Based on the state before").
+            check_auth_events(event, self._fetch, is_rejected=self._is_rejected)
+            check_auth_rules(event, self._auth_state(event, before))
+        except EventRejected as e:
+            return e.reason
+        return None
+
+    def _soft_fails(self, event: Event, before_sg: int | None) -> bool:
+        """Spec: "Based on the current state of the room": failing this is a soft failure."""
+        self._refresh_current()
+        if self._current_basis == (before_sg,) or not self._current:
+            # The current state is the state before: the earlier check already passed.
+            return False
+        try:
+            check_auth_rules(event, self._auth_state(event, self._current))
+        except EventRejected:
+            return True
+        return False
+
+    def _auth_state(self, event: Event, state: StateMap) -> dict[StateKey, Event]:
+        auth_state: dict[StateKey, Event] = {}
+        for key in auth_types_for_event(event):
+            eid = state.get(key)
+            if eid is None:
+                continue
+            ev = self._fetch(eid)
+            if ev is not None:
+                auth_state[key] = ev
+        return auth_state
+
+    def _refresh_current(self) -> None:
+        """Current state = the state over the forward extremities (resolved when they fork)."""
+        basis = tuple(
+            sorted(
+                {sg for e in self._extremities if (sg := self._known[e].state_group) is not None}
+            )
+        )
+        if basis == self._current_basis:
+            return
+        if not basis:
+            self._current = {}
+        elif len(basis) == 1:
+            self._current = self._groups.state(basis[0])
+        else:
+            self._current = self._resolve([self._groups.state(sg) for sg in basis])
+        self._current_basis = basis
+
+    def _fetch(self, event_id: str) -> Event | None:
+        ev = self._event_cache.get(event_id)
+        if ev is not None:
+            return ev
+        data = self._state_pdus.get(event_id)
+        if data is None or self.room_version is None:
+            return None
+        ev = Event.from_trusted(orjson.loads(data), self.room_version, event_id)
+        self._event_cache[event_id] = ev
+        return ev
+
+    def _is_rejected(self, event_id: str) -> bool:
+        known = self._known.get(event_id)
+        return known is not None and known.status == REJECTED
+
+    def _excluded_prevs(self, event_id: str) -> tuple[str, ...] | None:
+        known = self._known.get(event_id)
+        return known.prevs if known is not None else None
+
+    # ---------------------------------------------------------------- output
+
+    def _out(self) -> _Batch:
+        assert self._batch is not None, "only while processing a batch"
+        return self._batch
+
+    def _finish(self, out: _Batch) -> BatchResult:
+        chunk = None
+        if out.events:
+            self._refresh_current()
+            before, after = out.current_before, self._current
+            changed = sorted(k for k, v in after.items() if before.get(k) != v)
+            removed = sorted(k for k in before if k not in after)
+            self.chunk_count += 1
+            rv_id = self.room_version.identifier if self.room_version else out.room_version
+            assert rv_id is not None, "a chunk holds events, so some room version parsed them"
+            chunk = Chunk(
+                chunk_id=f"{self.room_id}/{self.chunk_count}",
+                room_id=self.room_id,
+                room_version=rv_id,
+                events=tuple(out.events),
+                state_groups=tuple(out.state_groups),
+                forward_extremities_added=tuple(sorted(self._extremities - out.extremities_before)),
+                forward_extremities_removed=tuple(
+                    sorted(out.extremities_before - self._extremities)
+                ),
+                current_state_set=tuple(
+                    CurrentStateRow(k[0], k[1], after[k], self._membership_of(after[k]))
+                    for k in changed
+                ),
+                current_state_removed=tuple(removed),
+                memberships=tuple(out.memberships),
+                redactions=tuple(out.redactions),
+                creator=out.creator,
+            )
+        return BatchResult(
+            chunk=chunk,
+            dead_letters=tuple(out.dead_letters),
+            duplicates=out.duplicates,
+            parked=len(self._parking),
+        )
+
+    def _membership_of(self, event_id: str) -> str | None:
+        ev = self._fetch(event_id)
+        return ev.membership if ev is not None else None
+
+    # ---------------------------------------------------------------- persistence
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole state as orjson-friendly data (string keys, lists, ints, None)."""
+        self._refresh_current()
+        return {
+            "format": STATE_FORMAT,
+            "room_id": self.room_id,
+            "room_version": self.room_version.identifier if self.room_version else None,
+            "create_event_id": self.create_event_id,
+            "chunk_count": self.chunk_count,
+            "seq": self._seq,
+            "events": {
+                eid: [k.state_group, k.status, k.fingerprint, list(k.prevs) if k.prevs else None]
+                for eid, k in self._known.items()
+            },
+            "state_events": {eid: orjson.loads(b) for eid, b in self._state_pdus.items()},
+            "state_groups": self._groups.to_dict(),
+            "forward_extremities": sorted(self._extremities),
+            "parked": self._parking.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(
+        cls,
+        data: Mapping[str, Any],
+        *,
+        config: ProcessorConfig | None = None,
+        budget: ParkingBudget | None = None,
+    ) -> RoomProcessor:
+        if data.get("format") != STATE_FORMAT:
+            raise ValueError(
+                f"room processor state of format {data.get('format')!r} for room "
+                f"{data.get('room_id')!r}; this version reads format {STATE_FORMAT}"
+            )
+        proc = cls(data["room_id"], config=config, budget=None)
+        rv = data["room_version"]
+        proc.room_version = room_version(rv) if rv is not None else None
+        proc.create_event_id = data["create_event_id"]
+        proc.chunk_count = int(data["chunk_count"])
+        proc._seq = int(data["seq"])
+        proc._known = {
+            eid: _Known(sg, int(status), int(fp), tuple(prevs) if prevs is not None else None)
+            for eid, (sg, status, fp, prevs) in data["events"].items()
+        }
+        proc._state_pdus = {
+            eid: orjson.dumps(pdu).decode() for eid, pdu in data["state_events"].items()
+        }
+        proc._groups = StateGroups.from_dict(proc.room_id, data["state_groups"])
+        proc._extremities = set(data["forward_extremities"])
+        proc._parking = ParkingLot.restore(
+            proc.room_id, data["parked"], proc.config.parking, budget
+        )
+        proc._refresh_current()
+        return proc
+
+
+# -------------------------------------------------------------------- helpers
+
+
+def is_create(pdu: Mapping[str, Any]) -> bool:
+    """Whether ``pdu`` has the shape of a create event (type m.room.create, state_key '')."""
+    return pdu.get("type") == "m.room.create" and pdu.get("state_key") == ""
+
+
+def _creator(create: Event) -> str:
+    if create.room_version.implicit_room_creator:
+        return create.sender
+    creator = create.content.get("creator")
+    return creator if isinstance(creator, str) else create.sender
+
+
+def as_mapping(raw: RawInput) -> Mapping[str, Any] | None:
+    """``raw`` as a JSON object; None when it is not one."""
+    if isinstance(raw, Mapping):
+        return raw
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _keepable(raw: RawInput) -> str | dict[str, Any]:
+    """The input in a JSON-friendly form that parses to the same PDU."""
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    if isinstance(raw, bytes):
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw.decode("utf-8", errors="replace")
+    return raw
+
+
+def _reason(e: MatrixError) -> str:
+    return str(e)
+
+
+def _expired(item: Parked, ttl_ms: int) -> DeadLetter:
+    what = item.event_id or "the event"
+    waits = sorted(item.missing)
+    return DeadLetter(
+        f"{what} was parked for {ttl_ms} ms waiting for {waits}, which never arrived",
+        item.raw,
+        item.source,
+        item.event_id,
+    )
