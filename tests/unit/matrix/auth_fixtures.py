@@ -141,6 +141,21 @@ class Room:
     def power_levels(self, **content: Any) -> Event:
         return self.set("m.room.power_levels", content)
 
+    def with_auth(self, event: Event, extra: list[str] | None = None) -> Event:
+        """``event`` with auth_events chosen from the current state by the auth events selection
+        (plus ``extra`` IDs)."""
+        from pipeline.matrix.auth import auth_event_selection
+
+        ids = [
+            self.state[k].event_id for k in sorted(auth_event_selection(event)) if k in self.state
+        ]
+        pdu = {**event.pdu, "auth_events": ids + (extra or [])}
+        return Event.from_trusted(pdu, self.rv, event.event_id)
+
+    def events(self) -> dict[str, Event]:
+        """Every state event of the room by ID (a fetcher's store)."""
+        return {e.event_id: e for e in self.state.values()}
+
     def without(self, *keys: StateKey) -> dict[StateKey, Event]:
         return {k: v for k, v in self.state.items() if k not in keys}
 

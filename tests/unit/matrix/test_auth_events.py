@@ -1,0 +1,275 @@
+"""The auth events selection (``auth_types_for_event``), the rules on an event's own
+``auth_events`` (``check_auth_events``: v12 rules 2 and 3, v1–v11 rule 2) and power events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline.matrix.auth import (
+    auth_event_selection,
+    auth_types_for_event,
+    check_auth_events,
+    is_power_event,
+)
+from pipeline.matrix.errors import EventRejected, MissingEvents
+from pipeline.matrix.events import Event
+from tests.unit.matrix.auth_fixtures import ALICE, BOB, CAROL, Room, versions
+
+CREATE = ("m.room.create", "")
+PL = ("m.room.power_levels", "")
+JR = ("m.room.join_rules", "")
+
+
+def member_key(user: str) -> tuple[str, str]:
+    return ("m.room.member", user)
+
+
+def auth_rejection(room: Room, event: Event, **kwargs: Any) -> str | None:
+    store = room.events()
+    try:
+        check_auth_events(event, store.get, **kwargs)
+    except EventRejected as e:
+        return e.reason
+    return None
+
+
+# --- auth_types_for_event -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", versions())
+def test_auth_types_of_create_event_are_empty(version: str) -> None:
+    room = Room(version, bare=True)
+    assert auth_types_for_event(room.create) == set()
+
+
+@pytest.mark.parametrize("version", versions())
+def test_auth_types_of_message(version: str) -> None:
+    room = Room(version)
+    ev = room.new("m.room.message", BOB, {})
+    assert auth_types_for_event(ev) == {CREATE, PL, member_key(BOB)}
+
+
+@pytest.mark.parametrize(
+    ("membership", "join_rules"),
+    [("join", True), ("invite", True), ("knock", True), ("leave", False), ("ban", False)],
+)
+@pytest.mark.parametrize("version", versions())
+def test_auth_types_of_membership(version: str, membership: str, join_rules: bool) -> None:
+    room = Room(version)
+    ev = room.member(CAROL, membership, sender=BOB)
+    expected = {CREATE, PL, member_key(BOB), member_key(CAROL)} | ({JR} if join_rules else set())
+    assert auth_types_for_event(ev) == expected
+
+
+@pytest.mark.parametrize("version", versions())
+def test_auth_types_of_third_party_invite_include_token(version: str) -> None:
+    room = Room(version)
+    content = {"membership": "invite", "third_party_invite": {"signed": {"token": "tok"}}}
+    ev = room.new("m.room.member", BOB, content, state_key=CAROL)
+    assert ("m.room.third_party_invite", "tok") in auth_types_for_event(ev)
+
+
+@pytest.mark.parametrize("version", versions(8, 12))
+def test_auth_types_of_restricted_join_include_authoriser(version: str) -> None:
+    room = Room(version)
+    ev = room.member(BOB, "join", join_authorised_via_users_server=CAROL)
+    assert member_key(CAROL) in auth_types_for_event(ev)
+
+
+@pytest.mark.parametrize("version", versions(1, 7))
+def test_auth_types_ignore_authoriser_before_v8(version: str) -> None:
+    room = Room(version)
+    ev = room.member(BOB, "join", join_authorised_via_users_server=CAROL)
+    assert member_key(CAROL) not in auth_types_for_event(ev)
+
+
+@pytest.mark.parametrize("version", versions(8, 12))
+def test_auth_types_ignore_authoriser_on_non_join(version: str) -> None:
+    room = Room(version)
+    ev = room.member(BOB, "leave", join_authorised_via_users_server=CAROL)
+    assert member_key(CAROL) not in auth_types_for_event(ev)
+
+
+@pytest.mark.parametrize("version", versions())
+def test_auth_event_selection_has_create_except_v12(version: str) -> None:
+    room = Room(version)
+    ev = room.new("m.room.message", BOB, {})
+    assert (CREATE in auth_event_selection(ev)) == (version != "12")
+
+
+# --- is_power_event -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("type_", "state_key", "sender", "membership", "expected"),
+    [
+        ("m.room.power_levels", "", ALICE, None, True),
+        ("m.room.join_rules", "", ALICE, None, True),
+        ("m.room.create", "", ALICE, None, True),
+        ("m.room.power_levels", "x", ALICE, None, False),
+        ("m.room.name", "", ALICE, None, False),
+        ("m.room.member", BOB, ALICE, "leave", True),
+        ("m.room.member", BOB, ALICE, "ban", True),
+        ("m.room.member", BOB, BOB, "leave", False),
+        ("m.room.member", BOB, ALICE, "invite", False),
+        ("m.room.member", BOB, BOB, "join", False),
+        ("m.room.message", None, ALICE, None, False),
+    ],
+)
+def test_is_power_event(
+    type_: str, state_key: str | None, sender: str, membership: str | None, expected: bool
+) -> None:
+    room = Room("10")
+    content = {"membership": membership} if membership else {}
+    assert is_power_event(room.new(type_, sender, content, state_key=state_key)) is expected
+
+
+# --- check_auth_events ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", versions())
+def test_auth_events_allowed_with_selected_auth_events(version: str) -> None:
+    room = Room(version)
+    room.join(BOB)
+    assert auth_rejection(room, room.with_auth(room.new("m.room.message", BOB, {}))) is None
+
+
+@pytest.mark.parametrize("version", versions())
+def test_auth_events_of_create_event_are_not_considered(version: str) -> None:
+    room = Room(version, bare=True)
+    assert auth_rejection(room, room.create) is None
+
+
+@pytest.mark.parametrize("version", versions())
+def test_auth_events_missing_raise_missing_events(version: str) -> None:
+    room = Room(version)
+    ev = room.with_auth(room.new("m.room.message", ALICE, {}), extra=["$unknown1", "$unknown2"])
+    with pytest.raises(MissingEvents) as info:
+        check_auth_events(ev, room.events().get)
+    assert info.value.event_ids == {"$unknown1", "$unknown2"}
+
+
+@pytest.mark.parametrize("version", versions(12, 12))
+def test_auth_events_v12_missing_create_raises_missing_events(version: str) -> None:
+    room = Room(version)
+    ev = room.with_auth(room.new("m.room.message", ALICE, {}))
+    store = room.events()
+    del store[room.create.event_id]
+    with pytest.raises(MissingEvents) as info:
+        check_auth_events(ev, store.get)
+    assert info.value.event_ids == {room.create.event_id}
+
+
+@pytest.mark.parametrize("version", versions())
+def test_auth_events_rejected_with_duplicate_type_and_state_key(version: str) -> None:
+    room = Room(version)
+    old_pl = room.state[PL]
+    room.power_levels(users={} if version == "12" else {ALICE: 100}, ban=60)
+    ev = room.with_auth(room.new("m.room.message", ALICE, {}), extra=[old_pl.event_id])
+    store = {**room.events(), old_pl.event_id: old_pl}
+    with pytest.raises(EventRejected, match="two auth events"):
+        check_auth_events(ev, store.get)
+
+
+@pytest.mark.parametrize("version", versions())
+def test_auth_events_rejected_with_unneeded_entry(version: str) -> None:
+    room = Room(version)
+    # The join rules are not selected for a message.
+    ev = room.with_auth(room.new("m.room.message", ALICE, {}), extra=[room.state[JR].event_id])
+    reason = auth_rejection(room, ev)
+    assert reason is not None and "does not need" in reason
+
+
+@pytest.mark.parametrize("version", versions())
+def test_auth_events_rejected_with_another_users_membership(version: str) -> None:
+    room = Room(version)
+    room.join(BOB)
+    extra = [room.state[member_key(BOB)].event_id]
+    ev = room.with_auth(room.new("m.room.message", ALICE, {}), extra=extra)
+    assert auth_rejection(room, ev) is not None
+
+
+@pytest.mark.parametrize("version", versions(12, 12))
+def test_auth_events_rejected_with_create_event_in_v12(version: str) -> None:
+    room = Room(version)
+    ev = room.with_auth(room.new("m.room.message", ALICE, {}), extra=[room.create.event_id])
+    reason = auth_rejection(room, ev)
+    assert reason is not None and "does not need" in reason
+
+
+@pytest.mark.parametrize("version", versions())
+def test_auth_events_rejected_with_non_state_entry(version: str) -> None:
+    room = Room(version)
+    msg = room.new("m.room.message", ALICE, {})
+    ev = room.with_auth(room.new("m.room.message", ALICE, {}), extra=[msg.event_id])
+    store = {**room.events(), msg.event_id: msg}
+    with pytest.raises(EventRejected, match="non-state"):
+        check_auth_events(ev, store.get)
+
+
+@pytest.mark.parametrize("version", versions())
+def test_auth_events_rejected_when_an_entry_was_rejected(version: str) -> None:
+    room = Room(version)
+    room.join(BOB)
+    ev = room.with_auth(room.new("m.room.message", BOB, {}))
+    bad = room.state[member_key(BOB)].event_id
+    reason = auth_rejection(room, ev, is_rejected=lambda eid: eid == bad)
+    assert reason is not None and "rejected auth event" in reason
+
+
+@pytest.mark.parametrize("version", versions(12, 12))
+def test_auth_events_rejected_when_v12_create_event_was_rejected(version: str) -> None:
+    room = Room(version)
+    ev = room.with_auth(room.new("m.room.message", ALICE, {}))
+    reason = auth_rejection(room, ev, is_rejected=lambda eid: eid == room.create.event_id)
+    assert reason is not None and "create event" in reason
+
+
+@pytest.mark.parametrize("version", versions(12, 12))
+def test_auth_events_rejected_when_v12_room_id_names_no_create_event(version: str) -> None:
+    room = Room(version)
+    pl = room.state[PL]
+    ev = room.with_auth(room.new("m.room.message", ALICE, {}))
+    store = {**room.events(), "$create": pl}
+    with pytest.raises(EventRejected, match=r"does not name an m\.room\.create"):
+        check_auth_events(ev, store.get)
+
+
+@pytest.mark.parametrize("version", versions(1, 11))
+def test_auth_events_rejected_without_create_event(version: str) -> None:
+    room = Room(version)
+    ev = room.with_auth(room.new("m.room.message", ALICE, {}))
+    pdu = {**ev.pdu, "auth_events": [i for i in ev.auth_event_ids if i != room.create.event_id]}
+    ev = Event.from_trusted(pdu, room.rv)
+    reason = auth_rejection(room, ev)
+    assert reason is not None and "no m.room.create" in reason
+
+
+@pytest.mark.parametrize("version", versions())
+def test_auth_events_rejected_with_entry_from_another_room(version: str) -> None:
+    room = Room(version)
+    other = Room(version)
+    other.room_id = "!elsewhere:a.org"
+    foreign = other.new("m.room.member", BOB, {"membership": "join"}, state_key=BOB)
+    ev = room.with_auth(room.new("m.room.message", BOB, {}), extra=[foreign.event_id])
+    store = {**room.events(), foreign.event_id: foreign}
+    with pytest.raises(EventRejected, match="from room !elsewhere"):
+        check_auth_events(ev, store.get)
+
+
+@pytest.mark.parametrize("version", versions())
+def test_auth_events_are_the_state_the_rules_see(version: str) -> None:
+    # Bob's join is not among the auth events, so against them Bob is not joined.
+    room = Room(version)
+    ev = room.new("m.room.message", BOB, {})
+    room.join(BOB)
+    ev = Event.from_trusted({**ev.pdu, "auth_events": []}, room.rv)
+    ev = room.with_auth(ev)
+    reason = auth_rejection(room, ev)
+    assert reason is None
+    pdu = {**ev.pdu, "auth_events": [i for i in ev.auth_event_ids if "member" not in i]}
+    reason = auth_rejection(room, Event.from_trusted(pdu, room.rv))
+    assert reason is not None and "not joined" in reason

@@ -1,0 +1,481 @@
+"""Rule 10 (v6–v11: rule 9): m.room.power_levels events, and the power level helpers of
+``pipeline.matrix.power_levels`` (defaults, stringy and floaty values, creators).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+from pipeline.matrix.events import Event
+from pipeline.matrix.power_levels import (
+    CREATOR_POWER_LEVEL,
+    PowerLevels,
+    get_power_level_for_sender,
+    parse_level,
+    room_creators,
+    user_power_level,
+    user_power_level_in_state,
+)
+from pipeline.matrix.room_versions import room_version
+from tests.unit.matrix.auth_fixtures import ALICE, BOB, CAROL, DAVE, Room, rejection, versions
+
+
+def creator_users(version: str, **extra: int) -> dict[str, Any]:
+    users: dict[str, Any] = {} if version == "12" else {ALICE: 100}
+    users.update({f"@{k}:{k[0]}.org": v for k, v in extra.items()})
+    return users
+
+
+def pl_event(room: Room, sender: str = ALICE, **content: Any) -> Event:
+    return room.new("m.room.power_levels", sender, content, state_key="")
+
+
+# --- parse_level -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        (50, 50),
+        ("50", 50),
+        ("000100", 100),
+        ("+100", 100),
+        ("-100", -100),
+        (" 100 ", 100),
+        (" +100 ", 100),
+        ("1.5", None),
+        ("abc", None),
+        ("", None),
+        ("1_000", None),
+        (True, None),
+        (None, None),
+        ([1], None),
+    ],
+)
+@pytest.mark.parametrize("version", versions(1, 9))
+def test_stringy_power_levels_accepted_before_v10(version: str, value: Any, expected: Any) -> None:
+    assert parse_level(value, room_version(version)) == expected
+
+
+@pytest.mark.parametrize("value", ["50", 50.0, True])
+@pytest.mark.parametrize("version", versions(10, 12))
+def test_power_levels_must_be_integers_from_v10(version: str, value: Any) -> None:
+    assert parse_level(value, room_version(version)) is None
+    assert parse_level(50, room_version(version)) == 50
+
+
+@pytest.mark.parametrize(("value", "expected"), [(50.57, 50), (5.114698e4, 51146), (-1.9, -1)])
+@pytest.mark.parametrize("version", versions(1, 5))
+def test_floaty_power_levels_truncated_before_v6(version: str, value: float, expected: int) -> None:
+    assert parse_level(value, room_version(version)) == expected
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+@pytest.mark.parametrize("version", versions(1, 5))
+def test_non_finite_float_power_levels_rejected(version: str, value: float) -> None:
+    assert parse_level(value, room_version(version)) is None
+
+
+@pytest.mark.parametrize("version", versions(6, 9))
+def test_float_power_levels_rejected_from_v6(version: str) -> None:
+    assert parse_level(50.0, room_version(version)) is None
+
+
+# --- defaults and user levels ---------------------------------------------------------------
+
+
+def test_power_levels_defaults_without_event() -> None:
+    levels = PowerLevels.from_event(None, room_version("10"))
+    assert (levels.users_default, levels.events_default, levels.state_default) == (0, 0, 50)
+    assert (levels.invite, levels.kick, levels.ban, levels.redact) == (0, 50, 50, 50)
+    assert levels.required_level("m.room.name", is_state=True) == 50
+    assert levels.required_level("m.room.message", is_state=False) == 0
+
+
+@pytest.mark.parametrize("version", versions())
+def test_user_level_from_users_then_users_default(version: str) -> None:
+    room = Room(version)
+    room.power_levels(users=creator_users(version, bob=30), users_default=5)
+    assert user_power_level_in_state(BOB, room.state) == 30
+    assert user_power_level_in_state(CAROL, room.state) == 5
+
+
+@pytest.mark.parametrize("version", versions(1, 11))
+def test_creator_level_without_power_levels_event(version: str) -> None:
+    room = Room(version)
+    state = room.without(("m.room.power_levels", ""))
+    assert user_power_level_in_state(ALICE, state) == 100
+    assert user_power_level_in_state(BOB, state) == 0
+
+
+@pytest.mark.parametrize("version", versions(1, 10))
+def test_creator_is_content_creator_before_v11(version: str) -> None:
+    room = Room(version, bare=True, create_content={"creator": BOB})
+    assert room_creators(room.create) == {BOB}
+    assert user_power_level(BOB, None, room.create) == 100
+    assert user_power_level(ALICE, None, room.create) == 0
+
+
+@pytest.mark.parametrize("version", versions(11, 11))
+def test_creator_is_create_sender_in_v11(version: str) -> None:
+    room = Room(version, bare=True, create_content={"creator": BOB, "additional_creators": [BOB]})
+    assert room_creators(room.create) == {ALICE}
+    assert user_power_level(ALICE, None, room.create) == 100
+
+
+@pytest.mark.parametrize("version", versions(12, 12))
+def test_v12_creators_are_sender_and_additional_creators_with_infinite_power(version: str) -> None:
+    room = Room(version, create_content={"additional_creators": [BOB]})
+    assert room_creators(room.create) == {ALICE, BOB}
+    assert user_power_level_in_state(ALICE, room.state) == CREATOR_POWER_LEVEL
+    assert user_power_level_in_state(BOB, room.state) == math.inf
+    assert user_power_level_in_state(CAROL, room.state) == 0
+    state = room.without(("m.room.power_levels", ""))
+    assert user_power_level_in_state(ALICE, state) == math.inf
+
+
+@pytest.mark.parametrize("version", versions(1, 9))
+def test_stringy_user_level_read(version: str) -> None:
+    room = Room(version)
+    room.power_levels(users={ALICE: "100", BOB: " 42 "}, users_default="7")
+    assert user_power_level_in_state(BOB, room.state) == 42
+    assert user_power_level_in_state(CAROL, room.state) == 7
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_level_for_sender_reads_auth_events(version: str) -> None:
+    room = Room(version)
+    pl = room.power_levels(users=creator_users(version, bob=25))
+    auth = [pl.event_id]
+    if version != "12":
+        auth.append(room.create.event_id)
+    ev = room.new("m.room.message", BOB, {}, extra={"auth_events": auth})
+    by_id = {e.event_id: e for e in room.state.values()}
+    assert get_power_level_for_sender(ev, by_id.get) == 25
+    ev_alice = room.new("m.room.message", ALICE, {}, extra={"auth_events": auth})
+    expected = math.inf if version == "12" else 100
+    assert get_power_level_for_sender(ev_alice, by_id.get) == expected
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_level_for_sender_without_power_levels_auth_event(version: str) -> None:
+    room = Room(version)
+    auth = [] if version == "12" else [room.create.event_id]
+    by_id = {e.event_id: e for e in room.state.values()}
+    ev = room.new("m.room.message", ALICE, {}, extra={"auth_events": auth})
+    assert get_power_level_for_sender(ev, by_id.get) == (math.inf if version == "12" else 100)
+
+
+def test_power_level_for_sender_raises_missing_events() -> None:
+    from pipeline.matrix.errors import MissingEvents
+
+    room = Room("10")
+    ev = room.new("m.room.message", ALICE, {}, extra={"auth_events": ["$gone"]})
+    with pytest.raises(MissingEvents) as info:
+        get_power_level_for_sender(ev, lambda _eid: None)
+    assert info.value.event_ids == {"$gone"}
+
+
+# --- 10.1–10.3 content shape -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "key", ["users_default", "events_default", "state_default", "ban", "redact", "kick", "invite"]
+)
+@pytest.mark.parametrize("version", versions(10, 12))
+def test_power_levels_named_level_as_string_rejected_from_v10(version: str, key: str) -> None:
+    room = Room(version)
+    ev = pl_event(room, users=creator_users(version), **{key: "50"})
+    reason = rejection(ev, room.state)
+    assert reason is not None and key in reason
+
+
+@pytest.mark.parametrize("key", ["users_default", "ban", "invite"])
+@pytest.mark.parametrize("version", versions(1, 9))
+def test_power_levels_named_level_as_string_allowed_before_v10(version: str, key: str) -> None:
+    room = Room(version)
+    ev = pl_event(room, users=creator_users(version), **{key: "50"})
+    assert rejection(ev, room.state) is None
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_unreadable_level_rejected(version: str) -> None:
+    room = Room(version)
+    assert rejection(pl_event(room, users=creator_users(version), ban="high"), room.state)
+
+
+@pytest.mark.parametrize("key", ["events", "notifications"])
+@pytest.mark.parametrize("version", versions(10, 12))
+def test_power_levels_map_with_string_value_rejected_from_v10(version: str, key: str) -> None:
+    room = Room(version)
+    content: dict[str, Any] = {"users": creator_users(version), key: {"m.room.name": "50"}}
+    ev = pl_event(room, **content)
+    reason = rejection(ev, room.state)
+    assert reason is not None and key in reason
+
+
+@pytest.mark.parametrize("key", ["events", "notifications", "users"])
+@pytest.mark.parametrize("version", versions(6, 12))
+def test_power_levels_map_not_an_object_rejected(version: str, key: str) -> None:
+    room = Room(version)
+    content: dict[str, Any] = {"users": creator_users(version), key: [1]}
+    reason = rejection(pl_event(room, **content), room.state)
+    assert reason is not None and "not an object" in reason
+
+
+@pytest.mark.parametrize("version", versions(1, 5))
+def test_power_levels_notifications_not_checked_before_v6(version: str) -> None:
+    room = Room(version)
+    ev = pl_event(room, users=creator_users(version), notifications={"room": 1000})
+    assert rejection(ev, room.state) is None
+
+
+@pytest.mark.parametrize("version", versions(1, 9))
+def test_power_levels_users_stringy_value_allowed_before_v10(version: str) -> None:
+    room = Room(version)
+    assert rejection(pl_event(room, users={ALICE: "100", BOB: "10"}), room.state) is None
+
+
+@pytest.mark.parametrize("version", versions(10, 12))
+def test_power_levels_users_stringy_value_rejected_from_v10(version: str) -> None:
+    room = Room(version)
+    reason = rejection(pl_event(room, users={**creator_users(version), BOB: "10"}), room.state)
+    assert reason is not None and "users" in reason
+
+
+@pytest.mark.parametrize("bad_key", ["bob", "@bob", "#room:b.org", "@bob:bad_host!"])
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_users_key_not_a_user_id_rejected(version: str, bad_key: str) -> None:
+    room = Room(version)
+    reason = rejection(pl_event(room, users={**creator_users(version), bad_key: 10}), room.state)
+    assert reason is not None and "not a valid user ID" in reason
+
+
+@pytest.mark.parametrize("version", versions(1, 5))
+def test_power_levels_float_user_level_allowed_before_v6(version: str) -> None:
+    room = Room(version)
+    assert rejection(pl_event(room, users={ALICE: 100, BOB: 50.57}), room.state) is None
+
+
+# --- 10.4 (v12) creators not in users ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", versions(12, 12))
+def test_power_levels_listing_the_creator_rejected_in_v12(version: str) -> None:
+    room = Room(version)
+    reason = rejection(pl_event(room, users={ALICE: 100}), room.state)
+    assert reason is not None and "room creators" in reason
+
+
+@pytest.mark.parametrize("version", versions(12, 12))
+def test_power_levels_listing_an_additional_creator_rejected_in_v12(version: str) -> None:
+    room = Room(version, create_content={"additional_creators": [BOB]})
+    reason = rejection(pl_event(room, users={BOB: 0}), room.state)
+    assert reason is not None and BOB in reason
+
+
+@pytest.mark.parametrize("version", versions(12, 12))
+def test_power_levels_listing_creator_rejected_even_as_first_event_in_v12(version: str) -> None:
+    room = Room(version)
+    state = room.without(("m.room.power_levels", ""))
+    assert rejection(pl_event(room, users={ALICE: 100}), state) is not None
+
+
+# --- 10.5 first power levels event ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", versions(1, 11))
+def test_first_power_levels_allowed_from_creator_with_any_values(version: str) -> None:
+    room = Room(version)
+    state = room.without(("m.room.power_levels", ""))
+    ev = pl_event(room, users={ALICE: 100, BOB: 9000}, ban=9000)
+    assert rejection(ev, state) is None
+
+
+@pytest.mark.parametrize("version", versions(1, 11))
+def test_first_power_levels_rejected_from_non_creator(version: str) -> None:
+    # Rule 8 still applies: without power levels, state_default is 50 and Bob has 0.
+    room = Room(version)
+    room.join(BOB)
+    state = room.without(("m.room.power_levels", ""))
+    assert rejection(pl_event(room, BOB, users={BOB: 100}), state) is not None
+
+
+# --- 10.6–10.10 changes -----------------------------------------------------------------------
+
+
+def changed_room(version: str) -> Room:
+    """Bob (50) may send power levels (events[m.room.power_levels] = 50); Carol has 50, Dave 20."""
+    room = Room(version)
+    room.power_levels(
+        users=creator_users(version, bob=50, carol=50, dave=20),
+        events={"m.room.power_levels": 50, "m.room.topic": 60},
+        kick=50,
+        notifications={"room": 50},
+    )
+    room.join(BOB, CAROL, DAVE)
+    return room
+
+
+def bob_changes(room: Room, version: str, **changes: Any) -> Event:
+    content: dict[str, Any] = dict(room.state[("m.room.power_levels", "")].content)
+    for key, value in changes.items():
+        if value is None:
+            content.pop(key, None)
+        else:
+            content[key] = value
+    return pl_event(room, BOB, **content)
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_unchanged_resend_allowed(version: str) -> None:
+    room = changed_room(version)
+    assert rejection(bob_changes(room, version), room.state) is None
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_named_level_raised_above_sender_rejected(version: str) -> None:
+    room = changed_room(version)
+    reason = rejection(bob_changes(room, version, kick=51), room.state)
+    assert reason is not None and "kick" in reason and "new value 51" in reason
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_named_level_up_to_sender_allowed(version: str) -> None:
+    room = changed_room(version)
+    assert rejection(bob_changes(room, version, kick=40, ban=50), room.state) is None
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_named_level_above_sender_cannot_be_removed(version: str) -> None:
+    room = changed_room(version)
+    room.power_levels(**{**room.state[("m.room.power_levels", "")].content, "ban": 70})
+    reason = rejection(bob_changes(room, version, ban=None), room.state)
+    assert reason is not None and "current value 70" in reason
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_named_level_added_equal_to_default_still_checked(version: str) -> None:
+    room = changed_room(version)
+    # Adding state_default: 60 when absent (default 50) is a change above Bob's 50.
+    assert rejection(bob_changes(room, version, state_default=60), room.state) is not None
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_event_level_above_sender_cannot_be_changed(version: str) -> None:
+    room = changed_room(version)
+    events = {"m.room.power_levels": 50, "m.room.topic": 10}
+    reason = rejection(bob_changes(room, version, events=events), room.state)
+    assert reason is not None and "events['m.room.topic']" in reason
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_event_level_above_sender_cannot_be_added(version: str) -> None:
+    room = changed_room(version)
+    events = {"m.room.power_levels": 50, "m.room.topic": 60, "m.room.name": 51}
+    assert rejection(bob_changes(room, version, events=events), room.state) is not None
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_event_level_up_to_sender_can_be_added(version: str) -> None:
+    room = changed_room(version)
+    events = {"m.room.power_levels": 50, "m.room.topic": 60, "m.room.name": 50}
+    assert rejection(bob_changes(room, version, events=events), room.state) is None
+
+
+@pytest.mark.parametrize("version", versions(6, 12))
+def test_power_levels_notification_level_above_sender_rejected_from_v6(version: str) -> None:
+    room = changed_room(version)
+    reason = rejection(bob_changes(room, version, notifications={"room": 51}), room.state)
+    assert reason is not None and "notifications" in reason
+
+
+@pytest.mark.parametrize("version", versions(1, 5))
+def test_power_levels_notification_changes_unchecked_before_v6(version: str) -> None:
+    room = changed_room(version)
+    assert rejection(bob_changes(room, version, notifications={"room": 99}), room.state) is None
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_lowering_user_with_equal_level_rejected(version: str) -> None:
+    room = changed_room(version)
+    users = creator_users(version, bob=50, carol=0, dave=20)
+    reason = rejection(bob_changes(room, version, users=users), room.state)
+    assert reason is not None and CAROL in reason
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_removing_user_with_equal_level_rejected(version: str) -> None:
+    room = changed_room(version)
+    users = creator_users(version, bob=50, dave=20)
+    assert rejection(bob_changes(room, version, users=users), room.state) is not None
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_changing_lower_user_allowed(version: str) -> None:
+    room = changed_room(version)
+    users = creator_users(version, bob=50, carol=50, dave=49)
+    assert rejection(bob_changes(room, version, users=users), room.state) is None
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_raising_user_above_sender_rejected(version: str) -> None:
+    room = changed_room(version)
+    users = creator_users(version, bob=50, carol=50, dave=51)
+    reason = rejection(bob_changes(room, version, users=users), room.state)
+    assert reason is not None and "new value 51" in reason
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_adding_user_at_sender_level_allowed(version: str) -> None:
+    room = changed_room(version)
+    users = {**creator_users(version, bob=50, carol=50, dave=20), "@eve:e.org": 50}
+    assert rejection(bob_changes(room, version, users=users), room.state) is None
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_sender_may_lower_own_level(version: str) -> None:
+    room = changed_room(version)
+    users = creator_users(version, bob=10, carol=50, dave=20)
+    assert rejection(bob_changes(room, version, users=users), room.state) is None
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_sender_may_not_raise_own_level(version: str) -> None:
+    room = changed_room(version)
+    users = creator_users(version, bob=51, carol=50, dave=20)
+    assert rejection(bob_changes(room, version, users=users), room.state) is not None
+
+
+@pytest.mark.parametrize("version", versions(1, 9))
+def test_power_levels_stringy_equal_value_is_no_change(version: str) -> None:
+    room = changed_room(version)
+    # Carol's 50 written as "50" is the same level: not a change Bob would need to outrank.
+    users = {**creator_users(version, bob=50, dave=20), CAROL: "50"}
+    assert rejection(bob_changes(room, version, users=users), room.state) is None
+
+
+@pytest.mark.parametrize("version", versions(1, 11))
+def test_power_levels_creator_can_be_demoted_by_higher_user_before_v12(version: str) -> None:
+    room = Room(version)
+    room.power_levels(users={ALICE: 50, DAVE: 100})
+    room.join(DAVE)
+    assert rejection(pl_event(room, DAVE, users={ALICE: 0, DAVE: 100}), room.state) is None
+
+
+@pytest.mark.parametrize("version", versions(12, 12))
+def test_power_levels_creator_may_set_any_level_in_v12(version: str) -> None:
+    room = changed_room(version)
+    ev = pl_event(room, ALICE, users={DAVE: 2**53 - 1}, ban=2**53 - 1)
+    assert rejection(ev, room.state) is None
+
+
+@pytest.mark.parametrize("version", versions(12, 12))
+def test_user_at_maximum_level_cannot_ban_additional_creator_in_v12(version: str) -> None:
+    room = Room(version, create_content={"additional_creators": [BOB]})
+    room.power_levels(users={DAVE: 2**53 - 1})
+    room.join(DAVE)
+    assert rejection(room.member(BOB, "ban", sender=DAVE), room.state) is not None
