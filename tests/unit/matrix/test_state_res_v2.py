@@ -16,7 +16,7 @@ from pipeline.matrix.errors import MissingEvents
 from pipeline.matrix.events import Event
 from pipeline.matrix.room_versions import RoomVersion, room_version
 from pipeline.matrix.state_res import resolve_state
-from pipeline.matrix.state_res._common import EventLoader, walk_auth_chains
+from pipeline.matrix.state_res._common import EventLoader, sender_power_level, walk_auth_chains
 from pipeline.matrix.state_res.v2 import (
     auth_difference,
     conflicted_state_subgraph,
@@ -385,9 +385,9 @@ def test_rejected_auth_event_is_not_used_in_iterative_auth_checks(rv: RoomVersio
     assert resolve_state(rv, states, room.fetch)[("m.room.power_levels", "")] == event_id("PA")
     rejected = {event_id("MB")}
     resolved = resolve_state(rv, states, room.fetch, is_rejected=rejected.__contains__)
-    # The ban is still checked itself (and passes), but only after Bob's event... either
-    # way Bob's power levels are no longer blocked by a ban that is rejected.
     assert resolved[("m.room.power_levels", "")] == event_id("PB")
+    # A rejected event is itself "handled as usual": the ban passes the checks again.
+    assert resolved[("m.room.member", BOB)] == event_id("MB")
 
 
 def test_no_state_sets_resolve_to_empty_state() -> None:
@@ -398,3 +398,68 @@ def test_no_state_sets_resolve_to_empty_state() -> None:
 def test_identical_state_sets_need_no_events(rv: RoomVersion) -> None:
     state = {("m.room.create", ""): "$c", ("m.room.topic", ""): "$t"}
     assert resolve_state(rv, [state, dict(state)], lambda _: None) == state
+
+
+@pytest.mark.parametrize(
+    ("version", "sender", "power_levels_content", "expected"),
+    [
+        # Without power levels the creator has 100 and everyone else 0.
+        ("10", ALICE, None, 100),
+        ("10", BOB, None, 0),
+        # With them: users[sender], else users_default, else 0.
+        ("10", BOB, {"users": {BOB: 42}}, 42),
+        ("10", BOB, {"users": {}, "users_default": 7}, 7),
+        ("10", ALICE, {"users": {}}, 0),
+        # v1–v9 read string levels as integers.
+        ("2", BOB, {"users": {BOB: " 25 "}}, 25),
+        # v12 (MSC4289): the creators have infinite power whatever the power levels say.
+        ("12", ALICE, {"users": {}}, float("inf")),
+        ("12", CHARLIE, {"users": {}}, float("inf")),  # an additional creator
+        ("12", BOB, {"users": {BOB: 99}}, 99),
+    ],
+)
+def test_sender_power_level_is_read_from_the_events_auth_events(
+    version: str, sender: str, power_levels_content: dict[str, Any] | None, expected: float
+) -> None:
+    rv = room_version(version)
+    room_id = "!CREATE" if rv.room_id_is_create_event_hash else "!r:example.com"
+    create: dict[str, Any] = {
+        "event_id": "$CREATE",
+        "sender": ALICE,
+        "type": "m.room.create",
+        "state_key": "",
+        "content": {"creator": ALICE, "room_version": version, "additional_creators": [CHARLIE]},
+        "prev_events": [],
+        "auth_events": [],
+    }
+    if not rv.room_id_is_create_event_hash:
+        create["room_id"] = room_id
+    pdus = [create]
+    auth = [] if rv.room_id_is_create_event_hash else ["$CREATE"]
+    if power_levels_content is not None:
+        pdus.append(
+            {
+                "event_id": "$PL",
+                "room_id": room_id,
+                "sender": ALICE,
+                "type": "m.room.power_levels",
+                "state_key": "",
+                "content": power_levels_content,
+                "prev_events": [],
+                "auth_events": auth,
+            }
+        )
+        auth = [*auth, "$PL"]
+    pdus.append(
+        {
+            **pdus[-1],
+            "event_id": "$E",
+            "sender": sender,
+            "type": "m.room.topic",
+            "room_id": room_id,
+            "content": {},
+            "auth_events": auth,
+        }
+    )
+    events = {p["event_id"]: Event.from_trusted(p, rv) for p in pdus}
+    assert sender_power_level(EventLoader(events.get), events["$E"]) == expected
