@@ -141,7 +141,8 @@ class Case:
     extremities: set[str]
     state: dict[StateKey, str] = field(default_factory=dict)  # a subset of the current state
     same_group: list[tuple[str, str]] = field(default_factory=list)
-    version: str = "10"
+    # v1: event IDs are fields, state resolution v1; v3: hashed IDs, v2; v10: integer levels.
+    versions: tuple[str, ...] = ("1", "3", "10")
 
 
 BASE_OK = {n: "accepted" for n in ("C", "MA", "PL", "JR", "MB")}
@@ -216,14 +217,18 @@ CASES = [
         {**BASE_OK, "M1": "accepted", "R": "rejected"},
         {"M1"},
         {("m.room.member", ALICE): "MA"},
-        version="12",
+        versions=("12",),
     ),
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
-def test_room_graph(case: Case) -> None:
-    b = RoomBuilder(case.version)
+@pytest.mark.parametrize(
+    ("case", "version"),
+    [(c, v) for c in CASES for v in c.versions],
+    ids=[f"{c.name} (v{v})" for c in CASES for v in c.versions],
+)
+def test_room_graph(case: Case, version: str) -> None:
+    b = RoomBuilder(version)
     batches = case.build(b)
     proc, results = run(b, batches)
     assert outcomes(b, results) == case.outcomes
