@@ -11,14 +11,16 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 
 from pipeline.matrix.errors import MissingEvents
 from pipeline.matrix.events import Event, EventFetcher, StateKey, StateMap
-from pipeline.matrix.power_levels import PowerLevel, PowerLevels, user_level
+from pipeline.matrix.power_levels import (
+    PowerLevel,
+    PowerLevels,
+    create_event_id_for_room,
+    user_level,
+)
 
 AuthChainIds = Callable[[Iterable[str]], set[str]]
 """The union of the auth chains of some events (the events themselves not included)."""
 
-CREATE_KEY: StateKey = ("m.room.create", "")
-POWER_LEVELS_KEY: StateKey = ("m.room.power_levels", "")
-JOIN_RULES_KEY: StateKey = ("m.room.join_rules", "")
 
 _NO_POWER_LEVELS = PowerLevels(exists=False)
 
@@ -111,13 +113,6 @@ def _load_or_note(loader: EventLoader, event_id: str, missing: set[str]) -> Even
         return None
 
 
-def auth_chain_function(loader: EventLoader, given: AuthChainIds | None) -> AuthChainIds:
-    """The caller's auth chain fast path, else a walk over auth_events through the loader."""
-    if given is not None:
-        return given
-    return lambda ids: walk_auth_chains(loader, ids)
-
-
 def split_conflicts(
     state_sets: Sequence[StateMap],
 ) -> tuple[dict[StateKey, str], dict[StateKey, set[str]]]:
@@ -147,24 +142,7 @@ def implicit_create_event_id(event: Event) -> str | None:
         return None
     if not event.room_id.startswith("!"):
         return None
-    return "$" + event.room_id[1:]
-
-
-def is_power_event(event: Event) -> bool:
-    """A power event: "might remove someone's ability to do something in the room".
-
-    The spec's definition: state events m.room.power_levels and m.room.join_rules, and
-    m.room.member with membership leave or ban whose sender is not its state_key. The create
-    event counts too, as in Synapse and ruma: it only differs when the state sets disagree
-    about the create event, and agreeing with them there keeps results identical.
-    """
-    if event.state_key is None:
-        return False
-    if event.type in ("m.room.power_levels", "m.room.join_rules", "m.room.create"):
-        return event.state_key == ""
-    if event.type == "m.room.member":
-        return event.membership in ("leave", "ban") and event.sender != event.state_key
-    return False
+    return create_event_id_for_room(event.room_id)
 
 
 def sender_power_level(loader: EventLoader, event: Event) -> PowerLevel:

@@ -24,7 +24,8 @@ from collections.abc import Mapping, Sequence
 from pipeline.matrix.auth import auth_types_for_event, check_auth_rules
 from pipeline.matrix.errors import EventRejected
 from pipeline.matrix.events import Event, StateKey, StateMap
-from pipeline.matrix.state_res._common import POWER_LEVELS_KEY, EventLoader
+from pipeline.matrix.power_levels import POWER_LEVELS_KEY
+from pipeline.matrix.state_res._common import EventLoader
 
 
 def resolve_v1(state_sets: Sequence[StateMap], loader: EventLoader) -> dict[StateKey, str]:

@@ -20,17 +20,15 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Collection, Iterable, Sequence
 
-from pipeline.matrix.auth import auth_types_for_event, check_auth_rules
+from pipeline.matrix.auth import auth_types_for_event, check_auth_rules, is_power_event
 from pipeline.matrix.errors import EventRejected
 from pipeline.matrix.events import Event, StateKey, StateMap
+from pipeline.matrix.power_levels import CREATE_KEY, POWER_LEVELS_KEY
 from pipeline.matrix.room_versions import RoomVersion, StateResAlgorithm
 from pipeline.matrix.state_res._common import (
-    CREATE_KEY,
-    POWER_LEVELS_KEY,
     AuthChainIds,
     EventLoader,
     implicit_create_event_id,
-    is_power_event,
     sender_power_level,
     split_conflicts,
     walk_auth_chains,
