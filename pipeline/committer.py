@@ -125,13 +125,15 @@ class Committer:
         standby_interval: float = 1.0,
         crash_hook: Callable[[str], None] = _crash_from_env,
         on_active: Callable[[], None] | None = None,
+        on_standby: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self.stop = stop
         self.poll_timeout = poll_timeout
         self.standby_interval = standby_interval
         self.crash = crash_hook
-        self.on_active = on_active
+        self.on_active = on_active  # called once consuming, with the lock held
+        self.on_standby = on_standby  # called when the lock is found taken
         self.chunks_topic = settings.topic("chunks")
         self.invalidations_topic = settings.topic("invalidations")
         self.dead_letter_topic = settings.topic("dead-letter")
@@ -182,6 +184,8 @@ class Committer:
             if not waited:
                 log.info("another committer is active; standing by")
                 waited = True
+                if self.on_standby is not None:
+                    self.on_standby()
             self.stop.wait(self.standby_interval)
         return False
 
