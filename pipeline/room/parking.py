@@ -10,6 +10,7 @@ with the rest of the room's state.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,12 +34,30 @@ class ParkingBudget:
     """Parked events across all rooms of one worker, against ``total``.
 
     Not part of a room's state: after a restore the shell rebuilds ``used`` by restoring every
-    room with the same budget.
+    room with the same budget. Rooms may be processed on several threads, hence the lock.
     """
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.used = 0
+        self._lock = threading.Lock()
+
+    def reserve(self) -> bool:
+        """Take one place; False when none is left."""
+        with self._lock:
+            if self.used >= self.total:
+                return False
+            self.used += 1
+            return True
+
+    def claim(self, n: int) -> None:
+        """Count ``n`` events restored as parked: they stay parked even above the bound."""
+        with self._lock:
+            self.used += n
+
+    def release(self, n: int = 1) -> None:
+        with self._lock:
+            self.used = max(0, self.used - n)
 
 
 class ParkingFull(RoomstreamError):
@@ -125,7 +144,7 @@ class ParkingLot:
                 f"(limit per room {self.limits.per_room}); events it waits for: "
                 f"{sorted(item.missing)}"
             )
-        if self.budget is not None and self.budget.used >= self.budget.total:
+        if self.budget is not None and not self.budget.reserve():
             raise ParkingFull(
                 f"the worker already has {self.budget.used} parked events "
                 f"(limit {self.budget.total}); events it waits for: {sorted(item.missing)}"
@@ -157,8 +176,6 @@ class ParkingLot:
             self._by_event[item.event_id] = item.seq
         for need in item.missing:
             self._waiting.setdefault(need, set()).add(item.seq)
-        if self.budget is not None:
-            self.budget.used += 1
 
     def _remove(self, seq: int) -> None:
         item = self._items.pop(seq)
@@ -171,7 +188,7 @@ class ParkingLot:
                 if not waiting:
                     del self._waiting[need]
         if self.budget is not None:
-            self.budget.used -= 1
+            self.budget.release()
 
     def to_dict(self) -> list[dict[str, Any]]:
         return [it.to_dict() for it in self.items()]
@@ -188,4 +205,6 @@ class ParkingLot:
         lot = cls(room_id, limits, budget)
         for d in data:
             lot._add(Parked.from_dict(d))
+        if budget is not None:
+            budget.claim(len(lot))
         return lot

@@ -285,8 +285,6 @@ class RoomProcessor:
         missing = {
             e for e in (*event.prev_event_ids, *event.auth_event_ids) if e not in self._known
         }
-        if self.create_event_id is None and not is_create(event.pdu):
-            missing.add(CREATE_EVENT)
         if missing:
             if seq is None:
                 self._seq += 1
@@ -326,14 +324,10 @@ class RoomProcessor:
     def _release(self, item: Parked, now: int) -> None:
         out = self._out()
         rv = self.room_version
-        if item.pdu is not None and item.event_id is not None and rv is not None:
+        assert rv is not None, "parked input is released only once the room version is known"
+        if item.pdu is not None and item.event_id is not None:
             event = Event.from_trusted(item.pdu, rv, item.event_id)
         else:
-            if rv is None:
-                # The create event was seen but not accepted as the room's: stay parked.
-                item.missing = {CREATE_EVENT}
-                self._repark(item)
-                return
             try:
                 event = parse_pdu(item.raw, rv)
             except InvalidPdu as e:
@@ -348,14 +342,6 @@ class RoomProcessor:
             seq=item.seq,
             parked_at=item.parked_at,
         )
-
-    def _repark(self, item: Parked) -> None:
-        try:
-            self._parking.park(item)
-        except ParkingFull as e:
-            self._out().dead_letters.append(
-                DeadLetter(e.reason, item.raw, item.source, item.event_id)
-            )
 
     # ---------------------------------------------------------------- one event
 
@@ -401,9 +387,13 @@ class RoomProcessor:
             self._event_cache[event.event_id] = event
         out.state_groups.extend(new_groups)
 
-        if creates and rejected is None:
+        founds_room = creates and self.create_event_id is None
+        if founds_room:
+            # Even a rejected create event fixes the room version: the events that follow it
+            # can then be parsed, and are rejected for want of an accepted create event.
             self.create_event_id = event.event_id
             self.room_version = rv
+        if founds_room and rejected is None:
             out.creator = _creator(event)
         if status == ACCEPTED:
             extremities.advance(
@@ -431,7 +421,7 @@ class RoomProcessor:
             )
         )
         self._arrived(event.event_id)
-        if creates and rejected is None:
+        if founds_room:
             self._arrived(CREATE_EVENT)
 
     def _arrived(self, event_id: str) -> None:

@@ -439,6 +439,31 @@ def test_parked_events_expire_on_the_callers_clock_with_a_reason() -> None:
     assert late.chunk is not None and [b.name_of(e.event_id) for e in late.chunk.events] == ["M1"]
 
 
+def test_rejected_create_event_fixes_the_room_version_and_everything_after_is_rejected() -> None:
+    # v1-v10 create 1.2: if the domain of the room_id does not match the domain of the sender,
+    # reject.
+    b = RoomBuilder(room_id="!room:elsewhere.example")
+    names = b.base()
+    b.create("C2")
+    proc, (result,) = run(b, [[*names, "C2"]])
+    assert proc.room_version is not None and proc.room_version.identifier == "10"
+    assert result.chunk is not None and result.chunk.creator is None
+    assert set(outcomes(b, [result]).values()) == {"rejected"}
+    assert proc.parked() == [] and proc.forward_extremities == frozenset()
+    assert dict(proc.current_state) == {}
+
+
+def test_second_create_event_is_rejected() -> None:
+    b = RoomBuilder()
+    names = b.base()
+    b.create("C2")
+    _, (result,) = run(b, [[*names, "C2"]])
+    assert result.chunk is not None
+    last = result.chunk.events[-1]
+    assert b.name_of(last.event_id) == "C2"
+    assert last.rejected is not None and "already has a create event" in last.rejected
+
+
 # ------------------------------------------------------------------ bad input
 
 
