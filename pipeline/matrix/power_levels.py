@@ -229,9 +229,8 @@ def get_power_level_for_sender(event: Event, fetch_event: EventFetcher) -> Power
             create_event = auth_event
     if missing:
         raise MissingEvents(missing, f"auth events of {event.event_id}")
-    if event.type == "m.room.create" and event.state_key == "":
-        # The create event is its own authority: its sender is the creator.
-        create_event = event
+    # The create event itself has no auth events, so its sender counts as 0 (as in Synapse);
+    # it only matters if state sets ever disagree about the create event.
     return user_power_level(event.sender, pl_event, create_event)
 
 

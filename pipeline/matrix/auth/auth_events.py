@@ -40,7 +40,7 @@ def check_auth_events(
     """
     rv = event.room_version
     # 1. A create event's auth_events are not considered: its own rules decide.
-    if event.type == CREATE and event.state_key == "":
+    if event.type == CREATE:
         check_auth_rules(event, {})
         return
 

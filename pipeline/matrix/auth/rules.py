@@ -56,8 +56,9 @@ def check_auth_rules(
     when the event carries one from that server.
     """
     rv = event.room_version
-    # 1. If type is m.room.create: its own rules, then allow.
-    if event.type == CREATE and event.state_key == "":
+    # 1. If type is m.room.create: its own rules, then allow. (Whatever its state_key: a
+    # second "create" deeper in the room has prev_events and fails 1.1.)
+    if event.type == CREATE:
         check_create_event(event)
         return
 

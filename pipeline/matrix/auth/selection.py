@@ -45,7 +45,7 @@ def auth_types_for_event(event: Event) -> set[StateKey]:
     where the room version has restricted rooms, the membership of the join's
     ``join_authorised_via_users_server`` user.
     """
-    if event.type == CREATE and event.state_key == "":
+    if event.type == CREATE:
         return set()
     types: set[StateKey] = {CREATE_KEY, POWER_LEVELS_KEY, (MEMBER, event.sender)}
     if event.type != MEMBER:

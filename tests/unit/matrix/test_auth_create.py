@@ -103,3 +103,14 @@ def test_create_rejected_with_invalid_additional_creators(version: str, bad: obj
 def test_additional_creators_not_validated_before_v12(version: str) -> None:
     content = {"creator": ALICE, "additional_creators": "nonsense"}
     assert rejection(create(version, content), {}) is None
+
+
+@pytest.mark.parametrize("version", versions())
+def test_create_type_with_other_state_key_follows_create_rules(version: str) -> None:
+    # Rule 1 is about the type: a later m.room.create (it has prev_events) is rejected even
+    # from a user who could send any state.
+    rv = room_version(version)
+    room_id = "!create" if rv.room_id_is_create_event_hash else "!room:a.org"
+    ev = create(version, state_key="x", prev_events=["$prev"], room_id=room_id)
+    reason = rejection(ev, {})
+    assert reason is not None and "prev_events" in reason

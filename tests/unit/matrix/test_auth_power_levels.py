@@ -169,6 +169,13 @@ def test_power_level_for_sender_without_power_levels_auth_event(version: str) ->
     assert get_power_level_for_sender(ev, by_id.get) == (math.inf if version == "12" else 100)
 
 
+@pytest.mark.parametrize("version", versions())
+def test_power_level_for_sender_of_create_event_is_zero(version: str) -> None:
+    # The create event has no auth events to read a level from (Synapse agrees).
+    room = Room(version, bare=True)
+    assert get_power_level_for_sender(room.create, room.events().get) == 0
+
+
 def test_power_level_for_sender_raises_missing_events() -> None:
     from pipeline.matrix.errors import MissingEvents
 
@@ -258,6 +265,35 @@ def test_power_levels_users_key_not_a_user_id_rejected(version: str, bad_key: st
 def test_power_levels_float_user_level_allowed_before_v6(version: str) -> None:
     room = Room(version)
     assert rejection(pl_event(room, users={ALICE: 100, BOB: 50.57}), room.state) is None
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        {"notifications": {"room": None}},
+        {"users": {ALICE: []}},
+        {"users_default": {}},
+        {"events": {"m.room.name": 1.5}},
+        {"ban": None},
+    ],
+    ids=["null-notification", "list-user-level", "object-users-default", "float-event", "null-ban"],
+)
+@pytest.mark.parametrize("version", versions(10, 12))
+def test_power_levels_non_integer_json_values_rejected_from_v10(
+    version: str, content: dict[str, Any]
+) -> None:
+    room = Room(version)
+    state = room.without(("m.room.power_levels", ""))
+    assert rejection(pl_event(room, **content), state) is not None
+
+
+@pytest.mark.parametrize("version", versions(1, 9))
+def test_stringy_state_default_governs_required_level(version: str) -> None:
+    room = Room(version)
+    room.power_levels(state_default="30", users={ALICE: "100", BOB: "29", CAROL: "30"})
+    room.join(BOB, CAROL)
+    assert rejection(room.new("m.room.topic", BOB, {}, state_key=""), room.state) is not None
+    assert rejection(room.new("m.room.topic", CAROL, {}, state_key=""), room.state) is None
 
 
 # --- 10.4 (v12) creators not in users ---------------------------------------------------------
