@@ -61,87 +61,153 @@ def join_path(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def _index_path(path: str, index: int) -> str:
-    return f"{path}[{index}]"
-
-
-def _check_str(s: str, path: str) -> None:
-    # Lone surrogates cannot be written as UTF-8; ASCII strings cannot hold them.
-    if not s.isascii():
-        try:
-            s.encode("utf-8")
-        except UnicodeEncodeError:
-            raise CanonicalJsonError("string holds a lone UTF-16 surrogate", path) from None
-
-
 _STRICT_WIRE = 0  # v6+ wire rule: no floats
 _STRICT_ENCODE = 1  # appendix encoding: integral floats become integers
 _LENIENT = 2  # v1–v5 hashing: floats and big integers written as Python's json writes them
 
+# What a scan found beyond plain dict/list/str/int/bool/None that orjson writes as they are.
+_NEEDS_STDLIB = 1  # floats or integers past 64 bits (lenient mode): Python's json writes them
+_NEEDS_COPY = 2  # tuples, other Mappings, subclasses, integral floats: normalise before writing
 
-def _walk(value: object, path: str, mode: int, depth: int) -> tuple[JsonValue, bool]:
-    """Validate ``value`` and return (a plain copy, whether the stdlib writer is needed).
 
-    The copy has dicts and lists only (tuples and other Mappings converted), and in strict encode
-    mode integral floats already turned into integers.
-    """
-    if depth > MAX_NESTING:
-        raise CanonicalJsonError(f"nested deeper than {MAX_NESTING} levels", path)
-    # bool before int: bool is an int subclass, and true/false are not numbers.
-    if value is None or isinstance(value, bool):
-        return value, False
-    if isinstance(value, str):
-        _check_str(value, path)
-        return value, False
-    if isinstance(value, int):
-        if CANONICAL_INT_MIN <= value <= CANONICAL_INT_MAX:
-            return int(value), False
-        if mode == _LENIENT:
-            # orjson writes up to 64-bit integers; past that only the stdlib can.
-            return int(value), not (-(2**63) <= value < 2**64)
-        raise CanonicalJsonError(
-            f"integer {value} is outside the canonical range [-(2**53)+1, (2**53)-1]", path
-        )
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise CanonicalJsonError(f"{value} is not a JSON number", path)
-        if mode == _LENIENT:
-            return value, True
-        if (
-            mode == _STRICT_ENCODE
-            and value.is_integer()
-            and CANONICAL_INT_MIN <= value <= CANONICAL_INT_MAX
-        ):
-            return int(value), False
-        raise CanonicalJsonError(f"float {value!r} is not allowed; numbers must be integers", path)
+class _Bad(Exception):
+    """A refused value; the path is collected while the exception unwinds, so the common (valid)
+    case never builds paths."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        self.segments: list[str | int] = []
+
+    def error(self, prefix: str) -> CanonicalJsonError:
+        path = prefix
+        for seg in reversed(self.segments):
+            path = f"{path}[{seg}]" if isinstance(seg, int) else join_path(path, seg)
+        return CanonicalJsonError(self.reason, path)
+
+
+def _check_utf8(s: str) -> None:
+    # Lone surrogates cannot be written as UTF-8 (callers skip ASCII strings, which cannot hold
+    # them).
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Bad("string holds a lone UTF-16 surrogate") from None
+
+
+def _check_int(value: int, mode: int) -> int:
+    if CANONICAL_INT_MIN <= value <= CANONICAL_INT_MAX:
+        return 0
+    if mode == _LENIENT:
+        # orjson writes up to 64-bit integers; past that only the stdlib can.
+        return 0 if -(2**63) <= value < 2**64 else _NEEDS_STDLIB
+    raise _Bad(f"integer {value} is outside the canonical range [-(2**53)+1, (2**53)-1]")
+
+
+def _check_float(value: float, mode: int) -> int:
+    if not math.isfinite(value):
+        raise _Bad(f"{value} is not a JSON number")
+    if mode == _LENIENT:
+        return _NEEDS_STDLIB
+    if (
+        mode == _STRICT_ENCODE
+        and value.is_integer()
+        and CANONICAL_INT_MIN <= value <= CANONICAL_INT_MAX
+    ):
+        return _NEEDS_COPY
+    raise _Bad(f"float {value!r} is not allowed; numbers must be integers")
+
+
+def _scan(value: Any, mode: int, depth: int) -> int:
+    """Validate ``value``; return _NEEDS_* flags. Exact types first: they are nearly all. One
+    stack frame per nesting level, so MAX_NESTING stays well inside the recursion limit."""
+    t = type(value)
+    if t is str:
+        if not value.isascii():
+            _check_utf8(value)
+        return 0
+    if t is int:
+        return _check_int(value, mode)
+    if value is None or t is bool:
+        return 0
+    if t is float:
+        return _check_float(value, mode)
+    flags = 0
+    if t is dict or t is list:
+        pass
+    elif isinstance(value, bool):
+        return _NEEDS_COPY
+    elif isinstance(value, str):
+        if not value.isascii():
+            _check_utf8(value)
+        return _NEEDS_COPY
+    elif isinstance(value, int):
+        return _check_int(value, mode) | _NEEDS_COPY
+    elif isinstance(value, float):
+        return _check_float(value, mode) | _NEEDS_COPY
+    elif isinstance(value, (Mapping, tuple, list)):
+        # Subclasses and other containers: accepted, then normalised to plain types.
+        flags = _NEEDS_COPY
+    else:
+        raise _Bad(f"{type(value).__name__} is not a JSON type")
+    if depth >= MAX_NESTING:
+        raise _Bad(f"nested deeper than {MAX_NESTING} levels")
     if isinstance(value, Mapping):
-        out: dict[str, JsonValue] = {}
-        fallback = False
         for k, v in value.items():
-            if not isinstance(k, str):
-                raise CanonicalJsonError(f"object key {k!r} is not a string", path)
-            sub = join_path(path, k)
-            _check_str(k, sub)
-            out[k], fb = _walk(v, sub, mode, depth + 1)
-            fallback = fallback or fb
-        return out, fallback
+            if type(k) is not str:
+                if not isinstance(k, str):
+                    raise _Bad(f"object key {k!r} is not a string")
+                flags |= _NEEDS_COPY
+            try:
+                if not k.isascii():
+                    _check_utf8(k)
+                # Inline the commonest leaves (ASCII strings, small integers): a call per value
+                # is most of the cost of a scan.
+                tv = type(v)
+                if (tv is str and v.isascii()) or (
+                    tv is int and CANONICAL_INT_MIN <= v <= CANONICAL_INT_MAX
+                ):
+                    continue
+                flags |= _scan(v, mode, depth + 1)
+            except _Bad as e:
+                e.segments.append(k)
+                raise
+        return flags
+    for i, v in enumerate(value):
+        tv = type(v)
+        if (tv is str and v.isascii()) or (
+            tv is int and CANONICAL_INT_MIN <= v <= CANONICAL_INT_MAX
+        ):
+            continue
+        try:
+            flags |= _scan(v, mode, depth + 1)
+        except _Bad as e:
+            e.segments.append(i)
+            raise
+    return flags
+
+
+def _plain(value: object, integral_floats: bool) -> JsonValue:
+    """A deep copy of an already scanned value as plain dicts, lists and builtin scalars."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v, integral_floats) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        items: list[JsonValue] = []
-        fallback = False
-        for i, v in enumerate(value):
-            item, fb = _walk(v, _index_path(path, i), mode, depth + 1)
-            items.append(item)
-            fallback = fallback or fb
-        return items, fallback
-    raise CanonicalJsonError(f"{type(value).__name__} is not a JSON type", path)
+        return [_plain(v, integral_floats) for v in value]
+    if isinstance(value, bool) or value is None:
+        return bool(value) if value is not None else None
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return int(value) if integral_floats else float(value)
+    raise AssertionError(f"unscanned {type(value).__name__}")  # _scan refused it already
 
 
-def _write(plain: JsonValue, stdlib: bool) -> bytes:
-    if stdlib:
-        return json.dumps(
-            plain, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
-        ).encode("utf-8")
-    return orjson.dumps(plain, option=orjson.OPT_SORT_KEYS)
+def _scan_or_raise(value: object, mode: int, prefix: str = "") -> int:
+    try:
+        return _scan(value, mode, 0)
+    except _Bad as e:
+        raise e.error(prefix) from None
 
 
 def encode_canonical_json(value: object, *, strict: bool = True) -> bytes:
@@ -151,8 +217,15 @@ def encode_canonical_json(value: object, *, strict: bool = True) -> bytes:
     out-of-range integers that events of room versions 1–5 may carry. Raises CanonicalJsonError
     naming the path of the first value that cannot be written.
     """
-    plain, stdlib = _walk(value, "", _STRICT_ENCODE if strict else _LENIENT, 0)
-    return _write(plain, stdlib)
+    mode = _STRICT_ENCODE if strict else _LENIENT
+    flags = _scan_or_raise(value, mode)
+    if flags & _NEEDS_COPY:
+        value = _plain(value, integral_floats=strict)
+    if flags & _NEEDS_STDLIB:
+        return json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
+        ).encode("utf-8")
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
 def check_canonical_values(value: object, path: str = "") -> None:
@@ -162,29 +235,32 @@ def check_canonical_values(value: object, path: str = "") -> None:
     integer in ``[-(2**53)+1, (2**53)-1]`` (a float, even ``1.0``, is refused), keys strings, no
     lone surrogates. Raises CanonicalJsonError naming the path (prefixed with ``path``).
     """
-    _walk(value, path, _STRICT_WIRE, 0)
+    _scan_or_raise(value, _STRICT_WIRE, path)
 
 
 def copy_json(value: object) -> JsonValue:
     """A deep copy of a JSON value as plain dicts and lists (any floats and integers kept as they
     are). Raises CanonicalJsonError if ``value`` is not JSON."""
-    plain, _ = _walk(value, "", _LENIENT, 0)
-    return plain
+    _scan_or_raise(value, _LENIENT)
+    return _plain(value, integral_floats=False)
 
 
-def parse_json(raw: bytes | bytearray | memoryview | str) -> JsonValue:
-    """Parse JSON text, keeping every number exactly.
+def parse_json(
+    raw: bytes | bytearray | memoryview | str, *, exact_numbers: bool = True
+) -> JsonValue:
+    """Parse JSON text.
 
-    orjson parses; when the document holds a float (including integers past 64 bits, which orjson
-    reads as floats) it is parsed again with the stdlib, which keeps big integers exact and reads
-    floats as the senders of old events wrote them. NaN and Infinity are refused. Raises
-    CanonicalJsonError (path '') for text that is not JSON.
+    orjson parses. With ``exact_numbers``, a document holding a float (including integers past
+    64 bits, which orjson reads as floats) is parsed again with the stdlib, which keeps big
+    integers exact and reads floats as the senders of old events wrote them; strict rooms, which
+    refuse both anyway, can skip that. NaN and Infinity are refused. Raises CanonicalJsonError
+    (path '') for text that is not JSON.
     """
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise CanonicalJsonError(f"not valid JSON: {e}", "") from None
-    if not _has_float(value, 0):
+    if not exact_numbers or not _has_float(value, 0):
         return value
     text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
     try:

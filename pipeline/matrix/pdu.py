@@ -198,7 +198,7 @@ def parse_pdu(raw: Raw, room_version: RoomVersion, *, event_id: str | None = Non
     yields the redacted event with ``redacted_on_receipt`` set.
     """
     rv = room_version
-    pdu = _load(raw)
+    pdu = _load(raw, rv)
     _check_json_and_size(pdu, rv)
     _check_fields(pdu, rv)
     eid = _event_id(pdu, rv, event_id)
@@ -232,12 +232,12 @@ def parse_pdu(raw: Raw, room_version: RoomVersion, *, event_id: str | None = Non
     )
 
 
-def _load(raw: object) -> dict[str, Any]:
+def _load(raw: object, rv: RoomVersion) -> dict[str, Any]:
     try:
         if isinstance(raw, Mapping):
             obj = copy_json(raw)
         elif isinstance(raw, (bytes, bytearray, memoryview, str)):
-            obj = parse_json(raw)
+            obj = parse_json(raw, exact_numbers=not rv.strict_canonical_json)
         else:
             raise InvalidPdu(f"a PDU is JSON bytes, text or an object, not {type(raw).__name__}")
     except CanonicalJsonError as e:

@@ -503,7 +503,7 @@ _json = st.recursive(
     st.none()
     | st.booleans()
     | st.integers(-(2**65), 2**65)
-    | st.floats(allow_nan=False)
+    | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=10),
     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=8), c, max_size=3),
     max_leaves=12,
