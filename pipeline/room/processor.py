@@ -109,6 +109,15 @@ def fingerprint(pdu: Mapping[str, Any]) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1
 
 
+@dataclass(frozen=True, slots=True)
+class _Decision:
+    creates: bool  # the event is an m.room.create
+    rejected: str | None
+    soft_failed: bool
+    state_group: int | None
+    new_groups: list[StateGroup]
+
+
 class _Batch:
     """What one batch changes, gathered for its chunk."""
 
@@ -306,7 +315,7 @@ class RoomProcessor:
                 out.dead_letters.append(DeadLetter(e.reason, raw, source, event.event_id))
             return
         try:
-            self._apply(event, fp, received_ts)
+            decision = self._decide(event)
         except MissingEvents as e:
             # Only reachable if the Matrix core needs an event beyond the auth_events and
             # prev_events this processor waits for; report it rather than guess a result.
@@ -315,6 +324,21 @@ class RoomProcessor:
                     f"event {event.event_id} could not be decided: {e}", raw, source, event.event_id
                 )
             )
+            return
+        except Exception as e:
+            # A failure of the rules on some odd input must not stop the room's partition
+            # (DESIGN.md invariant 7). Nothing was recorded, so the room state is unchanged.
+            out.dead_letters.append(
+                DeadLetter(
+                    f"event {event.event_id} could not be decided: internal error "
+                    f"{type(e).__name__}: {e}",
+                    raw,
+                    source,
+                    event.event_id,
+                )
+            )
+            return
+        self._record(event, fp, received_ts, decision)
 
     def _drain_ready(self, now: int) -> None:
         while self._ready:
@@ -345,12 +369,13 @@ class RoomProcessor:
 
     # ---------------------------------------------------------------- one event
 
-    def _apply(self, event: Event, fp: int, received_ts: int | None) -> None:
-        """Decide ``event`` (all it references is known) and record the outcome."""
-        out = self._out()
+    def _decide(self, event: Event) -> _Decision:
+        """Decide ``event`` (all it references is known) without recording anything.
+
+        Only new state groups are stored (unreferenced until recorded, so harmless if the
+        decision is abandoned).
+        """
         creates = is_create(event.pdu)
-        rv = event.room_version
-        out.room_version = rv.identifier
         rejected: str | None = None
         new_groups: list[StateGroup] = []
 
@@ -376,8 +401,19 @@ class RoomProcessor:
             new_groups.append(group)
         else:
             after_sg = before_sg
+        return _Decision(creates, rejected, soft_failed, after_sg, new_groups)
 
-        # Everything below records the decision; nothing past here can fail on input.
+    def _record(self, event: Event, fp: int, received_ts: int | None, decision: _Decision) -> None:
+        """Record a decided event: its result, state group, extremities, chunk entries."""
+        out = self._out()
+        creates, rejected, soft_failed, after_sg = (
+            decision.creates,
+            decision.rejected,
+            decision.soft_failed,
+            decision.state_group,
+        )
+        rv = event.room_version
+        out.room_version = rv.identifier
         status = REJECTED if rejected is not None else SOFT_FAILED if soft_failed else ACCEPTED
         prevs = event.prev_event_ids if status != ACCEPTED else None
         self._known[event.event_id] = _Known(after_sg, status, fp, prevs)
@@ -385,7 +421,7 @@ class RoomProcessor:
             # Decoded to str: orjson's bytes carry spare capacity, a str is allocated to size.
             self._state_pdus[event.event_id] = orjson.dumps(event.pdu).decode()
             self._event_cache[event.event_id] = event
-        out.state_groups.extend(new_groups)
+        out.state_groups.extend(decision.new_groups)
 
         founds_room = creates and self.create_event_id is None
         if founds_room:

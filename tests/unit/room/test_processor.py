@@ -502,6 +502,33 @@ def test_event_of_another_room_is_dead_lettered() -> None:
     assert "!other:a.example" in dl.reason
 
 
+def test_a_failure_inside_the_rules_dead_letters_the_event_and_changes_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pipeline.room.processor as processor_module
+
+    b = RoomBuilder()
+    proc, _ = run(b, [b.base()])
+    b.message("BOOM", BOB)
+    b.message("AFTER", ALICE, prev=["MB"])
+    real = processor_module.check_auth_rules
+
+    def failing(event, auth_state):  # type: ignore[no-untyped-def]
+        if event.event_id == b.ids["BOOM"]:
+            raise KeyError("content")
+        real(event, auth_state)
+
+    monkeypatch.setattr(processor_module, "check_auth_rules", failing)
+    before = orjson.dumps(proc.to_dict())
+    result = proc.process(b.raws(["BOOM"]))
+    (dl,) = result.dead_letters
+    assert "internal error KeyError" in dl.reason and dl.event_id == b.ids["BOOM"]
+    assert result.chunk is None and not proc.is_known(b.ids["BOOM"])
+    assert orjson.dumps(proc.to_dict()) == before
+    after = proc.process(b.raws(["AFTER"]))
+    assert after.chunk is not None and outcomes(b, [after]) == {"AFTER": "accepted"}
+
+
 # ------------------------------------------------------------------ state groups
 
 
