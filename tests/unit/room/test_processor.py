@@ -506,12 +506,12 @@ def test_a_failure_inside_the_rules_dead_letters_the_event_and_changes_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import pipeline.room.processor as processor_module
+    from pipeline.matrix.auth import check_auth_rules as real
 
     b = RoomBuilder()
     proc, _ = run(b, [b.base()])
     b.message("BOOM", BOB)
     b.message("AFTER", ALICE, prev=["MB"])
-    real = processor_module.check_auth_rules
 
     def failing(event, auth_state):  # type: ignore[no-untyped-def]
         if event.event_id == b.ids["BOOM"]:
