@@ -199,6 +199,7 @@ def parse_pdu(raw: Raw, room_version: RoomVersion, *, event_id: str | None = Non
     """
     rv = room_version
     pdu = _load(raw, rv)
+    _strip_unsigned(pdu)
     _check_json_and_size(pdu, rv)
     _check_fields(pdu, rv)
     eid = _event_id(pdu, rv, event_id)
@@ -245,6 +246,29 @@ def _load(raw: object, rv: RoomVersion) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise InvalidPdu(f"a PDU must be a JSON object, not {_json_type(obj)}")
     return obj
+
+
+# The unsigned keys a remote server may tell us; the reference implementation keeps the same.
+_UNSIGNED_KEYS = frozenset({"age"})
+_UNSIGNED_MEMBER_KEYS = frozenset({"age", "invite_room_state", "knock_room_state"})
+
+
+def _strip_unsigned(pdu: dict[str, Any]) -> None:
+    """Keep only the ``unsigned`` keys the protocol defines for received events.
+
+    ``unsigned`` is covered by neither hashes nor signatures ("Additional data added by the origin
+    server but not covered by the signatures"): any server relaying the event may have changed
+    it, so it never makes an event invalid. Anything else in it, or an ``unsigned`` that is not an
+    object, is dropped before the event is validated and stored.
+    """
+    if "unsigned" not in pdu:
+        return
+    unsigned = pdu["unsigned"]
+    if not isinstance(unsigned, dict):
+        del pdu["unsigned"]
+        return
+    keep = _UNSIGNED_MEMBER_KEYS if pdu.get("type") == "m.room.member" else _UNSIGNED_KEYS
+    pdu["unsigned"] = {k: v for k, v in unsigned.items() if k in keep}
 
 
 def _check_json_and_size(pdu: dict[str, Any], rv: RoomVersion) -> None:
@@ -326,9 +350,6 @@ def _check_fields(pdu: dict[str, Any], rv: RoomVersion) -> None:
         for key_id, sig in by_key.items():
             if not isinstance(sig, str):
                 raise InvalidPdu("a signature must be a string", f"{path}.{key_id}")
-
-    if "unsigned" in pdu:
-        _require(pdu, "unsigned", dict)
 
     if not rv.updated_redaction_rules and "redacts" in pdu:
         # Before v11 "redacts" is a top-level string; from v11 it lives in content.

@@ -146,7 +146,6 @@ def _cases() -> list[Any]:
         every,
         signatures={"example.org": {"ed25519:1": 1}},
     )
-    add("unsigned-not-object", "unsigned", every, unsigned="x")
     add(
         "redacts-not-string",
         "redacts",
@@ -303,6 +302,26 @@ def test_mapping_input_with_non_json_values_is_invalid_naming_the_path() -> None
     rv = room_version("10")
     assert_invalid({**make_pdu(rv), "content": {"x": object()}}, rv, "content.x")
     assert_invalid({**make_pdu(rv), 5: "x"}, rv, "")
+
+
+@pytest.mark.parametrize("rv", ALL_VERSIONS, ids=ids(ALL_VERSIONS))
+def test_unsigned_is_not_covered_so_it_never_invalidates_and_only_known_keys_are_kept(
+    rv: RoomVersion,
+) -> None:
+    for unsigned in ("x", [1], None):
+        event = parse_pdu(make_pdu(rv, unsigned=unsigned), rv)
+        assert "unsigned" not in event.pdu
+        assert not event.redacted_on_receipt
+    event = parse_pdu(make_pdu(rv, unsigned={"age": 5, "f": 1.5, "replaces_state": "$x"}), rv)
+    assert event.pdu["unsigned"] == {"age": 5}
+    member = make_pdu(
+        rv,
+        type="m.room.member",
+        state_key=ALICE,
+        content={"membership": "invite"},
+        unsigned={"invite_room_state": [{"type": "m.room.name"}], "other": 1},
+    )
+    assert parse_pdu(member, rv).pdu["unsigned"] == {"invite_room_state": [{"type": "m.room.name"}]}
 
 
 # --- event IDs ---------------------------------------------------------------------------------
