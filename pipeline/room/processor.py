@@ -396,7 +396,9 @@ class RoomProcessor:
         after_sg: int | None
         if event.is_state and rejected is None:
             after_sg, group = self._groups.add_delta(
-                before_sg, event.event_id, {event.state_tuple: event.event_id}
+                before_sg,
+                event.event_id,
+                {event.state_tuple: event.event_id},
             )
             new_groups.append(group)
         else:
@@ -418,8 +420,7 @@ class RoomProcessor:
         prevs = event.prev_event_ids if status != ACCEPTED else None
         self._known[event.event_id] = _Known(after_sg, status, fp, prevs)
         if event.is_state:
-            # Decoded to str: orjson's bytes carry spare capacity, a str is allocated to size.
-            self._state_pdus[event.event_id] = orjson.dumps(event.pdu).decode()
+            self._state_pdus[event.event_id] = _compact(event.pdu)
             self._event_cache[event.event_id] = event
         out.state_groups.extend(decision.new_groups)
 
@@ -649,9 +650,7 @@ class RoomProcessor:
             eid: _Known(sg, int(status), int(fp), tuple(prevs) if prevs is not None else None)
             for eid, (sg, status, fp, prevs) in data["events"].items()
         }
-        proc._state_pdus = {
-            eid: orjson.dumps(pdu).decode() for eid, pdu in data["state_events"].items()
-        }
+        proc._state_pdus = {eid: _compact(pdu) for eid, pdu in data["state_events"].items()}
         proc._groups = StateGroups.from_dict(proc.room_id, data["state_groups"])
         proc._extremities = set(data["forward_extremities"])
         proc._parking = ParkingLot.restore(
@@ -662,6 +661,18 @@ class RoomProcessor:
 
 
 # -------------------------------------------------------------------- helpers
+
+
+_NOT_KEPT = frozenset(("signatures", "hashes", "unsigned"))
+
+
+def _compact(pdu: Mapping[str, Any]) -> str:
+    """What is kept of a state event: the fields the rules and state resolution read.
+
+    Signatures, hashes and unsigned data are dropped (the chunk carried the whole PDU to the
+    database). A str, because orjson's bytes carry spare capacity and a str is sized exactly.
+    """
+    return orjson.dumps({k: v for k, v in pdu.items() if k not in _NOT_KEPT}).decode()
 
 
 def is_create(pdu: Mapping[str, Any]) -> bool:

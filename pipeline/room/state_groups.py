@@ -180,6 +180,9 @@ class StateGroups:
         groups._counter = int(data["counter"])
         for key, (prev, hops, event_id, rows) in data["groups"].items():
             groups._groups[int(key)] = _Group(
-                prev, int(hops), event_id, tuple((r[0], r[1], r[2]) for r in rows)
+                prev,
+                int(hops),
+                event_id,
+                tuple((r[0], r[1], r[2]) for r in rows),
             )
         return groups
