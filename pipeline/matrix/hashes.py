@@ -1,7 +1,8 @@
 """Content hashes, reference hashes, event IDs and (room version 12) room IDs.
 
 * The content hash covers the whole event as sent: sha256 over the canonical JSON of the event
-  without ``unsigned``, ``signatures`` and ``hashes``. It travels in ``hashes.sha256``.
+  without ``unsigned``, ``signatures`` and ``hashes`` (and three legacy keys, see below). It
+  travels in ``hashes.sha256``.
 * The reference hash covers the essential fields: the event is redacted, ``signatures`` and
   ``unsigned`` are removed, and the canonical JSON is hashed with sha256.
 * Event IDs: format V1 (rooms v1, v2) carries its ID in the ``event_id`` field; V2 (v3) is "$" +
@@ -60,9 +61,17 @@ def decode_base64(text: str) -> bytes:
         raise ValueError(f"{text!r} is not base64: {e}") from None
 
 
+# "any existing unsigned, signatures, and hashes properties are removed". The legacy top-level
+# age_ts, outlier and destinations that early homeservers put on events were never part of the
+# hash they computed either, so events carrying them are checked as they were hashed.
+_NOT_IN_CONTENT_HASH = frozenset(
+    {"unsigned", "signatures", "hashes", "age_ts", "outlier", "destinations"}
+)
+
+
 def content_hash(pdu: Mapping[str, Any]) -> bytes:
     """The sha256 content hash of ``pdu`` (raw 32 bytes)."""
-    stripped = {k: v for k, v in pdu.items() if k not in ("unsigned", "signatures", "hashes")}
+    stripped = {k: v for k, v in pdu.items() if k not in _NOT_IN_CONTENT_HASH}
     return hashlib.sha256(encode_canonical_json(stripped, strict=False)).digest()
 
 

@@ -108,7 +108,15 @@ def test_content_hash_matches_the_appendix_event_signing_vectors(
 
 def test_content_hash_excludes_unsigned_signatures_and_hashes_but_covers_everything_else() -> None:
     base = content_hash(REDACTABLE_EVENT)
-    for key, value in [("unsigned", {"age": 5}), ("signatures", {"x": {}}), ("hashes", {"a": 1})]:
+    for key, value in [
+        ("unsigned", {"age": 5}),
+        ("signatures", {"x": {}}),
+        ("hashes", {"a": 1}),
+        # Legacy top-level keys early homeservers left out of the hash.
+        ("age_ts", 5),
+        ("outlier", True),
+        ("destinations", ["a"]),
+    ]:
         assert content_hash({**REDACTABLE_EVENT, key: value}) == base
     for key, value in [("content", {"body": "other"}), ("origin", "elsewhere"), ("extra", 1)]:
         assert content_hash({**REDACTABLE_EVENT, key: value}) != base
