@@ -128,7 +128,19 @@ class PowerLevels:
     @classmethod
     def from_event(cls, event: Event | None, room_version: RoomVersion) -> PowerLevels:
         if event is None:
-            return cls(exists=False)
+            return _NO_POWER_LEVELS
+        cached = _PARSED.get(id(event))
+        if cached is not None and cached[0] is event and cached[1] is room_version:
+            return cached[2]
+        levels = cls._parse(event, room_version)
+        if len(_PARSED) >= _PARSED_MAX:
+            # Oldest first: dicts keep insertion order.
+            del _PARSED[next(iter(_PARSED))]
+        _PARSED[id(event)] = (event, room_version, levels)
+        return levels
+
+    @classmethod
+    def _parse(cls, event: Event, room_version: RoomVersion) -> PowerLevels:
         content = event.content
         named = {
             name: _level_or(content.get(name), default, room_version)
@@ -157,6 +169,16 @@ class PowerLevels:
     def listed_level(self, user_id: str) -> int:
         """The user's level per this event alone: ``users[user_id]``, else ``users_default``."""
         return self.users.get(user_id, self.users_default)
+
+
+_NO_POWER_LEVELS: Final = PowerLevels(exists=False)
+
+# Parsed power levels by event object. A room's power levels event is read for every event
+# authorised against it, and parsing a large ``users`` map each time dominates. Keyed by
+# identity (the entry keeps the event alive, so the id cannot be reused while cached), never by
+# event ID: v1/v2 event IDs are chosen by servers and are not proof of content.
+_PARSED: dict[int, tuple[Event, RoomVersion, PowerLevels]] = {}
+_PARSED_MAX: Final = 256
 
 
 def _level_or(value: object, default: int, room_version: RoomVersion) -> int:

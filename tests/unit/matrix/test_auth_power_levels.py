@@ -515,3 +515,37 @@ def test_user_at_maximum_level_cannot_ban_additional_creator_in_v12(version: str
     room.power_levels(users={DAVE: 2**53 - 1})
     room.join(DAVE)
     assert rejection(room.member(BOB, "ban", sender=DAVE), room.state) is not None
+
+
+@pytest.mark.parametrize("version", versions(1, 2))
+def test_parsed_power_levels_never_shared_between_events_with_one_id(version: str) -> None:
+    # v1/v2 event IDs are chosen by servers: two different events may claim the same ID.
+    first, second = Room(version), Room(version)
+    first.power_levels(users={ALICE: 100, BOB: 10})
+    second.power_levels(users={ALICE: 100, BOB: 90})
+    pl_first = first.state[("m.room.power_levels", "")]
+    pl_second = second.state[("m.room.power_levels", "")]
+    assert pl_first.event_id == pl_second.event_id
+    assert user_power_level_in_state(BOB, first.state) == 10
+    assert user_power_level_in_state(BOB, second.state) == 90
+    assert user_power_level_in_state(BOB, first.state) == 10
+
+
+@pytest.mark.parametrize("version", versions())
+def test_power_levels_users_default_raised_up_to_own_level_allowed(version: str) -> None:
+    room = changed_room(version)
+    assert rejection(bob_changes(room, version, users_default=50), room.state) is None
+    assert rejection(bob_changes(room, version, users_default=51), room.state) is not None
+
+
+@pytest.mark.parametrize("version", versions())
+def test_negative_power_levels_are_levels(version: str) -> None:
+    room = Room(version)
+    low = -(2**53) + 2
+    users = {} if version == "12" else {ALICE: 100}
+    room.power_levels(users=users, users_default=low, events_default=low, state_default=low)
+    room.join(BOB)
+    assert rejection(room.new("m.room.message", BOB, {}), room.state) is None
+    assert rejection(room.new("m.room.topic", BOB, {}, state_key=""), room.state) is None
+    room.power_levels(users=users, users_default=low - 1, events_default=low)
+    assert rejection(room.new("m.room.message", BOB, {}), room.state) is not None
