@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from pipeline.matrix.auth import auth_types_for_event, check_auth_events, check_auth_rules
-from pipeline.matrix.errors import EventRejected, InvalidPdu, MatrixError, MissingEvents
+from pipeline.matrix.errors import EventRejected, MatrixError, MissingEvents
 from pipeline.matrix.events import Event, StateKey, StateMap
 from pipeline.matrix.pdu import parse_create_event_room_version, parse_pdu
 from pipeline.matrix.room_versions import RoomVersion, room_version
@@ -228,10 +228,9 @@ class RoomProcessor:
             except MatrixError as e:
                 out.dead_letters.append(DeadLetter(_reason(e), inc.raw, inc.source))
                 return
-        try:
-            event = parse_pdu(inc.raw, rv)
-        except InvalidPdu as e:
-            out.dead_letters.append(DeadLetter(_reason(e), inc.raw, inc.source))
+        event = _parse(inc.raw, rv)
+        if isinstance(event, str):
+            out.dead_letters.append(DeadLetter(event, inc.raw, inc.source))
             return
         self._handle(event, inc.raw, inc.received_ts, inc.source, now, seq=None)
 
@@ -352,11 +351,11 @@ class RoomProcessor:
         if item.pdu is not None and item.event_id is not None:
             event = Event.from_trusted(item.pdu, rv, item.event_id)
         else:
-            try:
-                event = parse_pdu(item.raw, rv)
-            except InvalidPdu as e:
-                out.dead_letters.append(DeadLetter(_reason(e), item.raw, item.source))
+            parsed = _parse(item.raw, rv)
+            if isinstance(parsed, str):
+                out.dead_letters.append(DeadLetter(parsed, item.raw, item.source))
                 return
+            event = parsed
         self._handle(
             event,
             item.raw,
@@ -712,6 +711,17 @@ def _keepable(raw: RawInput) -> str | dict[str, Any]:
 
 def _reason(e: MatrixError) -> str:
     return str(e)
+
+
+def _parse(raw: RawInput, rv: RoomVersion) -> Event | str:
+    """The validated event, or why ``raw`` is not a PDU of room version ``rv``."""
+    try:
+        return parse_pdu(raw, rv)
+    except MatrixError as e:
+        return _reason(e)
+    except Exception as e:
+        # Odd input must not stop the partition (DESIGN.md invariant 7), whatever it trips.
+        return f"the PDU could not be parsed: {type(e).__name__}: {e}"
 
 
 def _expired(item: Parked, ttl_ms: int) -> DeadLetter:
