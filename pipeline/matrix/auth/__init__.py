@@ -8,6 +8,16 @@ Public API:
 - ``check_auth_events(event, fetch_event, is_rejected=...)``: the checks of an event's own
   auth events, then the rules against them.
 - ``is_power_event(event)``: state resolution v2's power events.
+- ``check_create_event(event)``: rule 1 alone; ``power_levels_content_problem(content, rv)``:
+  why power levels content is malformed for a room version (for event creation paths).
+
+Signature checks are seams (``ThirdPartySignatureCheck``, ``ServerSignatureCheck``): the
+defaults accept a third-party invite's ``signed`` block when it carries signatures, and a
+restricted join when the authorising user's server has signed it.
+
+Modules: ``selection`` (which state is read), ``rules`` (the rule chain), ``membership``
+(m.room.member), ``power_levels_rules`` (m.room.power_levels), ``auth_events`` (checks on an
+event's own auth events), ``context`` and ``identifiers`` (helpers).
 
 Power level arithmetic lives in ``pipeline.matrix.power_levels``.
 """
