@@ -491,16 +491,18 @@ class RoomProcessor:
             if auth_id not in self._state_pdus:
                 return f"auth event {auth_id} is not a state event of room {self.room_id}"
         try:
-            # Checks against the event's own auth_events (spec: "Based on the event's auth
-            # events") and against the state before the event ("Based on the state before").
+            # Checks on receipt of a PDU, 4.: passes the authorization rules based on the
+            # event's auth events, otherwise it is rejected.
             check_auth_events(event, self._fetch, is_rejected=self._is_rejected)
+            # 5.: passes them based on the state before the event, otherwise it is rejected.
             check_auth_rules(event, self._auth_state(event, before))
         except EventRejected as e:
             return e.reason
         return None
 
     def _soft_fails(self, event: Event, before_sg: int | None) -> bool:
-        """Spec: "Based on the current state of the room": failing this is a soft failure."""
+        """Checks on receipt of a PDU, 6.: passes the authorization rules based on the current
+        state of the room (resolved across the forward extremities), otherwise soft-failed."""
         self._refresh_current()
         if self._current_basis == (before_sg,) or not self._current:
             # The current state is the state before: the earlier check already passed.

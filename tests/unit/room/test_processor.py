@@ -388,6 +388,21 @@ def test_events_before_the_create_event_wait_for_it_across_batches() -> None:
     assert [b.name_of(e.event_id) for e in second.chunk.events] == ["C", "MA", "PL"]
 
 
+def test_released_events_keep_their_received_ts_and_come_in_arrival_order() -> None:
+    b = RoomBuilder("12")
+    b.base()
+    proc = RoomProcessor(b.room_id)
+    arrivals = ["JR", "MB", "PL", "MA"]
+    for n, name in enumerate(arrivals):
+        assert proc.process([Incoming(b.raw(name), received_ts=100 + n)]).chunk is None
+    result = proc.process([Incoming(b.raw("C"), received_ts=99)])
+    assert result.chunk is not None
+    got = [(b.name_of(e.event_id), e.received_ts) for e in result.chunk.events]
+    # MA waits for C only, PL for MA, JR for PL, MB for JR: each follows what it waits for.
+    assert got == [("C", 99), ("MA", 103), ("PL", 102), ("JR", 100), ("MB", 101)]
+    assert outcomes(b, [result]) == BASE_OK
+
+
 def test_parking_beyond_the_room_bound_dead_letters_the_newcomer() -> None:
     b = RoomBuilder()
     names = b.base()
