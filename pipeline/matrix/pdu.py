@@ -11,7 +11,10 @@ subclass ``EventIdMismatch``. A content hash that does not match is not a violat
 kept in its redacted form and marked ``redacted_on_receipt``.
 
 Identifier checks follow the appendix's grammars, accepting the historical user ID localparts the
-spec says servers MUST accept (anything but ":" and NUL).
+spec says servers MUST accept (anything but ":" and NUL). The 255 limits on identifiers, type and
+state_key count UTF-8 bytes as the spec says from room version 11; in older rooms they count code
+points, as the servers that built those rooms did, so events every other server accepted are not
+dropped here (``RoomVersion.strict_event_byte_limits``).
 """
 
 from __future__ import annotations
@@ -80,6 +83,12 @@ def _utf8_len(s: str) -> int:
     return len(s) if s.isascii() else len(s.encode("utf-8", "surrogatepass"))
 
 
+def id_length(value: str, room_version: RoomVersion) -> int:
+    """The length the 255 limit applies to: UTF-8 bytes from v11 (``strict_event_byte_limits``),
+    code points before, as the servers that wrote those rooms counted."""
+    return _utf8_len(value) if room_version.strict_event_byte_limits else len(value)
+
+
 def is_valid_server_name(name: str) -> bool:
     """Whether ``name`` follows the appendix's server name grammar."""
     if not _SERVER_NAME.fullmatch(name):
@@ -106,8 +115,12 @@ def is_valid_user_id(user_id: str, *, historical: bool = True) -> bool:
     any legal non-surrogate Unicode code points except for : and NUL". Without it, the localpart
     must use the current grammar (a-z, 0-9 and ``.=_-/+``).
     """
+    return _utf8_len(user_id) <= MAX_ID_BYTES and _is_user_id_shape(user_id, historical)
+
+
+def _is_user_id_shape(user_id: str, historical: bool = True) -> bool:
     parts = _split_sigil_id(user_id, "@")
-    if parts is None or _utf8_len(user_id) > MAX_ID_BYTES:
+    if parts is None:
         return False
     localpart, domain = parts
     if not historical and not _USER_LOCALPART.fullmatch(localpart):
@@ -119,12 +132,13 @@ def is_valid_room_id(room_id: str, room_version: RoomVersion) -> bool:
     """Whether ``room_id`` is a room ID of ``room_version``'s form.
 
     v12: the create event's ID with sigil "!" (43 URL-safe base64 characters). Before:
-    ``!localpart:server_name`` of at most 255 bytes, the localpart anything but ":" and NUL.
+    ``!localpart:server_name`` of at most 255 (see ``id_length``), the localpart anything but ":"
+    and NUL.
     """
     if room_version.room_id_is_create_event_hash:
         return _ROOM_ID_V12.fullmatch(room_id) is not None
     parts = _split_sigil_id(room_id, "!")
-    if parts is None or _utf8_len(room_id) > MAX_ID_BYTES:
+    if parts is None or id_length(room_id, room_version) > MAX_ID_BYTES:
         return False
     return is_valid_server_name(parts[1])
 
@@ -132,13 +146,14 @@ def is_valid_room_id(room_id: str, room_version: RoomVersion) -> bool:
 def is_valid_event_id(event_id: str, room_version: RoomVersion) -> bool:
     """Whether ``event_id`` is an event ID of ``room_version``'s format.
 
-    V1 (rooms v1, v2): ``$opaque_id:domain`` of at most 255 bytes. V2 (v3): "$" and 43 standard
-    base64 characters. V3, V4 (v4+): "$" and 43 URL-safe base64 characters.
+    V1 (rooms v1, v2): ``$opaque_id:domain`` of at most 255 code points (see ``id_length``).
+    V2 (v3): "$" and 43 standard base64 characters. V3, V4 (v4+): "$" and 43 URL-safe base64
+    characters.
     """
     fmt = room_version.event_format
     if fmt == EventFormat.V1:
         parts = _split_sigil_id(event_id, "$")
-        if parts is None or _utf8_len(event_id) > MAX_ID_BYTES:
+        if parts is None or id_length(event_id, room_version) > MAX_ID_BYTES:
             return False
         return is_valid_server_name(parts[1])
     pattern = _EVENT_ID_V2 if fmt == EventFormat.V2 else _EVENT_ID_V3
@@ -289,14 +304,12 @@ def _check_json_and_size(pdu: dict[str, Any], rv: RoomVersion) -> None:
 
 def _check_fields(pdu: dict[str, Any], rv: RoomVersion) -> None:
     event_type = _require(pdu, "type", str)
-    _check_length(event_type, "type")
+    _check_length(event_type, "type", rv)
 
     sender = _require(pdu, "sender", str)
-    if not is_valid_user_id(sender):
-        raise InvalidPdu(
-            f"sender {sender!r} is not a user ID (@localpart:server_name, at most 255 bytes)",
-            "sender",
-        )
+    if not _is_user_id_shape(sender):
+        raise InvalidPdu(f"sender {sender!r} is not a user ID (@localpart:server_name)", "sender")
+    _check_length(sender, "sender", rv)
 
     if "room_id" in pdu or not (rv.room_id_is_create_event_hash and event_type == "m.room.create"):
         # v12: room_id is "Omitted from m.room.create events"; required everywhere else.
@@ -305,7 +318,7 @@ def _check_fields(pdu: dict[str, Any], rv: RoomVersion) -> None:
             form = (
                 "'!' and the create event's URL-safe base64 reference hash"
                 if rv.room_id_is_create_event_hash
-                else "!localpart:server_name, at most 255 bytes"
+                else "!localpart:server_name, at most 255 long"
             )
             raise InvalidPdu(
                 f"room_id {room_id!r} is not a room ID of room version {rv.identifier} ({form})",
@@ -313,7 +326,7 @@ def _check_fields(pdu: dict[str, Any], rv: RoomVersion) -> None:
             )
 
     if "state_key" in pdu:
-        _check_length(_require(pdu, "state_key", str), "state_key")
+        _check_length(_require(pdu, "state_key", str), "state_key", rv)
 
     _require(pdu, "content", dict)
 
@@ -382,7 +395,7 @@ def _event_id(pdu: dict[str, Any], rv: RoomVersion, claimed: str | None) -> str:
         eid = _require(pdu, "event_id", str)
         if not is_valid_event_id(eid, rv):
             raise EventIdMismatch(
-                f"event_id {eid!r} is not $opaque_id:server_name of at most 255 bytes", "event_id"
+                f"event_id {eid!r} is not $opaque_id:server_name of at most 255", "event_id"
             )
     else:
         # v3+: the event ID is the reference hash; an event_id field would itself be hashed
@@ -438,7 +451,10 @@ def _require_int(pdu: dict[str, Any], key: str) -> int:
     return _require(pdu, key, int)
 
 
-def _check_length(value: str, key: str) -> None:
-    n = _utf8_len(value)
+def _check_length(value: str, key: str, rv: RoomVersion) -> None:
+    # sender, room_id, event_id, type, state_key: "MUST NOT exceed 255 bytes"; counted in code
+    # points before v11 (see id_length).
+    n = id_length(value, rv)
     if n > MAX_ID_BYTES:
-        raise InvalidPdu(f"{key} is {n} bytes; it MUST NOT exceed {MAX_ID_BYTES}", key)
+        unit = "bytes" if rv.strict_event_byte_limits else "code points"
+        raise InvalidPdu(f"{key} is {n} {unit}; it MUST NOT exceed {MAX_ID_BYTES}", key)

@@ -36,7 +36,7 @@ class RoomVersion:
     special_case_aliases_auth: bool
     # v6+: integers outside [-(2**53)+1, 2**53-1] and floats are rejected; JSON is strict.
     strict_canonical_json: bool
-    # v6+: power levels may restrict "notifications"; kept through redaction.
+    # v6+: power levels may restrict "notifications" (redaction does not keep it).
     limit_notifications_power_levels: bool
     # v7+: membership "knock" and join rule "knock".
     knock_join_rule: bool
@@ -52,6 +52,9 @@ class RoomVersion:
     implicit_room_creator: bool
     # v11+: the redaction algorithm of MSC2176/MSC3821/MSC3989; "redacts" lives in content.
     updated_redaction_rules: bool
+    # v11+: the 255-byte limits on sender, room_id, event_id, type and state_key count bytes;
+    # before, deployed servers counted code points, and rooms hold events relying on that.
+    strict_event_byte_limits: bool
     # v12+: the room ID is "!" + the create event's reference hash; create has no room_id.
     room_id_is_create_event_hash: bool
     # v12+: creators (sender + additional_creators) have infinite power (MSC4289).
@@ -78,6 +81,7 @@ def _v(identifier: str, fmt: EventFormat, sr: StateResAlgorithm, n: int) -> Room
         enforce_int_power_levels=n >= 10,
         implicit_room_creator=n >= 11,
         updated_redaction_rules=n >= 11,
+        strict_event_byte_limits=n >= 11,
         room_id_is_create_event_hash=n >= 12,
         privileged_creators=n >= 12,
     )

@@ -154,8 +154,11 @@ def _cases() -> list[Any]:
     )
     # Sizes: "MUST NOT exceed 255 bytes".
     add("type-too-long", "type", every, type=_LONG)
-    add("type-too-many-bytes", "type", every, type=_LONG_MULTIBYTE)
-    add("state_key-too-long", "state_key", every, state_key=_LONG_MULTIBYTE)
+    byte_limits = [rv for rv in every if rv.strict_event_byte_limits]
+    add("type-too-many-bytes", "type", byte_limits, type=_LONG_MULTIBYTE)
+    add("state_key-too-long", "state_key", every, state_key=_LONG)
+    add("state_key-too-many-bytes", "state_key", byte_limits, state_key=_LONG_MULTIBYTE)
+    add("sender-too-many-bytes", "sender", byte_limits, sender="@" + "é" * 122 + ":example.org")
     add("sender-too-long", "sender", every, sender="@" + "a" * 250 + ":example.org")
     add(
         "room_id-too-long",
@@ -252,6 +255,21 @@ def test_limits_themselves_are_allowed(rv: RoomVersion) -> None:
         content={"n": 2**53 - 1, "m": -(2**53) + 1},
     )
     assert parse_pdu(pdu, rv).depth == pdu["depth"]
+
+
+CODE_POINT_LIMITS = [rv for rv in ALL_VERSIONS if not rv.strict_event_byte_limits]
+
+
+@pytest.mark.parametrize("rv", CODE_POINT_LIMITS, ids=ids(CODE_POINT_LIMITS))
+def test_before_v11_the_255_limits_count_code_points_as_deployed_servers_did(
+    rv: RoomVersion,
+) -> None:
+    pdu = make_pdu(
+        rv, type=_LONG_MULTIBYTE, state_key=_LONG_MULTIBYTE, sender="@" + "é" * 122 + ":example.org"
+    )
+    event = parse_pdu(pdu, rv)
+    assert event.type == _LONG_MULTIBYTE
+    assert_invalid(make_pdu(rv, type="é" * 256), rv, "type")
 
 
 @pytest.mark.parametrize("rv", LEGACY, ids=ids(LEGACY))
