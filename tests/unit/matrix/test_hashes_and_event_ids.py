@@ -177,6 +177,34 @@ def test_v11_reference_hash_no_longer_covers_origin_and_prev_state(version: str)
     assert compute_event_id(without, room_version("10")) != PUBLIC_CREATE_ID_V4
 
 
+# A room version 1 event as a homeserver sent it: [event_id, hashes] references, prev_state, and
+# a content hash that must verify.
+PUBLIC_V1_EVENT = (
+    '{"auth_events":[["$oXL79cT7fFxR7dPH:localhost",{"sha256":'
+    '"abjkiDSg1RkuZrbj2jZoGMlQaaj1Ue3Jhi7I7NlKfXY"}],["$IVUsaSkm1LBAZYYh:localhost",{"sha256":'
+    '"X7RUj46hM/8sUHNBIFkStbOauPvbDzjSdH4NibYWnko"}],["$VS2QT0EeArZYi8wf:localhost",{"sha256":'
+    '"k9eM6utkCH8vhLW9/oRsH74jOBS/6RVK42iGDFbylno"}]],"content":{"name":"test3"},"depth":7,'
+    '"event_id":"$yvN1b43rlmcOs5fY:localhost","hashes":{"sha256":'
+    '"Oh1mwI1jEqZ3tgJ+V1Dmu5nOEGpCE4RFUqyJv2gQXKs"},"origin":"localhost",'
+    '"origin_server_ts":1510854416361,"prev_events":[["$FqI6TVvWpcbcnJ97:localhost",{"sha256":'
+    '"upCsBqUhNUgT2/+zkzg8TbqdQpWWKQnZpGJc6KcbUC4"}]],"prev_state":[],'
+    '"room_id":"!19Mp0U9hjajeIiw1:localhost","sender":"@test:localhost","signatures":'
+    '{"localhost":{"ed25519:u9kP":"5IzSuRXkxvbTp0vZhhXYZeOe+619iG3AybJXr7zfNn/4vHz4TH7qSJVQXSaHHv'
+    'cTcDodAKHnTG1WDulgO5okAQ"}},"state_key":"","type":"m.room.name"}'
+)
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_a_real_v1_event_verifies_and_keeps_its_event_id(version: str) -> None:
+    rv = room_version(version)
+    assert check_content_hash(json.loads(PUBLIC_V1_EVENT))
+    event = parse_pdu(PUBLIC_V1_EVENT, rv, event_id="$yvN1b43rlmcOs5fY:localhost")
+    assert event.event_id == "$yvN1b43rlmcOs5fY:localhost"
+    assert not event.redacted_on_receipt
+    assert event.prev_event_ids == ("$FqI6TVvWpcbcnJ97:localhost",)
+    assert len(event.auth_event_ids) == 3
+
+
 @pytest.mark.parametrize("version", ["1", "2"])
 def test_format_v1_event_id_is_the_event_id_field(version: str) -> None:
     rv = room_version(version)
