@@ -8,6 +8,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.room.chunk import ChunkEvent
 from pipeline.room.processor import RoomProcessor
 from tests.unit.room.builder import ALICE, BOB, CAROL, RoomBuilder
 
@@ -67,3 +68,38 @@ def test_rejection_and_state_after_do_not_depend_on_arrival_order(
     in_order = decide(names)
     assert set(in_order) == set(names)
     assert decide(shuffled) == in_order
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    st.lists(STEP, min_size=1, max_size=10),
+    st.randoms(use_true_random=False),
+    st.lists(st.integers(1, 6), min_size=1, max_size=8),
+)
+def test_batching_and_restarts_do_not_change_any_result(
+    steps: list[tuple[str, int, int, int | None]],
+    rnd: random.Random,
+    sizes: list[int],
+) -> None:
+    b, names = _build(steps)
+    order = list(names)
+    rnd.shuffle(order)
+    straight = RoomProcessor(b.room_id)
+    expected = straight.process(b.raws(order))
+    assert expected.chunk is not None
+
+    # The same arrival order cut into batches, with the state saved and restored between them.
+    proc = RoomProcessor(b.room_id)
+    events: list[ChunkEvent] = []
+    start = 0
+    for size in [*sizes, len(order)]:
+        batch = order[start : start + size]
+        start += len(batch)
+        result = proc.process(b.raws(batch))
+        events.extend(result.chunk.events if result.chunk else ())
+        proc = RoomProcessor.from_dict(orjson.loads(orjson.dumps(proc.to_dict())))
+        if start >= len(order):
+            break
+    assert events == list(expected.chunk.events)
+    assert proc.forward_extremities == straight.forward_extremities
+    assert dict(proc.current_state) == dict(straight.current_state)
