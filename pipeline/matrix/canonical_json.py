@@ -192,8 +192,10 @@ def _plain(value: object, integral_floats: bool) -> JsonValue:
         return {str(k): _plain(v, integral_floats) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_plain(v, integral_floats) for v in value]
-    if isinstance(value, bool) or value is None:
-        return bool(value) if value is not None else None
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return bool(value)
     if isinstance(value, str):
         return str(value)
     if isinstance(value, int):
