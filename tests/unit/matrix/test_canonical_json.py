@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import types
 
@@ -163,6 +164,23 @@ def test_tuples_and_read_only_mappings_encode_as_arrays_and_objects() -> None:
     value = types.MappingProxyType({"b": (1, 2), "a": types.MappingProxyType({"c": None})})
     assert encode_canonical_json(value) == b'{"a":{"c":null},"b":[1,2]}'
     assert copy_json(value) == {"a": {"c": None}, "b": [1, 2]}
+
+
+class _Level(enum.IntEnum):
+    HIGH = 100
+
+
+class _Name(str):
+    pass
+
+
+def test_subclasses_of_json_types_are_written_as_the_plain_type() -> None:
+    value = {_Name("k"): [_Level.HIGH, _Name("v"), (1.0, -0.0)]}
+    assert encode_canonical_json(value) == b'{"k":[100,"v",[1,0]]}'
+    assert encode_canonical_json(value, strict=False) == b'{"k":[100,"v",[1.0,-0.0]]}'
+    with pytest.raises(CanonicalJsonError) as exc:
+        check_canonical_values(value)
+    assert exc.value.path == "k[2][0]"
 
 
 def test_nesting_past_the_limit_is_refused_not_a_crash() -> None:
