@@ -622,7 +622,8 @@ class RoomProcessor:
                 eid: [k.state_group, k.status, k.fingerprint, list(k.prevs) if k.prevs else None]
                 for eid, k in self._known.items()
             },
-            "state_events": {eid: orjson.loads(b) for eid, b in self._state_pdus.items()},
+            # Kept as the compact JSON text: no re-parse on every save.
+            "state_events": dict(self._state_pdus),
             "state_groups": self._groups.to_dict(),
             "forward_extremities": sorted(self._extremities),
             "parked": self._parking.to_dict(),
@@ -651,7 +652,10 @@ class RoomProcessor:
             eid: _Known(sg, int(status), int(fp), tuple(prevs) if prevs is not None else None)
             for eid, (sg, status, fp, prevs) in data["events"].items()
         }
-        proc._state_pdus = {eid: _compact(pdu) for eid, pdu in data["state_events"].items()}
+        proc._state_pdus = {
+            eid: pdu if isinstance(pdu, str) else _compact(pdu)
+            for eid, pdu in data["state_events"].items()
+        }
         proc._groups = StateGroups.from_dict(proc.room_id, data["state_groups"])
         proc._extremities = set(data["forward_extremities"])
         proc._parking = ParkingLot.restore(
