@@ -62,7 +62,7 @@ from confluent_kafka import Message as KafkaMessage
 
 from db.migrate import check_schema
 from db.outbox import OutboxRow, load_offsets, mark_sent, prune_sent, unsent_outbox
-from db.writer import write_batch
+from db.writer import BatchResult, write_batch
 from pipeline.config import Settings
 from pipeline.invalidations import build_invalidation, encode_invalidation
 from pipeline.matrix.errors import UnknownRoomVersion
@@ -84,6 +84,15 @@ CRASH_POINTS = (
 )
 OUTBOX_KEEP = 10_000  # sent outbox rows kept for operators to look at
 IDLE_PING_S = 5.0  # how often an idle active committer checks its connection (and lock)
+# What the database (or psycopg2, before sending) raises for a chunk it cannot store: data it
+# refuses (a NUL character, a constraint), not a lost connection.
+_UNWRITABLE = (
+    psycopg2.IntegrityError,
+    psycopg2.DataError,
+    ValueError,
+    KeyError,
+    TypeError,
+)
 
 
 class PublishError(RuntimeError):
@@ -244,7 +253,7 @@ class Committer:
         self, conn: Any, producer: Any, consumer: Any, records: Sequence[KafkaMessage]
     ) -> None:
         # Step 1: parse; what does not parse goes to the dead-letter topic.
-        chunks: list[Chunk] = []
+        items: list[tuple[KafkaMessage, Chunk | None]] = []
         next_offsets: dict[tuple[str, int], int] = {}
         dead = 0
         for rec in records:
@@ -259,14 +268,15 @@ class Committer:
             if topic is None or partition is None or offset is None:
                 continue  # only error records lack these, and those were skipped above
             next_offsets[(topic, partition)] = offset + 1
+            chunk: Chunk | None = None
             try:
-                chunk = Chunk.from_json(rec.value() or b"")
-                room_version(chunk.room_version)
+                parsed = Chunk.from_json(rec.value() or b"")
+                room_version(parsed.room_version)
+                chunk = parsed
             except (ValueError, KeyError, TypeError, IndexError, UnknownRoomVersion) as exc:
                 self._dead_letter(producer, rec, f"chunk could not be read: {exc!r}")
                 dead += 1
-                continue
-            chunks.append(chunk)
+            items.append((rec, chunk))
         if dead:
             self._flush(producer, "dead letters")
             self.stats.dead_lettered += dead
@@ -275,17 +285,21 @@ class Committer:
         self.crash("after_poll")
 
         # Step 2: one transaction.
-        with conn.cursor() as cur:
-            result = write_batch(cur, chunks, next_offsets, _message_bytes)
+        chunks = [c for _, c in items if c is not None]
+        try:
+            with conn.cursor() as cur:
+                result = write_batch(cur, chunks, next_offsets, _message_bytes)
+        except _UNWRITABLE as exc:
+            conn.rollback()
+            log.warning(
+                "batch of %d chunk(s) failed (%s); writing them one by one", len(chunks), exc
+            )
+            self._commit_one_by_one(conn, producer, items)
+            return
         self.crash("before_commit")
         conn.commit()
         self.crash("after_commit")
-        self.stats.batches += 1
-        self.stats.chunks += len(result.committed)
-        self.stats.events += sum(len(c.stream_orderings) for c in result.committed)
-        self.stats.skipped_chunks += len(result.skipped_chunk_ids)
-        if result.skipped_chunk_ids:
-            log.info("skipped %d chunk(s) committed before", len(result.skipped_chunk_ids))
+        self._count(result)
 
         # Steps 3 and 4.
         self._publish(producer, result.outbox)
@@ -298,6 +312,43 @@ class Committer:
             offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
             asynchronous=True,
         )
+
+    def _count(self, result: BatchResult) -> None:
+        self.stats.batches += 1
+        self.stats.chunks += len(result.committed)
+        self.stats.events += sum(len(c.stream_orderings) for c in result.committed)
+        self.stats.skipped_chunks += len(result.skipped_chunk_ids)
+        if result.skipped_chunk_ids:
+            log.info("skipped %d chunk(s) committed before", len(result.skipped_chunk_ids))
+
+    def _commit_one_by_one(
+        self, conn: Any, producer: Any, items: Sequence[tuple[KafkaMessage, Chunk | None]]
+    ) -> None:
+        """Steps 2–4 per chunk, so that one chunk the database refuses does not stop the rest.
+
+        Invariant 7: the refused chunk goes to the dead-letter topic with the database's reason,
+        and its offset is committed with the next chunk (or alone), like any other.
+        """
+        for rec, chunk in items:
+            offsets = {(str(rec.topic()), int(rec.partition() or 0)): int(rec.offset() or 0) + 1}
+            result: BatchResult | None = None
+            if chunk is not None:
+                try:
+                    with conn.cursor() as cur:
+                        result = write_batch(cur, [chunk], offsets, _message_bytes)
+                except _UNWRITABLE as exc:
+                    conn.rollback()
+                    self._dead_letter(producer, rec, f"the database refused chunk: {exc!r}")
+                    self._flush(producer, "dead letters")
+                    self.stats.dead_lettered += 1
+            if result is None:
+                with conn.cursor() as cur:
+                    write_batch(cur, [], offsets)
+            conn.commit()
+            if result is not None:
+                self._count(result)
+                self._publish(producer, result.outbox)
+                self._mark_sent(conn, result.outbox)
 
     def _resend_unsent(self, conn: Any, producer: Any) -> None:
         with conn.cursor() as cur:

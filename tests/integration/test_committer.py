@@ -164,3 +164,29 @@ def test_invariant_7_an_unreadable_chunk_is_dead_lettered_and_the_partition_goes
     assert dead["source"] == {"topic": settings.topic("chunks"), "partition": 0, "offset": 0}
     assert dead["value"] == "{not json"
     assert "chunk could not be read" in dead["reason"]
+
+
+def test_invariant_7_a_chunk_the_database_refuses_is_dead_lettered_and_the_rest_commit(
+    settings: Settings,
+) -> None:
+    good1, good2 = RoomSim("!g1:example.org"), RoomSim("!g2:example.org")
+    bad = RoomSim("!bad:example.org")
+    poison = bad.create_chunk()
+    # PostgreSQL text cannot hold a NUL character; the whole batch fails on it at first.
+    poison.events[1].pdu["sender"] = "@nul\x00:example.org"
+    produce(settings, [good1.create_chunk(), poison, good2.create_chunk()])
+    with RunningCommitter(settings) as rc, client(settings) as inv:
+        assert inv.wait_for_position(4, WAIT_S)
+        assert rc.committer.stats.dead_lettered == 1
+    rooms = query(settings, "SELECT DISTINCT room_id FROM events ORDER BY 1")
+    assert rooms == [("!g1:example.org",), ("!g2:example.org",)]
+    assert [r[0] for r in query(settings, "SELECT stream_ordering FROM events ORDER BY 1")] == [
+        1,
+        2,
+        3,
+        4,
+    ]
+    (dead,) = [orjson.loads(m) for m in read_all(settings, "dead-letter", 1)]
+    assert dead["source"]["offset"] == 1
+    assert "the database refused chunk" in dead["reason"]
+    assert query(settings, "SELECT next_offset FROM committer_offsets") == [(3,)]
