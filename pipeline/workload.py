@@ -448,6 +448,9 @@ def generate_workload(
         )
     if bad_inputs < 0:
         raise ValueError(f"bad_inputs must be >= 0, not {bad_inputs}")
+    if bad_inputs and not rooms:
+        # Most bad inputs are corrupted copies of a room's events.
+        raise ValueError("bad inputs are mixed into rooms: ask for at least one room")
     rv = lookup_room_version(room_version)
 
     slots: list[_Slot] = []
@@ -500,7 +503,7 @@ def _bad_input_slots(
         rng = random.Random(f"roomstream-bad-input/{seed}/{i}")
         group = n_rooms + i
         sub = 1 + _KIND_LIST.index(kind)
-        if kind in ("unknown_room_version", "missing_create_event") or not rooms:
+        if kind in ("unknown_room_version", "missing_create_event"):
             if kind == "missing_create_event" and invalid_room is not None:
                 room_id, ts = invalid_room
                 ts += 1

@@ -206,6 +206,7 @@ def test_without_forks_every_event_has_one_prev_event() -> None:
         ({"rooms": 1, "events_per_room": BASE_EVENTS - 1}, ValueError),
         ({"rooms": -1, "events_per_room": 10}, ValueError),
         ({"rooms": 1, "events_per_room": 10, "bad_inputs": -1}, ValueError),
+        ({"rooms": 0, "events_per_room": 10, "bad_inputs": 1}, ValueError),
         ({"rooms": 1, "events_per_room": 10, "room_version": "99"}, UnknownRoomVersion),
     ],
 )
