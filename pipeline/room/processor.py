@@ -10,18 +10,16 @@ as a state group, advance the forward extremities and recompute the current stat
 ``RoomProcessor`` is pure (state + input -> state + output, with the clock passed in) and its state
 round-trips through ``to_dict``/``from_dict`` so the shell can keep it in a changelog.
 
-Memory grows with state changes, not with events: per event only its state group, its status, a
-fingerprint of its content (for de-duplication) and, for soft-failed and rejected events, its
-prev_events are kept; full PDUs are kept (as compact JSON) for state events only.
+What is kept per event is in ``known_events``; state groups in ``state_groups``; parked input in
+``parking``; the forward extremity rule in ``extremities``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
@@ -32,6 +30,7 @@ from pipeline.matrix.pdu import parse_create_event_room_version, parse_pdu
 from pipeline.matrix.room_versions import RoomVersion, room_version
 from pipeline.matrix.state_res import resolve_state
 from pipeline.room import extremities
+from pipeline.room.batch import BatchResult, DeadLetter, Incoming, ProcessorConfig
 from pipeline.room.chunk import (
     Chunk,
     ChunkEvent,
@@ -40,73 +39,35 @@ from pipeline.room.chunk import (
     Redaction,
     StateGroup,
 )
+from pipeline.room.known_events import (
+    ACCEPTED,
+    REJECTED,
+    SOFT_FAILED,
+    KnownEvents,
+    fingerprint,
+)
 from pipeline.room.parking import (
     CREATE_EVENT,
     Parked,
     ParkingBudget,
     ParkingFull,
-    ParkingLimits,
     ParkingLot,
     RawInput,
 )
-from pipeline.room.state_groups import MAX_DELTA_HOPS, StateGroups
+from pipeline.room.state_groups import StateGroups
+
+__all__ = [
+    "BatchResult",
+    "DeadLetter",
+    "Incoming",
+    "ProcessorConfig",
+    "RoomProcessor",
+    "as_mapping",
+    "is_create",
+]
 
 STATE_FORMAT = 1
 """Version of the ``to_dict`` layout."""
-
-ACCEPTED, SOFT_FAILED, REJECTED = 0, 1, 2
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessorConfig:
-    parking: ParkingLimits = field(default_factory=ParkingLimits)
-    max_delta_hops: int = MAX_DELTA_HOPS
-
-
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """One input PDU. ``source`` is the shell's reference to it (JSON-friendly, e.g. offsets)."""
-
-    raw: RawInput
-    received_ts: int | None = None
-    source: Mapping[str, Any] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """An input that could not be processed, and why."""
-
-    reason: str
-    raw: RawInput
-    source: Mapping[str, Any] | None
-    event_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BatchResult:
-    chunk: Chunk | None  # None when no event was processed
-    dead_letters: tuple[DeadLetter, ...]
-    duplicates: int  # inputs dropped as exact duplicates of known or parked events
-    parked: int  # events parked in the room after the batch
-
-
-class _Known(NamedTuple):
-    state_group: int | None  # after the event; before it when rejected
-    status: int  # ACCEPTED, SOFT_FAILED or REJECTED
-    fingerprint: int
-    # prev_events, only for soft-failed and rejected events (see extremities.advance)
-    prevs: tuple[str, ...] | None
-
-
-def fingerprint(pdu: Mapping[str, Any]) -> int:
-    """63 bits identifying a PDU's content, to tell a duplicate from a conflicting one.
-
-    ``unsigned`` and ``signatures`` are left out: they change in transit (age, extra server
-    signatures) without making it another event.
-    """
-    signed_part = {k: v for k, v in pdu.items() if k not in ("unsigned", "signatures")}
-    data = orjson.dumps(signed_part, option=orjson.OPT_SORT_KEYS)
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +111,7 @@ class RoomProcessor:
         self.create_event_id: str | None = None
         self.chunk_count = 0
         self._seq = 0
-        self._known: dict[str, _Known] = {}
-        self._state_pdus: dict[str, str] = {}  # compact JSON of every state event
-        self._event_cache: dict[str, Event] = {}
+        self._known = KnownEvents()
         self._groups = StateGroups(room_id, max_hops=self.config.max_delta_hops)
         self._extremities: set[str] = set()
         self._current: StateMap = {}
@@ -186,7 +145,7 @@ class RoomProcessor:
 
     def get_event(self, event_id: str) -> Event | None:
         """A known state event (non-state events are not kept)."""
-        return self._fetch(event_id)
+        return self._known.fetch(event_id)
 
     # ---------------------------------------------------------------- processing
 
@@ -203,7 +162,7 @@ class RoomProcessor:
             return self._finish(out)
         finally:
             self._batch = None
-            self._event_cache.clear()
+            self._known.drop_parsed()
             self._groups.trim(keep=self._current_basis)
 
     def expire(self, now: int) -> BatchResult:
@@ -416,11 +375,7 @@ class RoomProcessor:
         rv = event.room_version
         out.room_version = rv.identifier
         status = REJECTED if rejected is not None else SOFT_FAILED if soft_failed else ACCEPTED
-        prevs = event.prev_event_ids if status != ACCEPTED else None
-        self._known[event.event_id] = _Known(after_sg, status, fp, prevs)
-        if event.is_state:
-            self._state_pdus[event.event_id] = _compact(event.pdu)
-            self._event_cache[event.event_id] = event
+        self._known.add(event, status, after_sg, fp)
         out.state_groups.extend(decision.new_groups)
 
         founds_room = creates and self.create_event_id is None
@@ -428,12 +383,15 @@ class RoomProcessor:
             # Even a rejected create event fixes the room version: the events that follow it
             # can then be parsed, and are rejected for want of an accepted create event.
             self.create_event_id = event.event_id
-            self.room_version = rv
+            self.room_version = self._known.room_version = rv
         if founds_room and rejected is None:
             out.creator = _creator(event)
         if status == ACCEPTED:
             extremities.advance(
-                self._extremities, event.event_id, event.prev_event_ids, self._excluded_prevs
+                self._extremities,
+                event.event_id,
+                event.prev_event_ids,
+                self._known.excluded_prevs,
             )
         if rejected is None:
             membership = event.membership
@@ -483,17 +441,17 @@ class RoomProcessor:
     def _resolve(self, state_sets: list[StateMap]) -> dict[StateKey, str]:
         rv = self.room_version
         assert rv is not None, "state resolution before the create event"
-        return resolve_state(rv, state_sets, self._fetch, is_rejected=self._is_rejected)
+        return resolve_state(rv, state_sets, self._known.fetch, is_rejected=self._known.is_rejected)
 
     def _check_auth(self, event: Event, before: StateMap) -> str | None:
         """The rejection reason, or None when the event passes both authorization checks."""
         for auth_id in event.auth_event_ids:
-            if auth_id not in self._state_pdus:
+            if not self._known.is_state_event(auth_id):
                 return f"auth event {auth_id} is not a state event of room {self.room_id}"
         try:
             # Checks on receipt of a PDU, 4.: passes the authorization rules based on the
             # event's auth events, otherwise it is rejected.
-            check_auth_events(event, self._fetch, is_rejected=self._is_rejected)
+            check_auth_events(event, self._known.fetch, is_rejected=self._known.is_rejected)
             # 5.: passes them based on the state before the event, otherwise it is rejected.
             check_auth_rules(event, self._auth_state(event, before))
         except EventRejected as e:
@@ -519,7 +477,7 @@ class RoomProcessor:
             eid = state.get(key)
             if eid is None:
                 continue
-            ev = self._fetch(eid)
+            ev = self._known.fetch(eid)
             if ev is not None:
                 auth_state[key] = ev
         return auth_state
@@ -540,25 +498,6 @@ class RoomProcessor:
         else:
             self._current = self._resolve([self._groups.state(sg) for sg in basis])
         self._current_basis = basis
-
-    def _fetch(self, event_id: str) -> Event | None:
-        ev = self._event_cache.get(event_id)
-        if ev is not None:
-            return ev
-        data = self._state_pdus.get(event_id)
-        if data is None or self.room_version is None:
-            return None
-        ev = Event.from_trusted(orjson.loads(data), self.room_version, event_id)
-        self._event_cache[event_id] = ev
-        return ev
-
-    def _is_rejected(self, event_id: str) -> bool:
-        known = self._known.get(event_id)
-        return known is not None and known.status == REJECTED
-
-    def _excluded_prevs(self, event_id: str) -> tuple[str, ...] | None:
-        known = self._known.get(event_id)
-        return known.prevs if known is not None else None
 
     # ---------------------------------------------------------------- output
 
@@ -603,7 +542,7 @@ class RoomProcessor:
         )
 
     def _membership_of(self, event_id: str) -> str | None:
-        ev = self._fetch(event_id)
+        ev = self._known.fetch(event_id)
         return ev.membership if ev is not None else None
 
     # ---------------------------------------------------------------- persistence
@@ -618,12 +557,7 @@ class RoomProcessor:
             "create_event_id": self.create_event_id,
             "chunk_count": self.chunk_count,
             "seq": self._seq,
-            "events": {
-                eid: [k.state_group, k.status, k.fingerprint, list(k.prevs) if k.prevs else None]
-                for eid, k in self._known.items()
-            },
-            # Kept as the compact JSON text: no re-parse on every save.
-            "state_events": dict(self._state_pdus),
+            **self._known.to_dict(),
             "state_groups": self._groups.to_dict(),
             "forward_extremities": sorted(self._extremities),
             "parked": self._parking.to_dict(),
@@ -648,14 +582,7 @@ class RoomProcessor:
         proc.create_event_id = data["create_event_id"]
         proc.chunk_count = int(data["chunk_count"])
         proc._seq = int(data["seq"])
-        proc._known = {
-            eid: _Known(sg, int(status), int(fp), tuple(prevs) if prevs is not None else None)
-            for eid, (sg, status, fp, prevs) in data["events"].items()
-        }
-        proc._state_pdus = {
-            eid: pdu if isinstance(pdu, str) else _compact(pdu)
-            for eid, pdu in data["state_events"].items()
-        }
+        proc._known = KnownEvents.from_dict(data, proc.room_version)
         proc._groups = StateGroups.from_dict(proc.room_id, data["state_groups"])
         proc._extremities = set(data["forward_extremities"])
         proc._parking = ParkingLot.restore(
@@ -666,18 +593,6 @@ class RoomProcessor:
 
 
 # -------------------------------------------------------------------- helpers
-
-
-_NOT_KEPT = frozenset(("signatures", "hashes", "unsigned"))
-
-
-def _compact(pdu: Mapping[str, Any]) -> str:
-    """What is kept of a state event: the fields the rules and state resolution read.
-
-    Signatures, hashes and unsigned data are dropped (the chunk carried the whole PDU to the
-    database). A str, because orjson's bytes carry spare capacity and a str is sized exactly.
-    """
-    return orjson.dumps({k: v for k, v in pdu.items() if k not in _NOT_KEPT}).decode()
 
 
 def is_create(pdu: Mapping[str, Any]) -> bool:

@@ -1,0 +1,126 @@
+"""The events a room has decided, kept small: memory grows with state changes, not with events.
+
+Per event only its state group, its outcome, a fingerprint of its content (to tell a duplicate
+from another event reusing the ID) and, for soft-failed and rejected events, its prev_events
+(see ``extremities.advance``). State events are also kept in full, as compact JSON without
+signatures, hashes and unsigned data, because the authorization rules and state resolution read
+them; they are parsed on demand, and the parsed ones are dropped after each batch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import orjson
+
+from pipeline.matrix.events import Event
+from pipeline.matrix.room_versions import RoomVersion
+
+ACCEPTED, SOFT_FAILED, REJECTED = 0, 1, 2
+
+_NOT_KEPT = frozenset(("signatures", "hashes", "unsigned"))
+
+
+class Known(NamedTuple):
+    state_group: int | None  # the state after the event; before it when rejected
+    status: int  # ACCEPTED, SOFT_FAILED or REJECTED
+    fingerprint: int
+    prevs: tuple[str, ...] | None  # prev_events of soft-failed and rejected events only
+
+
+def fingerprint(pdu: Mapping[str, Any]) -> int:
+    """63 bits identifying a PDU's content, to tell a duplicate from a conflicting one.
+
+    ``unsigned`` and ``signatures`` are left out: they change in transit (age, extra server
+    signatures) without making it another event.
+    """
+    signed_part = {k: v for k, v in pdu.items() if k not in ("unsigned", "signatures")}
+    data = orjson.dumps(signed_part, option=orjson.OPT_SORT_KEYS)
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big") >> 1
+
+
+def _compact(pdu: Mapping[str, Any]) -> str:
+    """What is kept of a state event: the fields the rules and state resolution read.
+
+    A str, because orjson's bytes carry spare capacity and a str is sized exactly.
+    """
+    return orjson.dumps({k: v for k, v in pdu.items() if k not in _NOT_KEPT}).decode()
+
+
+class KnownEvents:
+    """Decided events of one room by event ID; ``fetch`` serves state events as ``Event``."""
+
+    def __init__(self, room_version: RoomVersion | None = None) -> None:
+        self.room_version = room_version
+        self._known: dict[str, Known] = {}
+        self._state_events: dict[str, str] = {}
+        self._parsed: dict[str, Event] = {}
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._known
+
+    def __getitem__(self, event_id: str) -> Known:
+        return self._known[event_id]
+
+    def get(self, event_id: str) -> Known | None:
+        return self._known.get(event_id)
+
+    def add(self, event: Event, status: int, state_group: int | None, fp: int) -> None:
+        prevs = event.prev_event_ids if status != ACCEPTED else None
+        self._known[event.event_id] = Known(state_group, status, fp, prevs)
+        if event.is_state:
+            self._state_events[event.event_id] = _compact(event.pdu)
+            self._parsed[event.event_id] = event
+
+    def is_state_event(self, event_id: str) -> bool:
+        return event_id in self._state_events
+
+    def fetch(self, event_id: str) -> Event | None:
+        """The known state event ``event_id``; None for unknown and non-state events."""
+        ev = self._parsed.get(event_id)
+        if ev is not None:
+            return ev
+        data = self._state_events.get(event_id)
+        if data is None or self.room_version is None:
+            return None
+        ev = Event.from_trusted(orjson.loads(data), self.room_version, event_id)
+        self._parsed[event_id] = ev
+        return ev
+
+    def is_rejected(self, event_id: str) -> bool:
+        known = self._known.get(event_id)
+        return known is not None and known.status == REJECTED
+
+    def excluded_prevs(self, event_id: str) -> tuple[str, ...] | None:
+        """prev_events of a soft-failed or rejected event; None for any other."""
+        known = self._known.get(event_id)
+        return known.prevs if known is not None else None
+
+    def drop_parsed(self) -> None:
+        """Forget the parsed events (kept only while a batch runs, to save memory at rest)."""
+        self._parsed.clear()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "events": {
+                eid: [k.state_group, k.status, k.fingerprint, list(k.prevs) if k.prevs else None]
+                for eid, k in self._known.items()
+            },
+            # Kept as the compact JSON text: no re-parse on every save.
+            "state_events": dict(self._state_events),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], room_version: RoomVersion | None) -> KnownEvents:
+        known = cls(room_version)
+        known._known = {
+            eid: Known(sg, int(status), int(fp), tuple(prevs) if prevs is not None else None)
+            for eid, (sg, status, fp, prevs) in data["events"].items()
+        }
+        known._state_events = {
+            eid: pdu if isinstance(pdu, str) else _compact(pdu)
+            for eid, pdu in data["state_events"].items()
+        }
+        return known
