@@ -12,14 +12,9 @@ The shell's view:
 - ``replay(lines, state_after=False)``: the ``roomstream replay`` result.
 """
 
+from pipeline.room.batch import BatchResult, DeadLetter, Incoming, ProcessorConfig
 from pipeline.room.parking import ParkingBudget, ParkingLimits
-from pipeline.room.processor import (
-    BatchResult,
-    DeadLetter,
-    Incoming,
-    ProcessorConfig,
-    RoomProcessor,
-)
+from pipeline.room.processor import RoomProcessor
 from pipeline.room.replay import replay
 from pipeline.room.routing import room_id_of
 
