@@ -17,6 +17,9 @@ Each batch is committed in these steps:
    write every row of the batch, record the chunks as committed, the next offset to read, and
    one outbox row per chunk (its invalidation message), then COMMIT.
    Crash before the COMMIT: the transaction is rolled back; as after 1.
+   If the database refuses the batch's data (a constraint, a NUL character), the batch is
+   rolled back and its chunks go through steps 2–4 one at a time; the chunk refused alone is
+   dead-lettered with the database's reason and its offset committed, so the partition goes on.
 3. Publish the batch's outbox rows, in position order, to the invalidations topic with an
    idempotent producer, and flush.
    Crash between 2 and 3: rows are visible but not announced; the next active committer first
@@ -63,6 +66,7 @@ from confluent_kafka import Message as KafkaMessage
 from db.migrate import check_schema
 from db.outbox import OutboxRow, load_offsets, mark_sent, prune_sent, unsent_outbox
 from db.writer import BatchResult, write_batch
+from pipeline import metrics
 from pipeline.config import Settings
 from pipeline.invalidations import build_invalidation, encode_invalidation
 from pipeline.matrix.errors import UnknownRoomVersion
@@ -280,12 +284,14 @@ class Committer:
         if dead:
             self._flush(producer, "dead letters")
             self.stats.dead_lettered += dead
+            metrics.DEAD_LETTERED.inc(dead)
         if not next_offsets:
             return
         self.crash("after_poll")
 
         # Step 2: one transaction.
         chunks = [c for _, c in items if c is not None]
+        started = time.perf_counter()
         try:
             with conn.cursor() as cur:
                 result = write_batch(cur, chunks, next_offsets, _message_bytes)
@@ -299,6 +305,8 @@ class Committer:
         self.crash("before_commit")
         conn.commit()
         self.crash("after_commit")
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
+        metrics.BATCH_CHUNKS.observe(len(chunks))
         self._count(result)
 
         # Steps 3 and 4.
@@ -312,11 +320,18 @@ class Committer:
             offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
             asynchronous=True,
         )
+        for (t, p), o in next_offsets.items():
+            _, high = consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
+            if high is not None and high >= 0:
+                metrics.CONSUMER_LAG.labels("committer", str(p)).set(max(0, high - o))
 
     def _count(self, result: BatchResult) -> None:
+        events = sum(len(c.stream_orderings) for c in result.committed)
+        metrics.COMMITTED_EVENTS.inc(events)
+        metrics.POSITION.set(result.last_stream_ordering)
         self.stats.batches += 1
         self.stats.chunks += len(result.committed)
-        self.stats.events += sum(len(c.stream_orderings) for c in result.committed)
+        self.stats.events += events
         self.stats.skipped_chunks += len(result.skipped_chunk_ids)
         if result.skipped_chunk_ids:
             log.info("skipped %d chunk(s) committed before", len(result.skipped_chunk_ids))
@@ -341,6 +356,7 @@ class Committer:
                     self._dead_letter(producer, rec, f"the database refused chunk: {exc!r}")
                     self._flush(producer, "dead letters")
                     self.stats.dead_lettered += 1
+                    metrics.DEAD_LETTERED.inc()
             if result is None:
                 with conn.cursor() as cur:
                     write_batch(cur, [], offsets)
@@ -390,6 +406,7 @@ class Committer:
             )
         if rows:
             self.stats.last_position = rows[-1].position
+            metrics.INVALIDATIONS_SENT.inc(len(rows))
 
     def _flush(self, producer: Any, what: str) -> None:
         left = producer.flush(30)
@@ -439,5 +456,6 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    metrics.serve(settings.metrics_port)
     run_committer(settings, stop)
     return 0
