@@ -510,8 +510,11 @@ class RoomProcessor:
         if out.events:
             self._refresh_current()
             before, after = out.current_before, self._current
-            changed = sorted(k for k, v in after.items() if before.get(k) != v)
-            removed = sorted(k for k in before if k not in after)
+            changed: list[StateKey] = []
+            removed: list[StateKey] = []
+            if after is not before:  # the same object when no event changed the current state
+                changed = sorted(k for k, v in after.items() if before.get(k) != v)
+                removed = sorted(k for k in before if k not in after)
             self.chunk_count += 1
             rv_id = self.room_version.identifier if self.room_version else out.room_version
             assert rv_id is not None, "a chunk holds events, so some room version parsed them"
