@@ -234,9 +234,7 @@ class Committer:
                 self.on_active()
             last_activity = time.monotonic()
             while not self.stop.is_set():
-                records = consumer.consume(
-                    num_messages=self.settings.commit_batch_max, timeout=self.poll_timeout
-                )
+                records = _take_batch(consumer, self.settings.commit_batch_max, self.poll_timeout)
                 if records:
                     self._commit_batch(conn, producer, consumer, records)
                     last_activity = time.monotonic()
@@ -435,6 +433,21 @@ class Committer:
             doc["value_b64"] = base64.b64encode(value).decode()
         log.error("dead-lettering offset %d of %s: %s", rec.offset(), rec.topic(), reason)
         producer.produce(self.dead_letter_topic, key=key, value=orjson.dumps(doc))
+
+
+def _take_batch(consumer: Any, most: int, timeout: float) -> list[KafkaMessage]:
+    """Wait up to ``timeout`` for one record, then take what else is already fetched.
+
+    A batch never waits to fill: under load records pile up while the previous batch commits,
+    so batches grow by themselves, and a lone chunk is committed at once.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    rest: list[KafkaMessage] = (
+        consumer.consume(num_messages=most - 1, timeout=0) if most > 1 else []
+    )
+    return [first, *rest]
 
 
 def _message_bytes(chunk: Chunk, orderings: Any, position: int, prev_position: int) -> bytes:

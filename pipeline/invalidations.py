@@ -297,7 +297,10 @@ class InvalidationClient(InvalidationApplier):
     def poll(self, timeout: float = 0.5) -> list[Message]:
         """Read what is available within ``timeout``; return the messages applied."""
         applied: list[Message] = []
-        for record in self._consumer.consume(num_messages=500, timeout=timeout):
+        first = self._consumer.poll(timeout)
+        if first is None:
+            return applied
+        for record in [first, *self._consumer.consume(num_messages=499, timeout=0)]:
             err = record.error()
             if err is not None:
                 if err.fatal():
