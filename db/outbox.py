@@ -12,7 +12,9 @@ from typing import Any
 from psycopg2.extras import execute_values
 
 __all__ = [
+    "CommitterProgress",
     "OutboxRow",
+    "committer_progress",
     "last_stream_ordering",
     "load_offsets",
     "mark_sent",
@@ -77,4 +79,32 @@ def prune_sent(cur: Any, keep: int) -> None:
         " SELECT min(position) FROM ("
         "  SELECT position FROM invalidation_outbox ORDER BY position DESC LIMIT %s) AS newest)",
         (keep,),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CommitterProgress:
+    """What ``roomstream status`` shows of the committer."""
+
+    next_offset: int | None  # the next chunks offset to read; None before the first commit
+    last_stream_ordering: int
+    last_sent_position: int | None  # of the newest invalidation message published
+    unsent_messages: int
+
+
+def committer_progress(cur: Any, chunks_topic: str) -> CommitterProgress:
+    cur.execute(
+        "SELECT"
+        " (SELECT next_offset FROM committer_offsets WHERE topic = %s AND partition = 0),"
+        " (SELECT stream_id FROM stream_positions WHERE stream_name = 'events'),"
+        " (SELECT max(position) FROM invalidation_outbox WHERE sent),"
+        " (SELECT count(*) FROM invalidation_outbox WHERE NOT sent)",
+        (chunks_topic,),
+    )
+    offset, last, sent, unsent = cur.fetchone()
+    return CommitterProgress(
+        None if offset is None else int(offset),
+        int(last or 0),
+        None if sent is None else int(sent),
+        int(unsent),
     )

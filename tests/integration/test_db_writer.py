@@ -9,6 +9,7 @@ import orjson
 import psycopg2
 import pytest
 
+from db.outbox import CommitterProgress, committer_progress, mark_sent, unsent_outbox
 from db.writer import BatchResult, write_batch
 from pipeline.config import Settings
 from pipeline.invalidations import build_invalidation, encode_invalidation
@@ -231,3 +232,15 @@ def test_redactions_are_recorded(conn: Any) -> None:
     red.type, red.redacts = "m.room.redaction", victim
     commit(conn, [create, hello, room.chunk(red)])
     assert rows(conn, "SELECT redacts FROM redactions") == [(victim,)]
+
+
+def test_committer_progress_reports_offset_position_and_unsent_messages(conn: Any) -> None:
+    with conn.cursor() as cur:
+        assert committer_progress(cur, "t.chunks") == CommitterProgress(None, 0, None, 0)
+    room = RoomSim("!r:example.org")
+    commit(conn, [room.create_chunk()], offset=1)
+    commit(conn, [room.chunk(msg(room.creator))], offset=2)
+    with conn.cursor() as cur:
+        assert [o.position for o in unsent_outbox(cur)] == [2, 3]
+        mark_sent(cur, [2])
+        assert committer_progress(cur, "t.chunks") == CommitterProgress(2, 3, 2, 1)
