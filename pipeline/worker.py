@@ -58,6 +58,22 @@ MAX_IN_FLIGHT = 5000
 PROCESSOR_CACHE = 2000
 
 
+class _SlowResolution(RoomProcessor):
+    """A room processor whose state resolutions take ``DEBUG_SLOW_S`` seconds more, of CPU.
+
+    For the isolation test and benchmark only (ROOMSTREAM_DEBUG_SLOW_ROOM): it burns CPU in the
+    room's thread, as an expensive resolution does, rather than sleeping.
+    """
+
+    slow_s = 0.0
+
+    def _resolve(self, state_sets: Any) -> Any:
+        deadline = time.process_time() + self.slow_s
+        while time.process_time() < deadline:
+            sum(range(1000))
+        return super()._resolve(state_sets)
+
+
 def owner_partition(room_id: str, partitions: int) -> int:
     """The partition that owns ``room_id``: Java's default partitioner (murmur2, positive mod)."""
     return int(murmur2(room_id.encode()) & 0x7FFFFFFF) % partitions
@@ -181,6 +197,8 @@ class Worker:
             )
         )
         self.budget = ParkingBudget(settings.park_max_total)
+        self.slow_room = os.environ.get("ROOMSTREAM_DEBUG_SLOW_ROOM")
+        _SlowResolution.slow_s = float(os.environ.get("ROOMSTREAM_DEBUG_SLOW_S", "5"))
         self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="room")
         self.rooms: dict[str, _Room] = {}
         self.cache: OrderedDict[str, tuple[bytes, RoomProcessor]] = OrderedDict()
@@ -284,9 +302,10 @@ class Worker:
                 self.cache.move_to_end(room_id)
                 return cached[1]
             self._forget(room_id)
+        cls = _SlowResolution if room_id == self.slow_room else RoomProcessor
         if stored is None:
-            return RoomProcessor(room_id, config=self.config, budget=self.budget)
-        return RoomProcessor.from_dict(orjson.loads(stored), config=self.config, budget=self.budget)
+            return cls(room_id, config=self.config, budget=self.budget)
+        return cls.from_dict(orjson.loads(stored), config=self.config, budget=self.budget)
 
     async def _process_one(self, loop: asyncio.AbstractEventLoop, room_id: str, event: Any) -> None:
         m = event.message

@@ -1,0 +1,219 @@
+"""Running Roomstream's processes against the real stack, and reading what they produced.
+
+Workers and committers run as real subprocesses (``python -m pipeline.cli ...``) so that tests can
+SIGTERM them, kill -9 them and start new ones, as an operator would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from pipeline.config import Settings
+from pipeline.produce import produce_lines
+from pipeline.room.chunk import Chunk
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMSTREAM_")}
+    env.update(
+        ROOMSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        ROOMSTREAM_DATABASE_URL=settings.database_url,
+        ROOMSTREAM_TOPIC_PREFIX=settings.topic_prefix,
+        ROOMSTREAM_PDU_PARTITIONS=str(settings.pdu_partitions),
+        ROOMSTREAM_STACK_DIR=str(settings.stack_dir),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Process:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill9(self) -> None:
+        if self.alive():
+            os.kill(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        return int(self.popen.returncode)
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return ""
+
+
+@dataclass
+class Processes:
+    """Subprocesses started by a test; all stopped at the end of it."""
+
+    settings: Settings
+    logdir: Path
+    started: list[Process] = field(default_factory=list)
+
+    def start(self, command: str, *args: str, name: str | None = None, **env: str) -> Process:
+        name = name or f"{command}-{len(self.started)}"
+        log = self.logdir / f"{name}.log"
+        with log.open("ab") as out:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", command, *args],
+                cwd=ROOT,
+                env=settings_env(self.settings, **env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        proc = Process(name, popen, log)
+        self.started.append(proc)
+        return proc
+
+    def worker(self, name: str | None = None, **env: str) -> Process:
+        return self.start("worker", "--id", name or f"w{uuid.uuid4().hex[:6]}", name=name, **env)
+
+    def stop_all(self) -> None:
+        for p in self.started:
+            p.stop()
+
+
+def produce(settings: Settings, lines: Iterable[bytes]) -> int:
+    return produce_lines(settings, lines, show_progress=False)
+
+
+class TopicReader:
+    """Reads a topic from the beginning, accumulating every message (partition order kept)."""
+
+    def __init__(self, settings: Settings, name: str) -> None:
+        self.topic = settings.topic(name)
+        self.consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": f"reader-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+        md = self.consumer.list_topics(self.topic, timeout=10).topics[self.topic]
+        self.consumer.assign([TopicPartition(self.topic, p, 0) for p in sorted(md.partitions)])
+        self.messages: list[Any] = []
+
+    def poll(self, seconds: float = 0.5) -> int:
+        got = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            msg = self.consumer.poll(0.1)
+            if msg is None or msg.error():
+                continue
+            self.messages.append(msg)
+            got += 1
+        return got
+
+    def values(self) -> list[Any]:
+        return [orjson.loads(m.value()) for m in self.messages]
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def wait_for(
+    predicate: Callable[[], bool],
+    timeout: float,
+    what: str,
+    *,
+    readers: Iterable[TopicReader] = (),
+    processes: Iterable[Process] = (),
+) -> None:
+    readers = list(readers)
+    processes = list(processes)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for r in readers:
+            r.poll(0.3)
+        if predicate():
+            return
+        if not readers:
+            time.sleep(0.3)
+    logs = "\n".join(f"--- {p.name} (alive={p.alive()})\n{p.log_tail()}" for p in processes)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\n{logs}")
+
+
+@dataclass
+class RoomView:
+    """A room as the chunks describe it, folded in order (what the committer would store)."""
+
+    room_version: str | None = None
+    current_state: dict[tuple[str, str], str] = field(default_factory=dict)
+    forward_extremities: set[str] = field(default_factory=set)
+    rejected: dict[str, str] = field(default_factory=dict)
+    soft_failed: set[str] = field(default_factory=set)
+    events: list[str] = field(default_factory=list)
+
+    def as_replay(self) -> dict[str, Any]:
+        return {
+            "room_version": self.room_version,
+            "current_state": sorted([t, k, e] for (t, k), e in self.current_state.items()),
+            "forward_extremities": sorted(self.forward_extremities),
+            "rejected": dict(sorted(self.rejected.items())),
+            "soft_failed": sorted(self.soft_failed),
+        }
+
+
+def fold_chunks(raw_chunks: Iterable[bytes]) -> tuple[dict[str, RoomView], dict[str, bytes]]:
+    """Fold chunks per room, dropping re-sent ones (same chunk id) after checking they are equal.
+
+    Returns the rooms and the chunks by id. A chunk id seen twice with different content fails:
+    a processor replaying its input must produce the same chunk.
+    """
+    by_id: dict[str, bytes] = {}
+    rooms: dict[str, RoomView] = {}
+    for raw in raw_chunks:
+        chunk = Chunk.from_json(raw)
+        if chunk.chunk_id in by_id:
+            assert Chunk.from_json(by_id[chunk.chunk_id]) == chunk, (
+                f"chunk {chunk.chunk_id} was sent twice with different content"
+            )
+            continue
+        by_id[chunk.chunk_id] = raw
+        view = rooms.setdefault(chunk.room_id, RoomView())
+        view.room_version = chunk.room_version
+        for ev in chunk.events:
+            view.events.append(ev.event_id)
+            if ev.rejected:
+                view.rejected[ev.event_id] = ev.rejected
+            if ev.soft_failed:
+                view.soft_failed.add(ev.event_id)
+        view.forward_extremities -= set(chunk.forward_extremities_removed)
+        view.forward_extremities |= set(chunk.forward_extremities_added)
+        for key in chunk.current_state_removed:
+            view.current_state.pop(key, None)
+        for row in chunk.current_state_set:
+            view.current_state[(row.type, row.state_key)] = row.event_id
+    return rooms, by_id

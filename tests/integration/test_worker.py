@@ -1,0 +1,317 @@
+"""Room processor workers against the real broker: what they emit equals the offline replay.
+
+Each test runs real worker processes (faust, aiokafka) on its own topic prefix, produces PDUs with
+the project's producer and with kcat, and folds the chunks the workers sent, as the committer
+would, into per-room state compared with ``roomstream replay`` over the same input.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from pipeline.config import Settings
+from pipeline.room.replay import replay
+from pipeline.worker import owner_partition
+from pipeline.workload_builder import RoomBuilder, default_power_levels
+from tests.integration.harness import (
+    Processes,
+    TopicReader,
+    fold_chunks,
+    produce,
+    wait_for,
+)
+from tests.integration.rooms import ALICE, busy_room, lines_of
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def procs(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
+    p = Processes(settings, tmp_path)
+    yield p
+    p.stop_all()
+
+
+def _expected(lines: list[bytes]) -> dict[str, dict[str, object]]:
+    out = replay(lines)
+    return {
+        room: {k: v for k, v in view.items() if k != "parked"}
+        for room, view in out["rooms"].items()
+    }
+
+
+def _events_in(chunks: TopicReader) -> set[str]:
+    rooms, _ = fold_chunks(m.value() for m in chunks.messages)
+    return {e for view in rooms.values() for e in view.events}
+
+
+def _assert_matches_replay(chunks: TopicReader, lines: list[bytes]) -> None:
+    rooms, _ = fold_chunks(m.value() for m in chunks.messages)
+    expected = _expected(lines)
+    assert {r: v.as_replay() for r, v in rooms.items()} == expected
+
+
+def _valid_event_ids(lines: list[bytes]) -> set[str]:
+    out = replay(lines, state_after=True)
+    ids: set[str] = set()
+    for view in out["rooms"].values():
+        ids |= set(view["state_after"]) | set(view["rejected"])
+    return ids
+
+
+def test_worker_output_equals_replay_with_bad_input_and_duplicates(
+    settings: Settings, procs: Processes
+) -> None:
+    rooms = [busy_room(f"r{i}") for i in range(3)] + [busy_room("v12", version="12")]
+    # Rooms interleaved, as a busy front end would send them; order within a room kept.
+    interleaved = [lines_of(r) for r in rooms]
+    arrival: list[bytes] = []
+    while any(interleaved):
+        for seq in interleaved:
+            if seq:
+                arrival.append(seq.pop(0))
+    bad = [
+        b"{not json",
+        b"[1, 2, 3]",
+        orjson.dumps({"type": "m.room.message", "room_id": rooms[0].room_id, "content": {}}),
+    ]
+    duplicates = arrival[5:8]
+    everything = arrival + bad + duplicates
+    chunks = TopicReader(settings, "chunks")
+    dead = TopicReader(settings, "dead-letter")
+    worker = procs.worker("w1")
+    produce(settings, everything)
+    want = _valid_event_ids(everything)
+    wait_for(
+        lambda: _events_in(chunks) >= want and len(dead.messages) >= len(bad),
+        120,
+        "every event in a chunk and every bad input dead-lettered",
+        readers=[chunks, dead],
+        processes=[worker],
+    )
+    chunks.poll(2)
+    dead.poll(1)
+    _assert_matches_replay(chunks, everything)
+    # Duplicates had no effect: each event is in exactly one chunk.
+    rooms_seen, by_id = fold_chunks(m.value() for m in chunks.messages)
+    all_events = [e for v in rooms_seen.values() for e in v.events]
+    assert len(all_events) == len(set(all_events)) == len(want)
+    assert len(by_id) == len(chunks.messages), "no chunk was sent twice without a crash"
+    letters = dead.values()
+    assert len(letters) == len(bad)
+    for letter in letters:
+        assert letter["reason"] and letter["source"]["topic"] == settings.topic("pdus")
+        assert isinstance(letter["source"]["offset"], int)
+    reasons = " | ".join(sorted(letter["reason"] for letter in letters))
+    assert "not valid JSON" in reasons and "not an object" in reasons and "sender" in reasons
+    assert {letter["value"] for letter in letters} == {b.decode() for b in bad}
+
+
+@pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is installed by make setup")
+def test_events_produced_with_kcat_reach_their_rooms_owner(
+    settings: Settings, procs: Processes, tmp_path: Path
+) -> None:
+    """kcat partitions with librdkafka's CRC32, not murmur2: events arrive on partitions that
+    do not own their room and are forwarded there, in order, then processed once."""
+    rooms = [busy_room(f"k{i}", messages=2) for i in range(6)]
+    lines = [line for r in rooms for line in lines_of(r)]
+    data = tmp_path / "kcat.txt"
+    data.write_bytes(
+        b"".join(r.room_id.encode() + b"\t" + line + b"\n" for r in rooms for line in lines_of(r))
+    )
+    chunks = TopicReader(settings, "chunks")
+    worker = procs.worker("w1")
+    subprocess.run(
+        [
+            "kcat",
+            "-P",
+            "-b",
+            settings.kafka_bootstrap,
+            "-t",
+            settings.topic("pdus"),
+            "-K",
+            "\t",
+            "-l",
+            str(data),
+        ],
+        check=True,
+        timeout=60,
+    )
+    pdus = TopicReader(settings, "pdus")
+    pdus.poll(3)
+    wrong = [
+        m
+        for m in pdus.messages[: len(lines)]
+        if owner_partition(m.key().decode(), settings.pdu_partitions) != m.partition()
+    ]
+    assert wrong, "kcat's partitioner should put some rooms on a partition that does not own them"
+    want = _valid_event_ids(lines)
+    wait_for(
+        lambda: _events_in(chunks) >= want,
+        120,
+        "every kcat event processed",
+        readers=[chunks],
+        processes=[worker],
+    )
+    chunks.poll(2)
+    _assert_matches_replay(chunks, lines)
+
+
+def test_parked_event_is_released_when_its_prev_event_arrives_and_expires_otherwise(
+    settings: Settings, procs: Processes
+) -> None:
+    room = busy_room("p", messages=2)
+    lines = lines_of(room)
+    orphan_room = RoomBuilder("10", tag="orphan")
+    orphan_room.create(ALICE)
+    orphan_room.join(ALICE)
+    orphan_room.state("m.room.power_levels", ALICE, default_power_levels(ALICE, orphan_room.rv))
+    missing = orphan_room.message(ALICE, "never sent")
+    orphan = orphan_room.message(ALICE, "waits forever")
+    chunks = TopicReader(settings, "chunks")
+    dead = TopicReader(settings, "dead-letter")
+    worker = procs.worker("w1", ROOMSTREAM_PARK_EXPIRY_S="8")
+    # The room's last five events first: they wait for what comes before them.
+    produce(settings, lines[-5:] + [e.line for e in orphan_room.events[:3]] + [orphan.line])
+    time.sleep(2)
+    chunks.poll(3)
+    early = _events_in(chunks)
+    assert room.events[-1].event_id not in early
+    produce(settings, lines[:-5])
+    want = _valid_event_ids(lines) | {e.event_id for e in orphan_room.events[:3]}
+    wait_for(
+        lambda: _events_in(chunks) >= want and len(dead.messages) >= 1,
+        90,
+        "parked events released, the orphan expired",
+        readers=[chunks, dead],
+        processes=[worker],
+    )
+    letters = dead.values()
+    assert len(letters) == 1
+    assert letters[0]["event_id"] == orphan.event_id
+    assert missing.event_id in letters[0]["reason"]
+    assert orphan.event_id not in _events_in(chunks)
+    rooms_seen, _ = fold_chunks(m.value() for m in chunks.messages)
+    assert rooms_seen[room.room_id].as_replay() == _expected(lines)[room.room_id]
+
+
+@pytest.mark.slow
+def test_worker_killed_with_sigkill_is_replaced_with_nothing_lost_or_doubled(
+    settings: Settings, procs: Processes
+) -> None:
+    rooms = [busy_room(f"c{i}", messages=20) for i in range(30)]
+    per_room = [lines_of(r) for r in rooms]
+    lines = [line for seq in zip(*per_room, strict=False) for line in seq]
+    chunks = TopicReader(settings, "chunks")
+    first = procs.worker("w1")
+    produce(settings, lines)
+    want = _valid_event_ids(lines)
+    wait_for(
+        lambda: len(_events_in(chunks)) > len(want) // 4,
+        120,
+        "a quarter of the events processed",
+        readers=[chunks],
+        processes=[first],
+    )
+    first.kill9()
+    done_before = len(_events_in(chunks))
+    assert done_before < len(want), "the worker finished before it could be killed"
+    second = procs.worker("w2")
+    wait_for(
+        lambda: _events_in(chunks) >= want,
+        180,
+        "every event after the restart",
+        readers=[chunks],
+        processes=[second],
+    )
+    chunks.poll(3)
+    # fold_chunks fails on a chunk id re-sent with different content.
+    _assert_matches_replay(chunks, lines)
+    rooms_seen, _ = fold_chunks(m.value() for m in chunks.messages)
+    events = [e for v in rooms_seen.values() for e in v.events]
+    assert len(events) == len(set(events)) == len(want)
+
+
+@pytest.mark.slow
+def test_workers_joining_and_leaving_mid_stream_lose_nothing(
+    settings: Settings, procs: Processes
+) -> None:
+    rooms = [busy_room(f"s{i}", messages=16) for i in range(24)]
+    per_room = [lines_of(r) for r in rooms]
+    lines = [line for seq in zip(*per_room, strict=False) for line in seq]
+    half = len(lines) // 2
+    chunks = TopicReader(settings, "chunks")
+    w1 = procs.worker("w1")
+    produce(settings, lines[:half])
+    wait_for(
+        lambda: len(_events_in(chunks)) > half // 3,
+        120,
+        "w1 under way",
+        readers=[chunks],
+        processes=[w1],
+    )
+    w2 = procs.worker("w2")
+    w3 = procs.worker("w3")
+    produce(settings, lines[half:])
+    time.sleep(5)
+    assert w1.stop() == 0, w1.log_tail()
+    want = _valid_event_ids(lines)
+    wait_for(
+        lambda: _events_in(chunks) >= want,
+        180,
+        "every event after w1 left",
+        readers=[chunks],
+        processes=[w2, w3],
+    )
+    chunks.poll(3)
+    _assert_matches_replay(chunks, lines)
+
+
+def test_a_slow_room_does_not_hold_up_other_rooms_on_its_partition(
+    settings: Settings, procs: Processes
+) -> None:
+    slow = RoomBuilder("10", tag="slow")
+    slow.create(ALICE)
+    slow.join(ALICE)
+    slow.state("m.room.power_levels", ALICE, default_power_levels(ALICE, slow.rv))
+    base = slow.forward_extremities
+    slow.state("m.room.topic", ALICE, {"topic": "a"}, prev=base)
+    slow.state("m.room.topic", ALICE, {"topic": "b"}, prev=base)
+    merge = slow.message(ALICE, "merge needs state resolution")
+    partition = owner_partition(slow.room_id, settings.pdu_partitions)
+    others = []
+    i = 0
+    while len(others) < 4:
+        r = busy_room(f"fast{i}", messages=3)
+        i += 1
+        if owner_partition(r.room_id, settings.pdu_partitions) == partition:
+            others.append(r)
+    chunks = TopicReader(settings, "chunks")
+    worker = procs.worker(
+        "w1", ROOMSTREAM_DEBUG_SLOW_ROOM=slow.room_id, ROOMSTREAM_DEBUG_SLOW_S="8"
+    )
+    # The slow room's fork resolves slowly; its merge is produced before every other room.
+    produce(settings, lines_of(slow))
+    produce(settings, [line for r in others for line in lines_of(r)])
+    want = {e.event_id for r in others for e in r.events}
+    wait_for(
+        lambda: _events_in(chunks) >= want | {merge.event_id},
+        120,
+        "all rooms processed",
+        readers=[chunks],
+        processes=[worker],
+    )
+    order = [e for m in chunks.messages for e in orjson.loads(m.value())["events"]]
+    position = {e["event_id"]: i for i, e in enumerate(order)}
+    later_rooms_done = max(position[e] for e in want)
+    assert later_rooms_done < position[merge.event_id], (
+        "rooms produced after the slow room's merge, on the same partition, should be "
+        "processed while its state resolution runs"
+    )
