@@ -21,6 +21,7 @@ import orjson
 from psycopg2.extras import execute_values
 
 from db.outbox import OutboxRow, store_offsets
+from pipeline.errors import SchemaError
 from pipeline.matrix.events import Event
 from pipeline.matrix.room_versions import room_version
 from pipeline.room.chunk import Chunk
@@ -103,7 +104,10 @@ def write_batch(
     )
     row = cur.fetchone()
     if row is None:
-        raise RuntimeError("stream_positions has no 'events' row; the schema is incomplete")
+        raise SchemaError(
+            "table stream_positions has no 'events' row: the schema is incomplete; "
+            "recreate the database and run `roomstream db migrate`"
+        )
     last = int(row[0])
     result.last_stream_ordering = last
     next_so = last - total + 1

@@ -86,6 +86,7 @@ CRASH_POINTS = (
     "after_mark_sent",
     "after_resend",
 )
+APPLICATION_NAME = "roomstream-committer"  # how operators find it in pg_stat_activity
 OUTBOX_KEEP = 10_000  # sent outbox rows kept for operators to look at
 IDLE_PING_S = 5.0  # how often an idle active committer checks its connection (and lock)
 # What the database (or psycopg2, before sending) raises for a chunk it cannot store: data it
@@ -165,7 +166,9 @@ class Committer:
         while not self.stop.is_set():
             conn = None
             try:
-                conn = psycopg2.connect(self.settings.database_url)
+                conn = psycopg2.connect(
+                    self.settings.database_url, application_name=APPLICATION_NAME
+                )
                 check_schema(conn)
                 conn.rollback()
                 if not self._wait_for_lock(conn):

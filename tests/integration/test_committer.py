@@ -7,6 +7,7 @@ from dataclasses import replace
 import orjson
 import pytest
 
+from pipeline.committer import APPLICATION_NAME
 from pipeline.config import Settings
 from pipeline.invalidations import InvalidationClient
 from tests.integration._chunks import RoomSim, member, msg
@@ -190,3 +191,29 @@ def test_invariant_7_a_chunk_the_database_refuses_is_dead_lettered_and_the_rest_
     assert dead["source"]["offset"] == 1
     assert "the database refused chunk" in dead["reason"]
     assert query(settings, "SELECT next_offset FROM committer_offsets") == [(3,)]
+
+
+def test_invariant_3_a_lost_database_connection_is_survived(settings: Settings) -> None:
+    room = RoomSim("!r:example.org")
+    produce(settings, [room.create_chunk()])
+    with RunningCommitter(settings) as rc, client(settings) as inv:
+        assert inv.wait_for_position(2, WAIT_S)
+        dbname = settings.database_url.rsplit("/", 1)[1]
+        # As a database restart looks to the committer: its session, and the lock, are gone.
+        killed = query(
+            settings,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = %s AND datname = %s",
+            APPLICATION_NAME,
+            dbname,
+        )
+        assert killed == [(True,)]
+        produce(settings, [room.chunk(msg(room.creator))])
+        assert inv.wait_for_position(3, WAIT_S)
+        assert rc.committer.stats.chunks == 2
+    assert inv.gaps == 0
+    assert [r[0] for r in query(settings, "SELECT stream_ordering FROM events ORDER BY 1")] == [
+        1,
+        2,
+        3,
+    ]
