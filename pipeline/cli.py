@@ -139,9 +139,11 @@ def build_parser() -> argparse.ArgumentParser:
     tl = sub.add_parser("tail", help="print the invalidation stream")
     tl.add_argument("--from-beginning", action="store_true")
     tl.add_argument("--count", type=int, default=None, help="stop after this many messages")
+    tl.add_argument("--json", action="store_true", help="print each message as JSON")
     tl.set_defaults(handler=_lazy("pipeline.tail", "main"))
 
     st = sub.add_parser("status", help="lag per stage, parked events, dead letters, last position")
+    st.add_argument("--json", action="store_true", help="print one JSON object instead")
     st.set_defaults(handler=_lazy("pipeline.status", "main"))
 
     r = sub.add_parser("replay", help="run the room logic offline over a JSON-lines file of PDUs")
@@ -152,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     rn = sub.add_parser("run", help="everything on this machine over a generated workload")
     rn.add_argument("--rooms", type=int, default=50)
     rn.add_argument("--events-per-room", type=int, default=20)
-    rn.add_argument("--workers", type=int, default=1)
+    rn.add_argument("--workers", type=int, default=2)
+    rn.add_argument("--seed", type=int, default=1)
+    rn.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the end")
+    rn.add_argument("--show-rooms", type=int, default=12, help="rooms listed in the summary")
     rn.set_defaults(handler=_lazy("pipeline.demo", "main"))
 
     b = sub.add_parser("bench", help="the benchmark suite")

@@ -1,0 +1,315 @@
+"""Running the whole pipeline on this machine: workers and a committer as child processes, a
+workload produced into them, and what came out measured. Used by ``roomstream run`` and the
+benchmarks.
+
+Each run gets a topic prefix and a database of its own (``<prefix>`` and ``roomstream_<prefix>``),
+so a run never mixes with an earlier one and can be repeated with the same workload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import orjson
+import psycopg2
+from confluent_kafka import Consumer, TopicPartition
+
+from pipeline.config import Settings
+from pipeline.errors import RoomstreamError
+from pipeline.matrix.errors import MatrixError
+from pipeline.matrix.hashes import compute_event_id
+from pipeline.matrix.room_versions import room_version
+from pipeline.produce import produce_lines
+from topics import apply_topics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _admin_url(database_url: str, dbname: str) -> str:
+    base, _, _ = database_url.rpartition("/")
+    return f"{base}/{dbname}"
+
+
+def prepare_run(settings: Settings, prefix: str, *, partitions: int | None = None) -> Settings:
+    """Settings for a fresh run: topics under ``prefix`` applied, database created and migrated."""
+    from db.migrate import migrate
+
+    dbname = f"roomstream_{prefix.replace('-', '_')}"
+    s = replace(
+        settings,
+        topic_prefix=prefix,
+        database_url=_admin_url(settings.database_url, dbname),
+        pdu_partitions=partitions or settings.pdu_partitions,
+    )
+    conn = psycopg2.connect(_admin_url(settings.database_url, "postgres"))
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        cur.execute(f'CREATE DATABASE "{dbname}"')
+    conn.close()
+    report = apply_topics(s)
+    if not report.ok:
+        raise RoomstreamError("topics of the run drifted: " + "; ".join(report.drift))
+    migrate(s.database_url)
+    return s
+
+
+def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMSTREAM_")}
+    env.update(
+        ROOMSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
+        ROOMSTREAM_DATABASE_URL=settings.database_url,
+        ROOMSTREAM_TOPIC_PREFIX=settings.topic_prefix,
+        ROOMSTREAM_PDU_PARTITIONS=str(settings.pdu_partitions),
+        ROOMSTREAM_STACK_DIR=str(settings.stack_dir),
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Child:
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(10)
+        return int(self.popen.returncode)
+
+    def tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except FileNotFoundError:
+            return ""
+
+
+@dataclass
+class Cluster:
+    """The child processes of a run."""
+
+    settings: Settings
+    logdir: Path
+    children: list[Child] = field(default_factory=list)
+
+    def start(self, command: str, *args: str, name: str, **env: str) -> Child:
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        log = self.logdir / f"{name}.log"
+        with log.open("ab") as out:
+            popen = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", command, *args],
+                cwd=ROOT,
+                env=settings_env(self.settings, **env),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        child = Child(name, popen, log)
+        self.children.append(child)
+        return child
+
+    def check_alive(self) -> None:
+        for c in self.children:
+            if c.popen.poll() is not None:
+                raise RoomstreamError(
+                    f"{c.name} exited with code {c.popen.returncode}; last lines of {c.log}:\n"
+                    + c.tail()
+                )
+
+    def stop(self) -> dict[str, int]:
+        return {c.name: c.stop() for c in self.children}
+
+
+def event_ids_of(lines: Sequence[bytes], version: str) -> list[str | None]:
+    """The event ID of each line (None for a line that is not a PDU of that room version)."""
+    rv = room_version(version)
+    out: list[str | None] = []
+    for line in lines:
+        try:
+            pdu = orjson.loads(line)
+            out.append(compute_event_id(pdu, rv) if isinstance(pdu, dict) else None)
+        except (orjson.JSONDecodeError, MatrixError, KeyError, TypeError, ValueError):
+            out.append(None)
+    return out
+
+
+class InvalidationWatcher(threading.Thread):
+    """Reads the invalidation topic; records when each event was announced (monotonic clock)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(daemon=True, name="invalidation-watcher")
+        self.settings = settings
+        self.announced: dict[str, float] = {}
+        self.messages = 0
+        self.position = 0
+        self.first_at: float | None = None
+        self.last_at: float | None = None
+        self._stop_event = threading.Event()
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        topic = self.settings.topic("invalidations")
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.settings.kafka_bootstrap,
+                "group.id": f"watcher-{os.getpid()}-{id(self)}",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        self.ready.set()
+        try:
+            while not self._stop_event.is_set():
+                for msg in consumer.consume(500, 0.1):
+                    if msg.error():
+                        continue
+                    now = time.monotonic()
+                    body = orjson.loads(msg.value() or b"{}")
+                    if body["position"] <= self.position:
+                        continue
+                    self.position = body["position"]
+                    self.messages += 1
+                    self.first_at = self.first_at or now
+                    self.last_at = now
+                    for e in body["events"]:
+                        self.announced.setdefault(e["event_id"], now)
+        finally:
+            consumer.close()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join(10)
+
+
+def count_committed(settings: Settings) -> tuple[int, int]:
+    """(events stored, invalidation messages sent) in the run's database."""
+    with contextlib.closing(psycopg2.connect(settings.database_url)) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT (SELECT count(*) FROM events),"
+            " (SELECT count(*) FROM invalidation_outbox WHERE sent)"
+        )
+        row = cur.fetchone()
+    return int(row[0]), int(row[1])
+
+
+def dead_letter_count(settings: Settings) -> int:
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "counter"})
+    try:
+        lo, hi = consumer.get_watermark_offsets(
+            TopicPartition(settings.topic("dead-letter"), 0), timeout=5
+        )
+        return int(hi - lo)
+    finally:
+        consumer.close()
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[k]
+
+
+@contextlib.contextmanager
+def running(
+    settings: Settings,
+    logdir: Path,
+    *,
+    workers: int = 1,
+    committer: bool = True,
+    worker_env: dict[str, str] | None = None,
+) -> Iterator[Cluster]:
+    cluster = Cluster(settings, logdir)
+    try:
+        for i in range(workers):
+            cluster.start(
+                "worker",
+                "--id",
+                f"{settings.topic_prefix}-w{i + 1}",
+                name=f"worker{i + 1}",
+                **(worker_env or {}),
+            )
+        if committer:
+            cluster.start("committer", name="committer")
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def produce_timed(
+    settings: Settings,
+    lines: Sequence[bytes],
+    ids: Sequence[str | None],
+    rate: float | None = None,
+) -> dict[str, float]:
+    """Produce ``lines``; return when each event was handed to the producer (monotonic).
+
+    With ``rate`` (events/s), lines are paced at that rate; otherwise sent as fast as possible.
+    """
+    sent: dict[str, float] = {}
+    if rate is None:
+        start = time.monotonic()
+        for eid in ids:
+            if eid:
+                sent[eid] = start
+        produce_lines(settings, lines, show_progress=False)
+        return sent
+    from pipeline.produce import make_producer
+    from pipeline.room.routing import room_id_of
+
+    producer = make_producer(settings, **{"linger.ms": 0})
+    topic = settings.topic("pdus")
+    start = time.monotonic()
+    for i, (line, eid) in enumerate(zip(lines, ids, strict=True)):
+        due = start + i / rate
+        while (now := time.monotonic()) < due:
+            producer.poll(min(due - now, 0.01))
+        room_id = room_id_of(line)
+        producer.produce(topic, value=line, key=room_id.encode() if room_id else None)
+        if eid:
+            sent[eid] = time.monotonic()
+        producer.poll(0)
+    producer.flush(60)
+    return sent
+
+
+def wait_until(
+    done: Callable[[], bool],
+    timeout: float,
+    cluster: Cluster | None = None,
+    tick: Callable[[], None] | None = None,
+    interval: float = 0.5,
+) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if tick:
+            tick()
+        if done():
+            return True
+        if cluster:
+            cluster.check_alive()
+        time.sleep(interval)
+    return done()
+
+
+def describe_exit(codes: dict[str, int]) -> str:
+    return ", ".join(f"{k} exit {v}" for k, v in codes.items())
