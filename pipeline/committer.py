@@ -6,7 +6,8 @@ connection does) the lock goes with it, and a standby, polling ``pg_try_advisory
 second, takes over within seconds. The chunks topic's one partition is assigned directly, not
 through a consumer group: the lock alone decides who consumes, and the read position comes from
 PostgreSQL ("storing offsets outside Kafka"), so there is no rebalance to wait for and no
-second source of truth.
+second source of truth. The lock key derives from the topic prefix: committers of different
+prefixes do not stand by for each other.
 
 Each batch is committed in these steps:
 
@@ -69,7 +70,7 @@ from db.writer import BatchResult, write_batch
 from pipeline import metrics
 from pipeline.config import Settings
 from pipeline.invalidations import build_invalidation, encode_invalidation
-from pipeline.matrix.errors import UnknownRoomVersion
+from pipeline.matrix.errors import RoomstreamError, UnknownRoomVersion
 from pipeline.matrix.room_versions import room_version
 from pipeline.room.chunk import Chunk
 
@@ -100,7 +101,7 @@ _UNWRITABLE = (
 )
 
 
-class PublishError(RuntimeError):
+class PublishError(RoomstreamError, RuntimeError):
     """Invalidation messages could not be delivered; they stay unsent in the outbox."""
 
 

@@ -11,12 +11,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import orjson
 import pytest
 
-from pipeline.committer import CRASH_POINTS
+from pipeline.committer import APPLICATION_NAME, CRASH_POINTS
 from pipeline.config import Settings
 from pipeline.invalidations import InvalidationClient
 from pipeline.room.chunk import Chunk
@@ -134,3 +135,41 @@ def test_invariant_3_sigkill_mid_stream_then_restart(settings: Settings, tmp_pat
     assert proc.wait(WAIT_S) == -signal.SIGKILL
     inv = finish(settings, tmp_path, total)
     check_exactly_once(settings, chunks, inv)
+
+
+def test_a_standby_process_takes_over_when_the_active_one_is_killed(
+    settings: Settings, tmp_path: Path
+) -> None:
+    sims = [RoomSim("!standby:example.org")]
+    produce(settings, [sims[0].create_chunk()])
+    active = start(settings, tmp_path)
+    inv = InvalidationClient(settings.kafka_bootstrap, settings.topic("invalidations"))
+    standby: subprocess.Popen[bytes] | None = None
+    try:
+        assert inv.wait_for_position(2, WAIT_S)
+        standby = start(settings, tmp_path, crash_at=None)
+        dbname = settings.database_url.rsplit("/", 1)[1]
+        sessions = (
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND datname = %s"
+        )
+        for _ in range(int(WAIT_S * 10)):
+            if query(settings, sessions, APPLICATION_NAME, dbname) == [(2,)]:
+                break
+            time.sleep(0.1)
+        active.kill()
+        assert active.wait(WAIT_S) == -signal.SIGKILL
+        produce(settings, [sims[0].chunk(msg(sims[0].creator))])
+        assert inv.wait_for_position(3, WAIT_S), (tmp_path / "committer-clean.log").read_text()
+        assert standby.poll() is None
+    finally:
+        inv.close()
+        if active.poll() is None:
+            active.kill()
+        if standby is not None:
+            standby.send_signal(signal.SIGTERM)
+            assert standby.wait(WAIT_S) == 0
+    assert [r[0] for r in query(settings, "SELECT stream_ordering FROM events ORDER BY 1")] == [
+        1,
+        2,
+        3,
+    ]
