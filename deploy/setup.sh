@@ -26,6 +26,6 @@ stamp=.venv/.roomstream-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "setup: installing Python dependencies into .venv" >&2
   .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[dev]'
+  .venv/bin/pip install -q -e '.[dev,oracle]'
   touch "$stamp"
 fi
