@@ -24,7 +24,6 @@ from typing import Any
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
-from pipeline.config import Settings
 from pipeline.room.chunk import Chunk
 
 __all__ = [
@@ -34,7 +33,6 @@ __all__ = [
     "decode_invalidation",
     "encode_invalidation",
     "format_for_tail",
-    "run_tail",
 ]
 
 log = logging.getLogger(__name__)
@@ -342,31 +340,3 @@ class InvalidationClient(InvalidationApplier):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def run_tail(
-    settings: Settings,
-    *,
-    from_beginning: bool = False,
-    count: int | None = None,
-    stop: threading.Event | None = None,
-    write: Callable[[str], None] = print,
-) -> int:
-    """``roomstream tail``: write one line per invalidation message; return how many.
-
-    Runs until ``count`` messages were written or ``stop`` is set. Duplicates are not shown;
-    gaps are logged as warnings.
-    """
-    written = 0
-    with InvalidationClient(
-        settings.kafka_bootstrap,
-        settings.topic("invalidations"),
-        start_position=None,
-        start_offset="beginning" if from_beginning else "end",
-    ) as client:
-        for msg in client.iter_messages(stop):
-            write(format_for_tail(msg))
-            written += 1
-            if count is not None and written >= count:
-                break
-    return written

@@ -10,7 +10,7 @@ import pytest
 
 from db.read import RoomStore
 from pipeline.config import Settings
-from pipeline.invalidations import InvalidationClient, format_for_tail, run_tail
+from pipeline.invalidations import InvalidationClient, format_for_tail
 from tests.integration._chunks import RoomSim, member, msg
 from tests.integration.committer_harness import WAIT_S, RunningCommitter, produce
 
@@ -111,12 +111,3 @@ def test_a_client_starting_at_the_end_takes_the_first_message_as_its_baseline(
             produce(settings, [room.chunk(msg(room.creator))])
             assert late.wait_for_position(3, WAIT_S)
     assert gaps == []
-
-
-def test_tail_from_the_beginning_prints_one_line_per_change(settings: Settings) -> None:
-    room = RoomSim("!r:example.org")
-    produce(settings, [room.create_chunk(), room.chunk(msg(room.creator))])
-    lines: list[str] = []
-    with RunningCommitter(settings):
-        assert run_tail(settings, from_beginning=True, count=2, write=lines.append) == 2
-    assert [line.split(" ")[0] for line in lines] == ["2", "3"]
