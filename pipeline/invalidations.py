@@ -311,7 +311,16 @@ class InvalidationClient(InvalidationApplier):
             except ValueError as exc:
                 log.error("skipping offset %s of %s: %s", record.offset(), self.topic, exc)
                 continue
-            if self.apply(msg):
+            try:
+                fresh = self.apply(msg)
+            except Exception:
+                # Read this message again on the next poll: a cache that failed to drop a key
+                # must not be left stale, and dropping the keys again is harmless.
+                self._consumer.seek(
+                    TopicPartition(self.topic, record.partition() or 0, record.offset() or 0)
+                )
+                raise
+            if fresh:
                 applied.append(msg)
         return applied
 

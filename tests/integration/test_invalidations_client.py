@@ -111,3 +111,26 @@ def test_a_client_starting_at_the_end_takes_the_first_message_as_its_baseline(
             produce(settings, [room.chunk(msg(room.creator))])
             assert late.wait_for_position(3, WAIT_S)
     assert gaps == []
+
+
+def test_a_cache_that_fails_gets_the_message_again_on_the_next_poll(settings: Settings) -> None:
+    room = RoomSim("!r:example.org")
+    produce(settings, [room.create_chunk(), room.chunk(member(BOB))])
+    calls: list[tuple[Any, ...]] = []
+
+    def flaky(key: tuple[Any, ...]) -> None:
+        calls.append(key)
+        if len(calls) == 1:
+            raise ConnectionError("cache server unreachable")
+
+    with (
+        RunningCommitter(settings),
+        InvalidationClient(settings.kafka_bootstrap, settings.topic("invalidations")) as inv,
+    ):
+        inv.register_cache("get_current_state_ids", flaky)
+        with pytest.raises(ConnectionError):
+            inv.wait_for_position(3, WAIT_S)
+        assert inv.position == 0  # the failed message was not counted as applied
+        assert inv.wait_for_position(3, WAIT_S)
+    assert calls == [(room.room_id,), (room.room_id,), (room.room_id,)]
+    assert inv.gaps == 0
