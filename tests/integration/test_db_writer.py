@@ -244,3 +244,37 @@ def test_committer_progress_reports_offset_position_and_unsent_messages(conn: An
         assert [o.position for o in unsent_outbox(cur)] == [2, 3]
         mark_sent(cur, [2])
         assert committer_progress(cur, "t.chunks") == CommitterProgress(2, 3, 2, 1)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["tab\there", "new\nline\r\n", "back\\slash \\N \\x00", "ünïcødé 🎉", "\\.", ""],
+    ids=["tab", "newlines", "backslashes", "unicode", "end-of-data marker", "empty"],
+)
+def test_text_is_stored_exactly_whatever_characters_it_holds(conn: Any, text: str) -> None:
+    room = RoomSim("!r:example.org")
+    create = room.create_chunk()
+    odd = room.chunk(state("m.room.topic", room.creator, {"topic": text}, state_key=text))
+    commit(conn, [create, odd])
+    eid = odd.events[0].event_id
+    assert rows(conn, "SELECT state_key FROM events WHERE event_id = %s", eid) == [(text,)]
+    (stored,) = rows(conn, "SELECT json FROM event_json WHERE event_id = %s", eid)
+    assert orjson.loads(stored[0])["content"]["topic"] == text
+    got = rows(conn, "SELECT state_key FROM state_groups_state WHERE event_id = %s", eid)
+    assert got == [(text,)]
+    (message,) = rows(conn, "SELECT message FROM invalidation_outbox WHERE position = 3")
+    assert bytes(message[0]) == commit_message_of(odd, 3, 2)
+
+
+def commit_message_of(chunk: Chunk, position: int, prev: int) -> bytes:
+    return message(chunk, {chunk.events[0].event_id: position}, position, prev)
+
+
+def test_a_nul_character_is_refused_before_anything_is_written(conn: Any) -> None:
+    room = RoomSim("!r:example.org")
+    create = room.create_chunk()
+    create.events[0].pdu["sender"] = "@nul\x00:example.org"
+    with conn.cursor() as cur, pytest.raises(ValueError, match="NUL"):
+        write_batch(cur, [create], {})
+    conn.rollback()
+    assert rows(conn, "SELECT count(*) FROM events") == [(0,)]
