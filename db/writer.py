@@ -1,9 +1,10 @@
 """The bulk writer: one batch of room chunks into PostgreSQL, inside the caller's transaction.
 
 ``write_batch`` assigns stream orderings (contiguous, in commit order, from the locked
-``stream_positions`` row), writes every table of DESIGN.md's schema with one multi-row statement
-per table (``execute_values``; never a statement per row), records the chunks as committed, the
-consumed offsets and one outbox row per chunk that stored an event. The caller commits.
+``stream_positions`` row), writes every table of DESIGN.md's schema with one bulk statement per
+table, never one per row: ``COPY`` for rows that cannot conflict (those of events stored now),
+``execute_values`` for upserts and deletes. It records the chunks as committed, the consumed
+offsets and one outbox row per chunk that stored an event. The caller commits.
 
 Replays are harmless: a chunk already in ``committed_chunks`` is skipped whole, and an event
 already stored (by another chunk) is skipped and gets no stream ordering, so orderings stay
