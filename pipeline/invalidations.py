@@ -87,6 +87,16 @@ def build_invalidation(
     ordering; events absent from it (stored before, by an earlier delivery) are neither
     announced nor invalidated again. ``position`` is the highest of those orderings.
     """
+    if stream_orderings and position != max(stream_orderings.values()):
+        raise ValueError(
+            f"position {position} of chunk {chunk.chunk_id} is not its highest stream ordering "
+            f"({max(stream_orderings.values())})"
+        )
+    if position <= prev_position:
+        raise ValueError(
+            f"position {position} of chunk {chunk.chunk_id} is not after prev_position "
+            f"{prev_position}"
+        )
     room = chunk.room_id
     events: list[dict[str, Any]] = []
     invalidate: dict[str, set[CacheKey]] = {}

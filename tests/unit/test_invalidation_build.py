@@ -6,6 +6,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.invalidations import build_invalidation, decode_invalidation, format_for_tail
 from pipeline.room.chunk import (
@@ -222,3 +224,54 @@ def test_decode_rejects_a_message_without_a_design_field(missing: str) -> None:
     del msg[missing]
     with pytest.raises(ValueError, match=missing):
         decode_invalidation(orjson.dumps(msg))
+
+
+@pytest.mark.parametrize(
+    ("position", "prev", "says"),
+    [(11, 10, "not its highest stream ordering"), (12, 12, "not after prev_position")],
+)
+def test_position_must_be_the_highest_ordering_and_after_prev(
+    position: int, prev: int, says: str
+) -> None:
+    with pytest.raises(ValueError, match=says):
+        build_invalidation(chunk(ev("$a"), ev("$b")), {"$a": 11, "$b": 12}, position, prev)
+
+
+_users = st.lists(
+    st.tuples(
+        st.sampled_from(["alice", "bob", "carol", "dan"]),
+        st.sampled_from(["a.org", "b.org", "c.org:8448"]),
+    ),
+    max_size=6,
+    unique=True,
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(set_users=_users, removed_users=_users, n_events=st.integers(1, 5))
+def test_property_every_changed_member_and_host_is_invalidated_once(
+    set_users: list[tuple[str, str]], removed_users: list[tuple[str, str]], n_events: int
+) -> None:
+    set_ids = [f"@{u}:{h}" for u, h in set_users]
+    removed_ids = [f"@{u}:{h}" for u, h in removed_users if f"@{u}:{h}" not in set_ids]
+    events = [ev(f"$e{i}") for i in range(n_events)]
+    c = chunk(
+        *events,
+        current_state_set=tuple(
+            CurrentStateRow("m.room.member", u, "$e0", "join") for u in set_ids
+        ),
+        current_state_removed=tuple(("m.room.member", u) for u in removed_ids),
+    )
+    orderings = {e.event_id: 100 + i for i, e in enumerate(events)}
+    msg = build_invalidation(c, orderings, 100 + n_events - 1, 99)
+    got = caches(msg)
+    changed = set(set_ids) | set(removed_ids)
+    if not changed:
+        assert "get_rooms_for_user" not in got
+        return
+    assert got["get_rooms_for_user"] == sorted([u] for u in changed)
+    hosts = {u.split(":", 1)[1] for u in changed}
+    assert got["is_host_joined"] == sorted([ROOM, h] for h in hosts)
+    for entry in msg["invalidate"]:
+        assert entry["keys"] == sorted(entry["keys"])
+        assert len({tuple(k) for k in entry["keys"]}) == len(entry["keys"])
