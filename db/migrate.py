@@ -8,6 +8,7 @@ they write: it refuses a database that is behind this code or ahead of it.
 
 from __future__ import annotations
 
+import hashlib
 from importlib import resources
 from typing import Any
 
@@ -24,8 +25,13 @@ _CREATE_MIGRATIONS_TABLE = """
 CREATE TABLE IF NOT EXISTS schema_migrations (
     name TEXT PRIMARY KEY,
     applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-)
+);
+ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum TEXT;
 """
+
+
+def _checksum(sql: str) -> str:
+    return hashlib.sha256(sql.encode()).hexdigest()
 
 
 def known_migrations() -> list[tuple[str, str]]:
@@ -58,7 +64,10 @@ def migrate(database_url: str) -> list[str]:
                 if cur.fetchone() is not None:
                     continue
                 cur.execute(sql)
-                cur.execute("INSERT INTO schema_migrations (name) VALUES (%s)", (name,))
+                cur.execute(
+                    "INSERT INTO schema_migrations (name, checksum) VALUES (%s, %s)",
+                    (name, _checksum(sql)),
+                )
             applied.append(name)
     finally:
         conn.close()
@@ -70,7 +79,8 @@ def check_schema(conn: Any) -> None:
 
     Runs two read-only queries on ``conn``; the caller owns the transaction.
     """
-    known = [name for name, _ in known_migrations()]
+    shipped = known_migrations()
+    known = [name for name, _ in shipped]
     with conn.cursor() as cur:
         cur.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
         row = cur.fetchone()
@@ -79,14 +89,23 @@ def check_schema(conn: Any) -> None:
                 f"database {_where(conn)} has no Roomstream schema (no schema_migrations table); "
                 "run `roomstream db migrate`"
             )
-        cur.execute("SELECT name FROM schema_migrations")
-        applied = {r[0] for r in cur.fetchall()}
+        # Through to_jsonb, so a table from before checksums were recorded reads as NULLs.
+        cur.execute("SELECT name, to_jsonb(m) ->> 'checksum' FROM schema_migrations AS m")
+        recorded = dict(cur.fetchall())
+    applied = set(recorded)
     unknown = sorted(applied - set(known))
     if unknown:
         raise SchemaError(
             f"database {_where(conn)} has migrations this code does not know "
             f"({', '.join(unknown)}): the database is newer than this code; "
             "run a Roomstream release that has them"
+        )
+    changed = [n for n, sql in shipped if recorded.get(n) not in (None, _checksum(sql))]
+    if changed:
+        raise SchemaError(
+            f"database {_where(conn)} was migrated with other versions of {', '.join(changed)} "
+            "than this code ships, so its tables may not be the ones this code expects; "
+            "run the release that migrated it, or rebuild the database"
         )
     missing = [n for n in known if n not in applied]
     if missing:

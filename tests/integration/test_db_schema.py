@@ -100,8 +100,9 @@ def test_check_schema_accepts_the_migrated_database(conn: Any) -> None:
         ("DROP TABLE schema_migrations", "run `roomstream db migrate`"),
         ("DELETE FROM schema_migrations WHERE name = '0001_schema'", "run `roomstream db migrate`"),
         ("INSERT INTO schema_migrations (name) VALUES ('9999_future')", "newer than this code"),
+        ("UPDATE schema_migrations SET checksum = 'edited'", "other versions of 0001_schema"),
     ],
-    ids=["no schema", "behind", "ahead"],
+    ids=["no schema", "behind", "ahead", "edited migration"],
 )
 def test_check_schema_refuses_an_unknown_schema(conn: Any, tamper: str, says: str) -> None:
     with conn.cursor() as cur:
@@ -117,3 +118,18 @@ def test_the_committer_refuses_to_run_on_a_newer_schema(settings: Settings, conn
     conn.commit()
     with pytest.raises(SchemaError, match="9999_future"):
         Committer(settings, threading.Event()).run()
+
+
+def test_a_migrations_table_from_before_checksums_is_accepted_and_upgraded(
+    settings: Settings, conn: Any
+) -> None:
+    with conn.cursor() as cur:
+        cur.execute("ALTER TABLE schema_migrations DROP COLUMN checksum")
+    conn.commit()
+    check_schema(conn)
+    conn.rollback()
+    assert migrate(settings.database_url) == []
+    check_schema(conn)
+    with conn.cursor() as cur:
+        cur.execute("SELECT count(*) FROM schema_migrations WHERE checksum IS NULL")
+        assert cur.fetchone() == (1,)
