@@ -45,6 +45,16 @@ class EventLoader:
             self._levels[power_levels.event_id] = levels
         return levels
 
+    def cached(self, event_id: str) -> Event | None:
+        """The event if it was fetched already in this resolution, else None (no fetch)."""
+        return self._cache.get(event_id)
+
+    def auth_event(self, auth_id: str, of: str) -> Event:
+        """Auth event ``auth_id`` of event ``of``; as ``get``, the reason written only if missing
+        (this runs for every auth event the resolution reads)."""
+        event = self._cache.get(auth_id)
+        return event if event is not None else self.get(auth_id, f"auth event of {of}")
+
     def get(self, event_id: str, why: str = "") -> Event:
         """The event; raises MissingEvents when the fetcher does not know it."""
         event = self._cache.get(event_id)
@@ -86,20 +96,23 @@ def walk_auth_chains(
     seen: set[str] = set()
     missing: set[str] = set()
     todo: list[str] = []
+    # The loop runs once per event of a room's auth chain: locals over attribute lookups.
+    cached = loader.cached
     for start in set(start_ids):
         if start in stop:
             continue
-        event = _load_or_note(loader, start, missing)
+        event = cached(start) or _load_or_note(loader, start, missing)
         if event is not None:
             todo.extend(event.auth_event_ids)
+    pop, extend, add = todo.pop, todo.extend, seen.add
     while todo:
-        event_id = todo.pop()
+        event_id = pop()
         if event_id in seen or event_id in stop:
             continue
-        seen.add(event_id)
-        event = _load_or_note(loader, event_id, missing)
+        add(event_id)
+        event = cached(event_id) or _load_or_note(loader, event_id, missing)
         if event is not None:
-            todo.extend(a for a in event.auth_event_ids if a not in seen)
+            extend(event.auth_event_ids)
     if missing:
         raise MissingEvents(missing, "needed to walk auth chains for state resolution")
     return seen
@@ -121,18 +134,21 @@ def split_conflicts(
     v2: a key belongs to the unconflicted state map only when it is "present in every S_i with
     the same value"; a key missing from some state map is conflicted.
     """
-    keys: set[StateKey] = set()
-    for state in state_sets:
-        keys.update(state)
+    first, rest = state_sets[0], state_sets[1:]
     unconflicted: dict[StateKey, str] = {}
     conflicted: dict[StateKey, set[str]] = {}
-    first, rest = state_sets[0], state_sets[1:]
-    for key in keys:
-        value = first.get(key)
-        if value is not None and all(state.get(key) == value for state in rest):
-            unconflicted[key] = value
+    # Most keys of large states are unconflicted: decide those with one lookup per other set.
+    for key, value in first.items():
+        for state in rest:
+            if state.get(key) != value:
+                conflicted[key] = {s[key] for s in state_sets if key in s}
+                break
         else:
-            conflicted[key] = {s[key] for s in state_sets if key in s}
+            unconflicted[key] = value
+    for state in rest:
+        for key in state.keys() - first.keys():
+            if key not in conflicted:
+                conflicted[key] = {s[key] for s in state_sets if key in s}
     return unconflicted, conflicted
 
 
@@ -155,7 +171,7 @@ def sender_power_level(loader: EventLoader, event: Event) -> PowerLevel:
     power_levels: Event | None = None
     create: Event | None = None
     for auth_id in event.auth_event_ids:
-        auth_event = loader.get(auth_id, f"auth event of {event.event_id}")
+        auth_event = loader.auth_event(auth_id, event.event_id)
         if auth_event.state_key != "":
             continue
         if auth_event.type == "m.room.power_levels":

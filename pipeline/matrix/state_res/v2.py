@@ -21,7 +21,7 @@ import heapq
 from collections.abc import Callable, Collection, Iterable, Sequence
 
 from pipeline.matrix.auth import auth_types_for_event, check_auth_rules, is_power_event
-from pipeline.matrix.errors import EventRejected
+from pipeline.matrix.errors import EventRejected, MissingEvents
 from pipeline.matrix.events import Event, StateKey, StateMap
 from pipeline.matrix.power_levels import CREATE_KEY, POWER_LEVELS_KEY
 from pipeline.matrix.room_versions import RoomVersion, StateResAlgorithm
@@ -87,24 +87,85 @@ def auth_difference(
     """∪ C_i − ∩ C_i, where C_i is the full auth chain of state set S_i.
 
     Each C_i is the auth chain of the unconflicted state (the same for every set, so never part
-    of the difference) plus the auth chain of the set's conflicted entries. Only the latter is
-    walked per set, and the walk stops at the common part: whatever lies behind an event of the
-    common auth chain is in it too.
+    of the difference) plus the auth chain of the set's conflicted entries. Only the latter
+    differs between the sets, and whatever lies behind an event of the common auth chain is in
+    it too, so the walks stop there.
     """
     unconflicted_ids = set(unconflicted.values())
-    per_set: list[set[str]] = []
+    per_set_starts = [[state[k] for k in conflicted_keys if k in state] for state in state_sets]
     if auth_chain_ids is not None:
         common = auth_chain_ids(unconflicted_ids)
-        for state in state_sets:
-            ids = [state[k] for k in conflicted_keys if k in state]
-            per_set.append(auth_chain_ids(ids) - common)
-    else:
-        common = walk_auth_chains(loader, unconflicted_ids)
-        for state in state_sets:
-            ids = [state[k] for k in conflicted_keys if k in state]
-            per_set.append(walk_auth_chains(loader, ids, stop=common))
-    union: set[str] = set().union(*per_set)
-    return union - per_set[0].intersection(*per_set[1:])
+        per_set = [auth_chain_ids(ids) - common for ids in per_set_starts]
+        union: set[str] = set().union(*per_set)
+        return union - per_set[0].intersection(*per_set[1:])
+    common = walk_auth_chains(loader, unconflicted_ids)
+    return _walked_auth_difference(loader, per_set_starts, common)
+
+
+def _walked_auth_difference(
+    loader: EventLoader, per_set_starts: Sequence[Sequence[str]], common: Collection[str]
+) -> set[str]:
+    """The auth difference of the sets' conflicted entries, outside ``common``, in one walk.
+
+    Rather than one walk per state set, every event behind a conflicted entry gets the bit
+    mask of the sets whose auth chain holds it: the sets that reach it over one auth_events
+    edge or more. Masks flow from each event to its auth events, an event's mask being final
+    once every event citing it (within the walk) has passed its mask on. An event is in the
+    difference when some but not all sets hold it.
+    """
+    all_sets = (1 << len(per_set_starts)) - 1
+    start_mask: dict[str, int] = {}
+    for i, ids in enumerate(per_set_starts):
+        for event_id in ids:
+            if event_id not in common:
+                start_mask[event_id] = start_mask.get(event_id, 0) | (1 << i)
+
+    # The part of the auth DAG behind the conflicted entries, outside the common auth chain.
+    auth_of: dict[str, list[str]] = {}
+    cited: dict[str, int] = {}
+    missing: set[str] = set()
+    todo = list(start_mask)
+    cached = loader.cached
+    while todo:
+        event_id = todo.pop()
+        if event_id in auth_of or event_id in missing:
+            continue
+        event = cached(event_id)
+        if event is None:
+            try:
+                event = loader.get(event_id)
+            except MissingEvents:
+                missing.add(event_id)
+                continue
+        edges = [a for a in event.auth_event_ids if a not in common]
+        auth_of[event_id] = edges
+        for auth_id in edges:
+            cited[auth_id] = cited.get(auth_id, 0) + 1
+            if auth_id not in auth_of:
+                todo.append(auth_id)
+
+    if missing:
+        raise MissingEvents(missing, "needed to walk auth chains for state resolution")
+
+    # Kahn's algorithm from the newest events (cited by none) towards the oldest.
+    held: dict[str, int] = {}
+    ready = [e for e in auth_of if e not in cited]
+    done = 0
+    while ready:
+        event_id = ready.pop()
+        done += 1
+        passed_on = held.get(event_id, 0) | start_mask.get(event_id, 0)
+        for auth_id in auth_of[event_id]:
+            held[auth_id] = held.get(auth_id, 0) | passed_on
+            cited[auth_id] -= 1
+            if cited[auth_id] == 0:
+                ready.append(auth_id)
+    if done < len(auth_of):
+        # A cycle of auth_events (only forgeable where event IDs are not hashes): the masks
+        # cannot settle, so walk each set's chain on its own.
+        per_set = [walk_auth_chains(loader, ids, stop=common) for ids in per_set_starts]
+        return set().union(*per_set) - per_set[0].intersection(*per_set[1:])
+    return {e for e, mask in held.items() if mask != all_sets}
 
 
 def conflicted_state_subgraph(loader: EventLoader, conflicted_ids: Collection[str]) -> set[str]:
@@ -215,13 +276,14 @@ def iterative_auth_checks(
     An event that was itself rejected is checked again like any other (spec: "handled as usual
     by the algorithm").
     """
+    cached = loader.cached
     for event_id in event_ids:
-        event = loader.get(event_id)
+        event = cached(event_id) or loader.get(event_id)
         if event.state_key is None:
             continue
         auth_state: dict[StateKey, Event] = {}
         for auth_id in event.auth_event_ids:
-            auth_event = loader.get(auth_id, f"auth event of {event_id}")
+            auth_event = cached(auth_id) or loader.auth_event(auth_id, event_id)
             if auth_event.state_key is not None and not is_rejected(auth_id):
                 auth_state[(auth_event.type, auth_event.state_key)] = auth_event
         create_id = implicit_create_event_id(event)
@@ -231,7 +293,9 @@ def iterative_auth_checks(
         for key in auth_types_for_event(event):
             state_id = state.get(key)
             if state_id is not None and not is_rejected(state_id):
-                auth_state[key] = loader.get(state_id, "in the partially resolved state")
+                auth_state[key] = cached(state_id) or loader.get(
+                    state_id, "in the partially resolved state"
+                )
         try:
             check_auth_rules(event, auth_state)
         except EventRejected:
@@ -281,7 +345,7 @@ def mainline_order(
 def _cited_power_levels(loader: EventLoader, event: Event) -> str | None:
     """The m.room.power_levels event among ``event``'s auth_events, if any."""
     for auth_id in event.auth_event_ids:
-        auth_event = loader.get(auth_id, f"auth event of {event.event_id}")
+        auth_event = loader.auth_event(auth_id, event.event_id)
         if auth_event.type == "m.room.power_levels" and auth_event.state_key == "":
             return auth_id
     return None
