@@ -54,6 +54,8 @@ log = logging.getLogger("roomstream.worker")
 
 # Inputs queued in rooms but not processed yet; the agent waits above this.
 MAX_IN_FLIGHT = 5000
+# Inputs of one room taken into one trip to a processing thread (still one chunk each).
+MAX_ROOM_BATCH = 200
 # Room processors kept deserialised; the table keeps every room's bytes regardless.
 PROCESSOR_CACHE = 2000
 
@@ -155,7 +157,10 @@ class Worker:
             broker_commit_every=1000,
             broker_commit_interval=0.5,
             consumer_auto_offset_reset="earliest",
-            stream_wait_empty=False,
+            # On revocation faust waits until every input taken is acked (room tasks finish
+            # their batch, send, store), then flushes the changelog: the next owner never
+            # starts from a state older than chunks already sent.
+            stream_wait_empty=True,
             web_enabled=False,
             table_standby_replicas=0,
             producer_acks=-1,
@@ -285,14 +290,17 @@ class Worker:
     async def _drain(self, room_id: str, room: _Room) -> None:
         loop = asyncio.get_running_loop()
         while not room.queue.empty():
-            event = room.queue.get_nowait()
+            events: list[Any] = []
+            while not room.queue.empty() and len(events) < MAX_ROOM_BATCH:
+                events.append(room.queue.get_nowait())
             try:
-                await self._process_one(loop, room_id, event)
+                await self._process_batch(loop, room_id, events)
             finally:
-                self.in_flight -= 1
+                self.in_flight -= len(events)
                 if self.in_flight < MAX_IN_FLIGHT // 2:
                     self.capacity.set()
-        self.rooms.pop(room_id, None) if room.queue.empty() else None
+        if room.queue.empty():
+            self.rooms.pop(room_id, None)
 
     def _processor(self, room_id: str) -> RoomProcessor:
         stored = self.rooms_table.data.get(room_id.encode())
@@ -307,34 +315,57 @@ class Worker:
             return cls(room_id, config=self.config, budget=self.budget)
         return cls.from_dict(orjson.loads(stored), config=self.config, budget=self.budget)
 
-    async def _process_one(self, loop: asyncio.AbstractEventLoop, room_id: str, event: Any) -> None:
-        m = event.message
-        if m.generation_id != self.app.consumer_generation_id:
-            return  # revoked meanwhile: the new owner processes it again
+    async def _process_batch(
+        self, loop: asyncio.AbstractEventLoop, room_id: str, events: list[Any]
+    ) -> None:
+        """Process the room's queued inputs one by one (one chunk each, as a replay would), in
+        one trip to a thread; send every output and wait for the broker; store the room's state
+        once; then ack them all."""
+        # An input of a partition revoked meanwhile is left unacked: its new owner has it.
+        current = [e for e in events if e.message.generation_id == self.app.consumer_generation_id]
+        if not current:
+            return
         proc = self._processor(room_id)
         now = int(time.time() * 1000)
-        incoming = Incoming(
-            m.value,
-            received_ts=_received_ts(m.headers, int(m.timestamp * 1000) if m.timestamp else now),
-            source={"partition": m.partition, "offset": m.offset},
-        )
-        started = time.perf_counter()
-        result: BatchResult = await loop.run_in_executor(
-            self.pool, lambda: proc.process([incoming], now=now)
-        )
-        metrics.PROCESS_SECONDS.observe(time.perf_counter() - started)
-        await self._emit(room_id, result, m)
-        state = orjson.dumps(proc.to_dict())
-        self._store(room_id, state, proc, m.partition)
-        metrics.PARKED.set(self.budget_used())
-        event.ack()
+        incomings = [
+            Incoming(
+                e.message.value,
+                received_ts=_received_ts(
+                    e.message.headers,
+                    int(e.message.timestamp * 1000) if e.message.timestamp else now,
+                ),
+                source={"partition": e.message.partition, "offset": e.message.offset},
+            )
+            for e in current
+        ]
 
-    async def _emit(self, room_id: str, result: BatchResult, m: Any) -> None:
+        def work() -> tuple[list[BatchResult], bytes]:
+            results = []
+            for incoming in incomings:
+                started = time.perf_counter()
+                results.append(proc.process([incoming], now=now))
+                metrics.PROCESS_SECONDS.observe(time.perf_counter() - started)
+            return results, orjson.dumps(proc.to_dict())
+
+        results, state = await loop.run_in_executor(self.pool, work)
+        pending: list[Any] = []
+        for result, event in zip(results, current, strict=True):
+            pending += await self._emit(room_id, result, event.message)
+        for fut in pending:
+            await fut
+        self._store(room_id, state, proc, current[0].message.partition)
+        metrics.PARKED.set(self.budget_used())
+        for event in current:
+            event.ack()
+
+    async def _emit(self, room_id: str, result: BatchResult, m: Any) -> list[Any]:
+        """Hand the result's chunk and dead letters to the producer; return their futures."""
         pending = []
         if result.chunk is not None:
             pending.append(
                 await self.chunks.send(key=room_id.encode(), value=result.chunk.to_json())
             )
+            metrics.CHUNK_EVENTS.observe(len(result.chunk.events))
             for ce in result.chunk.events:
                 if ce.rejected:
                     metrics.EVENTS.labels("rejected").inc()
@@ -343,13 +374,12 @@ class Worker:
                 else:
                     metrics.EVENTS.labels("accepted").inc()
         for dl in result.dead_letters:
-            await self._send_dead_letter_of(room_id, dl, m)
+            pending.append(await self._send_dead_letter_of(room_id, dl, m))
         if result.duplicates:
             metrics.EVENTS.labels("duplicate").inc(result.duplicates)
-        for fut in pending:
-            await fut
+        return pending
 
-    async def _send_dead_letter_of(self, room_id: str, dl: DeadLetter, m: Any) -> None:
+    async def _send_dead_letter_of(self, room_id: str, dl: DeadLetter, m: Any) -> Any:
         src = dl.source or {}
         raw = dl.raw
         value = (
@@ -367,9 +397,8 @@ class Worker:
             headers=m.headers if src.get("offset", m.offset) == m.offset else None,
             event_id=dl.event_id,
         )
-        fut = await self.dead_letter.send(key=room_id.encode(), value=body)
-        await fut
         metrics.DEAD_LETTERED.inc()
+        return await self.dead_letter.send(key=room_id.encode(), value=body)
 
     def _store(self, room_id: str, state: bytes, proc: RoomProcessor, partition: int) -> None:
         key = room_id.encode()
