@@ -173,6 +173,8 @@ class Chunk:
                 Membership(m["event_id"], m["user_id"], m["sender"], m["membership"])
                 for m in d.get("memberships", ())
             ),
-            redactions=tuple(Redaction(r["event_id"], r["redacts"]) for r in d.get("redactions", ())),
+            redactions=tuple(
+                Redaction(r["event_id"], r["redacts"]) for r in d.get("redactions", ())
+            ),
             meta=d.get("meta", {}),
         )
