@@ -67,26 +67,36 @@ def event_specs(draw: Any, room: OracleRoom) -> EventSpec:
 # Power level values beyond the well-behaved: strings (accepted as integers before v10),
 # negatives, above 100 and past the canonical JSON range's comfort zone.
 ODD_LEVELS: list[Any] = [*LEVELS, -1, 101, 2**40, "50", "0", " 7", "x", None]
+# Before v10 the rules only say what a users value may be ("integers (or a string that is an
+# integer)"); a named level that is no integer at all is left undefined, and Synapse raises
+# (ValueError, or TypeError for null) where Roomstream rejects. Nor does the spec say whether
+# " 7" is "a string that is an integer" (Python's int() says yes). So before v10, named levels
+# stay integers or integer strings, and a users value may also be "x" (both reject it).
+OLD_NAMED_LEVELS: list[Any] = [*LEVELS, -1, 101, 2**40, "50", "0"]
+OLD_USER_LEVELS: list[Any] = [*OLD_NAMED_LEVELS, "x"]
 
 
 @st.composite
 def odd_power_levels_content(draw: Any, room: OracleRoom) -> dict[str, Any]:
     """Power levels with odd values, odd user keys, notifications, or someone demoted."""
     content: dict[str, Any] = draw(power_levels_content(room))
+    typed = room.rv.enforce_int_power_levels
+    user_levels = ODD_LEVELS if typed else OLD_USER_LEVELS
+    named_levels = ODD_LEVELS if typed else OLD_NAMED_LEVELS
     users = dict(content["users"])
     for _ in range(draw(st.integers(0, 2))):
         # Not "@eve:": Synapse accepts a users key with an empty server name (it only splits
         # at ":"), the spec's user ID grammar and Roomstream do not.
         key = draw(st.sampled_from([*USERS, "not-a-user", "@:example.com", "@eve"]))
-        users[key] = draw(st.sampled_from(ODD_LEVELS))
+        users[key] = draw(st.sampled_from(user_levels))
     if draw(st.booleans()) and ALICE in users:
         del users[ALICE]
     content["users"] = users
     if draw(st.booleans()):
         name = draw(st.sampled_from(["ban", "kick", "redact", "state_default", "users_default"]))
-        content[name] = draw(st.sampled_from(ODD_LEVELS))
+        content[name] = draw(st.sampled_from(named_levels))
     if draw(st.booleans()):
-        content["notifications"] = {"room": draw(st.sampled_from(ODD_LEVELS))}
+        content["notifications"] = {"room": draw(st.sampled_from(named_levels))}
     return content
 
 
