@@ -161,7 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     rn.set_defaults(handler=_lazy("pipeline.demo", "main"))
 
     b = sub.add_parser("bench", help="the benchmark suite")
-    b.add_argument("--quick", action="store_true", help="smaller inputs")
+    b.add_argument("--quick", action="store_true", help="smaller inputs (about 2 minutes)")
+    b.add_argument("--only", default=None, help="comma-separated benchmarks, e.g. B1,B4")
+    b.add_argument("--workers", type=int, default=2, help="worker processes of B1-B3")
+    b.add_argument(
+        "--output", default=None, help="where to write the report (default: BENCHMARKS.md)"
+    )
     b.set_defaults(handler=_lazy("pipeline.bench", "main"))
     return p
 

@@ -1,21 +1,25 @@
 """The benchmark suite (``roomstream bench``): each module times one part of Roomstream beside a
 baseline on the same input and returns one result dict per input.
 
-``main`` runs every module in ``MODULES``; each also runs on its own with
-``python -m pipeline.bench.<module>``.
+``main`` runs the whole suite (``pipeline.bench.suite``): end-to-end throughput, latency and
+isolation (``e2e``) against the no-Matrix-logic floor (``floor``), the committer alone
+(``committer``), worker memory (``memory``) and every module in ``MODULES``; it prints a table
+and writes BENCHMARKS.md (``report``). Each module in ``MODULES`` also runs on its own with
+``python -m pipeline.bench.<module>``. Everything heavy is imported lazily, so the CLI starts
+fast.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import Any
 
 MODULES = ["pipeline.bench.state_res"]
 
 
 def main(args: argparse.Namespace, settings: Any = None) -> int:
-    quick = bool(getattr(args, "quick", False))
-    for name in MODULES:
-        importlib.import_module(name).run(quick=quick)
-    return 0
+    """The ``bench`` command: run the suite, print its table, write the report."""
+    from pipeline.bench.suite import main as suite_main
+    from pipeline.config import load_settings
+
+    return suite_main(args, settings if settings is not None else load_settings())

@@ -1,0 +1,154 @@
+"""End-to-end measurements through the whole pipeline: producer → workers → committer →
+invalidations, with the real broker and database of the local stack.
+
+``pipeline_run`` starts a run (its own topics and database, workers, committer, an
+invalidation watcher) and warms it up. Within it:
+
+- ``measure_throughput`` produces a workload as fast as the producer goes and times it from
+  the first produce to the invalidation that announces its last stream ordering (B1, and the
+  scaling runs);
+- ``measure_latency`` produces at a fixed rate and records, for each event that is announced,
+  the time from handing it to the producer to the invalidation that names it (B2, B3).
+
+Stream orderings are contiguous, so "everything committed and announced" is the watcher's
+position reaching the position before the workload plus its event count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from pipeline.bench.cpu import CpuSampler
+from pipeline.bench.report import CpuRow
+from pipeline.bench.runs import cleanup, cluster_groups, fresh_run, logdir_of, wait_for, warm_up
+from pipeline.config import Settings
+from pipeline.local import Cluster, InvalidationWatcher, event_ids_of, percentile, produce_timed
+from pipeline.local import running as start_cluster
+from pipeline.workload import Workload
+
+
+@dataclass
+class PipelineRun:
+    settings: Settings
+    cluster: Cluster
+    watcher: InvalidationWatcher
+    workers: int
+
+
+@dataclass(frozen=True, slots=True)
+class Throughput:
+    events: int
+    seconds: float
+    workers: int
+    cpu: list[CpuRow]
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    rate: float  # events/s produced
+    sent: int
+    announced: int  # latencies measured (accepted events of the rooms measured)
+    p50_ms: float
+    p99_ms: float
+    max_ms: float
+    cpu: list[CpuRow]
+    # The excluded (slow) room's own latency, ms: its last announced event's.
+    excluded_ms: float | None = None
+
+
+@contextlib.contextmanager
+def pipeline_run(
+    settings: Settings,
+    tag: str,
+    *,
+    workers: int,
+    worker_env: dict[str, str] | None = None,
+    warm_seed: int = 900,
+) -> Iterator[PipelineRun]:
+    """A fresh run with ``workers`` workers and a committer, warmed up; deleted afterwards."""
+    run = fresh_run(settings, tag)
+    watcher = InvalidationWatcher(run)
+    watcher.start()
+    watcher.ready.wait(10)
+    try:
+        with start_cluster(run, logdir_of(run), workers=workers, worker_env=worker_env) as cl:
+            warm_up(run, cl, watcher, warm_seed)
+            yield PipelineRun(run, cl, watcher, workers)
+    finally:
+        watcher.stop()
+        cleanup(run)
+
+
+def measure_throughput(pr: PipelineRun, workload: Workload, timeout: float) -> Throughput:
+    lines = list(workload.lines)
+    target = pr.watcher.position + workload.event_count
+    sampler = CpuSampler(cluster_groups(pr.settings, pr.cluster))
+    sampler.start()
+    started = time.monotonic()
+    produce_timed(pr.settings, lines, [None] * len(lines))
+    try:
+        wait_for(
+            lambda: pr.watcher.position >= target,
+            timeout,
+            f"{workload.event_count} events to be announced",
+            pr.cluster,
+        )
+    finally:
+        cpu = sampler.stop()
+    ended = pr.watcher.last_at or time.monotonic()
+    return Throughput(workload.event_count, ended - started, pr.workers, cpu)
+
+
+def measure_latency(
+    pr: PipelineRun,
+    lines: Sequence[bytes],
+    *,
+    version: str,
+    events: int,
+    rate: float,
+    timeout: float,
+    exclude_lines: int = 0,
+) -> Latency:
+    """Produce ``lines`` at ``rate``; latencies of every announced event.
+
+    ``events`` is how many events the lines hold (stream orderings they take). The first
+    ``exclude_lines`` lines (a slow room's, produced first) are not paced and not counted;
+    their room's own latency is reported apart.
+    """
+    ids = event_ids_of(lines, version)
+    target = pr.watcher.position + events
+    sampler = CpuSampler(cluster_groups(pr.settings, pr.cluster))
+    sampler.start()
+    head: dict[str, float] = {}
+    if exclude_lines:
+        head = produce_timed(pr.settings, lines[:exclude_lines], ids[:exclude_lines])
+    sent = produce_timed(pr.settings, lines[exclude_lines:], ids[exclude_lines:], rate=rate)
+    try:
+        wait_for(
+            lambda: pr.watcher.position >= target,
+            timeout,
+            f"{events} paced events to be announced",
+            pr.cluster,
+        )
+    finally:
+        cpu = sampler.stop()
+    announced = pr.watcher.announced
+    latencies = [(announced[e] - t) * 1000 for e, t in sent.items() if e in announced]
+    excluded = [(announced[e] - t) * 1000 for e, t in head.items() if e in announced]
+    return Latency(
+        rate=rate,
+        sent=len(sent),
+        announced=len(latencies),
+        p50_ms=percentile(latencies, 0.5),
+        p99_ms=percentile(latencies, 0.99),
+        max_ms=max(latencies, default=float("nan")),
+        cpu=cpu,
+        excluded_ms=max(excluded) if excluded else None,
+    )

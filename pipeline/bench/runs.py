@@ -1,0 +1,152 @@
+"""What every benchmark run needs: a fresh prefix and database, the pids of the parts for CPU
+sampling, a warm-up, and cleaning up afterwards.
+
+A run's topics and database are its own (``pipeline.local.prepare_run``), and are deleted when
+the benchmark is done with them, so repeated runs do not fill the broker and the disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg2
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from pipeline.bench.cpu import PidSource, children_of
+from pipeline.config import Settings
+from pipeline.errors import RoomstreamError
+from pipeline.local import Cluster, InvalidationWatcher, _admin_url, prepare_run, produce_timed
+from pipeline.stack import Stack
+from pipeline.workload import generate_workload
+
+_runs = itertools.count(1)
+
+
+def fresh_run(settings: Settings, tag: str) -> Settings:
+    """Settings of a new run: its own topics (applied) and database (migrated)."""
+    prefix = f"bench{time.strftime('%H%M%S')}{os.getpid() % 1000}{next(_runs)}{tag}"
+    return prepare_run(settings, prefix)
+
+
+def logdir_of(run: Settings) -> Path:
+    return run.stack_dir / "runs" / run.topic_prefix
+
+
+def cleanup(run: Settings) -> None:
+    """Drop the run's database and delete its topics (faust's own included)."""
+    dbname = run.database_url.rpartition("/")[2]
+    with contextlib.suppress(psycopg2.Error):
+        conn = psycopg2.connect(_admin_url(run.database_url, "postgres"))
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+        conn.close()
+    admin = AdminClient({"bootstrap.servers": run.kafka_bootstrap})
+    with contextlib.suppress(Exception):
+        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(run.topic_prefix)]
+        if names:
+            for fut in admin.delete_topics(names, operation_timeout=30).values():
+                with contextlib.suppress(Exception):
+                    fut.result()
+
+
+def stack_groups(settings: Settings) -> dict[str, PidSource]:
+    """The broker and PostgreSQL (the postmaster with every backend) as CPU sample groups."""
+    stack = Stack(settings)
+
+    def kafka() -> list[int]:
+        pid = stack.kafka.pid()
+        return [pid] if pid else []
+
+    def postgres() -> list[int]:
+        pid = stack.postgres.pid()
+        return children_of(pid) if pid else []
+
+    return {"Kafka broker (java)": kafka, "PostgreSQL (all backends)": postgres}
+
+
+def cluster_groups(settings: Settings, cluster: Cluster | None) -> dict[str, PidSource]:
+    """Each child process of the run, the stack, and this process (producer and watcher)."""
+    groups: dict[str, PidSource] = {}
+    for child in cluster.children if cluster else []:
+        pid = child.popen.pid
+        groups[child.name] = lambda pid=pid: [pid]  # type: ignore[misc]
+    groups.update(stack_groups(settings))
+    groups["bench process (producer, watcher)"] = lambda: [os.getpid()]
+    return groups
+
+
+def child_pid(cluster: Cluster, name: str) -> int:
+    for c in cluster.children:
+        if c.name == name:
+            return int(c.popen.pid)
+    raise RoomstreamError(f"the run has no process named {name}")
+
+
+def wait_for(
+    done: Callable[[], bool],
+    timeout: float,
+    what: str,
+    cluster: Cluster | None = None,
+    interval: float = 0.05,
+) -> None:
+    """Wait until ``done``; raise, naming ``what``, when ``timeout`` passes or a child died."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if cluster is not None:
+            cluster.check_alive()
+        if time.monotonic() > deadline:
+            raise RoomstreamError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def wait_for_log(cluster: Cluster, name: str, text: str, timeout: float) -> None:
+    child = next(c for c in cluster.children if c.name == name)
+
+    def seen() -> bool:
+        try:
+            return text in child.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return False
+
+    wait_for(seen, timeout, f"{name} to log {text!r}", cluster, interval=0.2)
+
+
+def warm_up(run: Settings, cluster: Cluster, watcher: InvalidationWatcher, seed: int) -> None:
+    """Send a small workload over every partition and wait until all of it is announced.
+
+    Measurements start after this: workers have their partitions, the committer is active,
+    and connections are open, so start-up time is not counted as throughput or latency.
+    """
+    warm = generate_workload(2 * run.pdu_partitions, 6, seed=seed, forks=False)
+    start = watcher.position
+    produce_timed(run, list(warm.lines), [None] * len(warm.lines))
+    target = start + warm.event_count
+    wait_for(lambda: watcher.position >= target, 180, "the warm-up to be announced", cluster)
+
+
+def chunk_count(run: Settings) -> int:
+    """How many chunks the run's chunks topic holds (its one partition's high watermark)."""
+    consumer = Consumer({"bootstrap.servers": run.kafka_bootstrap, "group.id": "bench-count"})
+    try:
+        _, hi = consumer.get_watermark_offsets(TopicPartition(run.topic("chunks"), 0), timeout=5)
+        return int(hi)
+    finally:
+        consumer.close()
+
+
+@contextlib.contextmanager
+def watching(run: Settings) -> Iterator[InvalidationWatcher]:
+    watcher = InvalidationWatcher(run)
+    watcher.start()
+    watcher.ready.wait(10)
+    try:
+        yield watcher
+    finally:
+        watcher.stop()

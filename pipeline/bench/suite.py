@@ -1,0 +1,665 @@
+"""The benchmark runner: runs B1–B6 in an order that lets them share runs and baselines, turns
+what they measured into report sections, prints the table and writes BENCHMARKS.md.
+
+Order: run A (B1 throughput, then B2 latency and B3's baseline at half B1's rate, on the same
+workers), the floor (B1's and B4's baseline), run B (B3 with a slow room), B4 (committer alone),
+B6 (scaling, full mode only; memory), B5 (state resolution, CPU only, while nothing else of the
+suite runs). A benchmark that fails is reported as not measured, with the reason, and the rest
+go on.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from pipeline.bench.cpu import bound_of
+from pipeline.bench.report import (
+    Figure,
+    Machine,
+    Report,
+    Section,
+    cpu_rows,
+    render_markdown,
+    render_table,
+)
+from pipeline.config import Settings
+from pipeline.local import ROOT
+from pipeline.workload import generate_workload, slow_resolution_room
+
+BENCHES = ("B1", "B2", "B3", "B4", "B5", "B6")
+DEFAULT_RATE = 100.0  # events/s for B2 and B3 when B1 did not run to give half its rate
+PAIR_TARGET = 0.5  # B1 and B4: at least half the floor
+LATENCY_TARGET_MS = 100.0  # B2: p99
+ISOLATION_TARGET = 1.5  # B3: p99 with the slow room over p99 without
+MEMORY_TARGET_MB = 300.0  # B6: at 10,000 rooms
+MEMORY_TARGET_ROOMS = 10_000
+
+
+@dataclass(frozen=True)
+class Sizes:
+    mode: str
+    rooms: int  # B1 (and B4, the floor): rooms × events_per_room
+    events_per_room: int
+    latency_s: float  # B2: seconds of paced produce
+    isolation_s: float  # B3: seconds of paced produce of the other rooms
+    slow_s: float  # B3: CPU seconds each of the slow room's state resolutions burns
+    memory_rooms: int  # B6
+    scaling_rooms: int = 0  # B6 scaling: 0 to skip
+    scaling_events_per_room: int = 50
+    scaling_workers: tuple[int, ...] = (1, 2, 3)
+    timeout: float = 900.0  # per measurement
+
+
+FULL = Sizes("full", 1000, 50, 30.0, 15.0, 5.0, 10_000, scaling_rooms=200)
+QUICK = Sizes("quick", 200, 25, 12.0, 12.0, 5.0, 2_000, timeout=300.0)
+TINY = Sizes("tiny", 12, 10, 3.0, 4.0, 1.0, 30, timeout=180.0)
+
+
+@dataclass
+class Options:
+    sizes: Sizes = QUICK
+    only: frozenset[str] = frozenset(BENCHES)
+    workers: int = 2
+    output: Path | None = ROOT / "BENCHMARKS.md"
+    command: str = "roomstream bench"
+    say: Callable[[str], None] = field(default=lambda m: print(m, flush=True))
+
+
+def _say_stderr(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine_info(settings: Settings) -> Machine:
+    model = "unknown"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    kafka = "unknown"
+    pom = ROOT / "deploy" / "kafka" / "pom.xml"
+    if pom.exists():
+        found = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", pom.read_text())
+        kafka = f"Apache Kafka {found.group(1)}" if found else kafka
+    postgres = "unknown"
+    try:
+        conn = psycopg2.connect(settings.database_url)
+        with conn.cursor() as cur:
+            cur.execute("SHOW server_version")
+            row = cur.fetchone()
+        conn.close()
+        postgres = f"PostgreSQL {row[0]}" if row else postgres
+    except psycopg2.Error:
+        pass
+    from confluent_kafka import libversion
+
+    return Machine(
+        cpus=os.cpu_count() or 1,
+        cpu_model=model,
+        memory_gib=mem_kib / 1024 / 1024,
+        kernel=f"{platform.system()} {platform.release()}",
+        python=f"{platform.python_implementation()} {platform.python_version()}",
+        kafka=kafka,
+        librdkafka=libversion()[0],
+        postgres=postgres,
+        commit=_commit(),
+        load_average=" ".join(f"{x:.2f}" for x in os.getloadavg()),
+    )
+
+
+def _commit() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return f"{head} (with uncommitted changes in the tree)" if dirty else head or "unknown"
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0 or math.isnan(a) or math.isnan(b):
+        return None
+    return a / b
+
+
+def _method_b1(s: Sizes, workers: int) -> str:
+    return (
+        f"{s.rooms:,} rooms × {s.events_per_room} events (`generate_workload`, seed 1: joins, "
+        "messages, leaves, kicks, bans, power level, topic and name changes, redactions, "
+        "forks from two servers and their merges, some rejected and soft-failed events), "
+        f"through {workers} worker process(es) and one committer. After a warm-up workload "
+        "(every partition, until announced), the workload is produced as fast as the producer "
+        "goes; the time runs from the first produce to the invalidation message that "
+        "announces the last stream ordering.\n\n"
+        "Baseline, the *floor*, measured in the same run: the same PDUs produced to a fresh "
+        "topic, read by one confluent-kafka consumer process that COPYs the events table's "
+        "columns and the event_json rows into the same PostgreSQL (a fresh database with the "
+        "same schema and indexes), one transaction per fetched batch, no Matrix logic (it only "
+        "parses the JSON and computes the event ID). Time from the first produce to the last "
+        "commit."
+    )
+
+
+def _figure_pair(bench: str, name: str, tp: Any, floor: Any, note: str = "") -> Figure:
+    base = floor.rate if floor is not None else None
+    ratio = _ratio(tp.rate, base)
+    return Figure(
+        bench,
+        name,
+        tp.rate,
+        "events/s",
+        baseline=base,
+        baseline_name="floor" if base is not None else None,
+        ratio=ratio,
+        target=f">= {PAIR_TARGET}x the floor",
+        met=None if ratio is None else ratio >= PAIR_TARGET,
+        bound=bound_of(tp.cpu),
+        note=note,
+    )
+
+
+@dataclass
+class _State:
+    """What earlier benchmarks hand later ones."""
+
+    b1: Any = None
+    floor: Any = None
+    b3_base: Any = None
+    rate: float = DEFAULT_RATE
+    rate_source: str = f"a fixed {DEFAULT_RATE:.0f} events/s (B1 did not run)"
+
+
+def run_suite(settings: Settings, opts: Options) -> Report:
+    from pipeline.stack import Stack
+
+    s = opts.sizes
+    say = opts.say
+    started = time.monotonic()
+    Stack(settings).up(lambda m: say(f"stack: {m}"))
+    report = Report(
+        started_utc=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        mode=s.mode,
+        duration_s=0.0,
+        command=opts.command,
+        machine=machine_info(settings),
+    )
+    st = _State()
+    want = opts.only
+
+    def attempt(section: Section, fn: Callable[[Section], None]) -> None:
+        say(f"{section.bench}: {section.title} ...")
+        t = time.monotonic()
+        try:
+            fn(section)
+        except Exception as exc:  # a failed benchmark is reported; the others still run
+            section.error = f"{type(exc).__name__}: {exc}".strip()[:600]
+            say(f"{section.bench}: failed: {section.error}")
+        else:
+            say(f"{section.bench}: done in {time.monotonic() - t:.0f} s")
+
+    workload = generate_workload(s.rooms, s.events_per_room, seed=1)
+    lines = list(workload.lines)
+    version = workload.room_version
+    slow = slow_resolution_room(1)
+    slow_lines = list(slow.lines)
+    slow_id = next(iter(slow.rooms))
+
+    b1 = Section("B1", "End-to-end throughput", _method_b1(s, opts.workers))
+    b2 = Section("B2", "Latency, produce to invalidation", "")
+    b3 = Section("B3", "Isolation from a slow room", "")
+    b4 = Section("B4", "Committer alone", "")
+    b5 = Section("B5", "State resolution against matrix-synapse", "")
+    b6s = Section("B6", "Scaling with worker processes", "")
+    b6 = Section("B6", "Worker memory per room", "")
+    chosen = [b1, b2, b3, b4, b5] + ([b6s] if s.scaling_rooms else []) + [b6]
+    report.sections = [x for x in chosen if x.bench in want]
+
+    def b3_lines() -> tuple[list[bytes], int, Any]:
+        n = max(s.events_per_room, int(st.rate * s.isolation_s))
+        others = generate_workload(max(1, n // s.events_per_room), s.events_per_room, seed=3)
+        return slow_lines + list(others.lines), slow.event_count + others.event_count, others
+
+    def run_a(_: Section) -> None:
+        from pipeline.bench.e2e import measure_latency, measure_throughput, pipeline_run
+
+        with pipeline_run(settings, "a", workers=opts.workers) as pr:
+            if "B1" in want:
+                st.b1 = measure_throughput(pr, workload, s.timeout)
+                st.rate = st.b1.rate / 2
+                st.rate_source = f"half the B1 rate ({st.b1.rate:,.0f} events/s)"
+                say(f"B1: {st.b1.rate:,.0f} events/s ({st.b1.events} in {st.b1.seconds:.1f} s)")
+            if "B2" in want:
+                attempt(
+                    b2, lambda sec: _b2(sec, pr, version=version, s=s, st=st, workers=opts.workers)
+                )
+            if "B3" in want:
+
+                def base(_: Section) -> None:
+                    all_lines, events, _others = b3_lines()
+                    st.b3_base = measure_latency(
+                        pr,
+                        all_lines,
+                        version=version,
+                        events=events,
+                        rate=st.rate,
+                        timeout=s.timeout,
+                        exclude_lines=len(slow_lines),
+                    )
+
+                attempt(b3, base)
+
+    def run_b(sec: Section) -> None:
+        from pipeline.bench.e2e import measure_latency, pipeline_run
+
+        env = {"ROOMSTREAM_DEBUG_SLOW_ROOM": slow_id, "ROOMSTREAM_DEBUG_SLOW_S": str(s.slow_s)}
+        all_lines, events, others = b3_lines()
+        with pipeline_run(settings, "b", workers=opts.workers, worker_env=env) as pr:
+            lat = measure_latency(
+                pr,
+                all_lines,
+                version=version,
+                events=events,
+                rate=st.rate,
+                timeout=s.timeout,
+                exclude_lines=len(slow_lines),
+            )
+        _b3(
+            sec,
+            lat=lat,
+            base=st.b3_base,
+            room_id=slow_id,
+            slow_lines=len(slow_lines),
+            others=others,
+            s=s,
+            st=st,
+        )
+
+    def run_floor(_: Section) -> None:
+        from pipeline.bench.floor import measure_floor
+
+        st.floor = measure_floor(settings, lines, version, s.timeout)
+        say(f"floor: {st.floor.rate:,.0f} rows/s ({st.floor.rows} in {st.floor.seconds:.1f} s)")
+
+    if want & {"B1", "B2", "B3"}:
+        attempt(b1 if "B1" in want else b2 if "B2" in want else b3, run_a)
+    if want & {"B1", "B4"}:
+        floor_sec = Section("B1", "floor", "")
+        attempt(floor_sec, run_floor)
+        if floor_sec.error:
+            b1.details.append(f"The floor could not be measured: {floor_sec.error}")
+            b4.details.append(f"The floor could not be measured: {floor_sec.error}")
+    if "B1" in want and st.b1 is not None:
+        _b1(b1, st, opts.workers)
+    if "B3" in want and not b3.error:
+        if st.b3_base is None:
+            b3.error = "its baseline (run A) did not run"
+        else:
+            attempt(b3, run_b)
+    if "B4" in want:
+        attempt(b4, lambda sec: _b4(sec, settings, st=st, lines=lines, s=s, say=say))
+    if "B6" in want:
+        if s.scaling_rooms:
+            attempt(b6s, lambda sec: _scaling(sec, settings, s, say))
+        attempt(b6, lambda sec: _memory(sec, settings, s))
+    if "B5" in want:
+        attempt(b5, lambda sec: _state_res(sec, s))
+
+    report.duration_s = time.monotonic() - started
+    return report
+
+
+def _b1(sec: Section, st: _State, workers: int) -> None:
+    tp, floor = st.b1, st.floor
+    note = f"{tp.events:,} events in {tp.seconds:.1f} s"
+    note += f"; the floor wrote them in {floor.seconds:.1f} s." if floor else "."
+    sec.figures.append(_figure_pair("B1", f"throughput, {workers} worker(s)", tp, floor, note))
+    sec.cpu, sec.cpu_window = tp.cpu, "during B1"
+    if floor is not None:
+        sec.details += [
+            "CPU use during the floor:",
+            "",
+            "| process | average | peak (1 s) |",
+            "|---|---|---|",
+            *cpu_rows(floor.cpu),
+            "",
+            f"The floor was bounded by: {bound_of(floor.cpu)}.",
+        ]
+
+
+def _b2(sec: Section, pr: Any, *, version: str, s: Sizes, st: _State, workers: int) -> None:
+    from pipeline.bench.e2e import measure_latency
+
+    n = max(s.events_per_room, int(st.rate * s.latency_s))
+    wl = generate_workload(max(1, n // s.events_per_room), s.events_per_room, seed=2)
+    lat = measure_latency(
+        pr,
+        list(wl.lines),
+        version=version,
+        events=wl.event_count,
+        rate=st.rate,
+        timeout=s.timeout,
+    )
+    sec.method = (
+        f"In the same run as B1 (same {workers} worker(s) and committer), a fresh workload of "
+        f"{len(wl.rooms):,} rooms × {s.events_per_room} events is produced at a steady "
+        f"{st.rate:,.0f} events/s ({st.rate_source}), one event at a time (linger 0). For "
+        "each event that is announced (rejected and soft-failed events are not), latency is "
+        "the time from handing it to the producer to the arrival of the invalidation message "
+        "that names it, read by a consumer in the benchmark process. No baseline: the target "
+        "is absolute."
+    )
+    bound = bound_of(lat.cpu)
+    met = not math.isnan(lat.p99_ms) and lat.p99_ms <= LATENCY_TARGET_MS
+    sec.figures += [
+        Figure(
+            "B2",
+            "latency p50",
+            lat.p50_ms,
+            "ms",
+            bound=bound,
+            note=f"{lat.announced:,} events measured, at {lat.rate:,.0f} events/s.",
+        ),
+        Figure(
+            "B2",
+            "latency p99",
+            lat.p99_ms,
+            "ms",
+            target=f"<= {LATENCY_TARGET_MS:.0f} ms",
+            met=met,
+            bound=bound,
+            note=f"Max {lat.max_ms:,.0f} ms.",
+        ),
+    ]
+    sec.cpu, sec.cpu_window = lat.cpu, "during the paced produce and until the last event"
+
+
+def _b3(
+    sec: Section,
+    *,
+    lat: Any,
+    base: Any,
+    room_id: str,
+    slow_lines: int,
+    others: Any,
+    s: Sizes,
+    st: _State,
+) -> None:
+    sec.method = (
+        f"One room ({room_id}: two admins on two servers fork its state, then merge) is made "
+        "slow on purpose: the workers are started with `ROOMSTREAM_DEBUG_SLOW_ROOM`, so each "
+        f"of that room's state resolutions also burns {s.slow_s:g} s of CPU in the room's "
+        f"thread (its {slow_lines} events make 2 resolutions: the fork's current state and "
+        f"the merge). Its events are produced first, then {len(others.rooms):,} other rooms "
+        f"({others.event_count:,} events) at a steady {st.rate:,.0f} events/s "
+        f"({st.rate_source}), for {s.isolation_s:g} s. The figure is the other rooms' p99 "
+        "latency, produce to invalidation.\n\n"
+        "Baseline, measured in the same suite run: the same input at the same rate through "
+        "B1's workers, where the room is not slow."
+    )
+    expected_ms = 2 * s.slow_s * 1000
+    slow_ms = lat.excluded_ms
+    slow_ok = slow_ms is not None and slow_ms >= 0.8 * expected_ms
+    ratio = _ratio(lat.p99_ms, base.p99_ms)
+    note = f"p50 {lat.p50_ms:,.0f} ms against {base.p50_ms:,.0f} ms without the slow room; "
+    note += (
+        f"the slow room's own last event took {slow_ms if slow_ms is not None else math.nan:,.0f}"
+        f" ms (its resolutions burned {expected_ms / 1000:g} s)."
+    )
+    if not slow_ok:
+        note += " The slow room did not run slow, so this run does not test isolation."
+    sec.figures.append(
+        Figure(
+            "B3",
+            "other rooms' p99 with a slow room",
+            lat.p99_ms,
+            "ms",
+            baseline=base.p99_ms,
+            baseline_name="p99 without it",
+            ratio=ratio,
+            target=f"<= {ISOLATION_TARGET}x without it",
+            met=None if ratio is None or not slow_ok else ratio <= ISOLATION_TARGET,
+            bound=bound_of(lat.cpu),
+            note=note,
+        )
+    )
+    sec.cpu, sec.cpu_window = lat.cpu, "of the run with the slow room"
+
+
+def _b4(
+    sec: Section, settings: Settings, *, st: _State, lines: list[bytes], s: Sizes, say: Any
+) -> None:
+    from pipeline.bench.committer import measure_committer, prepare_chunks
+
+    prepared = prepare_chunks(lines)
+    say(f"B4: {len(prepared.chunks):,} chunks prepared")
+    tp = measure_committer(settings, prepared, s.timeout)
+    sec.method = (
+        f"B1's workload ({s.rooms:,} rooms × {s.events_per_room} events) is run through the "
+        "room processors offline (one input at a time, as a worker does), giving "
+        f"{len(prepared.chunks):,} room chunks. A fresh run's committer is started and, once "
+        "active on its empty chunks topic, the chunks are produced as fast as the producer "
+        "goes; the time runs from the first produce to the invalidation that announces the "
+        "last stream ordering (every row of DESIGN.md's schema, the outbox, and the "
+        "invalidation messages).\n\n"
+        "Baseline: B1's floor, the same events' rows (events and event_json only) COPYed "
+        "into the same PostgreSQL, measured in the same suite run."
+    )
+    sec.figures.append(
+        _figure_pair(
+            "B4",
+            "committer throughput",
+            tp,
+            st.floor,
+            f"{tp.events:,} events in {tp.seconds:.1f} s.",
+        )
+    )
+    sec.cpu, sec.cpu_window = tp.cpu, "during B4"
+
+
+def _scaling(sec: Section, settings: Settings, s: Sizes, say: Any) -> None:
+    from pipeline.bench.e2e import measure_throughput, pipeline_run
+
+    wl = generate_workload(s.scaling_rooms, s.scaling_events_per_room, seed=4)
+    sec.method = (
+        f"B1's method over a smaller workload ({s.scaling_rooms:,} rooms × "
+        f"{s.scaling_events_per_room} events), in a fresh run for each number of worker "
+        "processes. The ratio is to one worker in this suite run. This machine has "
+        f"{os.cpu_count()} cores for the workers, the committer, the broker and PostgreSQL "
+        "together, so scaling past them is not expected here."
+    )
+    first: float | None = None
+    for n in s.scaling_workers:
+        with pipeline_run(settings, f"s{n}", workers=n) as pr:
+            tp = measure_throughput(pr, wl, s.timeout)
+        say(f"B6: {n} worker(s): {tp.rate:,.0f} events/s")
+        first = first or tp.rate
+        sec.figures.append(
+            Figure(
+                "B6",
+                f"throughput, {n} worker(s)",
+                tp.rate,
+                "events/s",
+                baseline=first if n != s.scaling_workers[0] else None,
+                baseline_name=f"{s.scaling_workers[0]} worker(s)",
+                ratio=tp.rate / first,
+                bound=bound_of(tp.cpu),
+            )
+        )
+        sec.details.append(
+            f"- {n} worker(s), busiest processes: "
+            + ", ".join(f"{c.process} {c.average:.0f}%" for c in tp.cpu[:4])
+        )
+
+
+def _memory(sec: Section, settings: Settings, s: Sizes) -> None:
+    from pipeline.bench.memory import STATE_EVENTS_PER_ROOM, measure_memory
+
+    m = measure_memory(settings, s.memory_rooms, s.timeout)
+    rss_mb = m.rss_kib / 1024
+    per_room = m.per_room_kib
+    sec.method = (
+        f"{m.rooms:,} rooms of {STATE_EVENTS_PER_ROOM} state events each (create, the "
+        "creator's join, power levels, join rules, history visibility, then joins: 16 members) "
+        "are processed by one worker process (no committer). Once the chunks topic holds a "
+        "chunk for every input, the worker's VmRSS is read from /proc. Its RSS after one "
+        "warm-up room is the idle baseline; (RSS − idle) / rooms is the memory per room. "
+        "Target: <= 300 MB for 10,000 rooms."
+    )
+    at_target = m.rooms >= MEMORY_TARGET_ROOMS
+    figs = [
+        Figure(
+            "B6",
+            f"worker RSS holding {m.rooms:,} rooms",
+            rss_mb,
+            "MB",
+            baseline=m.idle_kib / 1024,
+            baseline_name="idle worker",
+            ratio=rss_mb / (m.idle_kib / 1024),
+            target=f"<= {MEMORY_TARGET_MB:.0f} MB at {MEMORY_TARGET_ROOMS:,} rooms",
+            met=(rss_mb <= MEMORY_TARGET_MB) if at_target else None,
+            note=f"Peak RSS {m.peak_kib / 1024:,.1f} MB."
+            + ("" if at_target else " The target is checked at 10,000 rooms (full mode)."),
+        ),
+        Figure(
+            "B6",
+            "memory per room",
+            per_room,
+            "KB",
+            note=f"The worker processed {m.events:,} state events at {m.rate:,.0f} events/s "
+            "on its own.",
+        ),
+    ]
+    if not at_target:
+        projected = (m.idle_kib + per_room * MEMORY_TARGET_ROOMS) / 1024
+        figs.append(
+            Figure(
+                "B6",
+                f"projected RSS at {MEMORY_TARGET_ROOMS:,} rooms",
+                projected,
+                "MB",
+                note="A linear projection from this run, not a measurement: idle RSS plus "
+                "the memory per room times 10,000.",
+            )
+        )
+    sec.figures += figs
+    sec.cpu, sec.cpu_window = m.cpu, "while the worker processed the rooms"
+
+
+def _state_res(sec: Section, s: Sizes) -> None:
+    sec.method = (
+        "Roomstream's state resolution (v2) beside matrix-synapse's on the same inputs, in "
+        "one process, CPU time (median of several repetitions) as `pipeline.bench.state_res` "
+        "describes. The ratio here is Synapse's time over Roomstream's: above 1, Roomstream "
+        "is faster."
+    )
+    try:
+        from pipeline.bench import state_res
+    except ImportError as exc:
+        sec.error = f"not available ({exc})"
+        return
+    results: Sequence[dict[str, Any]] = state_res.run(quick=s.mode != "full")
+    for r in results:
+        ratio = r.get("ratio")
+        target = str(r.get("target") or "")
+        met: bool | None = None
+        found = re.match(r"\s*>=\s*([\d.]+)", target)
+        if found and ratio is not None:
+            met = float(ratio) >= float(found.group(1))
+        same = r.get("same_result")
+        note = "" if same is None else ("Same resolved state." if same else "Results DIFFER.")
+        if r.get("baseline_ms") is None:
+            note += " Synapse is not installed here, so there is no baseline."
+        sec.figures.append(
+            Figure(
+                "B5",
+                f"state res {r['name']}",
+                r.get("roomstream_ms"),
+                "ms",
+                baseline=r.get("baseline_ms"),
+                baseline_name=str(r.get("baseline") or ""),
+                ratio=ratio,
+                target=f"{target} (Synapse / Roomstream)" if target else "",
+                met=met,
+                bound="CPU of one core (pure Python)",
+                note=note.strip(),
+            )
+        )
+
+
+# --------------------------------------------------------------------------- command
+
+
+def parse_only(text: str | None) -> frozenset[str]:
+    if not text:
+        return frozenset(BENCHES)
+    chosen = {t.strip().upper() for t in text.split(",") if t.strip()}
+    unknown = chosen - set(BENCHES)
+    if unknown:
+        from pipeline.errors import RoomstreamError
+
+        raise RoomstreamError(
+            f"--only: unknown benchmark(s) {', '.join(sorted(unknown))}; "
+            f"choose from {', '.join(BENCHES)}"
+        )
+    return frozenset(chosen)
+
+
+def main(args: Any, settings: Settings) -> int:
+    quick = bool(getattr(args, "quick", False))
+    output = getattr(args, "output", None)
+    argv = ["roomstream bench"] + (["--quick"] if quick else [])
+    only = getattr(args, "only", None)
+    if only:
+        argv.append(f"--only {only}")
+    opts = Options(
+        sizes=QUICK if quick else FULL,
+        only=parse_only(only),
+        workers=int(getattr(args, "workers", None) or 2),
+        output=Path(output) if output else ROOT / "BENCHMARKS.md",
+        command=" ".join(argv),
+        say=_say_stderr,
+    )
+    report = run_suite(settings, opts)
+    print(render_table(report.figures()))
+    if opts.output is not None:
+        opts.output.write_text(render_markdown(report))
+        _say_stderr(f"wrote {opts.output}")
+    failed = [s for s in report.sections if s.error]
+    for s in failed:
+        _say_stderr(f"{s.bench} not measured: {s.error}")
+    return 1 if failed else 0
