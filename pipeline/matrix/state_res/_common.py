@@ -7,7 +7,7 @@ fetched once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from pipeline.matrix.errors import MissingEvents
 from pipeline.matrix.events import Event, EventFetcher, StateKey, StateMap
@@ -45,9 +45,10 @@ class EventLoader:
             self._levels[power_levels.event_id] = levels
         return levels
 
-    def cached(self, event_id: str) -> Event | None:
-        """The event if it was fetched already in this resolution, else None (no fetch)."""
-        return self._cache.get(event_id)
+    @property
+    def fetched(self) -> Mapping[str, Event]:
+        """The events fetched so far in this resolution (hot loops look here before ``get``)."""
+        return self._cache
 
     def auth_event(self, auth_id: str, of: str) -> Event:
         """Auth event ``auth_id`` of event ``of``; as ``get``, the reason written only if missing
@@ -97,7 +98,7 @@ def walk_auth_chains(
     missing: set[str] = set()
     todo: list[str] = []
     # The loop runs once per event of a room's auth chain: locals over attribute lookups.
-    cached = loader.cached
+    cached = loader.fetched.get
     for start in set(start_ids):
         if start in stop:
             continue

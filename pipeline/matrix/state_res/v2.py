@@ -125,7 +125,7 @@ def _walked_auth_difference(
     cited: dict[str, int] = {}
     missing: set[str] = set()
     todo = list(start_mask)
-    cached = loader.cached
+    cached = loader.fetched.get
     while todo:
         event_id = todo.pop()
         if event_id in auth_of or event_id in missing:
@@ -276,7 +276,7 @@ def iterative_auth_checks(
     An event that was itself rejected is checked again like any other (spec: "handled as usual
     by the algorithm").
     """
-    cached = loader.cached
+    cached = loader.fetched.get
     for event_id in event_ids:
         event = cached(event_id) or loader.get(event_id)
         if event.state_key is None:
