@@ -155,7 +155,8 @@ class Worker:
             topic_replication_factor=1,
             processing_guarantee="at_least_once",
             broker_commit_every=1000,
-            broker_commit_interval=0.5,
+            broker_commit_interval=2.0,
+            producer_linger=0.005,
             consumer_auto_offset_reset="earliest",
             # On revocation faust waits until every input taken is acked (room tasks finish
             # their batch, send, store), then flushes the changelog: the next owner never
