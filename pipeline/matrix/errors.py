@@ -57,6 +57,4 @@ class MissingEvents(MatrixError, LookupError):
 
     def __init__(self, event_ids: set[str] | frozenset[str], why: str = "") -> None:
         self.event_ids = frozenset(event_ids)
-        super().__init__(
-            f"missing events {sorted(self.event_ids)}" + (f": {why}" if why else "")
-        )
+        super().__init__(f"missing events {sorted(self.event_ids)}" + (f": {why}" if why else ""))
