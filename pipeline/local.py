@@ -83,8 +83,16 @@ class Child:
     popen: subprocess.Popen[bytes]
     log: Path
 
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def kill9(self) -> None:
+        if self.alive():
+            os.kill(self.popen.pid, signal.SIGKILL)
+        self.popen.wait(10)
+
     def stop(self, timeout: float = 30.0) -> int:
-        if self.popen.poll() is None:
+        if self.alive():
             self.popen.send_signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout)

@@ -6,10 +6,6 @@ SIGTERM them, kill -9 them and start new ones, as an operator would.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -21,55 +17,20 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.config import Settings
+from pipeline.local import Child, Cluster, settings_env
+
+__all__ = ["ROOT", "Processes", "TopicReader", "fold_chunks", "produce", "settings_env", "wait_for"]
 from pipeline.produce import produce_lines
 from pipeline.room.chunk import Chunk
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMSTREAM_")}
-    env.update(
-        ROOMSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        ROOMSTREAM_DATABASE_URL=settings.database_url,
-        ROOMSTREAM_TOPIC_PREFIX=settings.topic_prefix,
-        ROOMSTREAM_PDU_PARTITIONS=str(settings.pdu_partitions),
-        ROOMSTREAM_STACK_DIR=str(settings.stack_dir),
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
-
-
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def kill9(self) -> None:
-        if self.alive():
-            os.kill(self.popen.pid, signal.SIGKILL)
-        self.popen.wait(10)
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(10)
-        return int(self.popen.returncode)
+class Process(Child):
+    """A child process of a test (the same as a run's, with the test's vocabulary)."""
 
     def log_tail(self, n: int = 40) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
-        except FileNotFoundError:
-            return ""
+        return self.tail(n)
 
 
 @dataclass
@@ -82,17 +43,8 @@ class Processes:
 
     def start(self, command: str, *args: str, name: str | None = None, **env: str) -> Process:
         name = name or f"{command}-{len(self.started)}"
-        log = self.logdir / f"{name}.log"
-        with log.open("ab") as out:
-            popen = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cli", command, *args],
-                cwd=ROOT,
-                env=settings_env(self.settings, **env),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-        proc = Process(name, popen, log)
+        child = Cluster(self.settings, self.logdir).start(command, *args, name=name, **env)
+        proc = Process(child.name, child.popen, child.log)
         self.started.append(proc)
         return proc
 
