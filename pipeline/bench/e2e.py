@@ -61,6 +61,17 @@ class Latency:
     cpu: list[CpuRow]
     # The excluded (slow) room's own latency, ms: its last announced event's.
     excluded_ms: float | None = None
+    # p99 of the events sent in the first and in the second half of the produce: a second
+    # half much slower than the first means the pipeline fell behind the rate (queueing).
+    first_half_p99_ms: float = float("nan")
+    second_half_p99_ms: float = float("nan")
+
+    def trend(self) -> str:
+        a, b = self.first_half_p99_ms, self.second_half_p99_ms
+        words = f"p99 of the first half of the events {a:,.0f} ms, of the second half {b:,.0f} ms"
+        if b > 2 * a and b - a > 100:
+            words += " (rising: the pipeline fell behind the rate and events queued)"
+        return words
 
 
 @contextlib.contextmanager
@@ -115,6 +126,7 @@ def measure_latency(
     rate: float,
     timeout: float,
     exclude_lines: int = 0,
+    settle: float = 2.0,
 ) -> Latency:
     """Produce ``lines`` at ``rate``; latencies of every announced event.
 
@@ -123,6 +135,8 @@ def measure_latency(
     their room's own latency is reported apart.
     """
     ids = event_ids_of(lines, version)
+    # Let what the previous measurement left behind (commits, flushes) finish first.
+    time.sleep(settle)
     target = pr.watcher.position + events
     sampler = CpuSampler(cluster_groups(pr.settings, pr.cluster))
     sampler.start()
@@ -140,7 +154,9 @@ def measure_latency(
     finally:
         cpu = sampler.stop()
     announced = pr.watcher.announced
-    latencies = [(announced[e] - t) * 1000 for e, t in sent.items() if e in announced]
+    timeline = sorted((t, (announced[e] - t) * 1000) for e, t in sent.items() if e in announced)
+    latencies = [ms for _, ms in timeline]
+    half = len(latencies) // 2
     excluded = [(announced[e] - t) * 1000 for e, t in head.items() if e in announced]
     return Latency(
         rate=rate,
@@ -151,4 +167,6 @@ def measure_latency(
         max_ms=max(latencies, default=float("nan")),
         cpu=cpu,
         excluded_ms=max(excluded) if excluded else None,
+        first_half_p99_ms=percentile(latencies[:half], 0.99),
+        second_half_p99_ms=percentile(latencies[half:], 0.99),
     )

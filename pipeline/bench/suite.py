@@ -402,7 +402,7 @@ def _b2(sec: Section, pr: Any, *, version: str, s: Sizes, st: _State, workers: i
             target=f"<= {LATENCY_TARGET_MS:.0f} ms",
             met=met,
             bound=bound,
-            note=f"Max {lat.max_ms:,.0f} ms.",
+            note=f"Max {lat.max_ms:,.0f} ms; {lat.trend()}.",
         ),
     ]
     sec.cpu, sec.cpu_window = lat.cpu, "during the paced produce and until the last event"
@@ -440,6 +440,7 @@ def _b3(
         f"the slow room's own last event took {slow_ms if slow_ms is not None else math.nan:,.0f}"
         f" ms (its resolutions burned {expected_ms / 1000:g} s)."
     )
+    note += f" With the slow room, {lat.trend()}; without it, {base.trend()}."
     if not slow_ok:
         note += " The slow room did not run slow, so this run does not test isolation."
     sec.figures.append(
