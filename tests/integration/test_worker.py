@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +57,13 @@ def _assert_matches_replay(chunks: TopicReader, lines: list[bytes]) -> None:
     rooms, _ = fold_chunks(m.value() for m in chunks.messages)
     expected = _expected(lines)
     assert {r: v.as_replay() for r, v in rooms.items()} == expected
+
+
+def _produce_paced(settings: Settings, lines: list[bytes], per_second: float) -> None:
+    step = 20
+    for i in range(0, len(lines), step):
+        produce(settings, lines[i : i + step])
+        time.sleep(step / per_second)
 
 
 def _valid_event_ids(lines: list[bytes]) -> set[str]:
@@ -211,8 +219,10 @@ def test_worker_killed_with_sigkill_is_replaced_with_nothing_lost_or_doubled(
     lines = [line for seq in zip(*per_room, strict=False) for line in seq]
     chunks = TopicReader(settings, "chunks")
     first = procs.worker("w1")
-    produce(settings, lines)
     want = _valid_event_ids(lines)
+    # A steady stream, so the worker is killed while inputs keep arriving.
+    producer = threading.Thread(target=_produce_paced, args=(settings, lines, 400.0))
+    producer.start()
     wait_for(
         lambda: len(_events_in(chunks)) > len(want) // 4,
         120,
@@ -221,9 +231,9 @@ def test_worker_killed_with_sigkill_is_replaced_with_nothing_lost_or_doubled(
         processes=[first],
     )
     first.kill9()
-    done_before = len(_events_in(chunks))
-    assert done_before < len(want), "the worker finished before it could be killed"
+    assert producer.is_alive(), "the stream ended before the worker was killed"
     second = procs.worker("w2")
+    producer.join(120)
     wait_for(
         lambda: _events_in(chunks) >= want,
         180,
