@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a Roomstream error (the message says what to do), 2 bad
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -171,8 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so every command's cleanup (child processes, producers)
+    # runs; the worker, committer and tail install handlers of their own over this one.
+    signal.signal(signal.SIGTERM, _interrupt)
     overrides: dict[str, Any] = {
         "kafka_bootstrap": args.kafka_bootstrap,
         "database_url": args.database_url,

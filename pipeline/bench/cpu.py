@@ -193,10 +193,11 @@ def bound_of(rows: list[CpuRow], cores: int | None = None) -> str:
         )
     if machine is not None and machine.average >= 0.9 * 100 * cores:
         words.append(f"the machine's {cores} cores were saturated ({machine.average:.0f}%)")
-    if others is not None and others.average >= 25:
-        words.append(f"other processes on the machine took {others.average:.0f}% of a core")
     if not words:
         top = parts[0] if parts else None
         busiest = f"; busiest: {top.process} at {top.average:.0f}%" if top else ""
         words.append(f"no process was CPU-bound (waiting on I/O, acks or batching){busiest}")
-    return "; ".join(words)
+    text = "; ".join(words)
+    if others is not None and others.average >= 25:
+        text += f" (other processes on the machine took {others.average:.0f}% of a core meanwhile)"
+    return text

@@ -136,6 +136,14 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _tally(figures: Sequence[Figure]) -> str:
+    verdicts = [f.verdict for f in figures if f.target]
+    met, missed = verdicts.count("met"), verdicts.count("MISSED")
+    unchecked = len(verdicts) - met - missed
+    text = f"Targets: {met} met, {missed} missed"
+    return text + (f", {unchecked} not checked in this mode." if unchecked else ".")
+
+
 # --------------------------------------------------------------------------- stdout
 
 
@@ -179,7 +187,9 @@ def render_markdown(report: Report) -> str:
         f"Written by `{report.command}` on {report.started_utc} ({report.mode} mode, "
         f"{report.duration_s:,.0f} s). Every number below was measured by that run; none is "
         "written by hand. Where a benchmark has a baseline, the baseline was measured in the "
-        "same run, on the same machine, with the same input, and the ratio is to it.",
+        "same run, on the same machine, with the same input, and the ratio is to it. Each "
+        "figure is one measurement; what else ran on the machine meanwhile is shown with it "
+        '("everything else on the machine").',
         "",
         "## Machine",
         "",
@@ -200,6 +210,8 @@ def render_markdown(report: Report) -> str:
         "of what the same code does with a machine per part.",
         "",
         "## Results",
+        "",
+        _tally(report.figures()),
         "",
         "| | benchmark | result | baseline (same run) | ratio | target | |",
         "|---|---|---|---|---|---|---|",

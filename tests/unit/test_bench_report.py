@@ -135,6 +135,10 @@ def test_the_markdown_has_the_machine_every_section_and_every_figure() -> None:
     assert "| worker1 | 98% | 101% |" in text
 
 
+def test_the_results_count_met_and_missed_targets() -> None:
+    assert "Targets: 1 met, 1 missed." in render_markdown(_report())
+
+
 def test_a_benchmark_that_did_not_run_is_reported_with_its_reason() -> None:
     text = render_markdown(_report())
     assert "- B5 did not run: not available (no module)" in text
@@ -152,3 +156,39 @@ def test_the_terminal_table_has_a_row_per_figure() -> None:
     assert len(lines) == 2 + len(report.figures())
     assert lines[2].split()[0] == "B1"
     assert "MISSED" in lines[2]
+
+
+@pytest.mark.parametrize(
+    ("rows", "says"),
+    [
+        ([CpuRow("worker1", 97.0, 100.0), CpuRow("machine total", 120.0, 150.0)],
+         "worker1 at 97% of a core"),
+        ([CpuRow("committer", 40.0, 60.0), CpuRow("machine total", 195.0, 200.0)],
+         "the machine's 2 cores were saturated (195%)"),
+        ([CpuRow("committer", 40.0, 60.0), CpuRow("machine total", 60.0, 80.0)],
+         "no process was CPU-bound (waiting on I/O, acks or batching); busiest: committer at 40%"),
+        ([CpuRow("committer", 40.0, 60.0),
+          CpuRow("everything else on the machine", 50.0, math.nan),
+          CpuRow("machine total", 90.0, 95.0)],
+         "(other processes on the machine took 50% of a core meanwhile)"),
+    ],
+)  # fmt: skip
+def test_the_bound_names_the_saturated_process_or_says_none_was(
+    rows: list[CpuRow], says: str
+) -> None:
+    from pipeline.bench.cpu import bound_of
+
+    assert says in bound_of(rows, cores=2)
+
+
+def test_cpu_time_of_a_live_process_is_read_and_of_a_gone_one_is_none() -> None:
+    import os
+
+    from pipeline.bench.cpu import process_ticks, rss_kib
+
+    ticks, rss = process_ticks(os.getpid()), rss_kib(os.getpid())
+    assert ticks is not None
+    assert ticks >= 0
+    assert rss is not None
+    assert rss > 0
+    assert process_ticks(2**22 + 12345) is None
