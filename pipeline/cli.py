@@ -194,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"roomstream: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print("roomstream: interrupted; stopped cleanly", file=sys.stderr)
         return 130
 
 
