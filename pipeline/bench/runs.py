@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -39,7 +40,13 @@ def logdir_of(run: Settings) -> Path:
 
 
 def cleanup(run: Settings) -> None:
-    """Drop the run's database and delete its topics (faust's own included)."""
+    """Drop the run's database, delete its topics (faust's own included) and its workers'
+    data directories."""
+    workers = run.stack_dir / "workers"
+    if workers.is_dir():
+        for d in workers.iterdir():
+            if d.name.startswith(f"{run.topic_prefix}-"):
+                shutil.rmtree(d, ignore_errors=True)
     dbname = run.database_url.rpartition("/")[2]
     with contextlib.suppress(psycopg2.Error):
         conn = psycopg2.connect(_admin_url(run.database_url, "postgres"))

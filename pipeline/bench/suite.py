@@ -64,7 +64,7 @@ class Sizes:
 
 FULL = Sizes("full", 1000, 50, 30.0, 15.0, 5.0, 10_000, scaling_rooms=200)
 QUICK = Sizes("quick", 200, 25, 12.0, 12.0, 5.0, 2_000, timeout=300.0)
-TINY = Sizes("tiny", 12, 10, 3.0, 4.0, 1.0, 30, timeout=180.0)
+TINY = Sizes("tiny", 12, 10, 3.0, 4.0, 1.0, 100, timeout=180.0)
 
 
 @dataclass

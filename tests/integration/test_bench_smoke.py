@@ -50,7 +50,7 @@ def test_the_report_has_a_section_for_each_benchmark(report_text: str, bench: st
         "| B2 | latency p99 |",
         "| B3 | other rooms' p99 with a slow room |",
         "| B4 | committer throughput |",
-        "| B6 | worker RSS holding 30 rooms |",
+        "| B6 | worker RSS holding 100 rooms |",
     ],
 )
 def test_the_results_table_has_each_figure(report_text: str, row: str) -> None:
