@@ -62,7 +62,7 @@ class Sizes:
     timeout: float = 900.0  # per measurement
 
 
-FULL = Sizes("full", 1000, 50, 30.0, 15.0, 5.0, 10_000, scaling_rooms=200)
+FULL = Sizes("full", 1000, 50, 30.0, 15.0, 5.0, 10_000, scaling_rooms=400)
 QUICK = Sizes("quick", 200, 25, 12.0, 12.0, 5.0, 2_000, timeout=300.0)
 TINY = Sizes("tiny", 12, 10, 3.0, 4.0, 1.0, 100, timeout=180.0)
 
