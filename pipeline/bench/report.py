@@ -190,6 +190,16 @@ def render_markdown(report: Report) -> str:
         "same run, on the same machine, with the same input, and the ratio is to it. Each "
         "figure is one measurement; what else ran on the machine meanwhile is shown with it "
         '("everything else on the machine").',
+        *(
+            [
+                "",
+                f"This is {report.mode} mode: smaller inputs and so shorter measurement "
+                "windows, in which start-up effects weigh more. The full mode "
+                "(`roomstream bench`) is the one to compare against the targets.",
+            ]
+            if report.mode != "full"
+            else []
+        ),
         "",
         "## Machine",
         "",

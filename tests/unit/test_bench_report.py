@@ -135,6 +135,13 @@ def test_the_markdown_has_the_machine_every_section_and_every_figure() -> None:
     assert "| worker1 | 98% | 101% |" in text
 
 
+@pytest.mark.parametrize(("mode", "warned"), [("quick", True), ("full", False)])
+def test_a_report_of_smaller_inputs_says_so(mode: str, warned: bool) -> None:
+    report = _report()
+    report.mode = mode
+    assert ("This is quick mode" in render_markdown(report)) is warned
+
+
 def test_the_results_count_met_and_missed_targets() -> None:
     assert "Targets: 1 met, 1 missed." in render_markdown(_report())
 
