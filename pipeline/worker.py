@@ -157,6 +157,7 @@ class Worker:
             broker_commit_every=1000,
             broker_commit_interval=2.0,
             producer_linger=0.005,
+            producer_max_batch_size=512 * 1024,
             consumer_auto_offset_reset="earliest",
             # On revocation faust waits until every input taken is acked (room tasks finish
             # their batch, send, store), then flushes the changelog: the next owner never
@@ -478,5 +479,13 @@ def main(args: Any, settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     metrics.serve(getattr(args, "web_port", None) or settings.metrics_port)
     worker = Worker(settings, getattr(args, "id", None))
-    faust.Worker(worker.app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    _FaustWorker(worker.app, loglevel="WARNING", quiet=True).execute_from_commandline()
     return 0
+
+
+class _FaustWorker(faust.Worker):  # type: ignore[misc]  # faust ships no types for it
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        # faust's terminal spinner handler sets the root logger to DEBUG, so every debug call
+        # of faust and aiokafka (several per record sent) built a record nobody printed.
+        self.spinner = None
+        logger.setLevel(level)

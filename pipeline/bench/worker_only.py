@@ -1,0 +1,145 @@
+"""The room processor workers alone: PDUs already in the topic, chunks out, nothing after them.
+
+A fresh run's ``pdus`` topic is filled with a generated workload before any worker starts; then
+the workers start and the time runs from the first chunk they send to the chunk that holds the
+last event (chunk timestamps are the workers' send times). Beside the rate: the CPU the workers
+used over that span, and the pure room logic (``pipeline.room.replay.replay``) over the same
+lines in this process, so the figure reads as a share of what one core of processing allows.
+
+``python -m pipeline.bench.worker_only [--rooms N] [--per-room N] [--workers N]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from pipeline.bench.cpu import CLOCK_TICKS, process_ticks
+from pipeline.bench.runs import cleanup, logdir_of
+from pipeline.config import Settings, load_settings
+from pipeline.errors import RoomstreamError
+from pipeline.local import Cluster, prepare_run
+from pipeline.produce import produce_lines
+from pipeline.room.replay import replay
+from pipeline.stack import Stack
+from pipeline.workload import generate_workload
+
+PARTITIONS = 4
+TIMEOUT_S = 600.0
+
+
+def replay_rate(lines: Sequence[bytes]) -> tuple[float, int]:
+    """(events/s of the pure room logic over ``lines``, events it puts in chunks)."""
+    started = time.perf_counter()
+    out = replay(lines)
+    seconds = time.perf_counter() - started
+    parked = sum(len(view.get("parked", ())) for view in out["rooms"].values())
+    in_chunks = len(lines) - len(out["dead_letter"]) - parked
+    return len(lines) / seconds, in_chunks
+
+
+def _cpu_seconds(pids: Sequence[int]) -> float:
+    return sum(process_ticks(pid) or 0 for pid in pids) / CLOCK_TICKS
+
+
+def _read_chunks(
+    run: Settings, expected: int, pids: Sequence[int], cluster: Cluster
+) -> dict[str, Any]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": run.kafka_bootstrap,
+            "group.id": f"{run.topic_prefix}-bench-reader",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+    )
+    consumer.assign([TopicPartition(run.topic("chunks"), 0, 0)])
+    events = chunks = 0
+    first_ts = last_ts = 0
+    cpu_at_first = cpu_at_last = 0.0
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while events < expected:
+            if time.monotonic() > deadline:
+                raise RoomstreamError(
+                    f"timed out after {TIMEOUT_S:.0f} s with {events} of {expected} events "
+                    "in chunks"
+                )
+            cluster.check_alive()
+            for msg in consumer.consume(1000, 0.05):
+                if msg.error():
+                    continue
+                _, ts = msg.timestamp()
+                if chunks == 0:
+                    first_ts = ts
+                    cpu_at_first = _cpu_seconds(pids)
+                chunks += 1
+                events += len(orjson.loads(msg.value() or b"{}")["events"])
+                if events >= expected:
+                    last_ts = ts
+                    cpu_at_last = _cpu_seconds(pids)
+                    break
+    finally:
+        consumer.close()
+    return {
+        "chunks": chunks,
+        "events_in_chunks": events,
+        "seconds": max(last_ts - first_ts, 1) / 1000,
+        "worker_cpu_seconds": cpu_at_last - cpu_at_first,
+    }
+
+
+def run(events_rooms: int = 400, per_room: int = 25, workers: int = 1) -> dict[str, Any]:
+    """Measure ``workers`` worker processes over ``events_rooms`` rooms of ``per_room`` events."""
+    settings = load_settings()
+    Stack(settings).up()
+    workload = generate_workload(events_rooms, per_room, seed=3)
+    lines = list(workload.lines)
+    pure_rate, expected = replay_rate(lines)
+    prefix = f"wonly{time.strftime('%H%M%S')}"
+    run_settings = prepare_run(settings, prefix, partitions=PARTITIONS)
+    cluster = Cluster(run_settings, logdir_of(run_settings))
+    try:
+        produce_lines(run_settings, lines, show_progress=False)
+        children = [
+            cluster.start("worker", "--id", f"{prefix}-w{i + 1}", name=f"worker{i + 1}")
+            for i in range(workers)
+        ]
+        measured = _read_chunks(run_settings, expected, [c.popen.pid for c in children], cluster)
+    finally:
+        cluster.stop()
+        cleanup(run_settings)
+    rate = measured["events_in_chunks"] / measured["seconds"]
+    return {
+        "rooms": events_rooms,
+        "per_room": per_room,
+        "workers": workers,
+        "events": measured["events_in_chunks"],
+        "chunks": measured["chunks"],
+        "seconds": round(measured["seconds"], 3),
+        "events_per_s": round(rate),
+        "worker_cpu_per_wall": round(measured["worker_cpu_seconds"] / measured["seconds"], 2),
+        "events_per_worker_cpu_s": round(
+            measured["events_in_chunks"] / max(measured["worker_cpu_seconds"], 1e-9)
+        ),
+        "replay_events_per_s": round(pure_rate),
+        "ratio_to_replay": round(rate / pure_rate, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rooms", type=int, default=400)
+    parser.add_argument("--per-room", type=int, default=25)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    print(orjson.dumps(run(args.rooms, args.per_room, args.workers)).decode())
+
+
+if __name__ == "__main__":
+    main()
