@@ -10,6 +10,7 @@ them; they are parsed on demand, and the parsed ones are dropped after each batc
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -69,8 +70,12 @@ class KnownEvents:
 
     def add(self, event: Event, status: int, state_group: int | None, fp: int) -> None:
         prevs = event.prev_event_ids if status != ACCEPTED else None
+        # Entries only ever go on the end (a replaced one moves there), so a saved prefix stays
+        # valid and a save need only write what came after it (see ``to_dict``).
+        self._known.pop(event.event_id, None)
         self._known[event.event_id] = Known(state_group, status, fp, prevs)
         if event.is_state:
+            self._state_events.pop(event.event_id, None)
             self._state_events[event.event_id] = _compact(event.pdu)
             self._parsed[event.event_id] = event
 
@@ -102,14 +107,25 @@ class KnownEvents:
         """Forget the parsed events (kept only while a batch runs, to save memory at rest)."""
         self._parsed.clear()
 
-    def to_dict(self) -> dict[str, Any]:
+    def counts(self) -> tuple[int, int]:
+        """(events, state events) held: the marks to pass to a later ``to_dict``."""
+        return len(self._known), len(self._state_events)
+
+    def to_dict(self, events_from: int = 0, state_events_from: int = 0) -> dict[str, Any]:
+        """The index as data; with marks from ``counts``, only what was added after them.
+
+        Loading the concatenation of such parts (later entries over earlier ones) gives the
+        whole index back, so a room's saves can grow with its new events, not its history.
+        """
         return {
             "events": {
                 eid: [k.state_group, k.status, k.fingerprint, list(k.prevs) if k.prevs else None]
-                for eid, k in self._known.items()
+                for eid, k in itertools.islice(self._known.items(), events_from, None)
             },
             # Kept as the compact JSON text: no re-parse on every save.
-            "state_events": dict(self._state_events),
+            "state_events": dict(
+                itertools.islice(self._state_events.items(), state_events_from, None)
+            ),
         }
 
     @classmethod

@@ -550,8 +550,16 @@ class RoomProcessor:
 
     # ---------------------------------------------------------------- persistence
 
-    def to_dict(self) -> dict[str, Any]:
-        """The whole state as orjson-friendly data (string keys, lists, ints, None)."""
+    def known_counts(self) -> tuple[int, int]:
+        """Marks of the event index for ``to_dict(known_from=...)``."""
+        return self._known.counts()
+
+    def to_dict(self, *, known_from: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+        """The whole state as orjson-friendly data (string keys, lists, ints, None).
+
+        With ``known_from`` (marks from an earlier ``known_counts``), ``events`` and
+        ``state_events`` hold only the entries added since; ``from_dict`` takes them merged.
+        """
         self._refresh_current()
         return {
             "format": STATE_FORMAT,
@@ -560,7 +568,7 @@ class RoomProcessor:
             "create_event_id": self.create_event_id,
             "chunk_count": self.chunk_count,
             "seq": self._seq,
-            **self._known.to_dict(),
+            **self._known.to_dict(*known_from),
             "state_groups": self._groups.to_dict(),
             "forward_extremities": sorted(self._extremities),
             "parked": self._parking.to_dict(),
