@@ -550,15 +550,18 @@ class RoomProcessor:
 
     # ---------------------------------------------------------------- persistence
 
-    def known_counts(self) -> tuple[int, int]:
-        """Marks of the event index for ``to_dict(known_from=...)``."""
-        return self._known.counts()
+    def append_marks(self) -> tuple[int, int, int]:
+        """How many entries the append-only parts hold (events, state events, state groups):
+        the marks to pass to a later ``to_dict(since=...)``."""
+        events, state_events = self._known.counts()
+        return events, state_events, len(self._groups)
 
-    def to_dict(self, *, known_from: tuple[int, int] = (0, 0)) -> dict[str, Any]:
+    def to_dict(self, *, since: tuple[int, int, int] = (0, 0, 0)) -> dict[str, Any]:
         """The whole state as orjson-friendly data (string keys, lists, ints, None).
 
-        With ``known_from`` (marks from an earlier ``known_counts``), ``events`` and
-        ``state_events`` hold only the entries added since; ``from_dict`` takes them merged.
+        With ``since`` (marks from an earlier ``append_marks``), the append-only parts —
+        ``events``, ``state_events`` and ``state_groups.groups`` — hold only the entries added
+        after the marks; ``from_dict`` takes them merged.
         """
         self._refresh_current()
         return {
@@ -568,8 +571,8 @@ class RoomProcessor:
             "create_event_id": self.create_event_id,
             "chunk_count": self.chunk_count,
             "seq": self._seq,
-            **self._known.to_dict(*known_from),
-            "state_groups": self._groups.to_dict(),
+            **self._known.to_dict(since[0], since[1]),
+            "state_groups": self._groups.to_dict(since[2]),
             "forward_extremities": sorted(self._extremities),
             "parked": self._parking.to_dict(),
         }

@@ -9,6 +9,7 @@ yields the same ids. Memory grows with state changes: a group is only made when 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -162,13 +163,17 @@ class StateGroups:
     def hops(self, sg: int) -> int:
         return self._groups[sg].hops
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, groups_from: int = 0) -> dict[str, Any]:
+        """The groups as data; with ``groups_from`` (an earlier ``len``), only those made since.
+
+        Groups are never changed or dropped once made, so saved parts stay valid.
+        """
         return {
             "counter": self._counter,
             "max_hops": self.max_hops,
             "groups": {
                 str(sg): [g.prev, g.hops, g.event_id, [list(r) for r in g.delta]]
-                for sg, g in self._groups.items()
+                for sg, g in itertools.islice(self._groups.items(), groups_from, None)
             },
         }
 

@@ -1,14 +1,16 @@
 """How a room processor's state is laid out in a key-value store (the worker's changelogged table).
 
-A room's event index grows with every event, so it is not rewritten whole on every save:
+A room's event index and its state groups grow with its history, so they are not rewritten
+whole on every save:
 
-    <room_id>                 the record: everything but the event index, plus segment marks
-    <room_id> NUL <i>         segment i of the event index: entries from mark i to mark i+1
+    <room_id>                 the record: everything else, plus the segment marks
+    <room_id> NUL <i>         segment i: the events, state events and state groups added
+                              between mark i and mark i+1
 
-Segments are append-only; a save rewrites the record and the last (open) segment only, and
-closes the open segment once it holds ``SEGMENT_ENTRIES`` entries. So a save costs what the
-room's state and its newest events cost, whatever the room's history, and no stored value grows
-without bound (a changelog message has a size limit).
+Those parts are append-only; a save rewrites the record and the last (open) segment only, and
+closes the open segment once it is ``SEGMENT_BYTES`` long. So a save costs what the room's newest
+events cost, whatever its history, and no stored value grows without bound (a changelog message
+has a size limit).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pipeline.room.batch import ProcessorConfig
 from pipeline.room.parking import ParkingBudget
 from pipeline.room.processor import RoomProcessor
 
-SEGMENT_ENTRIES = 1000
+SEGMENT_BYTES = 256 * 1024
 
 Get = Callable[[bytes], bytes | None]
 
@@ -40,16 +42,20 @@ def save(proc: RoomProcessor, previous_record: bytes | None) -> list[tuple[bytes
 
     The record is last, so a reader that sees it sees every segment it names.
     """
-    marks: list[list[int]] = [[0, 0]]
+    marks: list[list[int]] = [[0, 0, 0]]
     if previous_record is not None:
-        marks = orjson.loads(previous_record).get("segment_marks", marks)
+        marks = orjson.loads(previous_record)["segment_marks"]
     start = marks[-1]
-    data = proc.to_dict(known_from=(start[0], start[1]))
-    segment = {"events": data.pop("events"), "state_events": data.pop("state_events")}
-    writes = [(segment_key(proc.room_id, len(marks) - 1), orjson.dumps(segment))]
-    events, state_events = proc.known_counts()
-    if (events - start[0]) + (state_events - start[1]) >= SEGMENT_ENTRIES:
-        marks.append([events, state_events])
+    data = proc.to_dict(since=(start[0], start[1], start[2]))
+    segment = {
+        "events": data.pop("events"),
+        "state_events": data.pop("state_events"),
+        "groups": data["state_groups"].pop("groups"),
+    }
+    value = orjson.dumps(segment)
+    writes = [(segment_key(proc.room_id, len(marks) - 1), value)]
+    if len(value) >= SEGMENT_BYTES:
+        marks.append(list(proc.append_marks()))
     data["segment_marks"] = marks
     writes.append((record_key(proc.room_id), orjson.dumps(data)))
     return writes
@@ -68,7 +74,8 @@ def load(
     room_id = data["room_id"]
     events: dict[str, Any] = {}
     state_events: dict[str, Any] = {}
-    for i in range(len(data.get("segment_marks", [[0, 0]]))):
+    groups: dict[str, Any] = {}
+    for i in range(len(data["segment_marks"])):
         raw = get(segment_key(room_id, i))
         if raw is None:
             raise LookupError(
@@ -78,6 +85,8 @@ def load(
         segment = orjson.loads(raw)
         events.update(segment["events"])
         state_events.update(segment["state_events"])
+        groups.update(segment["groups"])
     data["events"] = events
     data["state_events"] = state_events
+    data["state_groups"]["groups"] = groups
     return cls.from_dict(data, config=config, budget=budget)

@@ -46,7 +46,7 @@ def test_a_room_saved_after_every_batch_loads_back_equal_and_continues_the_same(
 
 
 def test_a_save_writes_what_is_new_not_the_whole_history() -> None:
-    room_id, lines = _room_lines(4 * storage.SEGMENT_ENTRIES)
+    room_id, lines = _room_lines(3000)
     kv: dict[bytes, bytes] = {}
     proc = RoomProcessor(room_id)
     written = []
