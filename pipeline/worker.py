@@ -6,18 +6,22 @@ What it holds (and nothing else): routing, per-room queues, offsets, retries, th
    room ID, as aiokafka and faust partition) is not the partition it was read from is forwarded
    there unchanged and acked: one owner per room whatever partitioner the producer used.
 2. Inputs that name no room (bad JSON, no room_id) go to ``<prefix>.dead-letter`` with a reason.
-3. Everything else is queued on its room. Each room drains its queue in arrival order in a task
-   of its own, running the pure processor in a thread, so one room's slow state resolution does
-   not hold up other rooms of the same partition, nor the event loop that serves the others.
-4. Per input, the room task: processes it; sends the chunk and any dead letters and waits for the
-   broker's acknowledgement; then stores the room's new state in the ``rooms`` table (changelog);
-   then acks the input. faust commits an offset only once every input before it is acked, and
-   flushes the changelog first.
+3. Everything else is queued on its room. A room with queued inputs and no job under way sends
+   them, as one job, to a few long-lived processing threads (``pipeline.room_threads``), which
+   run the pure processor off the event loop: one room's slow state resolution holds one thread
+   while the others go on with the other rooms, of any partition. Each input of a job is still
+   processed on its own (one chunk each, as a replay would); the job ends with the room's state.
+4. Per job, back on the loop: send its chunks and dead letters and wait for the broker's
+   acknowledgement; then store the room's new state in the ``rooms`` table (the changelog record
+   handed to the producer); then ack the inputs; then the room's next job may start. faust
+   commits an offset only once every input before it is acked, and flushes the producer first.
 
 Crash at any point: the input is delivered again and processed against the last stored state.
 Processing is deterministic, so it yields the same chunk (same chunk id, same state group ids),
 which the committer drops as already committed; an input whose state change was stored is a
 duplicate to the processor and yields nothing. Nothing is lost and nothing takes effect twice.
+On revocation faust waits until every input taken is acked (``stream_wait_empty``), so the next
+owner never starts from a state older than chunks already sent.
 """
 
 from __future__ import annotations
@@ -28,9 +32,8 @@ import logging
 import os
 import socket
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Coroutine, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,15 +43,16 @@ from aiokafka.partitioner import murmur2
 
 from pipeline import metrics
 from pipeline.config import Settings
+from pipeline.errors import RoomstreamError
 from pipeline.room.parking import ParkingBudget, ParkingLimits
 from pipeline.room.processor import (
-    BatchResult,
     DeadLetter,
     Incoming,
     ProcessorConfig,
     RoomProcessor,
 )
 from pipeline.room.routing import room_id_of
+from pipeline.room_threads import JobThreads
 
 log = logging.getLogger("roomstream.worker")
 
@@ -58,6 +62,12 @@ MAX_IN_FLIGHT = 5000
 MAX_ROOM_BATCH = 200
 # Room processors kept deserialised; the table keeps every room's bytes regardless.
 PROCESSOR_CACHE = 2000
+# Threads processing rooms: a slow room holds one of them while the others go on.
+ROOM_THREADS = 4
+# Rooms whose owner partition is remembered.
+OWNER_CACHE = 100_000
+# The producer's batch per partition (faust's default is 16 KB).
+PRODUCER_BATCH_BYTES = 512 * 1024
 
 
 class _SlowResolution(RoomProcessor):
@@ -132,14 +142,41 @@ def _received_ts(headers: Any, fallback_ms: int) -> int:
     return fallback_ms
 
 
-@dataclass
+@dataclass(slots=True)
 class _Room:
-    queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
-    task: asyncio.Task[None] | None = None
+    pending: deque[Any] = field(default_factory=deque)  # faust events, in arrival order
+    busy: bool = False  # a job of this room is being processed or its outputs sent
+
+
+@dataclass(slots=True)
+class _Job:
+    """One trip of a room to a processing thread: its queued inputs, and its processor (or the
+    stored state to rebuild it from)."""
+
+    room_id: str
+    events: list[Any]  # of the current generation, in arrival order
+    taken: int  # inputs taken off the room's queue, those of a revoked generation included
+    proc: RoomProcessor | None
+    stored: bytes | None
+    now: int
+
+
+@dataclass(slots=True)
+class _Processed:
+    proc: RoomProcessor
+    state: bytes  # the room's state after the job, as the table stores it
+    outputs: list[tuple[str, bytes]]  # (topic, value) in the order a replay would emit them
+
+
+# Metric children looked up once: labels() costs a lookup under a lock per call.
+_ACCEPTED = metrics.EVENTS.labels("accepted")
+_REJECTED = metrics.EVENTS.labels("rejected")
+_SOFT_FAILED = metrics.EVENTS.labels("soft_failed")
+_DUPLICATE = metrics.EVENTS.labels("duplicate")
 
 
 class Worker:
-    """The faust app of one worker process, and the room tasks it runs."""
+    """The faust app of one worker process, and the room jobs it runs."""
 
     def __init__(self, settings: Settings, worker_id: str | None = None) -> None:
         self.settings = settings
@@ -157,11 +194,14 @@ class Worker:
             broker_commit_every=1000,
             broker_commit_interval=2.0,
             producer_linger=0.005,
-            producer_max_batch_size=512 * 1024,
+            # aiokafka sends one request at a time to a broker, holding at most one batch per
+            # partition: with the default 16 KB, a round trip carried about two room states
+            # per changelog partition and ten chunks.
+            producer_max_batch_size=PRODUCER_BATCH_BYTES,
             consumer_auto_offset_reset="earliest",
-            # On revocation faust waits until every input taken is acked (room tasks finish
-            # their batch, send, store), then flushes the changelog: the next owner never
-            # starts from a state older than chunks already sent.
+            # On revocation faust waits until every input taken is acked (room jobs finish,
+            # send, store), then flushes the producer: the next owner never starts from a
+            # state older than chunks already sent.
             stream_wait_empty=True,
             web_enabled=False,
             table_standby_replicas=0,
@@ -175,20 +215,6 @@ class Worker:
             key_serializer="raw",
             value_serializer="raw",
         )
-        self.chunks = self.app.topic(
-            settings.topic("chunks"),
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-        self.dead_letter = self.app.topic(
-            settings.topic("dead-letter"),
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
         self.rooms_table = self.app.Table(
             "rooms",
             default=None,
@@ -196,6 +222,8 @@ class Worker:
             value_type=bytes,
             partitions=settings.pdu_partitions,
         )
+        self.chunks_topic = settings.topic("chunks")
+        self.dead_letter_topic = settings.topic("dead-letter")
         self.config = ProcessorConfig(
             parking=ParkingLimits(
                 per_room=settings.park_max_per_room,
@@ -206,11 +234,12 @@ class Worker:
         self.budget = ParkingBudget(settings.park_max_total)
         self.slow_room = os.environ.get("ROOMSTREAM_DEBUG_SLOW_ROOM")
         _SlowResolution.slow_s = float(os.environ.get("ROOMSTREAM_DEBUG_SLOW_S", "5"))
-        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="room")
+        self.threads: JobThreads[_Job, _Processed] | None = None
         self.rooms: dict[str, _Room] = {}
         self.cache: OrderedDict[str, tuple[bytes, RoomProcessor]] = OrderedDict()
         self.in_flight = 0
         self._tasks: set[asyncio.Future[None]] = set()
+        self._owners: dict[str, int] = {}
         self.capacity = asyncio.Event()
         self.capacity.set()
         self.app.agent(self.pdus, name="rooms")(self._agent)
@@ -220,9 +249,16 @@ class Worker:
     # ------------------------------------------------------------------ the agent
 
     async def _agent(self, stream: Any) -> None:
+        if self.threads is None:
+            self.threads = JobThreads(
+                asyncio.get_running_loop(),
+                self._work,
+                self._on_processed,
+                threads=ROOM_THREADS,
+                name="room",
+            )
         async for event in stream.noack().events():
-            message = event.message
-            self._route(event, message)
+            self._route(event, event.message)
             if self.in_flight >= MAX_IN_FLIGHT:
                 self.capacity.clear()
                 await self.capacity.wait()
@@ -232,182 +268,191 @@ class Worker:
         if room_id is None:
             self._spawn(self._dead_letter_unroutable(event))
             return
-        owner = owner_partition(room_id, self.settings.pdu_partitions)
+        owner = self._owner(room_id)
         if owner != message.partition:
             self._spawn(self._forward(event, room_id, owner))
             return
         room = self.rooms.get(room_id)
         if room is None:
             room = self.rooms[room_id] = _Room()
-        room.queue.put_nowait(event)
+        room.pending.append(event)
         self.in_flight += 1
-        if room.task is None or room.task.done():
-            room.task = asyncio.ensure_future(self._drain(room_id, room))
+        if not room.busy:
+            self._next_job(room_id, room)
+
+    def _owner(self, room_id: str) -> int:
+        # murmur2 is pure Python: remember the answer for rooms seen recently.
+        owner = self._owners.get(room_id)
+        if owner is None:
+            if len(self._owners) >= OWNER_CACHE:
+                self._owners.clear()
+            owner = self._owners[room_id] = owner_partition(room_id, self.settings.pdu_partitions)
+        return owner
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        partition: int | None = None,
+        headers: Any = None,
+    ) -> Any:
+        """Hand one record to the producer; returns the future of the broker's acknowledgement.
+
+        Straight to faust's producer: a topic's send would wrap every record in a FutureMessage
+        and run it through serializers and callbacks that raw bytes do not need."""
+        return await self.app.producer.send(topic, key, value, partition, None, headers)
+
     async def _forward(self, event: Any, room_id: str, owner: int) -> None:
         m = event.message
-        fut = await self.pdus.send(
-            key=room_id.encode(), value=m.value, partition=owner, headers=m.headers
+        await (
+            await self._send(
+                self.pdus.get_topic_name(), room_id.encode(), m.value, owner, m.headers
+            )
         )
-        await fut
         metrics.FORWARDED.inc()
         event.ack()
 
     async def _dead_letter_unroutable(self, event: Any) -> None:
         m = event.message
-        reason = _unroutable_reason(m.value)
-        await self._send_dead_letter(reason, m, key=None)
-        event.ack()
-
-    async def _send_dead_letter(
-        self,
-        reason: str,
-        m: Any,
-        *,
-        key: str | None,
-        event_id: str | None = None,
-        value: bytes | None = None,
-    ) -> None:
         body = dead_letter_message(
-            reason,
+            _unroutable_reason(m.value),
             topic=m.topic,
             partition=m.partition,
             offset=m.offset,
             key=m.key,
-            value=m.value if value is None else value,
+            value=m.value,
             headers=m.headers,
-            event_id=event_id,
         )
-        fut = await self.dead_letter.send(key=key.encode() if key else None, value=body)
-        await fut
+        await (await self._send(self.dead_letter_topic, None, body))
         metrics.DEAD_LETTERED.inc()
+        event.ack()
 
     # ------------------------------------------------------------------ rooms
 
-    async def _drain(self, room_id: str, room: _Room) -> None:
-        loop = asyncio.get_running_loop()
-        while not room.queue.empty():
-            events: list[Any] = []
-            while not room.queue.empty() and len(events) < MAX_ROOM_BATCH:
-                events.append(room.queue.get_nowait())
-            try:
-                await self._process_batch(loop, room_id, events)
-            finally:
-                self.in_flight -= len(events)
-                if self.in_flight < MAX_IN_FLIGHT // 2:
-                    self.capacity.set()
-        if room.queue.empty():
-            self.rooms.pop(room_id, None)
+    def _next_job(self, room_id: str, room: _Room) -> None:
+        """Send the room's queued inputs to a processing thread, or forget the room if none."""
+        while room.pending:
+            taken = min(len(room.pending), MAX_ROOM_BATCH)
+            batch = [room.pending.popleft() for _ in range(taken)]
+            # An input of a partition revoked meanwhile is left unacked: its new owner has it.
+            generation = self.app.consumer_generation_id
+            current = [e for e in batch if e.message.generation_id == generation]
+            if not current:
+                self._release(taken)
+                continue
+            proc, stored = self._processor(room_id)
+            room.busy = True
+            assert self.threads is not None  # started with the agent, before any input
+            self.threads.submit(
+                _Job(room_id, current, taken, proc, stored, int(time.time() * 1000))
+            )
+            return
+        del self.rooms[room_id]
 
-    def _processor(self, room_id: str) -> RoomProcessor:
+    def _release(self, inputs: int) -> None:
+        self.in_flight -= inputs
+        if self.in_flight < MAX_IN_FLIGHT // 2:
+            self.capacity.set()
+
+    def _processor(self, room_id: str) -> tuple[RoomProcessor | None, bytes | None]:
+        """The room's cached processor if it is the stored state's; else the stored state."""
         stored = self.rooms_table.data.get(room_id.encode())
         cached = self.cache.get(room_id)
         if cached is not None:
             if cached[0] is stored:
                 self.cache.move_to_end(room_id)
-                return cached[1]
+                return cached[1], stored
             self._forget(room_id)
-        cls = _SlowResolution if room_id == self.slow_room else RoomProcessor
-        if stored is None:
-            return cls(room_id, config=self.config, budget=self.budget)
-        return cls.from_dict(orjson.loads(stored), config=self.config, budget=self.budget)
+        return None, stored
 
-    async def _process_batch(
-        self, loop: asyncio.AbstractEventLoop, room_id: str, events: list[Any]
-    ) -> None:
-        """Process the room's queued inputs one by one (one chunk each, as a replay would), in
-        one trip to a thread; send every output and wait for the broker; store the room's state
-        once; then ack them all."""
-        # An input of a partition revoked meanwhile is left unacked: its new owner has it.
-        current = [e for e in events if e.message.generation_id == self.app.consumer_generation_id]
-        if not current:
-            return
-        proc = self._processor(room_id)
-        now = int(time.time() * 1000)
-        incomings = [
-            Incoming(
-                e.message.value,
+    def _work(self, job: _Job) -> _Processed:
+        """In a processing thread: the job's inputs one by one (one chunk each, as a replay
+        would), their outputs serialised, and the room's state after them."""
+        proc = job.proc
+        if proc is None:
+            cls = _SlowResolution if job.room_id == self.slow_room else RoomProcessor
+            if job.stored is None:
+                proc = cls(job.room_id, config=self.config, budget=self.budget)
+            else:
+                proc = cls.from_dict(
+                    orjson.loads(job.stored), config=self.config, budget=self.budget
+                )
+        outputs: list[tuple[str, bytes]] = []
+        for event in job.events:
+            m = event.message
+            incoming = Incoming(
+                m.value,
                 received_ts=_received_ts(
-                    e.message.headers,
-                    int(e.message.timestamp * 1000) if e.message.timestamp else now,
+                    m.headers, int(m.timestamp * 1000) if m.timestamp else job.now
                 ),
-                source={"partition": e.message.partition, "offset": e.message.offset},
+                source={"partition": m.partition, "offset": m.offset},
             )
-            for e in current
-        ]
+            started = time.perf_counter()
+            result = proc.process([incoming], now=job.now)
+            metrics.PROCESS_SECONDS.observe(time.perf_counter() - started)
+            if result.chunk is not None:
+                outputs.append((self.chunks_topic, result.chunk.to_json()))
+                metrics.CHUNK_EVENTS.observe(len(result.chunk.events))
+                for ce in result.chunk.events:
+                    if ce.rejected:
+                        _REJECTED.inc()
+                    elif ce.soft_failed:
+                        _SOFT_FAILED.inc()
+                    else:
+                        _ACCEPTED.inc()
+            for dl in result.dead_letters:
+                outputs.append((self.dead_letter_topic, _dead_letter_of(job.room_id, dl, m)))
+                metrics.DEAD_LETTERED.inc()
+            if result.duplicates:
+                _DUPLICATE.inc(result.duplicates)
+        return _Processed(proc, orjson.dumps(proc.to_dict()), outputs)
 
-        def work() -> tuple[list[BatchResult], bytes]:
-            results = []
-            for incoming in incomings:
-                started = time.perf_counter()
-                results.append(proc.process([incoming], now=now))
-                metrics.PROCESS_SECONDS.observe(time.perf_counter() - started)
-            return results, orjson.dumps(proc.to_dict())
+    def _on_processed(self, done: list[tuple[_Job, _Processed | Exception]]) -> None:
+        self._spawn(self._emit(done))
 
-        results, state = await loop.run_in_executor(self.pool, work)
-        pending: list[Any] = []
-        for result, event in zip(results, current, strict=True):
-            pending += await self._emit(room_id, result, event.message)
-        for fut in pending:
-            await fut
-        self._store(room_id, state, proc, current[0].message.partition)
-        metrics.PARKED.set(self.budget_used())
-        for event in current:
-            event.ack()
+    async def _emit(self, done: list[tuple[_Job, _Processed | Exception]]) -> None:
+        """For each processed job: send its outputs and wait for the broker; store the room's
+        state; then ack its inputs."""
+        try:
+            sent: list[tuple[_Job, _Processed, list[Any]]] = []
+            for job, out in done:
+                if isinstance(out, Exception):
+                    raise ProcessingFailed(job.room_id, out) from out
+                key = job.room_id.encode()
+                futures = [await self._send(topic, key, value) for topic, value in out.outputs]
+                sent.append((job, out, futures))
+            for job, out, futures in sent:
+                for fut in futures:
+                    await fut
+                partition = job.events[0].message.partition
+                await self._store(job.room_id, out.state, out.proc, partition)
+                for event in job.events:
+                    event.ack()
+                metrics.PARKED.set(self.budget.used)
+                self._release(job.taken)
+                room = self.rooms[job.room_id]
+                room.busy = False
+                self._next_job(job.room_id, room)
+        except Exception as e:
+            # Inputs stay unacked: after the restart they are processed again, against the
+            # last state stored, with the same outcome.
+            log.exception("room processing failed; the worker stops")
+            await self.app.crash(e)
 
-    async def _emit(self, room_id: str, result: BatchResult, m: Any) -> list[Any]:
-        """Hand the result's chunk and dead letters to the producer; return their futures."""
-        pending = []
-        if result.chunk is not None:
-            pending.append(
-                await self.chunks.send(key=room_id.encode(), value=result.chunk.to_json())
-            )
-            metrics.CHUNK_EVENTS.observe(len(result.chunk.events))
-            for ce in result.chunk.events:
-                if ce.rejected:
-                    metrics.EVENTS.labels("rejected").inc()
-                elif ce.soft_failed:
-                    metrics.EVENTS.labels("soft_failed").inc()
-                else:
-                    metrics.EVENTS.labels("accepted").inc()
-        for dl in result.dead_letters:
-            pending.append(await self._send_dead_letter_of(room_id, dl, m))
-        if result.duplicates:
-            metrics.EVENTS.labels("duplicate").inc(result.duplicates)
-        return pending
-
-    async def _send_dead_letter_of(self, room_id: str, dl: DeadLetter, m: Any) -> Any:
-        src = dl.source or {}
-        raw = dl.raw
-        value = (
-            raw
-            if isinstance(raw, bytes)
-            else (raw.encode() if isinstance(raw, str) else orjson.dumps(raw))
-        )
-        body = dead_letter_message(
-            dl.reason,
-            topic=m.topic,
-            partition=int(src.get("partition", m.partition)),
-            offset=int(src.get("offset", m.offset)),
-            key=room_id.encode(),
-            value=value,
-            headers=m.headers if src.get("offset", m.offset) == m.offset else None,
-            event_id=dl.event_id,
-        )
-        metrics.DEAD_LETTERED.inc()
-        return await self.dead_letter.send(key=room_id.encode(), value=body)
-
-    def _store(self, room_id: str, state: bytes, proc: RoomProcessor, partition: int) -> None:
+    async def _store(self, room_id: str, state: bytes, proc: RoomProcessor, partition: int) -> None:
         key = room_id.encode()
-        # Set the table's data and changelog directly: room tasks run outside faust's stream
-        # iteration, where Table.__setitem__ cannot tell the partition.
+        # The table's data and changelog directly: room jobs run outside faust's stream
+        # iteration, where Table.__setitem__ cannot tell the partition. The record goes to the
+        # producer itself (not faust's send-soon buffer), so the producer flush that precedes
+        # every offset commit covers it.
         self.rooms_table.data[key] = state
-        self.rooms_table.send_changelog(partition, key, state)
+        await self._send(self._changelog_topic(), key, state, partition)
         self.cache[room_id] = (state, proc)
         self.cache.move_to_end(room_id)
         if len(self.cache) > PROCESSOR_CACHE:
@@ -416,6 +461,9 @@ class Worker:
                 if len(self.cache) <= PROCESSOR_CACHE:
                     break
                 del self.cache[rid]
+
+    def _changelog_topic(self) -> str:
+        return str(self.rooms_table.changelog_topic.get_topic_name())
 
     def _forget(self, room_id: str) -> None:
         _, proc = self.cache.pop(room_id)
@@ -427,7 +475,8 @@ class Worker:
     async def _expire_parked(self) -> None:
         """Dead-letter parked events past their expiry, in rooms that see no new input."""
         # Only rooms this worker holds in memory are checked here; a room's parked events are
-        # also expired whenever it processes an input.
+        # also expired whenever it processes an input. A room with inputs queued or in a job
+        # is left alone: its processor is in use.
         now = int(time.time() * 1000)
         for room_id, (state, proc) in list(self.cache.items()):
             if not proc.parked() or room_id in self.rooms:
@@ -437,27 +486,64 @@ class Worker:
             ttl = proc.config.parking.ttl_ms
             if not any(p.parked_at + ttl <= now for p in proc.parked()):
                 continue
-            result = proc.expire(now)
-            for dl in result.dead_letters:
-                body = dead_letter_message(
-                    dl.reason,
-                    topic=self.settings.topic("pdus"),
-                    partition=int((dl.source or {}).get("partition", -1)),
-                    offset=int((dl.source or {}).get("offset", -1)),
-                    key=room_id.encode(),
-                    value=dl.raw if isinstance(dl.raw, bytes) else str(dl.raw).encode(),
-                    event_id=dl.event_id,
-                )
-                await (await self.dead_letter.send(key=room_id.encode(), value=body))
-                metrics.DEAD_LETTERED.inc()
-            partition = owner_partition(room_id, self.settings.pdu_partitions)
-            self._store(room_id, orjson.dumps(proc.to_dict()), proc, partition)
+            # The room is busy until its state is stored: inputs arriving meanwhile wait.
+            room = self.rooms[room_id] = _Room(busy=True)
+            try:
+                await self._expire_room(room_id, proc, now)
+            finally:
+                room.busy = False
+                self._next_job(room_id, room)
+
+    async def _expire_room(self, room_id: str, proc: RoomProcessor, now: int) -> None:
+        result = proc.expire(now)
+        for dl in result.dead_letters:
+            body = dead_letter_message(
+                dl.reason,
+                topic=self.settings.topic("pdus"),
+                partition=int((dl.source or {}).get("partition", -1)),
+                offset=int((dl.source or {}).get("offset", -1)),
+                key=room_id.encode(),
+                value=dl.raw if isinstance(dl.raw, bytes) else str(dl.raw).encode(),
+                event_id=dl.event_id,
+            )
+            await (await self._send(self.dead_letter_topic, room_id.encode(), body))
+            metrics.DEAD_LETTERED.inc()
+        partition = self._owner(room_id)
+        await self._store(room_id, orjson.dumps(proc.to_dict()), proc, partition)
 
     async def _on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         # Rooms of revoked partitions move to another owner, which rebuilds them from the
         # changelog; cached processors here may be stale from now on.
         for room_id in list(self.cache):
             self._forget(room_id)
+
+
+class ProcessingFailed(RoomstreamError):
+    """A room's processing raised instead of returning an outcome: a bug, not bad input."""
+
+    def __init__(self, room_id: str, cause: Exception) -> None:
+        super().__init__(f"processing room {room_id} raised {cause!r}")
+        self.room_id = room_id
+
+
+def _dead_letter_of(room_id: str, dl: DeadLetter, m: Any) -> bytes:
+    src = dl.source or {}
+    raw = dl.raw
+    value = (
+        raw
+        if isinstance(raw, bytes)
+        else (raw.encode() if isinstance(raw, str) else orjson.dumps(raw))
+    )
+    return dead_letter_message(
+        dl.reason,
+        topic=m.topic,
+        partition=int(src.get("partition", m.partition)),
+        offset=int(src.get("offset", m.offset)),
+        key=room_id.encode(),
+        value=value,
+        headers=m.headers if src.get("offset", m.offset) == m.offset else None,
+        event_id=dl.event_id,
+    )
 
 
 def _unroutable_reason(value: bytes | None) -> str:
