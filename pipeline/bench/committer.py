@@ -21,8 +21,8 @@ from pipeline.bench.runs import (
     cluster_groups,
     fresh_run,
     logdir_of,
-    wait_for,
     wait_for_log,
+    wait_for_progress,
     watching,
 )
 from pipeline.config import Settings
@@ -94,11 +94,13 @@ def measure_committer(settings: Settings, prepared: PreparedChunks, timeout: flo
             started = time.monotonic()
             _produce_chunks(run, prepared.chunks)
             try:
-                wait_for(
-                    lambda: watcher.position >= prepared.events,
+                wait_for_progress(
+                    run,
+                    lambda: watcher.position,
+                    prepared.events,
                     timeout,
-                    f"the committer to announce {prepared.events} events",
-                    cluster,
+                    f"the committer to announce {prepared.events} events (stream position)",
+                    cluster=cluster,
                 )
             finally:
                 cpu = sampler.stop()

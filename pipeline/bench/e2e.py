@@ -23,7 +23,14 @@ from dataclasses import dataclass
 
 from pipeline.bench.cpu import CpuSampler
 from pipeline.bench.report import CpuRow
-from pipeline.bench.runs import cleanup, cluster_groups, fresh_run, logdir_of, wait_for, warm_up
+from pipeline.bench.runs import (
+    cleanup,
+    cluster_groups,
+    fresh_run,
+    logdir_of,
+    wait_for_progress,
+    warm_up,
+)
 from pipeline.config import Settings
 from pipeline.local import Cluster, InvalidationWatcher, event_ids_of, percentile, produce_timed
 from pipeline.local import running as start_cluster
@@ -105,11 +112,13 @@ def measure_throughput(pr: PipelineRun, workload: Workload, timeout: float) -> T
     started = time.monotonic()
     produce_timed(pr.settings, lines, [None] * len(lines))
     try:
-        wait_for(
-            lambda: pr.watcher.position >= target,
+        wait_for_progress(
+            pr.settings,
+            lambda: pr.watcher.position,
+            target,
             timeout,
-            f"{workload.event_count} events to be announced",
-            pr.cluster,
+            f"{workload.event_count} events to be announced (stream position)",
+            cluster=pr.cluster,
         )
     finally:
         cpu = sampler.stop()
@@ -145,11 +154,13 @@ def measure_latency(
         head = produce_timed(pr.settings, lines[:exclude_lines], ids[:exclude_lines])
     sent = produce_timed(pr.settings, lines[exclude_lines:], ids[exclude_lines:], rate=rate)
     try:
-        wait_for(
-            lambda: pr.watcher.position >= target,
+        wait_for_progress(
+            pr.settings,
+            lambda: pr.watcher.position,
+            target,
             timeout,
-            f"{events} paced events to be announced",
-            pr.cluster,
+            f"{events} paced events to be announced (stream position)",
+            cluster=pr.cluster,
         )
     finally:
         cpu = sampler.stop()

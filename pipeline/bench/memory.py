@@ -24,7 +24,7 @@ from pipeline.bench.runs import (
     cluster_groups,
     fresh_run,
     logdir_of,
-    wait_for,
+    wait_for_progress,
 )
 from pipeline.config import Settings
 from pipeline.errors import RoomstreamError
@@ -79,7 +79,15 @@ def measure_memory(settings: Settings, rooms: int, timeout: float) -> MemoryResu
         with running(run, logdir_of(run), workers=1, committer=False) as cluster:
             pid = child_pid(cluster, "worker1")
             produce_timed(run, warm, [None] * len(warm))
-            wait_for(lambda: chunk_count(run) >= len(warm), 120, "the warm-up room", cluster, 0.5)
+            wait_for_progress(
+                run,
+                lambda: chunk_count(run),
+                len(warm),
+                120,
+                "the warm-up room",
+                cluster=cluster,
+                interval=0.5,
+            )
             time.sleep(1.0)
             idle = rss_kib(pid)
             sampler = CpuSampler(cluster_groups(run, cluster))
@@ -88,12 +96,14 @@ def measure_memory(settings: Settings, rooms: int, timeout: float) -> MemoryResu
             produce_timed(run, lines, [None] * len(lines))
             target = len(warm) + len(lines)
             try:
-                wait_for(
-                    lambda: chunk_count(run) >= target,
+                wait_for_progress(
+                    run,
+                    lambda: chunk_count(run),
+                    target,
                     timeout,
-                    f"the worker to process {rooms} rooms",
-                    cluster,
-                    0.5,
+                    f"the worker to process {rooms} rooms (chunks)",
+                    cluster=cluster,
+                    interval=0.5,
                 )
             finally:
                 cpu = sampler.stop()

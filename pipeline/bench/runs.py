@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import orjson
 import psycopg2
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -113,6 +114,76 @@ def wait_for(
         time.sleep(interval)
 
 
+def dead_letters(run: Settings, most: int = 200) -> list[str]:
+    """The reasons of the run's dead letters (at most ``most``), oldest first."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": run.kafka_bootstrap,
+            "group.id": "bench-dead-letters",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        topic = TopicPartition(run.topic("dead-letter"), 0, 0)
+        _, hi = consumer.get_watermark_offsets(topic, timeout=5)
+        if hi <= 0:
+            return []
+        consumer.assign([topic])
+        reasons: list[str] = []
+        deadline = time.monotonic() + 10
+        while len(reasons) < min(hi, most) and time.monotonic() < deadline:
+            for msg in consumer.consume(min(hi, most), 1.0):
+                if msg.error() is None:
+                    try:
+                        reasons.append(str(orjson.loads(msg.value() or b"{}").get("reason")))
+                    except orjson.JSONDecodeError:
+                        reasons.append("(a dead letter that is not JSON)")
+        return reasons
+    finally:
+        consumer.close()
+
+
+def wait_for_progress(
+    run: Settings,
+    progress: Callable[[], int],
+    target: int,
+    timeout: float,
+    what: str,
+    *,
+    cluster: Cluster | None = None,
+    stall: float = 90.0,
+    interval: float = 0.05,
+) -> None:
+    """Wait until ``progress()`` reaches ``target``.
+
+    Gives up, saying how far it got and what the run dead-lettered, when ``timeout`` passes or
+    nothing moves for ``stall`` seconds: a workload with no bad input has nothing to
+    dead-letter, so a dead letter means events were lost and the target will never be reached.
+    """
+    deadline = time.monotonic() + timeout
+    last, moved_at = progress(), time.monotonic()
+    while (now := progress()) < target:
+        t = time.monotonic()
+        if now != last:
+            last, moved_at = now, t
+        if cluster is not None:
+            cluster.check_alive()
+        if t > deadline or t - moved_at > stall:
+            reasons = dead_letters(run)
+            why = (
+                f"timed out after {timeout:.0f} s"
+                if t > deadline
+                else (f"no progress for {stall:.0f} s")
+            )
+            detail = (
+                f"; the run dead-lettered {len(reasons)} input(s), first: {reasons[0]}"
+                if reasons
+                else ""
+            )
+            raise RoomstreamError(f"{why} waiting for {what}: reached {now} of {target}{detail}")
+        time.sleep(interval)
+
+
 def wait_for_log(cluster: Cluster, name: str, text: str, timeout: float) -> None:
     child = next(c for c in cluster.children if c.name == name)
 
@@ -135,7 +206,9 @@ def warm_up(run: Settings, cluster: Cluster, watcher: InvalidationWatcher, seed:
     start = watcher.position
     produce_timed(run, list(warm.lines), [None] * len(warm.lines))
     target = start + warm.event_count
-    wait_for(lambda: watcher.position >= target, 180, "the warm-up to be announced", cluster)
+    wait_for_progress(
+        run, lambda: watcher.position, target, 180, "the warm-up to be announced", cluster=cluster
+    )
 
 
 def chunk_count(run: Settings) -> int:
