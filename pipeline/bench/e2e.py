@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pipeline.bench.cpu import CpuSampler
 from pipeline.bench.report import CpuRow
 from pipeline.bench.runs import (
+    Stalled,
     cleanup,
     cluster_groups,
     fresh_run,
@@ -47,10 +48,21 @@ class PipelineRun:
 
 @dataclass(frozen=True, slots=True)
 class Throughput:
-    events: int
+    events: int  # events committed and announced
     seconds: float
     workers: int
     cpu: list[CpuRow]
+    lost: int = 0  # events of the workload never announced (the pipeline dead-lettered them)
+    lost_reason: str | None = None
+
+    def loss_note(self) -> str:
+        if not self.lost:
+            return ""
+        return (
+            f" The pipeline LOST {self.lost:,} of the workload's events: they were never "
+            f"announced, and it dead-lettered an input for this reason: {self.lost_reason}. The "
+            "rate is over the events it did announce, up to its last announcement."
+        )
 
     @property
     def rate(self) -> float:
@@ -72,6 +84,16 @@ class Latency:
     # half much slower than the first means the pipeline fell behind the rate (queueing).
     first_half_p99_ms: float = float("nan")
     second_half_p99_ms: float = float("nan")
+    lost: int = 0  # events never announced (the pipeline dead-lettered them)
+    lost_reason: str | None = None
+
+    def loss_note(self) -> str:
+        if not self.lost:
+            return ""
+        return (
+            f" The pipeline LOST {self.lost:,} of these events (never announced; a dead letter "
+            f"says: {self.lost_reason}); the latencies are of those it announced."
+        )
 
     def trend(self) -> str:
         a, b = self.first_half_p99_ms, self.second_half_p99_ms
@@ -111,6 +133,7 @@ def measure_throughput(pr: PipelineRun, workload: Workload, timeout: float) -> T
     sampler.start()
     started = time.monotonic()
     produce_timed(pr.settings, lines, [None] * len(lines))
+    lost, reason = 0, None
     try:
         wait_for_progress(
             pr.settings,
@@ -120,10 +143,17 @@ def measure_throughput(pr: PipelineRun, workload: Workload, timeout: float) -> T
             f"{workload.event_count} events to be announced (stream position)",
             cluster=pr.cluster,
         )
+    except Stalled as stalled:
+        # Events the pipeline dead-lettered never come: the rate is over those that did, and
+        # the loss is reported with it. A stall with nothing dead-lettered is a failure.
+        if not stalled.reasons:
+            raise
+        lost, reason = stalled.target - stalled.reached, stalled.reasons[0]
     finally:
         cpu = sampler.stop()
     ended = pr.watcher.last_at or time.monotonic()
-    return Throughput(workload.event_count, ended - started, pr.workers, cpu)
+    announced = workload.event_count - lost
+    return Throughput(announced, ended - started, pr.workers, cpu, lost, reason)
 
 
 def measure_latency(
@@ -153,6 +183,7 @@ def measure_latency(
     if exclude_lines:
         head = produce_timed(pr.settings, lines[:exclude_lines], ids[:exclude_lines])
     sent = produce_timed(pr.settings, lines[exclude_lines:], ids[exclude_lines:], rate=rate)
+    lost, reason = 0, None
     try:
         wait_for_progress(
             pr.settings,
@@ -162,6 +193,10 @@ def measure_latency(
             f"{events} paced events to be announced (stream position)",
             cluster=pr.cluster,
         )
+    except Stalled as stalled:
+        if not stalled.reasons:
+            raise
+        lost, reason = stalled.target - stalled.reached, stalled.reasons[0]
     finally:
         cpu = sampler.stop()
     announced = pr.watcher.announced
@@ -180,4 +215,6 @@ def measure_latency(
         excluded_ms=max(excluded) if excluded else None,
         first_half_p99_ms=percentile(latencies[:half], 0.99),
         second_half_p99_ms=percentile(latencies[half:], 0.99),
+        lost=lost,
+        lost_reason=reason,
     )

@@ -114,6 +114,21 @@ def wait_for(
         time.sleep(interval)
 
 
+class Stalled(RoomstreamError):
+    """The run stopped short of its target; ``reasons`` are its dead letters' reasons."""
+
+    def __init__(self, what: str, reached: int, target: int, reasons: list[str]) -> None:
+        detail = (
+            f"; the run dead-lettered {len(reasons)} input(s), first: {reasons[0]}"
+            if reasons
+            else "; the run dead-lettered nothing (see the run's logs)"
+        )
+        super().__init__(f"{what}: reached {reached} of {target}{detail}")
+        self.reached = reached
+        self.target = target
+        self.reasons = reasons
+
+
 def dead_letters(run: Settings, most: int = 200) -> list[str]:
     """The reasons of the run's dead letters (at most ``most``), oldest first."""
     consumer = Consumer(
@@ -173,14 +188,9 @@ def wait_for_progress(
             why = (
                 f"timed out after {timeout:.0f} s"
                 if t > deadline
-                else (f"no progress for {stall:.0f} s")
+                else f"no progress for {stall:.0f} s"
             )
-            detail = (
-                f"; the run dead-lettered {len(reasons)} input(s), first: {reasons[0]}"
-                if reasons
-                else ""
-            )
-            raise RoomstreamError(f"{why} waiting for {what}: reached {now} of {target}{detail}")
+            raise Stalled(f"{why} waiting for {what}", now, target, reasons)
         time.sleep(interval)
 
 

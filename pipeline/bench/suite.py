@@ -35,6 +35,7 @@ from pipeline.bench.report import (
     render_table,
 )
 from pipeline.config import Settings
+from pipeline.errors import RoomstreamError
 from pipeline.local import ROOT
 from pipeline.workload import generate_workload, slow_resolution_room
 
@@ -178,6 +179,9 @@ def _method_b1(s: Sizes, workers: int) -> str:
 def _figure_pair(bench: str, name: str, tp: Any, floor: Any, note: str = "") -> Figure:
     base = floor.rate if floor is not None else None
     ratio = _ratio(tp.rate, base)
+    lost = getattr(tp, "lost", 0)
+    if lost:
+        note += tp.loss_note()
     return Figure(
         bench,
         name,
@@ -187,7 +191,8 @@ def _figure_pair(bench: str, name: str, tp: Any, floor: Any, note: str = "") -> 
         baseline_name="floor" if base is not None else None,
         ratio=ratio,
         target=f">= {PAIR_TARGET}x the floor",
-        met=None if ratio is None else ratio >= PAIR_TARGET,
+        # A run that lost events is not counted as meeting a throughput target.
+        met=None if ratio is None or lost else ratio >= PAIR_TARGET,
         bound=bound_of(tp.cpu),
         note=note,
     )
@@ -395,7 +400,8 @@ def _b2(sec: Section, pr: Any, *, version: str, s: Sizes, st: _State, workers: i
         "is absolute."
     )
     bound = bound_of(lat.cpu)
-    met = not math.isnan(lat.p99_ms) and lat.p99_ms <= LATENCY_TARGET_MS
+    # Lost events have no latency: with any, the target cannot be checked.
+    met = None if lat.lost else not math.isnan(lat.p99_ms) and lat.p99_ms <= LATENCY_TARGET_MS
     sec.figures += [
         Figure(
             "B2",
@@ -413,7 +419,7 @@ def _b2(sec: Section, pr: Any, *, version: str, s: Sizes, st: _State, workers: i
             target=f"<= {LATENCY_TARGET_MS:.0f} ms",
             met=met,
             bound=bound,
-            note=f"Max {lat.max_ms:,.0f} ms; {lat.trend()}.",
+            note=f"Max {lat.max_ms:,.0f} ms; {lat.trend()}.{lat.loss_note()}",
         ),
     ]
     sec.cpu, sec.cpu_window = lat.cpu, "during the paced produce and until the last event"
@@ -454,6 +460,7 @@ def _b3(
         f" ms (its resolutions burned {expected_ms / 1000:g} s)."
     )
     note += f" With the slow room, {lat.trend()}; without it, {base.trend()}."
+    note += lat.loss_note() + base.loss_note()
     if not slow_ok:
         note += " The slow room did not run slow, so this run does not test isolation."
     sec.figures.append(
@@ -466,7 +473,9 @@ def _b3(
             baseline_name="p99 without it",
             ratio=ratio,
             target=f"<= {ISOLATION_TARGET}x without it",
-            met=None if ratio is None or not slow_ok else ratio <= ISOLATION_TARGET,
+            met=None
+            if ratio is None or not slow_ok or lat.lost or base.lost
+            else ratio <= ISOLATION_TARGET,
             bound=bound_of(lat.cpu),
             note=note,
         )
@@ -517,9 +526,15 @@ def _scaling(sec: Section, settings: Settings, s: Sizes, say: Any) -> None:
         "together, so scaling past them is not expected here."
     )
     first: float | None = None
+    failures = []
     for n in s.scaling_workers:
-        with pipeline_run(settings, f"s{n}", workers=n) as pr:
-            tp = measure_throughput(pr, wl, s.timeout)
+        try:
+            with pipeline_run(settings, f"s{n}", workers=n) as pr:
+                tp = measure_throughput(pr, wl, s.timeout)
+        except Exception as exc:  # one worker count failing leaves the others measured
+            failures.append(f"{n} worker(s): {type(exc).__name__}: {exc}")
+            sec.details.append(f"- {n} worker(s): not measured: {type(exc).__name__}: {exc}")
+            continue
         say(f"B6: {n} worker(s): {tp.rate:,.0f} events/s")
         first = first or tp.rate
         sec.figures.append(
@@ -532,12 +547,15 @@ def _scaling(sec: Section, settings: Settings, s: Sizes, say: Any) -> None:
                 baseline_name=f"{s.scaling_workers[0]} worker(s)",
                 ratio=tp.rate / first,
                 bound=bound_of(tp.cpu),
+                note=tp.loss_note().strip(),
             )
         )
         sec.details.append(
             f"- {n} worker(s), busiest processes: "
             + ", ".join(f"{c.process} {c.average:.0f}%" for c in tp.cpu[:4])
         )
+    if len(failures) == len(s.scaling_workers):
+        raise RoomstreamError("; ".join(failures))
 
 
 def _memory(sec: Section, settings: Settings, s: Sizes) -> None:
@@ -644,8 +662,6 @@ def parse_only(text: str | None) -> frozenset[str]:
     chosen = {t.strip().upper() for t in text.split(",") if t.strip()}
     unknown = chosen - set(BENCHES)
     if unknown:
-        from pipeline.errors import RoomstreamError
-
         raise RoomstreamError(
             f"--only: unknown benchmark(s) {', '.join(sorted(unknown))}; "
             f"choose from {', '.join(BENCHES)}"
