@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Final, TypeAlias
@@ -133,10 +134,12 @@ class PowerLevels:
         if cached is not None and cached[0] is event and cached[1] is room_version:
             return cached[2]
         levels = cls._parse(event, room_version)
-        if len(_PARSED) >= _PARSED_MAX:
-            # Oldest first: dicts keep insertion order.
-            del _PARSED[next(iter(_PARSED))]
-        _PARSED[id(event)] = (event, room_version, levels)
+        # Room processors run on several threads: evicting and inserting happen under a lock.
+        with _PARSED_LOCK:
+            if len(_PARSED) >= _PARSED_MAX:
+                # Oldest first: dicts keep insertion order.
+                del _PARSED[next(iter(_PARSED))]
+            _PARSED[id(event)] = (event, room_version, levels)
         return levels
 
     @classmethod
@@ -179,6 +182,7 @@ _NO_POWER_LEVELS: Final = PowerLevels(exists=False)
 # event ID: v1/v2 event IDs are chosen by servers and are not proof of content.
 _PARSED: dict[int, tuple[Event, RoomVersion, PowerLevels]] = {}
 _PARSED_MAX: Final = 256
+_PARSED_LOCK = threading.Lock()
 
 
 def _level_or(value: object, default: int, room_version: RoomVersion) -> int:
