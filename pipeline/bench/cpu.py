@@ -11,6 +11,7 @@ shows up as "everything else" rather than being blamed on a part of the pipeline
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -86,53 +87,50 @@ def _status_kib(pid: int, key: str) -> int | None:
 class _Group:
     pids: PidSource
     last: dict[int, int]
-    ticks: int = 0
-    peak: float = 0.0
+    ticks: int = 0  # cumulative since start
+
+
+@dataclass(frozen=True, slots=True)
+class _Sample:
+    at: float  # monotonic
+    ticks: dict[str, int]  # cumulative per group
+    machine: tuple[int, int]  # (busy, total) since boot
 
 
 class CpuSampler(threading.Thread):
-    """Samples the groups every ``interval`` seconds between ``start()`` and ``stop()``."""
+    """Samples the groups every ``interval`` seconds between ``start()`` and ``stop()``.
+
+    Samples are kept, so the rows can cover a shorter window than the sampling did (a run that
+    stalled is measured up to its last progress, not through the wait that followed).
+    """
 
     def __init__(self, groups: Mapping[str, PidSource], interval: float = 1.0) -> None:
         super().__init__(daemon=True, name="cpu-sampler")
         self.interval = interval
         self.groups = {name: _Group(src, {}) for name, src in groups.items()}
         self._stop_event = threading.Event()
-        self._started_at = 0.0
-        self._ended_at = 0.0
-        self._machine_start = (0, 0)
-        self._machine_end = (0, 0)
-        self._machine_peak = 0.0
+        self._lock = threading.Lock()
+        self.samples: list[_Sample] = []
         self.cores = os.cpu_count() or 1
 
     def start(self) -> None:
-        self._machine_start = machine_ticks()
-        self._started_at = time.monotonic()
         for g in self.groups.values():
             g.last = self._read(g.pids)
+        self.samples.append(
+            _Sample(time.monotonic(), dict.fromkeys(self.groups, 0), machine_ticks())
+        )
         super().start()
 
     def run(self) -> None:
-        last_at = self._started_at
-        last_machine = self._machine_start
         while not self._stop_event.wait(self.interval):
-            now = time.monotonic()
-            self._sample(now - last_at)
-            machine = machine_ticks()
-            span = machine[1] - last_machine[1]
-            if span > 0:
-                pct = 100.0 * self.cores * (machine[0] - last_machine[0]) / span
-                self._machine_peak = max(self._machine_peak, pct)
-            last_at, last_machine = now, machine
+            self._sample()
 
-    def stop(self) -> list[CpuRow]:
-        """Stop sampling; each group's average and peak, busiest first, then everything else."""
+    def stop(self, until: float | None = None) -> list[CpuRow]:
+        """Stop sampling; the rows of the window from start to ``until`` (default: now)."""
         self._stop_event.set()
         self.join(5)
-        self._ended_at = time.monotonic()
-        self._sample(0.0)
-        self._machine_end = machine_ticks()
-        return self.rows()
+        self._sample()
+        return self.rows(until)
 
     def _read(self, source: PidSource) -> dict[int, int]:
         out: dict[int, int] = {}
@@ -146,36 +144,61 @@ class CpuSampler(threading.Thread):
                 out[pid] = ticks
         return out
 
-    def _sample(self, elapsed: float) -> None:
-        for g in self.groups.values():
-            now = self._read(g.pids)
-            # A pid first seen now started during the window: all its CPU time is in it.
-            delta = sum(t - g.last.get(pid, 0) for pid, t in now.items())
-            g.ticks += max(0, delta)
-            if elapsed > 0:
-                g.peak = max(g.peak, 100.0 * delta / CLOCK_TICKS / elapsed)
-            g.last.update(now)
+    def _sample(self) -> None:
+        with self._lock:
+            for g in self.groups.values():
+                now = self._read(g.pids)
+                # A pid first seen now started during the window: all its CPU time is in it.
+                g.ticks += max(0, sum(t - g.last.get(pid, 0) for pid, t in now.items()))
+                g.last.update(now)
+            self.samples.append(
+                _Sample(
+                    time.monotonic(),
+                    {name: g.ticks for name, g in self.groups.items()},
+                    machine_ticks(),
+                )
+            )
 
-    @property
-    def elapsed(self) -> float:
-        return max(1e-9, (self._ended_at or time.monotonic()) - self._started_at)
-
-    def rows(self) -> list[CpuRow]:
+    def rows(self, until: float | None = None) -> list[CpuRow]:
+        """Each group's average and peak, busiest first, then everything else and the total."""
+        samples = self.samples
+        if until is not None:
+            # The sample that closes the interval holding ``until`` is the window's end.
+            cut = next((k for k, x in enumerate(samples) if x.at >= until), len(samples) - 1)
+            samples = samples[: max(2, cut + 1)]
+        first, last = samples[0], samples[-1]
+        elapsed = max(1e-9, last.at - first.at)
+        pairs = list(itertools.pairwise(samples))
         rows = []
-        for name, g in self.groups.items():
-            average = 100.0 * g.ticks / CLOCK_TICKS / self.elapsed
-            # A window shorter than one sample has no peak of its own: the average stands in.
-            rows.append(CpuRow(name, average, max(g.peak, average)))
+        for name in self.groups:
+            average = 100.0 * (last.ticks[name] - first.ticks[name]) / CLOCK_TICKS / elapsed
+            peak = max(
+                (
+                    100.0 * (b.ticks[name] - a.ticks[name]) / CLOCK_TICKS / (b.at - a.at)
+                    for a, b in pairs
+                    if b.at - a.at >= 0.5 * self.interval
+                ),
+                default=average,
+            )
+            rows.append(CpuRow(name, average, max(peak, average)))
         rows.sort(key=lambda r: -r.average)
-        busy = self._machine_end[0] - self._machine_start[0]
-        total = self._machine_end[1] - self._machine_start[1]
-        if total > 0:
-            machine = 100.0 * self.cores * busy / total
+        machine = _machine_share(first.machine, last.machine, self.cores)
+        if machine is not None:
             ours = sum(r.average for r in rows)
+            peaks = [
+                m for a, b in pairs
+                if b.at - a.at >= 0.5 * self.interval
+                and (m := _machine_share(a.machine, b.machine, self.cores)) is not None
+            ]  # fmt: skip
             rows.append(CpuRow(OTHERS, max(0.0, machine - ours), float("nan")))
             label = f"machine total ({self.cores} cores = {100 * self.cores}%)"
-            rows.append(CpuRow(label, machine, max(self._machine_peak, machine)))
+            rows.append(CpuRow(label, machine, max([machine, *peaks])))
         return rows
+
+
+def _machine_share(a: tuple[int, int], b: tuple[int, int], cores: int) -> float | None:
+    total = b[1] - a[1]
+    return 100.0 * cores * (b[0] - a[0]) / total if total > 0 else None
 
 
 def bound_of(rows: list[CpuRow], cores: int | None = None) -> str:

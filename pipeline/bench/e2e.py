@@ -147,10 +147,14 @@ def measure_throughput(pr: PipelineRun, workload: Workload, timeout: float) -> T
         # Events the pipeline dead-lettered never come: the rate is over those that did, and
         # the loss is reported with it. A stall with nothing dead-lettered is a failure.
         if not stalled.reasons:
+            sampler.stop()
             raise
         lost, reason = stalled.target - stalled.reached, stalled.reasons[0]
-    finally:
-        cpu = sampler.stop()
+    except BaseException:
+        sampler.stop()
+        raise
+    # CPU use up to the last announcement, not through the wait for what never came.
+    cpu = sampler.stop(until=pr.watcher.last_at if lost else None)
     ended = pr.watcher.last_at or time.monotonic()
     announced = workload.event_count - lost
     return Throughput(announced, ended - started, pr.workers, cpu, lost, reason)
@@ -195,10 +199,13 @@ def measure_latency(
         )
     except Stalled as stalled:
         if not stalled.reasons:
+            sampler.stop()
             raise
         lost, reason = stalled.target - stalled.reached, stalled.reasons[0]
-    finally:
-        cpu = sampler.stop()
+    except BaseException:
+        sampler.stop()
+        raise
+    cpu = sampler.stop(until=pr.watcher.last_at if lost else None)
     announced = pr.watcher.announced
     timeline = sorted((t, (announced[e] - t) * 1000) for e, t in sent.items() if e in announced)
     latencies = [ms for _, ms in timeline]

@@ -199,3 +199,22 @@ def test_cpu_time_of_a_live_process_is_read_and_of_a_gone_one_is_none() -> None:
     assert rss is not None
     assert rss > 0
     assert process_ticks(2**22 + 12345) is None
+
+
+def test_cpu_rows_cover_only_the_window_up_to_the_cut() -> None:
+    from pipeline.bench.cpu import CLOCK_TICKS, CpuSampler, _Sample
+
+    sampler = CpuSampler({"worker1": lambda: []}, interval=1.0)
+    busy = CLOCK_TICKS  # one second of CPU per second: a full core
+    sampler.samples = [
+        _Sample(0.0, {"worker1": 0}, (0, 200)),
+        _Sample(1.0, {"worker1": busy}, (100, 400)),
+        _Sample(2.0, {"worker1": 2 * busy}, (200, 600)),
+        _Sample(3.0, {"worker1": 2 * busy}, (200, 800)),  # idle: waiting for what never came
+        _Sample(4.0, {"worker1": 2 * busy}, (200, 1000)),
+    ]
+    cut = {r.process: r for r in sampler.rows(until=1.5)}
+    whole = {r.process: r for r in sampler.rows()}
+    assert round(cut["worker1"].average) == 100
+    assert round(whole["worker1"].average) == 50
+    assert round(whole["worker1"].peak) == 100
