@@ -10,16 +10,22 @@ What it holds (and nothing else): routing, per-room queues, offsets, retries, th
    them, as one job, to a few long-lived processing threads (``pipeline.room_threads``), which
    run the pure processor off the event loop: one room's slow state resolution holds one thread
    while the others go on with the other rooms, of any partition. Each input of a job is still
-   processed on its own (one chunk each, as a replay would); the job ends with the room's state.
+   processed on its own (one chunk each, as a replay would).
 4. Per job, back on the loop: send its chunks and dead letters and wait for the broker's
-   acknowledgement; then store the room's new state in the ``rooms`` table (the changelog record
-   handed to the producer); then ack the inputs; then the room's next job may start. faust
-   commits an offset only once every input before it is acked, and flushes the producer first.
+   acknowledgement; then the room's next job may start. The room's inputs stay unacked until
+   its state is stored in the ``rooms`` table (the changelog record handed to the producer),
+   then they are acked. A job ends with the room's state when the room's first unstored input
+   is ``STORE_INTERVAL_S`` old, when ``MAX_UNSTORED`` inputs wait, or when a rebalance or a stop
+   waits; an idle room due a store gets a job of its own. So a room that sees an input every few
+   milliseconds writes its state (which grows with its history) a few times a second, not per
+   input, while chunks still leave as soon as each input is processed. faust commits an offset
+   only once every input before it is acked, and flushes the producer first.
 
-Crash at any point: the input is delivered again and processed against the last stored state.
-Processing is deterministic, so it yields the same chunk (same chunk id, same state group ids),
-which the committer drops as already committed; an input whose state change was stored is a
-duplicate to the processor and yields nothing. Nothing is lost and nothing takes effect twice.
+Crash at any point: every input the last stored state does not cover is unacked, so it is
+delivered again and processed against that state. Processing is deterministic, so it yields the
+same chunk (same chunk id, same state group ids), which the committer drops as already
+committed; an input whose state change was stored is a duplicate to the processor and yields
+nothing. Nothing is lost and nothing takes effect twice.
 On revocation faust waits until every input taken is acked (``stream_wait_empty``), so the next
 owner never starts from a state older than chunks already sent.
 """
@@ -68,6 +74,12 @@ ROOM_THREADS = 4
 OWNER_CACHE = 100_000
 # The producer's batch per partition (faust's default is 16 KB).
 PRODUCER_BATCH_BYTES = 512 * 1024
+# A room's state is stored at most this long after the first input it does not cover yet...
+STORE_INTERVAL_S = 0.5
+# ... or once it leaves this many inputs uncovered (the most a crash makes it process again).
+MAX_UNSTORED = 500
+# How often rooms due a store are looked for.
+STORE_TICK_S = 0.05
 
 
 class _SlowResolution(RoomProcessor):
@@ -146,6 +158,9 @@ def _received_ts(headers: Any, fallback_ms: int) -> int:
 class _Room:
     pending: deque[Any] = field(default_factory=deque)  # faust events, in arrival order
     busy: bool = False  # a job of this room is being processed or its outputs sent
+    # Inputs whose outputs the broker has acknowledged and whose state is not stored yet:
+    # acked once it is.
+    unstored: list[Any] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -159,12 +174,13 @@ class _Job:
     proc: RoomProcessor | None
     stored: bytes | None
     now: int
+    store: bool  # end with the room's state, to be stored
 
 
 @dataclass(slots=True)
 class _Processed:
     proc: RoomProcessor
-    state: bytes  # the room's state after the job, as the table stores it
+    state: bytes | None  # the room's state after the job, as the table stores it, if asked
     outputs: list[tuple[str, bytes]]  # (topic, value) in the order a replay would emit them
 
 
@@ -236,7 +252,9 @@ class Worker:
         _SlowResolution.slow_s = float(os.environ.get("ROOMSTREAM_DEBUG_SLOW_S", "5"))
         self.threads: JobThreads[_Job, _Processed] | None = None
         self.rooms: dict[str, _Room] = {}
-        self.cache: OrderedDict[str, tuple[bytes, RoomProcessor]] = OrderedDict()
+        self.cache: OrderedDict[str, tuple[bytes | None, RoomProcessor]] = OrderedDict()
+        # Rooms with unstored inputs, and since when (monotonic); oldest first.
+        self.unstored_since: dict[str, float] = {}
         self.in_flight = 0
         self._tasks: set[asyncio.Future[None]] = set()
         self._owners: dict[str, int] = {}
@@ -257,6 +275,7 @@ class Worker:
                 threads=ROOM_THREADS,
                 name="room",
             )
+            self._spawn(self._store_loop())
         async for event in stream.noack().events():
             self._route(event, event.message)
             if self.in_flight >= MAX_IN_FLIGHT:
@@ -346,14 +365,58 @@ class Worker:
             if not current:
                 self._release(taken)
                 continue
-            proc, stored = self._processor(room_id)
-            room.busy = True
-            assert self.threads is not None  # started with the agent, before any input
-            self.threads.submit(
-                _Job(room_id, current, taken, proc, stored, int(time.time() * 1000))
-            )
+            self._submit(room_id, room, current, taken)
             return
-        del self.rooms[room_id]
+        if room_id not in self.unstored_since:
+            del self.rooms[room_id]
+
+    def _submit(
+        self, room_id: str, room: _Room, events: list[Any], taken: int, *, store: bool = False
+    ) -> None:
+        proc, stored = self._processor(room_id)
+        room.busy = True
+        assert self.threads is not None  # started with the agent, before any input
+        now = int(time.time() * 1000)
+        store = store or self._store_due(room_id, len(room.unstored) + len(events))
+        self.threads.submit(_Job(room_id, events, taken, proc, stored, now, store))
+
+    def _hurry(self) -> bool:
+        # A rebalance (flow suspended) or a stop is waiting for every input taken to be acked.
+        return self.app.should_stop or not self.app.flow_control.is_active()
+
+    def _store_due(self, room_id: str, unstored: int) -> bool:
+        if self._hurry():
+            return True
+        if unstored >= MAX_UNSTORED:
+            return True
+        since = self.unstored_since.get(room_id)
+        return since is not None and time.monotonic() - since >= STORE_INTERVAL_S
+
+    async def _store_loop(self) -> None:
+        # Not a faust timer: those stop as soon as the app stops, while the consumer still
+        # waits for every input taken to be acked.
+        try:
+            while not (self.app.should_stop and not self.unstored_since):
+                await asyncio.sleep(STORE_TICK_S)
+                self._store_due_rooms()
+        except Exception as e:
+            log.exception("storing room states failed; the worker stops")
+            await self.app.crash(e)
+
+    def _store_due_rooms(self) -> None:
+        """Start a store-only job for each idle room whose state is due to be stored."""
+        urgent = self._hurry()
+        due_before = time.monotonic() - STORE_INTERVAL_S
+        due = []
+        for room_id, since in self.unstored_since.items():
+            if since > due_before and not urgent:
+                break  # oldest first: the rest are younger
+            due.append(room_id)
+        for room_id in due:
+            room = self.rooms[room_id]
+            if not room.busy:
+                # A room in a job is stored when the job ends, or at the next tick.
+                self._submit(room_id, room, [], 0, store=True)
 
     def _release(self, inputs: int) -> None:
         self.in_flight -= inputs
@@ -361,11 +424,12 @@ class Worker:
             self.capacity.set()
 
     def _processor(self, room_id: str) -> tuple[RoomProcessor | None, bytes | None]:
-        """The room's cached processor if it is the stored state's; else the stored state."""
+        """The room's cached processor if it is the stored state's or ahead of it (inputs not
+        stored yet); else the stored state."""
         stored = self.rooms_table.data.get(room_id.encode())
         cached = self.cache.get(room_id)
         if cached is not None:
-            if cached[0] is stored:
+            if cached[0] is stored or room_id in self.unstored_since:
                 self.cache.move_to_end(room_id)
                 return cached[1], stored
             self._forget(room_id)
@@ -411,14 +475,14 @@ class Worker:
                 metrics.DEAD_LETTERED.inc()
             if result.duplicates:
                 _DUPLICATE.inc(result.duplicates)
-        return _Processed(proc, orjson.dumps(proc.to_dict()), outputs)
+        return _Processed(proc, orjson.dumps(proc.to_dict()) if job.store else None, outputs)
 
     def _on_processed(self, done: list[tuple[_Job, _Processed | Exception]]) -> None:
         self._spawn(self._emit(done))
 
     async def _emit(self, done: list[tuple[_Job, _Processed | Exception]]) -> None:
-        """For each processed job: send its outputs and wait for the broker; store the room's
-        state; then ack its inputs."""
+        """For each processed job: send its outputs and wait for the broker; then, if the job
+        ended with the room's state, store it and ack every input it covers."""
         try:
             sent: list[tuple[_Job, _Processed, list[Any]]] = []
             for job, out in done:
@@ -430,13 +494,22 @@ class Worker:
             for job, out, futures in sent:
                 for fut in futures:
                     await fut
-                partition = job.events[0].message.partition
-                await self._store(job.room_id, out.state, out.proc, partition)
-                for event in job.events:
-                    event.ack()
+                room = self.rooms[job.room_id]
+                room.unstored += job.events
+                if out.state is not None:
+                    await self._store(job.room_id, out.state, out.proc, self._owner(job.room_id))
+                    for event in room.unstored:
+                        event.ack()
+                    room.unstored = []
+                    self.unstored_since.pop(job.room_id, None)
+                elif room.unstored:
+                    # The cached processor is now ahead of the stored state; it is the room's.
+                    self._cache_put(
+                        job.room_id, self.rooms_table.data.get(job.room_id.encode()), out.proc
+                    )
+                    self.unstored_since.setdefault(job.room_id, time.monotonic())
                 metrics.PARKED.set(self.budget.used)
                 self._release(job.taken)
-                room = self.rooms[job.room_id]
                 room.busy = False
                 self._next_job(job.room_id, room)
         except Exception as e:
@@ -453,13 +526,23 @@ class Worker:
         # every offset commit covers it.
         self.rooms_table.data[key] = state
         await self._send(self._changelog_topic(), key, state, partition)
+        self._cache_put(room_id, state, proc)
+
+    def _cache_put(self, room_id: str, state: bytes | None, proc: RoomProcessor) -> None:
         self.cache[room_id] = (state, proc)
         self.cache.move_to_end(room_id)
-        if len(self.cache) > PROCESSOR_CACHE:
-            # Rooms with parked events stay: the parking budget counts what is in memory.
-            for rid in [r for r, (_, p) in self.cache.items() if not p.parked()]:
-                if len(self.cache) <= PROCESSOR_CACHE:
-                    break
+        excess = len(self.cache) - PROCESSOR_CACHE
+        if excess > 0:
+            # Least recently used first. Rooms with parked events stay (the parking budget
+            # counts what is in memory), and so do rooms with inputs queued, in a job or not
+            # stored yet (their processor is in use, or ahead of the stored state).
+            victims = []
+            for rid, (_, p) in self.cache.items():
+                if rid not in self.rooms and not p.parked():
+                    victims.append(rid)
+                    if len(victims) >= excess:
+                        break
+            for rid in victims:
                 del self.cache[rid]
 
     def _changelog_topic(self) -> str:
@@ -516,6 +599,15 @@ class Worker:
         # changelog; cached processors here may be stale from now on.
         for room_id in list(self.cache):
             self._forget(room_id)
+        # faust waited for every input taken to be acked, so no room has unstored inputs;
+        # were one left (a stop cut the wait short), it is dropped unacked, not stored later
+        # from a processor rebuilt without it.
+        for room_id in self.unstored_since:
+            room = self.rooms[room_id]
+            room.unstored = []
+            if not room.busy and not room.pending:
+                del self.rooms[room_id]
+        self.unstored_since.clear()
 
 
 class ProcessingFailed(RoomstreamError):
