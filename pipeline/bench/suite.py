@@ -46,6 +46,7 @@ LATENCY_TARGET_MS = 100.0  # B2: p99
 ISOLATION_TARGET = 1.5  # B3: p99 with the slow room over p99 without
 MEMORY_TARGET_MB = 300.0  # B6: at 10,000 rooms
 MEMORY_TARGET_ROOMS = 10_000
+FLOOR_REPEATS = 2
 
 
 @dataclass(frozen=True)
@@ -172,7 +173,8 @@ def _method_b1(s: Sizes, workers: int) -> str:
         "columns and the event_json rows into the same PostgreSQL (a fresh database with the "
         "same schema and indexes), one transaction per fetched batch, no Matrix logic (it only "
         "parses the JSON and computes the event ID). Time from the first produce to the last "
-        "commit."
+        f"commit. It is measured {FLOOR_REPEATS} times, each with a fresh topic and database, "
+        "and the faster is kept."
     )
 
 
@@ -204,6 +206,7 @@ class _State:
 
     b1: Any = None
     floor: Any = None
+    floors: list[Any] = field(default_factory=list)
     b3_base: Any = None
     rate: float = DEFAULT_RATE
     rate_source: str = f"a fixed {DEFAULT_RATE:.0f} events/s: B1 gave no rate"
@@ -322,8 +325,13 @@ def run_suite(settings: Settings, opts: Options) -> Report:
     def run_floor(_: Section) -> None:
         from pipeline.bench.floor import measure_floor
 
-        st.floor = measure_floor(settings, lines, version, s.timeout)
-        say(f"floor: {st.floor.rate:,.0f} rows/s ({st.floor.rows} in {st.floor.seconds:.1f} s)")
+        # The floor stands for what the machine can do on this path, so the faster of two
+        # measurements is kept: a figure compared to it is judged against the better one.
+        for _repeat in range(FLOOR_REPEATS):
+            floor = measure_floor(settings, lines, version, s.timeout)
+            st.floors.append(floor)
+            say(f"floor: {floor.rate:,.0f} rows/s ({floor.rows} in {floor.seconds:.1f} s)")
+        st.floor = max(st.floors, key=lambda f: f.rate)
 
     if want & {"B1", "B2", "B3"}:
         run_a_sec = Section("A", "run A (B1, B2, B3's baseline)", "")
@@ -367,7 +375,9 @@ def _b1(sec: Section, st: _State, workers: int) -> None:
     sec.cpu, sec.cpu_window = tp.cpu, "during B1"
     if floor is not None:
         sec.details += [
-            "CPU use during the floor:",
+            "The floor was measured "
+            + " and ".join(f"{f.rate:,.0f}" for f in st.floors)
+            + " rows/s; the faster is the baseline. CPU use during it:",
             "",
             "| process | average | peak (1 s) |",
             "|---|---|---|",
