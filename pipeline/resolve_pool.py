@@ -20,8 +20,9 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from pipeline.matrix.events import Event, EventFetcher, StateKey, StateMap
-from pipeline.matrix.room_versions import room_version
+from pipeline.matrix.room_versions import RoomVersion, room_version
 from pipeline.matrix.state_res import resolve_state
+from pipeline.room.batch import Resolver
 
 # Conflicted keys from which a resolution goes to the pool.
 OFFLOAD_CONFLICTED = 64
@@ -106,3 +107,30 @@ class ResolvePool:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def pooled_resolver(
+    pool: ResolvePool, *, slow_room: str | None = None, slow_s: float = 0.0
+) -> Resolver:
+    """A processor's resolver: large resolutions in ``pool``, the rest inline.
+
+    ``slow_room`` (ROOMSTREAM_DEBUG_SLOW_ROOM, for the isolation test and benchmark) makes every
+    resolution of that room cost ``slow_s`` more seconds of CPU, spent where a large resolution
+    runs: in the pool.
+    """
+
+    def resolve(
+        room_id: str,
+        rv: RoomVersion,
+        state_sets: Sequence[StateMap],
+        fetch: EventFetcher,
+        is_rejected: Callable[[str], bool],
+    ) -> dict[StateKey, str]:
+        burn = slow_s if room_id == slow_room else 0.0
+        if burn or conflicted_count(state_sets) >= OFFLOAD_CONFLICTED:
+            resolved = pool.resolve(rv.identifier, state_sets, fetch, is_rejected, burn_s=burn)
+            if resolved is not None:
+                return resolved
+        return resolve_state(rv, state_sets, fetch, is_rejected=is_rejected)
+
+    return resolve

@@ -267,6 +267,8 @@ def _parked(consumer: Any, md: ClusterMetadata, topic: str, top: int) -> Parked:
     for key, value in last.items():
         if not value:
             continue  # a tombstone: the room's state was deleted
+        if b"\x00" in key:
+            continue  # a segment of a room's state (pipeline.room.storage), never parked events
         try:
             state = orjson.loads(value)
         except orjson.JSONDecodeError:

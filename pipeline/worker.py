@@ -10,15 +10,19 @@ What it holds (and nothing else): routing, per-room queues, offsets, retries, th
    them, as one job, to a few long-lived processing threads (``pipeline.room_threads``), which
    run the pure processor off the event loop: one room's slow state resolution holds one thread
    while the others go on with the other rooms, of any partition. Each input of a job is still
-   processed on its own (one chunk each, as a replay would).
+   processed on its own (one chunk each, as a replay would). A large state resolution goes
+   further, to a process of its own (``pipeline.resolve_pool``): in a thread it would hold the
+   interpreter's lock and slow every other room down with it.
 4. Per job, back on the loop: send its chunks and dead letters and wait for the broker's
    acknowledgement; then the room's next job may start. The room's inputs stay unacked until
    its state is stored in the ``rooms`` table (the changelog record handed to the producer),
-   then they are acked. A job ends with the room's state when the room's first unstored input
+   then they are acked. The state is stored as a record and append-only segments
+   (``pipeline.room.storage``), so a store writes what is new, not the room's history. A job
+   ends with the room's state when the room's first unstored input
    is ``STORE_INTERVAL_S`` old, when ``MAX_UNSTORED`` inputs wait, or when a rebalance or a stop
    waits; an idle room due a store gets a job of its own. So a room that sees an input every few
-   milliseconds writes its state (which grows with its history) a few times a second, not per
-   input, while chunks still leave as soon as each input is processed. faust commits an offset
+   milliseconds writes its state a few times a second, not per input, while chunks still leave
+   as soon as each input is processed. faust commits an offset
    only once every input before it is acked, and flushes the producer first.
 
 Crash at any point: every input the last stored state does not cover is unacked, so it is
@@ -40,7 +44,7 @@ import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import faust
@@ -50,6 +54,8 @@ from aiokafka.partitioner import murmur2
 from pipeline import metrics
 from pipeline.config import Settings
 from pipeline.errors import RoomstreamError
+from pipeline.resolve_pool import ResolvePool, pooled_resolver
+from pipeline.room import storage
 from pipeline.room.parking import ParkingBudget, ParkingLimits
 from pipeline.room.processor import (
     DeadLetter,
@@ -74,28 +80,17 @@ ROOM_THREADS = 4
 OWNER_CACHE = 100_000
 # The producer's batch per partition (faust's default is 16 KB).
 PRODUCER_BATCH_BYTES = 512 * 1024
+# Processes that run large state resolutions (pipeline.resolve_pool).
+RESOLVE_PROCESSES = 1
+# The largest changelog record: a segment of a room's state, or a record with many parked
+# events (each PDU up to 64 KiB); Kafka's default (1 MB) would stop a worker on a busy room.
+MAX_RECORD_BYTES = 64 * 1024 * 1024
 # A room's state is stored at most this long after the first input it does not cover yet...
 STORE_INTERVAL_S = 0.5
 # ... or once it leaves this many inputs uncovered (the most a crash makes it process again).
 MAX_UNSTORED = 500
 # How often rooms due a store are looked for.
 STORE_TICK_S = 0.05
-
-
-class _SlowResolution(RoomProcessor):
-    """A room processor whose state resolutions take ``DEBUG_SLOW_S`` seconds more, of CPU.
-
-    For the isolation test and benchmark only (ROOMSTREAM_DEBUG_SLOW_ROOM): it burns CPU in the
-    room's thread, as an expensive resolution does, rather than sleeping.
-    """
-
-    slow_s = 0.0
-
-    def _resolve(self, state_sets: Any) -> Any:
-        deadline = time.process_time() + self.slow_s
-        while time.process_time() < deadline:
-            sum(range(1000))
-        return super()._resolve(state_sets)
 
 
 def owner_partition(room_id: str, partitions: int) -> int:
@@ -172,7 +167,8 @@ class _Job:
     events: list[Any]  # of the current generation, in arrival order
     taken: int  # inputs taken off the room's queue, those of a revoked generation included
     proc: RoomProcessor | None
-    stored: bytes | None
+    stored: bytes | None  # the room's stored record (storage.record_key)
+    segments: dict[bytes, bytes | None]  # its stored segments, when proc is to be rebuilt
     now: int
     store: bool  # end with the room's state, to be stored
 
@@ -180,7 +176,8 @@ class _Job:
 @dataclass(slots=True)
 class _Processed:
     proc: RoomProcessor
-    state: bytes | None  # the room's state after the job, as the table stores it, if asked
+    # The room's state after the job as table writes (pipeline.room.storage), if asked.
+    writes: list[tuple[bytes, bytes]] | None
     outputs: list[tuple[str, bytes]]  # (topic, value) in the order a replay would emit them
 
 
@@ -214,6 +211,7 @@ class Worker:
             # partition: with the default 16 KB, a round trip carried about two room states
             # per changelog partition and ten chunks.
             producer_max_batch_size=PRODUCER_BATCH_BYTES,
+            producer_max_request_size=MAX_RECORD_BYTES,
             consumer_auto_offset_reset="earliest",
             # On revocation faust waits until every input taken is acked (room jobs finish,
             # send, store), then flushes the producer: the next owner never starts from a
@@ -237,6 +235,7 @@ class Worker:
             key_type=bytes,
             value_type=bytes,
             partitions=settings.pdu_partitions,
+            extra_topic_configs={"max.message.bytes": str(MAX_RECORD_BYTES)},
         )
         self.chunks_topic = settings.topic("chunks")
         self.dead_letter_topic = settings.topic("dead-letter")
@@ -248,8 +247,15 @@ class Worker:
             )
         )
         self.budget = ParkingBudget(settings.park_max_total)
-        self.slow_room = os.environ.get("ROOMSTREAM_DEBUG_SLOW_ROOM")
-        _SlowResolution.slow_s = float(os.environ.get("ROOMSTREAM_DEBUG_SLOW_S", "5"))
+        self.resolve_pool = ResolvePool(RESOLVE_PROCESSES)
+        self.config = replace(
+            self.config,
+            resolver=pooled_resolver(
+                self.resolve_pool,
+                slow_room=os.environ.get("ROOMSTREAM_DEBUG_SLOW_ROOM"),
+                slow_s=float(os.environ.get("ROOMSTREAM_DEBUG_SLOW_S", "5")),
+            ),
+        )
         self.threads: JobThreads[_Job, _Processed] | None = None
         self.rooms: dict[str, _Room] = {}
         self.cache: OrderedDict[str, tuple[bytes | None, RoomProcessor]] = OrderedDict()
@@ -378,7 +384,13 @@ class Worker:
         assert self.threads is not None  # started with the agent, before any input
         now = int(time.time() * 1000)
         store = store or self._store_due(room_id, len(room.unstored) + len(events))
-        self.threads.submit(_Job(room_id, events, taken, proc, stored, now, store))
+        # Read on the loop: the table is not touched from processing threads.
+        segments = {} if proc is not None or stored is None else self._segments(room_id, stored)
+        self.threads.submit(_Job(room_id, events, taken, proc, stored, segments, now, store))
+
+    def _segments(self, room_id: str, record: bytes) -> dict[bytes, bytes | None]:
+        keys = storage.segment_keys(room_id, record)
+        return {k: self.rooms_table.data.get(k) for k in keys}
 
     def _hurry(self) -> bool:
         # A rebalance (flow suspended) or a stop is waiting for every input taken to be acked.
@@ -440,12 +452,11 @@ class Worker:
         would), their outputs serialised, and the room's state after them."""
         proc = job.proc
         if proc is None:
-            cls = _SlowResolution if job.room_id == self.slow_room else RoomProcessor
             if job.stored is None:
-                proc = cls(job.room_id, config=self.config, budget=self.budget)
+                proc = RoomProcessor(job.room_id, config=self.config, budget=self.budget)
             else:
-                proc = cls.from_dict(
-                    orjson.loads(job.stored), config=self.config, budget=self.budget
+                proc = storage.load(
+                    job.stored, job.segments.get, config=self.config, budget=self.budget
                 )
         outputs: list[tuple[str, bytes]] = []
         for event in job.events:
@@ -475,7 +486,7 @@ class Worker:
                 metrics.DEAD_LETTERED.inc()
             if result.duplicates:
                 _DUPLICATE.inc(result.duplicates)
-        return _Processed(proc, orjson.dumps(proc.to_dict()) if job.store else None, outputs)
+        return _Processed(proc, storage.save(proc, job.stored) if job.store else None, outputs)
 
     def _on_processed(self, done: list[tuple[_Job, _Processed | Exception]]) -> None:
         self._spawn(self._emit(done))
@@ -496,8 +507,8 @@ class Worker:
                     await fut
                 room = self.rooms[job.room_id]
                 room.unstored += job.events
-                if out.state is not None:
-                    await self._store(job.room_id, out.state, out.proc, self._owner(job.room_id))
+                if out.writes is not None:
+                    await self._store(job.room_id, out.writes, out.proc, self._owner(job.room_id))
                     for event in room.unstored:
                         event.ack()
                     room.unstored = []
@@ -518,15 +529,22 @@ class Worker:
             log.exception("room processing failed; the worker stops")
             await self.app.crash(e)
 
-    async def _store(self, room_id: str, state: bytes, proc: RoomProcessor, partition: int) -> None:
-        key = room_id.encode()
+    async def _store(
+        self,
+        room_id: str,
+        writes: list[tuple[bytes, bytes]],
+        proc: RoomProcessor,
+        partition: int,
+    ) -> None:
         # The table's data and changelog directly: room jobs run outside faust's stream
-        # iteration, where Table.__setitem__ cannot tell the partition. The record goes to the
+        # iteration, where Table.__setitem__ cannot tell the partition. The records go to the
         # producer itself (not faust's send-soon buffer), so the producer flush that precedes
-        # every offset commit covers it.
-        self.rooms_table.data[key] = state
-        await self._send(self._changelog_topic(), key, state, partition)
-        self._cache_put(room_id, state, proc)
+        # every offset commit covers them. The room's record comes last (storage.save).
+        topic = self._changelog_topic()
+        for key, value in writes:
+            self.rooms_table.data[key] = value
+            await self._send(topic, key, value, partition)
+        self._cache_put(room_id, writes[-1][1], proc)
 
     def _cache_put(self, room_id: str, state: bytes | None, proc: RoomProcessor) -> None:
         self.cache[room_id] = (state, proc)
@@ -592,7 +610,8 @@ class Worker:
             await (await self._send(self.dead_letter_topic, room_id.encode(), body))
             metrics.DEAD_LETTERED.inc()
         partition = self._owner(room_id)
-        await self._store(room_id, orjson.dumps(proc.to_dict()), proc, partition)
+        record = self.rooms_table.data.get(room_id.encode())
+        await self._store(room_id, storage.save(proc, record), proc, partition)
 
     async def _on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         # Rooms of revoked partitions move to another owner, which rebuilds them from the
@@ -657,7 +676,10 @@ def main(args: Any, settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     metrics.serve(getattr(args, "web_port", None) or settings.metrics_port)
     worker = Worker(settings, getattr(args, "id", None))
-    _FaustWorker(worker.app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    try:
+        _FaustWorker(worker.app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    finally:
+        worker.resolve_pool.close()
     return 0
 
 

@@ -441,6 +441,10 @@ class RoomProcessor:
     def _resolve(self, state_sets: list[StateMap]) -> dict[StateKey, str]:
         rv = self.room_version
         assert rv is not None, "state resolution before the create event"
+        if self.config.resolver is not None:
+            return self.config.resolver(
+                self.room_id, rv, state_sets, self._known.fetch, self._known.is_rejected
+            )
         return resolve_state(rv, state_sets, self._known.fetch, is_rejected=self._known.is_rejected)
 
     def _check_auth(self, event: Event, before: StateMap) -> str | None:

@@ -37,6 +37,12 @@ def segment_key(room_id: str, index: int) -> bytes:
     return room_id.encode() + b"\x00" + str(index).encode()
 
 
+def segment_keys(room_id: str, record: bytes) -> list[bytes]:
+    """The keys of the segments that ``record`` names."""
+    marks = orjson.loads(record)["segment_marks"]
+    return [segment_key(room_id, i) for i in range(len(marks))]
+
+
 def save(proc: RoomProcessor, previous_record: bytes | None) -> list[tuple[bytes, bytes]]:
     """The (key, value) writes that store ``proc``, given the record stored before (or None).
 
