@@ -121,7 +121,7 @@ class Stalled(RoomstreamError):
         detail = (
             f"; the run dead-lettered {len(reasons)} input(s), first: {reasons[0]}"
             if reasons
-            else "; the run dead-lettered nothing (see the run's logs)"
+            else "; the run dead-lettered nothing"
         )
         super().__init__(f"{what}: reached {reached} of {target}{detail}")
         self.reached = reached
@@ -190,7 +190,9 @@ def wait_for_progress(
                 if t > deadline
                 else f"no progress for {stall:.0f} s"
             )
-            raise Stalled(f"{why} waiting for {what}", now, target, reasons)
+            raise Stalled(
+                f"{why} waiting for {what} (logs: {logdir_of(run)})", now, target, reasons
+            )
         time.sleep(interval)
 
 
