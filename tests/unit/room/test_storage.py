@@ -70,3 +70,18 @@ def test_a_missing_segment_is_an_error_naming_the_room() -> None:
     del kv[storage.segment_key(room_id, 0)]
     with pytest.raises(LookupError, match=f"segment 0 of room {room_id}"):
         storage.load(kv[storage.record_key(room_id)], kv.get)
+
+
+def test_segments_are_stored_compressed_and_plain_json_segments_still_load() -> None:
+    room_id, lines = _room_lines(80)
+    kv: dict[bytes, bytes] = {}
+    proc = RoomProcessor(room_id)
+    proc.process(lines)
+    _saved(proc, kv)
+    key = storage.segment_key(room_id, 0)
+    packed = kv[key]
+    assert packed[:1] == b"z"
+    plain = storage._unpack(packed)
+    assert len(packed) < len(plain) / 2
+    kv[key] = plain  # as a store written without compression holds it
+    assert storage.load(kv[storage.record_key(room_id)], kv.get).to_dict() == proc.to_dict()
