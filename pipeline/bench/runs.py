@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 import psycopg2
-from confluent_kafka import Consumer, ConsumerGroupState, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pipeline.bench.cpu import PidSource, children_of
@@ -235,7 +235,12 @@ def _wait_for_group(run: Settings, cluster: Cluster, timeout: float = 120.0) -> 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         cluster.check_alive()
-        described = admin.describe_consumer_groups([group])[group].result(10)
+        try:
+            described = admin.describe_consumer_groups([group])[group].result(10)
+        except KafkaException:
+            # A broker that has just started answers COORDINATOR_LOAD_IN_PROGRESS for a while.
+            time.sleep(0.5)
+            continue
         if described.state == ConsumerGroupState.STABLE and len(described.members) >= workers:
             return
         time.sleep(0.5)
