@@ -126,13 +126,15 @@ def pipeline_run(
         cleanup(run)
 
 
-def measure_throughput(pr: PipelineRun, workload: Workload, timeout: float) -> Throughput:
-    lines = list(workload.lines)
-    target = pr.watcher.position + workload.event_count
-    sampler = CpuSampler(cluster_groups(pr.settings, pr.cluster))
-    sampler.start()
-    started = time.monotonic()
-    produce_timed(pr.settings, lines, [None] * len(lines))
+def _await_announced(
+    pr: PipelineRun, target: int, timeout: float, what: str, sampler: CpuSampler
+) -> tuple[int, str | None, list[CpuRow]]:
+    """Wait until the stream position reaches ``target``; stop ``sampler``.
+
+    Returns (events lost, the first dead-letter reason, CPU use). Events the pipeline
+    dead-lettered never come: the figures are over those that did, and the loss is reported
+    with them. A stall with nothing dead-lettered is a failure, raised.
+    """
     lost, reason = 0, None
     try:
         wait_for_progress(
@@ -140,12 +142,10 @@ def measure_throughput(pr: PipelineRun, workload: Workload, timeout: float) -> T
             lambda: pr.watcher.position,
             target,
             timeout,
-            f"{workload.event_count} events to be announced (stream position)",
+            f"{what} (stream position)",
             cluster=pr.cluster,
         )
     except Stalled as stalled:
-        # Events the pipeline dead-lettered never come: the rate is over those that did, and
-        # the loss is reported with it. A stall with nothing dead-lettered is a failure.
         if not stalled.reasons:
             sampler.stop()
             raise
@@ -154,7 +154,19 @@ def measure_throughput(pr: PipelineRun, workload: Workload, timeout: float) -> T
         sampler.stop()
         raise
     # CPU use up to the last announcement, not through the wait for what never came.
-    cpu = sampler.stop(until=pr.watcher.last_at if lost else None)
+    return lost, reason, sampler.stop(until=pr.watcher.last_at if lost else None)
+
+
+def measure_throughput(pr: PipelineRun, workload: Workload, timeout: float) -> Throughput:
+    lines = list(workload.lines)
+    target = pr.watcher.position + workload.event_count
+    sampler = CpuSampler(cluster_groups(pr.settings, pr.cluster))
+    sampler.start()
+    started = time.monotonic()
+    produce_timed(pr.settings, lines, [None] * len(lines))
+    lost, reason, cpu = _await_announced(
+        pr, target, timeout, f"{workload.event_count} events to be announced", sampler
+    )
     ended = pr.watcher.last_at or time.monotonic()
     announced = workload.event_count - lost
     return Throughput(announced, ended - started, pr.workers, cpu, lost, reason)
@@ -187,25 +199,9 @@ def measure_latency(
     if exclude_lines:
         head = produce_timed(pr.settings, lines[:exclude_lines], ids[:exclude_lines])
     sent = produce_timed(pr.settings, lines[exclude_lines:], ids[exclude_lines:], rate=rate)
-    lost, reason = 0, None
-    try:
-        wait_for_progress(
-            pr.settings,
-            lambda: pr.watcher.position,
-            target,
-            timeout,
-            f"{events} paced events to be announced (stream position)",
-            cluster=pr.cluster,
-        )
-    except Stalled as stalled:
-        if not stalled.reasons:
-            sampler.stop()
-            raise
-        lost, reason = stalled.target - stalled.reached, stalled.reasons[0]
-    except BaseException:
-        sampler.stop()
-        raise
-    cpu = sampler.stop(until=pr.watcher.last_at if lost else None)
+    lost, reason, cpu = _await_announced(
+        pr, target, timeout, f"{events} paced events to be announced", sampler
+    )
     announced = pr.watcher.announced
     timeline = sorted((t, (announced[e] - t) * 1000) for e, t in sent.items() if e in announced)
     latencies = [ms for _, ms in timeline]
