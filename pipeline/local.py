@@ -34,7 +34,8 @@ from topics import apply_topics
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _admin_url(database_url: str, dbname: str) -> str:
+def database_url_for(database_url: str, dbname: str) -> str:
+    """``database_url`` pointing at database ``dbname`` on the same server."""
     base, _, _ = database_url.rpartition("/")
     return f"{base}/{dbname}"
 
@@ -47,10 +48,10 @@ def prepare_run(settings: Settings, prefix: str, *, partitions: int | None = Non
     s = replace(
         settings,
         topic_prefix=prefix,
-        database_url=_admin_url(settings.database_url, dbname),
+        database_url=database_url_for(settings.database_url, dbname),
         pdu_partitions=partitions or settings.pdu_partitions,
     )
-    conn = psycopg2.connect(_admin_url(settings.database_url, "postgres"))
+    conn = psycopg2.connect(database_url_for(settings.database_url, "postgres"))
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')

@@ -23,7 +23,13 @@ from confluent_kafka.admin import AdminClient
 from pipeline.bench.cpu import PidSource, children_of
 from pipeline.config import Settings
 from pipeline.errors import RoomstreamError
-from pipeline.local import Cluster, InvalidationWatcher, _admin_url, prepare_run, produce_timed
+from pipeline.local import (
+    Cluster,
+    InvalidationWatcher,
+    database_url_for,
+    prepare_run,
+    produce_timed,
+)
 from pipeline.stack import Stack
 from pipeline.workload import generate_workload
 
@@ -50,7 +56,7 @@ def cleanup(run: Settings) -> None:
                 shutil.rmtree(d, ignore_errors=True)
     dbname = run.database_url.rpartition("/")[2]
     with contextlib.suppress(psycopg2.Error):
-        conn = psycopg2.connect(_admin_url(run.database_url, "postgres"))
+        conn = psycopg2.connect(database_url_for(run.database_url, "postgres"))
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')

@@ -14,6 +14,7 @@ import psycopg2
 import pytest
 
 from pipeline.config import Settings, load_settings
+from pipeline.local import database_url_for
 from pipeline.stack import Stack
 from topics import apply_topics
 
@@ -28,17 +29,12 @@ def stack_settings() -> Settings:
     return settings
 
 
-def _admin_url(settings: Settings, dbname: str) -> str:
-    base, _, _ = settings.database_url.rpartition("/")
-    return f"{base}/{dbname}"
-
-
 @pytest.fixture
 def settings(stack_settings: Settings) -> Iterator[Settings]:
     """Settings with a fresh topic prefix (topics applied) and a fresh, migrated database."""
     tag = uuid.uuid4().hex[:10]
     dbname = f"rs_test_{tag}"
-    conn = psycopg2.connect(_admin_url(stack_settings, "postgres"))
+    conn = psycopg2.connect(database_url_for(stack_settings.database_url, "postgres"))
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{dbname}"')
@@ -46,7 +42,7 @@ def settings(stack_settings: Settings) -> Iterator[Settings]:
         stack_settings,
         topic_prefix=f"t{tag}",
         pdu_partitions=4,
-        database_url=_admin_url(stack_settings, dbname),
+        database_url=database_url_for(stack_settings.database_url, dbname),
     )
     report = apply_topics(s)
     assert report.ok, report.drift
