@@ -24,7 +24,7 @@ def _progress(msg: str) -> None:
 
 
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.stack import Stack
+    from pipeline.dev.stack import Stack
 
     stack = Stack(settings)
     if args.action == "up":
@@ -128,24 +128,24 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run a room processor (start several to scale out)")
     w.add_argument("--id", default=None, help="worker id (default: host and pid)")
     w.add_argument("--web-port", type=int, default=None, help="faust web/metrics port")
-    w.set_defaults(handler=_lazy("pipeline.worker", "main"))
+    w.set_defaults(handler=_lazy("pipeline.worker.app", "main"))
 
     c = sub.add_parser("committer", help="run the committer (a second one is a hot standby)")
-    c.set_defaults(handler=_lazy("pipeline.committer", "main"))
+    c.set_defaults(handler=_lazy("pipeline.committer.loop", "main"))
 
     pr = sub.add_parser("produce", help="produce PDUs from a JSON-lines file, keyed by room_id")
     pr.add_argument("file")
-    pr.set_defaults(handler=_lazy("pipeline.produce", "main"))
+    pr.set_defaults(handler=_lazy("pipeline.ops.produce", "main"))
 
     tl = sub.add_parser("tail", help="print the invalidation stream")
     tl.add_argument("--from-beginning", action="store_true")
     tl.add_argument("--count", type=int, default=None, help="stop after this many messages")
     tl.add_argument("--json", action="store_true", help="print each message as JSON")
-    tl.set_defaults(handler=_lazy("pipeline.tail", "main"))
+    tl.set_defaults(handler=_lazy("pipeline.ops.tail", "main"))
 
     st = sub.add_parser("status", help="lag per stage, parked events, dead letters, last position")
     st.add_argument("--json", action="store_true", help="print one JSON object instead")
-    st.set_defaults(handler=_lazy("pipeline.status", "main"))
+    st.set_defaults(handler=_lazy("pipeline.ops.status", "main"))
 
     r = sub.add_parser("replay", help="run the room logic offline over a JSON-lines file of PDUs")
     r.add_argument("file")
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--seed", type=int, default=1)
     rn.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the end")
     rn.add_argument("--show-rooms", type=int, default=12, help="rooms listed in the summary")
-    rn.set_defaults(handler=_lazy("pipeline.demo", "main"))
+    rn.set_defaults(handler=_lazy("pipeline.dev.demo", "main"))
 
     b = sub.add_parser("bench", help="the benchmark suite")
     b.add_argument("--quick", action="store_true", help="smaller inputs (about 2 minutes)")

@@ -26,9 +26,9 @@ from pipeline.bench.runs import (
     watching,
 )
 from pipeline.config import Settings
+from pipeline.dev.local import running
 from pipeline.errors import RoomstreamError
-from pipeline.local import running
-from pipeline.produce import make_producer
+from pipeline.ops.produce import make_producer
 from pipeline.room.processor import Incoming, RoomProcessor
 from pipeline.room.routing import room_id_of
 

@@ -33,9 +33,9 @@ from pipeline.bench.runs import (
     warm_up,
 )
 from pipeline.config import Settings
-from pipeline.local import Cluster, InvalidationWatcher, event_ids_of, percentile, produce_timed
-from pipeline.local import running as start_cluster
-from pipeline.workload import Workload
+from pipeline.dev.local import Cluster, InvalidationWatcher, event_ids_of, percentile, produce_timed
+from pipeline.dev.local import running as start_cluster
+from pipeline.dev.workload import Workload
 
 
 @dataclass

@@ -32,11 +32,11 @@ from pipeline.bench.cpu import CpuSampler
 from pipeline.bench.report import CpuRow
 from pipeline.bench.runs import cleanup, fresh_run, stack_groups
 from pipeline.config import Settings, load_settings
+from pipeline.dev.local import ROOT, settings_env
 from pipeline.errors import RoomstreamError
-from pipeline.local import ROOT, settings_env
 from pipeline.matrix.hashes import compute_event_id
 from pipeline.matrix.room_versions import room_version
-from pipeline.produce import produce_lines
+from pipeline.ops.produce import produce_lines
 
 CONSUMER = "floor consumer"
 EVENT_COLUMNS = (

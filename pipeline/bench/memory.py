@@ -27,10 +27,10 @@ from pipeline.bench.runs import (
     wait_for_progress,
 )
 from pipeline.config import Settings
+from pipeline.dev.local import produce_timed, running
+from pipeline.dev.workload import HOME, REMOTE, user_id
+from pipeline.dev.workload_builder import RoomBuilder, default_power_levels, opaque_tag
 from pipeline.errors import RoomstreamError
-from pipeline.local import produce_timed, running
-from pipeline.workload import HOME, REMOTE, user_id
-from pipeline.workload_builder import RoomBuilder, default_power_levels, opaque_tag
 
 STATE_EVENTS_PER_ROOM = 20
 

@@ -1,7 +1,7 @@
 """What every benchmark run needs: a fresh prefix and database, the pids of the parts for CPU
 sampling, a warm-up, and cleaning up afterwards.
 
-A run's topics and database are its own (``pipeline.local.prepare_run``), and are deleted when
+A run's topics and database are its own (``pipeline.dev.local.prepare_run``), and are deleted when
 the benchmark is done with them, so repeated runs do not fill the broker and the disk.
 """
 
@@ -22,16 +22,16 @@ from confluent_kafka.admin import AdminClient
 
 from pipeline.bench.cpu import PidSource, children_of
 from pipeline.config import Settings
-from pipeline.errors import RoomstreamError
-from pipeline.local import (
+from pipeline.dev.local import (
     Cluster,
     InvalidationWatcher,
     database_url_for,
     prepare_run,
     produce_timed,
 )
-from pipeline.stack import Stack
-from pipeline.workload import generate_workload
+from pipeline.dev.stack import Stack
+from pipeline.dev.workload import generate_workload
+from pipeline.errors import RoomstreamError
 
 _runs = itertools.count(1)
 

@@ -35,9 +35,9 @@ from pipeline.bench.report import (
     render_table,
 )
 from pipeline.config import Settings
+from pipeline.dev.local import ROOT
+from pipeline.dev.workload import generate_workload, slow_resolution_room
 from pipeline.errors import RoomstreamError
-from pipeline.local import ROOT
-from pipeline.workload import generate_workload, slow_resolution_room
 
 BENCHES = ("B1", "B2", "B3", "B4", "B5", "B6")
 DEFAULT_RATE = 100.0  # events/s for B2 and B3 when B1 did not run to give half its rate
@@ -213,7 +213,7 @@ class _State:
 
 
 def run_suite(settings: Settings, opts: Options) -> Report:
-    from pipeline.stack import Stack
+    from pipeline.dev.stack import Stack
 
     s = opts.sizes
     say = opts.say
@@ -456,7 +456,7 @@ def _b3(
         f"at a steady {st.rate:,.0f} events/s "
         f"({st.rate_source}), for {s.isolation_s:g} s. The figure is the other rooms' p99 "
         "latency, produce to invalidation. The burn runs in the worker's resolution process "
-        "(`pipeline.resolve_pool`), as a resolution with a large conflicted set does; the "
+        "(`pipeline.worker.resolve_pool`), as a resolution with a large conflicted set does; the "
         "room's thread waits for it without holding the worker's interpreter lock. Measurement "
         "starts once every worker has joined the consumer group (no rebalance mid-run).\n\n"
         "Baseline, measured in the same suite run: the same input at the same rate through "

@@ -22,12 +22,12 @@ from confluent_kafka import Consumer, TopicPartition
 from pipeline.bench.cpu import CLOCK_TICKS, process_ticks
 from pipeline.bench.runs import cleanup, logdir_of
 from pipeline.config import Settings, load_settings
+from pipeline.dev.local import Cluster, prepare_run
+from pipeline.dev.stack import Stack
+from pipeline.dev.workload import generate_workload
 from pipeline.errors import RoomstreamError
-from pipeline.local import Cluster, prepare_run
-from pipeline.produce import produce_lines
+from pipeline.ops.produce import produce_lines
 from pipeline.room.replay import replay
-from pipeline.stack import Stack
-from pipeline.workload import generate_workload
 
 PARTITIONS = 4
 TIMEOUT_S = 600.0

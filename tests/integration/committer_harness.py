@@ -9,7 +9,7 @@ from typing import Any
 import psycopg2
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from pipeline.committer import Committer
+from pipeline.committer.loop import Committer
 from pipeline.config import Settings
 from pipeline.room.chunk import Chunk
 

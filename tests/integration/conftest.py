@@ -14,8 +14,8 @@ import psycopg2
 import pytest
 
 from pipeline.config import Settings, load_settings
-from pipeline.local import database_url_for
-from pipeline.stack import Stack
+from pipeline.dev.local import database_url_for
+from pipeline.dev.stack import Stack
 from topics import apply_topics
 
 pytestmark = pytest.mark.integration

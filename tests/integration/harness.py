@@ -17,10 +17,10 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.config import Settings
-from pipeline.local import Child, Cluster, settings_env
+from pipeline.dev.local import Child, Cluster, settings_env
 
 __all__ = ["ROOT", "Processes", "TopicReader", "fold_chunks", "produce", "settings_env", "wait_for"]
-from pipeline.produce import produce_lines
+from pipeline.ops.produce import produce_lines
 from pipeline.room.chunk import Chunk
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.workload_builder import REJECTED, SOFT_FAILED, RoomBuilder, default_power_levels
+from pipeline.dev.workload_builder import REJECTED, SOFT_FAILED, RoomBuilder, default_power_levels
 
 ALICE = "@alice:example.org"
 BOB = "@bob:other.example"

@@ -7,7 +7,7 @@ from dataclasses import replace
 import orjson
 import pytest
 
-from pipeline.committer import APPLICATION_NAME
+from pipeline.committer.loop import APPLICATION_NAME
 from pipeline.config import Settings
 from pipeline.invalidations import InvalidationClient
 from tests.integration._chunks import RoomSim, member, msg

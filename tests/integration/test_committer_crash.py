@@ -17,7 +17,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipeline.committer import APPLICATION_NAME, CRASH_POINTS
+from pipeline.committer.loop import APPLICATION_NAME, CRASH_POINTS
 from pipeline.config import Settings
 from pipeline.invalidations import InvalidationClient
 from pipeline.room.chunk import Chunk

@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 
 from db.migrate import check_schema, known_migrations, migrate
-from pipeline.committer import Committer
+from pipeline.committer.loop import Committer
 from pipeline.config import Settings
 from pipeline.errors import SchemaError
 

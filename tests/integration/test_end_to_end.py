@@ -16,8 +16,8 @@ import pytest
 
 from db.read import RoomStore
 from pipeline.config import Settings
+from pipeline.dev.workload import generate_workload
 from pipeline.room.replay import replay
-from pipeline.workload import generate_workload
 from tests.integration.harness import Processes, TopicReader, produce, wait_for
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.config import Settings
-from pipeline.workload_builder import ACCEPTED, REJECTED, SOFT_FAILED
+from pipeline.dev.workload_builder import ACCEPTED, REJECTED, SOFT_FAILED
 from tests.integration.harness import Processes, produce, wait_for
 from tests.integration.rooms import busy_room, lines_of
 

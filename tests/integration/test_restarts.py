@@ -19,9 +19,9 @@ import pytest
 
 from db.migrate import migrate
 from pipeline.config import Settings
+from pipeline.dev.stack import Stack
+from pipeline.dev.workload import generate_workload
 from pipeline.room.replay import replay
-from pipeline.stack import Stack
-from pipeline.workload import generate_workload
 from tests.integration.harness import Processes, TopicReader, produce, wait_for
 from tests.integration.test_stack import _free_port_pair
 from topics import apply_topics

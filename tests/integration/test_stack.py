@@ -17,8 +17,8 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient, NewPartitions
 
 from pipeline.config import Settings
+from pipeline.dev.stack import Stack, _pid_alive, _port_free
 from pipeline.errors import MissingBinary, PortInUse
-from pipeline.stack import Stack, _pid_alive, _port_free
 from topics import apply_topics
 
 pytestmark = pytest.mark.integration
@@ -194,7 +194,7 @@ def test_missing_binaries_give_clear_errors(stack_settings: Settings, tmp_path: 
     assert proc.returncode == 1
     assert "holds no initdb and pg_ctl" in proc.stderr
     with pytest.raises(MissingBinary):
-        from pipeline.stack import _pg_bindir
+        from pipeline.dev.stack import _pg_bindir
 
         os.environ["ROOMSTREAM_PG_BINDIR"] = str(empty)
         try:

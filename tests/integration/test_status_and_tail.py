@@ -19,9 +19,9 @@ import orjson
 import pytest
 
 from pipeline.config import Settings
+from pipeline.dev.workload_builder import RoomBuilder, default_power_levels
 from pipeline.invalidations import format_for_tail
-from pipeline.status import Status, Unreachable, collect_status, render_text, status_json
-from pipeline.workload_builder import RoomBuilder, default_power_levels
+from pipeline.ops.status import Status, Unreachable, collect_status, render_text, status_json
 from tests.integration.harness import ROOT, Processes, TopicReader, produce, settings_env, wait_for
 from tests.integration.rooms import ALICE, busy_room, lines_of
 

@@ -18,9 +18,9 @@ import orjson
 import pytest
 
 from pipeline.config import Settings
+from pipeline.dev.workload_builder import RoomBuilder, default_power_levels
 from pipeline.room.replay import replay
-from pipeline.worker import owner_partition
-from pipeline.workload_builder import RoomBuilder, default_power_levels
+from pipeline.worker.app import owner_partition
 from tests.integration.harness import (
     Processes,
     TopicReader,

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from pipeline.dev.workload import Workload, fork_and_merge_scenario, slow_resolution_room
 from pipeline.matrix.events import StateKey, StateMap
-from pipeline.resolve_pool import ResolvePool, conflicted_count
 from pipeline.room.processor import RoomProcessor
-from pipeline.workload import Workload, fork_and_merge_scenario, slow_resolution_room
+from pipeline.worker.resolve_pool import ResolvePool, conflicted_count
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from pipeline.room_threads import JobThreads
+from pipeline.worker.room_threads import JobThreads
 
 
 def _run(jobs: list[int], work: object, threads: int) -> list[list[tuple[int, object]]]:

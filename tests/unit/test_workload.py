@@ -17,13 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.matrix.auth import auth_event_selection
-from pipeline.matrix.errors import UnknownRoomVersion
-from pipeline.matrix.events import Event, StateKey
-from pipeline.matrix.pdu import MAX_PREV_EVENTS, parse_pdu
-from pipeline.matrix.room_versions import room_version
-from pipeline.room.replay import replay
-from pipeline.workload import (
+from pipeline.dev.workload import (
     BAD_INPUT_KINDS,
     BASE_EVENTS,
     Workload,
@@ -34,7 +28,13 @@ from pipeline.workload import (
     soft_fail_scenario,
     write_jsonl,
 )
-from pipeline.workload_builder import REJECTED, RoomBuilder, default_power_levels
+from pipeline.dev.workload_builder import REJECTED, RoomBuilder, default_power_levels
+from pipeline.matrix.auth import auth_event_selection
+from pipeline.matrix.errors import UnknownRoomVersion
+from pipeline.matrix.events import Event, StateKey
+from pipeline.matrix.pdu import MAX_PREV_EVENTS, parse_pdu
+from pipeline.matrix.room_versions import room_version
+from pipeline.room.replay import replay
 
 VERSIONS = ["1", "3", "10", "11", "12"]
 ALL_KINDS = len(BAD_INPUT_KINDS)
@@ -155,7 +155,7 @@ def test_same_arguments_give_byte_identical_lines() -> None:
 
 def test_output_does_not_depend_on_the_interpreter_hash_seed() -> None:
     script = (
-        "import hashlib; from pipeline.workload import generate_workload; "
+        "import hashlib; from pipeline.dev.workload import generate_workload; "
         "w = generate_workload(4, 30, seed=2, bad_inputs=7, room_version='12'); "
         "print(hashlib.sha256(b'\\n'.join(w.lines)).hexdigest())"
     )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from pipeline.dev.workload import generate_workload
 from pipeline.room import storage
 from pipeline.room.processor import RoomProcessor
-from pipeline.workload import generate_workload
 
 
 def _room_lines(events: int, seed: int = 5) -> tuple[str, list[bytes]]:

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg2
 
 from pipeline.config import Settings
-from pipeline.local import (
+from pipeline.dev.local import (
     InvalidationWatcher,
     count_committed,
     dead_letter_count,
@@ -28,9 +28,9 @@ from pipeline.local import (
     running,
     wait_until,
 )
+from pipeline.dev.stack import Stack
+from pipeline.dev.workload import generate_workload
 from pipeline.room.replay import replay
-from pipeline.stack import Stack
-from pipeline.workload import generate_workload
 
 
 def _say(msg: str) -> None:

@@ -7,11 +7,11 @@ What it holds (and nothing else): routing, per-room queues, offsets, retries, th
    there unchanged and acked: one owner per room whatever partitioner the producer used.
 2. Inputs that name no room (bad JSON, no room_id) go to ``<prefix>.dead-letter`` with a reason.
 3. Everything else is queued on its room. A room with queued inputs and no job under way sends
-   them, as one job, to a few long-lived processing threads (``pipeline.room_threads``), which
+   them, as one job, to a few long-lived processing threads (``room_threads``), which
    run the pure processor off the event loop: one room's slow state resolution holds one thread
    while the others go on with the other rooms, of any partition. Each input of a job is still
    processed on its own (one chunk each, as a replay would). A large state resolution goes
-   further, to a process of its own (``pipeline.resolve_pool``): in a thread it would hold the
+   further, to a process of its own (``resolve_pool``): in a thread it would hold the
    interpreter's lock and slow every other room down with it.
 4. Per job, back on the loop: send its chunks and dead letters and wait for the broker's
    acknowledgement; then the room's next job may start. The room's inputs stay unacked until
@@ -54,7 +54,6 @@ from aiokafka.partitioner import murmur2
 from pipeline import metrics
 from pipeline.config import Settings
 from pipeline.errors import RoomstreamError
-from pipeline.resolve_pool import ResolvePool, pooled_resolver
 from pipeline.room import storage
 from pipeline.room.parking import ParkingBudget, ParkingLimits
 from pipeline.room.processor import (
@@ -64,7 +63,8 @@ from pipeline.room.processor import (
     RoomProcessor,
 )
 from pipeline.room.routing import room_id_of
-from pipeline.room_threads import JobThreads
+from pipeline.worker.resolve_pool import ResolvePool, pooled_resolver
+from pipeline.worker.room_threads import JobThreads
 
 log = logging.getLogger("roomstream.worker")
 
@@ -82,7 +82,7 @@ ROOM_THREADS = 4
 OWNER_CACHE = 100_000
 # The producer's batch per partition (faust's default is 16 KB).
 PRODUCER_BATCH_BYTES = 512 * 1024
-# Processes that run large state resolutions (pipeline.resolve_pool).
+# Processes that run large state resolutions (pipeline.worker.resolve_pool).
 RESOLVE_PROCESSES = 1
 # The largest changelog record: a segment of a room's state, or a record with many parked
 # events (each PDU up to 64 KiB); Kafka's default (1 MB) would stop a worker on a busy room.

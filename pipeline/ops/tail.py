@@ -22,7 +22,7 @@ import orjson
 
 from pipeline.config import Settings
 from pipeline.invalidations import InvalidationClient, Message, format_for_tail
-from pipeline.status import kafka_metadata
+from pipeline.ops.status import kafka_metadata
 
 __all__ = ["main", "tail"]
 

@@ -35,7 +35,7 @@ from pathlib import Path
 from pipeline.config import Settings
 from pipeline.errors import MissingBinary, PortInUse, StackError, StartTimeout
 
-POM = Path(__file__).resolve().parent.parent / "deploy" / "kafka" / "pom.xml"
+POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
 KAFKA_START_TIMEOUT_S = 120.0
 PG_START_TIMEOUT_S = 60.0
 # Bounded so the broker leaves room for the workers on a 2-core machine.

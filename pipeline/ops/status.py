@@ -43,7 +43,7 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from db.migrate import check_schema
 from db.outbox import committer_progress
-from pipeline.committer import lock_key
+from pipeline.committer.loop import lock_key
 from pipeline.config import Settings
 from pipeline.errors import RoomstreamError
 

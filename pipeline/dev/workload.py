@@ -28,11 +28,7 @@ from typing import Any, Final
 
 import orjson
 
-from pipeline.matrix.events import StateKey
-from pipeline.matrix.hashes import add_content_hash
-from pipeline.matrix.room_versions import EventFormat
-from pipeline.matrix.room_versions import room_version as lookup_room_version
-from pipeline.workload_builder import (
+from pipeline.dev.workload_builder import (
     REJECTED,
     SOFT_FAILED,
     BuiltEvent,
@@ -41,6 +37,10 @@ from pipeline.workload_builder import (
     opaque_tag,
     server_of,
 )
+from pipeline.matrix.events import StateKey
+from pipeline.matrix.hashes import add_content_hash
+from pipeline.matrix.room_versions import EventFormat
+from pipeline.matrix.room_versions import room_version as lookup_room_version
 
 HOME: Final = "example.org"
 REMOTE: Final = "other.example"

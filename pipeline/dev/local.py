@@ -28,10 +28,10 @@ from pipeline.errors import RoomstreamError
 from pipeline.matrix.errors import MatrixError
 from pipeline.matrix.hashes import compute_event_id
 from pipeline.matrix.room_versions import room_version
-from pipeline.produce import produce_lines
+from pipeline.ops.produce import produce_lines
 from topics import apply_topics
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def database_url_for(database_url: str, dbname: str) -> str:
@@ -282,7 +282,7 @@ def produce_timed(
                 sent[eid] = start
         produce_lines(settings, lines, show_progress=False)
         return sent
-    from pipeline.produce import make_producer
+    from pipeline.ops.produce import make_producer
     from pipeline.room.routing import room_id_of
 
     producer = make_producer(settings, **{"linger.ms": 0})

@@ -1,0 +1,1 @@
+"""The committer: stream orderings at commit, one PostgreSQL transaction per batch, the outbox."""

@@ -1,0 +1,1 @@
+"""The development harness: the local stack, the demo run, workload generation."""

@@ -1,0 +1,1 @@
+"""The operator's commands: status, tail, produce."""
