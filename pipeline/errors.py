@@ -8,6 +8,7 @@
     │   ├── PortInUse                     a port the stack needs is taken
     │   └── StartTimeout                  a service did not come up; carries its log's tail
     ├── TopicDrift                        existing topics differ from their definitions
+    ├── MalformedMessage(ValueError)      a message on a topic does not decode; names the field
     └── SchemaError                       the database schema is missing, newer or unknown
 
 Every message names the bad input and says what to do.
@@ -19,6 +20,7 @@ from pipeline.matrix.errors import RoomstreamError
 
 __all__ = [
     "ConfigError",
+    "MalformedMessage",
     "MissingBinary",
     "PortInUse",
     "RoomstreamError",
@@ -63,3 +65,17 @@ class TopicDrift(RoomstreamError):
 
 class SchemaError(RoomstreamError):
     pass
+
+
+class MalformedMessage(RoomstreamError, ValueError):
+    """A message on one of Roomstream's topics that its codec cannot decode.
+
+    Raised by the codecs in ``topics/``; ``wire_format`` names the format (``chunk``,
+    ``invalidation``, ...) and the message says which field is wrong. The consumer decides what
+    follows: the committer dead-letters a malformed chunk, a client reports it.
+    """
+
+    def __init__(self, wire_format: str, reason: str) -> None:
+        self.wire_format = wire_format
+        self.reason = reason
+        super().__init__(f"malformed {wire_format} message: {reason}")

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from pipeline.config import Settings
 
 DAY_MS = 24 * 3600 * 1000
+
+
+class Topic(StrEnum):
+    """Short names of the topics; ``Settings.topic(Topic.PDUS)`` gives the full name."""
+
+    PDUS = "pdus"
+    CHUNKS = "chunks"
+    INVALIDATIONS = "invalidations"
+    DEAD_LETTER = "dead-letter"
 
 
 @dataclass(frozen=True)
