@@ -1,4 +1,4 @@
-"""State resolution against ruma's conformance cases (shared/conformance/ruma-state-res).
+"""State resolution against ruma's conformance cases (tests/conformance/ruma-state-res).
 
 Batch cases are resolved three ways, which must agree with each other and with the expected
 state: one PDU at a time (each against the resolved state after its prev_events), one file at a
@@ -9,7 +9,6 @@ time, and all PDUs at once. The MSC4297 cases resolve two given state maps, in r
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,9 @@ from pipeline.matrix.events import Event, StateKey, StateMap
 from pipeline.matrix.room_versions import RoomVersion, room_version
 from pipeline.matrix.state_res import resolve_state
 
-_DEFAULT_DIR = Path(__file__).parents[3].parent / "shared" / "conformance"
+# Vendored with their licence and provenance (see the README there): the tests read nothing
+# outside the checkout.
+CASES_DIR = Path(__file__).parents[2] / "conformance" / "ruma-state-res"
 
 BATCH_CASES: dict[str, list[str]] = {
     "minimal_private_chat": ["bootstrap-private-chat"],
@@ -82,16 +83,11 @@ STATE_MAP_CASES: dict[str, tuple[list[str], str]] = {
 
 
 def _cases_dir() -> Path:
-    candidates = [_DEFAULT_DIR]
-    if env := os.environ.get("ROOMSTREAM_CONFORMANCE_DIR"):
-        candidates.append(Path(env))
-    for base in candidates:
-        if (base / "ruma-state-res" / "expected").is_dir():
-            return base / "ruma-state-res"
-    pytest.fail(
-        f"state resolution conformance cases not found in {_DEFAULT_DIR} nor in "
-        "$ROOMSTREAM_CONFORMANCE_DIR; they are part of the shared test data"
-    )
+    if not (CASES_DIR / "expected").is_dir():
+        pytest.fail(
+            f"state resolution conformance cases missing from {CASES_DIR}; restore them from git"
+        )
+    return CASES_DIR
 
 
 def _load_json(path: Path) -> Any:
