@@ -81,6 +81,9 @@ _NEEDS_STDLIB = 1  # floats or integers past 64 bits (lenient mode): Python's js
 _NEEDS_COPY = 2  # tuples, other Mappings, subclasses, integral floats: normalise before writing
 
 
+_DEEP_PATH_SHOWN = 8
+
+
 class _Bad(Exception):
     """A refused value; the path is collected while the exception unwinds, so the common (valid)
     case never builds paths."""
@@ -90,15 +93,21 @@ class _Bad(Exception):
         self.segments: list[str | int] = []
 
     def error(self, prefix: str, max_nesting: int = MAX_NESTING) -> CanonicalJsonError:
+        segments = self.segments[::-1]
+        more = ""
         if isinstance(self, _TooDeep):
             self.reason = (
                 f"objects and arrays are nested deeper than {max_nesting} levels (the outermost "
                 "counts as one)"
             )
+            # The path is as deep as the limit: its start says where, the rest is noise.
+            if len(segments) > _DEEP_PATH_SHOWN:
+                more = f"...({len(segments) - _DEEP_PATH_SHOWN} levels more)"
+                segments = segments[:_DEEP_PATH_SHOWN]
         path = prefix
-        for seg in reversed(self.segments):
+        for seg in segments:
             path = f"{path}[{seg}]" if isinstance(seg, int) else join_path(path, seg)
-        return CanonicalJsonError(self.reason, path)
+        return CanonicalJsonError(self.reason, path + more)
 
 
 class _TooDeep(_Bad):
