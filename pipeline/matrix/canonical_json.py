@@ -19,6 +19,10 @@ Three levels of strictness, because the protocol has three:
   (``1.5``, ``1e+100``, arbitrary-precision integers), the encoding the senders of such events
   used when they hashed and signed them.
 
+``encode_pdu_json`` is what a received PDU passes once: the room version's rule, plus what every
+later stage must be able to write (the stages serialise with orjson, so integers past 64 bits and
+nesting past a caller's limit are refused), in the one scan that also yields the bytes to measure.
+
 For any value that passes ``check_canonical_values`` the strict and lenient encodings are the same
 bytes, so hashes do not depend on which one computed them.
 """
@@ -36,9 +40,10 @@ from pipeline.matrix.errors import MatrixError
 
 CANONICAL_INT_MIN = -(2**53) + 1
 CANONICAL_INT_MAX = 2**53 - 1
-# orjson refuses nesting past 1024 levels and Python's recursion limit is about 1000; a cap far
-# below both keeps every walk here and in redaction from blowing the stack.
-MAX_NESTING = 512
+# orjson writes at most 254 levels of objects and arrays (it reads 1024) and raises a bare
+# TypeError past that; refusing deeper values in the scan says where instead, and keeps every walk
+# here and in redaction far from Python's recursion limit.
+MAX_NESTING = 254
 
 JsonValue = Any
 """A parsed JSON value: dict with str keys, list, str, int, float, bool or None."""
@@ -64,10 +69,19 @@ def join_path(path: str, key: str) -> str:
 _STRICT_WIRE = 0  # v6+ wire rule: no floats
 _STRICT_ENCODE = 1  # appendix encoding: integral floats become integers
 _LENIENT = 2  # v1–v5 hashing: floats and big integers written as Python's json writes them
+_LENIENT_STORABLE = 3  # v1–v5 input: as _LENIENT, but only the integers orjson can write
+
+# orjson writes integers in [-(2**63), 2**64); the chunk, the stored JSON and the room record are
+# all written by it.
+ORJSON_INT_MIN = -(2**63)
+ORJSON_INT_MAX = 2**64 - 1
 
 # What a scan found beyond plain dict/list/str/int/bool/None that orjson writes as they are.
 _NEEDS_STDLIB = 1  # floats or integers past 64 bits (lenient mode): Python's json writes them
 _NEEDS_COPY = 2  # tuples, other Mappings, subclasses, integral floats: normalise before writing
+
+
+_DEEP_PATH_SHOWN = 8
 
 
 class _Bad(Exception):
@@ -78,11 +92,26 @@ class _Bad(Exception):
         self.reason = reason
         self.segments: list[str | int] = []
 
-    def error(self, prefix: str) -> CanonicalJsonError:
+    def error(self, prefix: str, max_nesting: int = MAX_NESTING) -> CanonicalJsonError:
+        segments = self.segments[::-1]
+        more = ""
+        if isinstance(self, _TooDeep):
+            self.reason = (
+                f"objects and arrays are nested deeper than {max_nesting} levels (the outermost "
+                "counts as one)"
+            )
+            # The path is as deep as the limit: its start says where, the rest is noise.
+            if len(segments) > _DEEP_PATH_SHOWN:
+                more = f"...({len(segments) - _DEEP_PATH_SHOWN} levels more)"
+                segments = segments[:_DEEP_PATH_SHOWN]
         path = prefix
-        for seg in reversed(self.segments):
+        for seg in segments:
             path = f"{path}[{seg}]" if isinstance(seg, int) else join_path(path, seg)
-        return CanonicalJsonError(self.reason, path)
+        return CanonicalJsonError(self.reason, path + more)
+
+
+class _TooDeep(_Bad):
+    """Nesting past the limit; the reason is written once the limit the caller set is known."""
 
 
 def _check_utf8(s: str) -> None:
@@ -97,16 +126,23 @@ def _check_utf8(s: str) -> None:
 def _check_int(value: int, mode: int) -> int:
     if CANONICAL_INT_MIN <= value <= CANONICAL_INT_MAX:
         return 0
-    if mode == _LENIENT:
+    if mode >= _LENIENT:
         # orjson writes up to 64-bit integers; past that only the stdlib can.
-        return 0 if -(2**63) <= value < 2**64 else _NEEDS_STDLIB
+        if ORJSON_INT_MIN <= value <= ORJSON_INT_MAX:
+            return 0
+        if mode == _LENIENT:
+            return _NEEDS_STDLIB
+        raise _Bad(
+            f"integer {value} is outside the 64-bit range [-(2**63), (2**64)-1] that Roomstream "
+            "can store"
+        )
     raise _Bad(f"integer {value} is outside the canonical range [-(2**53)+1, (2**53)-1]")
 
 
 def _check_float(value: float, mode: int) -> int:
     if not math.isfinite(value):
         raise _Bad(f"{value} is not a JSON number")
-    if mode == _LENIENT:
+    if mode >= _LENIENT:
         return _NEEDS_STDLIB
     if (
         mode == _STRICT_ENCODE
@@ -150,7 +186,8 @@ def _scan(value: Any, mode: int, depth: int) -> int:
     else:
         raise _Bad(f"{type(value).__name__} is not a JSON type")
     if depth >= MAX_NESTING:
-        raise _Bad(f"nested deeper than {MAX_NESTING} levels")
+        # Callers with a lower limit start ``depth`` above 0 (see _scan_or_raise).
+        raise _TooDeep("")
     if isinstance(value, Mapping):
         for k, v in value.items():
             if type(k) is not str:
@@ -205,11 +242,14 @@ def _plain(value: object, integral_floats: bool) -> JsonValue:
     raise AssertionError(f"unscanned {type(value).__name__}")  # _scan refused it already
 
 
-def _scan_or_raise(value: object, mode: int, prefix: str = "") -> int:
+def _scan_or_raise(
+    value: object, mode: int, prefix: str = "", max_nesting: int = MAX_NESTING
+) -> int:
+    # A lower limit is a higher starting depth: the walk itself is the same.
     try:
-        return _scan(value, mode, 0)
+        return _scan(value, mode, MAX_NESTING - max_nesting)
     except _Bad as e:
-        raise e.error(prefix) from None
+        raise e.error(prefix, max_nesting) from None
 
 
 def encode_canonical_json(value: object, *, strict: bool = True) -> bytes:
@@ -223,6 +263,30 @@ def encode_canonical_json(value: object, *, strict: bool = True) -> bytes:
     flags = _scan_or_raise(value, mode)
     if flags & _NEEDS_COPY:
         value = _plain(value, integral_floats=strict)
+    if flags & _NEEDS_STDLIB:
+        return json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
+        ).encode("utf-8")
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def encode_pdu_json(value: object, *, strict_wire: bool, max_nesting: int) -> bytes:
+    """The canonical JSON of a received PDU, checked in one scan for everything later stages need.
+
+    ``strict_wire`` applies the rule of room versions 6+ (as ``check_canonical_values``); without
+    it floats and integers past the canonical range are written as ``strict=False`` writes them,
+    except integers outside [-(2**63), (2**64)-1], which orjson (and so the chunk, the stored
+    JSON and the room record) cannot write. Objects and arrays may nest ``max_nesting`` levels
+    (at most MAX_NESTING), the outermost one counting. Raises CanonicalJsonError naming the path.
+
+    For every value it accepts the bytes are ``encode_canonical_json(value, strict=False)``.
+    """
+    if not 0 < max_nesting <= MAX_NESTING:
+        raise ValueError(f"max_nesting must be in [1, {MAX_NESTING}], not {max_nesting}")
+    mode = _STRICT_WIRE if strict_wire else _LENIENT_STORABLE
+    flags = _scan_or_raise(value, mode, "", max_nesting)
+    if flags & _NEEDS_COPY:
+        value = _plain(value, integral_floats=False)
     if flags & _NEEDS_STDLIB:
         return json.dumps(
             value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False

@@ -25,9 +25,8 @@ from typing import Any, TypeVar
 
 from pipeline.matrix.canonical_json import (
     CanonicalJsonError,
-    check_canonical_values,
     copy_json,
-    encode_canonical_json,
+    encode_pdu_json,
     parse_json,
 )
 from pipeline.matrix.errors import EventIdMismatch, InvalidPdu
@@ -60,6 +59,11 @@ MAX_DEPTH_V1 = 2**63 - 1
 MAX_DEPTH_V6 = 2**53 - 1
 # origin_server_ts is an int64 ("format: int64").
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Objects and arrays a PDU may nest, the PDU itself counting as one. The spec sets no limit; orjson,
+# which writes the chunk, the stored JSON and the room record, refuses 255 levels, and those
+# envelopes wrap a PDU in up to four more. Real events nest a handful of levels; 200 leaves the
+# envelopes room to grow.
+MAX_PDU_NESTING = 200
 
 Raw = bytes | bytearray | memoryview | str | Mapping[str, Any]
 
@@ -207,7 +211,9 @@ def parse_pdu(raw: Raw, room_version: RoomVersion, *, event_id: str | None = Non
 
     ``raw`` is the federation JSON as bytes, text or an already parsed object (copied, never
     kept). ``event_id``, when the caller knows the ID the PDU was sent under, must be the one the
-    room version's rule gives, else EventIdMismatch.
+    room version's rule gives, else EventIdMismatch. A v3+ PDU may carry its ID in an
+    ``event_id`` field as a convenience copy: it is removed before anything is measured or
+    hashed, and must equal the reference-hash ID, else EventIdMismatch naming both.
 
     Raises InvalidPdu (or EventIdMismatch) naming the field. A content hash that does not match
     yields the redacted event with ``redacted_on_receipt`` set.
@@ -215,9 +221,10 @@ def parse_pdu(raw: Raw, room_version: RoomVersion, *, event_id: str | None = Non
     rv = room_version
     pdu = _load(raw, rv)
     _strip_unsigned(pdu)
+    copied_id = _take_event_id_copy(pdu, rv)
     _check_json_and_size(pdu, rv)
     _check_fields(pdu, rv)
-    eid = _event_id(pdu, rv, event_id)
+    eid = _event_id(pdu, rv, event_id, copied_id)
 
     redacted_on_receipt = False
     # 3. "Passes hash checks, otherwise it is redacted before being processed further."
@@ -286,13 +293,32 @@ def _strip_unsigned(pdu: dict[str, Any]) -> None:
     pdu["unsigned"] = {k: v for k, v in unsigned.items() if k in keep}
 
 
+def _take_event_id_copy(pdu: dict[str, Any], rv: RoomVersion) -> str | None:
+    """Remove a v3+ PDU's ``event_id`` field and return it (None when absent).
+
+    From v3 the event ID is the reference hash and no ``event_id`` field is part of the event;
+    redaction would keep one, so left in it would change the hash. Producers that annotate PDUs
+    with their ID lose nothing: the copy is compared with the computed ID in ``_event_id``.
+    """
+    if rv.event_format == EventFormat.V1 or "event_id" not in pdu:
+        return None
+    copied = pdu.pop("event_id")
+    if not isinstance(copied, str):
+        raise InvalidPdu(
+            f"event_id must be a string (a copy of the event ID), not {_json_type(copied)}",
+            "event_id",
+        )
+    return copied
+
+
 def _check_json_and_size(pdu: dict[str, Any], rv: RoomVersion) -> None:
+    # One scan: v6+ "Servers MUST strictly enforce the JSON format specified in the appendices
+    # ... discarding of events over federation", and for every version what the later stages
+    # could not write (nesting, integers past 64 bits); the bytes it yields are the size.
     try:
-        if rv.strict_canonical_json:
-            # v6+: "Servers MUST strictly enforce the JSON format specified in the appendices
-            # ... discarding of events over federation."
-            check_canonical_values(pdu)
-        size = len(encode_canonical_json(pdu, strict=False))
+        size = len(
+            encode_pdu_json(pdu, strict_wire=rv.strict_canonical_json, max_nesting=MAX_PDU_NESTING)
+        )
     except CanonicalJsonError as e:
         raise InvalidPdu(e.reason, e.path) from None
     if size > MAX_PDU_BYTES:
@@ -305,6 +331,7 @@ def _check_json_and_size(pdu: dict[str, Any], rv: RoomVersion) -> None:
 def _check_fields(pdu: dict[str, Any], rv: RoomVersion) -> None:
     event_type = _require(pdu, "type", str)
     _check_length(event_type, "type", rv)
+    _check_no_nul(event_type, "type")
 
     sender = _require(pdu, "sender", str)
     if not _is_user_id_shape(sender):
@@ -326,7 +353,9 @@ def _check_fields(pdu: dict[str, Any], rv: RoomVersion) -> None:
             )
 
     if "state_key" in pdu:
-        _check_length(_require(pdu, "state_key", str), "state_key", rv)
+        state_key = _require(pdu, "state_key", str)
+        _check_length(state_key, "state_key", rv)
+        _check_no_nul(state_key, "state_key")
 
     _require(pdu, "content", dict)
 
@@ -366,7 +395,12 @@ def _check_fields(pdu: dict[str, Any], rv: RoomVersion) -> None:
 
     if not rv.updated_redaction_rules and "redacts" in pdu:
         # Before v11 "redacts" is a top-level string; from v11 it lives in content.
-        _require(pdu, "redacts", str)
+        _check_no_nul(_require(pdu, "redacts", str), "redacts")
+    if event_type == "m.room.redaction" and rv.updated_redaction_rules:
+        redacts = pdu["content"].get("redacts")
+        if isinstance(redacts, str):
+            # Stored in the redactions table when the redaction is accepted.
+            _check_no_nul(redacts, "content.redacts")
 
 
 def _check_references(pdu: dict[str, Any], key: str, limit: int, rv: RoomVersion) -> None:
@@ -389,7 +423,7 @@ def _check_references(pdu: dict[str, Any], key: str, limit: int, rv: RoomVersion
             )
 
 
-def _event_id(pdu: dict[str, Any], rv: RoomVersion, claimed: str | None) -> str:
+def _event_id(pdu: dict[str, Any], rv: RoomVersion, claimed: str | None, copied: str | None) -> str:
     if rv.event_format == EventFormat.V1:
         # v1, v2: the event_id field is required and names the ID: "$opaque_id:domain".
         eid = _require(pdu, "event_id", str)
@@ -398,15 +432,15 @@ def _event_id(pdu: dict[str, Any], rv: RoomVersion, claimed: str | None) -> str:
                 f"event_id {eid!r} is not $opaque_id:server_name of at most 255", "event_id"
             )
     else:
-        # v3+: the event ID is the reference hash; an event_id field would itself be hashed
-        # (redaction keeps it), so a PDU carrying one cannot be the event it claims to be.
-        if "event_id" in pdu:
+        # v3+: the event ID is the reference hash (of the PDU without the copy, removed above).
+        eid = compute_event_id(pdu, rv)
+        if copied is not None and copied != eid:
             raise EventIdMismatch(
-                f"room version {rv.identifier} PDUs carry no event_id field: the event ID is "
-                "the reference hash",
+                f"the PDU's event_id field is {copied!r} but its reference hash gives "
+                f"{eid!r}; in room version {rv.identifier} the event ID is the reference hash, "
+                "so the field must be that ID or absent",
                 "event_id",
             )
-        eid = compute_event_id(pdu, rv)
     if claimed is not None and claimed != eid:
         raise EventIdMismatch(
             f"the PDU was sent as {claimed!r} but its event ID is {eid!r}", "event_id"
@@ -449,6 +483,19 @@ def _require(pdu: dict[str, Any], key: str, kind: type[_T]) -> _T:
 
 def _require_int(pdu: dict[str, Any], key: str) -> int:
     return _require(pdu, key, int)
+
+
+def _check_no_nul(value: str, key: str) -> None:
+    # Identifiers, type, state_key and redacts are stored in PostgreSQL text columns, which cannot
+    # hold U+0000; refused here rather than failing the committer's transaction later. (Sender,
+    # room and event IDs refuse NUL through their grammars; content is stored as JSON text, in
+    # which NUL is the escape \u0000 and is kept.)
+    if "\x00" in value:
+        raise InvalidPdu(
+            f"{key} {value!r} contains U+0000 (NUL), which cannot be stored; no event with a NUL "
+            f"in its {key} can be accepted",
+            key,
+        )
 
 
 def _check_length(value: str, key: str, rv: RoomVersion) -> None:

@@ -39,6 +39,7 @@ from pipeline.room.chunk import (
     Redaction,
     StateGroup,
 )
+from pipeline.room.headers import storable_received_ts
 from pipeline.room.known_events import (
     ACCEPTED,
     REJECTED,
@@ -191,7 +192,8 @@ class RoomProcessor:
         if isinstance(event, str):
             out.dead_letters.append(DeadLetter(event, inc.raw, inc.source))
             return
-        self._handle(event, inc.raw, inc.received_ts, inc.source, now, seq=None)
+        received_ts = storable_received_ts(inc.received_ts)
+        self._handle(event, inc.raw, received_ts, inc.source, now, seq=None)
 
     def _park_raw(self, inc: Incoming, now: int) -> None:
         self._seq += 1
@@ -200,7 +202,7 @@ class RoomProcessor:
             raw=_keepable(inc.raw),
             missing={CREATE_EVENT},
             parked_at=now,
-            received_ts=inc.received_ts,
+            received_ts=storable_received_ts(inc.received_ts),
             source=dict(inc.source) if inc.source is not None else None,
         )
         try:
@@ -408,7 +410,7 @@ class RoomProcessor:
                 event_id=event.event_id,
                 format_version=int(event.format_version),
                 pdu=dict(event.pdu),
-                rejected=rejected,
+                rejected=_storable_text(rejected),
                 soft_failed=soft_failed,
                 state_group=after_sg,
                 received_ts=received_ts,
@@ -622,7 +624,17 @@ def _creator(create: Event) -> str:
     if create.room_version.implicit_room_creator:
         return create.sender
     creator = create.content.get("creator")
-    return creator if isinstance(creator, str) else create.sender
+    # rooms.creator is a text column, which cannot hold U+0000; the sender is the creator then,
+    # as it is for a creator that is not a string.
+    return creator if isinstance(creator, str) and "\x00" not in creator else create.sender
+
+
+def _storable_text(reason: str | None) -> str | None:
+    """A rejection reason as the text column can store it: a reason may quote event content,
+    and U+0000 is written as the escape ``\\u0000``."""
+    if reason is None or "\x00" not in reason:
+        return reason
+    return reason.replace("\x00", "\\u0000")
 
 
 def as_mapping(raw: RawInput) -> Mapping[str, Any] | None:

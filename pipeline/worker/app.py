@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import logging
 import os
 import socket
@@ -55,6 +56,7 @@ from pipeline import metrics
 from pipeline.config import Settings
 from pipeline.errors import RoomstreamError
 from pipeline.room import storage
+from pipeline.room.headers import InvalidHeader, parse_received_ts
 from pipeline.room.parking import ParkingBudget, ParkingLimits
 from pipeline.room.processor import (
     DeadLetter,
@@ -141,13 +143,23 @@ def _headers(headers: Any) -> list[tuple[str, bytes | None]]:
     return [(str(k), v if isinstance(v, bytes) or v is None else str(v).encode()) for k, v in items]
 
 
+_bad_received_ts = itertools.count(1)
+
+
 def _received_ts(headers: Any, fallback_ms: int) -> int:
     for k, v in _headers(headers):
         if k == "received_ts" and v:
             try:
-                return int(v)
-            except ValueError:
+                ts = parse_received_ts(v)
+            except InvalidHeader as e:
+                # A producer that sets it wrong sets it wrong on every record: say so, not flood.
+                n = next(_bad_received_ts)
+                if n % 1000 == 1:
+                    log.warning(
+                        "%s; using the record's timestamp instead (%d such headers so far)", e, n
+                    )
                 break
+            return fallback_ms if ts is None else ts
     return fallback_ms
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pipeline.matrix.auth import auth_types_for_event, check_auth_events, check_auth_rules
 from pipeline.matrix.errors import EventRejected
 from pipeline.matrix.events import Event
-from tests.oracle._rooms import OracleRoom
+from tests.oracle._rooms import ALICE, BOB, SERVER, OracleRoom
 from tests.oracle._strategies import forked_rooms, odd_event_specs
 
 synapse_oracle = pytest.importorskip("tests.oracle.synapse_oracle")
@@ -87,3 +87,41 @@ def test_auth_against_own_auth_events_matches_synapse(version: str, data: st.Dat
     ours = _ours(lambda: check_auth_events(event, room.fetch))
     theirs = synapse_oracle.synapse_allows_with_auth_events(event, room.events)
     assert (ours is None) == (theirs is None), _verdicts(ours, theirs)
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+@pytest.mark.parametrize("foreign_type", ["m.room.member", "m.room.power_levels"])
+def test_auth_event_from_another_room_is_rejected_as_synapse_rejects_it(
+    version: str, foreign_type: str
+) -> None:
+    # docs/input-policy.md: rejected (stored with the reason), not refused, not allowed; Synapse
+    # checks each auth event's room first, so its reason names the room too.
+    room = OracleRoom(version)
+    other = OracleRoom(version)
+    other.room_id = f"!elsewhere:{SERVER}"
+    key, content = (
+        (BOB, {"membership": "join"})
+        if foreign_type == "m.room.member"
+        else ("", other.power_levels_content({BOB: 100}))
+    )
+    sender = BOB if foreign_type == "m.room.member" else ALICE
+    foreign = other.build(foreign_type, sender, key, content, [other.start])
+    honest = room.build("m.room.message", BOB, None, {"body": "x"}, [room.start])
+    auth_ids = [
+        a for a in honest.auth_event_ids if room.events[a].state_tuple != foreign.state_tuple
+    ]
+    event = room.build(
+        "m.room.message",
+        BOB,
+        None,
+        {"body": "x"},
+        [room.start],
+        auth_ids=sorted([*auth_ids, foreign.event_id]),
+    )
+    events = {**room.events, foreign.event_id: foreign}
+    ours = _ours(lambda: check_auth_events(event, events.get))
+    theirs = synapse_oracle.synapse_allows_with_auth_events(event, events)
+    assert ours is not None and f"from room !elsewhere:{SERVER}" in ours, _verdicts(ours, theirs)
+    assert theirs is not None and f"which is in room !elsewhere:{SERVER}" in theirs, _verdicts(
+        ours, theirs
+    )

@@ -79,6 +79,15 @@ def check_auth_events(
     by_key: dict[StateKey, Event] = {}
     for eid in ids:
         auth_event = fetched[eid]
+        # 3.5. If any event in auth_events has a room_id which does not match that of the event
+        # being authorised, reject. Checked first for each entry, before the other rules on it,
+        # as Synapse does (``check_state_independent_auth_rules``), so the reason names the
+        # foreign room whatever else is wrong with the entry.
+        if auth_event.room_id != event.room_id:
+            raise EventRejected(
+                f"{event.event_id} in room {event.room_id} has an auth event "
+                f"{auth_event.event_id} from room {auth_event.room_id}"
+            )
         key = (auth_event.type, auth_event.state_key)
         if auth_event.state_key is None:
             raise EventRejected(f"{event.event_id} has a non-state auth event {eid}")
@@ -103,14 +112,6 @@ def check_auth_events(
     # v1–v11 2.4. If there is no m.room.create event among the entries, reject.
     if not rv.room_id_is_create_event_hash and CREATE_KEY not in by_key:
         raise EventRejected(f"{event.event_id} has no m.room.create among its auth events")
-    # 3.5. If any event in auth_events has a room_id which does not match that of the event
-    # being authorised, reject.
-    for auth_event in by_key.values():
-        if auth_event.room_id != event.room_id:
-            raise EventRejected(
-                f"{event.event_id} in room {event.room_id} has an auth event "
-                f"{auth_event.event_id} from room {auth_event.room_id}"
-            )
     check_auth_rules(
         event,
         by_key,
