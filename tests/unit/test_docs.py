@@ -72,7 +72,7 @@ DECODERS: dict[str, Callable[[bytes], Any]] = {
 }
 
 # Pages the index links to that are written alongside this set; delete the list once they exist.
-PENDING_PAGES = {"invalidations.md", "input-policy.md", "synapse-parity.md"}
+PENDING_PAGES = {"invalidations.md", "synapse-parity.md"}
 
 # Read by pipeline/dev/stack.py directly, not (yet) settings; delete once they are.
 NOT_SETTINGS = {"ROOMSTREAM_PG_BINDIR", "ROOMSTREAM_KAFKA_HEAP"}
