@@ -15,7 +15,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import orjson
 import psycopg2
 from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -31,7 +30,9 @@ from pipeline.dev.local import (
 )
 from pipeline.dev.stack import Stack
 from pipeline.dev.workload import generate_workload
-from pipeline.errors import RoomstreamError
+from pipeline.errors import MalformedMessage, RoomstreamError
+from topics import dead_letter
+from topics.definitions import Topic
 
 _runs = itertools.count(1)
 
@@ -145,7 +146,7 @@ def dead_letters(run: Settings, most: int = 200) -> list[str]:
         }
     )
     try:
-        topic = TopicPartition(run.topic("dead-letter"), 0, 0)
+        topic = TopicPartition(run.topic(Topic.DEAD_LETTER), 0, 0)
         _, hi = consumer.get_watermark_offsets(topic, timeout=5)
         if hi <= 0:
             return []
@@ -156,9 +157,9 @@ def dead_letters(run: Settings, most: int = 200) -> list[str]:
             for msg in consumer.consume(min(hi, most), 1.0):
                 if msg.error() is None:
                     try:
-                        reasons.append(str(orjson.loads(msg.value() or b"{}").get("reason")))
-                    except orjson.JSONDecodeError:
-                        reasons.append("(a dead letter that is not JSON)")
+                        reasons.append(dead_letter.decode(msg.value()).reason)
+                    except MalformedMessage as e:
+                        reasons.append(f"(not a dead-letter message: {e.reason})")
         return reasons
     finally:
         consumer.close()
@@ -259,7 +260,9 @@ def chunk_count(run: Settings) -> int:
     """How many chunks the run's chunks topic holds (its one partition's high watermark)."""
     consumer = Consumer({"bootstrap.servers": run.kafka_bootstrap, "group.id": "bench-count"})
     try:
-        _, hi = consumer.get_watermark_offsets(TopicPartition(run.topic("chunks"), 0), timeout=5)
+        _, hi = consumer.get_watermark_offsets(
+            TopicPartition(run.topic(Topic.CHUNKS), 0), timeout=5
+        )
         return int(hi)
     finally:
         consumer.close()

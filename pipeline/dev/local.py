@@ -29,7 +29,8 @@ from pipeline.matrix.errors import MatrixError
 from pipeline.matrix.hashes import compute_event_id
 from pipeline.matrix.room_versions import room_version
 from pipeline.ops.produce import produce_lines
-from topics import apply_topics
+from topics import apply_topics, pdu_input
+from topics.definitions import Topic
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -173,7 +174,7 @@ class InvalidationWatcher(threading.Thread):
         self.ready = threading.Event()
 
     def run(self) -> None:
-        topic = self.settings.topic("invalidations")
+        topic = self.settings.topic(Topic.INVALIDATIONS)
         consumer = Consumer(
             {
                 "bootstrap.servers": self.settings.kafka_bootstrap,
@@ -223,7 +224,7 @@ def dead_letter_count(settings: Settings) -> int:
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "counter"})
     try:
         lo, hi = consumer.get_watermark_offsets(
-            TopicPartition(settings.topic("dead-letter"), 0), timeout=5
+            TopicPartition(settings.topic(Topic.DEAD_LETTER), 0), timeout=5
         )
         return int(hi - lo)
     finally:
@@ -283,17 +284,16 @@ def produce_timed(
         produce_lines(settings, lines, show_progress=False)
         return sent
     from pipeline.ops.produce import make_producer
-    from pipeline.room.routing import room_id_of
 
     producer = make_producer(settings, **{"linger.ms": 0})
-    topic = settings.topic("pdus")
+    topic = settings.topic(Topic.PDUS)
     start = time.monotonic()
     for i, (line, eid) in enumerate(zip(lines, ids, strict=True)):
         due = start + i / rate
         while (now := time.monotonic()) < due:
             producer.poll(min(due - now, 0.01))
-        room_id = room_id_of(line)
-        producer.produce(topic, value=line, key=room_id.encode() if room_id else None)
+        record = pdu_input.encode(line)
+        producer.produce(topic, value=record.value, key=record.key)
         if eid:
             sent[eid] = time.monotonic()
         producer.poll(0)
