@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg2
-from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pipeline.bench.cpu import PidSource, children_of
@@ -27,6 +27,7 @@ from pipeline.dev.local import (
     database_url_for,
     prepare_run,
     produce_timed,
+    wait_for_workers,
 )
 from pipeline.dev.stack import Stack
 from pipeline.dev.workload import generate_workload
@@ -221,38 +222,13 @@ def warm_up(run: Settings, cluster: Cluster, watcher: InvalidationWatcher, seed:
     Measurements start after this: workers have their partitions, the committer is active,
     and connections are open, so start-up time is not counted as throughput or latency.
     """
-    _wait_for_group(run, cluster)
+    wait_for_workers(run, cluster)
     warm = generate_workload(2 * run.pdu_partitions, 6, seed=seed, forks=False)
     start = watcher.position
     produce_timed(run, list(warm.lines), [None] * len(warm.lines))
     target = start + warm.event_count
     wait_for_progress(
         run, lambda: watcher.position, target, 180, "the warm-up to be announced", cluster=cluster
-    )
-
-
-def _wait_for_group(run: Settings, cluster: Cluster, timeout: float = 120.0) -> None:
-    """Wait until every worker of ``cluster`` is a member of the processors' group and the group
-    is stable: a worker joining later would rebalance the group in the middle of a measurement,
-    pausing every partition while the others finish what they hold."""
-
-    workers = sum(1 for c in cluster.children if c.name.startswith("worker"))
-    group = f"{run.topic_prefix}-processors"
-    admin = AdminClient({"bootstrap.servers": run.kafka_bootstrap})
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        cluster.check_alive()
-        try:
-            described = admin.describe_consumer_groups([group])[group].result(10)
-        except KafkaException:
-            # A broker that has just started answers COORDINATOR_LOAD_IN_PROGRESS for a while.
-            time.sleep(0.5)
-            continue
-        if described.state == ConsumerGroupState.STABLE and len(described.members) >= workers:
-            return
-        time.sleep(0.5)
-    raise RoomstreamError(
-        f"the {workers} worker(s) did not all join consumer group {group} within {timeout:.0f} s"
     )
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import orjson
 import psycopg2
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from pipeline.config import Settings
 from pipeline.errors import RoomstreamError
@@ -299,6 +300,31 @@ def produce_timed(
         producer.poll(0)
     producer.flush(60)
     return sent
+
+
+def wait_for_workers(run: Settings, cluster: Cluster, timeout: float = 120.0) -> None:
+    """Wait until every worker of ``cluster`` is a member of the processors' group and the group
+    is stable: a worker joining later would rebalance the group in the middle of a measurement,
+    pausing every partition while the others finish what they hold."""
+
+    workers = sum(1 for c in cluster.children if c.name.startswith("worker"))
+    group = f"{run.topic_prefix}-processors"
+    admin = AdminClient({"bootstrap.servers": run.kafka_bootstrap})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cluster.check_alive()
+        try:
+            described = admin.describe_consumer_groups([group])[group].result(10)
+        except KafkaException:
+            # A broker that has just started answers COORDINATOR_LOAD_IN_PROGRESS for a while.
+            time.sleep(0.5)
+            continue
+        if described.state == ConsumerGroupState.STABLE and len(described.members) >= workers:
+            return
+        time.sleep(0.5)
+    raise RoomstreamError(
+        f"the {workers} worker(s) did not all join consumer group {group} within {timeout:.0f} s"
+    )
 
 
 def wait_until(
