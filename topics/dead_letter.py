@@ -17,6 +17,7 @@ import time
 import msgspec
 
 from pipeline.errors import MalformedMessage
+from topics import _msgspec
 from topics.headers import Headers, header_items
 
 __all__ = ["DeadLetterMessage", "Source", "decode", "encode"]
@@ -86,12 +87,7 @@ def encode(
 
 def decode(value: bytes | str | None) -> DeadLetterMessage:
     """The dead letter in a message value; MalformedMessage names the field that does not fit."""
-    try:
-        msg = _decoder.decode(value or b"")
-    except msgspec.ValidationError as e:
-        raise MalformedMessage(WIRE_FORMAT, str(e)) from None
-    except msgspec.DecodeError as e:
-        raise MalformedMessage(WIRE_FORMAT, f"the value is not JSON ({e})") from None
+    msg = _msgspec.decode(_decoder, value, WIRE_FORMAT)
     if not msg.reason:
         raise MalformedMessage(WIRE_FORMAT, "`reason` is empty; a dead letter says why")
     if (msg.value is None) == (msg.value_b64 is None):

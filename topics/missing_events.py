@@ -14,6 +14,7 @@ from collections.abc import Iterable
 import msgspec
 
 from pipeline.errors import MalformedMessage
+from topics import _msgspec
 
 __all__ = ["MissingEventsRequest", "decode", "encode"]
 
@@ -47,12 +48,7 @@ def encode(room_id: str, missing: Iterable[str], needed_by: str, first_seen_ts: 
 
 def decode(value: bytes | str | None) -> MissingEventsRequest:
     """The request in a message value; MalformedMessage names the field that does not fit."""
-    try:
-        request = _decoder.decode(value or b"")
-    except msgspec.ValidationError as e:
-        raise MalformedMessage(WIRE_FORMAT, str(e)) from None
-    except msgspec.DecodeError as e:
-        raise MalformedMessage(WIRE_FORMAT, f"the value is not JSON ({e})") from None
+    request = _msgspec.decode(_decoder, value, WIRE_FORMAT)
     reason = _fault(request)
     if reason is not None:
         raise MalformedMessage(WIRE_FORMAT, reason)

@@ -392,7 +392,7 @@ def collect_status(settings: Settings, *, top_rooms: int = 10, last_reasons: int
         chunk_marks = _watermarks(consumer, chunks, _partitions(md, chunks))
         stages = (
             StageLag(
-                Topic.PDUS,
+                Topic.PDUS.value,
                 pdus,
                 f"room processors (consumer group {group})",
                 tuple(
@@ -400,7 +400,7 @@ def collect_status(settings: Settings, *, top_rooms: int = 10, last_reasons: int
                 ),
             ),
             StageLag(
-                Topic.CHUNKS,
+                Topic.CHUNKS.value,
                 chunks,
                 "committer (offset stored in PostgreSQL)",
                 tuple(

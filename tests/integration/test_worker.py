@@ -322,7 +322,7 @@ def test_a_slow_room_does_not_hold_up_other_rooms_on_its_partition(
         processes=[worker],
     )
     order = [e for m in chunks.messages for e in chunk_codec.decode(m.value()).events]
-    position = {e["event_id"]: i for i, e in enumerate(order)}
+    position = {e.event_id: i for i, e in enumerate(order)}
     later_rooms_done = max(position[e] for e in want)
     assert later_rooms_done < position[merge.event_id], (
         "rooms produced after the slow room's merge, on the same partition, should be "
