@@ -276,12 +276,24 @@ class _Suite:
         else:
             self.say(f"{section.bench}: done in {time.monotonic() - t:.0f} s")
 
-    def b3_lines(self) -> tuple[list[bytes], int, Any]:
+    def b3_latency(self, pr: Any) -> tuple[Any, Any]:
+        """B3's workload (the slow room, then enough other rooms for ``isolation_s`` at the
+        rate) through ``pr``: the latency of the other rooms' events, and those rooms."""
+        from pipeline.bench.e2e import measure_latency
+
         s = self.s
         n = max(s.events_per_room, int(self.st.rate * s.isolation_s))
         others = generate_workload(max(1, n // s.events_per_room), s.events_per_room, seed=3)
-        lines = self.slow_lines + list(others.lines)
-        return lines, self.slow.event_count + others.event_count, others
+        latency = measure_latency(
+            pr,
+            self.slow_lines + list(others.lines),
+            version=self.version,
+            events=self.slow.event_count + others.event_count,
+            rate=self.st.rate,
+            timeout=s.timeout,
+            exclude_lines=len(self.slow_lines),
+        )
+        return latency, others
 
     # ------------------------------------------------------------------ the steps
 
@@ -302,7 +314,7 @@ class _Suite:
                     sec.error = sec.error or why
 
     def _run_a(self, _: Section) -> None:
-        from pipeline.bench.e2e import measure_latency, measure_throughput, pipeline_run
+        from pipeline.bench.e2e import measure_throughput, pipeline_run
 
         s, st, want, workers = self.s, self.st, self.want, self.opts.workers
         with pipeline_run(self.settings, "a", workers=workers) as pr:
@@ -326,16 +338,7 @@ class _Suite:
             if "B3" in want:
 
                 def base(_: Section) -> None:
-                    all_lines, events, _others = self.b3_lines()
-                    st.b3_base = measure_latency(
-                        pr,
-                        all_lines,
-                        version=self.version,
-                        events=events,
-                        rate=st.rate,
-                        timeout=s.timeout,
-                        exclude_lines=len(self.slow_lines),
-                    )
+                    st.b3_base, _others = self.b3_latency(pr)
 
                 self.attempt(self.b3, base)
 
@@ -373,21 +376,12 @@ class _Suite:
             self.attempt(self.b3, self._run_b)
 
     def _run_b(self, sec: Section) -> None:
-        from pipeline.bench.e2e import measure_latency, pipeline_run
+        from pipeline.bench.e2e import pipeline_run
 
         s, st = self.s, self.st
         env = {"ROOMSTREAM_DEBUG_SLOW_ROOM": self.slow_id, "ROOMSTREAM_DEBUG_SLOW_S": str(s.slow_s)}
-        all_lines, events, others = self.b3_lines()
         with pipeline_run(self.settings, "b", workers=self.opts.workers, worker_env=env) as pr:
-            lat = measure_latency(
-                pr,
-                all_lines,
-                version=self.version,
-                events=events,
-                rate=st.rate,
-                timeout=s.timeout,
-                exclude_lines=len(self.slow_lines),
-            )
+            lat, others = self.b3_latency(pr)
         _b3(
             sec,
             lat=lat,
