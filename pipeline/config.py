@@ -6,7 +6,7 @@
 | ROOMSTREAM_DATABASE_URL | postgresql://roomstream@127.0.0.1:15432/roomstream | libpq URL |
 | ROOMSTREAM_TOPIC_PREFIX | roomstream | topics are ``<prefix>.<name>`` |
 | ROOMSTREAM_PDU_PARTITIONS | 12 | partitions of ``<prefix>.pdus`` |
-| ROOMSTREAM_STACK_DIR | ./.stack | where ``stack up`` keeps data, logs and jars |
+| ROOMSTREAM_STACK_DIR | ./.stack | the local stack's data (a checkout: its own ``.stack``) |
 | ROOMSTREAM_KAFKA_PORT | 19092 | local stack broker port (controller: port + 1) |
 | ROOMSTREAM_PG_PORT | 15432 | local stack PostgreSQL port |
 | ROOMSTREAM_PARK_MAX_PER_ROOM | 1000 | parked events a room may hold |
@@ -14,12 +14,20 @@
 | ROOMSTREAM_PARK_EXPIRY_S | 300 | seconds before a parked event is dead-lettered |
 | ROOMSTREAM_COMMIT_BATCH_MAX | 500 | chunks per committer transaction at most |
 | ROOMSTREAM_METRICS_PORT | 0 | Prometheus port of a process (0: none) |
+| ROOMSTREAM_KAFKA_HEAP | -Xms256m -Xmx768m | JVM heap options of the local stack's broker |
+| ROOMSTREAM_PG_BINDIR | (found) | PostgreSQL's bin directory (initdb, pg_ctl) for the local stack |
+| JAVA_HOME | (found) | the JVM's own variable: the local stack's broker runs its ``bin/java`` |
+| ROOMSTREAM_DEBUG_SLOW_ROOM | (none) | a room whose every state resolution a worker makes slower |
+| ROOMSTREAM_DEBUG_SLOW_S | 5 | ... by this many seconds of CPU (isolation tests and benchmarks) |
+
+Only this module reads the environment; everything else takes a ``Settings``.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +36,14 @@ from pipeline.errors import ConfigError
 ENV_PREFIX = "ROOMSTREAM_"
 
 
-def _project_root() -> Path:
-    return Path(__file__).resolve().parent.parent
+def _default_stack_dir() -> Path:
+    """The ``.stack`` of the source checkout the code runs from (so every command of a checkout
+    shares one stack wherever it is started), else ``./.stack`` of the working directory: an
+    installed package keeps no data beside itself."""
+    root = Path(str(resources.files("pipeline"))).resolve().parent
+    if (root / "pyproject.toml").is_file() and (root / "deploy" / "kafka" / "pom.xml").is_file():
+        return root / ".stack"
+    return Path.cwd() / ".stack"
 
 
 @dataclass(frozen=True)
@@ -38,7 +52,7 @@ class Settings:
     database_url: str = "postgresql://roomstream@127.0.0.1:15432/roomstream"
     topic_prefix: str = "roomstream"
     pdu_partitions: int = 12
-    stack_dir: Path = field(default_factory=lambda: _project_root() / ".stack")
+    stack_dir: Path = field(default_factory=_default_stack_dir)
     kafka_port: int = 19092
     pg_port: int = 15432
     park_max_per_room: int = 1000
@@ -46,9 +60,14 @@ class Settings:
     park_expiry_s: float = 300.0
     commit_batch_max: int = 500
     metrics_port: int = 0
+    kafka_heap: str = "-Xms256m -Xmx768m"  # bounded: the broker shares 2 cores with the workers
+    pg_bindir: Path | None = None
+    java_home: Path | None = field(default=None, metadata={"env": "JAVA_HOME"})
+    debug_slow_room: str | None = None
+    debug_slow_s: float = 5.0
 
     def topic(self, name: str) -> str:
-        """The full name of topic ``name`` (pdus, chunks, invalidations, dead-letter)."""
+        """The full name of topic ``name`` (a ``topics.definitions.Topic``)."""
         return f"{self.topic_prefix}.{name}"
 
     def with_overrides(self, **overrides: Any) -> Settings:
@@ -64,22 +83,21 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     env = dict(os.environ if environ is None else environ)
     values: dict[str, Any] = {}
     for f in fields(Settings):
-        raw = env.get(ENV_PREFIX + f.name.upper())
+        name = f.metadata.get("env", ENV_PREFIX + f.name.upper())
+        raw = env.get(name)
         if raw is None or raw == "":
             continue
         try:
-            if f.type in ("int", int):
+            if f.type == "int":
                 values[f.name] = int(raw)
-            elif f.type in ("float", float):
+            elif f.type == "float":
                 values[f.name] = float(raw)
-            elif f.type in ("Path", Path):
+            elif f.type in ("Path", "Path | None"):
                 values[f.name] = Path(raw)
             else:
                 values[f.name] = raw
         except ValueError:
-            raise ConfigError(
-                f"{ENV_PREFIX}{f.name.upper()}={raw!r} is not a valid {f.type}; fix or unset it"
-            ) from None
+            raise ConfigError(f"{name}={raw!r} is not a valid {f.type}; fix or unset it") from None
     kafka_port = int(values.get("kafka_port", Settings.kafka_port))
     pg_port = int(values.get("pg_port", Settings.pg_port))
     values.setdefault("kafka_bootstrap", f"127.0.0.1:{kafka_port}")

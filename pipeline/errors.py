@@ -1,17 +1,29 @@
-"""The error tree of Roomstream's shells (the Matrix core's own errors: pipeline.matrix.errors).
+"""The error tree of Roomstream, every class where it lives (a test keeps this drawing true).
 
-    RoomstreamError
-    ├── MatrixError ...                   (pipeline.matrix.errors)
-    ├── ConfigError(ValueError)           a setting is malformed; names the variable
-    ├── StackError(RuntimeError)          the local stack cannot start or stop
-    │   ├── MissingBinary                 Java, Maven or PostgreSQL binaries are absent
-    │   ├── PortInUse                     a port the stack needs is taken
-    │   └── StartTimeout                  a service did not come up; carries its log's tail
-    ├── TopicDrift                        existing topics differ from their definitions
-    ├── MalformedMessage(ValueError)      a message on a topic does not decode; names the field
-    └── SchemaError                       the database schema is missing, newer or unknown
+    RoomstreamError                          [pipeline.matrix.errors] the root
+    ├── MatrixError                          [pipeline.matrix.errors] the Matrix core's
+    │   ├── InvalidPdu(ValueError)           [pipeline.matrix.errors] not a valid PDU
+    │   │   └── EventIdMismatch              [pipeline.matrix.errors] event_id is not the rule's
+    │   ├── UnknownRoomVersion(ValueError)   [pipeline.matrix.errors]
+    │   ├── EventRejected                    [pipeline.matrix.errors] fails the auth rules
+    │   ├── MissingEvents(LookupError)       [pipeline.matrix.errors] needs events not known
+    │   └── CanonicalJsonError(ValueError)   [pipeline.matrix.canonical_json]
+    ├── ParkingFull                          [pipeline.room.parking] a parking bound is reached
+    ├── InvalidHeader(ValueError)            [pipeline.room.headers] an input header is unusable
+    ├── ConfigError(ValueError)              a setting is malformed; names the variable
+    ├── StackError(RuntimeError)             the local stack cannot start or stop
+    │   ├── MissingBinary                    Java, Maven or PostgreSQL binaries are absent
+    │   ├── PortInUse                        a port the stack needs is taken
+    │   └── StartTimeout                     a service did not come up; carries its log's tail
+    ├── TopicDrift                           existing topics differ from their definitions
+    ├── MalformedMessage(ValueError)         a message on a topic does not decode; names the field
+    ├── SchemaError                          the database schema is missing, newer or unknown
+    ├── ProcessingFailed                     [pipeline.worker.app] a room's processing raised
+    ├── PublishError(RuntimeError)           [pipeline.committer.loop] the broker refused
+    ├── Unreachable(ConnectionError)         [pipeline.ops.status] Kafka or PostgreSQL is not there
+    └── Stalled                              [pipeline.bench.runs] a benchmark run stopped moving
 
-Every message names the bad input and says what to do.
+A class without ``[module]`` lives here. Every message names the bad input and says what to do.
 """
 
 from __future__ import annotations

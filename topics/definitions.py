@@ -17,11 +17,12 @@ class Topic(StrEnum):
     CHUNKS = "chunks"
     INVALIDATIONS = "invalidations"
     DEAD_LETTER = "dead-letter"
+    MISSING_EVENTS = "missing-events"
 
 
 @dataclass(frozen=True)
 class TopicSpec:
-    name: str  # the short name; the full name is <prefix>.<name>
+    name: Topic  # the full name is <prefix>.<name>
     partitions: int
     config: dict[str, str] = field(default_factory=dict)
     purpose: str = ""
@@ -30,13 +31,13 @@ class TopicSpec:
 def topic_specs(settings: Settings) -> list[TopicSpec]:
     return [
         TopicSpec(
-            "pdus",
+            Topic.PDUS,
             settings.pdu_partitions,
             {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
             "input PDUs, key room_id",
         ),
         TopicSpec(
-            "chunks",
+            Topic.CHUNKS,
             # One partition: the committer's total order of commits is this topic's order.
             1,
             {
@@ -47,15 +48,21 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             "room chunks, processors -> committer",
         ),
         TopicSpec(
-            "invalidations",
+            Topic.INVALIDATIONS,
             1,
             {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
             "one batched invalidation message per change, total order by position",
         ),
         TopicSpec(
-            "dead-letter",
+            Topic.DEAD_LETTER,
             1,
             {"cleanup.policy": "delete", "retention.ms": str(30 * DAY_MS)},
             "every input that could not be processed, with why",
+        ),
+        TopicSpec(
+            Topic.MISSING_EVENTS,
+            1,
+            {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
+            "events a parked event needs, for federation front ends to fetch, key room_id",
         ),
     ]

@@ -31,6 +31,8 @@ from pipeline.errors import RoomstreamError
 from pipeline.ops.produce import make_producer
 from pipeline.room.processor import Incoming, RoomProcessor
 from pipeline.room.routing import room_id_of
+from topics import chunk as chunk_codec
+from topics.definitions import Topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,14 +55,14 @@ def prepare_chunks(lines: Sequence[bytes]) -> PreparedChunks:
             proc = processors[room_id] = RoomProcessor(room_id)
         result = proc.process([Incoming(line, received_ts=int(time.time() * 1000))])
         if result.chunk is not None:
-            out.append((room_id, result.chunk.to_json()))
+            out.append((room_id, chunk_codec.encode(result.chunk)))
             events += len(result.chunk.events)
     return PreparedChunks(out, events)
 
 
 def _produce_chunks(run: Settings, chunks: Sequence[tuple[str, bytes]]) -> None:
     producer = make_producer(run)
-    topic = run.topic("chunks")
+    topic = run.topic(Topic.CHUNKS)
     failures: list[str] = []
 
     def delivered(err: object, _msg: object) -> None:

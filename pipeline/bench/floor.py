@@ -37,6 +37,8 @@ from pipeline.errors import RoomstreamError
 from pipeline.matrix.hashes import compute_event_id
 from pipeline.matrix.room_versions import room_version
 from pipeline.ops.produce import produce_lines
+from topics import pdu_input
+from topics.definitions import Topic
 
 CONSUMER = "floor consumer"
 EVENT_COLUMNS = (
@@ -83,7 +85,7 @@ def consume(
     """
     rv = room_version(version)
     fmt = int(rv.event_format)
-    topic = settings.topic("pdus")
+    topic = settings.topic(Topic.PDUS)
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka_bootstrap,
@@ -116,7 +118,7 @@ def consume(
                 value = m.value() or b""
                 pdu = orjson.loads(value)
                 event_id = compute_event_id(pdu, rv)
-                received = dict(m.headers() or []).get("received_ts")
+                received = pdu_input.received_ts_of(m.headers())
                 written += 1
                 events.append(
                     (
@@ -128,7 +130,7 @@ def consume(
                         pdu.get("state_key"),
                         pdu["sender"],
                         pdu.get("origin_server_ts"),
-                        int(received) if received else None,
+                        received,
                         fmt,
                         None,
                         "f",

@@ -15,9 +15,8 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import orjson
 import psycopg2
-from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pipeline.bench.cpu import PidSource, children_of
@@ -28,10 +27,13 @@ from pipeline.dev.local import (
     database_url_for,
     prepare_run,
     produce_timed,
+    wait_for_workers,
 )
 from pipeline.dev.stack import Stack
 from pipeline.dev.workload import generate_workload
-from pipeline.errors import RoomstreamError
+from pipeline.errors import MalformedMessage, RoomstreamError
+from topics import dead_letter
+from topics.definitions import Topic
 
 _runs = itertools.count(1)
 
@@ -145,7 +147,7 @@ def dead_letters(run: Settings, most: int = 200) -> list[str]:
         }
     )
     try:
-        topic = TopicPartition(run.topic("dead-letter"), 0, 0)
+        topic = TopicPartition(run.topic(Topic.DEAD_LETTER), 0, 0)
         _, hi = consumer.get_watermark_offsets(topic, timeout=5)
         if hi <= 0:
             return []
@@ -156,9 +158,9 @@ def dead_letters(run: Settings, most: int = 200) -> list[str]:
             for msg in consumer.consume(min(hi, most), 1.0):
                 if msg.error() is None:
                     try:
-                        reasons.append(str(orjson.loads(msg.value() or b"{}").get("reason")))
-                    except orjson.JSONDecodeError:
-                        reasons.append("(a dead letter that is not JSON)")
+                        reasons.append(dead_letter.decode(msg.value()).reason)
+                    except MalformedMessage as e:
+                        reasons.append(f"(not a dead-letter message: {e.reason})")
         return reasons
     finally:
         consumer.close()
@@ -220,7 +222,7 @@ def warm_up(run: Settings, cluster: Cluster, watcher: InvalidationWatcher, seed:
     Measurements start after this: workers have their partitions, the committer is active,
     and connections are open, so start-up time is not counted as throughput or latency.
     """
-    _wait_for_group(run, cluster)
+    wait_for_workers(run, cluster)
     warm = generate_workload(2 * run.pdu_partitions, 6, seed=seed, forks=False)
     start = watcher.position
     produce_timed(run, list(warm.lines), [None] * len(warm.lines))
@@ -230,36 +232,13 @@ def warm_up(run: Settings, cluster: Cluster, watcher: InvalidationWatcher, seed:
     )
 
 
-def _wait_for_group(run: Settings, cluster: Cluster, timeout: float = 120.0) -> None:
-    """Wait until every worker of ``cluster`` is a member of the processors' group and the group
-    is stable: a worker joining later would rebalance the group in the middle of a measurement,
-    pausing every partition while the others finish what they hold."""
-
-    workers = sum(1 for c in cluster.children if c.name.startswith("worker"))
-    group = f"{run.topic_prefix}-processors"
-    admin = AdminClient({"bootstrap.servers": run.kafka_bootstrap})
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        cluster.check_alive()
-        try:
-            described = admin.describe_consumer_groups([group])[group].result(10)
-        except KafkaException:
-            # A broker that has just started answers COORDINATOR_LOAD_IN_PROGRESS for a while.
-            time.sleep(0.5)
-            continue
-        if described.state == ConsumerGroupState.STABLE and len(described.members) >= workers:
-            return
-        time.sleep(0.5)
-    raise RoomstreamError(
-        f"the {workers} worker(s) did not all join consumer group {group} within {timeout:.0f} s"
-    )
-
-
 def chunk_count(run: Settings) -> int:
     """How many chunks the run's chunks topic holds (its one partition's high watermark)."""
     consumer = Consumer({"bootstrap.servers": run.kafka_bootstrap, "group.id": "bench-count"})
     try:
-        _, hi = consumer.get_watermark_offsets(TopicPartition(run.topic("chunks"), 0), timeout=5)
+        _, hi = consumer.get_watermark_offsets(
+            TopicPartition(run.topic(Topic.CHUNKS), 0), timeout=5
+        )
         return int(hi)
     finally:
         consumer.close()

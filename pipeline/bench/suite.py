@@ -131,23 +131,16 @@ def machine_info(settings: Settings) -> Machine:
 
 def _commit() -> str:
     try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
+        head = _git("rev-parse", "--short", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except OSError:
         return "unknown"
     return f"{head} (with uncommitted changes in the tree)" if dirty else head or "unknown"
+
+
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+    return out.stdout.strip()
 
 
 # --------------------------------------------------------------------------- sections
@@ -213,158 +206,212 @@ class _State:
 
 
 def run_suite(settings: Settings, opts: Options) -> Report:
+    """Run the chosen benchmarks, in the order their dependencies need; a failed one is reported
+    and the others still run."""
     from pipeline.dev.stack import Stack
 
-    s = opts.sizes
-    say = opts.say
     started = time.monotonic()
-    Stack(settings).up(lambda m: say(f"stack: {m}"))
+    Stack(settings).up(lambda m: opts.say(f"stack: {m}"))
+    suite = _Suite(settings, opts)
     report = Report(
         started_utc=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        mode=s.mode,
+        mode=opts.sizes.mode,
         duration_s=0.0,
         command=opts.command,
         machine=machine_info(settings),
     )
-    st = _State()
-    want = opts.only
+    report.sections = suite.chosen()
+    for step in (
+        suite.run_a,  # B1, B2 and B3's baseline share one pipeline
+        suite.floor,  # B1's and B4's baseline
+        suite.b1_figures,
+        suite.b3_slow_room,
+        suite.b4_committer,
+        suite.b6_scaling_and_memory,
+        suite.b5_state_resolution,
+    ):
+        step()
+    report.duration_s = time.monotonic() - started
+    return report
 
-    def attempt(section: Section, fn: Callable[[Section], None]) -> None:
-        say(f"{section.bench}: {section.title} ...")
+
+class _Suite:
+    """The benchmarks' sections, the workloads they share, and one method per step."""
+
+    def __init__(self, settings: Settings, opts: Options) -> None:
+        self.settings = settings
+        self.opts = opts
+        self.s = s = opts.sizes
+        self.say = opts.say
+        self.want = opts.only
+        self.st = _State()
+        workload = generate_workload(s.rooms, s.events_per_room, seed=1)
+        self.lines = list(workload.lines)
+        self.version = workload.room_version
+        self.slow = slow_resolution_room(1)
+        self.slow_lines = list(self.slow.lines)
+        self.slow_id = next(iter(self.slow.rooms))
+        self.workload = workload
+        self.b1 = Section("B1", "End-to-end throughput", _method_b1(s, opts.workers))
+        self.b2 = Section("B2", "Latency, produce to invalidation", "")
+        self.b3 = Section("B3", "Isolation from a slow room", "")
+        self.b4 = Section("B4", "Committer alone", "")
+        self.b5 = Section("B5", "State resolution against matrix-synapse", "")
+        self.b6s = Section("B6", "Scaling with worker processes", "")
+        self.b6 = Section("B6", "Worker memory per room", "")
+
+    def chosen(self) -> list[Section]:
+        sections = [self.b1, self.b2, self.b3, self.b4, self.b5]
+        sections += [self.b6s] if self.s.scaling_rooms else []
+        return [x for x in [*sections, self.b6] if x.bench in self.want]
+
+    def attempt(self, section: Section, fn: Callable[[Section], None]) -> None:
+        self.say(f"{section.bench}: {section.title} ...")
         t = time.monotonic()
         try:
             fn(section)
         except Exception as exc:  # a failed benchmark is reported; the others still run
             section.error = f"{type(exc).__name__}: {exc}".strip()[:600]
-            say(f"{section.bench}: failed: {section.error}")
+            self.say(f"{section.bench}: failed: {section.error}")
         else:
-            say(f"{section.bench}: done in {time.monotonic() - t:.0f} s")
+            self.say(f"{section.bench}: done in {time.monotonic() - t:.0f} s")
 
-    workload = generate_workload(s.rooms, s.events_per_room, seed=1)
-    lines = list(workload.lines)
-    version = workload.room_version
-    slow = slow_resolution_room(1)
-    slow_lines = list(slow.lines)
-    slow_id = next(iter(slow.rooms))
+    def b3_latency(self, pr: Any) -> tuple[Any, Any]:
+        """B3's workload (the slow room, then enough other rooms for ``isolation_s`` at the
+        rate) through ``pr``: the latency of the other rooms' events, and those rooms."""
+        from pipeline.bench.e2e import measure_latency
 
-    b1 = Section("B1", "End-to-end throughput", _method_b1(s, opts.workers))
-    b2 = Section("B2", "Latency, produce to invalidation", "")
-    b3 = Section("B3", "Isolation from a slow room", "")
-    b4 = Section("B4", "Committer alone", "")
-    b5 = Section("B5", "State resolution against matrix-synapse", "")
-    b6s = Section("B6", "Scaling with worker processes", "")
-    b6 = Section("B6", "Worker memory per room", "")
-    chosen = [b1, b2, b3, b4, b5] + ([b6s] if s.scaling_rooms else []) + [b6]
-    report.sections = [x for x in chosen if x.bench in want]
-
-    def b3_lines() -> tuple[list[bytes], int, Any]:
-        n = max(s.events_per_room, int(st.rate * s.isolation_s))
+        s = self.s
+        n = max(s.events_per_room, int(self.st.rate * s.isolation_s))
         others = generate_workload(max(1, n // s.events_per_room), s.events_per_room, seed=3)
-        return slow_lines + list(others.lines), slow.event_count + others.event_count, others
+        latency = measure_latency(
+            pr,
+            self.slow_lines + list(others.lines),
+            version=self.version,
+            events=self.slow.event_count + others.event_count,
+            rate=self.st.rate,
+            timeout=s.timeout,
+            exclude_lines=len(self.slow_lines),
+        )
+        return latency, others
 
-    def run_a(_: Section) -> None:
-        from pipeline.bench.e2e import measure_latency, measure_throughput, pipeline_run
+    # ------------------------------------------------------------------ the steps
 
-        with pipeline_run(settings, "a", workers=opts.workers) as pr:
+    def run_a(self) -> None:
+        if not self.want & {"B1", "B2", "B3"}:
+            return
+        section = Section("A", "run A (B1, B2, B3's baseline)", "")
+        self.attempt(section, self._run_a)
+        if section.error:
+            why = f"its run did not start or stop cleanly: {section.error}"
+            st = self.st
+            for sec, measured in (
+                (self.b1, st.b1),
+                (self.b2, self.b2.figures),
+                (self.b3, st.b3_base),
+            ):
+                if not measured:
+                    sec.error = sec.error or why
+
+    def _run_a(self, _: Section) -> None:
+        from pipeline.bench.e2e import measure_throughput, pipeline_run
+
+        s, st, want, workers = self.s, self.st, self.want, self.opts.workers
+        with pipeline_run(self.settings, "a", workers=workers) as pr:
             if "B1" in want:
 
                 def throughput(_: Section) -> None:
-                    st.b1 = measure_throughput(pr, workload, s.timeout)
+                    st.b1 = measure_throughput(pr, self.workload, s.timeout)
                     st.rate = st.b1.rate / 2
                     st.rate_source = f"half the B1 rate ({st.b1.rate:,.0f} events/s)"
-                    say(f"B1: {st.b1.rate:,.0f} events/s ({st.b1.events} in {st.b1.seconds:.1f} s)")
+                    self.say(
+                        f"B1: {st.b1.rate:,.0f} events/s ({st.b1.events} in {st.b1.seconds:.1f} s)"
+                    )
 
                 # B2 and B3 go on without it, at a fixed rate, if it fails.
-                attempt(b1, throughput)
+                self.attempt(self.b1, throughput)
             if "B2" in want:
-                attempt(
-                    b2, lambda sec: _b2(sec, pr, version=version, s=s, st=st, workers=opts.workers)
+                self.attempt(
+                    self.b2,
+                    lambda sec: _b2(sec, pr, version=self.version, s=s, st=st, workers=workers),
                 )
             if "B3" in want:
 
                 def base(_: Section) -> None:
-                    all_lines, events, _others = b3_lines()
-                    st.b3_base = measure_latency(
-                        pr,
-                        all_lines,
-                        version=version,
-                        events=events,
-                        rate=st.rate,
-                        timeout=s.timeout,
-                        exclude_lines=len(slow_lines),
-                    )
+                    st.b3_base, _others = self.b3_latency(pr)
 
-                attempt(b3, base)
+                self.attempt(self.b3, base)
 
-    def run_b(sec: Section) -> None:
-        from pipeline.bench.e2e import measure_latency, pipeline_run
+    def floor(self) -> None:
+        if not self.want & {"B1", "B4"}:
+            return
+        section = Section("B1", "floor", "")
+        self.attempt(section, self._floor)
+        if section.error:
+            self.b1.details.append(f"The floor could not be measured: {section.error}")
+            self.b4.details.append(f"The floor could not be measured: {section.error}")
 
-        env = {"ROOMSTREAM_DEBUG_SLOW_ROOM": slow_id, "ROOMSTREAM_DEBUG_SLOW_S": str(s.slow_s)}
-        all_lines, events, others = b3_lines()
-        with pipeline_run(settings, "b", workers=opts.workers, worker_env=env) as pr:
-            lat = measure_latency(
-                pr,
-                all_lines,
-                version=version,
-                events=events,
-                rate=st.rate,
-                timeout=s.timeout,
-                exclude_lines=len(slow_lines),
-            )
+    def _floor(self, _: Section) -> None:
+        from pipeline.bench.floor import measure_floor
+
+        # The floor stands for what the machine can do on this path, so the faster of two
+        # measurements is kept: a figure compared to it is judged against the better one.
+        st = self.st
+        for _repeat in range(FLOOR_REPEATS):
+            floor = measure_floor(self.settings, self.lines, self.version, self.s.timeout)
+            st.floors.append(floor)
+            self.say(f"floor: {floor.rate:,.0f} rows/s ({floor.rows} in {floor.seconds:.1f} s)")
+        st.floor = max(st.floors, key=lambda f: f.rate)
+
+    def b1_figures(self) -> None:
+        if "B1" in self.want and self.st.b1 is not None:
+            _b1(self.b1, self.st, self.opts.workers)
+
+    def b3_slow_room(self) -> None:
+        if "B3" not in self.want or self.b3.error:
+            return
+        if self.st.b3_base is None:
+            self.b3.error = "its baseline (run A) did not run"
+        else:
+            self.attempt(self.b3, self._run_b)
+
+    def _run_b(self, sec: Section) -> None:
+        from pipeline.bench.e2e import pipeline_run
+
+        s, st = self.s, self.st
+        env = {"ROOMSTREAM_DEBUG_SLOW_ROOM": self.slow_id, "ROOMSTREAM_DEBUG_SLOW_S": str(s.slow_s)}
+        with pipeline_run(self.settings, "b", workers=self.opts.workers, worker_env=env) as pr:
+            lat, others = self.b3_latency(pr)
         _b3(
             sec,
             lat=lat,
             base=st.b3_base,
-            room_id=slow_id,
-            slow_lines=len(slow_lines),
+            room_id=self.slow_id,
+            slow_lines=len(self.slow_lines),
             others=others,
             s=s,
             st=st,
         )
 
-    def run_floor(_: Section) -> None:
-        from pipeline.bench.floor import measure_floor
+    def b4_committer(self) -> None:
+        if "B4" in self.want:
+            self.attempt(
+                self.b4,
+                lambda sec: _b4(
+                    sec, self.settings, st=self.st, lines=self.lines, s=self.s, say=self.say
+                ),
+            )
 
-        # The floor stands for what the machine can do on this path, so the faster of two
-        # measurements is kept: a figure compared to it is judged against the better one.
-        for _repeat in range(FLOOR_REPEATS):
-            floor = measure_floor(settings, lines, version, s.timeout)
-            st.floors.append(floor)
-            say(f"floor: {floor.rate:,.0f} rows/s ({floor.rows} in {floor.seconds:.1f} s)")
-        st.floor = max(st.floors, key=lambda f: f.rate)
+    def b6_scaling_and_memory(self) -> None:
+        if "B6" not in self.want:
+            return
+        if self.s.scaling_rooms:
+            self.attempt(self.b6s, lambda sec: _scaling(sec, self.settings, self.s, self.say))
+        self.attempt(self.b6, lambda sec: _memory(sec, self.settings, self.s))
 
-    if want & {"B1", "B2", "B3"}:
-        run_a_sec = Section("A", "run A (B1, B2, B3's baseline)", "")
-        attempt(run_a_sec, run_a)
-        if run_a_sec.error:
-            why = f"its run did not start or stop cleanly: {run_a_sec.error}"
-            for sec, measured in ((b1, st.b1), (b2, b2.figures), (b3, st.b3_base)):
-                if not measured:
-                    sec.error = sec.error or why
-    if want & {"B1", "B4"}:
-        floor_sec = Section("B1", "floor", "")
-        attempt(floor_sec, run_floor)
-        if floor_sec.error:
-            b1.details.append(f"The floor could not be measured: {floor_sec.error}")
-            b4.details.append(f"The floor could not be measured: {floor_sec.error}")
-    if "B1" in want and st.b1 is not None:
-        _b1(b1, st, opts.workers)
-    if "B3" in want and not b3.error:
-        if st.b3_base is None:
-            b3.error = "its baseline (run A) did not run"
-        else:
-            attempt(b3, run_b)
-    if "B4" in want:
-        attempt(b4, lambda sec: _b4(sec, settings, st=st, lines=lines, s=s, say=say))
-    if "B6" in want:
-        if s.scaling_rooms:
-            attempt(b6s, lambda sec: _scaling(sec, settings, s, say))
-        attempt(b6, lambda sec: _memory(sec, settings, s))
-    if "B5" in want:
-        attempt(b5, lambda sec: _state_res(sec, s))
-
-    report.duration_s = time.monotonic() - started
-    return report
+    def b5_state_resolution(self) -> None:
+        if "B5" in self.want:
+            self.attempt(self.b5, lambda sec: _state_res(sec, self.s))
 
 
 def _b1(sec: Section, st: _State, workers: int) -> None:

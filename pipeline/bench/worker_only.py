@@ -28,6 +28,8 @@ from pipeline.dev.workload import generate_workload
 from pipeline.errors import RoomstreamError
 from pipeline.ops.produce import produce_lines
 from pipeline.room.replay import replay
+from topics import chunk as chunk_codec
+from topics.definitions import Topic
 
 PARTITIONS = 4
 TIMEOUT_S = 600.0
@@ -58,7 +60,7 @@ def _read_chunks(
             "fetch.wait.max.ms": 10,
         }
     )
-    consumer.assign([TopicPartition(run.topic("chunks"), 0, 0)])
+    consumer.assign([TopicPartition(run.topic(Topic.CHUNKS), 0, 0)])
     events = chunks = 0
     first_ts = last_ts = 0
     cpu_at_first = cpu_at_last = 0.0
@@ -79,7 +81,7 @@ def _read_chunks(
                     first_ts = ts
                     cpu_at_first = _cpu_seconds(pids)
                 chunks += 1
-                events += len(orjson.loads(msg.value() or b"{}")["events"])
+                events += len(chunk_codec.decode(msg.value() or b"").events)
                 if events >= expected:
                     last_ts = ts
                     cpu_at_last = _cpu_seconds(pids)

@@ -26,6 +26,7 @@ from pipeline.dev.local import (
     prepare_run,
     produce_timed,
     running,
+    wait_for_workers,
     wait_until,
 )
 from pipeline.dev.stack import Stack
@@ -62,7 +63,10 @@ def main(args: Any, settings: Settings) -> int:
     watcher.start()
     watcher.ready.wait(10)
     with running(run, logdir, workers=workers) as cluster:
-        time.sleep(1.0)
+        # The clock starts once every worker holds its partitions: the rate is the pipeline's,
+        # not the processes' start-up.
+        _say(f"waiting for the {workers} worker(s) to join their group ...")
+        wait_for_workers(run, cluster)
         started = time.monotonic()
         sent = produce_timed(run, lines, ids)
         produced_at = time.monotonic()

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import orjson
 import psycopg2
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from pipeline.config import Settings
 from pipeline.errors import RoomstreamError
@@ -29,7 +30,8 @@ from pipeline.matrix.errors import MatrixError
 from pipeline.matrix.hashes import compute_event_id
 from pipeline.matrix.room_versions import room_version
 from pipeline.ops.produce import produce_lines
-from topics import apply_topics
+from topics import apply_topics, pdu_input
+from topics.definitions import Topic
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -173,7 +175,7 @@ class InvalidationWatcher(threading.Thread):
         self.ready = threading.Event()
 
     def run(self) -> None:
-        topic = self.settings.topic("invalidations")
+        topic = self.settings.topic(Topic.INVALIDATIONS)
         consumer = Consumer(
             {
                 "bootstrap.servers": self.settings.kafka_bootstrap,
@@ -223,7 +225,7 @@ def dead_letter_count(settings: Settings) -> int:
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "counter"})
     try:
         lo, hi = consumer.get_watermark_offsets(
-            TopicPartition(settings.topic("dead-letter"), 0), timeout=5
+            TopicPartition(settings.topic(Topic.DEAD_LETTER), 0), timeout=5
         )
         return int(hi - lo)
     finally:
@@ -283,22 +285,46 @@ def produce_timed(
         produce_lines(settings, lines, show_progress=False)
         return sent
     from pipeline.ops.produce import make_producer
-    from pipeline.room.routing import room_id_of
 
     producer = make_producer(settings, **{"linger.ms": 0})
-    topic = settings.topic("pdus")
+    topic = settings.topic(Topic.PDUS)
     start = time.monotonic()
     for i, (line, eid) in enumerate(zip(lines, ids, strict=True)):
         due = start + i / rate
         while (now := time.monotonic()) < due:
             producer.poll(min(due - now, 0.01))
-        room_id = room_id_of(line)
-        producer.produce(topic, value=line, key=room_id.encode() if room_id else None)
+        record = pdu_input.encode(line)
+        producer.produce(topic, value=record.value, key=record.key)
         if eid:
             sent[eid] = time.monotonic()
         producer.poll(0)
     producer.flush(60)
     return sent
+
+
+def wait_for_workers(run: Settings, cluster: Cluster, timeout: float = 120.0) -> None:
+    """Wait until every worker of ``cluster`` is a member of the processors' group and the group
+    is stable: a worker joining later would rebalance the group in the middle of a measurement,
+    pausing every partition while the others finish what they hold."""
+
+    workers = sum(1 for c in cluster.children if c.name.startswith("worker"))
+    group = f"{run.topic_prefix}-processors"
+    admin = AdminClient({"bootstrap.servers": run.kafka_bootstrap})
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cluster.check_alive()
+        try:
+            described = admin.describe_consumer_groups([group])[group].result(10)
+        except KafkaException:
+            # A broker that has just started answers COORDINATOR_LOAD_IN_PROGRESS for a while.
+            time.sleep(0.5)
+            continue
+        if described.state == ConsumerGroupState.STABLE and len(described.members) >= workers:
+            return
+        time.sleep(0.5)
+    raise RoomstreamError(
+        f"the {workers} worker(s) did not all join consumer group {group} within {timeout:.0f} s"
+    )
 
 
 def wait_until(

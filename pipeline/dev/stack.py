@@ -3,7 +3,8 @@ cluster of the project's own, both on 127.0.0.1, both under ``.stack/``.
 
 Layout of ``<stack_dir>``::
 
-    kafka/libs/          the broker's runtime jars (resolved by Maven from deploy/kafka/pom.xml)
+    kafka/pom.xml        the broker's pom (deploy/kafka/pom.xml, shipped in the package)
+    kafka/libs/          the broker's runtime jars (resolved by Maven from that pom)
     kafka/data/          the KRaft log dir, formatted on first start
     kafka/server.properties, kafka/log4j2.properties, kafka/kafka.log, kafka/kafka.pid
     pg/data/             the PostgreSQL cluster (initdb'd as a non-root user)
@@ -30,16 +31,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from pipeline.config import Settings
 from pipeline.errors import MissingBinary, PortInUse, StackError, StartTimeout
 
-POM = Path(__file__).resolve().parents[2] / "deploy" / "kafka" / "pom.xml"
+# deploy/kafka/pom.xml, through a link in this package that the wheel carries as a file.
+POM = resources.files("pipeline.dev") / "kafka" / "pom.xml"
 KAFKA_START_TIMEOUT_S = 120.0
 PG_START_TIMEOUT_S = 60.0
-# Bounded so the broker leaves room for the workers on a 2-core machine.
-KAFKA_HEAP = os.environ.get("ROOMSTREAM_KAFKA_HEAP", "-Xms256m -Xmx768m")
 
 Progress = Callable[[str], None]
 
@@ -162,15 +163,16 @@ class Kafka:
         return f"127.0.0.1:{self.port}"
 
     def java(self) -> str:
-        java_home = os.environ.get("JAVA_HOME")
-        if java_home and (Path(java_home) / "bin" / "java").exists():
-            return str(Path(java_home) / "bin" / "java")
+        java_home = self.settings.java_home
+        if java_home and (java_home / "bin" / "java").exists():
+            return str(java_home / "bin" / "java")
         return _which("java", "install Java 17 or later (apt-get install openjdk-17-jre-headless)")
 
     def ensure_jars(self, progress: Progress = _quiet) -> None:
         """Resolve the broker's runtime closure with Maven, once per version of the pom."""
         stamp = self.libs / ".pom-sha256"
-        digest = hashlib.sha256(POM.read_bytes()).hexdigest()
+        pom = POM.read_bytes()
+        digest = hashlib.sha256(pom).hexdigest()
         if stamp.exists() and stamp.read_text() == digest:
             return
         mvn = _which("mvn", "install Maven (apt-get install maven) to fetch the Kafka broker jars")
@@ -178,13 +180,16 @@ class Kafka:
         tmp = self.dir / "libs.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+        # Maven reads a copy beside the jars: the package's own may be read-only.
+        pom_file = self.dir / "pom.xml"
+        pom_file.write_bytes(pom)
         proc = subprocess.run(
             [
                 mvn,
                 "-q",
                 "-B",
                 "-f",
-                str(POM),
+                str(pom_file),
                 "dependency:copy-dependencies",
                 "-DincludeScope=runtime",
                 f"-DoutputDirectory={tmp}",
@@ -247,7 +252,7 @@ class Kafka:
     def _java_cmd(self, main: str, *args: str) -> list[str]:
         return [
             self.java(),
-            *KAFKA_HEAP.split(),
+            *self.settings.kafka_heap.split(),
             "-XX:+UseG1GC",
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={self.dir / 'log4j2.properties'}",
@@ -362,14 +367,14 @@ def _terminate(pid: int, timeout: float) -> None:
 # --------------------------------------------------------------------------- PostgreSQL
 
 
-def _pg_bindir() -> Path:
-    """Where initdb and pg_ctl live: ROOMSTREAM_PG_BINDIR when set, else Debian's newest."""
-    env = os.environ.get("ROOMSTREAM_PG_BINDIR")
-    if env:
-        if (Path(env) / "initdb").exists() and (Path(env) / "pg_ctl").exists():
-            return Path(env)
+def _pg_bindir(given: Path | None) -> Path:
+    """Where initdb and pg_ctl live: ``given`` (ROOMSTREAM_PG_BINDIR) when set, else Debian's
+    newest."""
+    if given is not None:
+        if (given / "initdb").exists() and (given / "pg_ctl").exists():
+            return given
         raise MissingBinary(
-            f"ROOMSTREAM_PG_BINDIR={env} holds no initdb and pg_ctl; point it at PostgreSQL's "
+            f"ROOMSTREAM_PG_BINDIR={given} holds no initdb and pg_ctl; point it at PostgreSQL's "
             "bin directory (e.g. /usr/lib/postgresql/15/bin) or unset it"
         )
     root = Path("/usr/lib/postgresql")
@@ -449,7 +454,7 @@ class Postgres:
     def up(self, progress: Progress = _quiet) -> bool:
         if self.status().running:
             return False
-        bindir = _pg_bindir()
+        bindir = _pg_bindir(self.settings.pg_bindir)
         if not _port_free(self.port):
             raise PortInUse("postgres", self.port, _port_holder(self.port))
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -565,7 +570,7 @@ class Postgres:
         pid = self.pid()
         if pid is None:
             return False
-        bindir = _pg_bindir()
+        bindir = _pg_bindir(self.settings.pg_bindir)
         proc = self._run([str(bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
         if proc.returncode != 0 or not _wait(lambda: not _pid_alive(pid), 30.0):
             _terminate(pid, 10.0)
@@ -589,7 +594,7 @@ class Stack:
         """
         started: list[str] = []
         if not self.postgres.status().running:
-            _pg_bindir()
+            _pg_bindir(self.settings.pg_bindir)
         if not self.kafka.status().running:
             self.kafka.java()
         if self.postgres.up(progress):

@@ -17,7 +17,8 @@ from confluent_kafka import KafkaError, Message, Producer
 from pipeline.config import Settings
 from pipeline.errors import RoomstreamError
 from pipeline.progress import ProgressLine
-from pipeline.room.routing import room_id_of
+from topics import pdu_input
+from topics.definitions import Topic
 
 
 def make_producer(settings: Settings, **extra: Any) -> Producer:
@@ -45,7 +46,7 @@ def produce_lines(
 ) -> int:
     """Produce every non-empty line; returns how many. Raises when any delivery fails."""
     producer = make_producer(settings)
-    topic = settings.topic("pdus")
+    topic = settings.topic(Topic.PDUS)
     failures: list[str] = []
 
     def delivered(err: KafkaError | None, _msg: Message) -> None:
@@ -58,17 +59,16 @@ def produce_lines(
         line = raw.strip()
         if not line:
             continue
-        room_id = room_id_of(line)
-        headers: list[tuple[str, str | bytes | None]] | None = (
-            [("received_ts", str(int(time.time() * 1000)))] if stamp_received else None
+        record = pdu_input.encode(
+            line, received_ts=int(time.time() * 1000) if stamp_received else None
         )
         while True:
             try:
                 producer.produce(
                     topic,
-                    value=line,
-                    key=room_id.encode() if room_id else None,
-                    headers=headers,
+                    value=record.value,
+                    key=record.key,
+                    headers=record.headers or None,
                     on_delivery=delivered,
                 )
                 break
@@ -98,5 +98,5 @@ def main(args: Any, settings: Settings) -> int:
         total = sum(1 for line in f if line.strip())
     with path.open("rb") as f:
         n = produce_lines(settings, f, total=total)
-    print(f"produced {n} PDUs to {settings.topic('pdus')}", file=sys.stderr)
+    print(f"produced {n} PDUs to {settings.topic(Topic.PDUS)}", file=sys.stderr)
     return 0

@@ -45,7 +45,9 @@ from db.migrate import check_schema
 from db.outbox import committer_progress
 from pipeline.committer.loop import lock_key
 from pipeline.config import Settings
-from pipeline.errors import RoomstreamError
+from pipeline.errors import MalformedMessage, RoomstreamError
+from topics import dead_letter
+from topics.definitions import Topic
 
 __all__ = [
     "CommitterLock",
@@ -302,11 +304,9 @@ def _dead_letters(consumer: Any, md: ClusterMetadata, topic: str, last: int) -> 
 
 def _reason(value: bytes | None) -> str:
     try:
-        doc = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        return "(not a dead-letter message: the value is not JSON)"
-    reason = doc.get("reason") if isinstance(doc, dict) else None
-    return str(reason) if reason else "(the dead-letter message names no reason)"
+        return dead_letter.decode(value).reason
+    except MalformedMessage as e:
+        return f"(not a dead-letter message: {e.reason})"
 
 
 # --------------------------------------------------------------------------- PostgreSQL
@@ -364,11 +364,13 @@ def _committer_lock(cur: Any, topic_prefix: str) -> CommitterLock:
 
 def collect_status(settings: Settings, *, top_rooms: int = 10, last_reasons: int = 5) -> Status:
     """Read every stage's progress; Unreachable when Kafka or PostgreSQL does not answer."""
-    md = kafka_metadata(settings, ["pdus", "chunks", "invalidations", "dead-letter"])
+    md = kafka_metadata(
+        settings, [Topic.PDUS, Topic.CHUNKS, Topic.INVALIDATIONS, Topic.DEAD_LETTER]
+    )
     with _database(settings) as conn:
         check_schema(conn)
         with conn.cursor() as cur:
-            progress = committer_progress(cur, settings.topic("chunks"))
+            progress = committer_progress(cur, settings.topic(Topic.CHUNKS))
             lock = _committer_lock(cur, settings.topic_prefix)
 
     admin = AdminClient(_kafka_config(settings))
@@ -382,7 +384,7 @@ def collect_status(settings: Settings, *, top_rooms: int = 10, last_reasons: int
         }
     )
     try:
-        pdus, chunks = settings.topic("pdus"), settings.topic("chunks")
+        pdus, chunks = settings.topic(Topic.PDUS), settings.topic(Topic.CHUNKS)
         group = f"{settings.topic_prefix}-processors"
         pdu_parts = _partitions(md, pdus)
         pdu_marks = _watermarks(consumer, pdus, pdu_parts)
@@ -390,7 +392,7 @@ def collect_status(settings: Settings, *, top_rooms: int = 10, last_reasons: int
         chunk_marks = _watermarks(consumer, chunks, _partitions(md, chunks))
         stages = (
             StageLag(
-                "pdus",
+                Topic.PDUS.value,
                 pdus,
                 f"room processors (consumer group {group})",
                 tuple(
@@ -398,7 +400,7 @@ def collect_status(settings: Settings, *, top_rooms: int = 10, last_reasons: int
                 ),
             ),
             StageLag(
-                "chunks",
+                Topic.CHUNKS.value,
                 chunks,
                 "committer (offset stored in PostgreSQL)",
                 tuple(
@@ -408,7 +410,7 @@ def collect_status(settings: Settings, *, top_rooms: int = 10, last_reasons: int
                 ),
             ),
         )
-        inv_topic = settings.topic("invalidations")
+        inv_topic = settings.topic(Topic.INVALIDATIONS)
         inv_marks = _watermarks(consumer, inv_topic, _partitions(md, inv_topic))
         invalidations = InvalidationProgress(
             inv_topic,
@@ -418,7 +420,7 @@ def collect_status(settings: Settings, *, top_rooms: int = 10, last_reasons: int
             sum(hi - lo for lo, hi in inv_marks.values()),
         )
         parked = _parked(consumer, md, f"{group}-rooms-changelog", top_rooms)
-        dead = _dead_letters(consumer, md, settings.topic("dead-letter"), last_reasons)
+        dead = _dead_letters(consumer, md, settings.topic(Topic.DEAD_LETTER), last_reasons)
     finally:
         consumer.close()
 

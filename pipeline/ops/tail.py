@@ -23,6 +23,7 @@ import orjson
 from pipeline.config import Settings
 from pipeline.invalidations import InvalidationClient, Message, format_for_tail
 from pipeline.ops.status import kafka_metadata
+from topics.definitions import Topic
 
 __all__ = ["main", "tail"]
 
@@ -41,14 +42,14 @@ def tail(
 
     Returns how many were written. ``on_ready`` is called once the stream is being read.
     """
-    kafka_metadata(settings, ["invalidations"])  # fail fast, naming the address
+    kafka_metadata(settings, [Topic.INVALIDATIONS])  # fail fast, naming the address
     show: Callable[[Message], str] = _as_json if as_json else format_for_tail
     written = 0
     if count is not None and count <= 0:
         return written
     with InvalidationClient(
         settings.kafka_bootstrap,
-        settings.topic("invalidations"),
+        settings.topic(Topic.INVALIDATIONS),
         start_position=None,
         start_offset="beginning" if from_beginning else "end",
     ) as client:
@@ -80,7 +81,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
     def ready() -> None:
         print(
-            f"roomstream: tailing {settings.topic('invalidations')} from {where}",
+            f"roomstream: tailing {settings.topic(Topic.INVALIDATIONS)} from {where}",
             file=sys.stderr,
             flush=True,
         )

@@ -4,6 +4,7 @@ A chunk is one room's processed events, in order, with every change they make to
 stored state. It carries no stream orderings: the committer assigns those at commit time.
 ``chunk_id`` is ``<room_id>/<n>`` for the room's n-th chunk, so replaying the same input in the
 same order yields the same ids (the committer uses it to drop a chunk it already committed).
+Its bytes on the chunks topic are ``topics.chunk``'s.
 """
 
 from __future__ import annotations
@@ -75,64 +76,9 @@ class Chunk:
     creator: str | None = None  # set on the chunk that holds the create event
     meta: dict[str, Any] = field(default_factory=dict)
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "chunk_id": self.chunk_id,
-                "room_id": self.room_id,
-                "room_version": self.room_version,
-                "creator": self.creator,
-                "events": [
-                    {
-                        "event_id": e.event_id,
-                        "format_version": e.format_version,
-                        "pdu": e.pdu,
-                        "rejected": e.rejected,
-                        "soft_failed": e.soft_failed,
-                        "state_group": e.state_group,
-                        "received_ts": e.received_ts,
-                        "outlier": e.outlier,
-                    }
-                    for e in self.events
-                ],
-                "state_groups": [
-                    {
-                        "id": g.id,
-                        "event_id": g.event_id,
-                        "prev_group": g.prev_group,
-                        "delta": [list(r) for r in g.delta],
-                    }
-                    for g in self.state_groups
-                ],
-                "forward_extremities": {
-                    "added": list(self.forward_extremities_added),
-                    "removed": list(self.forward_extremities_removed),
-                },
-                "current_state": {
-                    "set": [
-                        [r.type, r.state_key, r.event_id, r.membership]
-                        for r in self.current_state_set
-                    ],
-                    "removed": [list(k) for k in self.current_state_removed],
-                },
-                "memberships": [
-                    {
-                        "event_id": m.event_id,
-                        "user_id": m.user_id,
-                        "sender": m.sender,
-                        "membership": m.membership,
-                    }
-                    for m in self.memberships
-                ],
-                "redactions": [
-                    {"event_id": r.event_id, "redacts": r.redacts} for r in self.redactions
-                ],
-                "meta": self.meta,
-            }
-        )
-
     @classmethod
     def from_json(cls, data: bytes | str) -> Chunk:
+        """The committer's reader until it decodes with ``topics.chunk`` (which owns the format)."""
         d = orjson.loads(data)
         fe = d.get("forward_extremities", {})
         cs = d.get("current_state", {})

@@ -37,14 +37,12 @@ owner never starts from a state older than chunks already sent.
 from __future__ import annotations
 
 import asyncio
-import base64
-import itertools
 import logging
 import os
 import socket
 import time
 from collections import OrderedDict, deque
-from collections.abc import Coroutine, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -54,9 +52,8 @@ from aiokafka.partitioner import murmur2
 
 from pipeline import metrics
 from pipeline.config import Settings
-from pipeline.errors import RoomstreamError
+from pipeline.errors import MalformedMessage, RoomstreamError
 from pipeline.room import storage
-from pipeline.room.headers import InvalidHeader, parse_received_ts
 from pipeline.room.parking import ParkingBudget, ParkingLimits
 from pipeline.room.processor import (
     DeadLetter,
@@ -64,9 +61,11 @@ from pipeline.room.processor import (
     ProcessorConfig,
     RoomProcessor,
 )
-from pipeline.room.routing import room_id_of
 from pipeline.worker.resolve_pool import ResolvePool, pooled_resolver
 from pipeline.worker.room_threads import JobThreads
+from topics import chunk as chunk_codec
+from topics import dead_letter, pdu_input
+from topics.definitions import Topic
 
 log = logging.getLogger("roomstream.worker")
 
@@ -102,74 +101,21 @@ def owner_partition(room_id: str, partitions: int) -> int:
     return int(murmur2(room_id.encode()) & 0x7FFFFFFF) % partitions
 
 
-def dead_letter_message(
-    reason: str,
-    *,
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: bytes | None,
-    headers: Any = None,
-    event_id: str | None = None,
-) -> bytes:
-    """The dead-letter JSON of DESIGN.md: reason, source, key, and the original value."""
-    msg: dict[str, Any] = {
-        "reason": reason,
-        "source": {"topic": topic, "partition": partition, "offset": offset},
-        "key": _text(key),
-        "event_id": event_id,
-        "headers": {k: _text(v) for k, v in (_headers(headers))},
-        "dead_lettered_ts": int(time.time() * 1000),
-    }
-    value = value or b""
-    try:
-        msg["value"] = value.decode("utf-8")
-    except UnicodeDecodeError:
-        msg["value_b64"] = base64.b64encode(value).decode()
-    return orjson.dumps(msg)
+@dataclass(slots=True)
+class _Input:
+    """An input taken off the topic: the faust event (to ack) and what its routing parse read."""
 
-
-def _text(b: bytes | None) -> str | None:
-    if b is None:
-        return None
-    return b.decode("utf-8", errors="replace")
-
-
-def _headers(headers: Any) -> list[tuple[str, bytes | None]]:
-    if not headers:
-        return []
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    return [(str(k), v if isinstance(v, bytes) or v is None else str(v).encode()) for k, v in items]
-
-
-_bad_received_ts = itertools.count(1)
-
-
-def _received_ts(headers: Any, fallback_ms: int) -> int:
-    for k, v in _headers(headers):
-        if k == "received_ts" and v:
-            try:
-                ts = parse_received_ts(v)
-            except InvalidHeader as e:
-                # A producer that sets it wrong sets it wrong on every record: say so, not flood.
-                n = next(_bad_received_ts)
-                if n % 1000 == 1:
-                    log.warning(
-                        "%s; using the record's timestamp instead (%d such headers so far)", e, n
-                    )
-                break
-            return fallback_ms if ts is None else ts
-    return fallback_ms
+    event: Any
+    pdu: pdu_input.PduInput
 
 
 @dataclass(slots=True)
 class _Room:
-    pending: deque[Any] = field(default_factory=deque)  # faust events, in arrival order
+    pending: deque[_Input] = field(default_factory=deque)  # in arrival order
     busy: bool = False  # a job of this room is being processed or its outputs sent
     # Inputs whose outputs the broker has acknowledged and whose state is not stored yet:
     # acked once it is.
-    unstored: list[Any] = field(default_factory=list)
+    unstored: list[_Input] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -178,7 +124,7 @@ class _Job:
     stored state to rebuild it from)."""
 
     room_id: str
-    events: list[Any]  # of the current generation, in arrival order
+    events: list[_Input]  # of the current generation, in arrival order
     taken: int  # inputs taken off the room's queue, those of a revoked generation included
     proc: RoomProcessor | None
     stored: bytes | None  # the room's stored record (storage.record_key)
@@ -237,7 +183,7 @@ class Worker:
             # aiokafka's default partitioner (murmur2) for table changelogs and forwarding.
         )
         self.pdus = self.app.topic(
-            settings.topic("pdus"),
+            settings.topic(Topic.PDUS),
             key_type=bytes,
             value_type=bytes,
             key_serializer="raw",
@@ -251,8 +197,8 @@ class Worker:
             partitions=settings.pdu_partitions,
             extra_topic_configs={"max.message.bytes": str(MAX_RECORD_BYTES)},
         )
-        self.chunks_topic = settings.topic("chunks")
-        self.dead_letter_topic = settings.topic("dead-letter")
+        self.chunks_topic = settings.topic(Topic.CHUNKS)
+        self.dead_letter_topic = settings.topic(Topic.DEAD_LETTER)
         self.config = ProcessorConfig(
             parking=ParkingLimits(
                 per_room=settings.park_max_per_room,
@@ -266,8 +212,8 @@ class Worker:
             self.config,
             resolver=pooled_resolver(
                 self.resolve_pool,
-                slow_room=os.environ.get("ROOMSTREAM_DEBUG_SLOW_ROOM"),
-                slow_s=float(os.environ.get("ROOMSTREAM_DEBUG_SLOW_S", "5")),
+                slow_room=settings.debug_slow_room,
+                slow_s=settings.debug_slow_s,
             ),
         )
         self.threads: JobThreads[_Job, _Processed] | None = None
@@ -278,6 +224,7 @@ class Worker:
         self.in_flight = 0
         self._tasks: set[asyncio.Future[None]] = set()
         self._owners: dict[str, int] = {}
+        self._header_problems = 0
         self.capacity = asyncio.Event()
         self.capacity.set()
         self.app.agent(self.pdus, name="rooms")(self._agent)
@@ -303,10 +250,21 @@ class Worker:
                 await self.capacity.wait()
 
     def _route(self, event: Any, message: Any) -> None:
-        room_id = room_id_of(message.value) if message.value is not None else None
-        if room_id is None:
-            self._spawn(self._dead_letter_unroutable(event))
+        try:
+            pdu = pdu_input.decode(message.value, message.headers)
+        except MalformedMessage as e:
+            self._spawn(self._dead_letter_unroutable(event, e.reason))
             return
+        if pdu.header_problem is not None:
+            self._header_problems += 1
+            # A producer that sets a header wrong sets it wrong on every record: say so, not flood.
+            if self._header_problems % 1000 == 1:
+                log.warning(
+                    "%s; using the record's timestamp instead (%d such headers so far)",
+                    pdu.header_problem,
+                    self._header_problems,
+                )
+        room_id = pdu.room_id
         owner = self._owner(room_id)
         if owner != message.partition:
             self._spawn(self._forward(event, room_id, owner))
@@ -314,7 +272,7 @@ class Worker:
         room = self.rooms.get(room_id)
         if room is None:
             room = self.rooms[room_id] = _Room()
-        room.pending.append(event)
+        room.pending.append(_Input(event, pdu))
         self.in_flight += 1
         if not room.busy:
             self._next_job(room_id, room)
@@ -357,10 +315,10 @@ class Worker:
         metrics.FORWARDED.inc()
         event.ack()
 
-    async def _dead_letter_unroutable(self, event: Any) -> None:
+    async def _dead_letter_unroutable(self, event: Any, reason: str) -> None:
         m = event.message
-        body = dead_letter_message(
-            _unroutable_reason(m.value),
+        body = dead_letter.encode(
+            reason,
             topic=m.topic,
             partition=m.partition,
             offset=m.offset,
@@ -381,7 +339,7 @@ class Worker:
             batch = [room.pending.popleft() for _ in range(taken)]
             # An input of a partition revoked meanwhile is left unacked: its new owner has it.
             generation = self.app.consumer_generation_id
-            current = [e for e in batch if e.message.generation_id == generation]
+            current = [i for i in batch if i.event.message.generation_id == generation]
             if not current:
                 self._release(taken)
                 continue
@@ -391,7 +349,7 @@ class Worker:
             del self.rooms[room_id]
 
     def _submit(
-        self, room_id: str, room: _Room, events: list[Any], taken: int, *, store: bool = False
+        self, room_id: str, room: _Room, events: list[_Input], taken: int, *, store: bool = False
     ) -> None:
         proc, stored = self._processor(room_id)
         room.busy = True
@@ -473,20 +431,21 @@ class Worker:
                     job.stored, job.segments.get, config=self.config, budget=self.budget
                 )
         outputs: list[tuple[str, bytes]] = []
-        for event in job.events:
-            m = event.message
+        for taken in job.events:
+            m = taken.event.message
+            received_ts = taken.pdu.received_ts
+            if received_ts is None:
+                received_ts = int(m.timestamp * 1000) if m.timestamp else job.now
             incoming = Incoming(
-                m.value,
-                received_ts=_received_ts(
-                    m.headers, int(m.timestamp * 1000) if m.timestamp else job.now
-                ),
+                taken.pdu.value,
+                received_ts=received_ts,
                 source={"partition": m.partition, "offset": m.offset},
             )
             started = time.perf_counter()
             result = proc.process([incoming], now=job.now)
             metrics.PROCESS_SECONDS.observe(time.perf_counter() - started)
             if result.chunk is not None:
-                outputs.append((self.chunks_topic, result.chunk.to_json()))
+                outputs.append((self.chunks_topic, chunk_codec.encode(result.chunk)))
                 metrics.CHUNK_EVENTS.observe(len(result.chunk.events))
                 for ce in result.chunk.events:
                     if ce.rejected:
@@ -496,7 +455,8 @@ class Worker:
                     else:
                         _ACCEPTED.inc()
             for dl in result.dead_letters:
-                outputs.append((self.dead_letter_topic, _dead_letter_of(job.room_id, dl, m)))
+                letter = _dead_letter_of(job.room_id, dl, m.topic, m)
+                outputs.append((self.dead_letter_topic, letter))
                 metrics.DEAD_LETTERED.inc()
             if result.duplicates:
                 _DUPLICATE.inc(result.duplicates)
@@ -523,8 +483,8 @@ class Worker:
                 room.unstored += job.events
                 if out.writes is not None:
                     await self._store(job.room_id, out.writes, out.proc, self._owner(job.room_id))
-                    for event in room.unstored:
-                        event.ack()
+                    for taken in room.unstored:
+                        taken.event.ack()
                     room.unstored = []
                     self.unstored_since.pop(job.room_id, None)
                 elif room.unstored:
@@ -612,15 +572,7 @@ class Worker:
     async def _expire_room(self, room_id: str, proc: RoomProcessor, now: int) -> None:
         result = proc.expire(now)
         for dl in result.dead_letters:
-            body = dead_letter_message(
-                dl.reason,
-                topic=self.settings.topic("pdus"),
-                partition=int((dl.source or {}).get("partition", -1)),
-                offset=int((dl.source or {}).get("offset", -1)),
-                key=room_id.encode(),
-                value=dl.raw if isinstance(dl.raw, bytes) else str(dl.raw).encode(),
-                event_id=dl.event_id,
-            )
+            body = _dead_letter_of(room_id, dl, self.settings.topic(Topic.PDUS))
             await (await self._send(self.dead_letter_topic, room_id.encode(), body))
             metrics.DEAD_LETTERED.inc()
         partition = self._owner(room_id)
@@ -651,38 +603,28 @@ class ProcessingFailed(RoomstreamError):
         self.room_id = room_id
 
 
-def _dead_letter_of(room_id: str, dl: DeadLetter, m: Any) -> bytes:
+def _dead_letter_of(room_id: str, dl: DeadLetter, topic: str, m: Any = None) -> bytes:
+    """The dead letter of one of a room's inputs, read from ``topic``; ``m`` is the message being
+    processed, if any (an input parked earlier names where it was read in its source)."""
     src = dl.source or {}
+    partition = int(src.get("partition", m.partition if m is not None else -1))
+    offset = int(src.get("offset", m.offset if m is not None else -1))
     raw = dl.raw
     value = (
         raw
         if isinstance(raw, bytes)
         else (raw.encode() if isinstance(raw, str) else orjson.dumps(raw))
     )
-    return dead_letter_message(
+    return dead_letter.encode(
         dl.reason,
-        topic=m.topic,
-        partition=int(src.get("partition", m.partition)),
-        offset=int(src.get("offset", m.offset)),
+        topic=topic,
+        partition=partition,
+        offset=offset,
         key=room_id.encode(),
         value=value,
-        headers=m.headers if src.get("offset", m.offset) == m.offset else None,
+        headers=m.headers if m is not None and offset == m.offset else None,
         event_id=dl.event_id,
     )
-
-
-def _unroutable_reason(value: bytes | None) -> str:
-    if value is None:
-        return "the message has no value (a tombstone); a PDU was expected"
-    try:
-        pdu = orjson.loads(value)
-    except orjson.JSONDecodeError as e:
-        return f"the value is not valid JSON ({e}); produce one PDU as a JSON object per message"
-    if not isinstance(pdu, dict):
-        return f"the value is JSON {type(pdu).__name__}, not an object; a PDU is a JSON object"
-    if "room_id" not in pdu:
-        return "the PDU has no room_id (only a room version 12 create event may omit it)"
-    return f"the PDU's room_id {pdu.get('room_id')!r} is not a room ID"
 
 
 def main(args: Any, settings: Settings) -> int:

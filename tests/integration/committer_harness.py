@@ -12,6 +12,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from pipeline.committer.loop import Committer
 from pipeline.config import Settings
 from pipeline.room.chunk import Chunk
+from topics import chunk as chunk_codec
+from topics.definitions import Topic
 
 WAIT_S = 60.0  # an upper bound for things that happen in well under a second
 
@@ -32,9 +34,11 @@ def produce(settings: Settings, chunks: Iterable[Chunk | bytes]) -> None:
     p = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
     for c in chunks:
         if isinstance(c, Chunk):
-            p.produce(settings.topic("chunks"), key=c.room_id.encode(), value=c.to_json())
+            p.produce(
+                settings.topic(Topic.CHUNKS), key=c.room_id.encode(), value=chunk_codec.encode(c)
+            )
         else:
-            p.produce(settings.topic("chunks"), key=b"", value=c)
+            p.produce(settings.topic(Topic.CHUNKS), key=b"", value=c)
     assert p.flush(30) == 0
 
 

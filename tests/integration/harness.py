@@ -21,7 +21,7 @@ from pipeline.dev.local import Child, Cluster, settings_env
 
 __all__ = ["ROOT", "Processes", "TopicReader", "fold_chunks", "produce", "settings_env", "wait_for"]
 from pipeline.ops.produce import produce_lines
-from pipeline.room.chunk import Chunk
+from topics import chunk as chunk_codec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -147,9 +147,9 @@ def fold_chunks(raw_chunks: Iterable[bytes]) -> tuple[dict[str, RoomView], dict[
     by_id: dict[str, bytes] = {}
     rooms: dict[str, RoomView] = {}
     for raw in raw_chunks:
-        chunk = Chunk.from_json(raw)
+        chunk = chunk_codec.decode(raw)
         if chunk.chunk_id in by_id:
-            assert Chunk.from_json(by_id[chunk.chunk_id]) == chunk, (
+            assert chunk_codec.decode(by_id[chunk.chunk_id]) == chunk, (
                 f"chunk {chunk.chunk_id} was sent twice with different content"
             )
             continue

@@ -21,12 +21,14 @@ from tests.integration.committer_harness import (
     query,
     read_all,
 )
+from topics import dead_letter
+from topics.definitions import Topic
 
 pytestmark = pytest.mark.integration
 
 
 def client(settings: Settings) -> InvalidationClient:
-    return InvalidationClient(settings.kafka_bootstrap, settings.topic("invalidations"))
+    return InvalidationClient(settings.kafka_bootstrap, settings.topic(Topic.INVALIDATIONS))
 
 
 def test_invariant_1_contiguous_orderings_and_chained_messages_across_many_rooms(
@@ -65,7 +67,7 @@ def test_invariant_3_chunks_delivered_twice_are_committed_once(settings: Setting
         assert inv.wait_for_position(4, WAIT_S)
         assert rc.committer.stats.skipped_chunks == 2
     assert query(settings, "SELECT count(*) FROM events") == [(4,)]
-    assert message_count(settings, "invalidations") == 3
+    assert message_count(settings, Topic.INVALIDATIONS) == 3
 
 
 def test_a_restarted_committer_resumes_from_the_offset_stored_in_postgres(
@@ -95,14 +97,14 @@ def test_crash_between_commit_and_publish_resends_the_outbox_with_the_same_posit
     assert query(settings, "SELECT position, prev_position, sent FROM invalidation_outbox") == [
         (2, 0, False)
     ]
-    assert message_count(settings, "invalidations") == 0  # committed, not announced
+    assert message_count(settings, Topic.INVALIDATIONS) == 0  # committed, not announced
 
     produce(settings, [room.chunk(msg(room.creator))])
     with RunningCommitter(settings) as rc, client(settings) as inv:
         assert inv.wait_for_position(3, WAIT_S)
         assert rc.committer.stats.resent == 1
     assert inv.gaps == 0 and inv.duplicates == 0
-    published = [orjson.loads(m) for m in read_all(settings, "invalidations", 2)]
+    published = [orjson.loads(m) for m in read_all(settings, Topic.INVALIDATIONS, 2)]
     assert [(m["prev_position"], m["position"]) for m in published] == [(0, 2), (2, 3)]
     assert query(settings, "SELECT count(*) FROM invalidation_outbox WHERE NOT sent") == [(0,)]
 
@@ -117,7 +119,7 @@ def test_crash_between_publish_and_mark_sent_yields_a_duplicate_the_client_drops
     produce(settings, [room.chunk(msg(room.creator))])
     with RunningCommitter(settings), client(settings) as inv:
         assert inv.wait_for_position(3, WAIT_S)
-    published = [orjson.loads(m) for m in read_all(settings, "invalidations", 3)]
+    published = [orjson.loads(m) for m in read_all(settings, Topic.INVALIDATIONS, 3)]
     assert [m["position"] for m in published] == [2, 2, 3]
     assert published[0] == published[1]
     assert inv.duplicates == 1 and inv.gaps == 0
@@ -161,10 +163,10 @@ def test_invariant_7_an_unreadable_chunk_is_dead_lettered_and_the_partition_goes
     with RunningCommitter(settings) as rc, client(settings) as inv:
         assert inv.wait_for_position(2, WAIT_S)
         assert rc.committer.stats.dead_lettered == 1
-    (dead,) = [orjson.loads(m) for m in read_all(settings, "dead-letter", 1)]
-    assert dead["source"] == {"topic": settings.topic("chunks"), "partition": 0, "offset": 0}
-    assert dead["value"] == "{not json"
-    assert "chunk could not be read" in dead["reason"]
+    (dead,) = [dead_letter.decode(m) for m in read_all(settings, Topic.DEAD_LETTER, 1)]
+    assert dead.source == dead_letter.Source(settings.topic(Topic.CHUNKS), 0, 0)
+    assert dead.value == "{not json"
+    assert "chunk could not be read" in dead.reason
 
 
 def test_invariant_7_a_chunk_the_database_refuses_is_dead_lettered_and_the_rest_commit(
@@ -187,9 +189,9 @@ def test_invariant_7_a_chunk_the_database_refuses_is_dead_lettered_and_the_rest_
         3,
         4,
     ]
-    (dead,) = [orjson.loads(m) for m in read_all(settings, "dead-letter", 1)]
-    assert dead["source"]["offset"] == 1
-    assert "the database refused chunk" in dead["reason"]
+    (dead,) = [dead_letter.decode(m) for m in read_all(settings, Topic.DEAD_LETTER, 1)]
+    assert dead.source.offset == 1
+    assert "the database refused chunk" in dead.reason
     assert query(settings, "SELECT next_offset FROM committer_offsets") == [(3,)]
 
 

@@ -23,6 +23,7 @@ from pipeline.invalidations import InvalidationClient
 from pipeline.room.chunk import Chunk
 from tests.integration._chunks import RoomSim, member, msg
 from tests.integration.committer_harness import WAIT_S, message_count, produce, query, read_all
+from topics.definitions import Topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -59,7 +60,7 @@ def crash(settings: Settings, tmp_path: Path, point: str) -> None:
 
 def finish(settings: Settings, tmp_path: Path, total: int) -> InvalidationClient:
     """Run a clean committer until ``total`` events are announced, then SIGTERM it."""
-    inv = InvalidationClient(settings.kafka_bootstrap, settings.topic("invalidations"))
+    inv = InvalidationClient(settings.kafka_bootstrap, settings.topic(Topic.INVALIDATIONS))
     proc = start(settings, tmp_path)
     try:
         assert inv.wait_for_position(total, WAIT_S), (tmp_path / "committer-clean.log").read_text()
@@ -87,7 +88,9 @@ def check_exactly_once(settings: Settings, chunks: list[Chunk], inv: Invalidatio
     assert inv.gaps == 0
     published = [
         orjson.loads(m)
-        for m in read_all(settings, "invalidations", message_count(settings, "invalidations"))
+        for m in read_all(
+            settings, Topic.INVALIDATIONS, message_count(settings, Topic.INVALIDATIONS)
+        )
     ]
     # Each record either continues the chain or repeats, byte for byte, one already sent.
     first: dict[int, dict[str, object]] = {}
@@ -129,7 +132,7 @@ def test_invariant_3_sigkill_mid_stream_then_restart(settings: Settings, tmp_pat
     produce(settings, chunks)
     total = sum(len(c.events) for c in chunks)
     proc = start(settings, tmp_path)
-    with InvalidationClient(settings.kafka_bootstrap, settings.topic("invalidations")) as inv:
+    with InvalidationClient(settings.kafka_bootstrap, settings.topic(Topic.INVALIDATIONS)) as inv:
         assert inv.wait_for_position(1, WAIT_S)
     proc.kill()  # SIGKILL wherever it is
     assert proc.wait(WAIT_S) == -signal.SIGKILL
@@ -143,7 +146,7 @@ def test_a_standby_process_takes_over_when_the_active_one_is_killed(
     sims = [RoomSim("!standby:example.org")]
     produce(settings, [sims[0].create_chunk()])
     active = start(settings, tmp_path)
-    inv = InvalidationClient(settings.kafka_bootstrap, settings.topic("invalidations"))
+    inv = InvalidationClient(settings.kafka_bootstrap, settings.topic(Topic.INVALIDATIONS))
     standby: subprocess.Popen[bytes] | None = None
     try:
         assert inv.wait_for_position(2, WAIT_S)

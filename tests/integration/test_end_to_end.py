@@ -19,6 +19,7 @@ from pipeline.config import Settings
 from pipeline.dev.workload import generate_workload
 from pipeline.room.replay import replay
 from tests.integration.harness import Processes, TopicReader, produce, wait_for
+from topics.definitions import Topic
 
 pytestmark = pytest.mark.integration
 
@@ -42,8 +43,8 @@ def test_pipeline_end_to_end_matches_replay(settings: Settings, procs: Processes
     lines = list(workload.lines)
     expected = replay(lines)
     n_valid = sum(len(r.event_ids) for r in workload.rooms.values())
-    invalidations = TopicReader(settings, "invalidations")
-    dead = TopicReader(settings, "dead-letter")
+    invalidations = TopicReader(settings, Topic.INVALIDATIONS)
+    dead = TopicReader(settings, Topic.DEAD_LETTER)
     worker = procs.worker("w1")
     committer = procs.start("committer", name="committer")
     produce(settings, lines)

@@ -13,6 +13,7 @@ from pipeline.config import Settings
 from pipeline.invalidations import InvalidationClient, format_for_tail
 from tests.integration._chunks import RoomSim, member, msg
 from tests.integration.committer_harness import WAIT_S, RunningCommitter, produce
+from topics.definitions import Topic
 
 pytestmark = pytest.mark.integration
 
@@ -61,7 +62,7 @@ def test_invariant_4_a_membership_change_is_invalidated_before_it_is_notified(
 
     with (
         RunningCommitter(settings),
-        InvalidationClient(settings.kafka_bootstrap, settings.topic("invalidations")) as inv,
+        InvalidationClient(settings.kafka_bootstrap, settings.topic(Topic.INVALIDATIONS)) as inv,
     ):
         inv.register_cache("get_rooms_for_user_with_stream_ordering", invalidated)
         inv.add_notifier(notified)
@@ -82,7 +83,7 @@ def test_iter_messages_and_tail_lines_follow_the_stream(settings: Settings) -> N
     lines: list[str] = []
     with (
         RunningCommitter(settings),
-        InvalidationClient(settings.kafka_bootstrap, settings.topic("invalidations")) as inv,
+        InvalidationClient(settings.kafka_bootstrap, settings.topic(Topic.INVALIDATIONS)) as inv,
     ):
         for message in inv.iter_messages(stop):
             lines.append(format_for_tail(message))
@@ -98,12 +99,12 @@ def test_a_client_starting_at_the_end_takes_the_first_message_as_its_baseline(
     room = RoomSim("!r:example.org")
     produce(settings, [room.create_chunk()])
     with RunningCommitter(settings):
-        with InvalidationClient(settings.kafka_bootstrap, settings.topic("invalidations")) as a:
+        with InvalidationClient(settings.kafka_bootstrap, settings.topic(Topic.INVALIDATIONS)) as a:
             assert a.wait_for_position(2, WAIT_S)
         gaps: list[int] = []
         with InvalidationClient(
             settings.kafka_bootstrap,
-            settings.topic("invalidations"),
+            settings.topic(Topic.INVALIDATIONS),
             start_position=None,
             start_offset=1,  # past the first message, as a late joiner
             on_gap=lambda expected, m: gaps.append(expected),
@@ -125,7 +126,7 @@ def test_a_cache_that_fails_gets_the_message_again_on_the_next_poll(settings: Se
 
     with (
         RunningCommitter(settings),
-        InvalidationClient(settings.kafka_bootstrap, settings.topic("invalidations")) as inv,
+        InvalidationClient(settings.kafka_bootstrap, settings.topic(Topic.INVALIDATIONS)) as inv,
     ):
         inv.register_cache("get_current_state_ids", flaky)
         with pytest.raises(ConnectionError):

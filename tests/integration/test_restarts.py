@@ -25,6 +25,7 @@ from pipeline.room.replay import replay
 from tests.integration.harness import Processes, TopicReader, produce, wait_for
 from tests.integration.test_stack import _free_port_pair
 from topics import apply_topics
+from topics.definitions import Topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -105,7 +106,7 @@ def test_broker_and_database_restarts_lose_nothing_and_double_nothing(
             f"{n_valid} events stored",
             processes=[worker, committer],
         )
-        invalidations = TopicReader(settings, "invalidations")
+        invalidations = TopicReader(settings, Topic.INVALIDATIONS)
         wait_for(
             lambda: (
                 bool(invalidations.messages)

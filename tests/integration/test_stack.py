@@ -20,6 +20,7 @@ from pipeline.config import Settings
 from pipeline.dev.stack import Stack, _pid_alive, _port_free
 from pipeline.errors import MissingBinary, PortInUse
 from topics import apply_topics
+from topics.definitions import Topic
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +65,7 @@ def test_stack_status_and_env_from_the_cli(stack_settings: Settings) -> None:
 
 
 def test_produce_with_confluent_kafka_and_consume_back(settings: Settings) -> None:
-    topic = settings.topic("pdus")
+    topic = settings.topic(Topic.PDUS)
     producer = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
     rooms = [f"!room{i}:example.org" for i in range(20)]
     for i, room in enumerate(rooms):
@@ -103,12 +104,10 @@ def test_postgres_write_and_read(settings: Settings) -> None:
 def test_topics_apply_is_idempotent_and_reports_partition_drift(settings: Settings) -> None:
     again = apply_topics(settings)
     assert again.ok and not again.created
-    assert sorted(again.verified) == sorted(
-        settings.topic(n) for n in ("pdus", "chunks", "invalidations", "dead-letter")
-    )
+    assert sorted(again.verified) == sorted(settings.topic(n) for n in Topic)
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    fut = admin.create_partitions([NewPartitions(settings.topic("chunks"), 2)])
-    fut[settings.topic("chunks")].result(30)
+    fut = admin.create_partitions([NewPartitions(settings.topic(Topic.CHUNKS), 2)])
+    fut[settings.topic(Topic.CHUNKS)].result(30)
     report = apply_topics(settings)
     assert not report.ok
     assert any("chunks has 2 partitions" in d for d in report.drift), report.drift
@@ -120,7 +119,7 @@ def test_topics_apply_reports_config_drift(settings: Settings) -> None:
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     res = ConfigResource(
         ConfigResource.Type.TOPIC,
-        settings.topic("pdus"),
+        settings.topic(Topic.PDUS),
         incremental_configs=[
             ConfigEntry("retention.ms", "1000", incremental_operation=AlterConfigOpType.SET)
         ],
@@ -193,14 +192,10 @@ def test_missing_binaries_give_clear_errors(stack_settings: Settings, tmp_path: 
     )
     assert proc.returncode == 1
     assert "holds no initdb and pg_ctl" in proc.stderr
-    with pytest.raises(MissingBinary):
-        from pipeline.dev.stack import _pg_bindir
+    from pipeline.dev.stack import _pg_bindir
 
-        os.environ["ROOMSTREAM_PG_BINDIR"] = str(empty)
-        try:
-            _pg_bindir()
-        finally:
-            del os.environ["ROOMSTREAM_PG_BINDIR"]
+    with pytest.raises(MissingBinary):
+        _pg_bindir(empty)
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ from pipeline.invalidations import format_for_tail
 from pipeline.ops.status import Status, Unreachable, collect_status, render_text, status_json
 from tests.integration.harness import ROOT, Processes, TopicReader, produce, settings_env, wait_for
 from tests.integration.rooms import ALICE, busy_room, lines_of
+from topics.definitions import Topic
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +60,7 @@ def test_status_of_a_fresh_prefix_shows_every_stage_at_zero(settings: Settings) 
     assert len(doc["stages"]["pdus"]["partitions"]) == settings.pdu_partitions
     assert all(p["next_offset"] is None for p in doc["stages"]["pdus"]["partitions"])
     assert doc["invalidations"] == {
-        "topic": settings.topic("invalidations"),
+        "topic": settings.topic(Topic.INVALIDATIONS),
         "last_stream_ordering": 0,
         "last_published": None,
         "unsent": 0,
@@ -154,7 +155,7 @@ def test_status_and_tail_after_a_worker_and_committer_ran_some_rooms(
     assert status_json(s)["stages"]["chunks"]["lag"] == 0
 
     # tail --count N prints the first N messages the committer published, one line each.
-    published = TopicReader(settings, "invalidations")
+    published = TopicReader(settings, Topic.INVALIDATIONS)
     wait_for(
         lambda: len(published.messages) >= s.invalidations.messages,
         WAIT_S,
@@ -188,7 +189,7 @@ def test_tail_stops_cleanly_on_sigint_and_sigterm(settings: Settings, signum: in
     try:
         assert proc.stderr is not None
         ready = proc.stderr.readline()  # blocks until tail reads the stream
-        assert f"tailing {settings.topic('invalidations')} from the end" in ready
+        assert f"tailing {settings.topic(Topic.INVALIDATIONS)} from the end" in ready
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
     finally:

@@ -29,6 +29,9 @@ from tests.integration.harness import (
     wait_for,
 )
 from tests.integration.rooms import ALICE, busy_room, lines_of
+from topics import chunk as chunk_codec
+from topics import dead_letter
+from topics.definitions import Topic
 
 pytestmark = pytest.mark.integration
 
@@ -92,8 +95,8 @@ def test_worker_output_equals_replay_with_bad_input_and_duplicates(
     ]
     duplicates = arrival[5:8]
     everything = arrival + bad + duplicates
-    chunks = TopicReader(settings, "chunks")
-    dead = TopicReader(settings, "dead-letter")
+    chunks = TopicReader(settings, Topic.CHUNKS)
+    dead = TopicReader(settings, Topic.DEAD_LETTER)
     worker = procs.worker("w1")
     produce(settings, everything)
     want = _valid_event_ids(everything)
@@ -112,14 +115,14 @@ def test_worker_output_equals_replay_with_bad_input_and_duplicates(
     all_events = [e for v in rooms_seen.values() for e in v.events]
     assert len(all_events) == len(set(all_events)) == len(want)
     assert len(by_id) == len(chunks.messages), "no chunk was sent twice without a crash"
-    letters = dead.values()
+    letters = [dead_letter.decode(m.value()) for m in dead.messages]
     assert len(letters) == len(bad)
     for letter in letters:
-        assert letter["reason"] and letter["source"]["topic"] == settings.topic("pdus")
-        assert isinstance(letter["source"]["offset"], int)
-    reasons = " | ".join(sorted(letter["reason"] for letter in letters))
+        assert letter.reason and letter.source.topic == settings.topic(Topic.PDUS)
+        assert letter.source.offset >= 0
+    reasons = " | ".join(sorted(letter.reason for letter in letters))
     assert "not valid JSON" in reasons and "not an object" in reasons and "sender" in reasons
-    assert {letter["value"] for letter in letters} == {b.decode() for b in bad}
+    assert {letter.original() for letter in letters} == set(bad)
 
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat is installed by make setup")
@@ -134,7 +137,7 @@ def test_events_produced_with_kcat_reach_their_rooms_owner(
     data.write_bytes(
         b"".join(r.room_id.encode() + b"\t" + line + b"\n" for r in rooms for line in lines_of(r))
     )
-    chunks = TopicReader(settings, "chunks")
+    chunks = TopicReader(settings, Topic.CHUNKS)
     worker = procs.worker("w1")
     subprocess.run(
         [
@@ -143,7 +146,7 @@ def test_events_produced_with_kcat_reach_their_rooms_owner(
             "-b",
             settings.kafka_bootstrap,
             "-t",
-            settings.topic("pdus"),
+            settings.topic(Topic.PDUS),
             "-K",
             "\t",
             "-l",
@@ -152,7 +155,7 @@ def test_events_produced_with_kcat_reach_their_rooms_owner(
         check=True,
         timeout=60,
     )
-    pdus = TopicReader(settings, "pdus")
+    pdus = TopicReader(settings, Topic.PDUS)
     pdus.poll(3)
     wrong = [
         m
@@ -183,8 +186,8 @@ def test_parked_event_is_released_when_its_prev_event_arrives_and_expires_otherw
     orphan_room.state("m.room.power_levels", ALICE, default_power_levels(ALICE, orphan_room.rv))
     missing = orphan_room.message(ALICE, "never sent")
     orphan = orphan_room.message(ALICE, "waits forever")
-    chunks = TopicReader(settings, "chunks")
-    dead = TopicReader(settings, "dead-letter")
+    chunks = TopicReader(settings, Topic.CHUNKS)
+    dead = TopicReader(settings, Topic.DEAD_LETTER)
     worker = procs.worker("w1", ROOMSTREAM_PARK_EXPIRY_S="8")
     # The room's last five events first: they wait for what comes before them.
     produce(settings, lines[-5:] + [e.line for e in orphan_room.events[:3]] + [orphan.line])
@@ -201,10 +204,10 @@ def test_parked_event_is_released_when_its_prev_event_arrives_and_expires_otherw
         readers=[chunks, dead],
         processes=[worker],
     )
-    letters = dead.values()
+    letters = [dead_letter.decode(m.value()) for m in dead.messages]
     assert len(letters) == 1
-    assert letters[0]["event_id"] == orphan.event_id
-    assert missing.event_id in letters[0]["reason"]
+    assert letters[0].event_id == orphan.event_id
+    assert missing.event_id in letters[0].reason
     assert orphan.event_id not in _events_in(chunks)
     rooms_seen, _ = fold_chunks(m.value() for m in chunks.messages)
     assert rooms_seen[room.room_id].as_replay() == _expected(lines)[room.room_id]
@@ -217,7 +220,7 @@ def test_worker_killed_with_sigkill_is_replaced_with_nothing_lost_or_doubled(
     rooms = [busy_room(f"c{i}", messages=20) for i in range(30)]
     per_room = [lines_of(r) for r in rooms]
     lines = [line for seq in zip(*per_room, strict=False) for line in seq]
-    chunks = TopicReader(settings, "chunks")
+    chunks = TopicReader(settings, Topic.CHUNKS)
     first = procs.worker("w1")
     want = _valid_event_ids(lines)
     # A steady stream, so the worker is killed while inputs keep arriving.
@@ -257,7 +260,7 @@ def test_workers_joining_and_leaving_mid_stream_lose_nothing(
     per_room = [lines_of(r) for r in rooms]
     lines = [line for seq in zip(*per_room, strict=False) for line in seq]
     half = len(lines) // 2
-    chunks = TopicReader(settings, "chunks")
+    chunks = TopicReader(settings, Topic.CHUNKS)
     w1 = procs.worker("w1")
     produce(settings, lines[:half])
     wait_for(
@@ -303,7 +306,7 @@ def test_a_slow_room_does_not_hold_up_other_rooms_on_its_partition(
         i += 1
         if owner_partition(r.room_id, settings.pdu_partitions) == partition:
             others.append(r)
-    chunks = TopicReader(settings, "chunks")
+    chunks = TopicReader(settings, Topic.CHUNKS)
     worker = procs.worker(
         "w1", ROOMSTREAM_DEBUG_SLOW_ROOM=slow.room_id, ROOMSTREAM_DEBUG_SLOW_S="8"
     )
@@ -318,8 +321,8 @@ def test_a_slow_room_does_not_hold_up_other_rooms_on_its_partition(
         readers=[chunks],
         processes=[worker],
     )
-    order = [e for m in chunks.messages for e in orjson.loads(m.value())["events"]]
-    position = {e["event_id"]: i for i, e in enumerate(order)}
+    order = [e for m in chunks.messages for e in chunk_codec.decode(m.value()).events]
+    position = {e.event_id: i for i, e in enumerate(order)}
     later_rooms_done = max(position[e] for e in want)
     assert later_rooms_done < position[merge.event_id], (
         "rooms produced after the slow room's merge, on the same partition, should be "

@@ -18,6 +18,7 @@ from pipeline.room.headers import InvalidHeader, parse_received_ts, storable_rec
 from pipeline.room.parking import ParkingLimits
 from pipeline.room.processor import RoomProcessor
 from tests.unit.room.builder import ALICE, BOB, RoomBuilder
+from topics import chunk as chunk_codec
 
 HASH_ID_VERSIONS = ["3", "10", "11", "12"]
 
@@ -91,7 +92,7 @@ def test_deepest_accepted_pdu_is_written_by_the_chunk_and_the_room_record() -> N
     deep = events_of(result)[b.ids["DEEP"]]
     assert deep.rejected is None
     assert result.chunk is not None
-    orjson.loads(result.chunk.to_json())
+    orjson.loads(chunk_codec.encode(result.chunk))
     orjson.dumps(deep.pdu)
 
 

@@ -1,0 +1,109 @@
+"""``topics.chunk``: a chunk survives the wire unchanged, its bytes are the format's, and a value
+that is not a chunk is refused naming the field."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from pipeline.errors import MalformedMessage
+from pipeline.room.chunk import Chunk
+from pipeline.room.processor import RoomProcessor
+from tests.unit.room.builder import ALICE, BOB, RoomBuilder
+from topics import chunk as chunk_codec
+
+
+def _chunks() -> list[Chunk]:
+    b = RoomBuilder("10")
+    b.base()
+    b.message("M", ALICE)
+    b.member("LB", BOB, "leave")
+    proc = RoomProcessor(b.room_id)
+    out = []
+    for names in (["C", "MA", "PL", "JR", "MB"], ["M"], ["LB"]):
+        chunk = proc.process([orjson.dumps(b.pdus[n]) for n in names]).chunk
+        assert chunk is not None
+        out.append(chunk)
+    return out
+
+
+CHUNKS = _chunks()
+
+
+@pytest.mark.parametrize("chunk", CHUNKS, ids=["create", "message", "leave"])
+def test_a_chunk_decodes_to_itself(chunk: Chunk) -> None:
+    assert chunk_codec.decode(chunk_codec.encode(chunk)) == chunk
+
+
+@pytest.mark.parametrize("chunk", CHUNKS, ids=["create", "message", "leave"])
+def test_the_bytes_group_extremities_and_current_state_as_the_format_says(chunk: Chunk) -> None:
+    doc = orjson.loads(chunk_codec.encode(chunk))
+    assert list(doc) == [
+        "chunk_id",
+        "room_id",
+        "room_version",
+        "creator",
+        "events",
+        "state_groups",
+        "forward_extremities",
+        "current_state",
+        "memberships",
+        "redactions",
+        "meta",
+    ]
+    assert doc["forward_extremities"] == {
+        "added": list(chunk.forward_extremities_added),
+        "removed": list(chunk.forward_extremities_removed),
+    }
+    assert doc["current_state"]["set"] == [
+        [r.type, r.state_key, r.event_id, r.membership] for r in chunk.current_state_set
+    ]
+    assert [e["event_id"] for e in doc["events"]] == [e.event_id for e in chunk.events]
+
+
+@pytest.mark.parametrize("chunk", CHUNKS, ids=["create", "message", "leave"])
+def test_chunks_written_before_the_codec_still_decode(chunk: Chunk) -> None:
+    # The reader the committer had before the codec existed reads the codec's bytes, and the
+    # codec reads that reader's format (its bytes are the same).
+    assert Chunk.from_json(chunk_codec.encode(chunk)) == chunk
+
+
+def _without(path: list[str | int]) -> bytes:
+    doc = orjson.loads(chunk_codec.encode(CHUNKS[0]))
+    target = doc
+    for step in path[:-1]:
+        target = target[step]
+    del target[path[-1]]
+    return orjson.dumps(doc)
+
+
+def _with(path: list[str | int], value: object) -> bytes:
+    doc = orjson.loads(chunk_codec.encode(CHUNKS[0]))
+    target = doc
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return orjson.dumps(doc)
+
+
+@pytest.mark.parametrize(
+    ("value", "names"),
+    [
+        (b"{not json", "not JSON"),
+        (b"[]", "Expected `object`"),
+        (_without(["chunk_id"]), "`chunk_id`"),
+        (_without(["events"]), "`events`"),
+        (_without(["events", 0, "format_version"]), "`format_version`"),
+        (_with(["events", 0, "format_version"], "3"), "$.events[0].format_version"),
+        (_with(["events", 0, "soft_failed"], None), "$.events[0].soft_failed"),
+        (_with(["state_groups", 0, "delta"], [["a", "b"]]), "$.state_groups[0].delta[0]"),
+        (_with(["current_state", "set"], [["t", "k"]]), "$.current_state.set[0]"),
+        (_with(["room_version"], 10), "$.room_version"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_a_value_that_is_not_a_chunk_is_refused_naming_the_field(value: bytes, names: str) -> None:
+    with pytest.raises(MalformedMessage) as caught:
+        chunk_codec.decode(value)
+    assert caught.value.wire_format == "chunk"
+    assert names in str(caught.value)
