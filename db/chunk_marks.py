@@ -129,7 +129,7 @@ def record_divergences(cur: Any, found: Sequence[Divergence]) -> None:
 def prune_committed(cur: Any, window: int = COMMITTED_WINDOW) -> int:
     """Drop committed_chunks rows older than ``window`` stream positions; the count dropped."""
     cur.execute(
-        "DELETE FROM committed_chunks WHERE committed_at < ("
+        "DELETE FROM committed_chunks WHERE committed_at <= ("
         " SELECT stream_id FROM stream_positions WHERE stream_name = 'events') - %s",
         (window,),
     )
