@@ -1,6 +1,8 @@
 """The committer's bookkeeping tables: consumed offsets, stream position, invalidation outbox.
 
-Every function runs on a cursor inside the caller's transaction; none commits.
+An outbox row is one encoded invalidation message, or one part of a split message: rows are
+keyed (position, part). Every function runs on a cursor inside the caller's transaction; none
+commits.
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ __all__ = [
 class OutboxRow:
     position: int
     prev_position: int
-    room_id: str
+    room_id: str | None  # the message's room when it covers one; the record's key
     message: bytes  # the exact bytes to publish
+    part: int = 0
+    parts: int = 1
 
 
 def load_offsets(cur: Any, topic: str) -> dict[int, int]:
@@ -60,24 +64,32 @@ def last_stream_ordering(cur: Any) -> int:
 def unsent_outbox(cur: Any) -> list[OutboxRow]:
     """Outbox rows not yet published, oldest first."""
     cur.execute(
-        "SELECT position, prev_position, room_id, message FROM invalidation_outbox "
-        "WHERE NOT sent ORDER BY position"
+        "SELECT position, prev_position, room_id, message, part, parts FROM invalidation_outbox "
+        "WHERE NOT sent ORDER BY position, part"
     )
-    return [OutboxRow(int(p), int(pp), r, bytes(m)) for p, pp, r, m in cur.fetchall()]
+    return [
+        OutboxRow(int(p), int(pp), r, bytes(m), int(pt), int(n))
+        for p, pp, r, m, pt, n in cur.fetchall()
+    ]
 
 
 def mark_sent(cur: Any, positions: Iterable[int]) -> None:
-    ps = list(positions)
+    """Mark every part of the messages at ``positions`` sent."""
+    ps = sorted(set(positions))
     if ps:
-        cur.execute("UPDATE invalidation_outbox SET sent = TRUE WHERE position = ANY(%s)", (ps,))
+        # Published rows are always a run of whole messages: one range covers them.
+        cur.execute(
+            "UPDATE invalidation_outbox SET sent = TRUE WHERE position BETWEEN %s AND %s "
+            "AND position = ANY(%s) AND NOT sent",
+            (ps[0], ps[-1], ps),
+        )
 
 
 def prune_sent(cur: Any, keep: int) -> None:
-    """Delete sent rows except the newest ``keep`` (kept for operators to inspect)."""
+    """Delete sent messages more than ``keep`` positions old (kept for operators to inspect)."""
     cur.execute(
         "DELETE FROM invalidation_outbox WHERE sent AND position < ("
-        " SELECT min(position) FROM ("
-        "  SELECT position FROM invalidation_outbox ORDER BY position DESC LIMIT %s) AS newest)",
+        " SELECT stream_id FROM stream_positions WHERE stream_name = 'events') - %s",
         (keep,),
     )
 
@@ -90,6 +102,8 @@ class CommitterProgress:
     last_stream_ordering: int
     last_sent_position: int | None  # of the newest invalidation message published
     unsent_messages: int
+    divergences: int = 0  # chunks delivered again with other content than committed
+    last_divergence: str | None = None  # the newest such chunk's id
 
 
 def committer_progress(cur: Any, chunks_topic: str) -> CommitterProgress:
@@ -98,13 +112,17 @@ def committer_progress(cur: Any, chunks_topic: str) -> CommitterProgress:
         " (SELECT next_offset FROM committer_offsets WHERE topic = %s AND partition = 0),"
         " (SELECT stream_id FROM stream_positions WHERE stream_name = 'events'),"
         " (SELECT max(position) FROM invalidation_outbox WHERE sent),"
-        " (SELECT count(*) FROM invalidation_outbox WHERE NOT sent)",
+        " (SELECT count(*) FROM invalidation_outbox WHERE NOT sent),"
+        " (SELECT count(*) FROM chunk_divergences),"
+        " (SELECT chunk_id FROM chunk_divergences ORDER BY id DESC LIMIT 1)",
         (chunks_topic,),
     )
-    offset, last, sent, unsent = cur.fetchone()
+    offset, last, sent, unsent, diverged, last_diverged = cur.fetchone()
     return CommitterProgress(
         None if offset is None else int(offset),
         int(last or 0),
         None if sent is None else int(sent),
         int(unsent),
+        int(diverged),
+        last_diverged,
     )

@@ -1,15 +1,18 @@
 """The bulk writer: one batch of room chunks into PostgreSQL, inside the caller's transaction.
 
-``write_batch`` assigns stream orderings (contiguous, in commit order, from the locked
-``stream_positions`` row), writes every table of DESIGN.md's schema with one bulk statement per
-table, never one per row: ``COPY`` for rows that cannot conflict (those of events stored now),
-``execute_values`` for upserts and deletes. It records the chunks as committed, the consumed
-offsets and one outbox row per chunk that stored an event. The caller commits.
+``write_batch`` checks the caller's fencing generation, assigns stream orderings (contiguous, in
+commit order, from the locked ``stream_positions`` row), writes every table of DESIGN.md's
+schema with one bulk statement per table, never one per row: ``COPY`` for rows that cannot
+conflict (those of events stored now), ``execute_values`` for upserts and deletes. It raises
+the rooms' chunk high-water marks, records the consumed offsets and ONE invalidation message
+for the whole batch (several outbox rows when the message is split into parts). The caller
+commits.
 
-Replays are harmless: a chunk already in ``committed_chunks`` is skipped whole, and an event
-already stored (by another chunk) is skipped and gets no stream ordering, so orderings stay
-contiguous. A chunk's changes are net changes; within a batch they apply in chunk order, so the
-last chunk to touch a current-state key or forward extremity wins.
+Replays are harmless: a chunk at or below its room's high-water was committed before and is
+skipped whole when its content is the same (a divergence is reported when it is not), and an
+event already stored (by another chunk) is skipped and gets no stream ordering, so orderings
+stay contiguous. A chunk's changes are net changes; within a batch they apply in chunk order, so
+the last chunk to touch a current-state key or forward extremity wins.
 """
 
 from __future__ import annotations
@@ -22,18 +25,35 @@ from typing import Any
 import orjson
 from psycopg2.extras import execute_values
 
+from db.chunk_marks import (
+    Divergence,
+    chunk_digest,
+    chunk_seq,
+    load_marks,
+    store_marks,
+    stored_digests,
+)
+from db.fence import check_generation
 from db.outbox import OutboxRow, store_offsets
 from pipeline.errors import SchemaError
 from pipeline.matrix.events import Event
 from pipeline.matrix.room_versions import room_version
 from pipeline.room.chunk import Chunk
 
-__all__ = ["BatchResult", "CommittedChunk", "MessageBuilder", "write_batch"]
+__all__ = ["BatchResult", "CommittedChunk", "Fence", "MessageBuilder", "write_batch"]
 
-MessageBuilder = Callable[[Chunk, Mapping[str, int], int, int], bytes]
-"""(chunk, event_id -> stream ordering, position, prev_position) -> the message's bytes."""
+Change = tuple[Chunk, Mapping[str, int]]
+MessageBuilder = Callable[[Sequence[Change], int, int], list[bytes]]
+"""(chunks with the orderings of their events stored now, position, prev_position) -> the
+encoded parts of the batch's invalidation message."""
 
 PAGE_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Fence:
+    lock_key: int
+    generation: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +68,8 @@ class CommittedChunk:
 class BatchResult:
     committed: list[CommittedChunk] = field(default_factory=list)
     skipped_chunk_ids: list[str] = field(default_factory=list)
+    unverified_chunk_ids: list[str] = field(default_factory=list)  # skipped, digest pruned
+    divergences: list[Divergence] = field(default_factory=list)
     skipped_event_ids: list[str] = field(default_factory=list)
     outbox: list[OutboxRow] = field(default_factory=list)
     last_stream_ordering: int = 0
@@ -59,22 +81,32 @@ def _values(cur: Any, sql: str, rows: Sequence[tuple[Any, ...]], fetch: bool = F
     return execute_values(cur, sql, rows, page_size=PAGE_SIZE, fetch=fetch)
 
 
-_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
-
-
 def _copy_field(v: Any) -> str:
     if v is None:
         return "\\N"
+    if isinstance(v, str):
+        # Most text needs no escape: test for each special character (a C scan) rather than
+        # translating every string.
+        text: str = v
+        if "\\" in text:
+            text = text.replace("\\", "\\\\")
+        if "\t" in text:
+            text = text.replace("\t", "\\t")
+        if "\n" in text:
+            text = text.replace("\n", "\\n")
+        if "\r" in text:
+            text = text.replace("\r", "\\r")
+        if "\x00" in text:
+            # COPY would cut the value short; refuse it as an INSERT would.
+            raise ValueError(f"text value contains a NUL character: {text[:40]!r}")
+        return text
     if isinstance(v, bool):
         return "t" if v else "f"
     if isinstance(v, int):
         return str(v)
     if isinstance(v, bytes):
         return "\\\\x" + v.hex()
-    if "\x00" in v:
-        # COPY would cut the value short; refuse it as an INSERT would.
-        raise ValueError(f"text value contains a NUL character: {v[:40]!r}")
-    return str(v).translate(_COPY_ESCAPES)
+    return str(v)
 
 
 def _copy(cur: Any, table: str, columns: str, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -89,32 +121,78 @@ def _copy(cur: Any, table: str, columns: str, rows: Sequence[tuple[Any, ...]]) -
     cur.copy_expert(f"COPY {table} ({columns}) FROM STDIN", buf)
 
 
+def _sort_out(
+    cur: Any, chunks: Sequence[Chunk], sources: Sequence[int | None], result: BatchResult
+) -> tuple[list[Chunk], dict[str, tuple[int, bytes]], dict[str, bytes]]:
+    """The chunks not committed before, in order, the rooms' new high-water marks, and the
+    new chunks' digests.
+
+    Chunks committed before go to ``result.skipped_chunk_ids`` (same content),
+    ``unverified_chunk_ids`` (their digest is no longer kept) or ``divergences``.
+    """
+    marks = load_marks(cur, {c.room_id for c in chunks})
+    seqs = [chunk_seq(c) for c in chunks]
+    older = [
+        c.chunk_id
+        for c, n in zip(chunks, seqs, strict=True)
+        if c.room_id in marks and n <= marks[c.room_id].last_seq
+    ]
+    digests_before = stored_digests(cur, older)
+    new_marks: dict[str, tuple[int, bytes]] = {}
+    in_batch: dict[str, bytes] = {}
+    fresh: list[Chunk] = []
+    for c, n, src in zip(chunks, seqs, sources, strict=True):
+        digest = chunk_digest(c)
+        mark = marks.get(c.room_id)
+        high = new_marks.get(c.room_id, (mark.last_seq if mark else 0, b""))[0]
+        if n > high:
+            new_marks[c.room_id] = (n, digest)
+            in_batch[c.chunk_id] = digest
+            fresh.append(c)
+            continue
+        if c.chunk_id in in_batch:
+            stored: bytes | None = in_batch[c.chunk_id]
+        elif c.chunk_id in digests_before:
+            stored = digests_before[c.chunk_id]
+        elif mark is not None and n == mark.last_seq:
+            stored = mark.last_digest
+        else:
+            result.unverified_chunk_ids.append(c.chunk_id)
+            continue
+        if stored is None or stored == digest:
+            result.skipped_chunk_ids.append(c.chunk_id)
+        else:
+            result.divergences.append(Divergence(c, stored, digest, src))
+    return fresh, new_marks, in_batch
+
+
 def write_batch(
     cur: Any,
     chunks: Sequence[Chunk],
     offsets: Mapping[tuple[str, int], int],
     build_message: MessageBuilder | None = None,
+    *,
+    fence: Fence | None = None,
+    sources: Sequence[int | None] | None = None,
 ) -> BatchResult:
     """Write ``chunks`` in order and record ``offsets`` ((topic, partition) -> next offset).
 
-    With ``build_message``, each chunk that stored at least one event gets an outbox row.
+    With ``fence``, raise ``Fenced`` (before writing anything) unless its generation is current.
+    With ``build_message``, a batch that stored at least one event gets its outbox row(s).
+    ``sources`` are the chunks' offsets on the chunks topic, for divergence reports. A chunk
+    id not of the form ``<room_id>/<n>`` raises ValueError.
     """
+    if fence is not None:
+        check_generation(cur, fence.lock_key, fence.generation)
     result = BatchResult()
-
-    # Which chunks and events are new: one query each for the whole batch.
-    ids = [c.chunk_id for c in chunks]
-    cur.execute("SELECT chunk_id FROM committed_chunks WHERE chunk_id = ANY(%s)", (ids,))
-    done_chunks = {r[0] for r in cur.fetchall()}
-    new_chunks: list[Chunk] = []
-    for c in chunks:
-        if c.chunk_id in done_chunks:
-            result.skipped_chunk_ids.append(c.chunk_id)
-        else:
-            done_chunks.add(c.chunk_id)
-            new_chunks.append(c)
+    new_chunks, new_marks, digests = _sort_out(
+        cur, chunks, sources if sources is not None else [None] * len(chunks), result
+    )
     event_ids = [e.event_id for c in new_chunks for e in c.events]
-    cur.execute("SELECT event_id FROM events WHERE event_id = ANY(%s)", (event_ids,))
-    stored = {r[0] for r in cur.fetchall()}
+    stored: set[str] = set()
+    if event_ids:
+        cur.execute("SELECT event_id FROM events WHERE event_id = ANY(%s)", (event_ids,))
+        stored = {r[0] for r in cur.fetchall()}
     fresh: list[list[str]] = []  # per chunk, its events stored now, in order
     for c in new_chunks:
         ids_now: list[str] = []
@@ -146,25 +224,34 @@ def write_batch(
     prev_position = last - total
 
     rows = _Rows()
+    changes: list[Change] = []
     for c, ids_now in zip(new_chunks, fresh, strict=True):
         orderings = {eid: next_so + i for i, eid in enumerate(ids_now)}
         next_so += len(ids_now)
         rows.add_chunk(c, orderings)
         position = next_so - 1 if ids_now else None
         result.committed.append(CommittedChunk(c, orderings, position, prev_position))
-        rows.committed_chunks.append((c.chunk_id, position))
-        if position is not None:
-            if build_message is not None:
-                msg = build_message(c, orderings, position, prev_position)
-                result.outbox.append(OutboxRow(position, prev_position, c.room_id, msg))
-            prev_position = position
+        rows.committed_chunks.append((c.chunk_id, position, digests[c.chunk_id], last))
+        if ids_now:
+            changes.append((c, orderings))
+    if changes and build_message is not None:
+        parts = build_message(changes, last, prev_position)
+        rooms = {c.room_id for c, _ in changes}
+        key = next(iter(rooms)) if len(rooms) == 1 else None
+        result.outbox.extend(
+            OutboxRow(last, prev_position, key, data, i, len(parts)) for i, data in enumerate(parts)
+        )
 
     rows.write(cur)
+    store_marks(cur, new_marks)
     _copy(
         cur,
         "invalidation_outbox",
-        "position, prev_position, room_id, message",
-        [(o.position, o.prev_position, o.room_id, o.message) for o in result.outbox],
+        "position, prev_position, room_id, message, part, parts",
+        [
+            (o.position, o.prev_position, o.room_id, o.message, o.part, o.parts)
+            for o in result.outbox
+        ],
     )
     store_offsets(cur, offsets)
     return result
@@ -344,4 +431,9 @@ class _Rows:
             " ON CONFLICT DO NOTHING",
             [k for k, added in self.extremities.items() if added],
         )
-        _copy(cur, "committed_chunks", "chunk_id, position", self.committed_chunks)
+        _copy(
+            cur,
+            "committed_chunks",
+            "chunk_id, position, digest, committed_at",
+            self.committed_chunks,
+        )

@@ -19,7 +19,9 @@
     ├── MalformedMessage(ValueError)         a message on a topic does not decode; names the field
     ├── SchemaError                          the database schema is missing, newer or unknown
     ├── ProcessingFailed                     [pipeline.worker.app] a room's processing raised
-    ├── PublishError(RuntimeError)           [pipeline.committer.loop] the broker refused
+    ├── PublishError(RuntimeError)           [pipeline.committer.errors] the broker refused
+    ├── CommitterStopped                     [pipeline.committer.errors] retrying cannot help
+    ├── Fenced                               [db.fence] another committer took over
     ├── Unreachable(ConnectionError)         [pipeline.ops.status] Kafka or PostgreSQL is not there
     └── Stalled                              [pipeline.bench.runs] a benchmark run stopped moving
 

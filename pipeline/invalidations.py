@@ -1,15 +1,17 @@
 """Invalidation messages: building them (pure) and consuming them (``InvalidationClient``).
 
-One message per committed room chunk (DESIGN.md, "Messages"). ``build_invalidation`` decides
-which caches a change touches, batched into ONE ``invalidate`` list, Synapse's cache names and
-key shapes: a change to current state invalidates what Synapse's ``_invalidate_state_caches``
-does, a membership change in current state additionally every per-user and per-host cache, and
-every stored event its ``have_seen_event`` entry.
+One message per committer transaction that stored events (DESIGN.md, "Messages"; the wire
+codec, parts included: ``topics.invalidation``). ``build_message`` decides which caches the
+transaction's chunks touch, batched into ONE ``invalidate`` list, Synapse's cache names and key
+shapes: a change to current state invalidates what Synapse's ``_invalidate_state_caches`` does,
+a membership change in current state additionally every per-user and per-host cache, and every
+stored event its ``have_seen_event`` entry.
 
 A consumer applies every invalidation of a message before it notifies about the message's
-events (invariant 4); ``InvalidationApplier`` does that and keeps the position: a message at or
-below the position is a duplicate (a resend after a committer crash) and is dropped; a message
-whose ``prev_position`` is not the current position means messages were missed, and is reported.
+events (invariant 4); ``InvalidationApplier`` does that, reassembles split messages and keeps
+the position: a message at or below the position is a duplicate (a resend after a committer
+crash) and is dropped; a message whose ``prev_position`` is not the current position, or a part
+out of sequence, means messages were missed, and is reported.
 """
 
 from __future__ import annotations
@@ -18,26 +20,36 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
+from pipeline.errors import MalformedMessage
 from pipeline.room.chunk import Chunk
+from topics.invalidation import (
+    Message,
+    decode_invalidation,
+    encode_invalidation,
+    encode_parts,
+    merge_parts,
+)
 
 __all__ = [
     "InvalidationApplier",
     "InvalidationClient",
+    "Message",
     "build_invalidation",
+    "build_message",
     "decode_invalidation",
     "encode_invalidation",
+    "encode_parts",
     "format_for_tail",
 ]
 
 log = logging.getLogger(__name__)
 
-Message = dict[str, Any]
 CacheKey = tuple[Any, ...]
 CacheInvalidator = Callable[[CacheKey], None]
 """Drops one key from one cache."""
@@ -81,85 +93,111 @@ def build_invalidation(
     position: int,
     prev_position: int,
 ) -> Message:
-    """The invalidation message of one committed chunk.
+    """The invalidation message of one committed chunk (``build_message`` of just that chunk)."""
+    return build_message([(chunk, stream_orderings)], position, prev_position)
 
-    ``stream_orderings`` maps each event of the chunk that was stored now to its stream
-    ordering; events absent from it (stored before, by an earlier delivery) are neither
-    announced nor invalidated again. ``position`` is the highest of those orderings.
+
+def build_message(
+    changes: Sequence[tuple[Chunk, Mapping[str, int]]],
+    position: int,
+    prev_position: int,
+) -> Message:
+    """The invalidation message of one committer transaction: its chunks, in commit order.
+
+    Each chunk comes with the stream orderings of its events stored now; events absent from
+    them (stored before, by an earlier delivery) are neither announced nor invalidated again.
+    ``position`` is the highest of all those orderings. The message is whole: the codec
+    (``topics.invalidation.encode_parts``) splits it into parts when it is too large.
     """
-    if stream_orderings and position != max(stream_orderings.values()):
+    highest = max((so for _, orderings in changes for so in orderings.values()), default=None)
+    what = ", ".join(c.chunk_id for c, _ in changes[:3]) + (", ..." if len(changes) > 3 else "")
+    if highest is not None and position != highest:
         raise ValueError(
-            f"position {position} of chunk {chunk.chunk_id} is not its highest stream ordering "
-            f"({max(stream_orderings.values())})"
+            f"position {position} of chunk(s) {what} is not their highest stream ordering "
+            f"({highest})"
         )
     if position <= prev_position:
         raise ValueError(
-            f"position {position} of chunk {chunk.chunk_id} is not after prev_position "
-            f"{prev_position}"
+            f"position {position} of chunk(s) {what} is not after prev_position {prev_position}"
         )
-    room = chunk.room_id
+    rooms: dict[str, None] = {}
     events: list[dict[str, Any]] = []
     invalidate: dict[str, set[CacheKey]] = {}
-
-    def add(cache: str, key: CacheKey) -> None:
-        invalidate.setdefault(cache, set()).add(key)
-
-    for ev in chunk.events:
-        so = stream_orderings.get(ev.event_id)
-        if so is None:
-            continue
-        # A negative have_seen_event answer may be cached for any event, rejected ones too.
-        add("have_seen_event", (room, ev.event_id))
-        if ev.rejected is None and not ev.soft_failed and not ev.outlier:
-            events.append(
-                {
-                    "event_id": ev.event_id,
-                    "stream_ordering": so,
-                    "type": ev.pdu.get("type"),
-                    "state_key": ev.pdu.get("state_key"),
-                    "sender": ev.pdu.get("sender"),
-                }
-            )
-
-    changed_types = {r.type for r in chunk.current_state_set}
-    changed_types.update(t for t, _ in chunk.current_state_removed)
-    members_changed = {r.state_key for r in chunk.current_state_set if r.type == MEMBER}
-    members_changed.update(sk for t, sk in chunk.current_state_removed if t == MEMBER)
-
-    if changed_types:
-        for cache in _ROOM_STATE_CACHES:
-            add(cache, (room,))
-        if "m.room.create" in changed_types:
-            add("get_room_type", (room,))
-        if "m.room.encryption" in changed_types:
-            add("get_room_encryption", (room,))
-    if members_changed:
-        for cache in _ROOM_MEMBER_CACHES:
-            add(cache, (room,))
-        for user in members_changed:
-            add("get_user_in_room_with_profile", (room, user))
-            for cache in _USER_MEMBER_CACHES:
-                add(cache, (user,))
-        for host in {_host(u) for u in members_changed}:
-            for cache in _HOST_MEMBER_CACHES:
-                add(cache, (room, host))
-    if chunk.forward_extremities_added or chunk.forward_extremities_removed:
-        for cache in _EXTREMITY_CACHES:
-            add(cache, (room,))
-    for r in chunk.redactions:
-        if r.event_id in stream_orderings:
-            add("get_event", (r.redacts,))
-
+    for chunk, orderings in changes:
+        rooms[chunk.room_id] = None
+        _add_chunk(chunk, orderings, events, invalidate)
     return {
         "position": position,
         "prev_position": prev_position,
-        "room_id": room,
+        "rooms": list(rooms),
         "events": events,
         "invalidate": [
             {"cache": cache, "keys": [list(k) for k in sorted(keys)]}
             for cache, keys in sorted(invalidate.items(), key=lambda kv: _cache_rank(kv[0]))
         ],
     }
+
+
+def _add_chunk(
+    chunk: Chunk,
+    stream_orderings: Mapping[str, int],
+    events: list[dict[str, Any]],
+    invalidate: dict[str, set[CacheKey]],
+) -> None:
+    room = chunk.room_id
+
+    def add(cache: str, key: CacheKey) -> None:
+        invalidate.setdefault(cache, set()).add(key)
+
+    seen = invalidate.setdefault("have_seen_event", set())
+    for ev in chunk.events:
+        so = stream_orderings.get(ev.event_id)
+        if so is None:
+            continue
+        # A negative have_seen_event answer may be cached for any event, rejected ones too.
+        seen.add((room, ev.event_id))
+        if ev.rejected is None and not ev.soft_failed and not ev.outlier:
+            pdu = ev.pdu
+            events.append(
+                {
+                    "event_id": ev.event_id,
+                    "room_id": room,
+                    "stream_ordering": so,
+                    "type": pdu.get("type"),
+                    "state_key": pdu.get("state_key"),
+                    "sender": pdu.get("sender"),
+                }
+            )
+    if not seen:
+        del invalidate["have_seen_event"]
+
+    if chunk.current_state_set or chunk.current_state_removed:
+        changed_types = {r.type for r in chunk.current_state_set}
+        changed_types.update(t for t, _ in chunk.current_state_removed)
+        members_changed = {r.state_key for r in chunk.current_state_set if r.type == MEMBER}
+        members_changed.update(sk for t, sk in chunk.current_state_removed if t == MEMBER)
+        for cache in _ROOM_STATE_CACHES:
+            add(cache, (room,))
+        if "m.room.create" in changed_types:
+            add("get_room_type", (room,))
+        if "m.room.encryption" in changed_types:
+            add("get_room_encryption", (room,))
+        if members_changed:
+            for cache in _ROOM_MEMBER_CACHES:
+                add(cache, (room,))
+            for user in members_changed:
+                add("get_user_in_room_with_profile", (room, user))
+                for cache in _USER_MEMBER_CACHES:
+                    add(cache, (user,))
+            for host in {_host(u) for u in members_changed}:
+                for cache in _HOST_MEMBER_CACHES:
+                    add(cache, (room, host))
+    if chunk.forward_extremities_added or chunk.forward_extremities_removed:
+        for cache in _EXTREMITY_CACHES:
+            add(cache, (room,))
+    for r in chunk.redactions:
+        if r.event_id in stream_orderings:
+            add("get_event", (r.redacts,))
 
 
 _CACHE_ORDER = (
@@ -180,21 +218,6 @@ def _cache_rank(cache: str) -> tuple[int, str]:
     return (_CACHE_ORDER.index(cache) if cache in _CACHE_ORDER else len(_CACHE_ORDER), cache)
 
 
-def encode_invalidation(message: Mapping[str, Any]) -> bytes:
-    return orjson.dumps(message)
-
-
-def decode_invalidation(data: bytes | str) -> Message:
-    """Parse a message; raise ValueError naming what is missing when it is not one."""
-    msg = orjson.loads(data)
-    if not isinstance(msg, dict):
-        raise ValueError(f"invalidation message is not a JSON object: {data[:80]!r}")
-    for name in ("position", "prev_position", "room_id", "events", "invalidate"):
-        if name not in msg:
-            raise ValueError(f"invalidation message lacks {name!r}: {data[:80]!r}")
-    return msg
-
-
 def format_for_tail(msg: Mapping[str, Any]) -> str:
     """One human-readable line per message, for ``roomstream tail``."""
     events = msg.get("events", [])
@@ -207,8 +230,10 @@ def format_for_tail(msg: Mapping[str, Any]) -> str:
             f"{e.get('event_id')}@{e.get('stream_ordering')} {what} by {e.get('sender')}"
         )
     caches = ", ".join(f"{i['cache']}×{len(i['keys'])}" for i in msg.get("invalidate", []))
+    rooms = msg.get("rooms", [])
+    where = ", ".join(rooms[:3]) + (f" and {len(rooms) - 3} more room(s)" if len(rooms) > 3 else "")
     return (
-        f"{msg.get('position')} (prev {msg.get('prev_position')}) {msg.get('room_id')}: "
+        f"{msg.get('position')} (prev {msg.get('prev_position')}) {where}: "
         f"{len(events)} event(s)"
         + (f" [{'; '.join(described)}]" if described else "")
         + (f" | invalidate {caches}" if caches else "")
@@ -217,12 +242,23 @@ def format_for_tail(msg: Mapping[str, Any]) -> str:
 
 def _log_gap(expected_prev: int, msg: Message) -> None:
     log.warning(
-        "invalidation gap: expected a message after position %d, got position %s with "
-        "prev_position %s; caches may hold stale entries for the missing changes",
+        "invalidation gap: expected a message after position %d, got position %s (part %s of "
+        "%s) with prev_position %s; caches may hold stale entries for the missing changes",
         expected_prev,
         msg.get("position"),
+        msg.get("part"),
+        msg.get("parts"),
         msg.get("prev_position"),
     )
+
+
+@dataclass
+class _Assembly:
+    """The parts of one split message received so far."""
+
+    position: int
+    parts: int
+    received: list[Message] = field(default_factory=list)
 
 
 class InvalidationApplier:
@@ -230,7 +266,9 @@ class InvalidationApplier:
 
     ``start_position`` is the position already reflected by the caches (0: nothing seen yet);
     None accepts whatever message comes first as the continuation (a consumer starting at the
-    end of the topic).
+    end of the topic). A split message's invalidations are applied part by part as the parts
+    arrive (dropping a key early is harmless); its notifiers run once, after the last part, with
+    the whole message.
     """
 
     def __init__(self, start_position: int | None = 0, on_gap: GapHandler | None = None) -> None:
@@ -238,8 +276,10 @@ class InvalidationApplier:
         self._caches: dict[str, list[CacheInvalidator]] = {}
         self._notifiers: list[Notifier] = []
         self._on_gap = on_gap or _log_gap
+        self._assembly: _Assembly | None = None
         self.duplicates = 0
         self.gaps = 0
+        self.last_message: Message | None = None  # the last whole message applied
 
     def register_cache(self, name: str, invalidate: CacheInvalidator) -> None:
         self._caches.setdefault(name, []).append(invalidate)
@@ -247,24 +287,57 @@ class InvalidationApplier:
     def add_notifier(self, notify: Notifier) -> None:
         self._notifiers.append(notify)
 
+    def _gap(self, expected: int, msg: Message) -> None:
+        self.gaps += 1
+        self._on_gap(expected, msg)
+
     def apply(self, msg: Message) -> bool:
-        """Apply one message; False when it was a duplicate and was dropped."""
+        """Apply one message or part; True when a whole message was applied and notified.
+
+        False: a duplicate (dropped), or a part of a message not yet complete.
+        """
         position = int(msg["position"])
         prev = int(msg["prev_position"])
+        part = int(msg.get("part", 0))
+        parts = int(msg.get("parts", 1))
         if self.position is not None and position <= self.position:
             self.duplicates += 1
             return False
-        if self.position is not None and prev != self.position:
-            self.gaps += 1
-            self._on_gap(self.position, msg)
-        # Invariant 4: every invalidation of the message, then the notifications.
+        asm = self._assembly
+        if part == 0:
+            if asm is not None:
+                if asm.position == position:
+                    # The same message from its start: a resend after a committer crash.
+                    self.duplicates += len(asm.received)
+                else:
+                    self._gap(asm.position, msg)  # the earlier message never completed
+            if self.position is not None and prev != self.position:
+                self._gap(self.position, msg)
+            asm = self._assembly = _Assembly(position, parts)
+        elif asm is None or asm.position != position or part > len(asm.received):
+            if self.position is None and asm is None:
+                return False  # started mid-message: the next whole message is the baseline
+            self._gap(self.position if self.position is not None else prev, msg)
+            self._assembly = None
+            return False
+        elif part < len(asm.received):
+            self.duplicates += 1
+            return False
+        # Invariant 4: every invalidation (of this part, and of the parts before it), then the
+        # notifications once the message is whole.
         for entry in msg["invalidate"]:
             for invalidate in self._caches.get(entry["cache"], ()):
                 for key in entry["keys"]:
                     invalidate(tuple(key))
+        asm.received.append(msg)
+        if len(asm.received) < asm.parts:
+            return False
+        self._assembly = None
+        whole = msg if asm.parts == 1 else merge_parts(asm.received)
         self.position = position
+        self.last_message = whole
         for notify in self._notifiers:
-            notify(msg)
+            notify(whole)
         return True
 
 
@@ -288,6 +361,7 @@ class InvalidationClient(InvalidationApplier):
     ) -> None:
         super().__init__(start_position=start_position, on_gap=on_gap)
         self.topic = topic
+        self.malformed = 0
         config: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "group.id": f"roomstream-invalidations-{uuid.uuid4().hex[:12]}",
@@ -318,7 +392,8 @@ class InvalidationClient(InvalidationApplier):
                 continue
             try:
                 msg = decode_invalidation(record.value() or b"")
-            except ValueError as exc:
+            except MalformedMessage as exc:
+                self.malformed += 1
                 log.error("skipping offset %s of %s: %s", record.offset(), self.topic, exc)
                 continue
             try:
@@ -330,8 +405,8 @@ class InvalidationClient(InvalidationApplier):
                     TopicPartition(self.topic, record.partition() or 0, record.offset() or 0)
                 )
                 raise
-            if fresh:
-                applied.append(msg)
+            if fresh and self.last_message is not None:
+                applied.append(self.last_message)
         return applied
 
     def wait_for_position(self, position: int, timeout: float) -> bool:

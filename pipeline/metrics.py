@@ -51,6 +51,26 @@ CONSUMER_LAG = Gauge(
     ["stage", "partition"],
 )
 POSITION = Gauge("roomstream_stream_position", "Highest committed stream ordering")
+COMMITTER_RETRIES = Counter(
+    "roomstream_committer_retries_total",
+    "Committer attempts that failed and are retried, by reason",
+    ["reason"],  # database, kafka, publish, fenced
+)
+COMMITTER_STOPPED = Counter(
+    "roomstream_committer_stopped_total",
+    "Errors that stopped the committer because retrying cannot fix them, by reason",
+    ["reason"],  # schema, database, kafka, publish, or a retried reason past its bound
+)
+COMMITTER_GENERATION = Gauge(
+    "roomstream_committer_generation", "Fencing generation of this committer while active"
+)
+DIVERGENCES = Counter(
+    "roomstream_chunk_divergences_total",
+    "Chunks delivered again with other content than the one committed under their id",
+)
+SKIPPED_CHUNKS = Counter(
+    "roomstream_skipped_chunks_total", "Chunks delivered again and skipped (committed before)"
+)
 
 
 def serve(port: int) -> None:

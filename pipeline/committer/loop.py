@@ -3,33 +3,36 @@
 One committer is active; any other is a hot standby. The active one holds a session-level
 PostgreSQL advisory lock on the very connection it writes through, so if it dies (or its
 connection does) the lock goes with it, and a standby, polling ``pg_try_advisory_lock`` every
-second, takes over within seconds. The chunks topic's one partition is assigned directly, not
-through a consumer group: the lock alone decides who consumes, and the read position comes from
-PostgreSQL ("storing offsets outside Kafka"), so there is no rebalance to wait for and no
-second source of truth. The lock key derives from the topic prefix: committers of different
-prefixes do not stand by for each other.
+second, takes over within seconds. On taking the lock it takes the next fencing generation
+(db.fence), which every commit transaction checks: a committer that lost the lock without
+noticing cannot commit. The server ends a silent committer's session (pipeline.committer.
+connection), so a cut-off or paused committer releases the lock within ``IDLE_SESSION_S``.
+The chunks topic's one partition is assigned directly, not through a consumer group: the lock
+alone decides who consumes, and the read position comes from PostgreSQL ("storing offsets
+outside Kafka"). The lock key derives from the topic prefix.
 
-Each batch is committed in these steps:
+Each batch is committed in these steps (docs/committer.md says what a crash between each pair
+means):
 
 1. Poll up to ``commit_batch_max`` chunks (read_committed) from the offset stored in PostgreSQL.
-   A chunk that does not parse goes to the dead-letter topic (flushed before step 2).
-   Crash after 1: nothing was written; the next active committer polls the same chunks again.
-2. In ONE transaction: lock the stream position row and hand out contiguous stream orderings,
-   write every row of the batch, record the chunks as committed, the next offset to read, and
-   one outbox row per chunk (its invalidation message), then COMMIT.
-   Crash before the COMMIT: the transaction is rolled back; as after 1.
-   If the database refuses the batch's data (a constraint, a NUL character), the batch is
-   rolled back and its chunks go through steps 2–4 one at a time; the chunk refused alone is
-   dead-lettered with the database's reason and its offset committed, so the partition goes on.
-3. Publish the batch's outbox rows, in position order, to the invalidations topic with an
-   idempotent producer, and flush.
-   Crash between 2 and 3: rows are visible but not announced; the next active committer first
-   publishes every unsent outbox row (same position, same bytes), then goes on.
-4. Mark the outbox rows sent and COMMIT.
-   Crash between 3 and 4: the messages go out again at restart; consumers drop them, as a
-   message at or below their position is a duplicate.
+   A chunk that does not decode goes to the dead-letter topic (flushed before step 2).
+2. In ONE transaction: check the fencing generation, hand out contiguous stream orderings, write
+   every row of the batch, raise the rooms' chunk high-water marks, record the next offset to
+   read, and the batch's ONE invalidation message (as numbered parts when it is too large for
+   one record) in the outbox, then COMMIT. A chunk committed before is skipped when its content
+   is the same and reported as a divergence (and dead-lettered) when it is not. If the database
+   refuses the batch's data, the batch is rolled back and its chunks go through steps 2–4 one at
+   a time; the chunk refused alone is dead-lettered with the database's reason.
+3. Publish the outbox rows, in (position, part) order, with an idempotent producer; flush.
+4. Mark them sent and COMMIT.
 5. Tell Kafka the consumed offset too (asynchronously), for lag monitoring only.
-   Crash between 4 and 5: the Kafka-side offset lags; PostgreSQL's is the one that counts.
+
+Errors: the input's (a chunk that does not decode or that the database refuses) are
+dead-lettered and the committer goes on; the system's that may pass (a lost connection, a
+broker away) are retried, for at most ``give_up_s`` seconds without progress; those retrying
+cannot fix (an unknown schema, a message the topic refuses, a permission) stop the process
+with ``CommitterStopped``: a log line saying what to do, ``roomstream_committer_stopped_total``
+and exit status 2.
 
 Tests make the process crash at a named point with ``ROOMSTREAM_CRASH_AT=<point>`` (the
 process exits with ``os._exit(137)`` there): ``after_poll``, ``before_commit``,
@@ -40,7 +43,6 @@ resend, between publishing and marking sent).
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import logging
 import os
@@ -50,9 +52,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
 
-import orjson
 import psycopg2
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -64,17 +64,34 @@ from confluent_kafka import (
 )
 from confluent_kafka import Message as KafkaMessage
 
+from db.chunk_marks import chunk_seq, prune_committed, record_divergences
+from db.fence import Fenced, take_generation
 from db.migrate import check_schema
 from db.outbox import OutboxRow, load_offsets, mark_sent, prune_sent, unsent_outbox
-from db.writer import BatchResult, write_batch
+from db.writer import BatchResult, Change, Fence, write_batch
 from pipeline import metrics
+from pipeline.committer.connection import APPLICATION_NAME, PING_S, PgConnection, connect
+from pipeline.committer.dead_letter import dead_letter_value
+from pipeline.committer.errors import CommitterStopped, PublishError
 from pipeline.config import Settings
-from pipeline.invalidations import build_invalidation, encode_invalidation
-from pipeline.matrix.errors import RoomstreamError, UnknownRoomVersion
+from pipeline.errors import MalformedMessage, SchemaError
+from pipeline.invalidations import build_message
+from pipeline.matrix.errors import UnknownRoomVersion
 from pipeline.matrix.room_versions import room_version
 from pipeline.room.chunk import Chunk
+from topics import chunk as chunk_codec
+from topics.definitions import Topic
+from topics.invalidation import encode_parts
 
-__all__ = ["CRASH_POINTS", "Committer", "PublishError", "main", "run_committer"]
+__all__ = [
+    "APPLICATION_NAME",
+    "CRASH_POINTS",
+    "Committer",
+    "CommitterStopped",
+    "PublishError",
+    "main",
+    "run_committer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -87,22 +104,29 @@ CRASH_POINTS = (
     "after_mark_sent",
     "after_resend",
 )
-APPLICATION_NAME = "roomstream-committer"  # how operators find it in pg_stat_activity
-OUTBOX_KEEP = 10_000  # sent outbox rows kept for operators to look at
-IDLE_PING_S = 5.0  # how often an idle active committer checks its connection (and lock)
+OUTBOX_KEEP = 100_000  # positions of sent outbox rows kept for operators to look at
+PRUNE_EVERY = 100  # batches between prunings of the outbox and the committed-chunks window
+GIVE_UP_S = 300.0  # retrying without progress for this long stops the process
 # What the database (or psycopg2, before sending) raises for a chunk it cannot store: data it
-# refuses (a NUL character, a constraint), not a lost connection.
+# refuses (a NUL character, a constraint), or a chunk whose fields have the wrong shape.
 _UNWRITABLE = (
     psycopg2.IntegrityError,
     psycopg2.DataError,
     ValueError,
     KeyError,
     TypeError,
+    AttributeError,
+    IndexError,
 )
-
-
-class PublishError(RoomstreamError, RuntimeError):
-    """Invalidation messages could not be delivered; they stay unsent in the outbox."""
+# Delivery errors that resending the same bytes cannot fix.
+_PERMANENT_DELIVERY = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+    KafkaError.INVALID_MSG,
+    KafkaError._INVALID_ARG,
+}
 
 
 def lock_key(topic_prefix: str) -> int:
@@ -123,9 +147,16 @@ class CommitterStats:
     chunks: int = 0
     events: int = 0
     skipped_chunks: int = 0
+    divergences: int = 0
     dead_lettered: int = 0
     resent: int = 0
+    fenced: int = 0
     last_position: int = 0
+
+
+def build_parts(changes: Sequence[Change], position: int, prev_position: int) -> list[bytes]:
+    """The batch's invalidation message, encoded, in parts under the record size limit."""
+    return encode_parts(build_message(changes, position, prev_position))
 
 
 class Committer:
@@ -138,6 +169,8 @@ class Committer:
         *,
         poll_timeout: float = 0.2,
         standby_interval: float = 1.0,
+        give_up_s: float = GIVE_UP_S,
+        idle_session_s: int | None = None,
         crash_hook: Callable[[str], None] = _crash_from_env,
         on_active: Callable[[], None] | None = None,
         on_standby: Callable[[], None] | None = None,
@@ -146,57 +179,113 @@ class Committer:
         self.stop = stop
         self.poll_timeout = poll_timeout
         self.standby_interval = standby_interval
+        self.give_up_s = give_up_s
+        self.idle_session_s = idle_session_s
         self.crash = crash_hook
         self.on_active = on_active  # called once consuming, with the lock held
         self.on_standby = on_standby  # called when the lock is found taken
-        self.chunks_topic = settings.topic("chunks")
-        self.invalidations_topic = settings.topic("invalidations")
-        self.dead_letter_topic = settings.topic("dead-letter")
+        self.chunks_topic = settings.topic(Topic.CHUNKS)
+        self.invalidations_topic = settings.topic(Topic.INVALIDATIONS)
+        self.dead_letter_topic = settings.topic(Topic.DEAD_LETTER)
         self.lock_key = lock_key(settings.topic_prefix)
         self.active = False
+        self.fence: Fence | None = None
         self.stats = CommitterStats()
+        self._progress_at = time.monotonic()
 
     # ------------------------------------------------------------------ lifecycle
 
     def run(self) -> None:
         """Wait for the lock, then commit batches; on a lost connection go back to waiting.
 
-        A SchemaError (unknown or outdated schema) is raised at once: the committer refuses to
-        write to a database it does not understand.
+        Raises CommitterStopped for what retrying cannot fix (see the module docstring).
         """
         while not self.stop.is_set():
-            conn = None
+            conn: PgConnection | None = None
             try:
-                conn = psycopg2.connect(
-                    self.settings.database_url, application_name=APPLICATION_NAME
-                )
-                check_schema(conn)
-                conn.rollback()
+                conn = self._connect()
                 if not self._wait_for_lock(conn):
                     return
-                check_schema(conn)  # it may have been migrated while we waited
-                conn.commit()
                 self._run_active(conn)
-            except (psycopg2.OperationalError, psycopg2.InterfaceError, KafkaException) as exc:
-                log.warning("committer lost its connection (%s); retrying in 1 s", exc)
-                self.stop.wait(self.standby_interval)
+            except SchemaError as exc:
+                self._stopped("schema", str(exc))
+                raise
+            except psycopg2.ProgrammingError as exc:
+                raise self._stopped(
+                    "database",
+                    f"the database refused the committer's own statements ({exc}); check the "
+                    "role's privileges and that `roomstream db migrate` ran",
+                ) from exc
+            except Fenced as exc:
+                self.stats.fenced += 1
+                metrics.COMMITTER_RETRIES.labels("fenced").inc()
+                log.warning("%s", exc)
+                self._progress_at = time.monotonic()  # another committer is making progress
+            except (psycopg2.OperationalError, psycopg2.InterfaceError) as exc:
+                self._retry("database", f"committer lost its database connection ({exc})")
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.fatal():
+                    raise self._stopped("kafka", f"Kafka client failed for good: {err}") from exc
+                self._retry("kafka", f"Kafka error ({exc})")
             except PublishError as exc:
-                log.warning("%s; retrying in 1 s", exc)
-                self.stop.wait(self.standby_interval)
+                if exc.permanent:
+                    raise self._stopped("publish", str(exc)) from exc
+                self._retry("publish", str(exc))
             finally:
                 self.active = False
+                self.fence = None
                 if conn is not None:
                     conn.close()  # releases the advisory lock, if held
 
-    def _wait_for_lock(self, conn: Any) -> bool:
+    def _connect(self) -> PgConnection:
+        if self.idle_session_s is None:
+            conn = connect(self.settings.database_url)
+        else:
+            conn = connect(self.settings.database_url, idle_session_s=self.idle_session_s)
+        check_schema(conn)
+        conn.rollback()
+        return conn
+
+    def _retry(self, reason: str, what: str) -> None:
+        """Wait before the next attempt; stop once there was no progress for ``give_up_s``."""
+        metrics.COMMITTER_RETRIES.labels(reason).inc()
+        stalled = time.monotonic() - self._progress_at
+        if stalled > self.give_up_s:
+            raise self._stopped(
+                reason,
+                f"{what}; no progress for {stalled:.0f} s of retrying, giving up: fix the "
+                "cause and start the committer again",
+            )
+        log.warning("%s; retrying in %.0f s", what, self.standby_interval)
+        self.stop.wait(self.standby_interval)
+
+    def _stopped(self, reason: str, message: str) -> CommitterStopped:
+        metrics.COMMITTER_STOPPED.labels(reason).inc()
+        log.critical("committer stops: %s", message)
+        return CommitterStopped(reason, message)
+
+    def _wait_for_lock(self, conn: PgConnection) -> bool:
         waited = False
         while not self.stop.is_set():
             with conn.cursor() as cur:
                 cur.execute("SELECT pg_try_advisory_lock(%s)", (self.lock_key,))
                 row = cur.fetchone()
             conn.commit()
+            # A standby waiting is progress too: it must not give up while the active one works.
+            self._progress_at = time.monotonic()
             if row is not None and row[0]:
-                log.info("committer is active%s", " (took over)" if waited else "")
+                check_schema(conn)  # it may have been migrated while we waited
+                with conn.cursor() as cur:
+                    generation = take_generation(cur, self.lock_key)
+                conn.commit()
+                self.fence = Fence(self.lock_key, generation)
+                metrics.COMMITTER_GENERATION.set(generation)
+                log.info(
+                    "committer is active%s, generation %d",
+                    " (took over)" if waited else "",
+                    generation,
+                )
                 return True
             if not waited:
                 log.info("another committer is active; standing by")
@@ -206,7 +295,7 @@ class Committer:
             self.stop.wait(self.standby_interval)
         return False
 
-    def _run_active(self, conn: Any) -> None:
+    def _run_active(self, conn: PgConnection) -> None:
         self.active = True
         producer = Producer(
             {
@@ -216,7 +305,7 @@ class Committer:
                 "linger.ms": 5,
             }
         )
-        consumer: Any = None
+        consumer: Consumer | None = None
         try:
             self._resend_unsent(conn, producer)
             with conn.cursor() as cur:
@@ -242,12 +331,14 @@ class Committer:
                 if records:
                     self._commit_batch(conn, producer, consumer, records)
                     last_activity = time.monotonic()
-                elif time.monotonic() - last_activity > IDLE_PING_S:
-                    # A dead connection means the lock is gone too: find out while idle.
+                elif time.monotonic() - last_activity > PING_S:
+                    # The server ends a silent session (and with it the lock): keep talking,
+                    # and find out while idle if the connection is gone.
                     with conn.cursor() as cur:
                         cur.execute("SELECT 1")
                     conn.commit()
                     last_activity = time.monotonic()
+                self._progress_at = time.monotonic()
         finally:
             if consumer is not None:
                 consumer.close()
@@ -255,13 +346,12 @@ class Committer:
 
     # ------------------------------------------------------------------ one batch
 
-    def _commit_batch(
-        self, conn: Any, producer: Any, consumer: Any, records: Sequence[KafkaMessage]
-    ) -> None:
-        # Step 1: parse; what does not parse goes to the dead-letter topic.
+    def _decode(
+        self, producer: Producer, records: Sequence[KafkaMessage]
+    ) -> tuple[list[tuple[KafkaMessage, Chunk | None]], dict[tuple[str, int], int]]:
+        """Step 1: the records as chunks; what does not decode is dead-lettered (not flushed)."""
         items: list[tuple[KafkaMessage, Chunk | None]] = []
         next_offsets: dict[tuple[str, int], int] = {}
-        dead = 0
         for rec in records:
             err = rec.error()
             if err is not None:
@@ -276,27 +366,55 @@ class Committer:
             next_offsets[(topic, partition)] = offset + 1
             chunk: Chunk | None = None
             try:
-                parsed = Chunk.from_json(rec.value() or b"")
+                parsed = chunk_codec.decode(rec.value() or b"")
                 room_version(parsed.room_version)
+                chunk_seq(parsed)
                 chunk = parsed
-            except (ValueError, KeyError, TypeError, IndexError, UnknownRoomVersion) as exc:
+            except (
+                MalformedMessage,
+                ValueError,
+                KeyError,
+                TypeError,
+                IndexError,
+                AttributeError,
+                UnknownRoomVersion,
+            ) as exc:
                 self._dead_letter(producer, rec, f"chunk could not be read: {exc!r}")
-                dead += 1
             items.append((rec, chunk))
-        if dead:
+        return items, next_offsets
+
+    def _commit_batch(
+        self,
+        conn: PgConnection,
+        producer: Producer,
+        consumer: Consumer,
+        records: Sequence[KafkaMessage],
+    ) -> None:
+        dead_before = self.stats.dead_lettered
+        items, next_offsets = self._decode(producer, records)
+        if self.stats.dead_lettered > dead_before:
             self._flush(producer, "dead letters")
-            self.stats.dead_lettered += dead
-            metrics.DEAD_LETTERED.inc(dead)
         if not next_offsets:
             return
         self.crash("after_poll")
 
         # Step 2: one transaction.
-        chunks = [c for _, c in items if c is not None]
+        pairs = [(rec, c) for rec, c in items if c is not None]
+        chunks = [c for _, c in pairs]
         started = time.perf_counter()
         try:
             with conn.cursor() as cur:
-                result = write_batch(cur, chunks, next_offsets, _message_bytes)
+                result = write_batch(
+                    cur,
+                    chunks,
+                    next_offsets,
+                    build_parts,
+                    fence=self.fence,
+                    sources=[rec.offset() for rec, _ in pairs],
+                )
+                self._report_divergences(cur, producer, result, pairs)
+                if self.stats.batches % PRUNE_EVERY == 0:
+                    prune_committed(cur)
         except _UNWRITABLE as exc:
             conn.rollback()
             log.warning(
@@ -327,6 +445,37 @@ class Committer:
             if high is not None and high >= 0:
                 metrics.CONSUMER_LAG.labels("committer", str(p)).set(max(0, high - o))
 
+    def _report_divergences(
+        self,
+        cur: object,
+        producer: Producer,
+        result: BatchResult,
+        pairs: Sequence[tuple[KafkaMessage, Chunk]],
+    ) -> None:
+        """Record, log, count and dead-letter each chunk that diverged from the one committed.
+
+        The dead letters are flushed before the transaction commits, so a crash cannot lose
+        them: at worst they go out twice.
+        """
+        if not result.divergences:
+            return
+        record_divergences(cur, result.divergences)
+        by_offset = {rec.offset(): rec for rec, _ in pairs}
+        for d in result.divergences:
+            stored = d.stored_digest.hex()[:16] if d.stored_digest else "?"
+            reason = (
+                f"divergence: chunk {d.chunk.chunk_id} was committed before with other content "
+                f"(digest {stored}…, now {d.new_digest.hex()[:16]}…); it was not committed "
+                "again: the room processor's replay differs from its first run"
+            )
+            log.error("%s (offset %s of %s)", reason, d.source_offset, self.chunks_topic)
+            rec = by_offset.get(d.source_offset)
+            if rec is not None:
+                self._dead_letter(producer, rec, reason)
+        metrics.DIVERGENCES.inc(len(result.divergences))
+        self.stats.divergences += len(result.divergences)
+        self._flush(producer, "dead letters")
+
     def _count(self, result: BatchResult) -> None:
         events = sum(len(c.stream_orderings) for c in result.committed)
         metrics.COMMITTED_EVENTS.inc(events)
@@ -334,12 +483,24 @@ class Committer:
         self.stats.batches += 1
         self.stats.chunks += len(result.committed)
         self.stats.events += events
-        self.stats.skipped_chunks += len(result.skipped_chunk_ids)
-        if result.skipped_chunk_ids:
-            log.info("skipped %d chunk(s) committed before", len(result.skipped_chunk_ids))
+        skipped = len(result.skipped_chunk_ids) + len(result.unverified_chunk_ids)
+        self.stats.skipped_chunks += skipped
+        if skipped:
+            metrics.SKIPPED_CHUNKS.inc(skipped)
+            log.info("skipped %d chunk(s) committed before", skipped)
+        if result.unverified_chunk_ids:
+            log.warning(
+                "%d chunk(s) at or below their room's high-water are older than the window of "
+                "kept digests and were skipped unchecked: %s",
+                len(result.unverified_chunk_ids),
+                ", ".join(result.unverified_chunk_ids[:5]),
+            )
 
     def _commit_one_by_one(
-        self, conn: Any, producer: Any, items: Sequence[tuple[KafkaMessage, Chunk | None]]
+        self,
+        conn: PgConnection,
+        producer: Producer,
+        items: Sequence[tuple[KafkaMessage, Chunk | None]],
     ) -> None:
         """Steps 2–4 per chunk, so that one chunk the database refuses does not stop the rest.
 
@@ -352,30 +513,36 @@ class Committer:
             if chunk is not None:
                 try:
                     with conn.cursor() as cur:
-                        result = write_batch(cur, [chunk], offsets, _message_bytes)
+                        result = write_batch(
+                            cur,
+                            [chunk],
+                            offsets,
+                            build_parts,
+                            fence=self.fence,
+                            sources=[rec.offset()],
+                        )
+                        self._report_divergences(cur, producer, result, [(rec, chunk)])
                 except _UNWRITABLE as exc:
                     conn.rollback()
                     self._dead_letter(producer, rec, f"the database refused chunk: {exc!r}")
                     self._flush(producer, "dead letters")
-                    self.stats.dead_lettered += 1
-                    metrics.DEAD_LETTERED.inc()
             if result is None:
                 with conn.cursor() as cur:
-                    write_batch(cur, [], offsets)
+                    write_batch(cur, [], offsets, fence=self.fence)
             conn.commit()
             if result is not None:
                 self._count(result)
                 self._publish(producer, result.outbox)
                 self._mark_sent(conn, result.outbox)
 
-    def _resend_unsent(self, conn: Any, producer: Any) -> None:
+    def _resend_unsent(self, conn: PgConnection, producer: Producer) -> None:
         with conn.cursor() as cur:
             rows = unsent_outbox(cur)
         conn.commit()
         if not rows:
             return
         log.info(
-            "re-sending %d unsent invalidation message(s), positions %d–%d",
+            "re-sending %d unsent invalidation record(s), positions %d–%d",
             len(rows),
             rows[0].position,
             rows[-1].position,
@@ -385,61 +552,72 @@ class Committer:
         self._mark_sent(conn, rows)
         self.stats.resent += len(rows)
 
-    def _publish(self, producer: Any, rows: Sequence[OutboxRow]) -> None:
-        failures: list[str] = []
+    def _publish(self, producer: Producer, rows: Sequence[OutboxRow]) -> None:
+        failures: list[KafkaError] = []
 
-        def delivered(err: Any, msg: Any) -> None:
+        def delivered(err: KafkaError | None, msg: KafkaMessage) -> None:
             if err is not None:
-                failures.append(str(err))
+                failures.append(err)
 
         for row in rows:
-            producer.produce(
-                self.invalidations_topic,
-                key=row.room_id.encode(),
-                value=row.message,
-                on_delivery=delivered,
-            )
+            try:
+                producer.produce(
+                    self.invalidations_topic,
+                    key=row.room_id.encode() if row.room_id is not None else None,
+                    value=row.message,
+                    on_delivery=delivered,
+                )
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                permanent = isinstance(err, KafkaError) and err.code() in _PERMANENT_DELIVERY
+                raise PublishError(
+                    f"invalidation message at position {row.position} (part {row.part} of "
+                    f"{row.parts}, {len(row.message)} B) was refused by the producer: {exc}",
+                    permanent=permanent,
+                ) from exc
             producer.poll(0)
         self._flush(producer, "invalidation messages")
         if failures:
+            permanent = any(f.code() in _PERMANENT_DELIVERY or f.fatal() for f in failures)
             raise PublishError(
-                f"{len(failures)} invalidation message(s) to {self.invalidations_topic} failed "
-                f"({failures[0]}); they stay in the outbox and are re-sent"
+                f"{len(failures)} invalidation record(s) to {self.invalidations_topic} failed "
+                f"({failures[0]})"
+                + (
+                    ": resending cannot succeed; check the topic's settings "
+                    "(`roomstream topics apply`) and the client's permissions"
+                    if permanent
+                    else "; they stay in the outbox and are re-sent"
+                ),
+                permanent=permanent,
             )
         if rows:
             self.stats.last_position = rows[-1].position
             metrics.INVALIDATIONS_SENT.inc(len(rows))
 
-    def _flush(self, producer: Any, what: str) -> None:
+    def _flush(self, producer: Producer, what: str) -> None:
         left = producer.flush(30)
         if left:
             raise PublishError(f"{left} {what} still undelivered after 30 s")
 
-    def _mark_sent(self, conn: Any, rows: Sequence[OutboxRow]) -> None:
+    def _mark_sent(self, conn: PgConnection, rows: Sequence[OutboxRow]) -> None:
         if not rows:
             return
         with conn.cursor() as cur:
             mark_sent(cur, [r.position for r in rows])
-            prune_sent(cur, OUTBOX_KEEP)
+            if self.stats.batches % PRUNE_EVERY == 0:
+                prune_sent(cur, OUTBOX_KEEP)
         conn.commit()
 
-    def _dead_letter(self, producer: Any, rec: KafkaMessage, reason: str) -> None:
-        value = rec.value() or b""
-        key = rec.key()
-        doc: dict[str, Any] = {
-            "reason": reason,
-            "source": {"topic": rec.topic(), "partition": rec.partition(), "offset": rec.offset()},
-            "key": key.decode("utf-8", "replace") if key is not None else None,
-        }
-        try:
-            doc["value"] = value.decode("utf-8")
-        except UnicodeDecodeError:
-            doc["value_b64"] = base64.b64encode(value).decode()
+    def _dead_letter(self, producer: Producer, rec: KafkaMessage, reason: str) -> None:
         log.error("dead-lettering offset %d of %s: %s", rec.offset(), rec.topic(), reason)
-        producer.produce(self.dead_letter_topic, key=key, value=orjson.dumps(doc))
+        producer.produce(
+            self.dead_letter_topic, key=rec.key(), value=dead_letter_value(rec, reason)
+        )
+        self.stats.dead_lettered += 1
+        metrics.DEAD_LETTERED.inc()
 
 
-def _take_batch(consumer: Any, most: int, timeout: float) -> list[KafkaMessage]:
+def _take_batch(consumer: Consumer, most: int, timeout: float) -> list[KafkaMessage]:
     """Wait up to ``timeout`` for one record, then take what else is already fetched.
 
     A batch never waits to fill: under load records pile up while the previous batch commits,
@@ -454,16 +632,12 @@ def _take_batch(consumer: Any, most: int, timeout: float) -> list[KafkaMessage]:
     return [first, *rest]
 
 
-def _message_bytes(chunk: Chunk, orderings: Any, position: int, prev_position: int) -> bytes:
-    return encode_invalidation(build_invalidation(chunk, orderings, position, prev_position))
-
-
 def run_committer(settings: Settings, stop: threading.Event) -> None:
     Committer(settings, stop).run()
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
-    """``roomstream committer``: run until SIGTERM or SIGINT."""
+    """``roomstream committer``: run until SIGTERM or SIGINT; 2 when it had to stop."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     stop = threading.Event()
 
@@ -474,5 +648,9 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     metrics.serve(settings.metrics_port)
-    run_committer(settings, stop)
+    try:
+        run_committer(settings, stop)
+    except (CommitterStopped, SchemaError) as exc:
+        print(f"roomstream committer: {exc}", flush=True)
+        return 2
     return 0

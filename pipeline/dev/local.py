@@ -196,12 +196,14 @@ class InvalidationWatcher(threading.Thread):
                     body = orjson.loads(msg.value() or b"{}")
                     if body["position"] <= self.position:
                         continue
+                    for e in body["events"]:
+                        self.announced.setdefault(e["event_id"], now)
+                    if body.get("part", 0) < body.get("parts", 1) - 1:
+                        continue  # the position is reached with a split message's last part
                     self.position = body["position"]
                     self.messages += 1
                     self.first_at = self.first_at or now
                     self.last_at = now
-                    for e in body["events"]:
-                        self.announced.setdefault(e["event_id"], now)
         finally:
             consumer.close()
 

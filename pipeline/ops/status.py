@@ -157,6 +157,8 @@ class Status:
     dead_letters: DeadLetters
     committer: CommitterLock
     notes: tuple[str, ...] = field(default=())
+    divergences: int = 0  # chunk ids delivered again with other content (chunk_divergences)
+    last_divergence: str | None = None
 
     @property
     def last_position(self) -> int:
@@ -427,6 +429,11 @@ def collect_status(settings: Settings, *, top_rooms: int = 10, last_reasons: int
     notes: list[str] = []
     if not lock.active and (stages[1].lag or invalidations.unsent):
         notes.append("chunks are waiting and no committer is active: start `roomstream committer`")
+    if progress.divergences:
+        notes.append(
+            f"{progress.divergences} chunk(s) diverged from the content committed under their "
+            "id (table chunk_divergences; the chunks are in the dead-letter topic)"
+        )
     if stages[0].lag and all(p.next_offset is None for p in stages[0].partitions):
         notes.append("no room processor has committed an offset yet: start `roomstream worker`")
     return Status(
@@ -439,6 +446,8 @@ def collect_status(settings: Settings, *, top_rooms: int = 10, last_reasons: int
         dead,
         lock,
         tuple(notes),
+        progress.divergences,
+        progress.last_divergence,
     )
 
 
@@ -490,6 +499,10 @@ def render_text(status: Status) -> str:
     else:
         out.append("committer        none active")
     out.append(f"last position    {status.last_position}")
+    out.append(
+        f"divergences      {status.divergences}"
+        + (f" (newest: chunk {status.last_divergence})" if status.last_divergence else "")
+    )
     p = status.parked
     out.append(f"parked events    {p.total}" + (f" in {p.rooms} room(s)" if p.rooms else ""))
     out.extend(f"  {n:>8}  {room}" for room, n in p.top)

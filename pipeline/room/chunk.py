@@ -12,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 StateRow = tuple[str, str, str]
 """(type, state_key, event_id)."""
 
@@ -75,52 +73,3 @@ class Chunk:
     redactions: tuple[Redaction, ...] = ()
     creator: str | None = None  # set on the chunk that holds the create event
     meta: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, data: bytes | str) -> Chunk:
-        """The committer's reader until it decodes with ``topics.chunk`` (which owns the format)."""
-        d = orjson.loads(data)
-        fe = d.get("forward_extremities", {})
-        cs = d.get("current_state", {})
-        return cls(
-            chunk_id=d["chunk_id"],
-            room_id=d["room_id"],
-            room_version=d["room_version"],
-            creator=d.get("creator"),
-            events=tuple(
-                ChunkEvent(
-                    event_id=e["event_id"],
-                    format_version=e["format_version"],
-                    pdu=e["pdu"],
-                    rejected=e["rejected"],
-                    soft_failed=e["soft_failed"],
-                    state_group=e["state_group"],
-                    received_ts=e.get("received_ts"),
-                    outlier=e.get("outlier", False),
-                )
-                for e in d["events"]
-            ),
-            state_groups=tuple(
-                StateGroup(
-                    id=g["id"],
-                    event_id=g["event_id"],
-                    prev_group=g["prev_group"],
-                    delta=tuple((r[0], r[1], r[2]) for r in g["delta"]),
-                )
-                for g in d.get("state_groups", ())
-            ),
-            forward_extremities_added=tuple(fe.get("added", ())),
-            forward_extremities_removed=tuple(fe.get("removed", ())),
-            current_state_set=tuple(
-                CurrentStateRow(r[0], r[1], r[2], r[3]) for r in cs.get("set", ())
-            ),
-            current_state_removed=tuple((k[0], k[1]) for k in cs.get("removed", ())),
-            memberships=tuple(
-                Membership(m["event_id"], m["user_id"], m["sender"], m["membership"])
-                for m in d.get("memberships", ())
-            ),
-            redactions=tuple(
-                Redaction(r["event_id"], r["redacts"]) for r in d.get("redactions", ())
-            ),
-            meta=d.get("meta", {}),
-        )

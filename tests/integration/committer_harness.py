@@ -31,7 +31,13 @@ def crash_at(point: str) -> Callable[[str], None]:
 
 
 def produce(settings: Settings, chunks: Iterable[Chunk | bytes]) -> None:
-    p = Producer({"bootstrap.servers": settings.kafka_bootstrap, "enable.idempotence": True})
+    p = Producer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "enable.idempotence": True,
+            "message.max.bytes": 16 * 1024 * 1024,  # the chunks topic's limit
+        }
+    )
     for c in chunks:
         if isinstance(c, Chunk):
             p.produce(

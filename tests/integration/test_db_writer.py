@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -10,9 +11,9 @@ import psycopg2
 import pytest
 
 from db.outbox import CommitterProgress, committer_progress, mark_sent, unsent_outbox
-from db.writer import BatchResult, write_batch
+from db.writer import BatchResult, Change, write_batch
 from pipeline.config import Settings
-from pipeline.invalidations import build_invalidation, encode_invalidation
+from pipeline.invalidations import build_message, decode_invalidation, encode_parts
 from pipeline.room.chunk import Chunk
 from tests.integration._chunks import RoomSim, member, msg, state
 
@@ -26,8 +27,8 @@ def conn(settings: Settings) -> Iterator[Any]:
     c.close()
 
 
-def message(chunk: Chunk, orderings: Mapping[str, int], position: int, prev: int) -> bytes:
-    return encode_invalidation(build_invalidation(chunk, orderings, position, prev))
+def message(changes: Sequence[Change], position: int, prev: int) -> list[bytes]:
+    return encode_parts(build_message(changes, position, prev))
 
 
 def commit(conn: Any, chunks: Sequence[Chunk], offset: int | None = None) -> BatchResult:
@@ -73,9 +74,11 @@ def test_outbox_messages_chain_positions_and_position_is_the_highest_ordering(co
     first = commit(conn, [a.create_chunk(), b.create_chunk()])
     second = commit(conn, [a.chunk(msg(a.creator), msg(a.creator), msg(a.creator))])
     outbox = first.outbox + second.outbox
-    assert [(o.prev_position, o.position) for o in outbox] == [(0, 2), (2, 4), (4, 7)]
+    # One message per transaction, whatever the number of chunks and rooms in it.
+    assert [(o.prev_position, o.position) for o in outbox] == [(0, 4), (4, 7)]
     stored = rows(conn, "SELECT position, prev_position, sent FROM invalidation_outbox ORDER BY 1")
-    assert stored == [(2, 0, False), (4, 2, False), (7, 4, False)]
+    assert stored == [(4, 0, False), (7, 4, False)]
+    assert orjson.loads(outbox[0].message)["rooms"] == ["!a:example.org", "!b:example.org"]
     last = orjson.loads(outbox[-1].message)
     assert [e["stream_ordering"] for e in last["events"]] == [5, 6, 7]
     assert last["position"] == 7 and last["prev_position"] == 4
@@ -91,7 +94,7 @@ def test_invariant_3_a_redelivered_chunk_is_not_stored_twice(conn: Any) -> None:
     assert again.outbox == []
     assert rows(conn, "SELECT count(*) FROM events") == [(4,)]
     assert rows(conn, "SELECT count(*) FROM event_json") == [(4,)]
-    assert rows(conn, "SELECT count(*) FROM invalidation_outbox") == [(2,)]
+    assert rows(conn, "SELECT count(*) FROM invalidation_outbox") == [(1,)]
     assert rows(conn, "SELECT stream_id FROM stream_positions") == [(4,)]
     # The offset still moves on, so the replayed chunks are not read a third time.
     assert rows(conn, "SELECT next_offset FROM committer_offsets") == [(4,)]
@@ -111,12 +114,12 @@ def test_an_event_already_stored_gets_no_second_stream_ordering(conn: Any) -> No
     commit(conn, [create])
     # The same events under another chunk id (a processor replayed with other chunking).
     renamed = Chunk(
-        chunk_id="!r:example.org/other",
+        chunk_id="!r:example.org/2",
         room_id=create.room_id,
         room_version=create.room_version,
         events=create.events,
     )
-    nxt = room.chunk(msg(room.creator))
+    nxt = replace(room.chunk(msg(room.creator)), chunk_id="!r:example.org/3")
     result = commit(conn, [renamed, nxt])
     assert sorted(result.skipped_event_ids) == sorted(e.event_id for e in create.events)
     assert [c.position for c in result.committed] == [None, 3]
@@ -203,7 +206,7 @@ def test_current_state_removal_deletes_the_row(conn: Any) -> None:
     named = room.chunk(state("m.room.name", room.creator, {"name": "x"}))
     commit(conn, [create, named])
     drop = Chunk(
-        chunk_id="!r:example.org/drop",
+        chunk_id="!r:example.org/3",
         room_id=room.room_id,
         room_version="10",
         events=room.chunk(msg(room.creator)).events,
@@ -263,11 +266,8 @@ def test_text_is_stored_exactly_whatever_characters_it_holds(conn: Any, text: st
     got = rows(conn, "SELECT state_key FROM state_groups_state WHERE event_id = %s", eid)
     assert got == [(text,)]
     (message,) = rows(conn, "SELECT message FROM invalidation_outbox WHERE position = 3")
-    assert bytes(message[0]) == commit_message_of(odd, 3, 2)
-
-
-def commit_message_of(chunk: Chunk, position: int, prev: int) -> bytes:
-    return message(chunk, {chunk.events[0].event_id: position}, position, prev)
+    announced = decode_invalidation(bytes(message[0]))["events"]
+    assert [(e["event_id"], e["state_key"]) for e in announced][-1] == (eid, text)
 
 
 def test_a_nul_character_is_refused_before_anything_is_written(conn: Any) -> None:

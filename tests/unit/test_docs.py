@@ -67,7 +67,7 @@ DECODERS: dict[str, Callable[[bytes], Any]] = {
 }
 
 # Pages the index links to that are written alongside this set; delete the list once they exist.
-PENDING_PAGES = {"invalidations.md", "synapse-parity.md"}
+PENDING_PAGES = {"synapse-parity.md"}
 
 
 _EXAMPLE = re.compile(r"<!-- example: ([\w-]+) -->\s*\n```json\n(.*?)\n```", re.DOTALL)

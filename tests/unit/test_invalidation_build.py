@@ -1,4 +1,4 @@
-"""build_invalidation: one message per change, DESIGN.md's shape, every touched cache once."""
+"""build_invalidation and build_message: DESIGN.md's shape, every touched cache once."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.invalidations import build_invalidation, decode_invalidation, format_for_tail
+from pipeline.errors import MalformedMessage
+from pipeline.invalidations import (
+    build_invalidation,
+    decode_invalidation,
+    encode_parts,
+    format_for_tail,
+)
 from pipeline.room.chunk import (
     Chunk,
     ChunkEvent,
@@ -74,17 +80,19 @@ def test_message_has_the_design_fields_and_position() -> None:
     msg = build_invalidation(c, {"$a": 11, "$b": 12}, 12, 10)
     assert msg["position"] == 12
     assert msg["prev_position"] == 10
-    assert msg["room_id"] == ROOM
+    assert msg["rooms"] == [ROOM]
     assert [e["stream_ordering"] for e in msg["events"]] == [11, 12]
     assert msg["events"][0] == {
         "event_id": "$a",
+        "room_id": ROOM,
         "stream_ordering": 11,
         "type": "m.room.message",
         "state_key": None,
         "sender": "@a:example.org",
     }
-    # It survives the wire.
-    assert decode_invalidation(orjson.dumps(msg)) == msg
+    # It survives the wire, as one part.
+    (data,) = encode_parts(msg)
+    assert decode_invalidation(data) == {**msg, "part": 0, "parts": 1}
 
 
 @pytest.mark.parametrize(
@@ -217,18 +225,18 @@ def test_format_for_tail_names_position_room_events_and_caches() -> None:
 
 
 @pytest.mark.parametrize(
-    "missing", ["position", "prev_position", "room_id", "events", "invalidate"]
+    "missing", ["position", "prev_position", "part", "parts", "rooms", "events", "invalidate"]
 )
 def test_decode_rejects_a_message_without_a_design_field(missing: str) -> None:
-    msg = build_invalidation(chunk(ev("$m")), {"$m": 1}, 1, 0)
+    msg = orjson.loads(encode_parts(build_invalidation(chunk(ev("$m")), {"$m": 1}, 1, 0))[0])
     del msg[missing]
-    with pytest.raises(ValueError, match=missing):
+    with pytest.raises(MalformedMessage, match=missing):
         decode_invalidation(orjson.dumps(msg))
 
 
 @pytest.mark.parametrize(
     ("position", "prev", "says"),
-    [(11, 10, "not its highest stream ordering"), (12, 12, "not after prev_position")],
+    [(11, 10, "not their highest stream ordering"), (12, 12, "not after prev_position")],
 )
 def test_position_must_be_the_highest_ordering_and_after_prev(
     position: int, prev: int, says: str

@@ -61,13 +61,6 @@ def test_the_bytes_group_extremities_and_current_state_as_the_format_says(chunk:
     assert [e["event_id"] for e in doc["events"]] == [e.event_id for e in chunk.events]
 
 
-@pytest.mark.parametrize("chunk", CHUNKS, ids=["create", "message", "leave"])
-def test_chunks_written_before_the_codec_still_decode(chunk: Chunk) -> None:
-    # The reader the committer had before the codec existed reads the codec's bytes, and the
-    # codec reads that reader's format (its bytes are the same).
-    assert Chunk.from_json(chunk_codec.encode(chunk)) == chunk
-
-
 def _without(path: list[str | int]) -> bytes:
     doc = orjson.loads(chunk_codec.encode(CHUNKS[0]))
     target = doc

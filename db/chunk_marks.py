@@ -1,0 +1,136 @@
+"""Which chunks were committed: a per-room high-water plus a window of recent chunk digests.
+
+Chunk ids are ``<room_id>/<n>`` with ``n`` increasing per room, so the highest ``n`` committed
+per room (``room_chunk_marks``) says whether a chunk was committed, in bounded space. Each
+chunk's content digest is kept with it: the room's last one in the mark, recent ones in
+``committed_chunks`` (pruned to a window of stream positions). A chunk delivered again is
+compared with what was committed: the same content is a replay and is skipped; other content is
+a divergence, recorded in ``chunk_divergences`` and reported, never skipped silently.
+
+The digest covers what the chunk makes of its inputs (events and their outcome, state groups,
+current state, extremities, memberships, redactions), not when it was received.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from psycopg2.extras import execute_values
+
+from pipeline.room.chunk import Chunk
+
+__all__ = [
+    "COMMITTED_WINDOW",
+    "Divergence",
+    "Mark",
+    "chunk_digest",
+    "chunk_seq",
+    "load_marks",
+    "prune_committed",
+    "record_divergences",
+    "store_marks",
+    "stored_digests",
+]
+
+COMMITTED_WINDOW = 1_000_000  # stream positions of committed_chunks kept for comparison
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    last_seq: int
+    last_digest: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    chunk: Chunk
+    stored_digest: bytes | None
+    new_digest: bytes
+    source_offset: int | None
+
+
+def chunk_seq(chunk: Chunk) -> int:
+    """The ``n`` of chunk id ``<room_id>/<n>``; ValueError when the id is not of that form."""
+    room, sep, n = chunk.chunk_id.rpartition("/")
+    if not sep or room != chunk.room_id or not n.isdigit():
+        raise ValueError(
+            f"chunk id {chunk.chunk_id!r} is not <room_id>/<n> for room {chunk.room_id!r}"
+        )
+    return int(n)
+
+
+def chunk_digest(chunk: Chunk) -> bytes:
+    """SHA-256 over the chunk's content, received timestamps and ``meta`` left out."""
+    content = (
+        chunk.room_id,
+        chunk.room_version,
+        [(e.event_id, e.rejected, e.soft_failed, e.state_group, e.outlier) for e in chunk.events],
+        [(g.id, g.event_id, g.prev_group, g.delta) for g in chunk.state_groups],
+        chunk.forward_extremities_added,
+        chunk.forward_extremities_removed,
+        [(r.type, r.state_key, r.event_id, r.membership) for r in chunk.current_state_set],
+        chunk.current_state_removed,
+        [(m.event_id, m.user_id, m.sender, m.membership) for m in chunk.memberships],
+        [(r.event_id, r.redacts) for r in chunk.redactions],
+    )
+    return hashlib.sha256(orjson.dumps(content)).digest()
+
+
+def load_marks(cur: Any, rooms: Iterable[str]) -> dict[str, Mark]:
+    cur.execute(
+        "SELECT room_id, last_seq, last_digest FROM room_chunk_marks WHERE room_id = ANY(%s)",
+        (list(rooms),),
+    )
+    return {r: Mark(int(s), None if d is None else bytes(d)) for r, s, d in cur.fetchall()}
+
+
+def stored_digests(cur: Any, chunk_ids: Sequence[str]) -> dict[str, bytes | None]:
+    """The digests of those of ``chunk_ids`` still in the window of recent chunks."""
+    if not chunk_ids:
+        return {}
+    cur.execute(
+        "SELECT chunk_id, digest FROM committed_chunks WHERE chunk_id = ANY(%s)", (list(chunk_ids),)
+    )
+    return {c: None if d is None else bytes(d) for c, d in cur.fetchall()}
+
+
+def store_marks(cur: Any, marks: Mapping[str, tuple[int, bytes]]) -> None:
+    """Raise each room's high-water to (seq, digest)."""
+    if not marks:
+        return
+    execute_values(
+        cur,
+        "INSERT INTO room_chunk_marks (room_id, last_seq, last_digest) VALUES %s "
+        "ON CONFLICT (room_id) DO UPDATE SET last_seq = EXCLUDED.last_seq, "
+        "last_digest = EXCLUDED.last_digest WHERE room_chunk_marks.last_seq < EXCLUDED.last_seq",
+        [(r, s, d) for r, (s, d) in marks.items()],
+        page_size=1000,
+    )
+
+
+def record_divergences(cur: Any, found: Sequence[Divergence]) -> None:
+    if not found:
+        return
+    execute_values(
+        cur,
+        "INSERT INTO chunk_divergences "
+        "(chunk_id, room_id, stored_digest, new_digest, source_offset) VALUES %s",
+        [
+            (d.chunk.chunk_id, d.chunk.room_id, d.stored_digest, d.new_digest, d.source_offset)
+            for d in found
+        ],
+    )
+
+
+def prune_committed(cur: Any, window: int = COMMITTED_WINDOW) -> int:
+    """Drop committed_chunks rows older than ``window`` stream positions; the count dropped."""
+    cur.execute(
+        "DELETE FROM committed_chunks WHERE committed_at <= ("
+        " SELECT stream_id FROM stream_positions WHERE stream_name = 'events') - %s",
+        (window,),
+    )
+    return int(cur.rowcount)

@@ -1,0 +1,180 @@
+"""The invalidation message codec: encoding (split into parts under a size limit) and decoding.
+
+Wire format (contract: DESIGN.md, 'Messages'; consumers' rules: docs/invalidations.md). One
+message per committer transaction that stored events; a message whose encoding would exceed
+``PART_LIMIT`` bytes is sent as several parts with the same ``position`` and ``prev_position``,
+numbered ``part`` = 0 .. ``parts`` - 1, in that order. Every part carries the message's
+``rooms``; ``events`` and ``invalidate`` entries are spread over the parts (a cache's keys may be
+spread too), invalidations before events. A consumer has the whole message once it has every
+part; it may apply each part's invalidations as the part arrives, but notifies only after the
+last part.
+
+``decode_invalidation`` checks the shape of every field it hands on and raises
+``MalformedMessage`` naming the field; it never returns half-checked data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from pipeline.errors import MalformedMessage
+
+__all__ = [
+    "PART_LIMIT",
+    "Message",
+    "decode_invalidation",
+    "encode_invalidation",
+    "encode_parts",
+    "merge_parts",
+]
+
+Message = dict[str, Any]
+
+# Well below Kafka's default 1 MB record limit (the broker's message.max.bytes and the topic's
+# max.message.bytes, 1,048,588 bytes), with room for the record's headers and framing.
+PART_LIMIT = 512 * 1024
+
+_FORMAT = "invalidation"
+_ENVELOPE = ("position", "prev_position", "part", "parts", "rooms")
+
+
+def encode_invalidation(message: Mapping[str, Any]) -> bytes:
+    """One message or part as JSON bytes, exactly as given."""
+    return orjson.dumps(message)
+
+
+def encode_parts(message: Mapping[str, Any], limit: int = PART_LIMIT) -> list[bytes]:
+    """``message`` (without ``part``/``parts``) as one or more encoded parts, each ≤ ``limit``.
+
+    Raises ValueError if one single entry (an event or a cache key) is larger than a part can
+    hold; entries are bounded far below any sensible limit (event IDs, user IDs, room IDs).
+    """
+    whole = encode_invalidation({**message, "part": 0, "parts": 1})
+    if len(whole) <= limit:
+        return [whole]
+    envelope = {
+        "position": message["position"],
+        "prev_position": message["prev_position"],
+        "part": 0,
+        "parts": 1,
+        "rooms": message["rooms"],
+        "invalidate": [],
+        "events": [],
+    }
+    # The envelope with the largest part numbers it could carry, plus slack for separators.
+    base = len(encode_invalidation({**envelope, "part": 10**6, "parts": 10**6})) + 16
+    budget = limit - base
+    parts: list[tuple[list[dict[str, Any]], list[Any]]] = []
+    inv: list[dict[str, Any]] = []
+    events: list[Any] = []
+    used = 0
+
+    def new_part() -> None:
+        nonlocal inv, events, used
+        if inv or events:
+            parts.append((inv, events))
+        inv, events, used = [], [], 0
+
+    for entry in message["invalidate"]:
+        cache = entry["cache"]
+        head = len(encode_invalidation({"cache": cache, "keys": []})) + 1
+        current: dict[str, Any] | None = None
+        for key in entry["keys"]:
+            size = len(encode_invalidation(key)) + 1
+            if head + size > budget:
+                raise ValueError(f"one key of cache {cache} is larger than a part ({limit} B)")
+            if used + size + (head if current is None else 0) > budget:
+                new_part()
+                current = None
+            if current is None:
+                current = {"cache": cache, "keys": []}
+                inv.append(current)
+                used += head
+            current["keys"].append(key)
+            used += size
+    for ev in message["events"]:
+        size = len(encode_invalidation(ev)) + 1
+        if size > budget:
+            raise ValueError(f"one event entry is larger than a part ({limit} B)")
+        if used + size > budget:
+            new_part()
+        events.append(ev)
+        used += size
+    new_part()
+    out = []
+    for i, (p_inv, p_events) in enumerate(parts):
+        body = {**envelope, "part": i, "parts": len(parts), "invalidate": p_inv, "events": p_events}
+        data = encode_invalidation(body)
+        if len(data) > limit:  # the accounting above is conservative; this is its check
+            raise ValueError(f"part {i} of position {message['position']} is {len(data)} B")
+        out.append(data)
+    return out
+
+
+def _need(cond: bool, reason: str) -> None:
+    if not cond:
+        raise MalformedMessage(_FORMAT, reason)
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def decode_invalidation(data: bytes | str) -> Message:
+    """Parse and check one message (or part); raise MalformedMessage naming the bad field."""
+    try:
+        msg = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedMessage(_FORMAT, f"not JSON ({exc}): {data[:80]!r}") from None
+    _need(isinstance(msg, dict), f"not a JSON object: {data[:80]!r}")
+    for name in (*_ENVELOPE, "events", "invalidate"):
+        _need(name in msg, f"lacks {name!r}: {data[:80]!r}")
+    position, prev, part, parts = msg["position"], msg["prev_position"], msg["part"], msg["parts"]
+    _need(_is_int(position) and _is_int(prev), "position and prev_position must be integers")
+    _need(prev < position, f"prev_position {prev} is not below position {position}")
+    _need(_is_int(parts) and parts >= 1, f"parts must be a positive integer, not {parts!r}")
+    _need(_is_int(part) and 0 <= part < parts, f"part must be in 0..{parts - 1}, not {part!r}")
+    rooms = msg["rooms"]
+    _need(
+        isinstance(rooms, list) and all(isinstance(r, str) for r in rooms),
+        "rooms must be a list of room IDs",
+    )
+    events = msg["events"]
+    _need(isinstance(events, list), "events must be a list")
+    for e in events:
+        _need(
+            isinstance(e, dict)
+            and isinstance(e.get("event_id"), str)
+            and isinstance(e.get("room_id"), str)
+            and _is_int(e.get("stream_ordering")),
+            f"an event lacks event_id, room_id or an integer stream_ordering: {e!r:.80}",
+        )
+    invalidate = msg["invalidate"]
+    _need(isinstance(invalidate, list), "invalidate must be a list")
+    for entry in invalidate:
+        _need(
+            isinstance(entry, dict)
+            and isinstance(entry.get("cache"), str)
+            and isinstance(entry.get("keys"), list)
+            and all(isinstance(k, list) for k in entry["keys"]),
+            f"an invalidate entry is not {{cache, keys: [[...]]}}: {entry!r:.80}",
+        )
+    checked: Message = msg
+    return checked
+
+
+def merge_parts(parts: Sequence[Message]) -> Message:
+    """The whole message from its parts (in order): events and invalidations concatenated."""
+    first = parts[0]
+    return {
+        "position": first["position"],
+        "prev_position": first["prev_position"],
+        "part": 0,
+        "parts": 1,
+        "rooms": first["rooms"],
+        "events": [e for p in parts for e in p["events"]],
+        "invalidate": [i for p in parts for i in p["invalidate"]],
+    }
