@@ -18,7 +18,7 @@
     ├── TopicDrift                           existing topics differ from their definitions
     ├── MalformedMessage(ValueError)         a message on a topic does not decode; names the field
     ├── SchemaError                          the database schema is missing, newer or unknown
-    ├── ProcessingFailed                     [pipeline.worker.app] a room's processing raised
+    ├── WorkerStopped                        [pipeline.worker.faults] the system failed; it stops
     ├── PublishError(RuntimeError)           [pipeline.committer.errors] the broker refused
     ├── CommitterStopped                     [pipeline.committer.errors] retrying cannot help
     ├── Fenced                               [db.fence] another committer took over

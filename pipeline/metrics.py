@@ -72,6 +72,24 @@ SKIPPED_CHUNKS = Counter(
     "roomstream_skipped_chunks_total", "Chunks delivered again and skipped (committed before)"
 )
 
+WORKER_RETRIES = Counter(
+    "roomstream_worker_retries_total",
+    "Worker operations that failed and are retried, by reason",
+    ["reason"],  # send, resolve_pool, marks
+)
+WORKER_STOPPED = Counter(
+    "roomstream_worker_stopped_total",
+    "Errors not of the input that stopped a worker, by reason",
+    ["reason"],  # send, delivery, processing, paused, resolve_pool
+)
+WORKER_READY = Gauge(
+    "roomstream_worker_ready", "1 while the worker owns its partitions and processes them"
+)
+STALE_ROOMS = Counter(
+    "roomstream_worker_stale_rooms_total",
+    "Rooms whose stored processing state was behind the chunks PostgreSQL committed",
+)
+
 
 def serve(port: int) -> None:
     """Serve /metrics on 127.0.0.1:``port`` in a background thread; 0 serves nothing."""

@@ -1,37 +1,26 @@
-"""The room processor worker: a faust app around ``pipeline.room.processor.RoomProcessor``.
+"""The room processor worker: the faust agent and the parts it wires together.
 
-What it holds (and nothing else): routing, per-room queues, offsets, retries, the table.
+    routing      which partition owns a room; forward, dead-letter or queue each input
+    scheduling   per-room queues and jobs, when state is stored, when inputs are acked
+    processing   a job in a processing thread: the pure room processor, outputs serialised
+    room_threads the threads that run jobs off the event loop
+    resolve_pool large state resolutions in other processes
+    emit         send, wait for the broker, store, then ack
+    room_state   the changelogged rooms table and the processors kept in memory
+    expiry       parked events of idle rooms expired on a timer
+    high_water   the room's state checked against what PostgreSQL committed
+    lifecycle    lifecycle logs, readiness, the ownership fence, the exit code
+    faults       whose fault an error is; bounded retries
+    faust_app    the faust app's settings
 
-1. One agent reads ``<prefix>.pdus``. An input whose room's owner partition (Java's murmur2 of the
-   room ID, as aiokafka and faust partition) is not the partition it was read from is forwarded
-   there unchanged and acked: one owner per room whatever partitioner the producer used.
-2. Inputs that name no room (bad JSON, no room_id) go to ``<prefix>.dead-letter`` with a reason.
-3. Everything else is queued on its room. A room with queued inputs and no job under way sends
-   them, as one job, to a few long-lived processing threads (``room_threads``), which
-   run the pure processor off the event loop: one room's slow state resolution holds one thread
-   while the others go on with the other rooms, of any partition. Each input of a job is still
-   processed on its own (one chunk each, as a replay would). A large state resolution goes
-   further, to a process of its own (``resolve_pool``): in a thread it would hold the
-   interpreter's lock and slow every other room down with it.
-4. Per job, back on the loop: send its chunks and dead letters and wait for the broker's
-   acknowledgement; then the room's next job may start. The room's inputs stay unacked until
-   its state is stored in the ``rooms`` table (the changelog record handed to the producer),
-   then they are acked. The state is stored as a record and append-only segments
-   (``pipeline.room.storage``), so a store writes what is new, not the room's history. A job
-   ends with the room's state when the room's first unstored input
-   is ``STORE_INTERVAL_S`` old, when ``MAX_UNSTORED`` inputs wait, or when a rebalance or a stop
-   waits; an idle room due a store gets a job of its own. So a room that sees an input every few
-   milliseconds writes its state a few times a second, not per input, while chunks still leave
-   as soon as each input is processed. faust commits an offset
-   only once every input before it is acked, and flushes the producer first.
+The agent reads ``<prefix>.pdus`` and hands each input to ``routing``; a room's inputs queue in
+``scheduling``, whose jobs run in ``room_threads``; their outputs go through ``emit``. One slow
+room holds one processing thread while the others go on with the other rooms, of any partition.
 
 Crash at any point: every input the last stored state does not cover is unacked, so it is
-delivered again and processed against that state. Processing is deterministic, so it yields the
-same chunk (same chunk id, same state group ids), which the committer drops as already
-committed; an input whose state change was stored is a duplicate to the processor and yields
-nothing. Nothing is lost and nothing takes effect twice.
-On revocation faust waits until every input taken is acked (``stream_wait_empty``), so the next
-owner never starts from a state older than chunks already sent.
+delivered again and processed against that state, with the same outcome. On revocation faust
+waits until every input taken is acked (``stream_wait_empty``), so the next owner never starts
+from a state older than chunks already sent.
 """
 
 from __future__ import annotations
@@ -41,111 +30,42 @@ import logging
 import os
 import socket
 import time
-from collections import OrderedDict, deque
 from collections.abc import Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import faust
-import orjson
-from aiokafka.partitioner import murmur2
 
 from pipeline import metrics
 from pipeline.config import Settings
-from pipeline.errors import MalformedMessage, RoomstreamError
-from pipeline.room import storage
 from pipeline.room.parking import ParkingBudget, ParkingLimits
-from pipeline.room.processor import (
-    DeadLetter,
-    Incoming,
-    ProcessorConfig,
-    RoomProcessor,
-)
+from pipeline.room.processor import ProcessorConfig
+from pipeline.worker import dead_letters, expiry, lifecycle
+from pipeline.worker.emit import Outputs, Sender
+from pipeline.worker.faults import WorkerStopped
+from pipeline.worker.faust_app import MAX_RECORD_BYTES, group_id, instance_id, make_app
+from pipeline.worker.high_water import PgHighWaters
+from pipeline.worker.lifecycle import EXIT_STOPPED, Lifecycle
+from pipeline.worker.processing import Processed, Processing, Work
 from pipeline.worker.resolve_pool import ResolvePool, pooled_resolver
+from pipeline.worker.room_state import RoomStates
 from pipeline.worker.room_threads import JobThreads
-from topics import chunk as chunk_codec
-from topics import dead_letter, pdu_input
+from pipeline.worker.routing import Forward, Owners, Unroutable, owner_partition, route
+from pipeline.worker.scheduling import Input, Job, Scheduler
 from topics.definitions import Topic
+
+__all__ = ["Worker", "main", "owner_partition"]
 
 log = logging.getLogger("roomstream.worker")
 
-# Inputs queued in rooms but not processed yet; the agent waits above this.
-MAX_IN_FLIGHT = 5000
-# Inputs of one room taken into one trip to a processing thread (still one chunk each).
-MAX_ROOM_BATCH = 200
-# Room processors kept deserialised; the table keeps every room's bytes regardless. A room
-# outside the cache is rebuilt from its stored state (about 0.1 ms for a small room), so this
-# trades a little CPU on rooms that come back rarely for memory.
-PROCESSOR_CACHE = 1000
 # Threads processing rooms: a slow room holds one of them while the others go on.
 ROOM_THREADS = 4
-# Rooms whose owner partition is remembered.
-OWNER_CACHE = 100_000
-# The producer's batch per partition (faust's default is 16 KB).
-PRODUCER_BATCH_BYTES = 512 * 1024
 # Processes that run large state resolutions (pipeline.worker.resolve_pool).
 RESOLVE_PROCESSES = 1
-# The largest changelog record: a segment of a room's state, or a record with many parked
-# events (each PDU up to 64 KiB); Kafka's default (1 MB) would stop a worker on a busy room.
-MAX_RECORD_BYTES = 64 * 1024 * 1024
-# A room's state is stored at most this long after the first input it does not cover yet...
-STORE_INTERVAL_S = 0.5
-# ... or once it leaves this many inputs uncovered (the most a crash makes it process again).
-MAX_UNSTORED = 500
-# How often rooms due a store are looked for.
-STORE_TICK_S = 0.05
-
-
-def owner_partition(room_id: str, partitions: int) -> int:
-    """The partition that owns ``room_id``: Java's default partitioner (murmur2, positive mod)."""
-    return int(murmur2(room_id.encode()) & 0x7FFFFFFF) % partitions
-
-
-@dataclass(slots=True)
-class _Input:
-    """An input taken off the topic: the faust event (to ack) and what its routing parse read."""
-
-    event: Any
-    pdu: pdu_input.PduInput
-
-
-@dataclass(slots=True)
-class _Room:
-    pending: deque[_Input] = field(default_factory=deque)  # in arrival order
-    busy: bool = False  # a job of this room is being processed or its outputs sent
-    # Inputs whose outputs the broker has acknowledged and whose state is not stored yet:
-    # acked once it is.
-    unstored: list[_Input] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class _Job:
-    """One trip of a room to a processing thread: its queued inputs, and its processor (or the
-    stored state to rebuild it from)."""
-
-    room_id: str
-    events: list[_Input]  # of the current generation, in arrival order
-    taken: int  # inputs taken off the room's queue, those of a revoked generation included
-    proc: RoomProcessor | None
-    stored: bytes | None  # the room's stored record (storage.record_key)
-    segments: dict[bytes, bytes | None]  # its stored segments, when proc is to be rebuilt
-    now: int
-    store: bool  # end with the room's state, to be stored
-
-
-@dataclass(slots=True)
-class _Processed:
-    proc: RoomProcessor
-    # The room's state after the job as table writes (pipeline.room.storage), if asked.
-    writes: list[tuple[bytes, bytes]] | None
-    outputs: list[tuple[str, bytes]]  # (topic, value) in the order a replay would emit them
-
-
-# Metric children looked up once: labels() costs a lookup under a lock per call.
-_ACCEPTED = metrics.EVENTS.labels("accepted")
-_REJECTED = metrics.EVENTS.labels("rejected")
-_SOFT_FAILED = metrics.EVENTS.labels("soft_failed")
-_DUPLICATE = metrics.EVENTS.labels("duplicate")
+# How often rooms due a store are looked for, and the loop's liveness is noted (the fence).
+TICK_S = 0.05
+# After a system fault, the most a stop may take before the process exits anyway.
+STOP_GRACE_S = 20.0
 
 
 class Worker:
@@ -156,32 +76,11 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         datadir = settings.stack_dir / "workers" / self.worker_id
         datadir.mkdir(parents=True, exist_ok=True)
-        self.app = faust.App(
-            f"{settings.topic_prefix}-processors",
-            broker=[f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")],
-            store="memory://",
-            datadir=str(datadir),
-            topic_partitions=settings.pdu_partitions,
-            topic_replication_factor=1,
-            processing_guarantee="at_least_once",
-            broker_commit_every=1000,
-            broker_commit_interval=2.0,
-            producer_linger=0.005,
-            # aiokafka sends one request at a time to a broker, holding at most one batch per
-            # partition: with the default 16 KB, a round trip carried about two room states
-            # per changelog partition and ten chunks.
-            producer_max_batch_size=PRODUCER_BATCH_BYTES,
-            producer_max_request_size=MAX_RECORD_BYTES,
-            consumer_auto_offset_reset="earliest",
-            # On revocation faust waits until every input taken is acked (room jobs finish,
-            # send, store), then flushes the producer: the next owner never starts from a
-            # state older than chunks already sent.
-            stream_wait_empty=True,
-            web_enabled=False,
-            table_standby_replicas=0,
-            producer_acks=-1,
-            # aiokafka's default partitioner (murmur2) for table changelogs and forwarding.
+        self.instance_id = instance_id(settings, worker_id)
+        self.lifecycle = Lifecycle(
+            self.worker_id, pause_limit_s=settings.worker_session_timeout_s / 2
         )
+        self.app = make_app(settings, datadir, worker_id)
         self.pdus = self.app.topic(
             settings.topic(Topic.PDUS),
             key_type=bytes,
@@ -197,8 +96,8 @@ class Worker:
             partitions=settings.pdu_partitions,
             extra_topic_configs={"max.message.bytes": str(MAX_RECORD_BYTES)},
         )
-        self.chunks_topic = settings.topic(Topic.CHUNKS)
-        self.dead_letter_topic = settings.topic(Topic.DEAD_LETTER)
+        self.budget = ParkingBudget(settings.park_max_total)
+        self.resolve_pool = ResolvePool(RESOLVE_PROCESSES)
         self.config = ProcessorConfig(
             parking=ParkingLimits(
                 per_room=settings.park_max_per_room,
@@ -206,425 +105,234 @@ class Worker:
                 ttl_ms=int(settings.park_expiry_s * 1000),
             )
         )
-        self.budget = ParkingBudget(settings.park_max_total)
-        self.resolve_pool = ResolvePool(RESOLVE_PROCESSES)
         self.config = replace(
             self.config,
             resolver=pooled_resolver(
                 self.resolve_pool,
                 slow_room=settings.debug_slow_room,
                 slow_s=settings.debug_slow_s,
+                on_broken=self._fault_from_thread,
             ),
         )
-        self.threads: JobThreads[_Job, _Processed] | None = None
-        self.rooms: dict[str, _Room] = {}
-        self.cache: OrderedDict[str, tuple[bytes | None, RoomProcessor]] = OrderedDict()
-        # Rooms with unstored inputs, and since when (monotonic); oldest first.
-        self.unstored_since: dict[str, float] = {}
-        self.in_flight = 0
+        self.owners = Owners(settings.pdu_partitions)
+        self.scheduler = Scheduler(
+            clock=time.monotonic,
+            generation=lambda: int(self.app.consumer_generation_id),
+            hurry=self._hurry,
+        )
+        self.states = RoomStates(self.rooms_table.data, in_use=self.scheduler.holds)
+        self.processing = Processing(
+            config=self.config,
+            budget=self.budget,
+            pdus_topic=settings.topic(Topic.PDUS),
+            chunks_topic=settings.topic(Topic.CHUNKS),
+            dead_letter_topic=settings.topic(Topic.DEAD_LETTER),
+            high_waters=PgHighWaters(settings.database_url),
+        )
+        self.sender = Sender(lambda: self.app.producer, self.lifecycle.check_owner)
+        self.dead_letter_topic = settings.topic(Topic.DEAD_LETTER)
+        self.checked: set[str] = set()
+        self.outputs = Outputs(
+            self.sender,
+            self.states,
+            self.scheduler,
+            owner=self.owners,
+            changelog=self._changelog_topic,
+            submit=self._submit,
+            checked=self.checked,
+        )
+        self.threads: JobThreads[Work, Processed] | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        # The end offset of each pdus partition when it was assigned: inputs from there on are
+        # new. Rooms whose state was checked against PostgreSQL since.
+        self.horizons: dict[int, int] = {}
         self._tasks: set[asyncio.Future[None]] = set()
-        self._owners: dict[str, int] = {}
         self._header_problems = 0
         self.capacity = asyncio.Event()
         self.capacity.set()
         self.app.agent(self.pdus, name="rooms")(self._agent)
-        self.app.timer(interval=5.0)(self._expire_parked)
+        self.app.timer(interval=expiry.INTERVAL_S)(self._expire_parked)
         self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
+        self.lifecycle.started(group_id(settings), self.instance_id)
 
     # ------------------------------------------------------------------ the agent
 
     async def _agent(self, stream: Any) -> None:
         if self.threads is None:
+            self.loop = asyncio.get_running_loop()
             self.threads = JobThreads(
-                asyncio.get_running_loop(),
-                self._work,
+                self.loop,
+                self.processing,
                 self._on_processed,
                 threads=ROOM_THREADS,
                 name="room",
             )
-            self._spawn(self._store_loop())
+            self._spawn(self._tick_loop())
         async for event in stream.noack().events():
-            self._route(event, event.message)
-            if self.in_flight >= MAX_IN_FLIGHT:
+            self._take(event)
+            if self.scheduler.full:
                 self.capacity.clear()
                 await self.capacity.wait()
 
-    def _route(self, event: Any, message: Any) -> None:
-        try:
-            pdu = pdu_input.decode(message.value, message.headers)
-        except MalformedMessage as e:
-            self._spawn(self._dead_letter_unroutable(event, e.reason))
+    def _take(self, event: Any) -> None:
+        m = event.message
+        where = route(m.value, m.headers, m.partition, self.owners)
+        if isinstance(where, Unroutable):
+            self._spawn(self._dead_letter_unroutable(event, where.reason))
             return
-        if pdu.header_problem is not None:
+        if isinstance(where, Forward):
+            self._spawn(self._forward(event, where))
+            return
+        if where.header_problem is not None:
             self._header_problems += 1
             # A producer that sets a header wrong sets it wrong on every record: say so, not flood.
             if self._header_problems % 1000 == 1:
                 log.warning(
                     "%s; using the record's timestamp instead (%d such headers so far)",
-                    pdu.header_problem,
+                    where.header_problem,
                     self._header_problems,
                 )
-        room_id = pdu.room_id
-        owner = self._owner(room_id)
-        if owner != message.partition:
-            self._spawn(self._forward(event, room_id, owner))
-            return
-        room = self.rooms.get(room_id)
-        if room is None:
-            room = self.rooms[room_id] = _Room()
-        room.pending.append(_Input(event, pdu))
-        self.in_flight += 1
-        if not room.busy:
-            self._next_job(room_id, room)
-
-    def _owner(self, room_id: str) -> int:
-        # murmur2 is pure Python: remember the answer for rooms seen recently.
-        owner = self._owners.get(room_id)
-        if owner is None:
-            if len(self._owners) >= OWNER_CACHE:
-                self._owners.clear()
-            owner = self._owners[room_id] = owner_partition(room_id, self.settings.pdu_partitions)
-        return owner
+        item = Input(
+            event,
+            where,
+            m.partition,
+            m.offset,
+            int(m.timestamp * 1000) if m.timestamp else None,
+            m.generation_id,
+            m.headers,
+        )
+        job = self.scheduler.add(where.room_id, item)
+        if job is not None:
+            self._submit(job)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(coro)
+        task = asyncio.ensure_future(self._fatal_on_error(coro))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        partition: int | None = None,
-        headers: Any = None,
-    ) -> Any:
-        """Hand one record to the producer; returns the future of the broker's acknowledgement.
-
-        Straight to faust's producer: a topic's send would wrap every record in a FutureMessage
-        and run it through serializers and callbacks that raw bytes do not need."""
-        return await self.app.producer.send(topic, key, value, partition, None, headers)
-
-    async def _forward(self, event: Any, room_id: str, owner: int) -> None:
-        m = event.message
-        await (
-            await self._send(
-                self.pdus.get_topic_name(), room_id.encode(), m.value, owner, m.headers
+    async def _fatal_on_error(self, coro: Coroutine[Any, Any, None]) -> None:
+        try:
+            await coro
+        except WorkerStopped as e:
+            await self._stop(e)
+        except Exception as e:
+            await self._stop(
+                WorkerStopped(
+                    "bug",
+                    f"the worker raised {type(e).__name__}: {e}; a bug, not a fault of any "
+                    "input: its inputs stay unacked and are processed again after a restart",
+                )
             )
+            log.exception("the worker's error")
+
+    def _fault_from_thread(self, fault: WorkerStopped) -> None:
+        self.lifecycle.fatal(fault)  # no write from now on, whatever the loop does next
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._spawn, self._stop(fault))
+
+    async def _stop(self, fault: WorkerStopped) -> None:
+        self.lifecycle.fatal(fault)
+        # Whatever faust does while it stops, the process ends, non-zero.
+        asyncio.get_running_loop().call_later(STOP_GRACE_S, os._exit, EXIT_STOPPED)
+        await self.app.crash(fault)
+
+    async def _forward(self, event: Any, where: Forward) -> None:
+        m = event.message
+        fut = await self.sender.send(
+            self.pdus.get_topic_name(), where.room_id.encode(), m.value, where.partition, m.headers
         )
+        await self.sender.delivered([fut], f"an input forwarded to partition {where.partition}")
         metrics.FORWARDED.inc()
         event.ack()
 
     async def _dead_letter_unroutable(self, event: Any, reason: str) -> None:
-        m = event.message
-        body = dead_letter.encode(
-            reason,
-            topic=m.topic,
-            partition=m.partition,
-            offset=m.offset,
-            key=m.key,
-            value=m.value,
-            headers=m.headers,
-        )
-        await (await self._send(self.dead_letter_topic, None, body))
+        body = dead_letters.unroutable(reason, event.message)
+        fut = await self.sender.send(self.dead_letter_topic, None, body)
+        await self.sender.delivered([fut], "a dead letter")
         metrics.DEAD_LETTERED.inc()
         event.ack()
 
     # ------------------------------------------------------------------ rooms
 
-    def _next_job(self, room_id: str, room: _Room) -> None:
-        """Send the room's queued inputs to a processing thread, or forget the room if none."""
-        while room.pending:
-            taken = min(len(room.pending), MAX_ROOM_BATCH)
-            batch = [room.pending.popleft() for _ in range(taken)]
-            # An input of a partition revoked meanwhile is left unacked: its new owner has it.
-            generation = self.app.consumer_generation_id
-            current = [i for i in batch if i.event.message.generation_id == generation]
-            if not current:
-                self._release(taken)
-                continue
-            self._submit(room_id, room, current, taken)
-            return
-        if room_id not in self.unstored_since:
-            del self.rooms[room_id]
-
-    def _submit(
-        self, room_id: str, room: _Room, events: list[_Input], taken: int, *, store: bool = False
-    ) -> None:
-        proc, stored = self._processor(room_id)
-        room.busy = True
+    def _submit(self, job: Job) -> None:
+        proc, stored, segments = self.states.processor(job.room_id)
+        horizon = None
+        if job.room_id not in self.checked and job.inputs:
+            horizon = self.horizons.get(job.inputs[0].partition)
         assert self.threads is not None  # started with the agent, before any input
-        now = int(time.time() * 1000)
-        store = store or self._store_due(room_id, len(room.unstored) + len(events))
-        # Read on the loop: the table is not touched from processing threads.
-        segments = {} if proc is not None or stored is None else self._segments(room_id, stored)
-        self.threads.submit(_Job(room_id, events, taken, proc, stored, segments, now, store))
-
-    def _segments(self, room_id: str, record: bytes) -> dict[bytes, bytes | None]:
-        keys = storage.segment_keys(room_id, record)
-        return {k: self.rooms_table.data.get(k) for k in keys}
+        self.threads.submit(Work(job, proc, stored, segments, horizon))
 
     def _hurry(self) -> bool:
         # A rebalance (flow suspended) or a stop is waiting for every input taken to be acked.
-        return self.app.should_stop or not self.app.flow_control.is_active()
+        return bool(self.app.should_stop or not self.app.flow_control.is_active())
 
-    def _store_due(self, room_id: str, unstored: int) -> bool:
-        if self._hurry():
-            return True
-        if unstored >= MAX_UNSTORED:
-            return True
-        since = self.unstored_since.get(room_id)
-        return since is not None and time.monotonic() - since >= STORE_INTERVAL_S
-
-    async def _store_loop(self) -> None:
+    async def _tick_loop(self) -> None:
         # Not a faust timer: those stop as soon as the app stops, while the consumer still
         # waits for every input taken to be acked.
-        try:
-            while not (self.app.should_stop and not self.unstored_since):
-                await asyncio.sleep(STORE_TICK_S)
-                self._store_due_rooms()
-        except Exception as e:
-            log.exception("storing room states failed; the worker stops")
-            await self.app.crash(e)
+        recovery = self.app.tables.recovery
+        while not (self.app.should_stop and not self.scheduler.unstored_since):
+            await asyncio.sleep(TICK_S)
+            self.lifecycle.tick()
+            if self.lifecycle.fault is not None:
+                return
+            for job in self.scheduler.due():
+                self._submit(job)
+            self._watch_recovery(recovery)
 
-    def _store_due_rooms(self) -> None:
-        """Start a store-only job for each idle room whose state is due to be stored."""
-        urgent = self._hurry()
-        due_before = time.monotonic() - STORE_INTERVAL_S
-        due = []
-        for room_id, since in self.unstored_since.items():
-            if since > due_before and not urgent:
-                break  # oldest first: the rest are younger
-            due.append(room_id)
-        for room_id in due:
-            room = self.rooms[room_id]
-            if not room.busy:
-                # A room in a job is stored when the job ends, or at the next tick.
-                self._submit(room_id, room, [], 0, store=True)
-
-    def _release(self, inputs: int) -> None:
-        self.in_flight -= inputs
-        if self.in_flight < MAX_IN_FLIGHT // 2:
-            self.capacity.set()
-
-    def _processor(self, room_id: str) -> tuple[RoomProcessor | None, bytes | None]:
-        """The room's cached processor if it is the stored state's or ahead of it (inputs not
-        stored yet); else the stored state."""
-        stored = self.rooms_table.data.get(room_id.encode())
-        cached = self.cache.get(room_id)
-        if cached is not None:
-            if cached[0] is stored or room_id in self.unstored_since:
-                self.cache.move_to_end(room_id)
-                return cached[1], stored
-            self._forget(room_id)
-        return None, stored
-
-    def _work(self, job: _Job) -> _Processed:
-        """In a processing thread: the job's inputs one by one (one chunk each, as a replay
-        would), their outputs serialised, and the room's state after them."""
-        proc = job.proc
-        if proc is None:
-            if job.stored is None:
-                proc = RoomProcessor(job.room_id, config=self.config, budget=self.budget)
-            else:
-                proc = storage.load(
-                    job.stored, job.segments.get, config=self.config, budget=self.budget
-                )
-        outputs: list[tuple[str, bytes]] = []
-        for taken in job.events:
-            m = taken.event.message
-            received_ts = taken.pdu.received_ts
-            if received_ts is None:
-                received_ts = int(m.timestamp * 1000) if m.timestamp else job.now
-            incoming = Incoming(
-                taken.pdu.value,
-                received_ts=received_ts,
-                source={"partition": m.partition, "offset": m.offset},
+    def _watch_recovery(self, recovery: Any) -> None:
+        if recovery.in_recovery:
+            remaining = sum(
+                max(0, recovery.active_highwaters.get(tp, 0) - recovery.active_offsets.get(tp, 0))
+                for tp in recovery.active_tps
             )
-            started = time.perf_counter()
-            result = proc.process([incoming], now=job.now)
-            metrics.PROCESS_SECONDS.observe(time.perf_counter() - started)
-            if result.chunk is not None:
-                outputs.append((self.chunks_topic, chunk_codec.encode(result.chunk)))
-                metrics.CHUNK_EVENTS.observe(len(result.chunk.events))
-                for ce in result.chunk.events:
-                    if ce.rejected:
-                        _REJECTED.inc()
-                    elif ce.soft_failed:
-                        _SOFT_FAILED.inc()
-                    else:
-                        _ACCEPTED.inc()
-            for dl in result.dead_letters:
-                letter = _dead_letter_of(job.room_id, dl, m.topic, m)
-                outputs.append((self.dead_letter_topic, letter))
-                metrics.DEAD_LETTERED.inc()
-            if result.duplicates:
-                _DUPLICATE.inc(result.duplicates)
-        return _Processed(proc, storage.save(proc, job.stored) if job.store else None, outputs)
+            self.lifecycle.restoring(remaining, "rooms")
+            return
+        self.lifecycle.restored("rooms")
+        self.lifecycle.set_ready(
+            recovery.completed.is_set() and not self.app.rebalancing and not self.app.should_stop
+        )
 
-    def _on_processed(self, done: list[tuple[_Job, _Processed | Exception]]) -> None:
+    def _on_processed(self, done: list[tuple[Work, Processed | Exception]]) -> None:
         self._spawn(self._emit(done))
 
-    async def _emit(self, done: list[tuple[_Job, _Processed | Exception]]) -> None:
-        """For each processed job: send its outputs and wait for the broker; then, if the job
-        ended with the room's state, store it and ack every input it covers."""
-        try:
-            sent: list[tuple[_Job, _Processed, list[Any]]] = []
-            for job, out in done:
-                if isinstance(out, Exception):
-                    raise ProcessingFailed(job.room_id, out) from out
-                key = job.room_id.encode()
-                futures = [await self._send(topic, key, value) for topic, value in out.outputs]
-                sent.append((job, out, futures))
-            for job, out, futures in sent:
-                for fut in futures:
-                    await fut
-                room = self.rooms[job.room_id]
-                room.unstored += job.events
-                if out.writes is not None:
-                    await self._store(job.room_id, out.writes, out.proc, self._owner(job.room_id))
-                    for taken in room.unstored:
-                        taken.event.ack()
-                    room.unstored = []
-                    self.unstored_since.pop(job.room_id, None)
-                elif room.unstored:
-                    # The cached processor is now ahead of the stored state; it is the room's.
-                    self._cache_put(
-                        job.room_id, self.rooms_table.data.get(job.room_id.encode()), out.proc
-                    )
-                    self.unstored_since.setdefault(job.room_id, time.monotonic())
-                metrics.PARKED.set(self.budget.used)
-                self._release(job.taken)
-                room.busy = False
-                self._next_job(job.room_id, room)
-        except Exception as e:
-            # Inputs stay unacked: after the restart they are processed again, against the
-            # last state stored, with the same outcome.
-            log.exception("room processing failed; the worker stops")
-            await self.app.crash(e)
-
-    async def _store(
-        self,
-        room_id: str,
-        writes: list[tuple[bytes, bytes]],
-        proc: RoomProcessor,
-        partition: int,
-    ) -> None:
-        # The table's data and changelog directly: room jobs run outside faust's stream
-        # iteration, where Table.__setitem__ cannot tell the partition. The records go to the
-        # producer itself (not faust's send-soon buffer), so the producer flush that precedes
-        # every offset commit covers them. The room's record comes last (storage.save).
-        topic = self._changelog_topic()
-        for key, value in writes:
-            self.rooms_table.data[key] = value
-            await self._send(topic, key, value, partition)
-        self._cache_put(room_id, writes[-1][1], proc)
-
-    def _cache_put(self, room_id: str, state: bytes | None, proc: RoomProcessor) -> None:
-        self.cache[room_id] = (state, proc)
-        self.cache.move_to_end(room_id)
-        excess = len(self.cache) - PROCESSOR_CACHE
-        if excess > 0:
-            # Least recently used first. Rooms with parked events stay (the parking budget
-            # counts what is in memory), and so do rooms with inputs queued, in a job or not
-            # stored yet (their processor is in use, or ahead of the stored state).
-            victims = []
-            for rid, (_, p) in self.cache.items():
-                if rid not in self.rooms and not p.parked():
-                    victims.append(rid)
-                    if len(victims) >= excess:
-                        break
-            for rid in victims:
-                del self.cache[rid]
+    async def _emit(self, done: list[tuple[Work, Processed | Exception]]) -> None:
+        await self.outputs.emit(done)
+        metrics.PARKED.set(self.budget.used)
+        if self.scheduler.has_capacity:
+            self.capacity.set()
 
     def _changelog_topic(self) -> str:
         return str(self.rooms_table.changelog_topic.get_topic_name())
 
-    def _forget(self, room_id: str) -> None:
-        _, proc = self.cache.pop(room_id)
-        self.budget.used = max(0, self.budget.used - len(proc.parked()))
-
-    def budget_used(self) -> int:
-        return self.budget.used
-
     async def _expire_parked(self) -> None:
-        """Dead-letter parked events past their expiry, in rooms that see no new input."""
-        # Only rooms this worker holds in memory are checked here; a room's parked events are
-        # also expired whenever it processes an input. A room with inputs queued or in a job
-        # is left alone: its processor is in use.
-        now = int(time.time() * 1000)
-        for room_id, (state, proc) in list(self.cache.items()):
-            if not proc.parked() or room_id in self.rooms:
-                continue
-            if self.rooms_table.data.get(room_id.encode()) is not state:
-                continue
-            ttl = proc.config.parking.ttl_ms
-            if not any(p.parked_at + ttl <= now for p in proc.parked()):
-                continue
-            # The room is busy until its state is stored: inputs arriving meanwhile wait.
-            room = self.rooms[room_id] = _Room(busy=True)
-            try:
-                await self._expire_room(room_id, proc, now)
-            finally:
-                room.busy = False
-                self._next_job(room_id, room)
+        await expiry.expire_idle_rooms(self, int(time.time() * 1000))
 
-    async def _expire_room(self, room_id: str, proc: RoomProcessor, now: int) -> None:
-        result = proc.expire(now)
-        for dl in result.dead_letters:
-            body = _dead_letter_of(room_id, dl, self.settings.topic(Topic.PDUS))
-            await (await self._send(self.dead_letter_topic, room_id.encode(), body))
-            metrics.DEAD_LETTERED.inc()
-        partition = self._owner(room_id)
-        record = self.rooms_table.data.get(room_id.encode())
-        await self._store(room_id, storage.save(proc, record), proc, partition)
+    # ------------------------------------------------------------------ rebalances
+
+    async def _on_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
+        tps = sorted((tp.topic, tp.partition) for tp in assigned)
+        self.lifecycle.assigned(tps, int(self.app.consumer_generation_id))
+        mine = [tp for tp in assigned if tp.topic == self.pdus.get_topic_name()]
+        self.horizons.clear()
+        self.checked.clear()
+        if mine:
+            try:
+                ends = await self.app.consumer.highwaters(*mine)
+            except Exception as e:  # the check is a safety net: without horizons, no check
+                log.warning("end offsets of %s unknown (%s); stored states go unchecked", mine, e)
+            else:
+                self.horizons = {
+                    tp.partition: int(off) for tp, off in ends.items() if off is not None
+                }
 
     async def _on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
+        self.lifecycle.revoked(sorted((tp.topic, tp.partition) for tp in revoked))
         # Rooms of revoked partitions move to another owner, which rebuilds them from the
         # changelog; cached processors here may be stale from now on.
-        for room_id in list(self.cache):
-            self._forget(room_id)
-        # faust waited for every input taken to be acked, so no room has unstored inputs;
-        # were one left (a stop cut the wait short), it is dropped unacked, not stored later
-        # from a processor rebuilt without it.
-        for room_id in self.unstored_since:
-            room = self.rooms[room_id]
-            room.unstored = []
-            if not room.busy and not room.pending:
-                del self.rooms[room_id]
-        self.unstored_since.clear()
-
-
-class ProcessingFailed(RoomstreamError):
-    """A room's processing raised instead of returning an outcome: a bug, not bad input."""
-
-    def __init__(self, room_id: str, cause: Exception) -> None:
-        super().__init__(f"processing room {room_id} raised {cause!r}")
-        self.room_id = room_id
-
-
-def _dead_letter_of(room_id: str, dl: DeadLetter, topic: str, m: Any = None) -> bytes:
-    """The dead letter of one of a room's inputs, read from ``topic``; ``m`` is the message being
-    processed, if any (an input parked earlier names where it was read in its source)."""
-    src = dl.source or {}
-    partition = int(src.get("partition", m.partition if m is not None else -1))
-    offset = int(src.get("offset", m.offset if m is not None else -1))
-    raw = dl.raw
-    value = (
-        raw
-        if isinstance(raw, bytes)
-        else (raw.encode() if isinstance(raw, str) else orjson.dumps(raw))
-    )
-    return dead_letter.encode(
-        dl.reason,
-        topic=topic,
-        partition=partition,
-        offset=offset,
-        key=room_id.encode(),
-        value=value,
-        headers=m.headers if m is not None and offset == m.offset else None,
-        event_id=dl.event_id,
-    )
+        self.states.forget_all()
+        self.budget.used = 0
+        self.scheduler.revoked()
 
 
 def main(args: Any, settings: Settings) -> int:
@@ -634,9 +342,17 @@ def main(args: Any, settings: Settings) -> int:
     worker = Worker(settings, getattr(args, "id", None))
     try:
         _FaustWorker(worker.app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    except SystemExit:
+        pass
     finally:
         worker.resolve_pool.close()
-    return 0
+    worker.lifecycle.stop("stopped")
+    code = worker.lifecycle.exit_code()
+    if code:
+        log.critical("worker %s exits %d: %s", worker.worker_id, code, worker.lifecycle.fault)
+    else:
+        log.info("worker %s stopped", worker.worker_id)
+    return code
 
 
 class _FaustWorker(faust.Worker):  # type: ignore[misc]  # faust ships no types for it
@@ -645,3 +361,19 @@ class _FaustWorker(faust.Worker):  # type: ignore[misc]  # faust ships no types 
         # of faust and aiokafka (several per record sent) built a record nobody printed.
         self.spinner = None
         logger.setLevel(level)
+        # Our own lifecycle lines stay at INFO under faust's WARNING.
+        logging.getLogger("roomstream").setLevel(logging.INFO)
+
+    def _on_sigterm(self) -> None:
+        _lifecycle_stop("SIGTERM")
+        super()._on_sigterm()
+
+    def _on_sigint(self) -> None:
+        _lifecycle_stop("SIGINT")
+        super()._on_sigint()
+
+
+def _lifecycle_stop(why: str) -> None:
+    life = lifecycle.current()
+    if life is not None:
+        life.stop(why)

@@ -9,23 +9,36 @@ waits for the answer without holding the GIL. Small resolutions, the common case
 shipping costs more than they do.
 
 The answer is the same either way: the same pure ``resolve_state`` over the same events.
+
+A pool that fails (a child killed, a broken pipe, an event that does not pickle) is not the
+event's fault: the resolution is done inline instead (the same answer, so nothing is
+dead-lettered), and the pool is started afresh. After ``MAX_FAILURES`` failures in a row the
+worker is told (``on_broken``) and stops with the reason.
 """
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from pipeline import metrics
 from pipeline.matrix.events import Event, EventFetcher, StateKey, StateMap
 from pipeline.matrix.room_versions import RoomVersion, room_version
 from pipeline.matrix.state_res import resolve_state
 from pipeline.room.batch import Resolver
+from pipeline.worker.faults import WorkerStopped
+
+log = logging.getLogger("roomstream.worker")
 
 # Conflicted keys from which a resolution goes to the pool.
 OFFLOAD_CONFLICTED = 64
+# Pool failures in a row after which the worker stops.
+MAX_FAILURES = 3
 
 
 def conflicted_count(state_sets: Sequence[StateMap]) -> int:
@@ -78,8 +91,31 @@ def _burn(seconds: float) -> None:
 
 class ResolvePool:
     def __init__(self, processes: int = 1) -> None:
+        self.processes = processes
+        self.pool = self._start()
+        self.failures = 0  # in a row
+        self._lock = threading.Lock()
+
+    def _start(self) -> ProcessPoolExecutor:
         # spawn: the children start clean, not as copies of a running faust worker.
-        self.pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"))
+        return ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+
+    def failed(self, error: Exception) -> int:
+        """Note a failure of the pool and start a fresh one; the failures in a row so far."""
+        with self._lock:
+            self.failures += 1
+            broken, self.pool = self.pool, self._start()
+        broken.shutdown(wait=False, cancel_futures=True)
+        metrics.WORKER_RETRIES.labels("resolve_pool").inc()
+        log.warning(
+            "the state resolution pool failed (%s: %s); resolving inline, pool restarted",
+            type(error).__name__,
+            error,
+        )
+        return self.failures
+
+    def succeeded(self) -> None:
+        self.failures = 0
 
     def resolve(
         self,
@@ -110,7 +146,11 @@ class ResolvePool:
 
 
 def pooled_resolver(
-    pool: ResolvePool, *, slow_room: str | None = None, slow_s: float = 0.0
+    pool: ResolvePool,
+    *,
+    slow_room: str | None = None,
+    slow_s: float = 0.0,
+    on_broken: Callable[[WorkerStopped], None] | None = None,
 ) -> Resolver:
     """A processor's resolver: large resolutions in ``pool``, the rest inline.
 
@@ -128,9 +168,22 @@ def pooled_resolver(
     ) -> dict[StateKey, str]:
         burn = slow_s if room_id == slow_room else 0.0
         if burn or conflicted_count(state_sets) >= OFFLOAD_CONFLICTED:
-            resolved = pool.resolve(rv.identifier, state_sets, fetch, is_rejected, burn_s=burn)
-            if resolved is not None:
-                return resolved
+            try:
+                resolved = pool.resolve(rv.identifier, state_sets, fetch, is_rejected, burn_s=burn)
+            except Exception as e:  # the pool's fault, not the event's: resolve inline
+                if pool.failed(e) >= MAX_FAILURES and on_broken is not None:
+                    on_broken(
+                        WorkerStopped(
+                            "resolve_pool",
+                            f"the state resolution process pool failed {pool.failures} times "
+                            f"in a row, last with {type(e).__name__}: {e}; the worker stops "
+                            "(check the machine's memory and process limits)",
+                        )
+                    )
+            else:
+                pool.succeeded()
+                if resolved is not None:
+                    return resolved
         return resolve_state(rv, state_sets, fetch, is_rejected=is_rejected)
 
     return resolve

@@ -1,0 +1,103 @@
+"""Rooms' processing state: the changelogged ``rooms`` table and the processors kept in memory.
+
+The table holds each room's state as a record and append-only segments
+(``pipeline.room.storage``). Room jobs run outside faust's stream iteration, where the table
+cannot tell a key's partition, so the worker writes the table's local store directly (this
+module) and the changelog records itself (``emit``). Both the in-memory store and RocksDB
+(``ROOMSTREAM_WORKER_STORE``) are written the same way; RocksDB also learns the changelog
+offset written, so a restart restores only what came after it.
+
+A room's processor is kept deserialised while it is in use or recently used (``PROCESSOR_CACHE``
+rooms); a room outside the cache is rebuilt from its stored state.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from faust.types import TP
+
+from pipeline.room import storage
+from pipeline.room.processor import RoomProcessor
+
+__all__ = ["PROCESSOR_CACHE", "RoomStates"]
+
+PROCESSOR_CACHE = 1000
+
+
+class RoomStates:
+    """The table's local store (``data``) and the processor cache."""
+
+    def __init__(
+        self,
+        data: Any,
+        *,
+        in_use: Callable[[str], bool],
+        cache_size: int = PROCESSOR_CACHE,
+    ) -> None:
+        self.data = data
+        self.in_use = in_use
+        self.cache_size = cache_size
+        self.cache: OrderedDict[str, RoomProcessor] = OrderedDict()
+
+    def stored(self, room_id: str) -> bytes | None:
+        value = self.data.get(storage.record_key(room_id))
+        return None if value is None else bytes(value)
+
+    def processor(
+        self, room_id: str
+    ) -> tuple[RoomProcessor | None, bytes | None, dict[bytes, bytes | None]]:
+        """The room's cached processor (always the stored state's or ahead of it: every write
+        goes through here, and the cache is dropped when partitions move); else None with the
+        stored record and its segments, to rebuild it from (read here, on the loop: processing
+        threads do not touch the table)."""
+        stored = self.stored(room_id)
+        cached = self.cache.get(room_id)
+        if cached is not None:
+            self.cache.move_to_end(room_id)
+            return cached, stored, {}
+        if stored is None:
+            return None, None, {}
+        keys = storage.segment_keys(room_id, stored)
+        return None, stored, {k: self._get(k) for k in keys}
+
+    def _get(self, key: bytes) -> bytes | None:
+        value = self.data.get(key)
+        return None if value is None else bytes(value)
+
+    def put(self, writes: list[tuple[bytes, bytes]], partition: int) -> None:
+        """Write to the local store (the changelog records are sent apart)."""
+        db_for = getattr(self.data, "_db_for_partition", None)
+        for key, value in writes:
+            if db_for is None:
+                self.data[key] = value
+            else:  # RocksDB: one database per partition, as faust's own writes do
+                db_for(partition).put(key, value)
+                self.data._key_index[key] = partition
+
+    def persisted(self, changelog: str, partition: int, offset: int) -> None:
+        """The changelog holds our writes up to ``offset``: a restart restores from there."""
+        self.data.set_persisted_offset(TP(changelog, partition), offset)
+
+    def keep(self, room_id: str, proc: RoomProcessor) -> None:
+        """Cache ``proc`` as the room's (ahead of its stored state, or equal to it)."""
+        self.cache[room_id] = proc
+        self.cache.move_to_end(room_id)
+        excess = len(self.cache) - self.cache_size
+        if excess > 0:
+            # Least recently used first; rooms in use (inputs queued, in a job, not stored
+            # yet) and rooms with parked events (the expiry reads them here) stay.
+            victims = []
+            for rid, p in self.cache.items():
+                if not self.in_use(rid) and not p.parked():
+                    victims.append(rid)
+                    if len(victims) >= excess:
+                        break
+            for rid in victims:
+                del self.cache[rid]
+
+    def forget_all(self) -> None:
+        """Partitions moved: cached processors may be stale from now on."""
+        self.cache.clear()

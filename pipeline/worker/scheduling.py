@@ -1,0 +1,200 @@
+"""Per-room scheduling: which of a room's inputs go into its next job, when its state is stored,
+when its inputs are acked, and how many inputs the worker holds. No broker, no faust, no
+threads: the clock and the consumer's state are passed in, so it is tested on its own.
+
+* Inputs queue on their room in arrival order. A room has at most one job under way; when it has
+  none, its queued inputs (up to ``max_batch``) become its next job. Inputs of a partition
+  revoked since they were read (an older consumer generation) are dropped unacked: their
+  partition's new owner reads them again.
+* A job says whether it ends with the room's state stored (``store``): when the room's first
+  input not covered by the stored state is ``store_interval_s`` old, when ``max_unstored``
+  inputs wait for a store, or when a rebalance or a stop waits (``hurry``). So a busy room is
+  stored a few times a second, not per input, and a crash makes it process at most
+  ``max_unstored`` inputs again. ``due`` gives a store-only job to each idle room due a store.
+* A job's inputs are acked once the room's state that covers them is stored (``finish``
+  returns them), never before: until then a crash delivers them again.
+* ``full`` says the worker holds ``max_in_flight`` inputs queued or in jobs; the reader waits
+  until ``has_capacity`` (half of that) before it reads more.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from topics.pdu_input import PduInput
+
+__all__ = ["Input", "Job", "Scheduler"]
+
+MAX_IN_FLIGHT = 5000
+MAX_BATCH = 200
+STORE_INTERVAL_S = 0.5
+MAX_UNSTORED = 500
+
+
+class Ackable(Protocol):
+    def ack(self) -> Any: ...
+
+
+@dataclass(slots=True)
+class Input:
+    """An input taken off the topic: what to ack, what the routing parse read, where it was."""
+
+    event: Ackable
+    pdu: PduInput
+    partition: int
+    offset: int
+    timestamp_ms: int | None  # the record's timestamp
+    generation: int  # the consumer generation it was read in
+    headers: Any = None
+
+
+@dataclass(slots=True)
+class Job:
+    """One trip of a room to a processing thread."""
+
+    room_id: str
+    inputs: list[Input]  # of the current generation, in arrival order
+    taken: int  # inputs taken off the room's queue, those of a revoked generation included
+    store: bool  # end with the room's state, to be stored
+
+
+@dataclass(slots=True)
+class _Room:
+    pending: deque[Input] = field(default_factory=deque)
+    busy: bool = False
+    # Inputs whose outputs the broker acknowledged and whose state is not stored yet.
+    unstored: list[Input] = field(default_factory=list)
+
+
+class Scheduler:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        generation: Callable[[], int],
+        hurry: Callable[[], bool],
+        max_batch: int = MAX_BATCH,
+        store_interval_s: float = STORE_INTERVAL_S,
+        max_unstored: int = MAX_UNSTORED,
+        max_in_flight: int = MAX_IN_FLIGHT,
+    ) -> None:
+        self.clock = clock
+        self.generation = generation
+        self.hurry = hurry
+        self.max_batch = max_batch
+        self.store_interval_s = store_interval_s
+        self.max_unstored = max_unstored
+        self.max_in_flight = max_in_flight
+        self.rooms: dict[str, _Room] = {}
+        # Rooms with unstored inputs, and since when; oldest first.
+        self.unstored_since: dict[str, float] = {}
+        self.in_flight = 0
+
+    # ------------------------------------------------------------------ inputs
+
+    def add(self, room_id: str, item: Input) -> Job | None:
+        """Queue ``item`` on its room; the room's next job if it was idle."""
+        room = self.rooms.get(room_id)
+        if room is None:
+            room = self.rooms[room_id] = _Room()
+        room.pending.append(item)
+        self.in_flight += 1
+        if room.busy:
+            return None
+        return self._next(room_id, room)
+
+    @property
+    def full(self) -> bool:
+        return self.in_flight >= self.max_in_flight
+
+    @property
+    def has_capacity(self) -> bool:
+        return self.in_flight < self.max_in_flight // 2
+
+    def holds(self, room_id: str) -> bool:
+        """Whether the room has inputs queued, a job under way or inputs not stored yet."""
+        return room_id in self.rooms
+
+    def has_unstored(self, room_id: str) -> bool:
+        return room_id in self.unstored_since
+
+    # ------------------------------------------------------------------ jobs
+
+    def _next(self, room_id: str, room: _Room) -> Job | None:
+        while room.pending:
+            taken = min(len(room.pending), self.max_batch)
+            batch = [room.pending.popleft() for _ in range(taken)]
+            generation = self.generation()
+            current = [i for i in batch if i.generation == generation]
+            if not current:
+                self.in_flight -= taken
+                continue
+            room.busy = True
+            unstored = len(room.unstored) + len(current)
+            return Job(room_id, current, taken, self._store_due(room_id, unstored))
+        if room_id not in self.unstored_since:
+            del self.rooms[room_id]
+        return None
+
+    def _store_due(self, room_id: str, unstored: int) -> bool:
+        if self.hurry() or unstored >= self.max_unstored:
+            return True
+        since = self.unstored_since.get(room_id)
+        return since is not None and self.clock() - since >= self.store_interval_s
+
+    def finish(self, job: Job, *, stored: bool) -> tuple[list[Input], Job | None]:
+        """The job's outputs are acknowledged, and its state stored if ``stored``: the inputs
+        to ack now, and the room's next job."""
+        room = self.rooms[job.room_id]
+        room.unstored += job.inputs
+        to_ack: list[Input] = []
+        if stored:
+            to_ack, room.unstored = room.unstored, []
+            self.unstored_since.pop(job.room_id, None)
+        elif room.unstored:
+            self.unstored_since.setdefault(job.room_id, self.clock())
+        self.in_flight -= job.taken
+        room.busy = False
+        return to_ack, self._next(job.room_id, room)
+
+    def due(self) -> list[Job]:
+        """A store-only job for each idle room whose state is due to be stored."""
+        urgent = self.hurry()
+        due_before = self.clock() - self.store_interval_s
+        jobs = []
+        for room_id, since in self.unstored_since.items():
+            if since > due_before and not urgent:
+                break  # oldest first: the rest are younger
+            room = self.rooms[room_id]
+            if not room.busy:  # a room in a job is stored when the job ends, or next time
+                room.busy = True
+                jobs.append(Job(room_id, [], 0, store=True))
+        return jobs
+
+    def claim(self, room_id: str) -> bool:
+        """Mark an idle room busy for work of the worker's own (expiring parked events);
+        False when the room is held (queued inputs, a job, or unstored inputs)."""
+        if room_id in self.rooms:
+            return False
+        self.rooms[room_id] = _Room(busy=True)
+        return True
+
+    def release(self, room_id: str) -> Job | None:
+        """End a ``claim``: the room's next job, if inputs arrived meanwhile."""
+        room = self.rooms[room_id]
+        room.busy = False
+        return self._next(room_id, room)
+
+    def revoked(self) -> None:
+        """Partitions were revoked: inputs not stored are dropped unacked (their new owner
+        processes them again from the stored state), never stored later from a processor
+        rebuilt without them."""
+        for room_id in self.unstored_since:
+            room = self.rooms[room_id]
+            room.unstored = []
+            if not room.busy and not room.pending:
+                del self.rooms[room_id]
+        self.unstored_since.clear()
