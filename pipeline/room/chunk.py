@@ -2,13 +2,46 @@
 
 A chunk is one room's processed events, in order, with every change they make to the room's
 stored state. It carries no stream orderings: the committer assigns those at commit time.
-``chunk_id`` is ``<room_id>/<n>`` for the room's n-th chunk, so replaying the same input in the
-same order yields the same ids (the committer uses it to drop a chunk it already committed).
+
+Identity, so the committer can tell a replay from new work and a divergence from a replay:
+
+* ``seq`` = (first, last): the room's *event sequence numbers* of the chunk's first and last
+  events. Every event a room processor records (accepted, soft-failed or rejected) takes the
+  room's next number, 1, 2, 3, ...; the numbering depends only on the room's inputs and their
+  order, never on how they were batched or when the processor was saved and restored. The
+  chunks of a room cover consecutive ranges: the next chunk's first is this chunk's last + 1.
+* ``chunk_id`` = ``<room_id>/<n>`` with n = ``seq`` last: per room a strictly increasing integer.
+* ``inputs`` = (first, last): the room's *input sequence numbers* (every input the room's
+  processor took counts, dead-lettered and duplicate ones too) whose processing the chunk
+  covers. For reports only: batching changes it, and it is not part of ``digest``.
+* ``digest``: 32 hex digits, blake2b (16 bytes) of the chunk's canonical encoding without
+  ``digest``, ``inputs`` and ``meta`` (orjson, keys sorted): see ``Chunk.compute_digest``.
+
+How the committer uses it (per room, a high-water H = the largest n committed):
+
+* last <= H: already applied. If a chunk with the same ``chunk_id`` was committed, their digests
+  must be equal; different digests are a divergence to report (the same inputs gave another
+  result), never a reason to apply it twice.
+* first > H: new; apply it. first > H + 1 means chunks are missing in between (report).
+* first <= H < last: a replay that was batched differently from the run that committed up to H
+  (say the committed chunks were 1..10 and the replay sends 6..12). Apply it: events already
+  stored (those with seq <= H) are dropped by event ID, and the state changes below are written
+  so that applying them on top of any state of the room between the chunk's start and its end
+  gives the state at its end.
+
+The state changes are absolute for every key they touch: ``current_state_set`` and
+``current_state_removed`` name every (type, state_key) whose current-state entry changed at any
+point within the chunk, with its value at the chunk's end; ``forward_extremities_added`` and
+``_removed`` name every event that entered or left the forward extremities within the chunk, by
+whether it is one at the chunk's end. Rows keyed by event ID (events, memberships, redactions,
+event_to_state_groups) and state groups (ids derived from the room and a per-room counter) are
+the same whatever the batching.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import hashlib
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -17,7 +50,7 @@ StateRow = tuple[str, str, str]
 """(type, state_key, event_id)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ChunkEvent:
     event_id: str
     format_version: int
@@ -29,7 +62,7 @@ class ChunkEvent:
     outlier: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class StateGroup:
     id: int
     event_id: str  # the event whose state this group is
@@ -37,7 +70,7 @@ class StateGroup:
     delta: tuple[StateRow, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CurrentStateRow:
     type: str
     state_key: str
@@ -45,7 +78,7 @@ class CurrentStateRow:
     membership: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Membership:
     event_id: str
     user_id: str
@@ -53,7 +86,7 @@ class Membership:
     membership: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Redaction:
     event_id: str
     redacts: str
@@ -74,62 +107,77 @@ class Chunk:
     redactions: tuple[Redaction, ...] = ()
     creator: str | None = None  # set on the chunk that holds the create event
     meta: dict[str, Any] = field(default_factory=dict)
+    seq: tuple[int, int] = (0, 0)  # the room's event sequence numbers: (first, last)
+    inputs: tuple[int, int] = (0, 0)  # the room's input sequence numbers covered: (first, last)
+    digest: str = ""
+
+    def with_digest(self) -> Chunk:
+        """This chunk with ``digest`` set from its content."""
+        return replace(self, digest=self.compute_digest())
+
+    def compute_digest(self) -> str:
+        """blake2b-128 (hex) of the canonical encoding without ``digest``, ``inputs``, ``meta``."""
+        body = self._body()
+        data = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        return hashlib.blake2b(data, digest_size=16).hexdigest()
 
     def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "chunk_id": self.chunk_id,
-                "room_id": self.room_id,
-                "room_version": self.room_version,
-                "creator": self.creator,
-                "events": [
-                    {
-                        "event_id": e.event_id,
-                        "format_version": e.format_version,
-                        "pdu": e.pdu,
-                        "rejected": e.rejected,
-                        "soft_failed": e.soft_failed,
-                        "state_group": e.state_group,
-                        "received_ts": e.received_ts,
-                        "outlier": e.outlier,
-                    }
-                    for e in self.events
+        body = self._body()
+        body["inputs"] = list(self.inputs)
+        body["digest"] = self.digest
+        body["meta"] = self.meta
+        return orjson.dumps(body)
+
+    def _body(self) -> dict[str, Any]:
+        return {
+            "chunk_id": self.chunk_id,
+            "seq": list(self.seq),
+            "room_id": self.room_id,
+            "room_version": self.room_version,
+            "creator": self.creator,
+            "events": [
+                {
+                    "event_id": e.event_id,
+                    "format_version": e.format_version,
+                    "pdu": e.pdu,
+                    "rejected": e.rejected,
+                    "soft_failed": e.soft_failed,
+                    "state_group": e.state_group,
+                    "received_ts": e.received_ts,
+                    "outlier": e.outlier,
+                }
+                for e in self.events
+            ],
+            "state_groups": [
+                {
+                    "id": g.id,
+                    "event_id": g.event_id,
+                    "prev_group": g.prev_group,
+                    "delta": [list(r) for r in g.delta],
+                }
+                for g in self.state_groups
+            ],
+            "forward_extremities": {
+                "added": list(self.forward_extremities_added),
+                "removed": list(self.forward_extremities_removed),
+            },
+            "current_state": {
+                "set": [
+                    [r.type, r.state_key, r.event_id, r.membership] for r in self.current_state_set
                 ],
-                "state_groups": [
-                    {
-                        "id": g.id,
-                        "event_id": g.event_id,
-                        "prev_group": g.prev_group,
-                        "delta": [list(r) for r in g.delta],
-                    }
-                    for g in self.state_groups
-                ],
-                "forward_extremities": {
-                    "added": list(self.forward_extremities_added),
-                    "removed": list(self.forward_extremities_removed),
-                },
-                "current_state": {
-                    "set": [
-                        [r.type, r.state_key, r.event_id, r.membership]
-                        for r in self.current_state_set
-                    ],
-                    "removed": [list(k) for k in self.current_state_removed],
-                },
-                "memberships": [
-                    {
-                        "event_id": m.event_id,
-                        "user_id": m.user_id,
-                        "sender": m.sender,
-                        "membership": m.membership,
-                    }
-                    for m in self.memberships
-                ],
-                "redactions": [
-                    {"event_id": r.event_id, "redacts": r.redacts} for r in self.redactions
-                ],
-                "meta": self.meta,
-            }
-        )
+                "removed": [list(k) for k in self.current_state_removed],
+            },
+            "memberships": [
+                {
+                    "event_id": m.event_id,
+                    "user_id": m.user_id,
+                    "sender": m.sender,
+                    "membership": m.membership,
+                }
+                for m in self.memberships
+            ],
+            "redactions": [{"event_id": r.event_id, "redacts": r.redacts} for r in self.redactions],
+        }
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Chunk:
@@ -177,4 +225,13 @@ class Chunk:
                 Redaction(r["event_id"], r["redacts"]) for r in d.get("redactions", ())
             ),
             meta=d.get("meta", {}),
+            seq=_pair(d.get("seq")),
+            inputs=_pair(d.get("inputs")),
+            digest=d.get("digest", ""),
         )
+
+
+def _pair(value: Any) -> tuple[int, int]:
+    if value is None:
+        return (0, 0)
+    return (int(value[0]), int(value[1]))

@@ -90,14 +90,26 @@ class StateGroups:
     def add_delta(
         self, prev: int | None, event_id: str, changes: StateMap
     ) -> tuple[int, StateGroup]:
-        """A new group: the state of ``prev`` with ``changes`` on top. Returns (id, the group)."""
+        """A new group: the state of ``prev`` with ``changes`` on top. Returns (id, the group).
+
+        The materialised state of ``prev``, when cached, becomes the new group's (updated in
+        place, so the cost does not grow with the room's state): a mapping ``state(prev)``
+        returned earlier must not be read after this call.
+        """
         base = self.state(prev)
-        state = dict(base)
-        state.update(changes)
         hops = self._groups[prev].hops + 1 if prev is not None else 0
         if prev is None or hops > self.max_hops:
+            state = dict(base)
+            state.update(changes)
             return self._store(None, 0, event_id, state, state)
         delta = {k: v for k, v in changes.items() if base.get(k) != v}
+        cached = self._cache.pop(prev, None)
+        if isinstance(cached, dict):
+            cached.update(delta)
+            state = cached
+        else:
+            state = dict(base)
+            state.update(delta)
         return self._store(prev, hops, event_id, delta, state)
 
     def add_state(

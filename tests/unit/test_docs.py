@@ -49,6 +49,7 @@ def _chunk(raw: bytes) -> Any:
     chunk = Chunk.from_json(raw)
     room_version(chunk.room_version)
     assert orjson.loads(chunk.to_json()) == orjson.loads(raw), "fields the chunk codec ignores"
+    assert chunk.digest == chunk.compute_digest(), "the example's digest is not its content's"
     return chunk
 
 
