@@ -17,16 +17,17 @@ Identity, so the committer can tell a replay from new work and a divergence from
 * ``digest``: 32 hex digits, blake2b (16 bytes) of the chunk's canonical encoding without
   ``digest``, ``inputs`` and ``meta`` (orjson, keys sorted): see ``Chunk.compute_digest``.
 
-How the committer uses it (per room, a high-water H = the largest n committed):
+How the committer uses it (per room, a high-water H = the largest n committed, and the digest
+of each committed ``seq`` range):
 
-* last <= H: already applied. If a chunk with the same ``chunk_id`` was committed, their digests
-  must be equal; different digests are a divergence to report (the same inputs gave another
-  result), never a reason to apply it twice.
+* The same ``seq`` range committed before: the digests must be equal. Different digests are a
+  divergence (the same inputs gave another result): report it, never apply the chunk twice.
+* last <= H: already applied; drop it.
 * first > H: new; apply it. first > H + 1 means chunks are missing in between (report).
-* first <= H < last: a replay that was batched differently from the run that committed up to H
-  (say the committed chunks were 1..10 and the replay sends 6..12). Apply it: events already
-  stored (those with seq <= H) are dropped by event ID, and the state changes below are written
-  so that applying them on top of any state of the room between the chunk's start and its end
+* first <= H < last: a replay batched differently from the run that committed up to H (say the
+  committed chunks were 1..10 and the replay sends 6..12). Apply it: events already stored
+  (those with seq <= H) are dropped by event ID, and the state changes below are written so
+  that applying them on top of any state of the room between the chunk's start and its end
   gives the state at its end.
 
 The state changes are absolute for every key they touch: ``current_state_set`` and
