@@ -42,7 +42,7 @@ the same whatever the batching.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -93,7 +93,7 @@ class Redaction:
     redacts: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Chunk:
     chunk_id: str
     room_id: str
@@ -113,8 +113,9 @@ class Chunk:
     digest: str = ""
 
     def with_digest(self) -> Chunk:
-        """This chunk with ``digest`` set from its content."""
-        return replace(self, digest=self.compute_digest())
+        """Set ``digest`` from the content; returns the chunk."""
+        self.digest = self.compute_digest()
+        return self
 
     def compute_digest(self) -> str:
         """blake2b-128 (hex) of the canonical encoding without ``digest``, ``inputs``, ``meta``."""
@@ -154,7 +155,7 @@ class Chunk:
                     "id": g.id,
                     "event_id": g.event_id,
                     "prev_group": g.prev_group,
-                    "delta": [list(r) for r in g.delta],
+                    "delta": g.delta,  # orjson writes tuples as arrays
                 }
                 for g in self.state_groups
             ],

@@ -95,7 +95,10 @@ STATE_FORMAT = 2
 """Version of the ``to_dict`` layout (1: before sequence numbers and the logical clock)."""
 
 _ROW_OVERHEAD = 16
-"""Bytes a state row or an event entry adds to a chunk's encoding beyond its strings."""
+"""Bytes an event entry adds to a chunk's encoding beyond its PDU."""
+
+_ROW_BYTES = 128
+"""What one state row is taken to add to a chunk's encoding (generous: most are ~100)."""
 
 
 class ResolverFailed(RoomstreamError, RuntimeError):
@@ -158,7 +161,9 @@ class RoomProcessor:
         self._known = KnownEvents()
         self._groups = StateGroups(room_id, max_hops=self.config.max_delta_hops)
         self._extremities: set[str] = set()
-        self._current: dict[StateKey, str] = {}  # the state over the extremities, kept current
+        # The state over the extremities, kept current; never mutated here (it may be a state
+        # group's materialised state, which ``add_delta`` may move on in place).
+        self._current: StateMap = {}
         self._current_basis: tuple[int, ...] = ()
         self._parking = ParkingLot(room_id, self.config.parking, budget)
         self._ready: list[tuple[int, Parked]] = []
@@ -222,8 +227,12 @@ class RoomProcessor:
         finally:
             self._run = None
             self._open = None
-            self._known.drop_parsed()
             self._groups.trim(keep=self._current_basis)
+
+    def compact(self) -> None:
+        """Drop what is kept only to make the next inputs cheaper (parsed state events): for a
+        room that goes idle. Changes no result."""
+        self._known.drop_parsed()
 
     def expire(self, now: int) -> BatchResult:
         """A tick: move the logical clock to ``now`` (if later) and expire what is due.
@@ -354,6 +363,9 @@ class RoomProcessor:
             except ParkingFull as e:
                 out.dead_letters.append(DeadLetter(e.reason, raw, source, event.event_id))
             return
+        # Cut the chunk before deciding: deciding may move the current state on in place, and a
+        # chunk closed now must read the state as its own last event left it.
+        self._chunk_for(_size(raw) + _ROW_OVERHEAD)
         try:
             decision = self._decide(event)
         except ResolverFailed:
@@ -380,7 +392,7 @@ class RoomProcessor:
                 )
             )
             return
-        self._record(event, fp, received_ts, raw, decision)
+        self._record(event, fp, received_ts, decision)
 
     def _drain_ready(self) -> None:
         while self._ready:
@@ -437,25 +449,21 @@ class RoomProcessor:
 
         after_sg: int | None
         if event.is_state and rejected is None:
-            # ``before`` must not be read after this: its mapping becomes the new group's.
+            # When the event will be the room's only forward extremity, the state before it
+            # (the current state) turns into the state after it in place; else it is copied.
+            sole = not soft_failed and self._extremities.issubset(event.prev_event_ids)
             after_sg, group = self._groups.add_delta(
                 before_sg,
                 event.event_id,
                 {event.state_tuple: event.event_id},
+                in_place=sole,
             )
             new_groups.append(group)
         else:
             after_sg = before_sg
         return _Decision(creates, rejected, soft_failed, before_sg, after_sg, new_groups)
 
-    def _record(
-        self,
-        event: Event,
-        fp: int,
-        received_ts: int | None,
-        raw: RawInput,
-        decision: _Decision,
-    ) -> None:
+    def _record(self, event: Event, fp: int, received_ts: int | None, decision: _Decision) -> None:
         """Record a decided event: its result, state group, extremities, chunk entries."""
         creates, rejected, soft_failed, after_sg = (
             decision.creates,
@@ -464,8 +472,9 @@ class RoomProcessor:
             decision.state_group,
         )
         rv = event.room_version
-        size = _size(raw) + _ROW_OVERHEAD + sum(_group_size(g) for g in decision.new_groups)
-        out = self._chunk_for(size)
+        out = self._open
+        assert out is not None, "the chunk is opened before the event is decided"
+        out.bytes += sum(_group_size(g) for g in decision.new_groups)
         status = REJECTED if rejected is not None else SOFT_FAILED if soft_failed else ACCEPTED
         self._known.add(event, status, after_sg, fp)
         out.state_groups.extend(decision.new_groups)
@@ -533,17 +542,17 @@ class RoomProcessor:
             and basis == (after_sg,)
             and self._current_basis == (() if before_sg is None else (before_sg,))
         ):
-            key = event.state_tuple
-            if self._current.get(key) != event.event_id:
-                self._current[key] = event.event_id
-                out.touched_state.add(key)
+            # Just made, so cached: no copy. It may be the very mapping ``_current`` was,
+            # updated in place by ``add_delta``.
+            self._current = self._groups.state(after_sg)
+            out.touched_state.add(event.state_tuple)
             self._current_basis = basis
             return
         new = self._state_over(basis)
         old = self._current
         out.touched_state.update(k for k, v in new.items() if old.get(k) != v)
         out.touched_state.update(k for k in old if k not in new)
-        self._current = dict(new)
+        self._current = new
         self._current_basis = basis
 
     def _arrived(self, event_id: str) -> None:
@@ -762,7 +771,7 @@ class RoomProcessor:
             proc.room_id, data["parked"], proc.config.parking, budget
         )
         proc._current_basis = proc._basis()
-        proc._current = dict(proc._state_over(proc._current_basis))
+        proc._current = proc._state_over(proc._current_basis)
         return proc
 
 
@@ -840,4 +849,5 @@ def _size(raw: RawInput) -> int:
 
 
 def _group_size(group: StateGroup) -> int:
-    return sum(len(t) + len(k) + len(e) + _ROW_OVERHEAD for t, k, e in group.delta)
+    # An estimate: a row is a type, a state key and an event ID, about 100 bytes encoded.
+    return len(group.delta) * _ROW_BYTES

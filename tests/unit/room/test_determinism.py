@@ -105,6 +105,11 @@ def test_one_chunk_per_batch_leaves_the_rows_of_one_chunk_per_input(
     assert len(whole.chunks) <= 1
     assert fold(list(whole.chunks)).rows() == fold(per_input).rows()
 
+    # Cut by size inside the batch: a chunk of one or a few events.
+    small = ProcessorConfig(parking=CONFIG.parking, max_chunk_bytes=2_500)
+    cut = RoomProcessor(room_id, config=small).process(inputs).chunks
+    assert fold(list(cut)).rows() == fold(per_input).rows()
+
     parts = RoomProcessor(room_id, config=CONFIG)
     per_batch = [c for batch in _batches(inputs, rnd) for c in parts.process(batch).chunks]
     assert fold(per_batch).rows() == fold(per_input).rows()
