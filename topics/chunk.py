@@ -2,10 +2,10 @@
 
 The chunk itself (``pipeline.room.chunk.Chunk``) belongs to the pure core; this module owns its
 bytes. msgspec encodes and decodes it against the types below, so a chunk that does not match
-them is refused with the path of the field at fault. The bytes are those the format had when it
-was written with orjson from plain dicts (same keys, same order), so chunks already on the topic
-still decode. The events, state groups, memberships and redactions are the core's dataclasses,
-whose fields are in wire order; the extremities and current state are grouped on the wire.
+them is refused with the path of the field at fault. A chunk written before it carried its
+identity (``seq``, ``inputs``, ``digest``) decodes with zeros and an empty digest. The events,
+state groups, memberships and redactions are the core's dataclasses, whose fields are in wire
+order; the extremities and current state are grouped on the wire.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class _CurrentState(msgspec.Struct, kw_only=True, frozen=True):
 
 class _Chunk(msgspec.Struct, kw_only=True):
     chunk_id: str
+    seq: tuple[int, int] = (0, 0)
     room_id: str
     room_version: str
     creator: str | None = None
@@ -45,6 +46,8 @@ class _Chunk(msgspec.Struct, kw_only=True):
     current_state: _CurrentState = _CurrentState()
     memberships: tuple[core.Membership, ...] = ()
     redactions: tuple[core.Redaction, ...] = ()
+    inputs: tuple[int, int] = (0, 0)
+    digest: str = ""
     meta: dict[str, Any] = {}
 
 
@@ -62,6 +65,7 @@ def encode(chunk: Chunk) -> bytes:
     return _encoder.encode(
         _Chunk(
             chunk_id=chunk.chunk_id,
+            seq=chunk.seq,
             room_id=chunk.room_id,
             room_version=chunk.room_version,
             creator=chunk.creator,
@@ -73,6 +77,8 @@ def encode(chunk: Chunk) -> bytes:
             current_state=_CurrentState(set=rows, removed=chunk.current_state_removed),
             memberships=chunk.memberships,
             redactions=chunk.redactions,
+            inputs=chunk.inputs,
+            digest=chunk.digest,
             meta=chunk.meta,
         )
     )
@@ -95,4 +101,7 @@ def decode(value: bytes | str) -> Chunk:
         memberships=wire.memberships,
         redactions=wire.redactions,
         meta=wire.meta,
+        seq=wire.seq,
+        inputs=wire.inputs,
+        digest=wire.digest,
     )
