@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from pipeline.errors import MalformedMessage
 from pipeline.room import chunk as core
 from pipeline.room.chunk import Chunk
 from topics import _msgspec
@@ -85,9 +86,10 @@ def encode(chunk: Chunk) -> bytes:
 
 
 def decode(value: bytes | str) -> Chunk:
-    """The chunk in a message value; MalformedMessage names the field that does not fit."""
+    """The chunk in a message value; MalformedMessage names the field that does not fit, or says
+    that the carried digest is not the content's."""
     wire = _msgspec.decode(_decoder, value, WIRE_FORMAT)
-    return Chunk(
+    chunk = Chunk(
         chunk_id=wire.chunk_id,
         room_id=wire.room_id,
         room_version=wire.room_version,
@@ -105,3 +107,10 @@ def decode(value: bytes | str) -> Chunk:
         inputs=wire.inputs,
         digest=wire.digest,
     )
+    if chunk.digest and chunk.digest != chunk.compute_digest():
+        raise MalformedMessage(
+            WIRE_FORMAT,
+            f"$.digest {chunk.digest} is not the digest of the chunk's content "
+            f"({chunk.compute_digest()}): the message was altered after it was built",
+        )
+    return chunk
