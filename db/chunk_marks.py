@@ -7,18 +7,16 @@ chunk's content digest is kept with it: the room's last one in the mark, recent 
 compared with what was committed: the same content is a replay and is skipped; other content is
 a divergence, recorded in ``chunk_divergences`` and reported, never skipped silently.
 
-The digest covers what the chunk makes of its inputs (events and their outcome, state groups,
-current state, extremities, memberships, redactions), not when it was received.
+The digest is the one the room processor gives the chunk (``Chunk.compute_digest``: its events
+with their outcome, state groups, current state, extremities, memberships and redactions).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
 from psycopg2.extras import execute_values
 
 from pipeline.room.chunk import Chunk
@@ -64,20 +62,9 @@ def chunk_seq(chunk: Chunk) -> int:
 
 
 def chunk_digest(chunk: Chunk) -> bytes:
-    """SHA-256 over the chunk's content, received timestamps and ``meta`` left out."""
-    content = (
-        chunk.room_id,
-        chunk.room_version,
-        [(e.event_id, e.rejected, e.soft_failed, e.state_group, e.outlier) for e in chunk.events],
-        [(g.id, g.event_id, g.prev_group, g.delta) for g in chunk.state_groups],
-        chunk.forward_extremities_added,
-        chunk.forward_extremities_removed,
-        [(r.type, r.state_key, r.event_id, r.membership) for r in chunk.current_state_set],
-        chunk.current_state_removed,
-        [(m.event_id, m.user_id, m.sender, m.membership) for m in chunk.memberships],
-        [(r.event_id, r.redacts) for r in chunk.redactions],
-    )
-    return hashlib.sha256(orjson.dumps(content)).digest()
+    """The chunk's content digest: the one it carries (checked against its content by the
+    codec), or, for a chunk from before chunks carried one, computed the same way."""
+    return bytes.fromhex(chunk.digest or chunk.compute_digest())
 
 
 def load_marks(cur: Any, rooms: Iterable[str]) -> dict[str, Mark]:

@@ -10,6 +10,7 @@
     │   └── CanonicalJsonError(ValueError)   [pipeline.matrix.canonical_json]
     ├── ParkingFull                          [pipeline.room.parking] a parking bound is reached
     ├── InvalidHeader(ValueError)            [pipeline.room.headers] an input header is unusable
+    ├── ResolverFailed(RuntimeError)         [pipeline.room.processor] not the input's fault
     ├── ConfigError(ValueError)              a setting is malformed; names the variable
     ├── StackError(RuntimeError)             the local stack cannot start or stop
     │   ├── MissingBinary                    Java, Maven or PostgreSQL binaries are absent

@@ -2,10 +2,10 @@
 
 The chunk itself (``pipeline.room.chunk.Chunk``) belongs to the pure core; this module owns its
 bytes. msgspec encodes and decodes it against the types below, so a chunk that does not match
-them is refused with the path of the field at fault. The bytes are those the format had when it
-was written with orjson from plain dicts (same keys, same order), so chunks already on the topic
-still decode. The events, state groups, memberships and redactions are the core's dataclasses,
-whose fields are in wire order; the extremities and current state are grouped on the wire.
+them is refused with the path of the field at fault. A chunk written before it carried its
+identity (``seq``, ``inputs``, ``digest``) decodes with zeros and an empty digest. The events,
+state groups, memberships and redactions are the core's dataclasses, whose fields are in wire
+order; the extremities and current state are grouped on the wire.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from pipeline.errors import MalformedMessage
 from pipeline.room import chunk as core
 from pipeline.room.chunk import Chunk
 from topics import _msgspec
@@ -36,6 +37,7 @@ class _CurrentState(msgspec.Struct, kw_only=True, frozen=True):
 
 class _Chunk(msgspec.Struct, kw_only=True):
     chunk_id: str
+    seq: tuple[int, int] = (0, 0)
     room_id: str
     room_version: str
     creator: str | None = None
@@ -45,6 +47,8 @@ class _Chunk(msgspec.Struct, kw_only=True):
     current_state: _CurrentState = _CurrentState()
     memberships: tuple[core.Membership, ...] = ()
     redactions: tuple[core.Redaction, ...] = ()
+    inputs: tuple[int, int] = (0, 0)
+    digest: str = ""
     meta: dict[str, Any] = {}
 
 
@@ -62,6 +66,7 @@ def encode(chunk: Chunk) -> bytes:
     return _encoder.encode(
         _Chunk(
             chunk_id=chunk.chunk_id,
+            seq=chunk.seq,
             room_id=chunk.room_id,
             room_version=chunk.room_version,
             creator=chunk.creator,
@@ -73,15 +78,18 @@ def encode(chunk: Chunk) -> bytes:
             current_state=_CurrentState(set=rows, removed=chunk.current_state_removed),
             memberships=chunk.memberships,
             redactions=chunk.redactions,
+            inputs=chunk.inputs,
+            digest=chunk.digest,
             meta=chunk.meta,
         )
     )
 
 
 def decode(value: bytes | str) -> Chunk:
-    """The chunk in a message value; MalformedMessage names the field that does not fit."""
+    """The chunk in a message value; MalformedMessage names the field that does not fit, or says
+    that the carried digest is not the content's."""
     wire = _msgspec.decode(_decoder, value, WIRE_FORMAT)
-    return Chunk(
+    chunk = Chunk(
         chunk_id=wire.chunk_id,
         room_id=wire.room_id,
         room_version=wire.room_version,
@@ -95,4 +103,14 @@ def decode(value: bytes | str) -> Chunk:
         memberships=wire.memberships,
         redactions=wire.redactions,
         meta=wire.meta,
+        seq=wire.seq,
+        inputs=wire.inputs,
+        digest=wire.digest,
     )
+    if chunk.digest and chunk.digest != chunk.compute_digest():
+        raise MalformedMessage(
+            WIRE_FORMAT,
+            f"$.digest {chunk.digest} is not the digest of the chunk's content "
+            f"({chunk.compute_digest()}): the message was altered after it was built",
+        )
+    return chunk

@@ -1,8 +1,9 @@
 """What goes into a room processor and what comes out of one batch.
 
-``Incoming`` is one input PDU with the shell's reference to it; ``BatchResult`` is the room chunk
-of the batch (if any event was processed), the inputs refused (``DeadLetter``, each with its
-reason) and counters. ``ProcessorConfig`` holds the knobs.
+``Incoming`` is one input PDU with the shell's reference to it; ``BatchResult`` is the room
+chunks of the batch (one, unless the batch's events exceed ``max_chunk_bytes``; none when no
+event was processed), the inputs refused (``DeadLetter``, each with its reason) and counters.
+``ProcessorConfig`` holds the knobs.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from pipeline.matrix.room_versions import RoomVersion
 from pipeline.room.chunk import Chunk
 from pipeline.room.parking import ParkingLimits, RawInput
 from pipeline.room.state_groups import MAX_DELTA_HOPS
+
+MAX_CHUNK_BYTES = 4 * 1024 * 1024
+"""Above this estimate of its encoded size a batch's chunk is cut in two (the chunks topic takes
+records of up to 16 MB; one PDU is at most 64 KiB, so a chunk overshoots by one event at most)."""
 
 Resolver = Callable[
     [str, RoomVersion, Sequence[StateMap], EventFetcher, Callable[[str], bool]],
@@ -31,18 +36,24 @@ class ProcessorConfig:
     parking: ParkingLimits = field(default_factory=ParkingLimits)
     max_delta_hops: int = MAX_DELTA_HOPS
     resolver: Resolver | None = None
+    max_chunk_bytes: int = MAX_CHUNK_BYTES
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Incoming:
-    """One input PDU. ``source`` is the shell's reference to it (JSON-friendly, e.g. offsets)."""
+    """One input PDU. ``source`` is the shell's reference to it (JSON-friendly, e.g. offsets).
+
+    ``received_ts`` (ms) drives the room's logical clock, hence parking expiry: it must be part
+    of the input as replayed (e.g. the record's timestamp in the topic), never the time of
+    processing. None leaves the clock where it is.
+    """
 
     raw: RawInput
     received_ts: int | None = None
     source: Mapping[str, Any] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeadLetter:
     """An input that could not be processed, and why."""
 
@@ -54,7 +65,21 @@ class DeadLetter:
 
 @dataclass(frozen=True, slots=True)
 class BatchResult:
-    chunk: Chunk | None  # None when no event was processed
+    chunks: tuple[Chunk, ...]  # in order; empty when no event was processed
     dead_letters: tuple[DeadLetter, ...]
     duplicates: int  # inputs dropped as exact duplicates of known or parked events
     parked: int  # events parked in the room after the batch
+    parked_bytes: int = 0  # their size as received
+
+    @property
+    def chunk(self) -> Chunk | None:
+        """The batch's one chunk (None when no event was processed).
+
+        Raises ``ValueError`` when the batch was cut into several chunks: read ``chunks``.
+        """
+        if len(self.chunks) > 1:
+            raise ValueError(
+                f"the batch made {len(self.chunks)} chunks (over the chunk size budget); "
+                "read BatchResult.chunks"
+            )
+        return self.chunks[0] if self.chunks else None

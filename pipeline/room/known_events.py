@@ -4,7 +4,9 @@ Per event only its state group, its outcome, a fingerprint of its content (to te
 from another event reusing the ID) and, for soft-failed and rejected events, its prev_events
 (see ``extremities.advance``). State events are also kept in full, as compact JSON without
 signatures, hashes and unsigned data, because the authorization rules and state resolution read
-them; they are parsed on demand, and the parsed ones are dropped after each batch.
+them; they are parsed on demand, and up to ``PARSED_KEPT`` parsed ones are kept (the oldest
+parsed go first) until ``drop_parsed``: the events every check reads (create, power levels, the
+senders' memberships) are then parsed once, not once per input.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from pipeline.matrix.room_versions import RoomVersion
 ACCEPTED, SOFT_FAILED, REJECTED = 0, 1, 2
 
 _NOT_KEPT = frozenset(("signatures", "hashes", "unsigned"))
+
+PARSED_KEPT = 64
 
 
 class Known(NamedTuple):
@@ -77,7 +81,7 @@ class KnownEvents:
         if event.is_state:
             self._state_events.pop(event.event_id, None)
             self._state_events[event.event_id] = _compact(event.pdu)
-            self._parsed[event.event_id] = event
+            self._keep(event)
 
     def is_state_event(self, event_id: str) -> bool:
         return event_id in self._state_events
@@ -91,8 +95,14 @@ class KnownEvents:
         if data is None or self.room_version is None:
             return None
         ev = Event.from_trusted(orjson.loads(data), self.room_version, event_id)
-        self._parsed[event_id] = ev
+        self._keep(ev)
         return ev
+
+    def _keep(self, ev: Event) -> None:
+        parsed = self._parsed
+        if len(parsed) >= PARSED_KEPT:
+            del parsed[next(iter(parsed))]
+        parsed[ev.event_id] = ev
 
     def is_rejected(self, event_id: str) -> bool:
         known = self._known.get(event_id)
@@ -104,7 +114,7 @@ class KnownEvents:
         return known.prevs if known is not None else None
 
     def drop_parsed(self) -> None:
-        """Forget the parsed events (kept only while a batch runs, to save memory at rest)."""
+        """Forget the parsed events (to save memory while the room is idle)."""
         self._parsed.clear()
 
     def counts(self) -> tuple[int, int]:

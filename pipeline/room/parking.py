@@ -2,10 +2,22 @@
 
 An event is parked while any of its prev_events or auth_events is unknown, and any input waits
 for the room's create event (until then the room version, hence the PDU format, is unknown).
-Parking is bounded per room and across rooms (a ``ParkingBudget`` the shell shares between its
-rooms), and a parked event expires after a time-to-live measured on a clock the caller passes in.
 Released events come back in arrival order. The lot is plain data so the shell can keep it durably
 with the rest of the room's state.
+
+Every decision depends only on the room's own inputs, so replaying them decides the same:
+
+* Bounds are per room: a number of events (``per_room``) and their bytes as received
+  (``max_bytes_per_room``, default 4 MiB, so that a room's stored record stays far below a
+  changelog record's limit and the events released at once fit in a few chunks). Parking beyond
+  either raises ``ParkingFull`` with the bound named; the input is dead-lettered.
+* Expiry runs on the room's logical clock, never on the wall clock: the largest ``received_ts``
+  of the room's inputs so far (see ``RoomProcessor``). An event parked at logical time t expires
+  once an input of the room moves the clock to t + ``ttl_ms`` or later.
+
+A ``ParkingBudget`` only counts parked events across a worker's rooms (``used`` against
+``total``); it never refuses anything, so that one room's output cannot depend on another
+room's. The shell reads ``over`` to pause intake (back-pressure) instead.
 """
 
 from __future__ import annotations
@@ -23,15 +35,19 @@ CREATE_EVENT = "m.room.create"
 RawInput = bytes | str | Mapping[str, Any]
 
 
+MAX_BYTES_PER_ROOM = 4 * 1024 * 1024
+
+
 @dataclass(frozen=True, slots=True)
 class ParkingLimits:
     per_room: int = 1_000
-    total: int = 100_000
+    total: int = 100_000  # for the shell's back-pressure only (``ParkingBudget``)
     ttl_ms: int = 24 * 3600 * 1000
+    max_bytes_per_room: int = MAX_BYTES_PER_ROOM
 
 
 class ParkingBudget:
-    """Parked events across all rooms of one worker, against ``total``.
+    """Parked events across all rooms of one worker, against ``total``: a gauge, not a bound.
 
     Not part of a room's state: after a restore the shell rebuilds ``used`` by restoring every
     room with the same budget. Rooms may be processed on several threads, hence the lock.
@@ -42,18 +58,18 @@ class ParkingBudget:
         self.used = 0
         self._lock = threading.Lock()
 
-    def reserve(self) -> bool:
-        """Take one place; False when none is left."""
-        with self._lock:
-            if self.used >= self.total:
-                return False
-            self.used += 1
-            return True
+    @property
+    def over(self) -> bool:
+        """Whether the worker holds ``total`` parked events or more: time to pause intake."""
+        return self.used >= self.total
 
-    def claim(self, n: int) -> None:
-        """Count ``n`` events restored as parked: they stay parked even above the bound."""
+    def take(self, n: int = 1) -> None:
         with self._lock:
             self.used += n
+
+    def claim(self, n: int) -> None:
+        """Count ``n`` events restored as parked."""
+        self.take(n)
 
     def release(self, n: int = 1) -> None:
         with self._lock:
@@ -72,15 +88,17 @@ class ParkingFull(RoomstreamError):
 class Parked:
     """One parked input. ``pdu``/``event_id`` are set once the input has been parsed."""
 
-    seq: int  # arrival order within the room
+    seq: int  # the room's input sequence number of the input (arrival order)
     raw: str | dict[str, Any]  # the input as received (text, or the mapping it came as)
     missing: set[str]
-    parked_at: int
+    parked_at: int  # the room's logical clock when it was parked
     event_id: str | None = None
+    # The parsed PDU, kept in memory only (a save keeps ``raw``; a restore parses it again).
     pdu: dict[str, Any] | None = None
     received_ts: int | None = None
     source: dict[str, Any] | None = None
     fingerprint: int | None = field(default=None)
+    size: int = 0  # bytes of ``raw``, counted against the room's bound
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,10 +107,10 @@ class Parked:
             "missing": sorted(self.missing),
             "parked_at": self.parked_at,
             "event_id": self.event_id,
-            "pdu": self.pdu,
             "received_ts": self.received_ts,
             "source": self.source,
             "fingerprint": self.fingerprint,
+            "size": self.size,
         }
 
     @classmethod
@@ -103,10 +121,10 @@ class Parked:
             missing=set(d["missing"]),
             parked_at=int(d["parked_at"]),
             event_id=d.get("event_id"),
-            pdu=d.get("pdu"),
             received_ts=d.get("received_ts"),
             source=d.get("source"),
             fingerprint=d.get("fingerprint"),
+            size=int(d.get("size", 0)),
         )
 
 
@@ -122,6 +140,7 @@ class ParkingLot:
         self._items: dict[int, Parked] = {}
         self._by_event: dict[str, int] = {}
         self._waiting: dict[str, set[int]] = {}
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._items)
@@ -144,12 +163,15 @@ class ParkingLot:
                 f"(limit per room {self.limits.per_room}); events it waits for: "
                 f"{sorted(item.missing)}"
             )
-        if self.budget is not None and not self.budget.reserve():
+        if self.bytes + item.size > self.limits.max_bytes_per_room:
             raise ParkingFull(
-                f"the worker already has {self.budget.used} parked events "
-                f"(limit {self.budget.total}); events it waits for: {sorted(item.missing)}"
+                f"room {self.room_id} already has {self.bytes} bytes of parked events "
+                f"(limit per room {self.limits.max_bytes_per_room} bytes) and this one has "
+                f"{item.size}; events it waits for: {sorted(item.missing)}"
             )
         self._add(item)
+        if self.budget is not None:
+            self.budget.take()
 
     def arrived(self, event_id: str) -> list[Parked]:
         """``event_id`` is now known: unpark and return what no longer waits for anything."""
@@ -162,8 +184,15 @@ class ParkingLot:
                 ready.append(item)
         return ready
 
+    def due(self, now: int) -> bool:
+        """Whether anything has waited ``ttl_ms`` or longer at logical time ``now``."""
+        cutoff = now - self.limits.ttl_ms
+        return any(it.parked_at <= cutoff for it in self._items.values())
+
     def expire(self, now: int) -> list[Parked]:
-        """Unpark and return what has waited ``ttl_ms`` or longer by ``now``."""
+        """Unpark and return what has waited ``ttl_ms`` or longer at logical time ``now``."""
+        if not self._items:
+            return []
         cutoff = now - self.limits.ttl_ms
         expired = [it for it in self.items() if it.parked_at <= cutoff]
         for it in expired:
@@ -172,6 +201,7 @@ class ParkingLot:
 
     def _add(self, item: Parked) -> None:
         self._items[item.seq] = item
+        self.bytes += item.size
         if item.event_id is not None:
             self._by_event[item.event_id] = item.seq
         for need in item.missing:
@@ -179,6 +209,7 @@ class ParkingLot:
 
     def _remove(self, seq: int) -> None:
         item = self._items.pop(seq)
+        self.bytes -= item.size
         if item.event_id is not None and self._by_event.get(item.event_id) == seq:
             del self._by_event[item.event_id]
         for need in item.missing:

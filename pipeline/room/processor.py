@@ -5,10 +5,34 @@ the create event, prev_events and auth_events are known, compute the state befor
 (the state after its single prev event, else state resolution over the states after each), run
 the authorization rules against the auth_events and against the state before (rejected if either
 fails), then against the room's current state (soft-failed if that fails), store the state after
-as a state group, advance the forward extremities and recompute the current state.
+as a state group, advance the forward extremities and bring the current state up to date.
 
-``RoomProcessor`` is pure (state + input -> state + output, with the clock passed in) and its state
-round-trips through ``to_dict``/``from_dict`` so the shell can keep it in a changelog.
+``RoomProcessor`` is pure (state + inputs -> state + outputs) and its state round-trips through
+``to_dict``/``from_dict`` so the shell can keep it in a changelog. ``process(inputs)`` takes every
+input of the room that is waiting and makes one chunk of all of them; ``process([one])`` is the
+one-at-a-time path. Either way every event is decided the same: a fold of the chunks of one
+batching gives the stored state of any other.
+
+Replay-determinism: every output (chunks, dead letters) is a function of the room's inputs in
+order and nothing else, so a processor restored from any earlier save and fed the inputs that
+followed produces the same output, byte for byte, when fed in the same batches:
+
+* Every input takes the room's next *input sequence number* (``input_seq``) and every recorded
+  event the next *event sequence number* (``event_seq``); a chunk's identity is built from the
+  latter (``pipeline.room.chunk``), which does not depend on batching.
+* Time is the room's logical clock (``clock``): the largest ``Incoming.received_ts`` seen so
+  far, moved before each input is taken. After each input (and what it released), parked
+  events whose ``parked_at`` + ``ttl_ms`` <= ``clock`` expire. ``expire(ts)`` (a tick) moves the
+  clock too; a shell that ticks must replay its ticks among the inputs to stay deterministic.
+* Parking bounds are per room (count and bytes); a shared ``ParkingBudget`` only counts.
+* Batch boundaries are the shell's and so may differ in a replay; they change only how events
+  are grouped into chunks, and a chunk's state changes are absolute for the keys it touches,
+  so chunks of differently batched replays apply to the same result (see ``chunk``).
+
+Errors: what is wrong with an input is a dead letter with a reason. A failure of the shell's
+resolver (``ProcessorConfig.resolver``) that is not a ``MatrixError`` raises ``ResolverFailed``
+out of ``process``; the processor is then in an undefined state and must be dropped (restore it
+from the last save and process the inputs again).
 
 What is kept per event is in ``known_events``; state groups in ``state_groups``; parked input in
 ``parking``; the forward extremity rule in ``extremities``.
@@ -24,7 +48,7 @@ from typing import Any
 import orjson
 
 from pipeline.matrix.auth import auth_types_for_event, check_auth_events, check_auth_rules
-from pipeline.matrix.errors import EventRejected, MatrixError, MissingEvents
+from pipeline.matrix.errors import EventRejected, MatrixError, MissingEvents, RoomstreamError
 from pipeline.matrix.events import Event, StateKey, StateMap
 from pipeline.matrix.pdu import parse_create_event_room_version, parse_pdu
 from pipeline.matrix.room_versions import RoomVersion, room_version
@@ -62,38 +86,60 @@ __all__ = [
     "DeadLetter",
     "Incoming",
     "ProcessorConfig",
+    "ResolverFailed",
     "RoomProcessor",
     "as_mapping",
     "is_create",
 ]
 
-STATE_FORMAT = 1
-"""Version of the ``to_dict`` layout."""
+STATE_FORMAT = 2
+"""Version of the ``to_dict`` layout (1: before sequence numbers and the logical clock)."""
+
+_ROW_OVERHEAD = 16
+"""Bytes an event entry adds to a chunk's encoding beyond its PDU."""
+
+_ROW_BYTES = 128
+"""What one state row is taken to add to a chunk's encoding (generous: most are ~100)."""
 
 
-@dataclass(frozen=True, slots=True)
+class ResolverFailed(RoomstreamError, RuntimeError):
+    """The shell's state resolver failed for a reason that is not the input's (a broken worker
+    pool, say). Drop the processor, restore it from its last save and retry the inputs."""
+
+
+@dataclass(slots=True)
 class _Decision:
     creates: bool  # the event is an m.room.create
     rejected: str | None
     soft_failed: bool
+    before_sg: int | None
     state_group: int | None
     new_groups: list[StateGroup]
 
 
-class _Batch:
-    """What one batch changes, gathered for its chunk."""
+class _Open:
+    """The chunk being built: its events and what they touched."""
 
-    def __init__(self, extremities: set[str], current: StateMap) -> None:
+    def __init__(self, first_seq: int, first_input: int) -> None:
+        self.first_seq = first_seq
+        self.first_input = first_input
         self.events: list[ChunkEvent] = []
         self.state_groups: list[StateGroup] = []
         self.memberships: list[Membership] = []
         self.redactions: list[Redaction] = []
+        self.creator: str | None = None
+        self.touched_state: set[StateKey] = set()  # current-state keys changed in the chunk
+        self.touched_extremities: set[str] = set()  # events in or out of the extremities
+        self.bytes = 0
+
+
+class _Run:
+    """What one ``process`` call puts out."""
+
+    def __init__(self) -> None:
+        self.chunks: list[Chunk] = []
         self.dead_letters: list[DeadLetter] = []
         self.duplicates = 0
-        self.creator: str | None = None
-        self.room_version: str | None = None  # of the events, when the room has none yet
-        self.extremities_before = set(extremities)
-        self.current_before = current
 
 
 class RoomProcessor:
@@ -110,16 +156,20 @@ class RoomProcessor:
         self.config = config or ProcessorConfig()
         self.room_version: RoomVersion | None = None
         self.create_event_id: str | None = None
-        self.chunk_count = 0
-        self._seq = 0
+        self.input_seq = 0  # inputs taken
+        self.event_seq = 0  # events recorded
+        self.clock = 0  # the largest received_ts of the inputs so far
         self._known = KnownEvents()
         self._groups = StateGroups(room_id, max_hops=self.config.max_delta_hops)
         self._extremities: set[str] = set()
+        # The state over the extremities, kept current; never mutated here (it may be a state
+        # group's materialised state, which ``add_delta`` may move on in place).
         self._current: StateMap = {}
         self._current_basis: tuple[int, ...] = ()
         self._parking = ParkingLot(room_id, self.config.parking, budget)
         self._ready: list[tuple[int, Parked]] = []
-        self._batch: _Batch | None = None
+        self._run: _Run | None = None
+        self._open: _Open | None = None
 
     # ---------------------------------------------------------------- reading
 
@@ -129,8 +179,12 @@ class RoomProcessor:
 
     @property
     def current_state(self) -> StateMap:
-        self._refresh_current()
+        """The room's current state (do not mutate it)."""
         return self._current
+
+    @property
+    def parked_bytes(self) -> int:
+        return self._parking.bytes
 
     def parked(self) -> list[Parked]:
         return self._parking.items()
@@ -150,27 +204,65 @@ class RoomProcessor:
 
     # ---------------------------------------------------------------- processing
 
-    def process(self, batch: Iterable[Incoming | RawInput], *, now: int = 0) -> BatchResult:
-        """Process ``batch`` in arrival order at time ``now`` (ms on the caller's clock)."""
-        self._refresh_current()
-        out = self._batch = _Batch(self._extremities, self._current)
+    def process(
+        self, batch: Iterable[Incoming | RawInput], *, now: int | None = None
+    ) -> BatchResult:
+        """Process ``batch`` in arrival order: one chunk for all of its events (more when they
+        exceed ``max_chunk_bytes``). ``process([one])`` is the one-input-at-a-time path.
+
+        ``now`` is not read: time is the inputs' ``received_ts`` (see the module docstring).
+        """
+        del now
+        run = self._run = _Run()
         try:
-            for item in self._parking.expire(now):
-                out.dead_letters.append(_expired(item, self.config.parking.ttl_ms))
             for given in batch:
-                self._take(given if isinstance(given, Incoming) else Incoming(given), now)
-                self._drain_ready(now)
-            return self._finish(out)
+                inc = given if isinstance(given, Incoming) else Incoming(given)
+                self.input_seq += 1
+                if inc.received_ts is not None and inc.received_ts > self.clock:
+                    self.clock = inc.received_ts
+                self._take(inc, self.input_seq)
+                self._drain_ready()
+                self._expire()
+            self._close()
+            return self._result(run)
         finally:
-            self._batch = None
-            self._known.drop_parsed()
+            self._run = None
+            self._open = None
             self._groups.trim(keep=self._current_basis)
 
-    def expire(self, now: int) -> BatchResult:
-        """Expire parked events at ``now`` without new input."""
-        return self.process((), now=now)
+    def compact(self) -> None:
+        """Drop what is kept only to make the next inputs cheaper (parsed state events): for a
+        room that goes idle. Changes no result."""
+        self._known.drop_parsed()
 
-    def _take(self, inc: Incoming, now: int) -> None:
+    def expire(self, now: int) -> BatchResult:
+        """A tick: move the logical clock to ``now`` (if later) and expire what is due.
+
+        Takes no input sequence number and makes no chunk. Deterministic only if the shell
+        replays its ticks among the inputs (e.g. as records of the room's input).
+        """
+        run = self._run = _Run()
+        try:
+            self.clock = max(self.clock, now)
+            self._expire()
+            return self._result(run)
+        finally:
+            self._run = None
+
+    def _expire(self) -> None:
+        for item in self._parking.expire(self.clock):
+            self._out().dead_letters.append(_expired(item, self.config.parking.ttl_ms))
+
+    def _result(self, run: _Run) -> BatchResult:
+        return BatchResult(
+            chunks=tuple(run.chunks),
+            dead_letters=tuple(run.dead_letters),
+            duplicates=run.duplicates,
+            parked=len(self._parking),
+            parked_bytes=self._parking.bytes,
+        )
+
+    def _take(self, inc: Incoming, seq: int) -> None:
         out = self._out()
         rv = self.room_version
         if rv is None:
@@ -181,7 +273,7 @@ class RoomProcessor:
                 )
                 return
             if not is_create(pdu):
-                self._park_raw(inc, now)
+                self._park_raw(inc, seq)
                 return
             try:
                 rv = parse_create_event_room_version(pdu)
@@ -192,18 +284,18 @@ class RoomProcessor:
         if isinstance(event, str):
             out.dead_letters.append(DeadLetter(event, inc.raw, inc.source))
             return
-        received_ts = storable_received_ts(inc.received_ts)
-        self._handle(event, inc.raw, received_ts, inc.source, now, seq=None)
+        self._handle(event, inc.raw, storable_received_ts(inc.received_ts), inc.source, seq=seq)
 
-    def _park_raw(self, inc: Incoming, now: int) -> None:
-        self._seq += 1
+    def _park_raw(self, inc: Incoming, seq: int) -> None:
+        raw = _keepable(inc.raw)
         item = Parked(
-            seq=self._seq,
-            raw=_keepable(inc.raw),
+            seq=seq,
+            raw=raw,
             missing={CREATE_EVENT},
-            parked_at=now,
+            parked_at=self.clock,
             received_ts=storable_received_ts(inc.received_ts),
             source=dict(inc.source) if inc.source is not None else None,
+            size=_size(raw),
         )
         try:
             self._parking.park(item)
@@ -216,9 +308,8 @@ class RoomProcessor:
         raw: RawInput,
         received_ts: int | None,
         source: Mapping[str, Any] | None,
-        now: int,
         *,
-        seq: int | None,
+        seq: int,
         parked_at: int | None = None,
     ) -> None:
         out = self._out()
@@ -255,27 +346,31 @@ class RoomProcessor:
             e for e in (*event.prev_event_ids, *event.auth_event_ids) if e not in self._known
         }
         if missing:
-            if seq is None:
-                self._seq += 1
-                seq = self._seq
+            keep = _keepable(raw)
             item = Parked(
                 seq=seq,
-                raw=_keepable(raw),
+                raw=keep,
                 missing=missing,
-                parked_at=now if parked_at is None else parked_at,
+                parked_at=self.clock if parked_at is None else parked_at,
                 event_id=event.event_id,
                 pdu=dict(event.pdu),
                 received_ts=received_ts,
                 source=dict(source) if source is not None else None,
                 fingerprint=fp,
+                size=_size(keep),
             )
             try:
                 self._parking.park(item)
             except ParkingFull as e:
                 out.dead_letters.append(DeadLetter(e.reason, raw, source, event.event_id))
             return
+        # Cut the chunk before deciding: deciding may move the current state on in place, and a
+        # chunk closed now must read the state as its own last event left it.
+        self._chunk_for(_size(raw) + _ROW_OVERHEAD)
         try:
             decision = self._decide(event)
+        except ResolverFailed:
+            raise
         except MissingEvents as e:
             # Only reachable if the Matrix core needs an event beyond the auth_events and
             # prev_events this processor waits for; report it rather than guess a result.
@@ -300,12 +395,12 @@ class RoomProcessor:
             return
         self._record(event, fp, received_ts, decision)
 
-    def _drain_ready(self, now: int) -> None:
+    def _drain_ready(self) -> None:
         while self._ready:
             _, item = heapq.heappop(self._ready)
-            self._release(item, now)
+            self._release(item)
 
-    def _release(self, item: Parked, now: int) -> None:
+    def _release(self, item: Parked) -> None:
         out = self._out()
         rv = self.room_version
         assert rv is not None, "parked input is released only once the room version is known"
@@ -322,7 +417,6 @@ class RoomProcessor:
             item.raw,
             item.received_ts,
             item.source,
-            now,
             seq=item.seq,
             parked_at=item.parked_at,
         )
@@ -339,8 +433,9 @@ class RoomProcessor:
         rejected: str | None = None
         new_groups: list[StateGroup] = []
 
+        before_sg: int | None
         if creates:
-            before_sg: int | None = None
+            before_sg = None
             if self.create_event_id is not None:
                 rejected = f"the room already has a create event, {self.create_event_id}"
         else:
@@ -355,19 +450,22 @@ class RoomProcessor:
 
         after_sg: int | None
         if event.is_state and rejected is None:
+            # When the event will be the room's only forward extremity, the state before it
+            # (the current state) turns into the state after it in place; else it is copied.
+            sole = not soft_failed and self._extremities.issubset(event.prev_event_ids)
             after_sg, group = self._groups.add_delta(
                 before_sg,
                 event.event_id,
                 {event.state_tuple: event.event_id},
+                in_place=sole,
             )
             new_groups.append(group)
         else:
             after_sg = before_sg
-        return _Decision(creates, rejected, soft_failed, after_sg, new_groups)
+        return _Decision(creates, rejected, soft_failed, before_sg, after_sg, new_groups)
 
     def _record(self, event: Event, fp: int, received_ts: int | None, decision: _Decision) -> None:
         """Record a decided event: its result, state group, extremities, chunk entries."""
-        out = self._out()
         creates, rejected, soft_failed, after_sg = (
             decision.creates,
             decision.rejected,
@@ -375,10 +473,13 @@ class RoomProcessor:
             decision.state_group,
         )
         rv = event.room_version
-        out.room_version = rv.identifier
+        out = self._open
+        assert out is not None, "the chunk is opened before the event is decided"
+        out.bytes += sum(_group_size(g) for g in decision.new_groups)
         status = REJECTED if rejected is not None else SOFT_FAILED if soft_failed else ACCEPTED
         self._known.add(event, status, after_sg, fp)
         out.state_groups.extend(decision.new_groups)
+        self.event_seq += 1
 
         founds_room = creates and self.create_event_id is None
         if founds_room:
@@ -389,12 +490,15 @@ class RoomProcessor:
         if founds_room and rejected is None:
             out.creator = _creator(event)
         if status == ACCEPTED:
-            extremities.advance(
+            added, removed = extremities.advance(
                 self._extremities,
                 event.event_id,
                 event.prev_event_ids,
                 self._known.excluded_prevs,
             )
+            out.touched_extremities.update(added)
+            out.touched_extremities.update(removed)
+            self._advance_current(event, decision.before_sg, after_sg, out)
         if rejected is None:
             membership = event.membership
             if membership is not None and event.state_key is not None:
@@ -420,6 +524,38 @@ class RoomProcessor:
         if founds_room:
             self._arrived(CREATE_EVENT)
 
+    def _advance_current(
+        self, event: Event, before_sg: int | None, after_sg: int | None, out: _Open
+    ) -> None:
+        """Bring the current state up to date after an accepted event moved the extremities.
+
+        In a linear room the new current state is the old one plus the event's own entry (its
+        state group is a one-row delta over the state before it, which was the current state),
+        so the cost does not grow with the room; only forks and merges recompute it, and they
+        pay for state resolution over whole states anyway.
+        """
+        basis = self._basis()
+        if basis == self._current_basis:
+            return
+        if (
+            event.state_key is not None
+            and after_sg is not None
+            and basis == (after_sg,)
+            and self._current_basis == (() if before_sg is None else (before_sg,))
+        ):
+            # Just made, so cached: no copy. It may be the very mapping ``_current`` was,
+            # updated in place by ``add_delta``.
+            self._current = self._groups.state(after_sg)
+            out.touched_state.add(event.state_tuple)
+            self._current_basis = basis
+            return
+        new = self._state_over(basis)
+        old = self._current
+        out.touched_state.update(k for k, v in new.items() if old.get(k) != v)
+        out.touched_state.update(k for k in old if k not in new)
+        self._current = new
+        self._current_basis = basis
+
     def _arrived(self, event_id: str) -> None:
         for item in self._parking.arrived(event_id):
             heapq.heappush(self._ready, (item.seq, item))
@@ -444,9 +580,17 @@ class RoomProcessor:
         rv = self.room_version
         assert rv is not None, "state resolution before the create event"
         if self.config.resolver is not None:
-            return self.config.resolver(
-                self.room_id, rv, state_sets, self._known.fetch, self._known.is_rejected
-            )
+            try:
+                return self.config.resolver(
+                    self.room_id, rv, state_sets, self._known.fetch, self._known.is_rejected
+                )
+            except MatrixError:
+                raise
+            except Exception as e:
+                raise ResolverFailed(
+                    f"state resolution in room {self.room_id} failed outside the rules: "
+                    f"{type(e).__name__}: {e}; restore the room and retry its inputs"
+                ) from e
         return resolve_state(rv, state_sets, self._known.fetch, is_rejected=self._known.is_rejected)
 
     def _check_auth(self, event: Event, before: StateMap) -> str | None:
@@ -467,7 +611,6 @@ class RoomProcessor:
     def _soft_fails(self, event: Event, before_sg: int | None) -> bool:
         """Checks on receipt of a PDU, 6.: passes the authorization rules based on the current
         state of the room (resolved across the forward extremities), otherwise soft-failed."""
-        self._refresh_current()
         if self._current_basis == (before_sg,) or not self._current:
             # The current state is the state before: the earlier check already passed.
             return False
@@ -488,67 +631,79 @@ class RoomProcessor:
                 auth_state[key] = ev
         return auth_state
 
-    def _refresh_current(self) -> None:
-        """Current state = the state over the forward extremities (resolved when they fork)."""
-        basis = tuple(
+    def _basis(self) -> tuple[int, ...]:
+        """The state groups of the forward extremities, sorted."""
+        if len(self._extremities) == 1:
+            for only in self._extremities:
+                sg = self._known[only].state_group
+                return () if sg is None else (sg,)
+        return tuple(
             sorted(
                 {sg for e in self._extremities if (sg := self._known[e].state_group) is not None}
             )
         )
-        if basis == self._current_basis:
-            return
+
+    def _state_over(self, basis: tuple[int, ...]) -> StateMap:
+        """The state over the forward extremities: resolved when they fork."""
         if not basis:
-            self._current = {}
-        elif len(basis) == 1:
-            self._current = self._groups.state(basis[0])
-        else:
-            self._current = self._resolve([self._groups.state(sg) for sg in basis])
-        self._current_basis = basis
+            return {}
+        if len(basis) == 1:
+            return self._groups.state(basis[0])
+        return self._resolve([self._groups.state(sg) for sg in basis])
 
     # ---------------------------------------------------------------- output
 
-    def _out(self) -> _Batch:
-        assert self._batch is not None, "only while processing a batch"
-        return self._batch
+    def _out(self) -> _Run:
+        assert self._run is not None, "only while processing a batch"
+        return self._run
 
-    def _finish(self, out: _Batch) -> BatchResult:
-        chunk = None
-        if out.events:
-            self._refresh_current()
-            before, after = out.current_before, self._current
-            changed: list[StateKey] = []
-            removed: list[StateKey] = []
-            if after is not before:  # the same object when no event changed the current state
-                changed = sorted(k for k, v in after.items() if before.get(k) != v)
-                removed = sorted(k for k in before if k not in after)
-            self.chunk_count += 1
-            rv_id = self.room_version.identifier if self.room_version else out.room_version
-            assert rv_id is not None, "a chunk holds events, so some room version parsed them"
-            chunk = Chunk(
-                chunk_id=f"{self.room_id}/{self.chunk_count}",
-                room_id=self.room_id,
-                room_version=rv_id,
-                events=tuple(out.events),
-                state_groups=tuple(out.state_groups),
-                forward_extremities_added=tuple(sorted(self._extremities - out.extremities_before)),
-                forward_extremities_removed=tuple(
-                    sorted(out.extremities_before - self._extremities)
-                ),
-                current_state_set=tuple(
-                    CurrentStateRow(k[0], k[1], after[k], self._membership_of(after[k]))
-                    for k in changed
-                ),
-                current_state_removed=tuple(removed),
-                memberships=tuple(out.memberships),
-                redactions=tuple(out.redactions),
-                creator=out.creator,
-            )
-        return BatchResult(
-            chunk=chunk,
-            dead_letters=tuple(out.dead_letters),
-            duplicates=out.duplicates,
-            parked=len(self._parking),
+    def _chunk_for(self, size: int) -> _Open:
+        """The open chunk, with room for ``size`` more bytes (a new one when it is full)."""
+        out = self._open
+        if out is not None and out.events and out.bytes + size > self.config.max_chunk_bytes:
+            self._close()
+            out = None
+        if out is None:
+            out = self._open = _Open(self.event_seq + 1, self.input_seq)
+        out.bytes += size
+        return out
+
+    def _close(self) -> None:
+        """Close the open chunk (when it holds events) into the run's output."""
+        out, self._open = self._open, None
+        if out is None or not out.events:
+            return
+        current = self._current
+        state_set: list[CurrentStateRow] = []
+        state_removed: list[StateKey] = []
+        for key in sorted(out.touched_state):
+            eid = current.get(key)
+            if eid is None:
+                state_removed.append(key)
+            else:
+                state_set.append(CurrentStateRow(key[0], key[1], eid, self._membership_of(eid)))
+        rv = self.room_version
+        assert rv is not None, "a chunk holds events, so some room version parsed them"
+        fx = self._extremities
+        chunk = Chunk(
+            chunk_id=f"{self.room_id}/{self.event_seq}",
+            room_id=self.room_id,
+            room_version=rv.identifier,
+            events=tuple(out.events),
+            state_groups=tuple(out.state_groups),
+            forward_extremities_added=tuple(sorted(e for e in out.touched_extremities if e in fx)),
+            forward_extremities_removed=tuple(
+                sorted(e for e in out.touched_extremities if e not in fx)
+            ),
+            current_state_set=tuple(state_set),
+            current_state_removed=tuple(state_removed),
+            memberships=tuple(out.memberships),
+            redactions=tuple(out.redactions),
+            creator=out.creator,
+            seq=(out.first_seq, self.event_seq),
+            inputs=(out.first_input, self.input_seq),
         )
+        self._out().chunks.append(chunk.with_digest())
 
     def _membership_of(self, event_id: str) -> str | None:
         ev = self._known.fetch(event_id)
@@ -569,14 +724,14 @@ class RoomProcessor:
         ``events``, ``state_events`` and ``state_groups.groups`` — hold only the entries added
         after the marks; ``from_dict`` takes them merged.
         """
-        self._refresh_current()
         return {
             "format": STATE_FORMAT,
             "room_id": self.room_id,
             "room_version": self.room_version.identifier if self.room_version else None,
             "create_event_id": self.create_event_id,
-            "chunk_count": self.chunk_count,
-            "seq": self._seq,
+            "input_seq": self.input_seq,
+            "event_seq": self.event_seq,
+            "clock": self.clock,
             **self._known.to_dict(since[0], since[1]),
             "state_groups": self._groups.to_dict(since[2]),
             "forward_extremities": sorted(self._extremities),
@@ -591,24 +746,33 @@ class RoomProcessor:
         config: ProcessorConfig | None = None,
         budget: ParkingBudget | None = None,
     ) -> RoomProcessor:
-        if data.get("format") != STATE_FORMAT:
+        fmt = data.get("format")
+        if fmt not in (1, STATE_FORMAT):
             raise ValueError(
-                f"room processor state of format {data.get('format')!r} for room "
-                f"{data.get('room_id')!r}; this version reads format {STATE_FORMAT}"
+                f"room processor state of format {fmt!r} for room {data.get('room_id')!r}; "
+                f"this version reads formats 1 and {STATE_FORMAT}"
             )
         proc = cls(data["room_id"], config=config, budget=None)
         rv = data["room_version"]
         proc.room_version = room_version(rv) if rv is not None else None
         proc.create_event_id = data["create_event_id"]
-        proc.chunk_count = int(data["chunk_count"])
-        proc._seq = int(data["seq"])
         proc._known = KnownEvents.from_dict(data, proc.room_version)
+        if fmt == 1:
+            # Chunk ids were <room>/<chunk count>; every chunk held an event, so the number of
+            # events recorded is at least that, and ids stay increasing.
+            proc.input_seq = int(data["seq"])
+            proc.event_seq = proc._known.counts()[0]
+        else:
+            proc.input_seq = int(data["input_seq"])
+            proc.event_seq = int(data["event_seq"])
+            proc.clock = int(data["clock"])
         proc._groups = StateGroups.from_dict(proc.room_id, data["state_groups"])
         proc._extremities = set(data["forward_extremities"])
         proc._parking = ParkingLot.restore(
             proc.room_id, data["parked"], proc.config.parking, budget
         )
-        proc._refresh_current()
+        proc._current_basis = proc._basis()
+        proc._current = proc._state_over(proc._current_basis)
         return proc
 
 
@@ -684,3 +848,17 @@ def _expired(item: Parked, ttl_ms: int) -> DeadLetter:
         item.source,
         item.event_id,
     )
+
+
+def _size(raw: RawInput) -> int:
+    """Bytes of an input as received (its JSON encoding when it came as a mapping)."""
+    if isinstance(raw, bytes):
+        return len(raw)
+    if isinstance(raw, str):
+        return len(raw) if raw.isascii() else len(raw.encode("utf-8", errors="replace"))
+    return len(orjson.dumps(raw))
+
+
+def _group_size(group: StateGroup) -> int:
+    # An estimate: a row is a type, a state key and an event ID, about 100 bytes encoded.
+    return len(group.delta) * _ROW_BYTES

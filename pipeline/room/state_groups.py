@@ -88,16 +88,30 @@ class StateGroups:
         return state
 
     def add_delta(
-        self, prev: int | None, event_id: str, changes: StateMap
+        self, prev: int | None, event_id: str, changes: StateMap, *, in_place: bool = False
     ) -> tuple[int, StateGroup]:
-        """A new group: the state of ``prev`` with ``changes`` on top. Returns (id, the group)."""
+        """A new group: the state of ``prev`` with ``changes`` on top. Returns (id, the group).
+
+        With ``in_place``, the materialised state of ``prev``, when cached, becomes the new
+        group's (updated in place, so the cost does not grow with the room's state): a mapping
+        ``state(prev)`` returned earlier then reads as the new group's state. Without, it is
+        copied.
+        """
         base = self.state(prev)
-        state = dict(base)
-        state.update(changes)
         hops = self._groups[prev].hops + 1 if prev is not None else 0
         if prev is None or hops > self.max_hops:
+            state = dict(base)
+            state.update(changes)
             return self._store(None, 0, event_id, state, state)
         delta = {k: v for k, v in changes.items() if base.get(k) != v}
+        cached = self._cache.get(prev) if in_place else None
+        if isinstance(cached, dict):
+            del self._cache[prev]
+            cached.update(delta)
+            state = cached
+        else:
+            state = dict(base)
+            state.update(delta)
         return self._store(prev, hops, event_id, delta, state)
 
     def add_state(

@@ -52,6 +52,7 @@ def _chunk(raw: bytes) -> Any:
     assert orjson.loads(chunk_codec.encode(chunk)) == orjson.loads(raw), (
         "fields the chunk codec ignores"
     )
+    assert chunk.digest == chunk.compute_digest(), "the example's digest is not its content's"
     return chunk
 
 

@@ -281,7 +281,10 @@ def test_chunk_carries_every_change_of_the_batch() -> None:
     _, (first, second) = run(b, [["C", "MA", "PL", "JR", "MB"], ["RED", "LB"]])
     chunk = first.chunk
     assert chunk is not None
-    assert chunk.chunk_id == f"{b.room_id}/1" and chunk.room_version == "10"
+    # The id names the room's last event sequence number in the chunk.
+    assert chunk.chunk_id == f"{b.room_id}/5" and chunk.room_version == "10"
+    assert chunk.seq == (1, 5) and chunk.inputs == (1, 5)
+    assert chunk.digest == chunk.compute_digest() != ""
     assert chunk.creator == ALICE
     assert [b.name_of(e.event_id) for e in chunk.events] == ["C", "MA", "PL", "JR", "MB"]
     assert all(
@@ -301,15 +304,23 @@ def test_chunk_carries_every_change_of_the_batch() -> None:
     assert rows[("m.room.member", BOB)] == ("MB", "join")
     assert rows[PL] == ("PL", None)
     assert [b.name_of(e) for e in chunk.forward_extremities_added] == ["MB"]
-    assert chunk.forward_extremities_removed == ()
+    # Absolute for what the chunk touched: each event that was an extremity for a while within
+    # the chunk is named, so the chunk applies on top of any state from within its range.
+    assert sorted(b.name_of(e) for e in chunk.forward_extremities_removed) == [
+        "C",
+        "JR",
+        "MA",
+        "PL",
+    ]
 
     chunk2 = second.chunk
-    assert chunk2 is not None and chunk2.chunk_id == f"{b.room_id}/2" and chunk2.creator is None
+    assert chunk2 is not None and chunk2.chunk_id == f"{b.room_id}/7" and chunk2.creator is None
+    assert chunk2.seq == (6, 7) and chunk2.inputs == (6, 7)
     assert [(b.name_of(r.event_id), r.redacts) for r in chunk2.redactions] == [("RED", "$gone")]
     assert [
         (r.state_key, b.name_of(r.event_id), r.membership) for r in chunk2.current_state_set
     ] == [(BOB, "LB", "leave")]
-    assert [b.name_of(e) for e in chunk2.forward_extremities_removed] == ["MB"]
+    assert sorted(b.name_of(e) for e in chunk2.forward_extremities_removed) == ["MB", "RED"]
     assert chunk_codec.decode(chunk_codec.encode(chunk2)) == chunk2
 
 
@@ -417,41 +428,67 @@ def test_parking_beyond_the_room_bound_dead_letters_the_newcomer() -> None:
     assert dl.event_id == b.ids["M4"] and "limit per room 2" in dl.reason
 
 
-def test_parking_is_bounded_across_rooms_by_a_shared_budget() -> None:
-    budget = ParkingBudget(1)
+def test_a_full_worker_budget_does_not_change_a_rooms_output() -> None:
+    # Replay-determinism: the worker-wide count is back-pressure for the shell, never a
+    # decision, so a room decides the same whatever other rooms hold.
     one, two = RoomBuilder(room_id="!one:a.example"), RoomBuilder(room_id="!two:a.example")
-    procs = []
-    for b in (one, two):
-        b.base()
-        b.message("M1", BOB)
-        b.message("M2", BOB)
-        p = RoomProcessor(b.room_id, budget=budget)
-        p.process(b.raws(["C", "MA", "PL", "JR", "MB"]))
-        procs.append(p)
-    assert procs[0].process([one.raw("M2")]).parked == 1
-    result = procs[1].process([two.raw("M2")])
-    assert result.parked == 0 and "limit 1" in result.dead_letters[0].reason
-    procs[0].process([one.raw("M1")])
-    assert budget.used == 0
+    outputs = []
+    for budget in (ParkingBudget(1), None):
+        procs = []
+        for b in (one, two):
+            if "C" not in b.ids:
+                b.base()
+                b.message("M1", BOB)
+                b.message("M2", BOB)
+            p = RoomProcessor(b.room_id, budget=budget)
+            p.process(b.raws(["C", "MA", "PL", "JR", "MB"]))
+            procs.append(p)
+        first = procs[0].process([one.raw("M2")])
+        second = procs[1].process([two.raw("M2")])
+        assert (first.parked, second.parked, second.dead_letters) == (1, 1, ())
+        if budget is not None:
+            assert budget.over
+        outputs.append(
+            [p.process([b.raw("M1")]).chunks for p, b in zip(procs, (one, two), strict=True)]
+        )
+    assert outputs[0] == outputs[1]
 
 
-def test_parked_events_expire_on_the_callers_clock_with_a_reason() -> None:
+def test_parked_events_expire_on_the_rooms_logical_clock_with_a_reason() -> None:
     b = RoomBuilder()
     names = b.base()
     b.message("M1", BOB)
     b.message("M2", BOB)
+    b.message("X", ALICE, prev=["MB"])
+    b.message("Y", ALICE, prev=["X"])
     config = ProcessorConfig(parking=ParkingLimits(ttl_ms=1000))
     proc = RoomProcessor(b.room_id, config=config)
-    proc.process(b.raws(names), now=0)
-    proc.process([Incoming(b.raw("M2"), source={"offset": 7})], now=10)
-    assert proc.expire(1009).dead_letters == ()
-    expired = proc.expire(1010)
+    proc.process([Incoming(raw, received_ts=0) for raw in b.raws(names)])
+    # The wall clock the shell passes (``now``) is not read: only the inputs' received_ts.
+    proc.process([Incoming(b.raw("M2"), received_ts=10, source={"offset": 7})], now=10**12)
+    assert proc.clock == 10 and proc.parked_bytes == len(b.raw("M2"))
+    assert proc.process([Incoming(b.raw("X"), received_ts=1009)]).dead_letters == ()
+    expired = proc.process([Incoming(b.raw("Y"), received_ts=1010)])
     (dl,) = expired.dead_letters
     assert dl.event_id == b.ids["M2"] and dl.source == {"offset": 7}
     assert "parked for 1000 ms" in dl.reason and b.ids["M1"] in dl.reason
-    assert expired.parked == 0
-    late = proc.process([b.raw("M1")], now=2000)
+    assert expired.parked == 0 and proc.parked_bytes == 0
+    late = proc.process([Incoming(b.raw("M1"), received_ts=900)])
     assert late.chunk is not None and [b.name_of(e.event_id) for e in late.chunk.events] == ["M1"]
+    assert proc.clock == 1010  # a late received_ts does not turn the clock back
+
+
+def test_a_tick_moves_the_logical_clock_and_expires_without_taking_an_input() -> None:
+    b = RoomBuilder()
+    names = b.base()
+    b.message("M1", BOB)
+    b.message("M2", BOB)
+    proc = RoomProcessor(b.room_id, config=ProcessorConfig(parking=ParkingLimits(ttl_ms=1000)))
+    proc.process([Incoming(raw, received_ts=5) for raw in b.raws([*names, "M2"])])
+    seq = proc.input_seq
+    assert proc.expire(1004).dead_letters == ()
+    (dl,) = proc.expire(1005).dead_letters
+    assert dl.event_id == b.ids["M2"] and proc.input_seq == seq
 
 
 def test_rejected_create_event_fixes_the_room_version_and_everything_after_is_rejected() -> None:
@@ -534,12 +571,13 @@ def test_a_failure_inside_the_rules_dead_letters_the_event_and_changes_nothing(
         real(event, auth_state)
 
     monkeypatch.setattr(processor_module, "check_auth_rules", failing)
-    before = orjson.dumps(proc.to_dict())
+    before = proc.to_dict()
     result = proc.process(b.raws(["BOOM"]))
     (dl,) = result.dead_letters
     assert "internal error KeyError" in dl.reason and dl.event_id == b.ids["BOOM"]
     assert result.chunk is None and not proc.is_known(b.ids["BOOM"])
-    assert orjson.dumps(proc.to_dict()) == before
+    # Only the input was counted.
+    assert orjson.dumps(proc.to_dict()) == orjson.dumps({**before, "input_seq": 6})
     after = proc.process(b.raws(["AFTER"]))
     assert after.chunk is not None and outcomes(b, [after]) == {"AFTER": "accepted"}
 

@@ -40,6 +40,7 @@ def test_the_bytes_group_extremities_and_current_state_as_the_format_says(chunk:
     doc = orjson.loads(chunk_codec.encode(chunk))
     assert list(doc) == [
         "chunk_id",
+        "seq",
         "room_id",
         "room_version",
         "creator",
@@ -49,6 +50,8 @@ def test_the_bytes_group_extremities_and_current_state_as_the_format_says(chunk:
         "current_state",
         "memberships",
         "redactions",
+        "inputs",
+        "digest",
         "meta",
     ]
     assert doc["forward_extremities"] == {
