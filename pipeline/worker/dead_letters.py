@@ -26,21 +26,10 @@ def unroutable(reason: str, message: Any) -> bytes:
     )
 
 
-def refused(
-    room_id: str,
-    dl: DeadLetter,
-    topic: str,
-    *,
-    partition: int | None = None,
-    offset: int | None = None,
-    headers: Any = None,
-) -> bytes:
-    """The dead letter of one of a room's inputs, read from ``topic``. ``partition``, ``offset``
-    and ``headers`` are those of the input being processed, if any; an input parked earlier names
-    where it was read in its own ``source``."""
+def refused(room_id: str, dl: DeadLetter, topic: str, headers: Any = None) -> bytes:
+    """The dead letter of one of a room's inputs, read from ``topic`` where its ``source``
+    says; ``headers`` are the input's own, when the shell still has them."""
     src = dl.source or {}
-    part = int(src.get("partition", partition if partition is not None else -1))
-    off = int(src.get("offset", offset if offset is not None else -1))
     raw = dl.raw
     value = (
         raw
@@ -50,10 +39,10 @@ def refused(
     return dead_letter.encode(
         dl.reason,
         topic=topic,
-        partition=part,
-        offset=off,
+        partition=int(src.get("partition", -1)),
+        offset=int(src.get("offset", -1)),
         key=room_id.encode(),
         value=value,
-        headers=headers if offset is not None and off == offset else None,
+        headers=headers,
         event_id=dl.event_id,
     )

@@ -26,6 +26,8 @@ INTERVAL_S = 5.0
 async def expire_idle_rooms(worker: Worker, now: int) -> None:
     """Dead-letter the parked events due at ``now`` (ms) in idle rooms, and store the rooms."""
     for room_id, proc in list(worker.states.cache.items()):
+        if not worker.scheduler.holds(room_id):
+            proc.compact()  # idle: drop what only speeds up its next inputs
         if not proc.parked():
             continue
         ttl = proc.config.parking.ttl_ms

@@ -26,6 +26,7 @@ import psycopg2
 
 from db.chunk_marks import load_marks
 from pipeline import metrics
+from pipeline.room.processor import RoomProcessor
 
 __all__ = ["HighWaters", "PgHighWaters", "chunk_counter", "skip_to"]
 
@@ -78,21 +79,17 @@ class PgHighWaters:
         return None  # pragma: no cover
 
 
-def chunk_counter(proc: Any) -> int:
-    """The number of the room's last chunk (the n of ``<room_id>/<n>``)."""
-    seq = getattr(proc, "event_seq", None)
-    return int(seq if seq is not None else proc.chunk_count)
+def chunk_counter(proc: RoomProcessor) -> int:
+    """The number of the room's last chunk (the n of ``<room_id>/<n>``: its event sequence)."""
+    return proc.event_seq
 
 
-def skip_to(proc: Any, high_water: int) -> None:
+def skip_to(proc: RoomProcessor, high_water: int) -> None:
     """Move the room's chunk counter to ``high_water``: its next chunk is numbered above it."""
-    if hasattr(proc, "event_seq"):
-        proc.event_seq = max(proc.event_seq, high_water)
-    else:
-        proc.chunk_count = max(proc.chunk_count, high_water)
+    proc.event_seq = max(proc.event_seq, high_water)
 
 
-def check(proc: Any, room_id: str, high_waters: HighWaters) -> bool:
+def check(proc: RoomProcessor, room_id: str, high_waters: HighWaters) -> bool:
     """Whether the room's state was found stale (and its counter moved past the high-water)."""
     high = high_waters(room_id)
     if high is None:

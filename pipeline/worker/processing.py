@@ -1,9 +1,10 @@
 """A room job in a processing thread: the pure room processor over the job's inputs, its outputs
 serialised, and the room's state to store when the job asks for it.
 
-Only the inputs' own data reach the processor: the PDU, its ``received_ts`` (the producer's
-header, else the record's timestamp) and where it was read. Never the time of processing, so a
-replay after a crash decides exactly what the first run decided.
+All the inputs of a job go to the processor as one batch: one chunk (more only when over the
+chunk size budget), one send. Only the inputs' own data reach the processor: the PDU, its
+``received_ts`` (the producer's header, else the record's timestamp) and where it was read.
+Never the time of processing, so a replay after a crash decides what the first run decided.
 
 An exception here is not the input's fault (the processor turns every fault of an input into a
 dead letter with a reason): it is a bug or a broken environment, so it stops the worker
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline import metrics
 from pipeline.room import storage
@@ -108,36 +110,48 @@ class Processing:
                 )
         outputs: list[tuple[str, bytes]] = []
         checked = False
-        for item in job.inputs:
-            if (
-                not checked
-                and work.horizon is not None
-                and self.high_waters is not None
-                and item.offset >= work.horizon
-            ):
+        inputs = job.inputs
+        split = len(inputs)
+        if work.horizon is not None and self.high_waters is not None:
+            # Inputs below the horizon are replays; the first new one checks the room's
+            # state, once every earlier input of the room was processed again.
+            split = next((i for i, item in enumerate(inputs) if item.offset >= work.horizon), split)
+        for part in (inputs[:split], inputs[split:]):
+            if part is inputs[split:] and part and self.high_waters is not None:
                 high_water.check(proc, job.room_id, self.high_waters)
                 checked = True
-            self._one(proc, item, outputs)
+            if part:
+                self._batch(proc, part, outputs)
         writes = storage.save(proc, work.stored) if job.store else None
         return Processed(proc, writes, outputs, checked)
 
-    def _one(self, proc: RoomProcessor, item: Input, outputs: list[tuple[str, bytes]]) -> None:
-        received_ts = item.pdu.received_ts
-        if received_ts is None:
-            received_ts = item.timestamp_ms
-        incoming = Incoming(
-            item.pdu.value,
-            received_ts=received_ts,
-            source={"partition": item.partition, "offset": item.offset},
-        )
+    def _batch(
+        self, proc: RoomProcessor, items: list[Input], outputs: list[tuple[str, bytes]]
+    ) -> None:
+        """Every waiting input of the room at once: one chunk (more only over the chunk size
+        budget), one send, one store."""
+        incoming = []
+        headers: dict[tuple[Any, Any], Any] = {}
+        for item in items:
+            received_ts = item.pdu.received_ts
+            if received_ts is None:
+                received_ts = item.timestamp_ms
+            incoming.append(
+                Incoming(
+                    item.pdu.value,
+                    received_ts=received_ts,
+                    source={"partition": item.partition, "offset": item.offset},
+                )
+            )
+            if item.headers:
+                headers[(item.partition, item.offset)] = item.headers
         started = time.perf_counter()
-        # The input's own time is the room's clock: a replay decides what this run decides.
-        result = proc.process([incoming], now=received_ts or 0)
+        result = proc.process(incoming)
         metrics.PROCESS_SECONDS.observe(time.perf_counter() - started)
-        if result.chunk is not None:
-            outputs.append((self.chunks_topic, chunk_codec.encode(result.chunk)))
-            metrics.CHUNK_EVENTS.observe(len(result.chunk.events))
-            for ce in result.chunk.events:
+        for chunk in result.chunks:
+            outputs.append((self.chunks_topic, chunk_codec.encode(chunk)))
+            metrics.CHUNK_EVENTS.observe(len(chunk.events))
+            for ce in chunk.events:
                 if ce.rejected:
                     _REJECTED.inc()
                 elif ce.soft_failed:
@@ -145,14 +159,9 @@ class Processing:
                 else:
                     _ACCEPTED.inc()
         for dl in result.dead_letters:
-            body = dead_letters.refused(
-                proc.room_id,
-                dl,
-                self.pdus_topic,
-                partition=item.partition,
-                offset=item.offset,
-                headers=item.headers,
-            )
+            src = dl.source or {}
+            where = (src.get("partition"), src.get("offset"))
+            body = dead_letters.refused(proc.room_id, dl, self.pdus_topic, headers.get(where))
             outputs.append((self.dead_letter_topic, body))
             metrics.DEAD_LETTERED.inc()
         if result.duplicates:

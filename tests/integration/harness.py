@@ -139,29 +139,39 @@ class RoomView:
 
 
 def fold_chunks(raw_chunks: Iterable[bytes]) -> tuple[dict[str, RoomView], dict[str, bytes]]:
-    """Fold chunks per room, dropping re-sent ones (same chunk id) after checking they are equal.
+    """Fold chunks per room as the committer applies them (``pipeline.room.chunk``).
 
-    Returns the rooms and the chunks by id. A chunk id seen twice with different content fails:
-    a processor replaying its input must produce the same chunk.
+    Returns the rooms and the chunks by id. A chunk whose events a room already has (its
+    ``seq`` range ends at or below the room's high-water) is a replay and dropped, after
+    checking that the same range carries the same digest: a processor replaying its input must
+    produce the same chunk. A replay batched differently overlaps the high-water: its events
+    already folded are dropped, its state changes (absolute for the keys they name) applied.
     """
     by_id: dict[str, bytes] = {}
+    digests: dict[tuple[str, tuple[int, int]], str] = {}
+    high: dict[str, int] = {}
     rooms: dict[str, RoomView] = {}
     for raw in raw_chunks:
         chunk = chunk_codec.decode(raw)
-        if chunk.chunk_id in by_id:
-            assert chunk_codec.decode(by_id[chunk.chunk_id]) == chunk, (
-                f"chunk {chunk.chunk_id} was sent twice with different content"
-            )
+        seen = digests.setdefault((chunk.room_id, chunk.seq), chunk.digest)
+        assert seen == chunk.digest, (
+            f"chunk {chunk.chunk_id} (events {chunk.seq}) was sent twice with different content"
+        )
+        if chunk.seq[1] <= high.get(chunk.room_id, 0):
             continue
         by_id[chunk.chunk_id] = raw
         view = rooms.setdefault(chunk.room_id, RoomView())
         view.room_version = chunk.room_version
+        known = set(view.events)
         for ev in chunk.events:
+            if ev.event_id in known:
+                continue
             view.events.append(ev.event_id)
             if ev.rejected:
                 view.rejected[ev.event_id] = ev.rejected
             if ev.soft_failed:
                 view.soft_failed.add(ev.event_id)
+        high[chunk.room_id] = chunk.seq[1]
         view.forward_extremities -= set(chunk.forward_extremities_removed)
         view.forward_extremities |= set(chunk.forward_extremities_added)
         for key in chunk.current_state_removed:

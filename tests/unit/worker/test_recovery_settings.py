@@ -40,6 +40,6 @@ def test_a_state_behind_the_committed_high_water_is_reported_and_numbers_are_not
     high_water: int | None, counter: int, stale: bool, after: int
 ) -> None:
     proc = RoomProcessor("!a:example.org")
-    proc.chunk_count = counter
+    proc.event_seq = counter
     assert check(proc, "!a:example.org", lambda room: high_water) is stale
     assert chunk_counter(proc) == after
