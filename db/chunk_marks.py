@@ -23,6 +23,7 @@ from pipeline.room.chunk import Chunk
 
 __all__ = [
     "COMMITTED_WINDOW",
+    "Committed",
     "Divergence",
     "Mark",
     "chunk_digest",
@@ -38,9 +39,18 @@ COMMITTED_WINDOW = 1_000_000  # stream positions of committed_chunks kept for co
 
 
 @dataclass(frozen=True, slots=True)
+class Committed:
+    """What was committed under a chunk id: the chunk's first event sequence number (None for a
+    chunk from before chunks carried one) and its digest."""
+
+    first: int | None
+    digest: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
 class Mark:
     last_seq: int
-    last_digest: bytes | None
+    last: Committed
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,32 +79,41 @@ def chunk_digest(chunk: Chunk) -> bytes:
 
 def load_marks(cur: Any, rooms: Iterable[str]) -> dict[str, Mark]:
     cur.execute(
-        "SELECT room_id, last_seq, last_digest FROM room_chunk_marks WHERE room_id = ANY(%s)",
+        "SELECT room_id, last_seq, last_first, last_digest FROM room_chunk_marks"
+        " WHERE room_id = ANY(%s)",
         (list(rooms),),
     )
-    return {r: Mark(int(s), None if d is None else bytes(d)) for r, s, d in cur.fetchall()}
+    return {r: Mark(int(s), _committed(f, d)) for r, s, f, d in cur.fetchall()}
 
 
-def stored_digests(cur: Any, chunk_ids: Sequence[str]) -> dict[str, bytes | None]:
-    """The digests of those of ``chunk_ids`` still in the window of recent chunks."""
+def _committed(first: int | None, digest: Any) -> Committed:
+    return Committed(
+        None if first is None else int(first), None if digest is None else bytes(digest)
+    )
+
+
+def stored_digests(cur: Any, chunk_ids: Sequence[str]) -> dict[str, Committed]:
+    """What was committed under those of ``chunk_ids`` still in the window of recent chunks."""
     if not chunk_ids:
         return {}
     cur.execute(
-        "SELECT chunk_id, digest FROM committed_chunks WHERE chunk_id = ANY(%s)", (list(chunk_ids),)
+        "SELECT chunk_id, seq_first, digest FROM committed_chunks WHERE chunk_id = ANY(%s)",
+        (list(chunk_ids),),
     )
-    return {c: None if d is None else bytes(d) for c, d in cur.fetchall()}
+    return {c: _committed(f, d) for c, f, d in cur.fetchall()}
 
 
-def store_marks(cur: Any, marks: Mapping[str, tuple[int, bytes]]) -> None:
-    """Raise each room's high-water to (seq, digest)."""
+def store_marks(cur: Any, marks: Mapping[str, tuple[int, Committed]]) -> None:
+    """Raise each room's high-water to (seq, what was committed there)."""
     if not marks:
         return
     execute_values(
         cur,
-        "INSERT INTO room_chunk_marks (room_id, last_seq, last_digest) VALUES %s "
+        "INSERT INTO room_chunk_marks (room_id, last_seq, last_first, last_digest) VALUES %s "
         "ON CONFLICT (room_id) DO UPDATE SET last_seq = EXCLUDED.last_seq, "
-        "last_digest = EXCLUDED.last_digest WHERE room_chunk_marks.last_seq < EXCLUDED.last_seq",
-        [(r, s, d) for r, (s, d) in marks.items()],
+        "last_first = EXCLUDED.last_first, last_digest = EXCLUDED.last_digest "
+        "WHERE room_chunk_marks.last_seq < EXCLUDED.last_seq",
+        [(r, s, c.first, c.digest) for r, (s, c) in marks.items()],
         page_size=1000,
     )
 

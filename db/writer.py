@@ -26,6 +26,7 @@ import orjson
 from psycopg2.extras import execute_values
 
 from db.chunk_marks import (
+    Committed,
     Divergence,
     chunk_digest,
     chunk_seq,
@@ -70,6 +71,8 @@ class BatchResult:
     skipped_chunk_ids: list[str] = field(default_factory=list)
     unverified_chunk_ids: list[str] = field(default_factory=list)  # skipped, digest pruned
     divergences: list[Divergence] = field(default_factory=list)
+    # New chunks that start past their room's high-water + 1: (chunk id, high-water before).
+    gaps: list[tuple[str, int]] = field(default_factory=list)
     skipped_event_ids: list[str] = field(default_factory=list)
     outbox: list[OutboxRow] = field(default_factory=list)
     last_stream_ordering: int = 0
@@ -123,12 +126,16 @@ def _copy(cur: Any, table: str, columns: str, rows: Sequence[tuple[Any, ...]]) -
 
 def _sort_out(
     cur: Any, chunks: Sequence[Chunk], sources: Sequence[int | None], result: BatchResult
-) -> tuple[list[Chunk], dict[str, tuple[int, bytes]], dict[str, bytes]]:
-    """The chunks not committed before, in order, the rooms' new high-water marks, and the
-    new chunks' digests.
+) -> tuple[list[Chunk], dict[str, tuple[int, Committed]], dict[str, Committed]]:
+    """The chunks not committed before, in order, the rooms' new high-water marks, and what
+    each new chunk commits under its id.
 
-    Chunks committed before go to ``result.skipped_chunk_ids`` (same content),
-    ``unverified_chunk_ids`` (their digest is no longer kept) or ``divergences``.
+    A chunk at or below its room's high-water was committed before: the same range of event
+    sequence numbers with the same digest is a replay, and so is another range ending there (a
+    replay batched otherwise: every event it holds is stored), both in
+    ``result.skipped_chunk_ids``; the same range with another digest is a divergence
+    (``result.divergences``); one whose record was pruned goes to ``unverified_chunk_ids``. A new
+    chunk that starts past the high-water + 1 leaves a gap (``result.gaps``).
     """
     marks = load_marks(cur, {c.room_id for c in chunks})
     seqs = [chunk_seq(c) for c in chunks]
@@ -137,32 +144,39 @@ def _sort_out(
         for c, n in zip(chunks, seqs, strict=True)
         if c.room_id in marks and n <= marks[c.room_id].last_seq
     ]
-    digests_before = stored_digests(cur, older)
-    new_marks: dict[str, tuple[int, bytes]] = {}
-    in_batch: dict[str, bytes] = {}
+    before = stored_digests(cur, older)
+    new_marks: dict[str, tuple[int, Committed]] = {}
+    in_batch: dict[str, Committed] = {}
     fresh: list[Chunk] = []
     for c, n, src in zip(chunks, seqs, sources, strict=True):
         digest = chunk_digest(c)
+        now = Committed(c.seq[0] if c.digest else None, digest)
         mark = marks.get(c.room_id)
-        high = new_marks.get(c.room_id, (mark.last_seq if mark else 0, b""))[0]
+        high = new_marks[c.room_id][0] if c.room_id in new_marks else (mark.last_seq if mark else 0)
         if n > high:
-            new_marks[c.room_id] = (n, digest)
-            in_batch[c.chunk_id] = digest
+            if now.first is not None and high and now.first > high + 1:
+                result.gaps.append((c.chunk_id, high))
+            new_marks[c.room_id] = (n, now)
+            in_batch[c.chunk_id] = now
             fresh.append(c)
             continue
         if c.chunk_id in in_batch:
-            stored: bytes | None = in_batch[c.chunk_id]
-        elif c.chunk_id in digests_before:
-            stored = digests_before[c.chunk_id]
+            stored = in_batch[c.chunk_id]
+        elif c.chunk_id in before:
+            stored = before[c.chunk_id]
         elif mark is not None and n == mark.last_seq:
-            stored = mark.last_digest
+            stored = mark.last
         else:
             result.unverified_chunk_ids.append(c.chunk_id)
             continue
-        if stored is None or stored == digest:
+        if (
+            stored.digest is None
+            or stored.digest == digest
+            or (stored.first is not None and now.first is not None and stored.first != now.first)
+        ):
             result.skipped_chunk_ids.append(c.chunk_id)
         else:
-            result.divergences.append(Divergence(c, stored, digest, src))
+            result.divergences.append(Divergence(c, stored.digest, digest, src))
     return fresh, new_marks, in_batch
 
 
@@ -231,7 +245,10 @@ def write_batch(
         rows.add_chunk(c, orderings)
         position = next_so - 1 if ids_now else None
         result.committed.append(CommittedChunk(c, orderings, position, prev_position))
-        rows.committed_chunks.append((c.chunk_id, position, digests[c.chunk_id], last))
+        committed = digests[c.chunk_id]
+        rows.committed_chunks.append(
+            (c.chunk_id, position, committed.first, committed.digest, last)
+        )
         if ids_now:
             changes.append((c, orderings))
     if changes and build_message is not None:
@@ -434,6 +451,6 @@ class _Rows:
         _copy(
             cur,
             "committed_chunks",
-            "chunk_id, position, digest, committed_at",
+            "chunk_id, position, seq_first, digest, committed_at",
             self.committed_chunks,
         )

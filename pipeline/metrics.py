@@ -68,6 +68,10 @@ DIVERGENCES = Counter(
     "roomstream_chunk_divergences_total",
     "Chunks delivered again with other content than the one committed under their id",
 )
+CHUNK_GAPS = Counter(
+    "roomstream_chunk_gaps_total",
+    "Chunks that started past their room's committed high-water + 1 (chunks missing before them)",
+)
 SKIPPED_CHUNKS = Counter(
     "roomstream_skipped_chunks_total", "Chunks delivered again and skipped (committed before)"
 )

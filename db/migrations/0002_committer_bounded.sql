@@ -3,10 +3,12 @@
 -- a fencing generation, and split invalidation messages in the outbox.
 
 -- Per room, the highest chunk sequence number committed (chunk ids are <room_id>/<n>, n
--- increasing per room) and that chunk's content digest. A chunk at or below it was committed.
+-- increasing per room: the last event sequence number of the chunk), the first sequence number
+-- of that chunk, and its content digest. A chunk at or below it was committed.
 CREATE TABLE room_chunk_marks (
     room_id TEXT PRIMARY KEY,
     last_seq BIGINT NOT NULL,
+    last_first BIGINT,
     last_digest BYTEA
 );
 INSERT INTO room_chunk_marks (room_id, last_seq)
@@ -18,6 +20,7 @@ GROUP BY 1;
 -- committed_chunks becomes a window of recent chunks, for comparing the content of a chunk
 -- delivered again with what was committed; rows older than the window are pruned.
 ALTER TABLE committed_chunks
+    ADD COLUMN seq_first BIGINT,  -- the chunk's first event sequence number
     ADD COLUMN digest BYTEA,
     ADD COLUMN committed_at BIGINT NOT NULL DEFAULT 0;  -- the stream position after its commit
 CREATE INDEX committed_chunks_committed_at ON committed_chunks (committed_at);

@@ -488,6 +488,14 @@ class Committer:
         if skipped:
             metrics.SKIPPED_CHUNKS.inc(skipped)
             log.info("skipped %d chunk(s) committed before", skipped)
+        if result.gaps:
+            metrics.CHUNK_GAPS.inc(len(result.gaps))
+            log.warning(
+                "%d chunk(s) start past their room's committed high-water + 1, so chunks of "
+                "those rooms are missing before them (chunk id, high-water): %s",
+                len(result.gaps),
+                ", ".join(f"{cid} after {high}" for cid, high in result.gaps[:5]),
+            )
         if result.unverified_chunk_ids:
             log.warning(
                 "%d chunk(s) at or below their room's high-water are older than the window of "

@@ -27,6 +27,7 @@ from pipeline.config import Settings
 from pipeline.invalidations import InvalidationClient
 from pipeline.ops.status import collect_status, render_text
 from pipeline.room.chunk import Chunk
+from pipeline.room.processor import RoomProcessor
 from tests.integration._chunks import RoomSim, member, msg
 from tests.integration.committer_harness import (
     WAIT_S,
@@ -36,7 +37,9 @@ from tests.integration.committer_harness import (
     query,
     read_all,
 )
+from tests.integration.harness import wait_for
 from tests.integration.tcp_proxy import TcpProxy
+from tests.unit.room.builder import ALICE, BOB, RoomBuilder
 from topics.definitions import Topic
 
 pytestmark = pytest.mark.integration
@@ -272,3 +275,47 @@ def test_sequence_5_committed_chunks_are_bounded_and_a_pruned_replay_is_still_sk
         assert inv.wait_for_position(33, WAIT_S)
         assert rc.committer.stats.skipped_chunks == 5
     assert query(settings, "SELECT count(*) FROM events") == [(33,)]
+
+
+def _batched(b: RoomBuilder, batches: list[list[str]]) -> list[Chunk]:
+    """The chunks one room processor makes of ``b``'s events fed in ``batches``."""
+    proc = RoomProcessor(b.room_id)
+    return [c for names in batches for c in proc.process(b.raws(names)).chunks]
+
+
+def test_a_replay_batched_otherwise_is_skipped_not_reported_as_a_divergence(
+    settings: Settings,
+) -> None:
+    b = RoomBuilder("10")
+    names = [*b.base(), "M1", "M2"]
+    b.message("M1", ALICE)
+    b.message("M2", BOB)
+    first_run = _batched(b, [names[:5], names[5:]])  # seq 1..5, 6..7
+    replay = _batched(b, [names[:3], names[3:]])  # seq 1..3, 4..7: /7 again, other content
+    assert [c.seq for c in first_run] == [(1, 5), (6, 7)]
+    assert [c.seq for c in replay] == [(1, 3), (4, 7)]
+    assert first_run[1].chunk_id == replay[1].chunk_id
+    assert first_run[1].digest != replay[1].digest
+    produce(settings, first_run)
+    with RunningCommitter(settings), client(settings) as inv:
+        assert inv.wait_for_position(7, WAIT_S)
+    produce(settings, replay)
+    with RunningCommitter(settings) as rc:
+        wait_for(lambda: rc.committer.stats.skipped_chunks == 2, WAIT_S, "the replay skipped")
+        assert rc.committer.stats.divergences == 0
+    assert query(settings, "SELECT count(*) FROM events") == [(7,)]
+    assert query(settings, "SELECT count(*) FROM chunk_divergences") == [(0,)]
+
+
+def test_a_chunk_past_the_high_water_plus_one_is_reported_as_a_gap(settings: Settings) -> None:
+    b = RoomBuilder("10")
+    names = [*b.base(), "M1", "M2"]
+    b.message("M1", ALICE)
+    b.message("M2", BOB)
+    head, lost, tail = _batched(b, [names[:5], names[5:6], names[6:]])  # seq 1..5, 6, 7
+    before = sample("roomstream_chunk_gaps_total")
+    produce(settings, [head, tail])
+    with RunningCommitter(settings), client(settings) as inv:
+        assert inv.wait_for_position(6, WAIT_S)
+    assert lost.seq == (6, 6)
+    assert sample("roomstream_chunk_gaps_total") == before + 1
