@@ -64,7 +64,7 @@ from pipeline.room.processor import (
 from pipeline.worker.resolve_pool import ResolvePool, pooled_resolver
 from pipeline.worker.room_threads import JobThreads
 from topics import chunk as chunk_codec
-from topics import dead_letter, pdu_input
+from topics import dead_letter, missing_events, pdu_input
 from topics.definitions import Topic
 
 log = logging.getLogger("roomstream.worker")
@@ -199,6 +199,7 @@ class Worker:
         )
         self.chunks_topic = settings.topic(Topic.CHUNKS)
         self.dead_letter_topic = settings.topic(Topic.DEAD_LETTER)
+        self.missing_topic = settings.topic(Topic.MISSING_EVENTS)
         self.config = ProcessorConfig(
             parking=ParkingLimits(
                 per_room=settings.park_max_per_room,
@@ -460,6 +461,8 @@ class Worker:
                 metrics.DEAD_LETTERED.inc()
             if result.duplicates:
                 _DUPLICATE.inc(result.duplicates)
+            for request in result.missing_requests:
+                outputs.append((self.missing_topic, missing_events.encode_request(request)))
         return _Processed(proc, storage.save(proc, job.stored) if job.store else None, outputs)
 
     def _on_processed(self, done: list[tuple[_Job, _Processed | Exception]]) -> None:
@@ -575,6 +578,9 @@ class Worker:
             body = _dead_letter_of(room_id, dl, self.settings.topic(Topic.PDUS))
             await (await self._send(self.dead_letter_topic, room_id.encode(), body))
             metrics.DEAD_LETTERED.inc()
+        for request in result.missing_requests:
+            body = missing_events.encode_request(request)
+            await (await self._send(self.missing_topic, room_id.encode(), body))
         partition = self._owner(room_id)
         record = self.rooms_table.data.get(room_id.encode())
         await self._store(room_id, storage.save(proc, record), proc, partition)
