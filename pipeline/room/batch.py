@@ -15,6 +15,7 @@ from typing import Any
 
 from pipeline.matrix.events import EventFetcher, StateKey, StateMap
 from pipeline.matrix.room_versions import RoomVersion
+from pipeline.matrix.signing import SignatureChecker
 from pipeline.room.chunk import Chunk
 from pipeline.room.missing import MissingRequest
 from pipeline.room.parking import ParkingLimits, RawInput
@@ -39,6 +40,9 @@ class ProcessorConfig:
     max_delta_hops: int = MAX_DELTA_HOPS
     resolver: Resolver | None = None
     max_chunk_bytes: int = MAX_CHUNK_BYTES
+    # Check 2 on receipt (``pipeline.matrix.signing``); None: off, the producers are trusted.
+    # The outcome depends on the keys the checker knows, not only on the room's inputs.
+    signatures: SignatureChecker | None = None
 
 
 @dataclass(slots=True)

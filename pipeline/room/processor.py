@@ -49,7 +49,13 @@ from typing import Any
 import orjson
 
 from pipeline.matrix.auth import auth_types_for_event, check_auth_events, check_auth_rules
-from pipeline.matrix.errors import EventRejected, MatrixError, MissingEvents, RoomstreamError
+from pipeline.matrix.errors import (
+    EventRejected,
+    InvalidPdu,
+    MatrixError,
+    MissingEvents,
+    RoomstreamError,
+)
 from pipeline.matrix.events import Event, StateKey, StateMap
 from pipeline.matrix.pdu import parse_create_event_room_version, parse_pdu
 from pipeline.matrix.room_versions import RoomVersion, room_version
@@ -330,6 +336,7 @@ class RoomProcessor:
         *,
         seq: int,
         parked_at: int | None = None,
+        signatures_checked: bool = False,
     ) -> None:
         out = self._out()
         if event.room_id != self.room_id:
@@ -360,6 +367,8 @@ class RoomProcessor:
                         event.event_id,
                     )
                 )
+            return
+        if not signatures_checked and self._signature_fails(event, raw, source):
             return
         missing = {
             e for e in (*event.prev_event_ids, *event.auth_event_ids) if e not in self._known
@@ -440,7 +449,24 @@ class RoomProcessor:
             item.source,
             seq=item.seq,
             parked_at=item.parked_at,
+            # Parked after its signatures were checked (input parked before the create event
+            # arrived could not be parsed, so has no event ID and is checked now).
+            signatures_checked=item.event_id is not None,
         )
+
+    def _signature_fails(
+        self, event: Event, raw: RawInput, source: Mapping[str, Any] | None
+    ) -> bool:
+        """Check 2 on receipt: an event whose signatures fail is dropped (dead-lettered)."""
+        checker = self.config.signatures
+        if checker is None:
+            return False
+        try:
+            checker.check(event)
+        except InvalidPdu as e:
+            self._out().dead_letters.append(DeadLetter(e.reason, raw, source, event.event_id))
+            return True
+        return False
 
     # ---------------------------------------------------------------- one event
 
