@@ -66,8 +66,9 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from db.migrate import migrate
+    from pipeline.pg import database_dsn
 
-    applied = migrate(settings.database_url)
+    applied = migrate(database_dsn(settings))
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return 0
 
@@ -187,6 +188,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "topic_prefix": args.topic_prefix,
     }
     try:
+        from pipeline.pg import refuse_password_in_argv
+
+        refuse_password_in_argv(args.database_url)
         settings = load_settings(**overrides)
         handler: Callable[[argparse.Namespace, Settings], int] = args.handler
         return handler(args, settings)

@@ -53,6 +53,7 @@ from aiokafka.partitioner import murmur2
 from pipeline import metrics
 from pipeline.config import Settings
 from pipeline.errors import MalformedMessage, RoomstreamError
+from pipeline.kafka_clients import faust_app_kwargs
 from pipeline.room import storage
 from pipeline.room.parking import ParkingBudget, ParkingLimits
 from pipeline.room.processor import (
@@ -65,7 +66,8 @@ from pipeline.worker.resolve_pool import ResolvePool, pooled_resolver
 from pipeline.worker.room_threads import JobThreads
 from topics import chunk as chunk_codec
 from topics import dead_letter, pdu_input
-from topics.definitions import Topic
+from topics.apply import cluster_replication
+from topics.definitions import Replication, Topic
 
 log = logging.getLogger("roomstream.worker")
 
@@ -151,18 +153,25 @@ _DUPLICATE = metrics.EVENTS.labels("duplicate")
 class Worker:
     """The faust app of one worker process, and the room jobs it runs."""
 
-    def __init__(self, settings: Settings, worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        worker_id: str | None = None,
+        replicas: Replication | None = None,
+    ) -> None:
         self.settings = settings
+        # The changelog topics faust creates get the replication of Roomstream's own topics.
+        replicas = replicas or cluster_replication(settings)
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         datadir = settings.stack_dir / "workers" / self.worker_id
         datadir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             f"{settings.topic_prefix}-processors",
-            broker=[f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")],
+            **faust_app_kwargs(settings),
             store="memory://",
             datadir=str(datadir),
             topic_partitions=settings.pdu_partitions,
-            topic_replication_factor=1,
+            topic_replication_factor=replicas.factor,
             processing_guarantee="at_least_once",
             broker_commit_every=1000,
             broker_commit_interval=2.0,
@@ -179,7 +188,6 @@ class Worker:
             stream_wait_empty=True,
             web_enabled=False,
             table_standby_replicas=0,
-            producer_acks=-1,
             # aiokafka's default partitioner (murmur2) for table changelogs and forwarding.
         )
         self.pdus = self.app.topic(
@@ -195,7 +203,10 @@ class Worker:
             key_type=bytes,
             value_type=bytes,
             partitions=settings.pdu_partitions,
-            extra_topic_configs={"max.message.bytes": str(MAX_RECORD_BYTES)},
+            extra_topic_configs={
+                "max.message.bytes": str(MAX_RECORD_BYTES),
+                "min.insync.replicas": str(replicas.min_insync),
+            },
         )
         self.chunks_topic = settings.topic(Topic.CHUNKS)
         self.dead_letter_topic = settings.topic(Topic.DEAD_LETTER)
