@@ -31,7 +31,7 @@
 | ROOMSTREAM_KAFKA_KEY_FILE | (none) | PEM key of that certificate |
 | ROOMSTREAM_PG_SSLMODE | (libpq's) | libpq ``sslmode`` (e.g. verify-full) |
 | ROOMSTREAM_PG_SSLROOTCERT | (libpq's) | CA of the database server's certificate |
-| ROOMSTREAM_PG_PASSFILE | (the stack's) | libpq password file; default: the local stack's, if any |
+| ROOMSTREAM_PG_PASSFILE | (libpq's) | libpq password file (the local stack's is in its URL) |
 | ROOMSTREAM_METRICS_ADDR | 127.0.0.1 | address the metrics and health endpoints bind to |
 | ROOMSTREAM_DEBUG_SLOW_ROOM | (none) | a room whose every state resolution a worker makes slower |
 | ROOMSTREAM_DEBUG_SLOW_S | 5 | ... by this many seconds of CPU (isolation tests and benchmarks) |
@@ -48,6 +48,7 @@ from dataclasses import Field, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pipeline.errors import ConfigError
 
@@ -137,15 +138,19 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     kafka_port = int(values.get("kafka_port", Settings.kafka_port))
     pg_port = int(values.get("pg_port", Settings.pg_port))
     values.setdefault("kafka_bootstrap", f"127.0.0.1:{kafka_port}")
-    values.setdefault("database_url", f"postgresql://roomstream@127.0.0.1:{pg_port}/roomstream")
+    stack_dir = Path(values.get("stack_dir") or _default_stack_dir())
+    values.setdefault("database_url", local_database_url(stack_dir, pg_port))
     settings = Settings(**values).with_overrides(**overrides)
-    if settings.pg_passfile is None:
-        # The local stack's password file, when it made one (stack up writes it).
-        stack_passfile = settings.stack_dir / "pg" / "pgpass"
-        if stack_passfile.is_file():
-            settings = replace(settings, pg_passfile=stack_passfile)
     _check(settings)
     return settings
+
+
+def local_database_url(stack_dir: Path, pg_port: int) -> str:
+    """The local stack's database; with the password file ``stack up`` made, when there is one
+    (libpq's ``passfile`` parameter: a path in the URL, never the password)."""
+    url = f"postgresql://roomstream@127.0.0.1:{pg_port}/roomstream"
+    passfile = stack_dir / "pg" / "pgpass"
+    return f"{url}?passfile={quote(str(passfile), safe='/')}" if passfile.is_file() else url
 
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

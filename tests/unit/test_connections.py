@@ -155,12 +155,13 @@ def test_database_dsn_adds_tls_and_password_file_as_libpq_parameters(tmp_path: P
     )
 
 
-def test_the_local_stacks_password_file_is_the_default(tmp_path: Path) -> None:
+def test_the_local_stacks_url_names_its_password_file_once_there_is_one(tmp_path: Path) -> None:
+    env = {"ROOMSTREAM_STACK_DIR": str(tmp_path), "ROOMSTREAM_PG_PORT": "25432"}
+    plain = "postgresql://roomstream@127.0.0.1:25432/roomstream"
+    assert load_settings(env).database_url == plain
     (tmp_path / "pg").mkdir()
-    (tmp_path / "pg" / "pgpass").write_text("*:*:*:roomstream:x\n")
-    s = load_settings({"ROOMSTREAM_STACK_DIR": str(tmp_path)})
-    assert s.pg_passfile == tmp_path / "pg" / "pgpass"
-    assert load_settings({"ROOMSTREAM_STACK_DIR": str(tmp_path / "none")}).pg_passfile is None
+    (tmp_path / "pg" / "pgpass").write_text("127.0.0.1:25432:*:roomstream:x\n")
+    assert load_settings(env).database_url == f"{plain}?passfile={tmp_path}/pg/pgpass"
 
 
 @pytest.mark.parametrize(
