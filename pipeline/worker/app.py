@@ -50,7 +50,7 @@ import faust
 import orjson
 from aiokafka.partitioner import murmur2
 
-from pipeline import metrics
+from pipeline import health, metrics
 from pipeline.config import Settings
 from pipeline.errors import MalformedMessage, RoomstreamError
 from pipeline.kafka_clients import faust_app_kwargs
@@ -240,6 +240,7 @@ class Worker:
         self.capacity.set()
         self.app.agent(self.pdus, name="rooms")(self._agent)
         self.app.timer(interval=5.0)(self._expire_parked)
+        self.app.timer(interval=1.0)(self._readiness)
         self.app.on_partitions_revoked.connect(self._on_revoked)
 
     # ------------------------------------------------------------------ the agent
@@ -558,8 +559,34 @@ class Worker:
     def budget_used(self) -> int:
         return self.budget.used
 
+    async def _readiness(self) -> None:
+        """``/readyz``: a member of the group, not rebalancing, its tables caught up with their
+        changelogs (pipeline.health)."""
+        app = self.app
+        if app.rebalancing:
+            health.WORKER.set(False, "rebalancing")
+        elif app.in_recovery:
+            health.WORKER.set(False, "recovering room states from the changelog")
+        elif not app.consumer_generation_id:
+            health.WORKER.set(False, "not a member of the processors' group yet")
+        else:
+            parts = len(app.consumer.assignment())
+            health.WORKER.set(True, f"assigned {parts} partition(s), caught up")
+
+    def _room_gauges(self) -> None:
+        """The oldest parked event and the rooms with the most forward extremities, over the
+        rooms this worker holds in memory."""
+        oldest = min(
+            (p.parked_at for _, proc in self.cache.values() for p in proc.parked()), default=0
+        )
+        metrics.OLDEST_PARKED.set(oldest / 1000)
+        counts = {rid: len(proc.forward_extremities) for rid, (_, proc) in self.cache.items()}
+        metrics.set_top_rooms(metrics.FORWARD_EXTREMITIES, counts)
+        metrics.FORWARD_EXTREMITIES_MAX.set(max(counts.values(), default=0))
+
     async def _expire_parked(self) -> None:
         """Dead-letter parked events past their expiry, in rooms that see no new input."""
+        self._room_gauges()
         # Only rooms this worker holds in memory are checked here; a room's parked events are
         # also expired whenever it processes an input. A room with inputs queued or in a job
         # is left alone: its processor is in use.
@@ -641,7 +668,8 @@ def _dead_letter_of(room_id: str, dl: DeadLetter, topic: str, m: Any = None) -> 
 def main(args: Any, settings: Settings) -> int:
     """``roomstream worker``: run one room processor until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    metrics.serve(getattr(args, "web_port", None) or settings.metrics_port)
+    port = getattr(args, "web_port", None) or settings.metrics_port
+    health.serve(port, settings.metrics_addr, health.WORKER)
     worker = Worker(settings, getattr(args, "id", None))
     try:
         _FaustWorker(worker.app, loglevel="WARNING", quiet=True).execute_from_commandline()

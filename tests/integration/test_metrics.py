@@ -43,10 +43,10 @@ def free_port() -> int:
         return port
 
 
-def scrape(port: int) -> Samples:
+def scrape(port: int, host: str = "127.0.0.1") -> Samples:
     """Every sample of the endpoint, by name and sorted labels; empty while it is not up."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
     except (urllib.error.URLError, ConnectionError):
         return {}
