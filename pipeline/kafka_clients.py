@@ -21,6 +21,7 @@ import ssl
 from typing import Any
 
 from pipeline.config import Settings
+from pipeline.connection_log import ConnectionStates, LibrdkafkaLog
 from pipeline.errors import ConfigError
 
 __all__ = [
@@ -32,6 +33,10 @@ __all__ = [
     "security_protocol",
     "ssl_context",
 ]
+
+
+# The process's view of each broker, shared by its clients so an outage is told once.
+KAFKA_BROKERS = ConnectionStates("Kafka broker")
 
 
 def security_protocol(settings: Settings) -> str:
@@ -65,8 +70,14 @@ def _password(settings: Settings) -> str:
 
 
 def confluent_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    """librdkafka's settings for any client (admin, consumer, producer), ``extra`` over them."""
-    config: dict[str, Any] = {"bootstrap.servers": settings.kafka_bootstrap}
+    """librdkafka's settings for any client (admin, consumer, producer), ``extra`` over them.
+
+    Its log lines go through ``pipeline.connection_log``: one line per broker state change, not
+    one per reconnection attempt."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_bootstrap,
+        **LibrdkafkaLog(KAFKA_BROKERS).config(),
+    }
     protocol = security_protocol(settings)
     if protocol != "PLAINTEXT":
         config["security.protocol"] = protocol

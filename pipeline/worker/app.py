@@ -52,6 +52,7 @@ from aiokafka.partitioner import murmur2
 
 from pipeline import health, metrics
 from pipeline.config import Settings
+from pipeline.connection_log import quiet_aiokafka
 from pipeline.errors import MalformedMessage, RoomstreamError
 from pipeline.kafka_clients import faust_app_kwargs
 from pipeline.room import storage
@@ -684,3 +685,4 @@ class _FaustWorker(faust.Worker):  # type: ignore[misc]  # faust ships no types 
         # of faust and aiokafka (several per record sent) built a record nobody printed.
         self.spinner = None
         logger.setLevel(level)
+        quiet_aiokafka()

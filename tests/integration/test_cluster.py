@@ -193,6 +193,16 @@ def test_a_broker_killed_mid_stream_loses_nothing_and_doubles_nothing(
     finally:
         procs.stop_all()
 
+    # The outage is told in state changes, not in a line per reconnection attempt.
+    worker_log = worker.log.read_text(errors="replace").splitlines()
+    assert [line for line in worker_log if "lost Kafka" in line], worker_log[-20:]
+    retries = [line for line in worker_log if "Unable connect" in line or "not ready" in line]
+    assert retries == []
+    about_victim = [
+        line for line in worker_log if f"node {victim.node_id}" in line or f":{victim.port}" in line
+    ]
+    assert len(about_victim) <= 4, about_victim
+
     with pg.connect(settings) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT min(stream_ordering), max(stream_ordering), count(*),"
