@@ -573,6 +573,23 @@ class Worker:
         else:
             parts = len(app.consumer.assignment())
             health.WORKER.set(True, f"assigned {parts} partition(s), caught up")
+        self._lag()
+
+    def _lag(self) -> None:
+        """``roomstream_consumer_lag{stage="worker"}``: records of each owned pdus partition
+        not read yet (the broker's high watermark less the next offset to read)."""
+        consumer = self.app.consumer
+        topic = self.pdus.get_topic_name()
+        metrics.CONSUMER_LAG.clear()
+        for tp in consumer.assignment():
+            if tp.topic != topic:
+                continue
+            high = consumer.highwater(tp)
+            # faust's own records: the last offset read, else the committed one (next to read).
+            read = consumer._read_offset.get(tp)
+            done = read + 1 if read is not None else consumer._committed_offset.get(tp)
+            if high is not None and high >= 0 and done is not None:
+                metrics.CONSUMER_LAG.labels("worker", str(tp.partition)).set(max(0, high - done))
 
     def _room_gauges(self) -> None:
         """The oldest parked event and the rooms with the most forward extremities, over the
