@@ -26,7 +26,11 @@ def _progress(msg: str) -> None:
 def cmd_stack(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.dev.stack import Stack
 
-    stack = Stack(settings)
+    if args.action != "up" and (args.brokers is not None or args.secure):
+        raise RoomstreamError(
+            "--brokers and --secure are for `stack up`; down, status and env read what up built"
+        )
+    stack = Stack(settings, brokers=args.brokers, secure=True if args.secure else None)
     if args.action == "up":
         started = stack.up(_progress)
         for st in stack.status():
@@ -66,8 +70,9 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     from db.migrate import migrate
+    from pipeline.pg import database_dsn
 
-    applied = migrate(settings.database_url)
+    applied = migrate(database_dsn(settings))
     print("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return 0
 
@@ -115,6 +120,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("stack", help="the local Kafka and PostgreSQL of this machine")
     s.add_argument("action", choices=["up", "down", "status", "env"])
+    s.add_argument(
+        "--brokers", type=int, default=None, help="Kafka brokers of a new stack (default 1)"
+    )
+    s.add_argument(
+        "--secure",
+        action="store_true",
+        help="a new stack whose Kafka takes SCRAM-SHA-512 users over TLS with a CA of its own",
+    )
     s.set_defaults(handler=cmd_stack)
 
     t = sub.add_parser("topics", help="create or verify the topics; report drift")
@@ -187,6 +200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "topic_prefix": args.topic_prefix,
     }
     try:
+        from pipeline.pg import refuse_password_in_argv
+
+        refuse_password_in_argv(args.database_url)
         settings = load_settings(**overrides)
         handler: Callable[[argparse.Namespace, Settings], int] = args.handler
         return handler(args, settings)

@@ -21,21 +21,40 @@
 | ROOMSTREAM_WORKER_SESSION_TIMEOUT_S | 10 | a worker silent this long loses its partitions |
 | ROOMSTREAM_WORKER_STANDBY_REPLICAS | 0 | warm copies of each rooms table partition |
 | ROOMSTREAM_WORKER_STATIC_MEMBERSHIP | 1 | ``worker --id X`` joins as static member X (0: no) |
+| ROOMSTREAM_REPLICATION_FACTOR | 0 (auto) | replicas per topic; auto: 3, fewer on fewer brokers |
+| ROOMSTREAM_MIN_INSYNC_REPLICAS | 0 (auto) | ``min.insync.replicas``; auto: RF - 1, at least 1 |
+| ROOMSTREAM_RETENTION_DAYS | 7 | retention of pdus, chunks, invalidations, missing-events |
+| ROOMSTREAM_DEAD_LETTER_RETENTION_DAYS | 30 | retention of the dead-letter topic |
+| ROOMSTREAM_KAFKA_SECURITY_PROTOCOL | (derived) | PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL |
+| ROOMSTREAM_KAFKA_SASL_MECHANISM | SCRAM-SHA-512 | SASL mechanism when a user is set |
+| ROOMSTREAM_KAFKA_SASL_USERNAME | (none) | SASL user; setting it turns SASL on |
+| ROOMSTREAM_KAFKA_SASL_PASSWORD | (none) | its password (prefer the file below) |
+| ROOMSTREAM_KAFKA_SASL_PASSWORD_FILE | (none) | a file holding the password |
+| ROOMSTREAM_KAFKA_CA_FILE | (none) | PEM CA the brokers' certificates chain to; turns TLS on |
+| ROOMSTREAM_KAFKA_CERT_FILE | (none) | PEM client certificate (mutual TLS) |
+| ROOMSTREAM_KAFKA_KEY_FILE | (none) | PEM key of that certificate |
+| ROOMSTREAM_PG_SSLMODE | (libpq's) | libpq ``sslmode`` (e.g. verify-full) |
+| ROOMSTREAM_PG_SSLROOTCERT | (libpq's) | CA of the database server's certificate |
+| ROOMSTREAM_PG_PASSFILE | (libpq's) | libpq password file (the local stack's is in its URL) |
+| ROOMSTREAM_METRICS_ADDR | 127.0.0.1 | address the metrics and health endpoints bind to |
 | ROOMSTREAM_DEBUG_SLOW_ROOM | (none) | a room whose every state resolution a worker makes slower |
 | ROOMSTREAM_DEBUG_SLOW_S | 5 | ... by this many seconds of CPU (isolation tests and benchmarks) |
 | ROOMSTREAM_VERIFY_SIGNATURES | false | check PDU signatures (keys from ``<prefix>.server-keys``) |
 | ROOMSTREAM_SERVER_KEYS_WAIT_S | 5 | how long a check waits for that topic when a key is unknown |
 
-Only this module reads the environment; everything else takes a ``Settings``.
+Only this module reads the environment; everything else takes a ``Settings``. Passwords never
+travel in a URL or on a command line: Kafka's comes from a file or a variable, PostgreSQL's from
+a libpq password file (or libpq's own ``PGPASSWORD``, which libpq reads itself).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import Field, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from pipeline.errors import ConfigError
 
@@ -66,6 +85,24 @@ class Settings:
     park_expiry_s: float = 300.0
     commit_batch_max: int = 500
     metrics_port: int = 0
+    metrics_addr: str = "127.0.0.1"
+    # 0 resolves against the cluster (topics.definitions.replication): a single-broker stack
+    # keeps working, a cluster gets 3 replicas and 2 in sync.
+    replication_factor: int = 0
+    min_insync_replicas: int = 0
+    retention_days: float = 7.0
+    dead_letter_retention_days: float = 30.0
+    kafka_security_protocol: str | None = None
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = field(default=None, repr=False)
+    kafka_sasl_password_file: Path | None = None
+    kafka_ca_file: Path | None = None
+    kafka_cert_file: Path | None = None
+    kafka_key_file: Path | None = None
+    pg_sslmode: str | None = None
+    pg_sslrootcert: Path | None = None
+    pg_passfile: Path | None = None
     kafka_heap: str = "-Xms256m -Xmx768m"  # bounded: the broker shares 2 cores with the workers
     pg_bindir: Path | None = None
     java_home: Path | None = field(default=None, metadata={"env": "JAVA_HOME"})
@@ -107,12 +144,12 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     env = dict(os.environ if environ is None else environ)
     values: dict[str, Any] = {}
     for f in fields(Settings):
-        name = f.metadata.get("env", ENV_PREFIX + f.name.upper())
+        name = variable(f)
         raw = env.get(name)
         if raw is None or raw == "":
             continue
         try:
-            if f.type == "int":
+            if f.type in ("int", "int | None"):
                 values[f.name] = int(raw)
             elif f.type == "float":
                 values[f.name] = float(raw)
@@ -127,10 +164,67 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
     kafka_port = int(values.get("kafka_port", Settings.kafka_port))
     pg_port = int(values.get("pg_port", Settings.pg_port))
     values.setdefault("kafka_bootstrap", f"127.0.0.1:{kafka_port}")
-    values.setdefault("database_url", f"postgresql://roomstream@127.0.0.1:{pg_port}/roomstream")
+    stack_dir = Path(values.get("stack_dir") or _default_stack_dir())
+    values.setdefault("database_url", local_database_url(stack_dir, pg_port))
     settings = Settings(**values).with_overrides(**overrides)
+    _check(settings)
+    return settings
+
+
+def local_database_url(stack_dir: Path, pg_port: int) -> str:
+    """The local stack's database; with the password file ``stack up`` made, when there is one
+    (libpq's ``passfile`` parameter: a path in the URL, never the password)."""
+    url = f"postgresql://roomstream@127.0.0.1:{pg_port}/roomstream"
+    passfile = stack_dir / "pg" / "pgpass"
+    return f"{url}?passfile={quote(str(passfile), safe='/')}" if passfile.is_file() else url
+
+
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def _check(settings: Settings) -> None:
     if settings.pdu_partitions < 1:
         raise ConfigError(
             f"{ENV_PREFIX}PDU_PARTITIONS must be at least 1, not {settings.pdu_partitions}"
         )
-    return settings
+    if settings.replication_factor < 0 or settings.min_insync_replicas < 0:
+        raise ConfigError(
+            f"{ENV_PREFIX}REPLICATION_FACTOR and {ENV_PREFIX}MIN_INSYNC_REPLICAS must be 0 "
+            "(resolved against the cluster) or a positive count"
+        )
+    if settings.replication_factor and settings.min_insync_replicas > settings.replication_factor:
+        raise ConfigError(
+            f"{ENV_PREFIX}MIN_INSYNC_REPLICAS={settings.min_insync_replicas} exceeds "
+            f"{ENV_PREFIX}REPLICATION_FACTOR={settings.replication_factor}: no write could succeed"
+        )
+    protocol = settings.kafka_security_protocol
+    if protocol is not None and protocol.upper() not in SECURITY_PROTOCOLS:
+        raise ConfigError(
+            f"{ENV_PREFIX}KAFKA_SECURITY_PROTOCOL={protocol!r} is none of "
+            f"{', '.join(SECURITY_PROTOCOLS)}"
+        )
+    if settings.kafka_sasl_password and settings.kafka_sasl_password_file:
+        raise ConfigError(
+            f"both {ENV_PREFIX}KAFKA_SASL_PASSWORD and {ENV_PREFIX}KAFKA_SASL_PASSWORD_FILE are "
+            "set; keep one"
+        )
+    if bool(settings.kafka_cert_file) != bool(settings.kafka_key_file):
+        raise ConfigError(
+            f"{ENV_PREFIX}KAFKA_CERT_FILE and {ENV_PREFIX}KAFKA_KEY_FILE go together (mutual "
+            "TLS); set both or neither"
+        )
+
+
+def variable(f: Field[Any]) -> str:
+    """The environment variable of a ``Settings`` field."""
+    return str(f.metadata.get("env", ENV_PREFIX + f.name.upper()))
+
+
+def settings_environ(settings: Settings) -> dict[str, str]:
+    """``settings`` as the variables that make a child process load the same settings."""
+    env: dict[str, str] = {}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if value is not None:
+            env[variable(f)] = str(value)
+    return env

@@ -1,12 +1,17 @@
 """Prometheus metrics of every Roomstream process, and the endpoint that serves them.
 
-Each process calls ``serve(port)`` once (``ROOMSTREAM_METRICS_PORT``; 0 serves nothing). Names
-carry the ``roomstream_`` prefix; the stage label tells the worker's from the committer's figures.
+Each process serves them once through ``pipeline.health.serve`` (``ROOMSTREAM_METRICS_PORT``, 0
+serves nothing; ``ROOMSTREAM_METRICS_ADDR``), with its health endpoints. Names carry the
+``roomstream_`` prefix; the stage label tells the worker's from the committer's figures. A room
+ID is a label only in the top-rooms gauges, bounded to ``TOP_ROOMS`` series.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
+
+# Rooms with a label of their own in a per-room gauge; the rest are summed up in a maximum.
+TOP_ROOMS = 10
 
 EVENTS = Counter(
     "roomstream_events_processed_total",
@@ -93,9 +98,42 @@ STALE_ROOMS = Counter(
     "roomstream_worker_stale_rooms_total",
     "Rooms whose stored processing state was behind the chunks PostgreSQL committed",
 )
+COMMITTER_ACTIVE = Gauge(
+    "roomstream_committer_active", "1 while this committer holds the lock and commits, else 0"
+)
+LAST_COMMIT = Gauge(
+    "roomstream_last_commit_timestamp_seconds",
+    "Unix time of this committer's last committed transaction",
+)
+OLDEST_PARKED = Gauge(
+    "roomstream_oldest_parked_event_timestamp_seconds",
+    "Unix time the oldest event parked at this worker was parked (0: none parked)",
+)
+MISSING_EVENT_REQUESTS = Gauge(
+    "roomstream_missing_event_requests_open",
+    "Requests for missing events sent and not answered yet",
+)
+FORWARD_EXTREMITIES = Gauge(
+    "roomstream_forward_extremities",
+    f"Forward extremities of the {TOP_ROOMS} rooms with the most, at this worker",
+    ["room_id"],
+)
+FORWARD_EXTREMITIES_MAX = Gauge(
+    "roomstream_forward_extremities_max",
+    "The most forward extremities of any room held at this worker",
+)
 
 
-def serve(port: int) -> None:
-    """Serve /metrics on 127.0.0.1:``port`` in a background thread; 0 serves nothing."""
-    if port:
-        start_http_server(port, addr="127.0.0.1")
+def set_top_rooms(gauge: Gauge, counts: dict[str, int], top: int = TOP_ROOMS) -> None:
+    """Set ``gauge`` for the ``top`` rooms with the highest counts, and only them: a room label
+    per room of a deployment would be millions of series."""
+    gauge.clear()
+    for room_id, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]:
+        gauge.labels(room_id).set(n)
+
+
+def serve(port: int, addr: str = "127.0.0.1") -> None:
+    """Serve /metrics, /healthz and /readyz on ``addr:port`` (``pipeline.health``); 0: none."""
+    from pipeline import health
+
+    health.serve(port, addr)

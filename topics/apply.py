@@ -1,8 +1,10 @@
 """Create Roomstream's topics, or verify existing ones and report drift.
 
-Drift (a partition count or a config that differs from ``definitions``) is reported, never
-silently accepted: a ``pdus`` topic with other partitions would move rooms between owners, and a
-``chunks`` topic with more than one would lose the committer's total order.
+Drift (a partition count, a replication factor or a config that differs from ``definitions``) is
+reported, never silently accepted: a ``pdus`` topic with other partitions would move rooms
+between owners, a ``chunks`` topic with more than one would lose the committer's total order,
+and a topic with fewer replicas or a lower ``min.insync.replicas`` than intended loses
+acknowledged records when a broker dies.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from pipeline.config import Settings
 from pipeline.errors import StackError
-from topics.definitions import TopicSpec, topic_specs
+from pipeline.kafka_clients import confluent_config
+from topics.definitions import Replication, TopicSpec, replication, topic_specs
 
 
 @dataclass
@@ -36,22 +39,39 @@ class TopicReport:
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    return AdminClient(confluent_config(settings))
+
+
+def cluster_replication(settings: Settings, timeout: float = 30.0) -> Replication:
+    """The replication the topics get on the cluster at ``settings.kafka_bootstrap``."""
+    return replication(settings, len(_metadata(admin_client(settings), settings, timeout).brokers))
+
+
+def _metadata(admin: AdminClient, settings: Settings, timeout: float) -> Any:
+    try:
+        return admin.list_topics(timeout=timeout)
+    except Exception as e:
+        raise StackError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap} ({e}); start it with "
+            "`roomstream stack up` or set ROOMSTREAM_KAFKA_BOOTSTRAP (and its credentials)"
+        ) from e
 
 
 def apply_topics(settings: Settings, timeout: float = 30.0) -> TopicReport:
     admin = admin_client(settings)
-    try:
-        existing = admin.list_topics(timeout=timeout).topics
-    except Exception as e:
-        raise StackError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap} ({e}); start it with "
-            "`roomstream stack up` or set ROOMSTREAM_KAFKA_BOOTSTRAP"
-        ) from e
+    md = _metadata(admin, settings, timeout)
+    existing = md.topics
+    brokers = len(md.brokers)
     report = TopicReport()
-    specs = {settings.topic(s.name): s for s in topic_specs(settings)}
+    specs = {settings.topic(s.name): s for s in topic_specs(settings, brokers)}
+    wanted = next(iter(specs.values())).replication_factor
+    if wanted > brokers:
+        raise StackError(
+            f"the topics need {wanted} replicas and Kafka at {settings.kafka_bootstrap} has "
+            f"{brokers} broker(s); start more brokers or lower ROOMSTREAM_REPLICATION_FACTOR"
+        )
     missing = [
-        NewTopic(full, s.partitions, 1, config=s.config)
+        NewTopic(full, s.partitions, s.replication_factor, config=s.config)
         for full, s in specs.items()
         if full not in existing
     ]
@@ -94,6 +114,13 @@ def _verify(
                     else "; rooms would move between owners: recreate it or set "
                     f"ROOMSTREAM_PDU_PARTITIONS={partitions}"
                 )
+            )
+        replicas = {len(p.replicas) for p in existing[full].partitions.values()}
+        if replicas != {spec.replication_factor}:
+            report.drift.append(
+                f"{full} has {'/'.join(map(str, sorted(replicas)))} replica(s) per partition, the "
+                f"definition says {spec.replication_factor}; reassign its partitions "
+                "(kafka-reassign-partitions) or set ROOMSTREAM_REPLICATION_FACTOR"
             )
         actual = fut.result(timeout=timeout)
         for key, want in spec.config.items():

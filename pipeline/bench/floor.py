@@ -25,15 +25,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-import psycopg2
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from pipeline import pg
 from pipeline.bench.cpu import CpuSampler
 from pipeline.bench.report import CpuRow
 from pipeline.bench.runs import cleanup, fresh_run, stack_groups
 from pipeline.config import Settings, load_settings
 from pipeline.dev.local import ROOT, settings_env
 from pipeline.errors import RoomstreamError
+from pipeline.kafka_clients import confluent_config
 from pipeline.matrix.hashes import compute_event_id
 from pipeline.matrix.room_versions import room_version
 from pipeline.ops.produce import produce_lines
@@ -88,7 +89,7 @@ def consume(
     topic = settings.topic(Topic.PDUS)
     consumer = Consumer(
         {
-            "bootstrap.servers": settings.kafka_bootstrap,
+            **confluent_config(settings),
             "group.id": f"{settings.topic_prefix}.floor",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
@@ -97,7 +98,7 @@ def consume(
     consumer.assign(
         [TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(settings.pdu_partitions)]
     )
-    conn = psycopg2.connect(settings.database_url)
+    conn = pg.connect(settings)
     written = 0
     cpu_at_start = time.process_time()
     last_commit = time.monotonic()

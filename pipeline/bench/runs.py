@@ -19,12 +19,12 @@ import psycopg2
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from pipeline import pg
 from pipeline.bench.cpu import PidSource, children_of
 from pipeline.config import Settings
 from pipeline.dev.local import (
     Cluster,
     InvalidationWatcher,
-    database_url_for,
     prepare_run,
     produce_timed,
     wait_for_workers,
@@ -32,6 +32,7 @@ from pipeline.dev.local import (
 from pipeline.dev.stack import Stack
 from pipeline.dev.workload import generate_workload
 from pipeline.errors import MalformedMessage, RoomstreamError
+from pipeline.kafka_clients import confluent_config
 from topics import dead_letter
 from topics.definitions import Topic
 
@@ -58,12 +59,12 @@ def cleanup(run: Settings) -> None:
                 shutil.rmtree(d, ignore_errors=True)
     dbname = run.database_url.rpartition("/")[2]
     with contextlib.suppress(psycopg2.Error):
-        conn = psycopg2.connect(database_url_for(run.database_url, "postgres"))
+        conn = pg.connect(run, "postgres")
         conn.autocommit = True
         with conn.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         conn.close()
-    admin = AdminClient({"bootstrap.servers": run.kafka_bootstrap})
+    admin = AdminClient(confluent_config(run))
     with contextlib.suppress(Exception):
         names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(run.topic_prefix)]
         if names:
@@ -141,7 +142,7 @@ def dead_letters(run: Settings, most: int = 200) -> list[str]:
     """The reasons of the run's dead letters (at most ``most``), oldest first."""
     consumer = Consumer(
         {
-            "bootstrap.servers": run.kafka_bootstrap,
+            **confluent_config(run),
             "group.id": "bench-dead-letters",
             "enable.auto.commit": False,
         }
@@ -234,7 +235,7 @@ def warm_up(run: Settings, cluster: Cluster, watcher: InvalidationWatcher, seed:
 
 def chunk_count(run: Settings) -> int:
     """How many chunks the run's chunks topic holds (its one partition's high watermark)."""
-    consumer = Consumer({"bootstrap.servers": run.kafka_bootstrap, "group.id": "bench-count"})
+    consumer = Consumer(confluent_config(run, **{"group.id": "bench-count"}))
     try:
         _, hi = consumer.get_watermark_offsets(
             TopicPartition(run.topic(Topic.CHUNKS), 0), timeout=5

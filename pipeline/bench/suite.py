@@ -24,6 +24,7 @@ from typing import Any
 
 import psycopg2
 
+from pipeline import pg
 from pipeline.bench.cpu import bound_of
 from pipeline.bench.report import (
     Figure,
@@ -105,7 +106,7 @@ def machine_info(settings: Settings) -> Machine:
         kafka = f"Apache Kafka {found.group(1)}" if found else kafka
     postgres = "unknown"
     try:
-        conn = psycopg2.connect(settings.database_url)
+        conn = pg.connect(settings)
         with conn.cursor() as cur:
             cur.execute("SHOW server_version")
             row = cur.fetchone()

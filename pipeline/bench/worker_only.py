@@ -26,6 +26,7 @@ from pipeline.dev.local import Cluster, prepare_run
 from pipeline.dev.stack import Stack
 from pipeline.dev.workload import generate_workload
 from pipeline.errors import RoomstreamError
+from pipeline.kafka_clients import confluent_config
 from pipeline.ops.produce import produce_lines
 from pipeline.room.replay import replay
 from topics import chunk as chunk_codec
@@ -54,7 +55,7 @@ def _read_chunks(
 ) -> dict[str, Any]:
     consumer = Consumer(
         {
-            "bootstrap.servers": run.kafka_bootstrap,
+            **confluent_config(run),
             "group.id": f"{run.topic_prefix}-bench-reader",
             "enable.auto.commit": False,
             "fetch.wait.max.ms": 10,

@@ -12,10 +12,12 @@ if it ever comes back. An active committer therefore talks to the database at le
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
-import psycopg2
 from psycopg2.extensions import connection
+
+from pipeline import pg
+from pipeline.config import Settings
 
 PgConnection: TypeAlias = connection
 
@@ -32,7 +34,7 @@ APPLICATION_NAME = "roomstream-committer"  # how operators find it in pg_stat_ac
 STATEMENT_TIMEOUT_S = 60  # far above the seconds a batch of the largest size takes
 IDLE_SESSION_S = 15  # the server ends a committer session silent for this long
 PING_S = 4.0  # an active committer's longest silence towards the database
-_KEEPALIVE = {
+_KEEPALIVE: dict[str, Any] = {
     "keepalives": 1,
     "keepalives_idle": 5,
     "keepalives_interval": 2,
@@ -42,13 +44,13 @@ _KEEPALIVE = {
 }
 
 
-def connect(database_url: str, *, idle_session_s: int = IDLE_SESSION_S) -> PgConnection:
+def connect(settings: Settings, *, idle_session_s: int = IDLE_SESSION_S) -> PgConnection:
     options = (
         f"-c statement_timeout={STATEMENT_TIMEOUT_S * 1000} "
         f"-c idle_in_transaction_session_timeout={idle_session_s * 1000} "
         f"-c idle_session_timeout={idle_session_s * 1000}"
     )
-    conn: PgConnection = psycopg2.connect(
-        database_url, application_name=APPLICATION_NAME, options=options, **_KEEPALIVE
+    conn: PgConnection = pg.connect(
+        settings, application_name=APPLICATION_NAME, options=options, **_KEEPALIVE
     )
     return conn

@@ -69,13 +69,15 @@ from db.fence import Fenced, take_generation
 from db.migrate import check_schema
 from db.outbox import OutboxRow, load_offsets, mark_sent, prune_sent, unsent_outbox
 from db.writer import BatchResult, Change, Fence, write_batch
-from pipeline import metrics
+from pipeline import health, metrics
 from pipeline.committer.connection import APPLICATION_NAME, PING_S, PgConnection, connect
 from pipeline.committer.dead_letter import dead_letter_value
 from pipeline.committer.errors import CommitterStopped, PublishError
 from pipeline.config import Settings
+from pipeline.connection_log import ConnectionStates
 from pipeline.errors import MalformedMessage, SchemaError
 from pipeline.invalidations import build_message
+from pipeline.kafka_clients import consumer_config, producer_config
 from pipeline.matrix.errors import UnknownRoomVersion
 from pipeline.matrix.room_versions import room_version
 from pipeline.room.chunk import Chunk
@@ -94,6 +96,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+# PostgreSQL going and coming, told once per change rather than once per retry.
+_DATABASE = ConnectionStates("PostgreSQL")
+# Consumer errors that only say a broker connection went or came back (the connection log
+# reports those) or that the end of the partition was reached.
+_QUIET_ERRORS = (KafkaError._PARTITION_EOF, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN)
 
 CRASH_ENV = "ROOMSTREAM_CRASH_AT"
 CRASH_POINTS = (
@@ -192,6 +199,7 @@ class Committer:
         self.fence: Fence | None = None
         self.stats = CommitterStats()
         self._progress_at = time.monotonic()
+        self._retrying: str | None = None  # the reason of the retries under way, if any
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -239,10 +247,17 @@ class Committer:
                     conn.close()  # releases the advisory lock, if held
 
     def _connect(self) -> PgConnection:
-        if self.idle_session_s is None:
-            conn = connect(self.settings.database_url)
-        else:
-            conn = connect(self.settings.database_url, idle_session_s=self.idle_session_s)
+        try:
+            if self.idle_session_s is None:
+                conn = connect(self.settings)
+            else:
+                conn = connect(self.settings, idle_session_s=self.idle_session_s)
+        except psycopg2.OperationalError as exc:
+            _DATABASE.down("database", str(exc).strip())
+            health.COMMITTER.lost(f"database connection lost: {str(exc).strip()}")
+            raise
+        _DATABASE.up("database")
+        self._retrying = None
         check_schema(conn)
         conn.rollback()
         return conn
@@ -257,7 +272,12 @@ class Committer:
                 f"{what}; no progress for {stalled:.0f} s of retrying, giving up: fix the "
                 "cause and start the committer again",
             )
-        log.warning("%s; retrying in %.0f s", what, self.standby_interval)
+        # One line when retrying starts (or its reason changes), not one per attempt.
+        if reason != self._retrying:
+            log.warning("%s; retrying every %.0f s", what, self.standby_interval)
+            self._retrying = reason
+        else:
+            log.debug("%s; retrying in %.0f s", what, self.standby_interval)
         self.stop.wait(self.standby_interval)
 
     def _stopped(self, reason: str, message: str) -> CommitterStopped:
@@ -297,14 +317,7 @@ class Committer:
 
     def _run_active(self, conn: PgConnection) -> None:
         self.active = True
-        producer = Producer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "enable.idempotence": True,
-                "acks": "all",
-                "linger.ms": 5,
-            }
-        )
+        producer = Producer(producer_config(self.settings))
         consumer: Consumer | None = None
         try:
             self._resend_unsent(conn, producer)
@@ -312,14 +325,15 @@ class Committer:
                 offsets = load_offsets(cur, self.chunks_topic)
             conn.commit()
             consumer = Consumer(
-                {
-                    "bootstrap.servers": self.settings.kafka_bootstrap,
-                    "group.id": f"{self.settings.topic_prefix}.committer",
-                    "enable.auto.commit": False,
-                    "enable.auto.offset.store": False,
-                    "isolation.level": "read_committed",
-                    "auto.offset.reset": "earliest",
-                }
+                consumer_config(
+                    self.settings,
+                    f"{self.settings.topic_prefix}.committer",
+                    **{
+                        "enable.auto.commit": False,
+                        "enable.auto.offset.store": False,
+                        "auto.offset.reset": "earliest",
+                    },
+                )
             )
             start = offsets.get(0, OFFSET_BEGINNING)
             consumer.assign([TopicPartition(self.chunks_topic, 0, start)])
@@ -357,7 +371,8 @@ class Committer:
             if err is not None:
                 if err.fatal():
                     raise KafkaException(err)
-                if err.code() != KafkaError._PARTITION_EOF:
+                # Broker connections going and coming are told once by the connection log.
+                if err.code() not in _QUIET_ERRORS:
                     log.warning("chunks consumer: %s", err)
                 continue
             topic, partition, offset = rec.topic(), rec.partition(), rec.offset()
@@ -477,6 +492,7 @@ class Committer:
         self._flush(producer, "dead letters")
 
     def _count(self, result: BatchResult) -> None:
+        metrics.LAST_COMMIT.set_to_current_time()
         events = sum(len(c.stream_orderings) for c in result.committed)
         metrics.COMMITTED_EVENTS.inc(events)
         metrics.POSITION.set(result.last_stream_ordering)
@@ -641,7 +657,9 @@ def _take_batch(consumer: Consumer, most: int, timeout: float) -> list[KafkaMess
 
 
 def run_committer(settings: Settings, stop: threading.Event) -> None:
-    Committer(settings, stop).run()
+    Committer(
+        settings, stop, on_active=health.COMMITTER.active, on_standby=health.COMMITTER.standby
+    ).run()
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -655,7 +673,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    metrics.serve(settings.metrics_port)
+    health.serve(settings.metrics_port, settings.metrics_addr, health.COMMITTER)
     try:
         run_committer(settings, stop)
     except (CommitterStopped, SchemaError) as exc:

@@ -13,8 +13,7 @@ import sys
 import time
 from typing import Any
 
-import psycopg2
-
+from pipeline import pg
 from pipeline.config import Settings
 from pipeline.dev.local import (
     InvalidationWatcher,
@@ -136,7 +135,7 @@ def _room_table(run: Settings, expected: dict[str, Any], rooms_shown: int) -> in
     """Print what each room ended with; return how many rooms differ from the replay."""
     mismatches = 0
     rows = []
-    with psycopg2.connect(run.database_url) as conn, conn.cursor() as cur:
+    with pg.connect(run) as conn, conn.cursor() as cur:
         for room_id, want in sorted(expected["rooms"].items()):
             cur.execute(
                 "SELECT type, state_key, event_id FROM current_state_events WHERE room_id = %s",

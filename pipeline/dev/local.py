@@ -20,16 +20,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import orjson
-import psycopg2
 from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from pipeline.config import Settings
+from pipeline import pg
+from pipeline.config import Settings, settings_environ
 from pipeline.errors import RoomstreamError
+from pipeline.kafka_clients import confluent_config, consumer_config
 from pipeline.matrix.errors import MatrixError
 from pipeline.matrix.hashes import compute_event_id
 from pipeline.matrix.room_versions import room_version
 from pipeline.ops.produce import produce_lines
+from pipeline.pg import url_with_database
 from topics import apply_topics, pdu_input
 from topics.definitions import Topic
 
@@ -38,8 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def database_url_for(database_url: str, dbname: str) -> str:
     """``database_url`` pointing at database ``dbname`` on the same server."""
-    base, _, _ = database_url.rpartition("/")
-    return f"{base}/{dbname}"
+    return url_with_database(database_url, dbname)
 
 
 def prepare_run(settings: Settings, prefix: str, *, partitions: int | None = None) -> Settings:
@@ -53,7 +54,7 @@ def prepare_run(settings: Settings, prefix: str, *, partitions: int | None = Non
         database_url=database_url_for(settings.database_url, dbname),
         pdu_partitions=partitions or settings.pdu_partitions,
     )
-    conn = psycopg2.connect(database_url_for(settings.database_url, "postgres"))
+    conn = pg.connect(settings, "postgres")
     conn.autocommit = True
     with conn.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
@@ -62,20 +63,16 @@ def prepare_run(settings: Settings, prefix: str, *, partitions: int | None = Non
     report = apply_topics(s)
     if not report.ok:
         raise RoomstreamError("topics of the run drifted: " + "; ".join(report.drift))
-    migrate(s.database_url)
+    migrate(pg.database_dsn(s))
     return s
 
 
 def settings_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a child process: ours, with every setting of ``settings`` (credentials
+    included: the environment, unlike the arguments, is not readable by other users)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMSTREAM_")}
-    env.update(
-        ROOMSTREAM_KAFKA_BOOTSTRAP=settings.kafka_bootstrap,
-        ROOMSTREAM_DATABASE_URL=settings.database_url,
-        ROOMSTREAM_TOPIC_PREFIX=settings.topic_prefix,
-        ROOMSTREAM_PDU_PARTITIONS=str(settings.pdu_partitions),
-        ROOMSTREAM_STACK_DIR=str(settings.stack_dir),
-        PYTHONUNBUFFERED="1",
-    )
+    env.update(settings_environ(settings))
+    env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
     return env
 
@@ -177,13 +174,11 @@ class InvalidationWatcher(threading.Thread):
     def run(self) -> None:
         topic = self.settings.topic(Topic.INVALIDATIONS)
         consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "group.id": f"watcher-{os.getpid()}-{id(self)}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 10,
-            }
+            consumer_config(
+                self.settings,
+                f"watcher-{os.getpid()}-{id(self)}",
+                **{"enable.auto.commit": False, "fetch.wait.max.ms": 10},
+            )
         )
         consumer.assign([TopicPartition(topic, 0, 0)])
         self.ready.set()
@@ -214,7 +209,7 @@ class InvalidationWatcher(threading.Thread):
 
 def count_committed(settings: Settings) -> tuple[int, int]:
     """(events stored, invalidation messages sent) in the run's database."""
-    with contextlib.closing(psycopg2.connect(settings.database_url)) as conn, conn.cursor() as cur:
+    with contextlib.closing(pg.connect(settings)) as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT (SELECT count(*) FROM events),"
             " (SELECT count(*) FROM invalidation_outbox WHERE sent)"
@@ -224,7 +219,7 @@ def count_committed(settings: Settings) -> tuple[int, int]:
 
 
 def dead_letter_count(settings: Settings) -> int:
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "counter"})
+    consumer = Consumer(consumer_config(settings, "counter"))
     try:
         lo, hi = consumer.get_watermark_offsets(
             TopicPartition(settings.topic(Topic.DEAD_LETTER), 0), timeout=5
@@ -311,7 +306,7 @@ def wait_for_workers(run: Settings, cluster: Cluster, timeout: float = 120.0) ->
 
     workers = sum(1 for c in cluster.children if c.name.startswith("worker"))
     group = f"{run.topic_prefix}-processors"
-    admin = AdminClient({"bootstrap.servers": run.kafka_bootstrap})
+    admin = AdminClient(confluent_config(run))
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         cluster.check_alive()

@@ -7,12 +7,22 @@ Layout of ``<stack_dir>``::
     kafka/libs/          the broker's runtime jars (resolved by Maven from that pom)
     kafka/data/          the KRaft log dir, formatted on first start
     kafka/server.properties, kafka/log4j2.properties, kafka/kafka.log, kafka/kafka.pid
-    pg/data/             the PostgreSQL cluster (initdb'd as a non-root user)
+    kafka/node-N/        node N of a cluster (``stack up --brokers 3``): its own data and files
+    kafka/cluster-id     the KRaft cluster id every node is formatted with
+    secrets/             the secured stack's CA, broker keystore and SCRAM passwords (--secure)
+    stack.json           what ``up`` built (brokers, secured), for down, status and env
+    pg/data/             the PostgreSQL cluster (initdb'd as a non-root user), scram-sha-256
+    pg/pgpass            the password of its user ``roomstream``, libpq's format (mode 0600)
     pg/run/              its Unix socket
     pg/postgres.log
 
 ``up`` is idempotent: a service whose pid file names a live process answering on its port is
 reused. ``down`` stops both and waits until their processes are gone.
+
+A cluster of N brokers runs N combined broker+controller nodes (a quorum of N voters), node i
+on ``ROOMSTREAM_KAFKA_PORT + 2 (i - 1)`` (clients) and the port above it (controllers): three
+JVMs survive the loss of any one, which is what the broker-kill test needs, with one JVM less
+than separate controllers would cost on a shared machine.
 """
 
 from __future__ import annotations
@@ -20,8 +30,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import pwd
+import secrets
 import shlex
 import shutil
 import signal
@@ -30,11 +42,13 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
-from pipeline.config import Settings
+from pipeline.config import Settings, local_database_url
+from pipeline.dev.secure import StackSecurity
 from pipeline.errors import MissingBinary, PortInUse, StackError, StartTimeout
 
 # deploy/kafka/pom.xml, through a link in this package that the wheel carries as a file.
@@ -146,17 +160,28 @@ def _which(name: str, hint: str) -> str:
 # --------------------------------------------------------------------------- Kafka
 
 
-class Kafka:
-    def __init__(self, settings: Settings) -> None:
+class KafkaNode:
+    """One KRaft node (broker and controller in one JVM) of the local cluster.
+
+    Node 1 lives in ``kafka/`` itself (a single-node stack has always been laid out so), node N
+    in ``kafka/node-N/``; every node shares ``kafka/libs``. Node ``i`` listens for clients on
+    ``kafka_port + 2 (i - 1)`` and for its controller quorum on the port above that.
+    """
+
+    def __init__(self, settings: Settings, node_id: int, nodes: int) -> None:
         self.settings = settings
-        self.port = settings.kafka_port
-        self.controller_port = settings.kafka_port + 1
-        self.dir = settings.stack_dir / "kafka"
-        self.libs = self.dir / "libs"
+        self.node_id = node_id
+        self.nodes = nodes
+        self.port = settings.kafka_port + 2 * (node_id - 1)
+        self.controller_port = self.port + 1
+        self.root = settings.stack_dir / "kafka"
+        self.dir = self.root if node_id == 1 else self.root / f"node-{node_id}"
+        self.libs = self.root / "libs"
         self.data = self.dir / "data"
         self.log = self.dir / "kafka.log"
         self.pid_file = self.dir / "kafka.pid"
         self.properties = self.dir / "server.properties"
+        self.name = "kafka" if nodes == 1 else f"kafka-{node_id}"
 
     @property
     def address(self) -> str:
@@ -177,11 +202,11 @@ class Kafka:
             return
         mvn = _which("mvn", "install Maven (apt-get install maven) to fetch the Kafka broker jars")
         progress("fetching the Kafka broker and its dependencies from Maven Central ...")
-        tmp = self.dir / "libs.partial"
+        tmp = self.root / "libs.partial"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         # Maven reads a copy beside the jars: the package's own may be read-only.
-        pom_file = self.dir / "pom.xml"
+        pom_file = self.root / "pom.xml"
         pom_file.write_bytes(pom)
         proc = subprocess.run(
             [
@@ -208,27 +233,36 @@ class Kafka:
         tmp.rename(self.libs)
         stamp.write_text(digest)
 
-    def _write_config(self) -> None:
+    def _voters(self) -> str:
+        base = self.settings.kafka_port
+        return ",".join(f"{i}@127.0.0.1:{base + 2 * (i - 1) + 1}" for i in range(1, self.nodes + 1))
+
+    def _write_config(self, security: StackSecurity | None) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
+        # The cluster's own topics get every broker up to three, and survive one broker down.
+        internal_rf = str(min(3, self.nodes))
+        internal_isr = str(max(1, min(3, self.nodes) - 1))
+        client = "SASL_SSL" if security else "PLAINTEXT"
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
-            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "node.id": str(self.node_id),
+            "controller.quorum.voters": self._voters(),
+            "listeners": f"{client}://127.0.0.1:{self.port},"
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"{client}://127.0.0.1:{self.port}",
             "controller.listener.names": "CONTROLLER",
-            "inter.broker.listener.name": "PLAINTEXT",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": client,
+            "listener.security.protocol.map": f"{client}:{client},CONTROLLER:PLAINTEXT",
             "log.dirs": str(self.data),
             "num.partitions": "1",
-            "default.replication.factor": "1",
-            "offsets.topic.replication.factor": "1",
+            "default.replication.factor": internal_rf,
+            "offsets.topic.replication.factor": internal_rf,
             "offsets.topic.num.partitions": "4",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
+            "transaction.state.log.replication.factor": internal_rf,
+            "transaction.state.log.min.isr": internal_isr,
             "transaction.state.log.num.partitions": "4",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": internal_rf,
+            "share.coordinator.state.topic.min.isr": internal_isr,
             "group.initial.rebalance.delay.ms": "0",
             # faust creates its changelog and repartition topics itself through the admin API.
             "auto.create.topics.enable": "false",
@@ -236,6 +270,8 @@ class Kafka:
             "num.io.threads": "2",
             "num.network.threads": "2",
         }
+        if security is not None:
+            props.update(security.broker_properties(client))
         self.properties.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
         (self.dir / "log4j2.properties").write_text(
             "status = warn\n"
@@ -262,13 +298,19 @@ class Kafka:
             *args,
         ]
 
-    def _format(self) -> None:
+    def _format(self, cluster_id: str, security: StackSecurity | None) -> None:
         if (self.data / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        extra = security.format_args() if security is not None else []
         proc = subprocess.run(
             self._java_cmd(
-                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties)
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self.properties),
+                *extra,
             ),
             capture_output=True,
             text=True,
@@ -276,7 +318,8 @@ class Kafka:
         )
         if proc.returncode != 0:
             raise StackError(
-                f"formatting Kafka storage failed:\n{(proc.stdout + proc.stderr)[-3000:]}"
+                f"formatting Kafka storage of node {self.node_id} failed:\n"
+                f"{(proc.stdout + proc.stderr)[-3000:]}"
             )
 
     def pid(self) -> int | None:
@@ -285,44 +328,32 @@ class Kafka:
 
     def status(self) -> ServiceStatus:
         pid = self.pid()
-        return ServiceStatus("kafka", pid is not None and _port_open(self.port), pid, self.address)
+        return ServiceStatus(
+            self.name, pid is not None and _port_open(self.port), pid, self.address
+        )
 
-    def up(self, progress: Progress = _quiet) -> bool:
-        """Start the broker unless it runs; True when this call started it."""
-        if self.status().running:
-            return False
-        self.java()
+    def check_ports(self) -> None:
         for port in (self.port, self.controller_port):
             if not _port_free(port):
                 raise PortInUse("kafka", port, _port_holder(port))
-        self.ensure_jars(progress)
-        self._write_config()
-        self._format()
-        progress(f"starting Kafka on {self.address} ...")
+
+    def prepare(self, cluster_id: str, security: StackSecurity | None) -> None:
+        self._write_config(security)
+        self._format(cluster_id, security)
+
+    def spawn(self) -> int:
         pid = _spawn_detached(self._java_cmd("kafka.Kafka", str(self.properties)), self.log)
         self.pid_file.write_text(str(pid))
-        if not _wait(lambda: not _pid_alive(pid) or self._ready(), KAFKA_START_TIMEOUT_S, 0.5):
-            self.down()
-            raise StartTimeout(
-                f"Kafka did not answer on {self.address} within {KAFKA_START_TIMEOUT_S:.0f} s; "
-                f"last lines of {self.log}:\n{_tail(self.log)}"
-            )
-        if not _pid_alive(pid):
-            raise StartTimeout(
-                f"Kafka exited while starting; last lines of {self.log}:\n{_tail(self.log)}"
-            )
-        return True
+        return pid
 
-    def _ready(self) -> bool:
-        if not _port_open(self.port):
-            return False
-        from confluent_kafka.admin import AdminClient
-
-        try:
-            md = AdminClient({"bootstrap.servers": self.address}).list_topics(timeout=2)
-        except Exception:
-            return False
-        return len(md.brokers) > 0
+    def kill9(self) -> None:
+        """Kill the node without letting it shut down (a crashed machine), for tests."""
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            _wait(lambda: not _pid_alive(pid), 10.0)
+        self.pid_file.unlink(missing_ok=True)
 
     def down(self) -> bool:
         pid = _read_pid(self.pid_file)
@@ -332,6 +363,120 @@ class Kafka:
             stopped = True
         self.pid_file.unlink(missing_ok=True)
         return stopped
+
+
+class Kafka:
+    """The local Kafka cluster: one node, or several (``stack up --brokers N``).
+
+    The cluster id is kept in ``kafka/cluster-id`` so a node restarted on its own (or a node
+    whose data was lost) formats into the same cluster.
+    """
+
+    def __init__(
+        self, settings: Settings, brokers: int = 1, security: StackSecurity | None = None
+    ) -> None:
+        self.settings = settings
+        self.security = security
+        self.nodes = [KafkaNode(settings, i, brokers) for i in range(1, brokers + 1)]
+        self.dir = settings.stack_dir / "kafka"
+        self.port = settings.kafka_port
+
+    @property
+    def address(self) -> str:
+        """The bootstrap list of every node."""
+        return ",".join(n.address for n in self.nodes)
+
+    def java(self) -> str:
+        return self.nodes[0].java()
+
+    def pid(self) -> int | None:
+        return self.nodes[0].pid()
+
+    def pids(self) -> list[int]:
+        return [pid for n in self.nodes if (pid := n.pid()) is not None]
+
+    def status(self) -> ServiceStatus:
+        states = [n.status() for n in self.nodes]
+        return ServiceStatus(
+            "kafka",
+            all(s.running for s in states),
+            states[0].pid,
+            self.address,
+            "" if len(states) == 1 else f"{sum(s.running for s in states)}/{len(states)} nodes",
+        )
+
+    def statuses(self) -> list[ServiceStatus]:
+        return [n.status() for n in self.nodes]
+
+    def _cluster_id(self) -> str:
+        path = self.dir / "cluster-id"
+        if path.exists():
+            return path.read_text().strip()
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(cluster_id)
+        return cluster_id
+
+    def up(self, progress: Progress = _quiet) -> bool:
+        """Start every node that does not run; True when this call started any."""
+        down = [n for n in self.nodes if not n.status().running]
+        if not down:
+            return False
+        self.java()
+        for node in down:
+            node.check_ports()
+        self.nodes[0].ensure_jars(progress)
+        layout = Layout(len(self.nodes), self.security is not None)
+        if layout != Layout():
+            layout.write(self.settings)
+        cluster_id = self._cluster_id()
+        if self.security is not None:
+            self.security.ensure(progress)
+        for node in down:
+            node.prepare(cluster_id, self.security)
+        progress(f"starting Kafka on {self.address} ...")
+        pids = {node.node_id: node.spawn() for node in down}
+        if not _wait(
+            lambda: any(not _pid_alive(p) for p in pids.values()) or self._ready(down),
+            KAFKA_START_TIMEOUT_S,
+            0.5,
+        ):
+            self.down()
+            raise StartTimeout(
+                f"Kafka did not answer on {self.address} within {KAFKA_START_TIMEOUT_S:.0f} s; "
+                + "".join(f"last lines of {n.log}:\n{_tail(n.log)}\n" for n in down)
+            )
+        for node in down:
+            if not _pid_alive(pids[node.node_id]):
+                raise StartTimeout(
+                    f"Kafka node {node.node_id} exited while starting; last lines of "
+                    f"{node.log}:\n{_tail(node.log)}"
+                )
+        return True
+
+    def _ready(self, nodes: list[KafkaNode]) -> bool:
+        """Every node in ``nodes`` answers and the cluster's metadata lists all of them."""
+        if not all(_port_open(n.port) for n in nodes):
+            return False
+        from confluent_kafka.admin import AdminClient
+
+        try:
+            config = self.client_config(nodes[0].address)
+            md = AdminClient(config).list_topics(timeout=2)
+        except Exception:
+            return False
+        return len(md.brokers) >= len(self.nodes)
+
+    def client_config(self, bootstrap: str | None = None) -> dict[str, Any]:
+        """librdkafka settings of an administrator's client of this cluster."""
+        config: dict[str, Any] = {"bootstrap.servers": bootstrap or self.address}
+        if self.security is not None:
+            config.update(self.security.admin_client_config())
+        return config
+
+    def down(self) -> bool:
+        stopped = [n.down() for n in self.nodes]
+        return any(stopped)
 
 
 def _spawn_detached(cmd: list[str], log: Path) -> int:
@@ -403,6 +548,9 @@ class Postgres:
         self.data = self.dir / "data"
         self.run_dir = self.dir / "run"
         self.log = self.dir / "postgres.log"
+        # The password of the cluster's one user, in libpq's format; clients find it through
+        # the URL's passfile parameter (or PGPASSFILE), never in an argument.
+        self.passfile = self.dir / "pgpass"
 
     @property
     def address(self) -> str:
@@ -410,7 +558,20 @@ class Postgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql://{self.USER}@127.0.0.1:{self.port}/{self.DATABASE}"
+        return local_database_url(self.settings.stack_dir, self.port)
+
+    def _write_passfile(self) -> str:
+        """A new random password for the cluster's user, in the password file; returns it."""
+        password = secrets.token_urlsafe(24)
+        self.passfile.unlink(missing_ok=True)
+        fd = os.open(self.passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(f"127.0.0.1:{self.port}:*:{self.USER}:{password}\n")
+            f.write(f"localhost:{self.port}:*:{self.USER}:{password}\n")
+        return password
+
+    def _client_env(self) -> dict[str, str]:
+        return {**os.environ, "PGPASSFILE": str(self.passfile)}
 
     def _os_user(self) -> str | None:
         """PostgreSQL refuses to run as root: as root, run it as the 'postgres' system user."""
@@ -440,6 +601,11 @@ class Postgres:
         if user:
             cmd = ["runuser", "-u", user, "--", *cmd]
         return subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)  # type: ignore[call-overload, no-any-return]
+
+    def _client(self, cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            cmd, capture_output=True, text=True, check=False, env=self._client_env()
+        )
 
     def pid(self) -> int | None:
         pid = _read_pid(self.data / "postmaster.pid")
@@ -473,19 +639,30 @@ class Postgres:
         if not (self.data / "PG_VERSION").exists():
             progress("initialising the PostgreSQL cluster ...")
             shutil.rmtree(self.data, ignore_errors=True)
-            proc = self._run(
-                [
-                    str(bindir / "initdb"),
-                    "-D",
-                    str(self.data),
-                    "-U",
-                    self.USER,
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--locale=C.UTF-8",
-                ]
-            )
+            # scram-sha-256 for every connection, local socket included: the password is read
+            # by initdb from a file that exists only while it runs.
+            pwfile = self.dir / "initdb.pw"
+            pwfile.write_text(self._write_passfile() + "\n")
+            os.chmod(pwfile, 0o600)
+            if user:
+                shutil.chown(pwfile, user)
+            try:
+                proc = self._run(
+                    [
+                        str(bindir / "initdb"),
+                        "-D",
+                        str(self.data),
+                        "-U",
+                        self.USER,
+                        "--auth=scram-sha-256",
+                        f"--pwfile={pwfile}",
+                        "-E",
+                        "UTF8",
+                        "--locale=C.UTF-8",
+                    ]
+                )
+            finally:
+                pwfile.unlink(missing_ok=True)
             if proc.returncode != 0:
                 raise StackError(f"initdb failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
             with open(self.data / "postgresql.conf", "a") as conf:
@@ -534,7 +711,8 @@ class Postgres:
         return True
 
     def _ensure_database(self, bindir: Path) -> None:
-        proc = self._run(
+        # Clients, run as ourselves: the password file is ours alone.
+        proc = self._client(
             [
                 str(bindir / "psql"),
                 "-h",
@@ -551,7 +729,7 @@ class Postgres:
         )
         if proc.stdout.strip() == "1":
             return
-        proc = self._run(
+        proc = self._client(
             [
                 str(bindir / "createdb"),
                 "-h",
@@ -580,10 +758,62 @@ class Postgres:
 # --------------------------------------------------------------------------- the stack
 
 
+@dataclass(frozen=True)
+class Layout:
+    """What ``stack up`` built in a stack directory, so ``down``, ``status`` and ``env`` (and a
+    later ``up``) know without being told again: ``<stack_dir>/stack.json``."""
+
+    brokers: int = 1
+    secure: bool = False
+
+    @staticmethod
+    def path(settings: Settings) -> Path:
+        return settings.stack_dir / "stack.json"
+
+    @classmethod
+    def read(cls, settings: Settings) -> Layout | None:
+        try:
+            raw = json.loads(cls.path(settings).read_text())
+        except FileNotFoundError:
+            return None
+        return cls(int(raw.get("brokers", 1)), bool(raw.get("secure", False)))
+
+    def write(self, settings: Settings) -> None:
+        settings.stack_dir.mkdir(parents=True, exist_ok=True)
+        self.path(settings).write_text(json.dumps(asdict(self)) + "\n")
+
+
+def _layout(settings: Settings, brokers: int | None, secure: bool | None) -> Layout:
+    """The layout asked for, checked against the one a stack directory already holds."""
+    recorded = Layout.read(settings)
+    if recorded is None:
+        # A stack made before layouts were recorded is a single plain node.
+        formatted = (settings.stack_dir / "kafka" / "data" / "meta.properties").exists()
+        recorded = Layout() if formatted else None
+    wanted = Layout(
+        brokers if brokers is not None else (recorded.brokers if recorded else 1),
+        secure if secure is not None else (recorded.secure if recorded else False),
+    )
+    if wanted.brokers < 1:
+        raise StackError(f"--brokers {wanted.brokers}: a cluster needs at least one broker")
+    if recorded is not None and recorded != wanted:
+        raise StackError(
+            f"{settings.stack_dir} holds a stack of {recorded.brokers} broker(s)"
+            f"{', secured' if recorded.secure else ''}; `roomstream stack down` it and delete "
+            "the directory, or use another ROOMSTREAM_STACK_DIR (and ports) for "
+            f"{wanted.brokers} broker(s){', secured' if wanted.secure else ''}"
+        )
+    return wanted
+
+
 class Stack:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, *, brokers: int | None = None, secure: bool | None = None
+    ) -> None:
         self.settings = settings
-        self.kafka = Kafka(settings)
+        self.layout = _layout(settings, brokers, secure)
+        self.security = StackSecurity(settings) if self.layout.secure else None
+        self.kafka = Kafka(settings, self.layout.brokers, self.security)
         self.postgres = Postgres(settings)
 
     def up(self, progress: Progress = _quiet) -> list[str]:
@@ -612,13 +842,19 @@ class Stack:
         return stopped
 
     def status(self) -> list[ServiceStatus]:
-        return [self.kafka.status(), self.postgres.status()]
+        kafka = self.kafka.statuses() if len(self.kafka.nodes) > 1 else [self.kafka.status()]
+        return [*kafka, self.postgres.status()]
 
     def env_lines(self) -> Iterator[str]:
         s = self.settings
         yield f"export ROOMSTREAM_KAFKA_BOOTSTRAP={self.kafka.address}"
         yield f"export ROOMSTREAM_DATABASE_URL={self.postgres.url}"
         yield f"export ROOMSTREAM_TOPIC_PREFIX={s.topic_prefix}"
+        if self.security is not None:
+            yield from (f"export {k}={shlex.quote(v)}" for k, v in self.security.client_env())
+        if self.postgres.passfile.exists():
+            yield f"export ROOMSTREAM_PG_PASSFILE={self.postgres.passfile}"
+            yield f"export PGPASSFILE={self.postgres.passfile}"
         # For third-party clients: psql reads these; kcat takes -b "$KAFKA_BOOTSTRAP".
         yield f"export KAFKA_BOOTSTRAP={self.kafka.address}"
         yield "export PGHOST=127.0.0.1"

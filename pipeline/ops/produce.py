@@ -16,6 +16,7 @@ from confluent_kafka import KafkaError, Message, Producer
 
 from pipeline.config import Settings
 from pipeline.errors import RoomstreamError
+from pipeline.kafka_clients import producer_config
 from pipeline.progress import ProgressLine
 from topics import pdu_input
 from topics.definitions import Topic
@@ -23,16 +24,15 @@ from topics.definitions import Topic
 
 def make_producer(settings: Settings, **extra: Any) -> Producer:
     return Producer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            # Java's partitioner: the same partition faust and aiokafka compute for a room key.
-            "partitioner": "murmur2_random",
-            **extra,
-        }
+        producer_config(
+            settings,
+            **{
+                "compression.type": "lz4",
+                # Java's partitioner: the same partition faust and aiokafka compute for a room key.
+                "partitioner": "murmur2_random",
+                **extra,
+            },
+        )
     )
 
 

@@ -45,9 +45,11 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from db.migrate import check_schema
 from db.outbox import committer_progress
+from pipeline import pg
 from pipeline.committer.loop import lock_key
 from pipeline.config import Settings
 from pipeline.errors import MalformedMessage, RoomstreamError
+from pipeline.kafka_clients import confluent_config
 from topics import dead_letter
 from topics.definitions import Topic
 
@@ -182,7 +184,7 @@ class Status:
 
 
 def _kafka_config(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": settings.kafka_bootstrap, "logger": _quiet}
+    return confluent_config(settings, logger=_quiet)
 
 
 def kafka_metadata(
@@ -361,7 +363,7 @@ def _redacted(url: str) -> str:
 @contextmanager
 def _database(settings: Settings) -> Iterator[Any]:
     try:
-        conn = psycopg2.connect(settings.database_url, connect_timeout=PG_CONNECT_TIMEOUT_S)
+        conn = pg.connect(settings, connect_timeout=PG_CONNECT_TIMEOUT_S)
     except psycopg2.OperationalError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise Unreachable(

@@ -22,6 +22,7 @@ import orjson
 
 from pipeline.config import Settings
 from pipeline.invalidations import InvalidationClient, Message, format_for_tail
+from pipeline.kafka_clients import confluent_config
 from pipeline.ops.status import kafka_metadata
 from topics.definitions import Topic
 
@@ -52,6 +53,7 @@ def tail(
         settings.topic(Topic.INVALIDATIONS),
         start_position=None,
         start_offset="beginning" if from_beginning else "end",
+        extra_config=confluent_config(settings),
     ) as client:
         if on_ready is not None:
             on_ready()

@@ -36,8 +36,9 @@ from typing import Any
 
 import faust
 
-from pipeline import metrics
+from pipeline import health, metrics
 from pipeline.config import Settings
+from pipeline.connection_log import quiet_aiokafka
 from pipeline.room.parking import ParkingBudget, ParkingLimits
 from pipeline.room.processor import ProcessorConfig
 from pipeline.server_keys import signature_checker
@@ -53,7 +54,8 @@ from pipeline.worker.room_state import RoomStates
 from pipeline.worker.room_threads import JobThreads
 from pipeline.worker.routing import Forward, Owners, Unroutable, owner_partition, route
 from pipeline.worker.scheduling import Input, Job, Scheduler
-from topics.definitions import Topic
+from topics.apply import cluster_replication
+from topics.definitions import Replication, Topic
 
 __all__ = ["Worker", "main", "owner_partition"]
 
@@ -72,7 +74,12 @@ STOP_GRACE_S = 20.0
 class Worker:
     """The faust app of one worker process, and the room jobs it runs."""
 
-    def __init__(self, settings: Settings, worker_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        worker_id: str | None = None,
+        replicas: Replication | None = None,
+    ) -> None:
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
         datadir = settings.stack_dir / "workers" / self.worker_id
@@ -81,7 +88,8 @@ class Worker:
         self.lifecycle = Lifecycle(
             self.worker_id, pause_limit_s=settings.worker_session_timeout_s / 2
         )
-        self.app = make_app(settings, datadir, worker_id)
+        replicas = replicas or cluster_replication(settings)
+        self.app = make_app(settings, datadir, worker_id, replicas)
         self.pdus = self.app.topic(
             settings.topic(Topic.PDUS),
             key_type=bytes,
@@ -95,7 +103,10 @@ class Worker:
             key_type=bytes,
             value_type=bytes,
             partitions=settings.pdu_partitions,
-            extra_topic_configs={"max.message.bytes": str(MAX_RECORD_BYTES)},
+            extra_topic_configs={
+                "max.message.bytes": str(MAX_RECORD_BYTES),
+                "min.insync.replicas": str(replicas.min_insync),
+            },
         )
         self.budget = ParkingBudget(settings.park_max_total)
         self.resolve_pool = ResolvePool(RESOLVE_PROCESSES)
@@ -159,6 +170,7 @@ class Worker:
         self.capacity.set()
         self.app.agent(self.pdus, name="rooms")(self._agent)
         self.app.timer(interval=expiry.INTERVAL_S)(self._expire_parked)
+        self.app.timer(interval=1.0)(self._readiness)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
         self.lifecycle.started(group_id(settings), self.instance_id)
@@ -290,7 +302,12 @@ class Worker:
     def _watch_recovery(self, recovery: Any) -> None:
         if recovery.in_recovery:
             remaining = sum(
-                max(0, recovery.active_highwaters.get(tp, 0) - recovery.active_offsets.get(tp, 0))
+                # faust keeps None for a partition not read from yet.
+                max(
+                    0,
+                    (recovery.active_highwaters.get(tp) or 0)
+                    - (recovery.active_offsets.get(tp) or 0),
+                )
                 for tp in recovery.active_tps
             )
             self.lifecycle.restoring(remaining, "rooms")
@@ -313,7 +330,52 @@ class Worker:
         return str(self.rooms_table.changelog_topic.get_topic_name())
 
     async def _expire_parked(self) -> None:
+        self._room_gauges()
         await expiry.expire_idle_rooms(self, int(time.time() * 1000))
+
+    async def _readiness(self) -> None:
+        """``/readyz`` follows the lifecycle's readiness (pipeline.health); and the lag."""
+        ready = self.lifecycle.ready
+        health.WORKER.set(ready, "processing its partitions" if ready else self._not_ready())
+        self._lag()
+
+    def _not_ready(self) -> str:
+        if self.lifecycle.fault is not None:
+            return f"stopping: {self.lifecycle.fault}"
+        if self.app.rebalancing:
+            return "rebalancing"
+        if self.app.in_recovery:
+            return "recovering room states from the changelog"
+        return "not a member of the processors' group yet"
+
+    def _lag(self) -> None:
+        """``roomstream_consumer_lag{stage="worker"}``: records of each owned pdus partition
+        not read yet (the broker's high watermark less the next offset to read)."""
+        consumer = self.app.consumer
+        topic = self.pdus.get_topic_name()
+        metrics.CONSUMER_LAG.clear()
+        for tp in consumer.assignment():
+            if tp.topic != topic:
+                continue
+            high = consumer.highwater(tp)
+            # faust's own records: the last offset read, else the committed one (next to read).
+            read = consumer._read_offset.get(tp)
+            done = read + 1 if read is not None else consumer._committed_offset.get(tp)
+            if high is not None and high >= 0 and done is not None:
+                metrics.CONSUMER_LAG.labels("worker", str(tp.partition)).set(max(0, high - done))
+
+    def _room_gauges(self) -> None:
+        """The oldest parked event and the rooms with the most forward extremities, over the
+        rooms this worker holds in memory."""
+        procs = self.states.cache
+        oldest = min((p.parked_at for proc in procs.values() for p in proc.parked()), default=0)
+        metrics.OLDEST_PARKED.set(oldest / 1000)
+        counts = {rid: len(proc.forward_extremities) for rid, proc in procs.items()}
+        metrics.set_top_rooms(metrics.FORWARD_EXTREMITIES, counts)
+        metrics.FORWARD_EXTREMITIES_MAX.set(max(counts.values(), default=0))
+        metrics.MISSING_EVENT_REQUESTS.set(
+            sum(len(proc.open_requests()) for proc in procs.values())
+        )
 
     # ------------------------------------------------------------------ rebalances
 
@@ -345,7 +407,8 @@ class Worker:
 def main(args: Any, settings: Settings) -> int:
     """``roomstream worker``: run one room processor until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    metrics.serve(getattr(args, "web_port", None) or settings.metrics_port)
+    port = getattr(args, "web_port", None) or settings.metrics_port
+    health.serve(port, settings.metrics_addr, health.WORKER)
     worker = Worker(settings, getattr(args, "id", None))
     try:
         _FaustWorker(worker.app, loglevel="WARNING", quiet=True).execute_from_commandline()
@@ -370,6 +433,7 @@ class _FaustWorker(faust.Worker):  # type: ignore[misc]  # faust ships no types 
         # of faust and aiokafka (several per record sent) built a record nobody printed.
         self.spinner = None
         logger.setLevel(level)
+        quiet_aiokafka()
         # Our own lifecycle lines stay at INFO under faust's WARNING.
         logging.getLogger("roomstream").setLevel(logging.INFO)
 

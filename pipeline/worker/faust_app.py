@@ -16,6 +16,8 @@ from pathlib import Path
 import faust
 
 from pipeline.config import Settings
+from pipeline.kafka_clients import faust_app_kwargs
+from topics.definitions import Replication
 
 __all__ = ["MAX_RECORD_BYTES", "PRODUCER_BATCH_BYTES", "group_id", "instance_id", "make_app"]
 
@@ -37,15 +39,19 @@ def instance_id(settings: Settings, worker_id: str | None) -> str | None:
     return f"{group_id(settings)}-{worker_id}"
 
 
-def make_app(settings: Settings, datadir: Path, worker_id: str | None) -> faust.App:
+def make_app(
+    settings: Settings, datadir: Path, worker_id: str | None, replicas: Replication
+) -> faust.App:
     session = settings.worker_session_timeout_s
     return faust.App(
         group_id(settings),
-        broker=[f"kafka://{h}" for h in settings.kafka_bootstrap.split(",")],
+        # The brokers, their credentials, acks=all.
+        **faust_app_kwargs(settings),
         store=settings.worker_store,
         datadir=str(datadir),
         topic_partitions=settings.pdu_partitions,
-        topic_replication_factor=1,
+        # The changelog topics faust creates get the replication of Roomstream's own topics.
+        topic_replication_factor=replicas.factor,
         processing_guarantee="at_least_once",
         broker_commit_every=1000,
         broker_commit_interval=2.0,
@@ -60,7 +66,6 @@ def make_app(settings: Settings, datadir: Path, worker_id: str | None) -> faust.
         # per changelog partition and ten chunks.
         producer_max_batch_size=PRODUCER_BATCH_BYTES,
         producer_max_request_size=MAX_RECORD_BYTES,
-        producer_acks=-1,
         consumer_auto_offset_reset="earliest",
         # On revocation faust waits until every input taken is acked (room jobs finish,
         # send, store), then flushes the producer: the next owner never starts from a

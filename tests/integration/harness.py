@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.config import Settings
 from pipeline.dev.local import Child, Cluster, settings_env
+from pipeline.kafka_clients import consumer_config
 
 __all__ = ["ROOT", "Processes", "TopicReader", "fold_chunks", "produce", "settings_env", "wait_for"]
 from pipeline.ops.produce import produce_lines
@@ -66,12 +67,7 @@ class TopicReader:
     def __init__(self, settings: Settings, name: str) -> None:
         self.topic = settings.topic(name)
         self.consumer = Consumer(
-            {
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": f"reader-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
+            consumer_config(settings, f"reader-{uuid.uuid4().hex}", **{"enable.auto.commit": False})
         )
         md = self.consumer.list_topics(self.topic, timeout=10).topics[self.topic]
         self.consumer.assign([TopicPartition(self.topic, p, 0) for p in sorted(md.partitions)])

@@ -43,10 +43,10 @@ def free_port() -> int:
         return port
 
 
-def scrape(port: int) -> Samples:
+def scrape(port: int, host: str = "127.0.0.1") -> Samples:
     """Every sample of the endpoint, by name and sorted labels; empty while it is not up."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as resp:
             text = resp.read().decode()
     except (urllib.error.URLError, ConnectionError):
         return {}
@@ -117,3 +117,37 @@ def test_worker_and_committer_counters_equal_the_outcomes_of_the_rooms_run(
     # Every process also serves the client library's own process figures.
     assert sample(at_committer, "process_cpu_seconds_total") > 0
     assert sample(at_worker, "process_resident_memory_bytes") > 0
+
+
+def exported_names(port: int) -> set[str]:
+    """Every metric name the endpoint declares or samples (a labelled gauge with no child yet is
+    declared, not sampled)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    names = set()
+    for family in text_string_to_metric_families(text):
+        names.add(family.name)
+        names.update(s.name for s in family.samples)
+    return names
+
+
+def test_every_metric_the_alerts_and_the_dashboard_query_is_served(
+    settings: Settings, procs: Processes
+) -> None:
+    from tests.unit.test_deploy import metrics_named
+
+    worker_port, committer_port = free_port(), free_port()
+    worker = procs.worker("w1", ROOMSTREAM_METRICS_PORT=str(worker_port))
+    committer = procs.start(
+        "committer", name="committer", ROOMSTREAM_METRICS_PORT=str(committer_port)
+    )
+    wait_for(
+        lambda: bool(scrape(worker_port)) and bool(scrape(committer_port)),
+        WAIT_S,
+        "both endpoints",
+        processes=[worker, committer],
+    )
+    served = exported_names(worker_port) | exported_names(committer_port)
+    named = metrics_named()
+    assert len(named) >= 10
+    assert named <= served, f"queried but not served: {sorted(named - served)}"

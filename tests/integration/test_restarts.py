@@ -45,6 +45,8 @@ def private_stack(stack_settings: Settings, tmp_path: Path) -> Iterator[tuple[Se
     )
     stack = Stack(s)
     stack.up()
+    # The stack's PostgreSQL takes a password: its URL names the password file.
+    s = replace(s, database_url=stack.postgres.url)
     try:
         assert apply_topics(s).ok
         migrate(s.database_url)

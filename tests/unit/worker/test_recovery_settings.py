@@ -13,18 +13,21 @@ from pipeline.config import Settings, load_settings
 from pipeline.room.processor import RoomProcessor
 from pipeline.worker.faust_app import instance_id, make_app
 from pipeline.worker.high_water import check, chunk_counter
+from topics.definitions import Replication
+
+ONE = Replication(factor=1, min_insync=1)
 
 
 def test_the_table_store_is_a_setting(tmp_path: Path) -> None:
     settings = load_settings({"ROOMSTREAM_WORKER_STORE": "rocksdb://"})
-    app = make_app(settings, tmp_path, "w1")
+    app = make_app(settings, tmp_path, "w1", ONE)
     assert str(app.conf.store) == "rocksdb:"
-    assert str(make_app(Settings(), tmp_path, "w1").conf.store) == "memory:"
+    assert str(make_app(Settings(), tmp_path, "w1", ONE).conf.store) == "memory:"
 
 
 def test_a_worker_with_an_id_is_a_static_member(tmp_path: Path) -> None:
     settings = load_settings({"ROOMSTREAM_WORKER_SESSION_TIMEOUT_S": "8"})
-    app = make_app(settings, tmp_path, "w1")
+    app = make_app(settings, tmp_path, "w1", ONE)
     assert app.conf.consumer_group_instance_id == "roomstream-processors-w1"
     assert app.conf.broker_session_timeout == 8.0
     assert instance_id(settings, None) is None

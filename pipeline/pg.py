@@ -1,0 +1,67 @@
+"""Every PostgreSQL connection's settings, in one place: the URL, TLS and the password file.
+
+``ROOMSTREAM_DATABASE_URL`` names the server, user and database; ``ROOMSTREAM_PG_SSLMODE``,
+``ROOMSTREAM_PG_SSLROOTCERT`` and ``ROOMSTREAM_PG_PASSFILE`` are added to it as libpq's own
+parameters by ``database_dsn``, so whatever takes a libpq URL (psycopg2, psql, the migrations)
+gets them. libpq also reads ``PGPASSWORD``, ``PGPASSFILE`` and ``PGSSLMODE`` itself.
+
+A password never goes into the URL given on a command line: other users of the machine read
+every process's arguments. ``refuse_password_in_argv`` says so before anything connects.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg2
+
+from pipeline.config import Settings
+from pipeline.errors import ConfigError
+
+__all__ = ["connect", "database_dsn", "refuse_password_in_argv", "url_with_database"]
+
+
+def url_with_database(url: str, dbname: str) -> str:
+    """``url`` pointing at database ``dbname`` on the same server, its parameters kept."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(path=f"/{dbname}"))
+
+
+def database_dsn(settings: Settings, dbname: str | None = None) -> str:
+    """The libpq URL to connect with: the database URL (or its server's ``dbname``), plus the
+    TLS and password-file settings as parameters. Parameters already in the URL win."""
+    url = (
+        settings.database_url
+        if dbname is None
+        else url_with_database(settings.database_url, dbname)
+    )
+    parts = urlsplit(url)
+    params = dict(parse_qsl(parts.query))
+    extra = {
+        "sslmode": settings.pg_sslmode,
+        "sslrootcert": settings.pg_sslrootcert,
+        "passfile": settings.pg_passfile,
+    }
+    for key, value in extra.items():
+        if value is not None:
+            params.setdefault(key, str(value))
+    return urlunsplit(parts._replace(query=urlencode(params)))
+
+
+def connect(settings: Settings, dbname: str | None = None, **kwargs: Any) -> Any:
+    """A psycopg2 connection with ``database_dsn``'s settings."""
+    return psycopg2.connect(database_dsn(settings, dbname), **kwargs)
+
+
+def refuse_password_in_argv(url: str | None) -> None:
+    """Refuse a database URL given as a command-line flag when it carries a password."""
+    if url is None:
+        return
+    parts = urlsplit(url)
+    if parts.password is not None or "password" in dict(parse_qsl(parts.query)):
+        raise ConfigError(
+            "--database-url carries a password, which every user of this machine can read in "
+            "the process list; drop it from the URL and put it in a libpq password file "
+            "(ROOMSTREAM_PG_PASSFILE or PGPASSFILE) or in PGPASSWORD"
+        )
