@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import socket
 import time
 from collections.abc import Coroutine
@@ -74,8 +75,13 @@ class Worker:
     def __init__(self, settings: Settings, worker_id: str | None = None) -> None:
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
-        datadir = settings.stack_dir / "workers" / self.worker_id
+        # The local store is the group's (the topic prefix names it): another prefix is
+        # another changelog, never restored over this one.
+        datadir = settings.workers_dir / self.worker_id / group_id(settings)
         datadir.mkdir(parents=True, exist_ok=True)
+        # A worker without an id cannot find its store again after a restart (the next one
+        # has another name): its store goes when it stops.
+        self.scratch = datadir.parent if worker_id is None else None
         self.instance_id = instance_id(settings, worker_id)
         self.lifecycle = Lifecycle(
             self.worker_id, pause_limit_s=settings.worker_session_timeout_s / 2
@@ -282,8 +288,13 @@ class Worker:
 
     def _watch_recovery(self, recovery: Any) -> None:
         if recovery.in_recovery:
+            # Offsets are None where nothing is known yet (a new local store, an empty topic).
             remaining = sum(
-                max(0, recovery.active_highwaters.get(tp, 0) - recovery.active_offsets.get(tp, 0))
+                max(
+                    0,
+                    (recovery.active_highwaters.get(tp) or 0)
+                    - (recovery.active_offsets.get(tp) or 0),
+                )
                 for tp in recovery.active_tps
             )
             self.lifecycle.restoring(remaining, "rooms")
@@ -341,11 +352,15 @@ def main(args: Any, settings: Settings) -> int:
     metrics.serve(getattr(args, "web_port", None) or settings.metrics_port)
     worker = Worker(settings, getattr(args, "id", None))
     try:
-        _FaustWorker(worker.app, loglevel="WARNING", quiet=True).execute_from_commandline()
+        _FaustWorker(
+            worker.app, loglevel="WARNING", quiet=True, redirect_stdouts=False
+        ).execute_from_commandline()
     except SystemExit:
         pass
     finally:
         worker.resolve_pool.close()
+        if worker.scratch is not None:
+            shutil.rmtree(worker.scratch, ignore_errors=True)
     worker.lifecycle.stop("stopped")
     code = worker.lifecycle.exit_code()
     if code:
@@ -361,7 +376,10 @@ class _FaustWorker(faust.Worker):  # type: ignore[misc]  # faust ships no types 
         # of faust and aiokafka (several per record sent) built a record nobody printed.
         self.spinner = None
         logger.setLevel(level)
-        # Our own lifecycle lines stay at INFO under faust's WARNING.
+        # Our own lifecycle lines stay at INFO under faust's WARNING: faust's handler is set to
+        # its level too, so it is opened to INFO and the loggers' levels do the choosing.
+        for handler in logger.handlers:
+            handler.setLevel(logging.INFO)
         logging.getLogger("roomstream").setLevel(logging.INFO)
 
     def _on_sigterm(self) -> None:
