@@ -61,6 +61,9 @@ log = logging.getLogger("roomstream.worker")
 
 # Threads processing rooms: a slow room holds one of them while the others go on.
 ROOM_THREADS = 4
+# Jobs being processed or queued for a thread: rooms beyond that wait with their inputs
+# accumulating, so a burst is processed in a few large batches (pipeline.worker.scheduling).
+MAX_JOBS = 2 * ROOM_THREADS
 # Processes that run large state resolutions (pipeline.worker.resolve_pool).
 RESOLVE_PROCESSES = 1
 # How often rooms due a store are looked for, and the loop's liveness is noted (the fence).
@@ -125,6 +128,7 @@ class Worker:
             clock=time.monotonic,
             generation=lambda: int(self.app.consumer_generation_id),
             hurry=self._hurry,
+            max_jobs=MAX_JOBS,
         )
         self.states = RoomStates(self.rooms_table.data, in_use=self.scheduler.holds)
         self.processing = Processing(
@@ -305,6 +309,9 @@ class Worker:
         )
 
     def _on_processed(self, done: list[tuple[Work, Processed | Exception]]) -> None:
+        for work, _ in done:
+            for job in self.scheduler.processed(work.job):
+                self._submit(job)
         self._spawn(self._emit(done))
 
     async def _emit(self, done: list[tuple[Work, Processed | Exception]]) -> None:
