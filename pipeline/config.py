@@ -24,6 +24,8 @@
 | ROOMSTREAM_WORKER_STATIC_MEMBERSHIP | 1 | ``worker --id X`` joins as static member X (0: no) |
 | ROOMSTREAM_DEBUG_SLOW_ROOM | (none) | a room whose every state resolution a worker makes slower |
 | ROOMSTREAM_DEBUG_SLOW_S | 5 | ... by this many seconds of CPU (isolation tests and benchmarks) |
+| ROOMSTREAM_VERIFY_SIGNATURES | false | check PDU signatures (keys from ``<prefix>.server-keys``) |
+| ROOMSTREAM_SERVER_KEYS_WAIT_S | 5 | how long a check waits for that topic when a key is unknown |
 
 Only this module reads the environment; everything else takes a ``Settings``.
 """
@@ -75,6 +77,8 @@ class Settings:
     worker_static_membership: int = 1
     debug_slow_room: str | None = None
     debug_slow_s: float = 5.0
+    verify_signatures: bool = False
+    server_keys_wait_s: float = 5.0
 
     @property
     def workers_dir(self) -> Path:
@@ -87,6 +91,18 @@ class Settings:
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def _boolean(raw: str) -> bool:
+    if raw.strip().lower() in _TRUE:
+        return True
+    if raw.strip().lower() in _FALSE:
+        return False
+    raise ValueError(raw)
 
 
 def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Settings:
@@ -107,6 +123,8 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
                 values[f.name] = int(raw)
             elif f.type == "float":
                 values[f.name] = float(raw)
+            elif f.type == "bool":
+                values[f.name] = _boolean(raw)
             elif f.type in ("Path", "Path | None"):
                 values[f.name] = Path(raw)
             else:

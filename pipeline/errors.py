@@ -3,7 +3,8 @@
     RoomstreamError                          [pipeline.matrix.errors] the root
     ├── MatrixError                          [pipeline.matrix.errors] the Matrix core's
     │   ├── InvalidPdu(ValueError)           [pipeline.matrix.errors] not a valid PDU
-    │   │   └── EventIdMismatch              [pipeline.matrix.errors] event_id is not the rule's
+    │   │   ├── EventIdMismatch              [pipeline.matrix.errors] event_id is not the rule's
+    │   │   └── SignatureFailed              [pipeline.matrix.signing] a required signature fails
     │   ├── UnknownRoomVersion(ValueError)   [pipeline.matrix.errors]
     │   ├── EventRejected                    [pipeline.matrix.errors] fails the auth rules
     │   ├── MissingEvents(LookupError)       [pipeline.matrix.errors] needs events not known

@@ -18,6 +18,7 @@ class Topic(StrEnum):
     INVALIDATIONS = "invalidations"
     DEAD_LETTER = "dead-letter"
     MISSING_EVENTS = "missing-events"
+    SERVER_KEYS = "server-keys"
 
 
 @dataclass(frozen=True)
@@ -64,5 +65,12 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
             1,
             {"cleanup.policy": "delete", "retention.ms": str(7 * DAY_MS)},
             "events a parked event needs, for federation front ends to fetch, key room_id",
+        ),
+        TopicSpec(
+            Topic.SERVER_KEYS,
+            # One partition: a worker reads all of it, and it stays small (a few keys a server).
+            1,
+            {"cleanup.policy": "compact"},
+            "verify keys the front ends fetched, key server_name/key_id, for signature checks",
         ),
     ]

@@ -34,6 +34,8 @@ class RoomVersion:
     state_res: StateResAlgorithm
     # v1–v5: the m.room.aliases auth special case applies.
     special_case_aliases_auth: bool
+    # v5+: a signing key must be valid (valid_until_ts) at the event's origin_server_ts.
+    enforce_key_validity: bool
     # v6+: integers outside [-(2**53)+1, 2**53-1] and floats are rejected; JSON is strict.
     strict_canonical_json: bool
     # v6+: power levels may restrict "notifications" (redaction does not keep it).
@@ -72,6 +74,7 @@ def _v(identifier: str, fmt: EventFormat, sr: StateResAlgorithm, n: int) -> Room
         event_format=fmt,
         state_res=sr,
         special_case_aliases_auth=n <= 5,
+        enforce_key_validity=n >= 5,
         strict_canonical_json=n >= 6,
         limit_notifications_power_levels=n >= 6,
         knock_join_rule=n >= 7,

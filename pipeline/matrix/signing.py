@@ -1,37 +1,64 @@
-"""The seam for signature checks: check 2 of "Checks performed on receipt of a PDU" ("Passes
-signature checks, otherwise it is dropped").
+"""Signature checks: check 2 of "Checks performed on receipt of a PDU" ("Passes signature checks,
+otherwise it is dropped").
 
-Roomstream does not verify signatures yet: the front ends that produce PDUs to Kafka receive them
-over federation and are expected to have checked them. This module fixes the shape the checks
-will take, so that adding them changes one class and no caller:
+* ``required_signers(pdu, room_version)``: the servers whose signatures an event must carry.
+* ``signed_bytes(pdu, room_version)``: the bytes those signatures cover.
+* ``KeyProvider``: a server's verify keys by key ID, each with its ``valid_until_ts`` (the shell
+  implements it over ``<prefix>.server-keys``; the core only calls it).
+* ``Ed25519SignatureChecker(keys).check(event)`` raises ``SignatureFailed`` (an ``InvalidPdu``:
+  the event is dropped) naming the server and, where one was tried, the key.
+  ``NullSignatureChecker`` accepts everything (signature checks off).
 
-* ``KeyProvider`` fetches a server's verify keys valid at a timestamp (the shell implements it over
-  the key store or the key notary; the pure core only calls it).
-* ``SignatureChecker.check(event)`` raises ``InvalidPdu`` when a required signature is missing or
-  wrong. ``NullSignatureChecker`` accepts everything.
-* ``required_signers`` and ``signed_bytes`` hold the protocol facts a real checker needs: which
-  servers must have signed, and which bytes their signatures cover.
+What a check does, per required server, as Synapse's key ring does it (``process_request``):
+every key ID the server signed with is looked up; a key that is unknown, not ed25519, or (from
+room version 5, "enforce the valid_until_ts") valid only until before the event's
+``origin_server_ts`` is skipped; every key left must verify its signature, and at least one must
+be left. An expired key is thus never a failure of the signature, only a lack of a usable key.
+The spec's "the lesser of valid_until_ts and 7 days into the future" bounds how long a fetched
+key is trusted without being fetched again: the front ends that fetch keys apply it, not this
+check (Synapse does not apply it here either).
+
+Signatures cover the redacted event, so an event whose content hash fails (check 3, redacted by
+``parse_pdu``) still passes when its essential fields are as signed; a change to those fails.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
+from nacl.exceptions import BadSignatureError
+from nacl.signing import VerifyKey
+
 from pipeline.matrix.canonical_json import encode_canonical_json
+from pipeline.matrix.errors import InvalidPdu
 from pipeline.matrix.events import Event
 from pipeline.matrix.redaction import redacted_view
 from pipeline.matrix.room_versions import EventFormat, RoomVersion
 
+ED25519 = "ed25519"
+ED25519_KEY_BYTES = 32
+ED25519_SIGNATURE_BYTES = 64
+AUTHORISING_USER = "join_authorised_via_users_server"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerKey:
+    """A server's verify key: the raw ed25519 public key, and until when it is valid (ms; for a
+    key listed under ``old_verify_keys``, its ``expired_ts``)."""
+
+    verify_key: bytes
+    valid_until_ts: int
+
 
 class KeyProvider(Protocol):
-    """A server's verify keys, as ``{key_id: raw public key bytes}``, that were valid at
-    ``valid_at_ts`` (ms). Keys not known, or expired before that time, are left out: "If a
-    signature is from an unknown or expired key, it is skipped"."""
+    """The keys of ``server_name`` among ``key_ids`` that are known, as ``{key_id: ServerKey}``,
+    whatever their validity (the checker applies the room version's validity rule)."""
 
-    def __call__(
-        self, server_name: str, key_ids: frozenset[str], valid_at_ts: int, /
-    ) -> Mapping[str, bytes]: ...
+    def __call__(self, server_name: str, key_ids: frozenset[str], /) -> Mapping[str, ServerKey]: ...
 
 
 class SignatureChecker(Protocol):
@@ -40,12 +67,95 @@ class SignatureChecker(Protocol):
     def check(self, event: Event) -> None: ...
 
 
+class SignatureFailed(InvalidPdu):
+    """A required signature is missing, wrong, or has no usable key. ``server_name`` names the
+    server, ``key_id`` the key (None when no key could be tried)."""
+
+    def __init__(self, event_id: str, server_name: str, key_id: str | None, why: str) -> None:
+        self.event_id = event_id
+        self.server_name = server_name
+        self.key_id = key_id
+        super().__init__(f"event {event_id} fails the signature check of {server_name}: {why}")
+
+
 class NullSignatureChecker:
-    """Accepts every event. The place where ed25519 verification over ``signed_bytes`` with keys
-    from a ``KeyProvider`` will go."""
+    """Accepts every event: signature checks are off (see the README for what that trusts)."""
 
     def check(self, event: Event) -> None:
         return None
+
+
+class Ed25519SignatureChecker:
+    """Verifies the ed25519 signatures of every required server with keys from ``keys``."""
+
+    def __init__(self, keys: KeyProvider) -> None:
+        self.keys = keys
+
+    def check(self, event: Event) -> None:
+        rv = event.room_version
+        pdu = event.pdu
+        # "When validating event signatures, servers MUST enforce the valid_until_ts property
+        # from a key request is at least as large as the origin_server_ts" (v5+); before, any
+        # key of the server counts, however old.
+        valid_at = event.origin_server_ts if rv.enforce_key_validity else 0
+        signatures = pdu.get("signatures")
+        message: bytes | None = None
+        for server in sorted(required_signers(pdu, rv)):
+            by_key = signatures.get(server) if isinstance(signatures, Mapping) else None
+            if not isinstance(by_key, Mapping) or not by_key:
+                raise SignatureFailed(event.event_id, server, None, "the event is not signed by it")
+            keys = self.keys(server, frozenset(by_key))
+            verified = False
+            unusable: list[str] = []
+            for key_id in sorted(by_key):
+                key = keys.get(key_id)
+                if (
+                    key is None
+                    or not key_id.startswith(ED25519 + ":")
+                    or len(key.verify_key) != ED25519_KEY_BYTES
+                ):
+                    unusable.append(f"{key_id} (unknown)")
+                    continue
+                if key.valid_until_ts < valid_at:
+                    unusable.append(
+                        f"{key_id} (valid until {key.valid_until_ts}, before the event's "
+                        f"origin_server_ts {valid_at})"
+                    )
+                    continue
+                if message is None:
+                    message = signed_bytes(pdu, rv)
+                fault = _fault(key, by_key[key_id], message)
+                if fault is not None:
+                    raise SignatureFailed(event.event_id, server, key_id, f"key {key_id}: {fault}")
+                verified = True
+            if not verified:
+                raise SignatureFailed(
+                    event.event_id,
+                    server,
+                    None,
+                    f"no usable key among {', '.join(unusable)}; have the front ends fetch the "
+                    f"server's keys into the server-keys topic, or produce the event again once "
+                    "they are there",
+                )
+
+
+def _fault(key: ServerKey, signature: object, message: bytes) -> str | None:
+    """Why ``signature`` of ``message`` does not verify with ``key``; None when it does."""
+    if not isinstance(signature, str):
+        return "the signature is not a string"
+    try:
+        raw = base64.b64decode(
+            signature + "=" * (-len(signature) % 4), altchars=b"-_", validate=True
+        )
+    except (binascii.Error, ValueError):
+        return "the signature is not unpadded base64"
+    if len(raw) != ED25519_SIGNATURE_BYTES:
+        return f"the signature is {len(raw)} bytes, not {ED25519_SIGNATURE_BYTES}"
+    try:
+        VerifyKey(key.verify_key).verify(message, raw)
+    except BadSignatureError:
+        return "the signature does not verify"
+    return None
 
 
 def _server_of(identifier: object) -> str | None:
@@ -55,23 +165,23 @@ def _server_of(identifier: object) -> str | None:
 
 
 def required_signers(pdu: Mapping[str, Any], room_version: RoomVersion) -> frozenset[str]:
-    """The servers whose signatures ``pdu`` must carry.
+    """The servers whose signatures ``pdu`` must carry, as Synapse checks them on receipt.
 
-    "For room versions 3 and later, unless the event is a 3rd party invite, only the signature(s)
-    from the originating server (the server the sender belongs to) are required ... Room versions
-    1 and 2 also require that a signature is present from the domain in the event_id, if it
-    differs from the originating server." A third-party invite's sender is checked against the
-    invite itself by the auth rules, so its sending server is not required here. From v8, a join
-    naming ``join_authorised_via_users_server`` must also be signed by that user's server; that is
-    an authorization rule, asked of the checker by the auth rules, not listed here.
+    * The sender's server, "unless the event is a 3rd party invite": such an invite may come
+      from another server than the sender's (its sender is checked against the invite by the
+      auth rules).
+    * "Room versions 1 and 2 also require that a signature is present from the domain in the
+      event_id, if it differs from the originating server."
+    * From v8, a join naming ``join_authorised_via_users_server`` must also be signed by that
+      user's server; the auth rules reject a join without that signature, this check drops one
+      whose signature is there and wrong.
     """
     signers: set[str] = set()
     content = pdu.get("content")
+    is_member = pdu.get("type") == "m.room.member" and isinstance(content, Mapping)
+    membership = content.get("membership") if is_member and isinstance(content, Mapping) else None
     is_3pid_invite = (
-        pdu.get("type") == "m.room.member"
-        and isinstance(content, Mapping)
-        and content.get("membership") == "invite"
-        and "third_party_invite" in content
+        membership == "invite" and isinstance(content, Mapping) and "third_party_invite" in content
     )
     sender_server = _server_of(pdu.get("sender"))
     if sender_server is not None and not is_3pid_invite:
@@ -80,6 +190,10 @@ def required_signers(pdu: Mapping[str, Any], room_version: RoomVersion) -> froze
         event_id_server = _server_of(pdu.get("event_id"))
         if event_id_server is not None:
             signers.add(event_id_server)
+    if room_version.restricted_join_rule and membership == "join" and isinstance(content, Mapping):
+        authoriser_server = _server_of(content.get(AUTHORISING_USER))
+        if authoriser_server is not None:
+            signers.add(authoriser_server)
     return frozenset(signers)
 
 

@@ -11,6 +11,8 @@ themselves, so it works with any number of workers and committers running, or no
   outbox rows committed but not yet published;
 * parked events: the last value per room of the processors' ``rooms`` changelog, whose
   ``parked`` list holds the events waiting for prev or auth events;
+* open requests for missing events: from the same records (``requests``, the processors' ledger
+  of what ``<prefix>.missing-events`` asked for and has not seen answered or expired);
 * dead letters: how many the dead-letter topic holds, and the newest reasons;
 * whether a committer holds the advisory lock, i.e. one is active.
 
@@ -53,6 +55,7 @@ __all__ = [
     "CommitterLock",
     "DeadLetters",
     "InvalidationProgress",
+    "OpenRequest",
     "Parked",
     "PartitionLag",
     "StageLag",
@@ -117,10 +120,20 @@ class InvalidationProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class OpenRequest:
+    room_id: str
+    missing: tuple[str, ...]
+    needed_by: str | None
+    first_seen_ts: int  # the room's logical clock (ms) when it was asked
+
+
+@dataclass(frozen=True, slots=True)
 class Parked:
     total: int
     rooms: int  # rooms with at least one parked event
     top: tuple[tuple[str, int], ...]  # (room_id, parked events), most first
+    requests: int = 0  # open requests for missing events
+    oldest_requests: tuple[OpenRequest, ...] = ()  # oldest first
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +265,7 @@ def _read_to_end(
         consumer.unassign()
 
 
-def _parked(consumer: Any, md: ClusterMetadata, topic: str, top: int) -> Parked:
+def _parked(consumer: Any, md: ClusterMetadata, topic: str, top: int, oldest: int = 5) -> Parked:
     partitions = _partitions(md, topic)
     if not partitions:  # no worker has run yet
         return Parked(0, 0, ())
@@ -268,6 +281,7 @@ def _parked(consumer: Any, md: ClusterMetadata, topic: str, top: int) -> Parked:
         # Keep only bytes while reading: a room's state is parsed once, at its last value.
         last[msg.key() or b""] = msg.value()
     counts: dict[str, int] = {}
+    requests: list[OpenRequest] = []
     for key, value in last.items():
         if not value:
             continue  # a tombstone: the room's state was deleted
@@ -277,11 +291,33 @@ def _parked(consumer: Any, md: ClusterMetadata, topic: str, top: int) -> Parked:
             state = orjson.loads(value)
         except orjson.JSONDecodeError:
             continue
-        n = len(state.get("parked") or ()) if isinstance(state, dict) else 0
+        if not isinstance(state, dict):
+            continue
+        room_id = str(state.get("room_id") or key.decode("utf-8", "replace"))
+        n = len(state.get("parked") or ())
         if n:
-            counts[str(state.get("room_id") or key.decode("utf-8", "replace"))] = n
+            counts[room_id] = n
+        requests.extend(_open_requests(room_id, state.get("requests")))
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-    return Parked(sum(counts.values()), len(counts), tuple(ranked[:top]))
+    requests.sort(key=lambda r: (r.first_seen_ts, r.room_id, r.missing))
+    return Parked(
+        sum(counts.values()),
+        len(counts),
+        tuple(ranked[:top]),
+        len(requests),
+        tuple(requests[:oldest]),
+    )
+
+
+def _open_requests(room_id: str, stored: Any) -> Iterator[OpenRequest]:
+    """The open requests of a room's stored ledger (``pipeline.room.missing``)."""
+    for r in stored if isinstance(stored, list) else ():
+        try:
+            yield OpenRequest(
+                room_id, tuple(r["missing"]), r.get("needed_by"), int(r["first_seen_ts"])
+            )
+        except (TypeError, KeyError, ValueError):
+            continue
 
 
 def _dead_letters(consumer: Any, md: ClusterMetadata, topic: str, last: int) -> DeadLetters:
@@ -467,6 +503,11 @@ def status_json(status: Status) -> dict[str, Any]:
         for s in status.stages
     }
     doc["parked"]["top"] = [{"room_id": r, "parked": n} for r, n in status.parked.top]
+    doc["missing_events"] = {
+        "open_requests": status.parked.requests,
+        "oldest": doc["parked"].pop("oldest_requests"),
+    }
+    del doc["parked"]["requests"]
     doc["last_position"] = status.last_position
     doc["notes"] = list(status.notes)
     return doc
@@ -506,6 +547,13 @@ def render_text(status: Status) -> str:
     p = status.parked
     out.append(f"parked events    {p.total}" + (f" in {p.rooms} room(s)" if p.rooms else ""))
     out.extend(f"  {n:>8}  {room}" for room, n in p.top)
+    out.append(
+        f"missing events   {p.requests} open request(s)" + (", oldest:" if p.requests else "")
+    )
+    for r in p.oldest_requests:
+        when = datetime.fromtimestamp(r.first_seen_ts / 1000, UTC).isoformat(timespec="seconds")
+        needed_by = r.needed_by or "an event not identified yet"
+        out.append(f"  {when} {r.room_id}: {', '.join(r.missing)} (needed by {needed_by})")
     d = status.dead_letters
     out.append(f"dead letters     {d.count} in {d.topic}")
     for letter in reversed(d.latest):

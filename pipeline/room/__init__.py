@@ -5,7 +5,8 @@ The shell's view:
 
 - ``RoomProcessor(room_id, config=..., budget=...)``: ``process(inputs) -> BatchResult`` takes
   every waiting input of the room at once (``chunks``: one, or several when over
-  ``max_chunk_bytes``; dead letters; duplicates dropped; events parked and their bytes);
+  ``max_chunk_bytes``; dead letters; requests for missing events, ``missing_requests``, to
+  publish on ``<prefix>.missing-events``; duplicates dropped; events parked and their bytes);
   ``expire(ts)`` a tick of the room's logical clock; ``compact()`` when the room goes idle;
   ``input_seq`` / ``event_seq`` / ``clock``; ``to_dict()`` /
   ``RoomProcessor.from_dict(data, config=..., budget=...)``. Outputs depend only on the room's

@@ -2,7 +2,8 @@
 
 ``Incoming`` is one input PDU with the shell's reference to it; ``BatchResult`` is the room
 chunks of the batch (one, unless the batch's events exceed ``max_chunk_bytes``; none when no
-event was processed), the inputs refused (``DeadLetter``, each with its reason) and counters.
+event was processed), the inputs refused (``DeadLetter``, each with its reason), the requests for
+missing events opened or closed (``pipeline.room.missing``) and counters.
 ``ProcessorConfig`` holds the knobs.
 """
 
@@ -14,7 +15,9 @@ from typing import Any
 
 from pipeline.matrix.events import EventFetcher, StateKey, StateMap
 from pipeline.matrix.room_versions import RoomVersion
+from pipeline.matrix.signing import SignatureChecker
 from pipeline.room.chunk import Chunk
+from pipeline.room.missing import MissingRequest
 from pipeline.room.parking import ParkingLimits, RawInput
 from pipeline.room.state_groups import MAX_DELTA_HOPS
 
@@ -37,6 +40,9 @@ class ProcessorConfig:
     max_delta_hops: int = MAX_DELTA_HOPS
     resolver: Resolver | None = None
     max_chunk_bytes: int = MAX_CHUNK_BYTES
+    # Check 2 on receipt (``pipeline.matrix.signing``); None: off, the producers are trusted.
+    # The outcome depends on the keys the checker knows, not only on the room's inputs.
+    signatures: SignatureChecker | None = None
 
 
 @dataclass(slots=True)
@@ -70,6 +76,9 @@ class BatchResult:
     duplicates: int  # inputs dropped as exact duplicates of known or parked events
     parked: int  # events parked in the room after the batch
     parked_bytes: int = 0  # their size as received
+    # Requests for missing events opened or closed by the batch, in order (``missing``).
+    missing_requests: tuple[MissingRequest, ...] = ()
+    open_requests: int = 0  # the room's open requests after the batch
 
     @property
     def chunk(self) -> Chunk | None:

@@ -35,7 +35,8 @@ out of ``process``; the processor is then in an undefined state and must be drop
 from the last save and process the inputs again).
 
 What is kept per event is in ``known_events``; state groups in ``state_groups``; parked input in
-``parking``; the forward extremity rule in ``extremities``.
+``parking``; the forward extremity rule in ``extremities``; requests for missing events (opened
+when an event parks, closed when it leaves the lot) in ``missing``.
 """
 
 from __future__ import annotations
@@ -48,7 +49,13 @@ from typing import Any
 import orjson
 
 from pipeline.matrix.auth import auth_types_for_event, check_auth_events, check_auth_rules
-from pipeline.matrix.errors import EventRejected, MatrixError, MissingEvents, RoomstreamError
+from pipeline.matrix.errors import (
+    EventRejected,
+    InvalidPdu,
+    MatrixError,
+    MissingEvents,
+    RoomstreamError,
+)
 from pipeline.matrix.events import Event, StateKey, StateMap
 from pipeline.matrix.pdu import parse_create_event_room_version, parse_pdu
 from pipeline.matrix.room_versions import RoomVersion, room_version
@@ -70,6 +77,13 @@ from pipeline.room.known_events import (
     SOFT_FAILED,
     KnownEvents,
     fingerprint,
+)
+from pipeline.room.missing import (
+    MissingLedger,
+    MissingRequest,
+    Status,
+    create_event_candidates,
+    event_id_field,
 )
 from pipeline.room.parking import (
     CREATE_EVENT,
@@ -139,6 +153,7 @@ class _Run:
     def __init__(self) -> None:
         self.chunks: list[Chunk] = []
         self.dead_letters: list[DeadLetter] = []
+        self.missing_requests: list[MissingRequest] = []
         self.duplicates = 0
 
 
@@ -167,6 +182,7 @@ class RoomProcessor:
         self._current: StateMap = {}
         self._current_basis: tuple[int, ...] = ()
         self._parking = ParkingLot(room_id, self.config.parking, budget)
+        self._requests = MissingLedger(room_id)
         self._ready: list[tuple[int, Parked]] = []
         self._run: _Run | None = None
         self._open: _Open | None = None
@@ -188,6 +204,10 @@ class RoomProcessor:
 
     def parked(self) -> list[Parked]:
         return self._parking.items()
+
+    def open_requests(self) -> list[MissingRequest]:
+        """The open requests for missing events, oldest first (see ``missing``)."""
+        return self._requests.open_requests()
 
     def state_group_of(self, event_id: str) -> int | None:
         return self._known[event_id].state_group
@@ -252,6 +272,7 @@ class RoomProcessor:
     def _expire(self) -> None:
         for item in self._parking.expire(self.clock):
             self._out().dead_letters.append(_expired(item, self.config.parking.ttl_ms))
+            self._left(item, "expired")
 
     def _result(self, run: _Run) -> BatchResult:
         return BatchResult(
@@ -260,6 +281,8 @@ class RoomProcessor:
             duplicates=run.duplicates,
             parked=len(self._parking),
             parked_bytes=self._parking.bytes,
+            missing_requests=tuple(run.missing_requests),
+            open_requests=len(self._requests),
         )
 
     def _take(self, inc: Incoming, seq: int) -> None:
@@ -273,7 +296,7 @@ class RoomProcessor:
                 )
                 return
             if not is_create(pdu):
-                self._park_raw(inc, seq)
+                self._park_raw(inc, seq, pdu)
                 return
             try:
                 rv = parse_create_event_room_version(pdu)
@@ -286,7 +309,7 @@ class RoomProcessor:
             return
         self._handle(event, inc.raw, storable_received_ts(inc.received_ts), inc.source, seq=seq)
 
-    def _park_raw(self, inc: Incoming, seq: int) -> None:
+    def _park_raw(self, inc: Incoming, seq: int, pdu: Mapping[str, Any]) -> None:
         raw = _keepable(inc.raw)
         item = Parked(
             seq=seq,
@@ -301,6 +324,8 @@ class RoomProcessor:
             self._parking.park(item)
         except ParkingFull as e:
             self._out().dead_letters.append(DeadLetter(e.reason, inc.raw, inc.source))
+            return
+        self._ask(item, create_event_candidates(self.room_id, pdu), event_id_field(pdu))
 
     def _handle(
         self,
@@ -311,6 +336,7 @@ class RoomProcessor:
         *,
         seq: int,
         parked_at: int | None = None,
+        signatures_checked: bool = False,
     ) -> None:
         out = self._out()
         if event.room_id != self.room_id:
@@ -342,6 +368,8 @@ class RoomProcessor:
                     )
                 )
             return
+        if not signatures_checked and self._signature_fails(event, raw, source):
+            return
         missing = {
             e for e in (*event.prev_event_ids, *event.auth_event_ids) if e not in self._known
         }
@@ -363,6 +391,8 @@ class RoomProcessor:
                 self._parking.park(item)
             except ParkingFull as e:
                 out.dead_letters.append(DeadLetter(e.reason, raw, source, event.event_id))
+                return
+            self._ask(item, item.missing, event.event_id)
             return
         # Cut the chunk before deciding: deciding may move the current state on in place, and a
         # chunk closed now must read the state as its own last event left it.
@@ -419,7 +449,24 @@ class RoomProcessor:
             item.source,
             seq=item.seq,
             parked_at=item.parked_at,
+            # Parked after its signatures were checked (input parked before the create event
+            # arrived could not be parsed, so has no event ID and is checked now).
+            signatures_checked=item.event_id is not None,
         )
+
+    def _signature_fails(
+        self, event: Event, raw: RawInput, source: Mapping[str, Any] | None
+    ) -> bool:
+        """Check 2 on receipt: an event whose signatures fail is dropped (dead-lettered)."""
+        checker = self.config.signatures
+        if checker is None:
+            return False
+        try:
+            checker.check(event)
+        except InvalidPdu as e:
+            self._out().dead_letters.append(DeadLetter(e.reason, raw, source, event.event_id))
+            return True
+        return False
 
     # ---------------------------------------------------------------- one event
 
@@ -558,7 +605,20 @@ class RoomProcessor:
 
     def _arrived(self, event_id: str) -> None:
         for item in self._parking.arrived(event_id):
+            self._left(item, "answered")
             heapq.heappush(self._ready, (item.seq, item))
+
+    def _ask(self, item: Parked, waits_for: Iterable[str], needed_by: str | None) -> None:
+        """Request what parked ``item`` waits for that is not parked itself (``missing``)."""
+        lacking = [e for e in waits_for if self._parking.get(e) is None]
+        request = self._requests.ask(item.seq, lacking, needed_by, item.parked_at)
+        if request is not None:
+            self._out().missing_requests.append(request)
+
+    def _left(self, item: Parked, status: Status) -> None:
+        closed = self._requests.leave(item.seq, status, self.clock)
+        if closed is not None:
+            self._out().missing_requests.append(closed)
 
     def _state_before(self, event: Event, new_groups: list[StateGroup]) -> int | None:
         """The state group of the state before ``event``, making one when resolution is needed."""
@@ -736,6 +796,7 @@ class RoomProcessor:
             "state_groups": self._groups.to_dict(since[2]),
             "forward_extremities": sorted(self._extremities),
             "parked": self._parking.to_dict(),
+            "requests": self._requests.to_dict(),
         }
 
     @classmethod
@@ -771,6 +832,7 @@ class RoomProcessor:
         proc._parking = ParkingLot.restore(
             proc.room_id, data["parked"], proc.config.parking, budget
         )
+        proc._requests = MissingLedger.from_dict(proc.room_id, data.get("requests") or ())
         proc._current_basis = proc._basis()
         proc._current = proc._state_over(proc._current_basis)
         return proc

@@ -41,6 +41,7 @@ from pipeline import metrics
 from pipeline.config import Settings
 from pipeline.room.parking import ParkingBudget, ParkingLimits
 from pipeline.room.processor import ProcessorConfig
+from pipeline.server_keys import signature_checker
 from pipeline.worker import dead_letters, expiry, lifecycle
 from pipeline.worker.emit import Outputs, Sender
 from pipeline.worker.faults import WorkerStopped
@@ -114,8 +115,13 @@ class Worker:
                 ttl_ms=int(settings.park_expiry_s * 1000),
             )
         )
+        # Off unless ROOMSTREAM_VERIFY_SIGNATURES: then the server keys published so far are
+        # read before the first input, and a reader thread follows the topic.
+        checker, self.key_reader = signature_checker(settings)
+        self.missing_topic = settings.topic(Topic.MISSING_EVENTS)
         self.config = replace(
             self.config,
+            signatures=checker,
             resolver=pooled_resolver(
                 self.resolve_pool,
                 slow_room=settings.debug_slow_room,
@@ -137,6 +143,7 @@ class Worker:
             pdus_topic=settings.topic(Topic.PDUS),
             chunks_topic=settings.topic(Topic.CHUNKS),
             dead_letter_topic=settings.topic(Topic.DEAD_LETTER),
+            missing_topic=self.missing_topic,
             high_waters=PgHighWaters(settings.database_url),
         )
         self.sender = Sender(lambda: self.app.producer, self.lifecycle.check_owner)
@@ -366,6 +373,8 @@ def main(args: Any, settings: Settings) -> int:
         pass
     finally:
         worker.resolve_pool.close()
+        if worker.key_reader is not None:
+            worker.key_reader.stop()
         if worker.scratch is not None:
             shutil.rmtree(worker.scratch, ignore_errors=True)
     worker.lifecycle.stop("stopped")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from pipeline import metrics
 from pipeline.room import storage
 from pipeline.worker import dead_letters
+from topics import missing_events
 from topics.definitions import Topic
 
 if TYPE_CHECKING:
@@ -53,8 +54,15 @@ async def _expire_room(worker: Worker, room_id: str, now: int) -> None:
         )
         for dl in result.dead_letters
     ]
+    # Requests for what the expired events waited for are closed ("expired").
+    letters += [
+        await worker.sender.send(
+            worker.missing_topic, room_id.encode(), missing_events.encode_request(request)
+        )
+        for request in result.missing_requests
+    ]
     await worker.sender.delivered(letters, f"room {room_id}'s expired parked events")
-    metrics.DEAD_LETTERED.inc(len(letters))
+    metrics.DEAD_LETTERED.inc(len(result.dead_letters))
     partition = worker.owners(room_id)
     writes = storage.save(proc, worker.states.stored(room_id))
     changelog = worker._changelog_topic()

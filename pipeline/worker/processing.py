@@ -27,6 +27,7 @@ from pipeline.worker.faults import WorkerStopped
 from pipeline.worker.high_water import HighWaters
 from pipeline.worker.scheduling import Input, Job
 from topics import chunk as chunk_codec
+from topics import missing_events
 
 __all__ = ["Processed", "Processing", "Work"]
 
@@ -69,6 +70,7 @@ class Processing:
         pdus_topic: str,
         chunks_topic: str,
         dead_letter_topic: str,
+        missing_topic: str,
         high_waters: HighWaters | None = None,
     ) -> None:
         self.config = config
@@ -76,6 +78,7 @@ class Processing:
         self.pdus_topic = pdus_topic
         self.chunks_topic = chunks_topic
         self.dead_letter_topic = dead_letter_topic
+        self.missing_topic = missing_topic
         self.high_waters = high_waters
 
     def __call__(self, work: Work) -> Processed:
@@ -166,3 +169,7 @@ class Processing:
             metrics.DEAD_LETTERED.inc()
         if result.duplicates:
             _DUPLICATE.inc(result.duplicates)
+        outputs.extend(
+            (self.missing_topic, missing_events.encode_request(request))
+            for request in result.missing_requests
+        )

@@ -67,6 +67,7 @@ def test_status_of_a_fresh_prefix_shows_every_stage_at_zero(settings: Settings) 
         "messages": 0,
     }
     assert doc["parked"] == {"total": 0, "rooms": 0, "top": []}
+    assert doc["missing_events"] == {"open_requests": 0, "oldest": []}
     assert (doc["dead_letters"]["count"], doc["dead_letters"]["latest"]) == (0, [])
     assert doc["committer"]["active"] is False
     assert doc["last_position"] == 0
@@ -147,11 +148,19 @@ def test_status_and_tail_after_a_worker_and_committer_ran_some_rooms(
     assert all(p.next_offset == p.high for p in s.stages[0].partitions if p.high)
     assert s.stages[1].partitions[0].next_offset == s.stages[1].partitions[0].high > 0
     assert s.parked.top == ((orphan_room.room_id, 1),)
+    # The parked event's missing prev event is asked for, and the request shows until answered.
+    never_sent, orphan = orphan_room.events[3].event_id, orphan_room.events[4].event_id
+    assert s.parked.requests == 1
+    assert [(r.room_id, r.missing, r.needed_by) for r in s.parked.oldest_requests] == [
+        (orphan_room.room_id, (never_sent,), orphan)
+    ]
+    assert status_json(s)["missing_events"]["open_requests"] == 1
     assert len(s.dead_letters.latest) == 1
     assert "not valid JSON" in s.dead_letters.latest[0].reason
     assert s.committer.active and s.committer.pid is not None
     text = render_text(s)
     assert f"last position    {committed}" in text and orphan_room.room_id in text
+    assert "missing events   1 open request(s), oldest:" in text and never_sent in text
     assert status_json(s)["stages"]["chunks"]["lag"] == 0
 
     # tail --count N prints the first N messages the committer published, one line each.

@@ -19,6 +19,13 @@ _MEMBER_3PID = {
     "state_key": "@invitee:b.example",
     "content": {"membership": "invite", "third_party_invite": {"signed": {}}},
 }
+_VIA = {"join_authorised_via_users_server": "@mod:c.example"}
+_RESTRICTED_JOIN = {
+    "type": "m.room.member",
+    "sender": "@joiner:a.example",
+    "state_key": "@joiner:a.example",
+    "content": {"membership": "join", **_VIA},
+}
 
 
 @pytest.mark.parametrize(
@@ -37,6 +44,10 @@ _MEMBER_3PID = {
         # A third-party invite may be sent by another server than the sender's.
         ("10", _MEMBER_3PID, set()),
         ("10", {**_MEMBER_3PID, "content": {"membership": "invite"}}, {"a.example"}),
+        # v8+: a join authorised by another server's user must carry that server's signature.
+        ("8", _RESTRICTED_JOIN, {"a.example", "c.example"}),
+        ("7", _RESTRICTED_JOIN, {"a.example"}),
+        ("8", {**_RESTRICTED_JOIN, "content": {"membership": "leave", **_VIA}}, {"a.example"}),
     ],
 )
 def test_required_signers_follow_the_room_version(

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from pipeline.errors import MalformedMessage
+from pipeline.room.missing import MissingRequest
 from topics import missing_events
 
 
@@ -16,6 +17,8 @@ def test_a_request_names_room_missing_events_needing_event_and_first_seen() -> N
         "missing": ["$a", "$b"],
         "needed_by": "$c",
         "first_seen_ts": 1700,
+        "status": "open",
+        "closed_ts": None,
     }
     assert missing_events.decode(raw) == missing_events.MissingEventsRequest(
         room_id="!r:example.org", missing=("$a", "$b"), needed_by="$c", first_seen_ts=1700
@@ -41,6 +44,10 @@ def _doc(**change: object) -> bytes:
         (_doc(needed_by="$a"), "among the events it needs"),
         (_doc(first_seen_ts=...), "`first_seen_ts`"),
         (_doc(first_seen_ts="now"), "$.first_seen_ts"),
+        (_doc(status="done"), "$.status"),
+        (_doc(status="answered"), "must have `closed_ts`"),
+        (_doc(closed_ts=5), "must not have `closed_ts`"),
+        (_doc(needed_by=None, missing=["x"]), "'x' is not an event ID"),
     ],
 )
 def test_a_malformed_request_is_refused_naming_the_field(value: bytes, names: str) -> None:
@@ -53,3 +60,11 @@ def test_a_malformed_request_is_refused_naming_the_field(value: bytes, names: st
 def test_a_request_for_nothing_is_not_built() -> None:
     with pytest.raises(ValueError, match="`missing` is empty"):
         missing_events.encode("!r:example.org", [], "$c", 1)
+
+
+def test_a_close_record_and_an_unnamed_waiting_event_round_trip() -> None:
+    closed = MissingRequest("!r:example.org", ("$a",), None, 5, "expired", 9)
+    decoded = missing_events.decode(missing_events.encode_request(closed))
+    assert (decoded.needed_by, decoded.status, decoded.closed_ts) == (None, "expired", 9)
+    # A record without the fields added later reads as an open request.
+    assert missing_events.decode(orjson.dumps(GOOD)).status == "open"

@@ -77,6 +77,7 @@ def _processing() -> Processing:
         pdus_topic="t.pdus",
         chunks_topic="t.chunks",
         dead_letter_topic="t.dead-letter",
+        missing_topic="t.missing-events",
     )
 
 
