@@ -349,7 +349,11 @@ class Worker:
     async def _readiness(self) -> None:
         """``/readyz`` follows the lifecycle's readiness (pipeline.health); and the lag."""
         ready = self.lifecycle.ready
-        health.WORKER.set(ready, "processing its partitions" if ready else self._not_ready())
+        if ready:
+            parts = len(self.app.consumer.assignment())
+            health.WORKER.set(True, f"assigned {parts} partition(s), processing them")
+        else:
+            health.WORKER.set(False, self._not_ready())
         self._lag()
 
     def _not_ready(self) -> str:
