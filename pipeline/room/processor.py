@@ -77,6 +77,8 @@ class _Decision:
     soft_failed: bool
     state_group: int | None
     new_groups: list[StateGroup]
+    before_group: int | None  # the state before the event
+    before_reused: bool  # several prev groups resolved to one of them, reused
 
 
 class _Batch:
@@ -114,8 +116,13 @@ class RoomProcessor:
         self._known = KnownEvents()
         self._groups = StateGroups(room_id, max_hops=self.config.max_delta_hops)
         self._extremities: set[str] = set()
+        # The current state: the state of the groups in ``_current_basis`` (resolved when
+        # there are several), with ``_current_overlay`` laid over it (None: key removed). The
+        # overlay is empty but where the current state lags the forward extremities, as
+        # Synapse's does (``_move_current``).
         self._current: StateMap = {}
         self._current_basis: tuple[int, ...] = ()
+        self._current_overlay: dict[StateKey, str | None] = {}
         self._parking = ParkingLot(room_id, self.config.parking, budget)
         self._ready: list[tuple[int, Parked]] = []
         self._batch: _Batch | None = None
@@ -128,7 +135,6 @@ class RoomProcessor:
 
     @property
     def current_state(self) -> StateMap:
-        self._refresh_current()
         return self._current
 
     def parked(self) -> list[Parked]:
@@ -151,7 +157,6 @@ class RoomProcessor:
 
     def process(self, batch: Iterable[Incoming | RawInput], *, now: int = 0) -> BatchResult:
         """Process ``batch`` in arrival order at time ``now`` (ms on the caller's clock)."""
-        self._refresh_current()
         out = self._batch = _Batch(self._extremities, self._current)
         try:
             for item in self._parking.expire(now):
@@ -337,19 +342,20 @@ class RoomProcessor:
         rejected: str | None = None
         new_groups: list[StateGroup] = []
 
+        reused = False
         if creates:
             before_sg: int | None = None
             if self.create_event_id is not None:
                 rejected = f"the room already has a create event, {self.create_event_id}"
         else:
-            before_sg = self._state_before(event, new_groups)
+            before_sg, reused = self._state_before(event, new_groups)
         before = self._groups.state(before_sg)
 
         if rejected is None:
             rejected = self._check_auth(event, before)
         soft_failed = False
         if rejected is None and not creates:
-            soft_failed = self._soft_fails(event, before_sg)
+            soft_failed = self._soft_fails(event)
 
         after_sg: int | None
         if event.is_state and rejected is None:
@@ -361,7 +367,7 @@ class RoomProcessor:
             new_groups.append(group)
         else:
             after_sg = before_sg
-        return _Decision(creates, rejected, soft_failed, after_sg, new_groups)
+        return _Decision(creates, rejected, soft_failed, after_sg, new_groups, before_sg, reused)
 
     def _record(self, event: Event, fp: int, received_ts: int | None, decision: _Decision) -> None:
         """Record a decided event: its result, state group, extremities, chunk entries."""
@@ -387,12 +393,15 @@ class RoomProcessor:
         if founds_room and rejected is None:
             out.creator = _creator(event)
         if status == ACCEPTED:
+            old_extremities = set(self._extremities)
             extremities.advance(
                 self._extremities,
                 event.event_id,
                 event.prev_event_ids,
                 self._known.excluded_prevs,
             )
+            if self._extremities != old_extremities:
+                self._move_current(event, old_extremities, decision)
         if rejected is None:
             membership = event.membership
             if membership is not None and event.state_key is not None:
@@ -422,8 +431,9 @@ class RoomProcessor:
         for item in self._parking.arrived(event_id):
             heapq.heappush(self._ready, (item.seq, item))
 
-    def _state_before(self, event: Event, new_groups: list[StateGroup]) -> int | None:
-        """The state group of the state before ``event``, making one when resolution is needed."""
+    def _state_before(self, event: Event, new_groups: list[StateGroup]) -> tuple[int | None, bool]:
+        """The state group of the state before ``event``, making one when resolution is needed;
+        and whether the resolution gave the state of one of the prev groups (reused)."""
         sgs: list[int | None] = []
         for prev in event.prev_event_ids:
             sg = self._known[prev].state_group
@@ -431,12 +441,12 @@ class RoomProcessor:
                 sgs.append(sg)
         if len(sgs) <= 1:
             # A linear DAG: the state before is the state after the single prev event.
-            return sgs[0] if sgs else None
+            return (sgs[0] if sgs else None), False
         resolved = self._resolve([self._groups.state(sg) for sg in sgs])
         sg_id, group = self._groups.add_state(event.event_id, resolved, sgs)
         if group is not None:
             new_groups.append(group)
-        return sg_id
+        return sg_id, group is None
 
     def _resolve(self, state_sets: list[StateMap]) -> dict[StateKey, str]:
         rv = self.room_version
@@ -462,12 +472,15 @@ class RoomProcessor:
             return e.reason
         return None
 
-    def _soft_fails(self, event: Event, before_sg: int | None) -> bool:
+    def _soft_fails(self, event: Event) -> bool:
         """Checks on receipt of a PDU, 6.: passes the authorization rules based on the current
-        state of the room (resolved across the forward extremities), otherwise soft-failed."""
-        self._refresh_current()
-        if self._current_basis == (before_sg,) or not self._current:
-            # The current state is the state before: the earlier check already passed.
+        state of the room, otherwise soft-failed.
+
+        As Synapse (``_check_for_soft_fail``), the check is skipped exactly when the event's
+        prev_events are the forward extremities: the current state is then taken to be the
+        state before the event, which the earlier check passed.
+        """
+        if set(event.prev_event_ids) == self._extremities:
             return False
         try:
             check_auth_rules(event, self._auth_state(event, self._current))
@@ -486,22 +499,93 @@ class RoomProcessor:
                 auth_state[key] = ev
         return auth_state
 
-    def _refresh_current(self) -> None:
-        """Current state = the state over the forward extremities (resolved when they fork)."""
-        basis = tuple(
-            sorted(
-                {sg for e in self._extremities if (sg := self._known[e].state_group) is not None}
-            )
-        )
-        if basis == self._current_basis:
+    def _groups_of(self, event_ids: Iterable[str]) -> set[int]:
+        return {sg for e in event_ids if (sg := self._known[e].state_group) is not None}
+
+    def _move_current(self, event: Event, old_extremities: set[str], decision: _Decision) -> None:
+        """Update the current state after ``event`` moved the forward extremities, as Synapse's
+        persistence does (``_calculate_new_forward_extremities_and_state_delta``).
+
+        The current state is the state at the forward extremities (resolved when they fork),
+        with one exception that Synapse makes and Roomstream follows: when one extremity is
+        replaced by one event that has a single prev event and is not a state event, the current
+        state is left as it is. That event's state is its prev event's, which is the state at
+        the old extremity unless the prev event was soft-failed or rejected; then the current
+        state lags the extremities (see docs/synapse-parity.md) until a later change recomputes
+        it. A change between two single groups that the event itself spans (its own state
+        change, or the resolved state before it over one of its prev groups) is applied as a
+        delta to the current state, as Synapse applies it, lagging or not.
+        """
+        new_extremities = self._extremities
+        if (
+            len(old_extremities) == 1
+            and len(new_extremities) == 1
+            and len(event.prev_event_ids) == 1
+            and not event.is_state
+        ):
             return
+        old_groups = self._groups_of(old_extremities)
+        new_groups = self._groups_of(new_extremities)
+        if old_groups == new_groups:
+            return
+        if len(old_groups) == 1 and len(new_groups) == 1:
+            (old_group,), (new_group,) = old_groups, new_groups
+            delta = self._delta_spanned(event, decision, old_group, new_group)
+            if delta is not None:
+                self._apply_current_delta(old_group, new_group, delta)
+                return
+        self._set_current(tuple(sorted(new_groups)), {})
+
+    def _delta_spanned(
+        self, event: Event, decision: _Decision, old_group: int, new_group: int
+    ) -> dict[StateKey, str] | None:
+        """The state delta from ``old_group`` to ``new_group`` if the event spans that step."""
+        before, after = decision.before_group, decision.state_group
+        if event.is_state and (old_group, new_group) == (before, after):
+            return {event.state_tuple: event.event_id}
+        if new_group == before and before is not None and not decision.before_reused:
+            parent, rows = self._groups.parent(before)
+            if parent == old_group:
+                return rows
+        return None
+
+    def _apply_current_delta(
+        self, old_group: int, new_group: int, delta: dict[StateKey, str]
+    ) -> None:
+        if not self._current_overlay and self._current_basis == (old_group,):
+            # The usual case: the current state was the old group's, so it is the new group's.
+            self._set_current((new_group,), {})
+            return
+        current = dict(self._current)
+        current.update(delta)
+        target = self._groups.state(new_group)
+        overlay: dict[StateKey, str | None] = {
+            k: v for k, v in current.items() if target.get(k) != v
+        }
+        overlay.update((k, None) for k in target if k not in current)
+        self._current_basis = (new_group,)
+        self._current_overlay = overlay
+        self._current = current
+
+    def _set_current(self, basis: tuple[int, ...], overlay: Mapping[StateKey, str | None]) -> None:
+        """The current state: the state of ``basis`` (resolved), with ``overlay`` over it."""
         if not basis:
-            self._current = {}
+            state: StateMap = {}
         elif len(basis) == 1:
-            self._current = self._groups.state(basis[0])
+            state = self._groups.state(basis[0])
         else:
-            self._current = self._resolve([self._groups.state(sg) for sg in basis])
+            state = self._resolve([self._groups.state(sg) for sg in basis])
+        if overlay:
+            laid = dict(state)
+            for key, value in overlay.items():
+                if value is None:
+                    laid.pop(key, None)
+                else:
+                    laid[key] = value
+            state = laid
         self._current_basis = basis
+        self._current_overlay = dict(overlay)
+        self._current = state
 
     # ---------------------------------------------------------------- output
 
@@ -512,7 +596,6 @@ class RoomProcessor:
     def _finish(self, out: _Batch) -> BatchResult:
         chunk = None
         if out.events:
-            self._refresh_current()
             before, after = out.current_before, self._current
             changed: list[StateKey] = []
             removed: list[StateKey] = []
@@ -567,7 +650,6 @@ class RoomProcessor:
         ``events``, ``state_events`` and ``state_groups.groups`` — hold only the entries added
         after the marks; ``from_dict`` takes them merged.
         """
-        self._refresh_current()
         return {
             "format": STATE_FORMAT,
             "room_id": self.room_id,
@@ -578,6 +660,8 @@ class RoomProcessor:
             **self._known.to_dict(since[0], since[1]),
             "state_groups": self._groups.to_dict(since[2]),
             "forward_extremities": sorted(self._extremities),
+            "current_basis": list(self._current_basis),
+            "current_overlay": [[k[0], k[1], v] for k, v in sorted(self._current_overlay.items())],
             "parked": self._parking.to_dict(),
         }
 
@@ -606,7 +690,13 @@ class RoomProcessor:
         proc._parking = ParkingLot.restore(
             proc.room_id, data["parked"], proc.config.parking, budget
         )
-        proc._refresh_current()
+        if "current_basis" in data:
+            basis = tuple(int(sg) for sg in data["current_basis"])
+            overlay = {(t, k): v for t, k, v in data.get("current_overlay", ())}
+        else:
+            # Saved before the basis was: the current state was the extremities' state.
+            basis, overlay = tuple(sorted(proc._groups_of(proc._extremities))), {}
+        proc._set_current(basis, overlay)
         return proc
 
 

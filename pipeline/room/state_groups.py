@@ -163,6 +163,12 @@ class StateGroups:
     def hops(self, sg: int) -> int:
         return self._groups[sg].hops
 
+    def parent(self, sg: int) -> tuple[int | None, dict[StateKey, str]]:
+        """The group ``sg`` rests on and the rows it adds to it ((None, its rows) for a
+        snapshot)."""
+        group = self._groups[sg]
+        return group.prev, {(t, k): e for t, k, e in group.delta}
+
     def to_dict(self, groups_from: int = 0) -> dict[str, Any]:
         """The groups as data; with ``groups_from`` (an earlier ``len``), only those made since.
 
