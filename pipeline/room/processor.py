@@ -24,10 +24,12 @@ from typing import Any
 import orjson
 
 from pipeline.matrix.auth import auth_types_for_event, check_auth_events, check_auth_rules
+from pipeline.matrix.auth.identifiers import domain_of
 from pipeline.matrix.errors import EventRejected, MatrixError, MissingEvents
 from pipeline.matrix.events import Event, StateKey, StateMap
 from pipeline.matrix.pdu import parse_create_event_room_version, parse_pdu
-from pipeline.matrix.room_versions import RoomVersion, room_version
+from pipeline.matrix.power_levels import CREATE_KEY, POWER_LEVELS_KEY, PowerLevels, user_level
+from pipeline.matrix.room_versions import EventFormat, RoomVersion, room_version
 from pipeline.matrix.state_res import resolve_state
 from pipeline.room import extremities
 from pipeline.room.batch import BatchResult, DeadLetter, Incoming, ProcessorConfig
@@ -79,6 +81,9 @@ class _Decision:
     new_groups: list[StateGroup]
     before_group: int | None  # the state before the event
     before_reused: bool  # several prev groups resolved to one of them, reused
+    # A redaction that passed without its sender having the redact level (rooms v3+): it
+    # counts only for events whose sender is on the redaction sender's server.
+    redaction_only_from: str | None = None
 
 
 class _Batch:
@@ -356,6 +361,9 @@ class RoomProcessor:
         soft_failed = False
         if rejected is None and not creates:
             soft_failed = self._soft_fails(event)
+        only_from = None
+        if rejected is None and event.type == "m.room.redaction":
+            only_from = self._redaction_only_from(event, before, soft_failed)
 
         after_sg: int | None
         if event.is_state and rejected is None:
@@ -367,7 +375,9 @@ class RoomProcessor:
             new_groups.append(group)
         else:
             after_sg = before_sg
-        return _Decision(creates, rejected, soft_failed, after_sg, new_groups, before_sg, reused)
+        return _Decision(
+            creates, rejected, soft_failed, after_sg, new_groups, before_sg, reused, only_from
+        )
 
     def _record(self, event: Event, fp: int, received_ts: int | None, decision: _Decision) -> None:
         """Record a decided event: its result, state group, extremities, chunk entries."""
@@ -402,6 +412,13 @@ class RoomProcessor:
             )
             if self._extremities != old_extremities:
                 self._move_current(event, old_extremities, decision)
+        if rejected is None and event.redacts is not None:
+            # After the current state moved: Synapse records the redaction with the event, so
+            # the event's own persistence still reads the redacted event whole.
+            self._known.redact(event.redacts, event.event_id, decision.redaction_only_from)
+        # Redactions that came before this event count from now on (its own decision read it
+        # whole, as Synapse reads an event in flight).
+        self._known.apply_pending_redactions(event.event_id)
         if rejected is None:
             membership = event.membership
             if membership is not None and event.state_key is not None:
@@ -470,6 +487,34 @@ class RoomProcessor:
             check_auth_rules(event, self._auth_state(event, before))
         except EventRejected as e:
             return e.reason
+        return None
+
+    def _redaction_only_from(self, event: Event, before: StateMap, soft_failed: bool) -> str | None:
+        """For an allowed redaction: the server of its sender when it counts only for events
+        from that server, else None.
+
+        Synapse (``check_redaction``) marks a redaction for a recheck when, in any of the auth
+        checks it passed, its sender's power level was below the redact level (rooms v3+; in
+        v1–v2 the rules themselves decide by the event IDs' servers); a marked redaction only
+        redacts events whose sender is on the same server. The checks it passed: against its
+        auth events, against the state before it, and (when that check ran and passed)
+        against the current state.
+        """
+        if event.room_version.event_format is EventFormat.V1:
+            return None
+        claimed: dict[StateKey, Event] = {}
+        for auth_id in event.auth_event_ids:
+            auth_event = self._known.fetch(auth_id)
+            if auth_event is not None and auth_event.state_key is not None:
+                claimed[auth_event.state_tuple] = auth_event
+        states = [claimed, self._auth_state(event, before)]
+        if not soft_failed and set(event.prev_event_ids) != self._extremities:
+            states.append(self._auth_state(event, self._current))
+        create = self._known.fetch(self.create_event_id) if self.create_event_id else None
+        for state in states:
+            levels = PowerLevels.from_event(state.get(POWER_LEVELS_KEY), event.room_version)
+            if user_level(event.sender, levels, state.get(CREATE_KEY, create)) < levels.redact:
+                return domain_of(event.sender)
         return None
 
     def _soft_fails(self, event: Event) -> bool:

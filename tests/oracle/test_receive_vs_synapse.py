@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.oracle._rooms import ALICE, BOB, ZARA, OracleRoom
+from pipeline.room.processor import Incoming, RoomProcessor
+from tests.oracle._rooms import ALICE, BOB, CHARLIE, EVELYN, ZARA, OracleRoom
 
 fuzz = pytest.importorskip("tests.oracle.fuzz")
 pytest.importorskip("tests.oracle.synapse_receive")
@@ -60,6 +61,7 @@ def test_current_state_lags_when_one_extremity_gives_way_to_a_message_on_a_rejec
 
 # Seeds where the fuzzer once found a divergence, with what it was.
 FOUND = {
+    5662: "auth checks read a power levels event that a redaction had redacted in full",
     129: "current state after the extremities changed: the auth difference counted own events",
     776: "current state after a message on a rejected chain replaced the one extremity",
     2358: "current state after a message on a rejected chain replaced the one extremity",
@@ -73,3 +75,80 @@ FOUND = {
 def test_seed_that_once_diverged_agrees_with_synapse(seed: int) -> None:
     divergence = fuzz.run_room(seed)
     assert divergence is None, f"{FOUND[seed]}\n{divergence.report()}"
+
+
+def _outcomes(room: OracleRoom, arrivals: list[str]) -> dict[str, str]:
+    """Roomstream's outcome of each event (after checking that Synapse's is the same)."""
+    gen = fuzz.GeneratedRoom(
+        seed=-1, version=room.rv.identifier, room=room, arrivals=[room.events[e] for e in arrivals]
+    )
+    divergence = fuzz.run_generated(gen)
+    assert divergence is None, divergence.report()
+    processor = RoomProcessor(room.room_id)
+    out: dict[str, str] = {}
+    for event_id in arrivals:
+        result = processor.process([Incoming(dict(room.events[event_id].pdu))])
+        for ev in result.chunk.events if result.chunk else ():
+            out[ev.event_id] = (
+                "rejected" if ev.rejected else "soft-failed" if ev.soft_failed else "ok"
+            )
+    return out
+
+
+@pytest.mark.parametrize(
+    ("version", "redacter", "invite"),
+    [
+        # v3+: Bob may redact without the redact level, and it counts: he is on Alice's server.
+        ("9", BOB, "ok"),
+        ("10", BOB, "ok"),
+        # ... Zara is not, so her redaction does not count.
+        ("10", ZARA, "rejected"),
+        # v11+ keep "invite" in redacted power levels.
+        ("11", BOB, "rejected"),
+        # v1-v2: the rules decide by the event IDs' servers; Alice (level 100) always may.
+        ("1", ALICE, "ok"),
+    ],
+)
+def test_redacted_power_levels_are_read_redacted_by_later_auth_checks(
+    version: str, redacter: str, invite: str
+) -> None:
+    # Alice's power levels set invite to 100; once redacted (before v11 the redaction
+    # algorithm drops "invite"), the invite level is the default 0 and Charlie may invite.
+    room = OracleRoom(version)
+    levels = room.send(
+        "m.room.power_levels",
+        ALICE,
+        "",
+        room.power_levels_content({BOB: 0}, invite=100),
+        [room.start],
+        ts=100,
+    )
+    assert levels is not None
+    redaction = room.send("m.room.redaction", redacter, None, {"redacts": levels}, [levels], ts=101)
+    assert redaction is not None
+    invited = room.build(
+        "m.room.member", CHARLIE, EVELYN, {"membership": "invite"}, [redaction], ts=102
+    )
+    room._store(invited, room.state_before([redaction]))
+    outcomes = _outcomes(room, list(room.events))
+    assert outcomes[redaction] == "ok"
+    assert outcomes[invited.event_id] == invite
+
+
+def test_redaction_that_arrives_before_the_event_it_redacts_counts_once_the_event_arrives() -> None:
+    room = OracleRoom("10")
+    levels = room.send(
+        "m.room.power_levels", ALICE, "", room.power_levels_content({}, invite=100), [room.start]
+    )
+    assert levels is not None
+    # The redaction does not cite the power levels: it may arrive first.
+    redaction = room.send("m.room.redaction", BOB, None, {"redacts": levels}, [room.start])
+    assert redaction is not None
+    merge = room.send("m.room.message", ALICE, None, {"body": "merge"}, [levels, redaction])
+    assert merge is not None
+    invited = room.build("m.room.member", CHARLIE, EVELYN, {"membership": "invite"}, [merge])
+    room._store(invited, room.state_before([merge]))
+    arrivals = list(room.events)
+    arrivals.remove(redaction)
+    arrivals.insert(arrivals.index(levels), redaction)
+    assert _outcomes(room, arrivals)[invited.event_id] == "ok"

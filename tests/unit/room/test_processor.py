@@ -684,3 +684,28 @@ def test_current_state_that_lags_the_extremities_round_trips() -> None:
     restored = RoomProcessor.from_dict(orjson.loads(orjson.dumps(proc.to_dict())))
     assert restored.current_state == proc.current_state
     assert TOPIC not in restored.current_state
+
+
+def test_redacted_state_event_is_read_redacted_and_stays_so_after_a_round_trip() -> None:
+    # v10: Alice redacts her power levels; the redaction algorithm drops "invite", so later
+    # checks read the default invite level and Bob may invite. Bob's own redaction would not
+    # count: below the redact level, it counts only for events from his server.
+    b = RoomBuilder()
+    base = b.base()
+    b.add("PL2", "m.room.power_levels", ALICE, {"users": {ALICE: 100}, "invite": 100}, state_key="")
+    b.add("RDB", "m.room.redaction", BOB, {}, extra={"redacts": b.ids["PL2"]})
+    b.member("INV1", CAROL, "invite", sender=BOB)
+    b.add("RD", "m.room.redaction", ALICE, {}, extra={"redacts": b.ids["PL2"]}, prev=["RDB"])
+    b.member("INV2", CAROL, "invite", sender=BOB, prev=["RD"])
+    proc, results = run(b, [base, ["PL2"], ["RDB"], ["INV1"], ["RD"], ["INV2"]])
+    assert outcomes(b, results[1:]) == {
+        "PL2": "accepted",
+        "RDB": "accepted",
+        "INV1": "rejected",
+        "RD": "accepted",
+        "INV2": "accepted",
+    }
+    restored = RoomProcessor.from_dict(orjson.loads(orjson.dumps(proc.to_dict())))
+    for p in (proc, restored):
+        pl = p.get_event(b.ids["PL2"])
+        assert pl is not None and "invite" not in pl.content
