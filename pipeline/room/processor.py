@@ -23,7 +23,12 @@ from typing import Any
 
 import orjson
 
-from pipeline.matrix.auth import auth_types_for_event, check_auth_events, check_auth_rules
+from pipeline.matrix.auth import (
+    auth_types_for_event,
+    check_auth_events,
+    check_auth_rules,
+    signature_checked_on_receipt,
+)
 from pipeline.matrix.auth.identifiers import domain_of
 from pipeline.matrix.errors import EventRejected, MatrixError, MissingEvents
 from pipeline.matrix.events import Event, StateKey, StateMap
@@ -528,7 +533,11 @@ class RoomProcessor:
         if set(event.prev_event_ids) == self._extremities:
             return False
         try:
-            check_auth_rules(event, self._auth_state(event, self._current))
+            check_auth_rules(
+                event,
+                self._auth_state(event, self._current),
+                server_signature_ok=signature_checked_on_receipt,
+            )
         except EventRejected:
             return True
         return False

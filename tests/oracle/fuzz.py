@@ -29,11 +29,16 @@ import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import orjson
 
 from pipeline.matrix.auth import auth_event_selection, check_auth_rules
 from pipeline.matrix.errors import EventRejected
 from pipeline.matrix.events import Event, StateKey
+from pipeline.matrix.hashes import compute_event_id
+from pipeline.matrix.room_versions import room_version
 from pipeline.room.processor import Incoming, RoomProcessor
 from tests.oracle._rooms import ALICE, BOB, CHARLIE, EVELYN, ZARA, OracleRoom
 
@@ -51,9 +56,32 @@ logging.getLogger("synapse").setLevel(logging.CRITICAL)
 class GeneratedRoom:
     seed: int
     version: str
-    room: OracleRoom
+    room_id: str
+    events: dict[str, Event]  # in the order they were made: each after what it cites
     arrivals: list[Event]  # in arrival order, duplicates included
     notes: dict[str, str] = field(default_factory=dict)  # event ID -> how it was made
+
+    @classmethod
+    def of(cls, room: OracleRoom, arrivals: list[Event], seed: int = -1) -> GeneratedRoom:
+        return cls(seed, room.rv.identifier, room.room_id, dict(room.events), arrivals)
+
+    @classmethod
+    def load(cls, path: Path) -> GeneratedRoom:
+        """A room saved with ``--save``: its PDUs, one a line, in arrival order."""
+        pdus = [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+        create = next(p for p in pdus if p["type"] == "m.room.create" and p["state_key"] == "")
+        rv = room_version(create["content"].get("room_version", "1"))
+        arrivals = [Event.from_trusted(p, rv, compute_event_id(p, rv)) for p in pdus]
+        room_id = create.get("room_id") or "!" + arrivals[pdus.index(create)].event_id[1:]
+        seed = int(path.stem.rpartition("-")[2]) if path.stem[-1:].isdigit() else -1
+        return cls(seed, rv.identifier, room_id, {e.event_id: e for e in arrivals}, arrivals)
+
+    def save(self, path: Path) -> None:
+        path.write_bytes(
+            b"".join(
+                orjson.dumps(e.pdu, option=orjson.OPT_SORT_KEYS) + b"\n" for e in self.arrivals
+            )
+        )
 
 
 @dataclass
@@ -104,8 +132,10 @@ def _spec(
             "custom",
             "message",
             "redaction",
+            "knock",
+            "restricted_join",
         ],
-        weights=[3, 3, 2, 2, 3, 2, 2, 1, 1, 4, 2],
+        weights=[3, 3, 2, 2, 3, 2, 2, 2, 1, 4, 2, 1, 1],
     )[0]
     match kind:
         case "topic":
@@ -124,7 +154,20 @@ def _spec(
             return ("m.room.member", sender, target, {"membership": "invite"})
         case "join_rules":
             rules = ["public", "invite"] + (["knock"] if room.rv.knock_join_rule else [])
-            return ("m.room.join_rules", sender, "", {"join_rule": rng.choice(rules)})
+            if room.rv.restricted_join_rule:
+                rules.append("restricted")
+            rule = rng.choice(rules)
+            content: dict[str, Any] = {"join_rule": rule}
+            if rule == "restricted":
+                content["allow"] = [{"type": "m.room_membership", "room_id": "!other:example.com"}]
+            return ("m.room.join_rules", sender, "", content)
+        case "knock":
+            return ("m.room.member", target, target, {"membership": "knock"})
+        case "restricted_join":
+            authoriser = rng.choice(USERS)
+            membership = rng.choice(["join", "join", "join", "leave", "knock", "invite"])
+            content = {"membership": membership, "join_authorised_via_users_server": authoriser}
+            return ("m.room.member", target, target, content)
         case "custom":
             return ("m.room.custom", sender, target, {"n": rng.randint(0, 3)})
         case "message":
@@ -200,13 +243,16 @@ def generate(seed: int, *, max_events: int = 24) -> GeneratedRoom:
         ts = clock if rng.random() < 0.8 else rng.randint(100, clock)
         rogue = rng.random() < 0.3
         auth_note = ""
+        # A restricted join carries its authorising server's signature, mostly.
+        authoriser = spec[3].get("join_authorised_via_users_server")
+        signers = (authoriser.partition(":")[2],) if authoriser and rng.random() < 0.8 else ()
         if rogue and rng.random() < 0.4:
             # Claims auth events from an older state: before a ban or a power change, say.
             older = room.state_after[rng.choice(order)]
-            event = room.build(*spec, prevs, state=older, ts=ts)
+            event = room.build(*spec, prevs, state=older, ts=ts, signers=signers)
             auth_note = ", auth events from an older state"
         else:
-            event = room.build(*spec, prevs, state=state, ts=ts)
+            event = room.build(*spec, prevs, state=state, ts=ts, signers=signers)
         if not rogue and not _allowed(room, event, state):
             continue
         room._store(event, state)
@@ -225,14 +271,14 @@ def generate(seed: int, *, max_events: int = 24) -> GeneratedRoom:
     # Duplicates: a server sends an event again.
     if rng.random() < 0.2:
         arrivals.insert(rng.randrange(len(arrivals)), rng.choice(arrivals))
-    return GeneratedRoom(seed, version, room, arrivals, notes)
+    return GeneratedRoom(seed, version, room.room_id, dict(room.events), arrivals, notes)
 
 
 # ---------------------------------------------------------------------- running both
 
 
 def _describe(gen: GeneratedRoom, event_id: str, index: dict[str, int]) -> str:
-    event = gen.room.events.get(event_id)
+    event = gen.events.get(event_id)
     if event is None:
         return event_id
     what = event.type + (f" {event.state_key}" if event.state_key else "")
@@ -264,10 +310,9 @@ def run_generated(gen: GeneratedRoom) -> Divergence | None:
     from tests.oracle.synapse_receive import SynapseReceiver
 
     seed = gen.seed
-    room = gen.room
-    index = {e: n for n, e in enumerate(room.events)}
-    processor = RoomProcessor(room.room_id)
-    synapse = SynapseReceiver(room.room_id, gen.version)
+    index = {e: n for n, e in enumerate(gen.events)}
+    processor = RoomProcessor(gen.room_id)
+    synapse = SynapseReceiver(gen.room_id, gen.version)
     trace: list[str] = []
 
     def diverged(what: str) -> Divergence:
@@ -283,7 +328,7 @@ def run_generated(gen: GeneratedRoom) -> Divergence | None:
             trace.append(f"{_describe(gen, ours.event_id, index)}: {outcome}")
             if ours.event_id in synapse.events:
                 return diverged(f"Roomstream decided #{index[ours.event_id]} twice")
-            theirs = synapse.receive(room.events[ours.event_id])
+            theirs = synapse.receive(gen.events[ours.event_id])
             name = f"#{index[ours.event_id]}"
             if (ours.rejected is not None) != theirs.rejected:
                 return diverged(
@@ -358,10 +403,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=0, help="the first seed")
     parser.add_argument("--seed", type=int, help="run one room and print its events")
     parser.add_argument("--stop-after", type=int, help="stop after this many divergences")
+    parser.add_argument(
+        "--save", type=Path, help="with --seed: write the room's PDUs to this JSONL file"
+    )
     args = parser.parse_args(argv)
     if args.seed is not None:
         gen = generate(args.seed)
-        index = {e: n for n, e in enumerate(gen.room.events)}
+        if args.save is not None:
+            gen.save(args.save)
+        index = {e: n for n, e in enumerate(gen.events)}
         print(f"seed {args.seed}: room version {gen.version}, arrival order:")
         for event in gen.arrivals:
             print("   ", _describe(gen, event.event_id, index))

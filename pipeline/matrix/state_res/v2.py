@@ -20,7 +20,12 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Collection, Iterable, Sequence
 
-from pipeline.matrix.auth import auth_types_for_event, check_auth_rules, is_power_event
+from pipeline.matrix.auth import (
+    auth_types_for_event,
+    check_auth_rules,
+    is_power_event,
+    signature_checked_on_receipt,
+)
 from pipeline.matrix.errors import EventRejected, MissingEvents
 from pipeline.matrix.events import Event, StateKey, StateMap
 from pipeline.matrix.power_levels import CREATE_KEY, POWER_LEVELS_KEY
@@ -315,7 +320,7 @@ def iterative_auth_checks(
                     state_id, "in the partially resolved state"
                 )
         try:
-            check_auth_rules(event, auth_state)
+            check_auth_rules(event, auth_state, server_signature_ok=signature_checked_on_receipt)
         except EventRejected:
             continue
         state[event.state_tuple] = event_id
