@@ -27,6 +27,7 @@ import logging
 import random
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -300,13 +301,15 @@ def _rows(state: dict[StateKey, str], index: dict[str, int]) -> str:
     return ", ".join(f"{k[0]}/{k[1]}=#{index.get(v, v)}" for k, v in sorted(state.items()))
 
 
-def run_room(seed: int) -> Divergence | None:
+def run_room(seed: int, counts: Counter[str] | None = None) -> Divergence | None:
     """Generate the room of ``seed`` and run it through both; the first divergence, if any."""
-    return run_generated(generate(seed))
+    return run_generated(generate(seed), counts)
 
 
-def run_generated(gen: GeneratedRoom) -> Divergence | None:
-    """Run ``gen``'s arrivals through both; the first divergence, if any."""
+def run_generated(gen: GeneratedRoom, counts: Counter[str] | None = None) -> Divergence | None:
+    """Run ``gen``'s arrivals through both; the first divergence, if any. ``counts`` gathers
+    how many events were decided, rejected and soft-failed, and how many waited (parked)."""
+    counts = counts if counts is not None else Counter()
     from tests.oracle.synapse_receive import SynapseReceiver
 
     seed = gen.seed
@@ -325,6 +328,9 @@ def run_generated(gen: GeneratedRoom) -> Divergence | None:
         decided = result.chunk.events if result.chunk is not None else ()
         for ours in decided:
             outcome = "rejected" if ours.rejected else "soft-failed" if ours.soft_failed else "ok"
+            counts["events"] += 1
+            counts[outcome] += 1
+            counts["decided later"] += ours.event_id != event.event_id
             trace.append(f"{_describe(gen, ours.event_id, index)}: {outcome}")
             if ours.event_id in synapse.events:
                 return diverged(f"Roomstream decided #{index[ours.event_id]} twice")
@@ -367,7 +373,7 @@ def run_generated(gen: GeneratedRoom) -> Divergence | None:
 @dataclass
 class Summary:
     rooms: int = 0
-    events: int = 0
+    counts: Counter[str] = field(default_factory=Counter)
     divergences: list[Divergence] = field(default_factory=list)
 
 
@@ -378,7 +384,7 @@ def fuzz(
     summary = Summary()
     started = time.monotonic()
     for seed in range(first_seed, first_seed + rooms):
-        divergence = run_room(seed)
+        divergence = run_room(seed, summary.counts)
         summary.rooms += 1
         if divergence is not None:
             summary.divergences.append(divergence)
@@ -421,9 +427,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     summary = fuzz(args.first_seed, args.rooms, progress=True, stop_after=args.stop_after)
     elapsed = time.monotonic() - started
+    counts = summary.counts
     print(
         f"{summary.rooms} rooms (seeds {args.first_seed}–{args.first_seed + summary.rooms - 1}) "
-        f"in {elapsed:.0f} s: {len(summary.divergences)} divergences"
+        f"in {elapsed:.0f} s: {counts['events']} events decided ({counts['rejected']} rejected, "
+        f"{counts['soft-failed']} soft-failed, {counts['decided later']} after a wait), "
+        f"{len(summary.divergences)} divergences"
     )
     return 1 if summary.divergences else 0
 
