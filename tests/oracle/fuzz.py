@@ -47,6 +47,7 @@ VERSIONS = [str(v) for v in range(1, 13)]
 YVES = "@yves:third.example"  # a user of a third server, not in the room at the start
 USERS = [ALICE, BOB, CHARLIE, EVELYN, ZARA, YVES]
 LEVELS = [0, 10, 50, 100]
+MAX_EVENTS = 24  # events after the founding ones, at most (a seed's room depends on it)
 
 # Synapse logs every soft-fail and rejection at warning level, and its metrics complain
 # outside a request context; the fuzzer reports what matters itself.
@@ -206,7 +207,7 @@ def _membership(room: OracleRoom, event_id: str | None) -> str | None:
     return room.events[event_id].membership if event_id is not None else None
 
 
-def generate(seed: int, *, max_events: int = 24) -> GeneratedRoom:
+def generate(seed: int, *, max_events: int = MAX_EVENTS) -> GeneratedRoom:
     """The room of ``seed``: the same events in the same arrival order every time."""
     rng = random.Random(seed)
     version = rng.choice(VERSIONS)
@@ -301,9 +302,11 @@ def _rows(state: dict[StateKey, str], index: dict[str, int]) -> str:
     return ", ".join(f"{k[0]}/{k[1]}=#{index.get(v, v)}" for k, v in sorted(state.items()))
 
 
-def run_room(seed: int, counts: Counter[str] | None = None) -> Divergence | None:
+def run_room(
+    seed: int, counts: Counter[str] | None = None, *, max_events: int = MAX_EVENTS
+) -> Divergence | None:
     """Generate the room of ``seed`` and run it through both; the first divergence, if any."""
-    return run_generated(generate(seed), counts)
+    return run_generated(generate(seed, max_events=max_events), counts)
 
 
 def run_generated(gen: GeneratedRoom, counts: Counter[str] | None = None) -> Divergence | None:
@@ -378,13 +381,18 @@ class Summary:
 
 
 def fuzz(
-    first_seed: int, rooms: int, *, progress: bool = False, stop_after: int | None = None
+    first_seed: int,
+    rooms: int,
+    *,
+    progress: bool = False,
+    stop_after: int | None = None,
+    max_events: int = MAX_EVENTS,
 ) -> Summary:
     """Run ``rooms`` rooms from seed ``first_seed`` on; the divergences found."""
     summary = Summary()
     started = time.monotonic()
     for seed in range(first_seed, first_seed + rooms):
-        divergence = run_room(seed, summary.counts)
+        divergence = run_room(seed, summary.counts, max_events=max_events)
         summary.rooms += 1
         if divergence is not None:
             summary.divergences.append(divergence)
@@ -412,20 +420,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--save", type=Path, help="with --seed: write the room's PDUs to this JSONL file"
     )
+    parser.add_argument(
+        "--max-events",
+        type=int,
+        default=MAX_EVENTS,
+        help="events after the founding ones, at most (other values give other rooms per seed)",
+    )
     args = parser.parse_args(argv)
     if args.seed is not None:
-        gen = generate(args.seed)
+        gen = generate(args.seed, max_events=args.max_events)
         if args.save is not None:
             gen.save(args.save)
         index = {e: n for n, e in enumerate(gen.events)}
         print(f"seed {args.seed}: room version {gen.version}, arrival order:")
         for event in gen.arrivals:
             print("   ", _describe(gen, event.event_id, index))
-        divergence = run_room(args.seed)
+        divergence = run_generated(gen)
         print(divergence.report() if divergence else "no divergence")
         return 1 if divergence else 0
     started = time.monotonic()
-    summary = fuzz(args.first_seed, args.rooms, progress=True, stop_after=args.stop_after)
+    summary = fuzz(
+        args.first_seed,
+        args.rooms,
+        progress=True,
+        stop_after=args.stop_after,
+        max_events=args.max_events,
+    )
     elapsed = time.monotonic() - started
     counts = summary.counts
     print(
