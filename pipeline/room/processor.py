@@ -5,7 +5,10 @@ the create event, prev_events and auth_events are known, compute the state befor
 (the state after its single prev event, else state resolution over the states after each), run
 the authorization rules against the auth_events and against the state before (rejected if either
 fails), then against the room's current state (soft-failed if that fails), store the state after
-as a state group, advance the forward extremities and recompute the current state.
+as a state group, advance the forward extremities and move the current state as Synapse's
+persistence moves it (``_move_current``); record a redaction so that later checks read the
+redacted event as Synapse's store serves it. docs/synapse-parity.md lists where this follows
+Synapse rather than a literal reading of the spec.
 
 ``RoomProcessor`` is pure (state + input -> state + output, with the clock passed in) and its state
 round-trips through ``to_dict``/``from_dict`` so the shell can keep it in a changelog.
