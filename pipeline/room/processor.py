@@ -356,11 +356,12 @@ class RoomProcessor:
         new_groups: list[StateGroup] = []
 
         reused = False
-        if creates:
-            before_sg: int | None = None
-            if self.create_event_id is not None:
-                rejected = f"the room already has a create event, {self.create_event_id}"
-        else:
+        before_sg: int | None = None
+        if creates and self.create_event_id is not None:
+            rejected = f"the room already has a create event, {self.create_event_id}"
+        if not creates or event.prev_event_ids:
+            # A second create event on prev events is rejected with the state of its prev
+            # events, as any rejected event (Synapse computes its context like any other's).
             before_sg, reused = self._state_before(event, new_groups)
         before = self._groups.state(before_sg)
 

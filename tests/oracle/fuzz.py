@@ -136,8 +136,9 @@ def _spec(
             "redaction",
             "knock",
             "restricted_join",
+            "odd",
         ],
-        weights=[3, 3, 2, 2, 3, 2, 2, 2, 1, 4, 2, 1, 1],
+        weights=[3, 3, 2, 2, 3, 2, 2, 2, 1, 4, 2, 1, 1, 1],
     )[0]
     match kind:
         case "topic":
@@ -172,11 +173,38 @@ def _spec(
             return ("m.room.member", target, target, content)
         case "custom":
             return ("m.room.custom", sender, target, {"n": rng.randint(0, 3)})
+        case "odd":
+            return _odd_spec(rng, room, sender, target)
         case "message":
             return ("m.room.message", sender, None, {"body": "hi", "msgtype": "m.text"})
         case _:
             redacts = rng.choice([*earlier, "$gone:example.com"])
             return ("m.room.redaction", sender, None, {"redacts": redacts})
+
+
+def _odd_spec(
+    rng: random.Random, room: OracleRoom, sender: str, target: str
+) -> tuple[str, str, str | None, dict[str, Any]]:
+    """Edge cases: a second create event, aliases, odd join rules and power levels."""
+    match rng.randrange(5):
+        case 0 if not room.rv.room_id_is_create_event_hash:
+            # (From v12 a create event founds the room its ID names: another room.)
+            return ("m.room.create", sender, "", {"creator": sender, "room_version": "10"})
+        case 1:
+            server = rng.choice(["example.com", "other.example", "elsewhere.example"])
+            return ("m.room.aliases", sender, server, {"aliases": [f"#a:{server}"]})
+        case 2:
+            rule = rng.choice(["private", "bogus", "knock_restricted"])
+            return ("m.room.join_rules", sender, "", {"join_rule": rule})
+        case 3:
+            content = _power_levels(rng, room)
+            odd: list[Any] = (
+                [-1, 101, 2**40] if room.rv.enforce_int_power_levels else [-1, 101, "50", "0"]
+            )
+            content["users"] = {**content["users"], target: rng.choice(odd)}
+            return ("m.room.power_levels", sender, "", content)
+        case _:
+            return ("m.room.member", sender, target, {"membership": "bogus"})
 
 
 def _allowed(room: OracleRoom, event: Event, state: dict[StateKey, str]) -> bool:

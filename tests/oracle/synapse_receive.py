@@ -38,6 +38,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     # The handlers import each other in a circle that only synapse.server enters cleanly.
     import synapse.server  # noqa: F401
+    from synapse.api.errors import SynapseError
     from synapse.api.room_versions import KNOWN_ROOM_VERSIONS, StateResolutionVersions
     from synapse.events import EventBase
     from synapse.events.utils import prune_event
@@ -414,7 +415,13 @@ class SynapseReceiver:
             state_group=after_group,
             state_group_deltas=deltas,
         )
-        _run(self._handler._check_event_auth(ORIGIN, synapse_event, context))
+        try:
+            _run(self._handler._check_event_auth(ORIGIN, synapse_event, context))
+        except SynapseError as e:
+            # Some of Synapse's rules raise a plain SynapseError (v12 power levels naming a
+            # creator), which its handler does not catch: the PDU is refused and never stored.
+            # Roomstream rejects such an event; counted as Synapse's rejection here.
+            context.rejected = f"refused: {e}"
         if context.rejected is None:
             _run(self._handler._check_for_soft_fail(synapse_event, context=context, origin=ORIGIN))
         if context.rejected is not None:

@@ -63,6 +63,8 @@ def test_current_state_lags_when_one_extremity_gives_way_to_a_message_on_a_rejec
 # names the room of the generator of the day, the file keeps its PDUs), with what it was.
 ROOMS = Path(__file__).parent / "rooms"
 FOUND = {
+    9: "a second create event (rejected) had an empty state, not its prev events' state",
+    72: "a second create event (rejected) had an empty state, not its prev events' state",
     129: "the auth difference left out the state sets' own events",
     776: "current state after a message on a rejected chain replaced the one extremity",
     2358: "current state after a message on a rejected chain replaced the one extremity",
@@ -196,3 +198,26 @@ def test_authorising_user_on_a_leave_needs_no_signature(version: str) -> None:
     )
     room._store(leave, room.state_before([room.start]))
     assert _outcomes(room, list(room.events))[leave.event_id] == "ok"
+
+
+@pytest.mark.parametrize("version", ["1", "6", "11"])
+def test_second_create_event_is_rejected_with_the_state_of_its_prev_events(version: str) -> None:
+    # Bob's create event on the room's latest event is rejected; Charlie's message on it has
+    # the state before it (the room's), so it is accepted, as Synapse accepts it.
+    room = OracleRoom(version, keep_unauthorised=True)
+    second = room.send(
+        "m.room.create", BOB, "", {"creator": BOB, "room_version": version}, [room.start]
+    )
+    assert second is not None
+    message = room.build(
+        "m.room.message",
+        CHARLIE,
+        None,
+        {"body": "hi"},
+        [second],
+        state=room.state_after[room.start],
+    )
+    room._store(message, room.state_after[room.start])
+    outcomes = _outcomes(room, list(room.events))
+    assert outcomes[second] == "rejected"
+    assert outcomes[message.event_id] == "ok"
