@@ -25,6 +25,9 @@ def test_random_rooms_agree_with_synapse() -> None:
     summary = fuzz.fuzz(0, CI_ROOMS)
     reports = "\n".join(d.report() for d in summary.divergences[:3])
     assert summary.rooms == CI_ROOMS
+    # The rooms exercise what the comparison is about.
+    for outcome in ("rejected", "soft-failed", "decided later"):
+        assert summary.counts[outcome] > CI_ROOMS // 10, (outcome, summary.counts)
     assert not summary.divergences, f"{len(summary.divergences)} divergences:\n{reports}"
 
 
