@@ -666,6 +666,27 @@ def test_state_round_trips_mid_stream_and_continues_identically(cut: int) -> Non
     assert orjson.dumps(restored.to_dict()) == orjson.dumps(run(b, batches)[0].to_dict())
 
 
+@pytest.mark.parametrize("cut", [1, 2, 3])
+def test_state_saved_before_the_current_basis_and_redactions_were_loads_and_continues(
+    cut: int,
+) -> None:
+    # A format 2 state saved before current_basis, current_overlay, redacted and
+    # pending_redactions were kept: the current state is the extremities' state, as it then
+    # was, and nothing is redacted.
+    b = RoomBuilder()
+    batches = _stream(b)
+    _, straight = run(b, batches)
+    proc, before = run(b, batches[:cut])
+    data = orjson.loads(orjson.dumps(proc.to_dict()))
+    assert not data["current_overlay"] and not data["redacted"]
+    for key in ("current_basis", "current_overlay", "redacted", "pending_redactions"):
+        del data[key]
+    restored = RoomProcessor.from_dict(data)
+    assert restored.current_state == proc.current_state
+    after = [restored.process(b.raws(batch)) for batch in batches[cut:]]
+    assert _chunks(before + after) == _chunks(straight)
+
+
 def test_state_of_an_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="format"):
         RoomProcessor.from_dict({"format": 99, "room_id": "!r:x"})
