@@ -94,7 +94,9 @@ def replay_main(args: argparse.Namespace, settings: Settings) -> int:
         for room in out["rooms"]:
             print(render_room(room))
             for event in room["explained_events"]:
+                print()
                 print(render_event(event))
+            print()
     return 0
 
 

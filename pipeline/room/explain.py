@@ -139,9 +139,10 @@ def _collect(room: _RoomRecord, result: BatchResult, mark: int, line: int, text:
                 REJECTED if ev.rejected is not None else SOFT_FAILED if ev.soft_failed else ACCEPTED
             )
             own = [n for n in notes if n.event_id == ev.event_id]
-            room.events[ev.event_id] = _EventRecord(
-                ev.event_id, ev.pdu, outcome, ev.rejected, own, line
-            )
+            reason = ev.rejected
+            if ev.soft_failed:
+                reason = next((n.data["reason"] for n in own if n.kind == "soft_failed"), None)
+            room.events[ev.event_id] = _EventRecord(ev.event_id, ev.pdu, outcome, reason, own, line)
             room.order.append(ev.event_id)
             chunk_events.append(ev.event_id)
         for row in chunk.current_state_set:
@@ -532,7 +533,8 @@ def render_event(ex: Json) -> str:
         lines.append(f"├─ rule {rule} — {ex.get('reason')}")
         lines.append(f"│  checked against: {ex.get('check')}")
         for k, e in (ex.get("auth_events") or {}).items():
-            lines.append(f"│  · {k.replace('|', ' ', 1)}: {e}")
+            etype, _, skey = k.partition("|")
+            lines.append(f"│  · {etype}" + (f" {skey}" if skey else "") + f": {e}")
     elif ex.get("reason"):
         lines.append(f"├─ {ex['reason']}")
     sb = ex.get("state_before")

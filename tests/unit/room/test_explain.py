@@ -15,7 +15,7 @@ from pipeline.matrix.explain import Recorder, spec_rule
 from pipeline.matrix.room_versions import room_version
 from pipeline.room.explain import explain, render_event, render_room
 from pipeline.room.processor import RoomProcessor
-from tests.unit.room.builder import ALICE, BOB, RoomBuilder
+from tests.unit.room.builder import ALICE, BOB, CAROL, RoomBuilder
 from tests.unit.room.test_processor import (
     CASES,
     fork_and_merge,
@@ -179,3 +179,23 @@ def test_replay_explain_prints_a_tree_and_json(
     assert cli_main(["replay", str(f), "--explain", "--event", b.ids["RT"], "--json"]) == 0
     out = orjson.loads(capsys.readouterr().out)
     assert out["outcome"] == "rejected" and out["rule"] == "7"
+
+
+def test_a_state_reset_names_the_resolution_and_the_rule_that_dropped_the_key() -> None:
+    # Carol joins a public room on one branch; on another, Alice makes it invite-only. Once
+    # both branches are forward extremities, the current state is their resolution, in which
+    # Carol's join fails against the invite-only join rules (v10 numbering: 4.3.4).
+    b = RoomBuilder("10")
+    b.base()
+    b.member("MC", CAROL, prev=["MB"])
+    b.join_rules("JR2", "invite", prev=["MB"])
+    explained = explain(_lines(b, [["C", "MA", "PL", "JR", "MB", "MC", "JR2"]]))
+    assert explained.event(b.ids["MC"])["outcome"] == "accepted"
+    room = explained.room(b.room_id)
+    (reset,) = room["state_resets"]
+    assert reset["key"] == ["m.room.member", CAROL]
+    assert (reset["kind"], reset["from"], reset["to"]) == ("removed", b.ids["MC"], None)
+    assert reset["after_event"] == b.ids["JR2"]
+    assert reset["resolution"]["why"] == "failed the iterative auth checks"
+    assert reset["resolution"]["failed"][0]["rule"] == "4.3.4"
+    assert "candidate state resets): 1" in render_room(room)
