@@ -204,7 +204,7 @@ def _resolutions(notes: Sequence[Note]) -> list[Json]:
         elif note.kind == "resolved_v1":
             found.append(
                 {
-                    "conflicted": {},
+                    "conflicted": dict(note.data["conflicted"]),
                     "algorithm": "v1",
                     "state_sets": note.data["state_sets"],
                     "resolved": dict(note.data["resolved"]),
@@ -243,6 +243,15 @@ def _conflict(resolution: Json, key: tuple[str, str]) -> Json:
     winner = resolution["resolved"].get(key)
     checks = [c for c in resolution["checks"] if tuple(c["key"]) == key]
     out: Json = {"key": list(key), "candidates": candidates, "winner": winner}
+    if resolution["algorithm"] == "v1":
+        out["why"] = "room version 1 ordering"
+        out["failed"] = []
+        out["detail"] = (
+            "power levels, join rules and memberships: the candidates by ascending depth then "
+            "descending sha1(event_id), each kept while the auth rules allow it; any other key: "
+            "the highest depth and lowest sha1(event_id) that the auth rules allow"
+        )
+        return out
     failed = [c for c in checks if not c["admitted"]]
     rv_id = resolution.get("room_version")
     rv = room_version(rv_id) if isinstance(rv_id, str) else None

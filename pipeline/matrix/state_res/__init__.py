@@ -54,7 +54,18 @@ def resolve_state(
     if room_version.state_res is StateResAlgorithm.V1:
         resolved = resolve_v1(state_sets, loader)
         if recorder is not None:
-            recorder.note("resolved_v1", state_sets=len(state_sets), resolved=resolved)
+            # v1's conflicts: keys the states give different events (a key only some states
+            # have is not one).
+            candidates: dict[StateKey, set[str]] = {}
+            for state in state_sets:
+                for key, event_id in state.items():
+                    candidates.setdefault(key, set()).add(event_id)
+            recorder.note(
+                "resolved_v1",
+                state_sets=len(state_sets),
+                conflicted={k: sorted(v) for k, v in candidates.items() if len(v) > 1},
+                resolved={k: resolved.get(k) for k, v in candidates.items() if len(v) > 1},
+            )
         return resolved
     return resolve_v2(
         room_version,

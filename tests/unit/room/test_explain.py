@@ -199,3 +199,19 @@ def test_a_state_reset_names_the_resolution_and_the_rule_that_dropped_the_key() 
     assert reset["resolution"]["why"] == "failed the iterative auth checks"
     assert reset["resolution"]["failed"][0]["rule"] == "4.3.4"
     assert "candidate state resets): 1" in render_room(room)
+
+
+def test_room_version_1_resolution_names_each_conflicted_key_and_its_ordering() -> None:
+    b = RoomBuilder("1")
+    b.base()
+    b.topic("TA", ALICE, "one branch", prev=["MB"])
+    b.topic("TB", ALICE, "the other", prev=["MB"])
+    b.message("X", ALICE, prev=["TA", "TB"])
+    explained = explain(_lines(b, [["C", "MA", "PL", "JR", "MB", "TA", "TB", "X"]]))
+    before = explained.event(b.ids["X"])["state_before"]
+    resolution = before["resolution"]
+    assert resolution["algorithm"] == "v1"
+    (topic,) = resolution["conflicted"]
+    assert topic["key"] == ["m.room.topic", ""]
+    assert [topic["winner"]] == [e for t, _, e in before["state"] if t == "m.room.topic"]
+    assert topic["why"] == "room version 1 ordering"
