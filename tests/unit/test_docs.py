@@ -23,9 +23,11 @@ from pipeline.config import ENV_PREFIX, Settings
 from pipeline.errors import MalformedMessage
 from pipeline.matrix.pdu import parse_pdu
 from pipeline.matrix.room_versions import room_version
+from tests.unit import docs_examples
 from topics import chunk as chunk_codec
 from topics import dead_letter as dead_letter_codec
-from topics import pdu_input
+from topics import missing_events, pdu_input, server_keys
+from topics.invalidation import decode_invalidation
 
 ROOT = Path(__file__).parents[2]
 DOCS = sorted((ROOT / "docs").glob("*.md"))
@@ -61,14 +63,29 @@ def _dead_letter(raw: bytes) -> Any:
     return dead_letter_codec.decode(raw)
 
 
+def _invalidation(raw: bytes) -> Any:
+    """What ``InvalidationClient`` does with a record of <prefix>.invalidations."""
+    return decode_invalidation(raw)
+
+
+def _missing_events(raw: bytes) -> Any:
+    """What a federation front end does with a record of <prefix>.missing-events."""
+    return missing_events.decode(raw)
+
+
+def _server_keys(raw: bytes) -> Any:
+    """What a worker's key ring does with a record of <prefix>.server-keys."""
+    return server_keys.decode(None, raw)
+
+
 DECODERS: dict[str, Callable[[bytes], Any]] = {
     "pdu": _pdu_input,
     "chunk": _chunk,
     "dead_letter": _dead_letter,
+    "invalidation": _invalidation,
+    "missing_events": _missing_events,
+    "server_keys": _server_keys,
 }
-
-# Pages the index links to that are written alongside this set; delete the list once they exist.
-PENDING_PAGES = {"synapse-parity.md"}
 
 
 _EXAMPLE = re.compile(r"<!-- example: ([\w-]+) -->\s*\n```json\n(.*?)\n```", re.DOTALL)
@@ -126,6 +143,26 @@ def test_a_broken_example_is_caught() -> None:
         DECODERS["chunk"](orjson.dumps(broken))
     with pytest.raises(MalformedMessage):
         DECODERS["dead_letter"](orjson.dumps({"reason": "x", "key": None, "value": ""}))
+    (_, _, body) = next(e for e in _examples() if e[1] == "missing_events")
+    with pytest.raises(MalformedMessage):
+        DECODERS["missing_events"](orjson.dumps({**orjson.loads(body), "missing": []}))
+
+
+def test_the_examples_the_code_makes_are_shown_as_it_makes_them() -> None:
+    shown: dict[str, list[Any]] = {}
+    for page, name, body in _examples():
+        if page == "topics.md":
+            shown.setdefault(name, []).append(orjson.loads(body))
+    made = {
+        "invalidation": [docs_examples.invalidation()],
+        "missing_events": docs_examples.missing_event_requests(),
+        "server_keys": [docs_examples.server_key()[1]],
+    }
+    for name, values in made.items():
+        assert shown.get(name) == [orjson.loads(v) for v in values], (
+            f"docs/topics.md's {name} example is not what the code makes; "
+            "paste `python -m tests.unit.docs_examples`"
+        )
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
@@ -136,11 +173,7 @@ def test_relative_links_lead_to_files_and_headings_that_exist(page: Path) -> Non
             continue  # an absolute URL
         path, _, anchor = target.partition("#")
         dest = (page.parent / path).resolve() if path else page
-        if not dest.exists():
-            if dest.parent == ROOT / "docs" and dest.name in PENDING_PAGES:
-                continue
-            broken.append(target)
-        elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
+        if not dest.exists() or (anchor and dest.suffix == ".md" and anchor not in _anchors(dest)):
             broken.append(target)
     assert not broken, f"{page.name} links to what does not exist: {broken}"
 
