@@ -157,9 +157,9 @@ def _copy(cur: Any, table: str, columns: str, rows: Sequence[tuple[Any, ...]]) -
 
 def _sort_out(
     cur: Any, chunks: Sequence[Chunk], sources: Sequence[int | None], result: BatchResult
-) -> tuple[list[Chunk], dict[str, tuple[int, Committed]], dict[str, Committed]]:
-    """The chunks not committed before, in order, the rooms' new high-water marks, and what
-    each new chunk commits under its id.
+) -> tuple[list[Chunk], dict[str, tuple[int, Committed]], dict[str, Committed], set[str]]:
+    """The chunks not committed before, in order, the rooms' new high-water marks, what each
+    new chunk commits under its id, and the rooms that had a mark (so have their rooms row).
 
     A chunk at or below its room's high-water was committed before: the same range of event
     sequence numbers with the same digest is a replay, and so is another range ending there (a
@@ -208,7 +208,7 @@ def _sort_out(
             result.skipped_chunk_ids.append(c.chunk_id)
         else:
             result.divergences.append(Divergence(c, stored.digest, digest, src))
-    return fresh, new_marks, in_batch
+    return fresh, new_marks, in_batch, set(marks)
 
 
 def write_batch(
@@ -230,7 +230,7 @@ def write_batch(
     if fence is not None:
         check_generation(cur, fence.lock_key, fence.generation)
     result = BatchResult()
-    new_chunks, new_marks, digests = _sort_out(
+    new_chunks, new_marks, digests, marked_rooms = _sort_out(
         cur, chunks, sources if sources is not None else [None] * len(chunks), result
     )
     event_ids = [e.event_id for c in new_chunks for e in c.events]
@@ -290,7 +290,7 @@ def write_batch(
             OutboxRow(last, prev_position, key, data, i, len(parts)) for i, data in enumerate(parts)
         )
 
-    rows.write(cur)
+    rows.write(cur, marked_rooms)
     store_marks(cur, new_marks)
     _copy(
         cur,
@@ -410,9 +410,13 @@ class _Rows:
         if has_create or room not in self.rooms:
             self.rooms[room] = (c.room_version, creator, has_create)
 
-    def write(self, cur: Any) -> None:
+    def write(self, cur: Any, marked_rooms: set[str]) -> None:
+        """Every row, one statement per table; ``marked_rooms`` have their rooms row already
+        (a room's first mark is written in the transaction that writes its row)."""
         rooms_create = [(r, v, c) for r, (v, c, has) in self.rooms.items() if has]
-        rooms_other = [(r, v, c) for r, (v, c, has) in self.rooms.items() if not has]
+        rooms_other = [
+            (r, v, c) for r, (v, c, has) in self.rooms.items() if not has and r not in marked_rooms
+        ]
         # The create event in the batch is the authority on the room's version and creator.
         _unnest(
             cur,
