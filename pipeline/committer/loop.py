@@ -632,6 +632,10 @@ class Committer:
         if not rows:
             return
         with conn.cursor() as cur:
+            # Losing this mark (a database crash before its WAL is flushed) only means the rows
+            # are sent again, and consumers drop what they have seen: the commit need not
+            # wait for the flush.
+            cur.execute("SET LOCAL synchronous_commit TO OFF")
             mark_sent(cur, [r.position for r in rows])
             if self.stats.batches % PRUNE_EVERY == 0:
                 prune_sent(cur, OUTBOX_KEEP)
