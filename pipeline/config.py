@@ -17,7 +17,8 @@
 | ROOMSTREAM_KAFKA_HEAP | -Xms256m -Xmx768m | JVM heap options of the local stack's broker |
 | ROOMSTREAM_PG_BINDIR | (found) | PostgreSQL's bin directory (initdb, pg_ctl) for the local stack |
 | JAVA_HOME | (found) | the JVM's own variable: the local stack's broker runs its ``bin/java`` |
-| ROOMSTREAM_WORKER_STORE | memory:// | a worker's rooms table: memory:// or rocksdb:// |
+| ROOMSTREAM_WORKER_STORE | rocksdb:// | a worker's rooms table: rocksdb:// (on disk) or memory:// |
+| ROOMSTREAM_WORKER_DATA_DIR | <stack dir>/workers | a worker's RocksDB goes in ``<dir>/<id>`` |
 | ROOMSTREAM_WORKER_SESSION_TIMEOUT_S | 10 | a worker silent this long loses its partitions |
 | ROOMSTREAM_WORKER_STANDBY_REPLICAS | 0 | warm copies of each rooms table partition |
 | ROOMSTREAM_WORKER_STATIC_MEMBERSHIP | 1 | ``worker --id X`` joins as static member X (0: no) |
@@ -106,7 +107,8 @@ class Settings:
     kafka_heap: str = "-Xms256m -Xmx768m"  # bounded: the broker shares 2 cores with the workers
     pg_bindir: Path | None = None
     java_home: Path | None = field(default=None, metadata={"env": "JAVA_HOME"})
-    worker_store: str = "memory://"
+    worker_store: str = "rocksdb://"
+    worker_data_dir: Path | None = None
     worker_session_timeout_s: float = 10.0
     worker_standby_replicas: int = 0
     worker_static_membership: int = 1
@@ -114,6 +116,11 @@ class Settings:
     debug_slow_s: float = 5.0
     verify_signatures: bool = False
     server_keys_wait_s: float = 5.0
+
+    @property
+    def workers_dir(self) -> Path:
+        """Where workers keep their local data, one directory per worker id."""
+        return self.worker_data_dir or self.stack_dir / "workers"
 
     def topic(self, name: str) -> str:
         """The full name of topic ``name`` (a ``topics.definitions.Topic``)."""

@@ -135,9 +135,20 @@ _AIO_FAILURES = {
     "Failed fetch messages from %s: %s": 0,
     'Unable connect to "%s:%s": %s': None,
 }
-_AIO_SYMPTOMS = ("Got error produce response: %s",)
+# Lines that only repeat, per attempt, that a broker is away (dropped while one is known down).
+_AIO_SYMPTOMS = (
+    "Got error produce response: %s",
+    "Group Coordinator Request failed: %s",
+    "Heartbeat send request failed: %s. Will retry.",
+)
 _AIO_CONNECTING = "Initiating connection to node %s at %s:%s"
 _SETTLE_S = 3.0  # a connection attempt not followed by a failure this long has worked
+
+
+def _not_connected(args: tuple[object, ...]) -> bool:
+    # NodeNotReadyError: the request waited for a connection that the failure lines of the
+    # connection attempts report (once, as a state change).
+    return bool(args) and type(args[0]).__name__ == "NodeNotReadyError"
 
 
 class _AiokafkaFilter(logging.Filter):
@@ -155,7 +166,7 @@ class _AiokafkaFilter(logging.Filter):
             self._bump(peer)
             self.states.down(peer, str(args[-1]))
             return False
-        if msg in _AIO_SYMPTOMS and self.states.any_down():
+        if msg in _AIO_SYMPTOMS and (self.states.any_down() or _not_connected(args)):
             return False
         if msg == _AIO_CONNECTING and args:
             self._settle(f"node {args[0]}")
@@ -199,6 +210,11 @@ def quiet_aiokafka(states: ConnectionStates | None = None) -> ConnectionStates:
         if sub.level == logging.NOTSET:
             sub.setLevel(level)
     logging.getLogger("aiokafka").setLevel(logging.DEBUG)
-    for name in ("aiokafka", "aiokafka.consumer.fetcher", "aiokafka.producer.sender"):
+    for name in (
+        "aiokafka",
+        "aiokafka.consumer.fetcher",
+        "aiokafka.consumer.group_coordinator",
+        "aiokafka.producer.sender",
+    ):
         logging.getLogger(name).addFilter(flt)
     return states

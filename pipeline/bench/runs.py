@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +26,7 @@ from pipeline.dev.local import (
     InvalidationWatcher,
     prepare_run,
     produce_timed,
+    remove_worker_data,
     wait_for_workers,
 )
 from pipeline.dev.stack import Stack
@@ -52,11 +52,7 @@ def logdir_of(run: Settings) -> Path:
 def cleanup(run: Settings) -> None:
     """Drop the run's database, delete its topics (faust's own included) and its workers'
     data directories."""
-    workers = run.stack_dir / "workers"
-    if workers.is_dir():
-        for d in workers.iterdir():
-            if d.name.startswith(f"{run.topic_prefix}-"):
-                shutil.rmtree(d, ignore_errors=True)
+    remove_worker_data(run)
     dbname = run.database_url.rpartition("/")[2]
     with contextlib.suppress(psycopg2.Error):
         conn = pg.connect(run, "postgres")

@@ -1,12 +1,18 @@
 """The room processor workers alone: PDUs already in the topic, chunks out, nothing after them.
 
-A fresh run's ``pdus`` topic is filled with a generated workload before any worker starts; then
-the workers start and the time runs from the first chunk they send to the chunk that holds the
-last event (chunk timestamps are the workers' send times). Beside the rate: the CPU the workers
-used over that span, and the pure room logic (``pipeline.room.replay.replay``) over the same
-lines in this process, so the figure reads as a share of what one core of processing allows.
+A fresh run's ``pdus`` topic is filled with a workload before any worker starts; then the
+workers start and the time runs from the first chunk they send to the chunk that holds the
+last event (chunk timestamps are the workers' send times). Beside the rate: the CPU the workers'
+processes (their state resolution processes included) used over that span per event, and the
+pure room logic (``pipeline.room.replay.replay``) over the same lines in this process, per event:
+what the worker shell costs on top of the room logic, measured in the same run.
 
-``python -m pipeline.bench.worker_only [--rooms N] [--per-room N] [--workers N]``
+Two workloads by default: the generated one (``roomstream run``'s: mostly messages, a few forks)
+and a state-heavy one (members keep joining, topics and power levels keep changing, many forks
+and merges that need state resolution).
+
+``python -m pipeline.bench.worker_only [--rooms N] [--per-room N] [--workers N]
+[--workload generated|state-heavy|both] [--json]``
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
-from pipeline.bench.cpu import CLOCK_TICKS, process_ticks
+from pipeline.bench.cpu import CLOCK_TICKS, children_of, process_ticks
 from pipeline.bench.runs import cleanup, logdir_of
 from pipeline.config import Settings, load_settings
 from pipeline.dev.local import Cluster, prepare_run
@@ -38,6 +44,7 @@ TIMEOUT_S = 600.0
 
 def replay_rate(lines: Sequence[bytes]) -> tuple[float, int]:
     """(events/s of the pure room logic over ``lines``, events it puts in chunks)."""
+    replay(lines[: min(len(lines), 500)])  # warm: imports and first-use caches not counted
     started = time.perf_counter()
     out = replay(lines)
     seconds = time.perf_counter() - started
@@ -47,7 +54,9 @@ def replay_rate(lines: Sequence[bytes]) -> tuple[float, int]:
 
 
 def _cpu_seconds(pids: Sequence[int]) -> float:
-    return sum(process_ticks(pid) or 0 for pid in pids) / CLOCK_TICKS
+    """CPU of the workers and their children (the state resolution processes)."""
+    every = {p for pid in pids for p in children_of(pid)}
+    return sum(process_ticks(pid) or 0 for pid in every) / CLOCK_TICKS
 
 
 def _read_chunks(
@@ -97,11 +106,16 @@ def _read_chunks(
     }
 
 
-def run(events_rooms: int = 400, per_room: int = 25, workers: int = 1) -> dict[str, Any]:
+WORKLOADS = {"generated": (400, 25, False), "state-heavy": (50, 100, True)}
+
+
+def run(
+    events_rooms: int = 400, per_room: int = 25, workers: int = 1, *, state_heavy: bool = False
+) -> dict[str, Any]:
     """Measure ``workers`` worker processes over ``events_rooms`` rooms of ``per_room`` events."""
     settings = load_settings()
     Stack(settings).up()
-    workload = generate_workload(events_rooms, per_room, seed=3)
+    workload = generate_workload(events_rooms, per_room, seed=3, state_heavy=state_heavy)
     lines = list(workload.lines)
     pure_rate, expected = replay_rate(lines)
     prefix = f"wonly{time.strftime('%H%M%S')}"
@@ -117,31 +131,51 @@ def run(events_rooms: int = 400, per_room: int = 25, workers: int = 1) -> dict[s
     finally:
         cluster.stop()
         cleanup(run_settings)
-    rate = measured["events_in_chunks"] / measured["seconds"]
+    events = measured["events_in_chunks"]
+    rate = events / measured["seconds"]
+    cpu = measured["worker_cpu_seconds"]
     return {
+        "workload": "state-heavy" if state_heavy else "generated",
         "rooms": events_rooms,
         "per_room": per_room,
         "workers": workers,
-        "events": measured["events_in_chunks"],
+        "events": events,
         "chunks": measured["chunks"],
         "seconds": round(measured["seconds"], 3),
         "events_per_s": round(rate),
-        "worker_cpu_per_wall": round(measured["worker_cpu_seconds"] / measured["seconds"], 2),
-        "events_per_worker_cpu_s": round(
-            measured["events_in_chunks"] / max(measured["worker_cpu_seconds"], 1e-9)
-        ),
+        "worker_cpu_per_wall": round(cpu / measured["seconds"], 2),
+        "worker_cpu_us_per_event": round(cpu / max(events, 1) * 1e6),
+        "replay_us_per_event": round(1e6 / pure_rate),
         "replay_events_per_s": round(pure_rate),
         "ratio_to_replay": round(rate / pure_rate, 3),
     }
 
 
+def describe(r: dict[str, Any]) -> str:
+    return (
+        f"{r['workload']:<11} {r['rooms']} rooms x {r['per_room']}: {r['events']} events "
+        f"in {r['seconds']:.1f} s ({r['events_per_s']:,} events/s, {r['workers']} worker(s)); "
+        f"worker CPU {r['worker_cpu_us_per_event']:,} us/event, "
+        f"replay {r['replay_us_per_event']:,} us/event "
+        f"({r['worker_cpu_us_per_event'] / max(r['replay_us_per_event'], 1):.1f}x)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rooms", type=int, default=400)
-    parser.add_argument("--per-room", type=int, default=25)
+    parser.add_argument("--rooms", type=int, default=None)
+    parser.add_argument("--per-room", type=int, default=None)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workload", choices=[*WORKLOADS, "both"], default="both")
+    parser.add_argument("--json", action="store_true", help="one JSON object a line")
     args = parser.parse_args()
-    print(orjson.dumps(run(args.rooms, args.per_room, args.workers)).decode())
+    names = list(WORKLOADS) if args.workload == "both" else [args.workload]
+    for name in names:
+        rooms, per_room, heavy = WORKLOADS[name]
+        result = run(
+            args.rooms or rooms, args.per_room or per_room, args.workers, state_heavy=heavy
+        )
+        print(orjson.dumps(result).decode() if args.json else describe(result), flush=True)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from pipeline.dev.local import (
     percentile,
     prepare_run,
     produce_timed,
+    remove_worker_data,
     running,
     wait_for_workers,
     wait_until,
@@ -100,6 +101,8 @@ def main(args: Any, settings: Settings) -> int:
         ended = time.monotonic()
     watcher.stop()
     codes = cluster.stop()
+    # The workers' local stores are caches of the run's changelogs; the database is kept.
+    remove_worker_data(run)
     _say(f"stopped: {describe_exit(codes)}; logs in {logdir}")
     if not finished:
         _say(f"not finished within {args.timeout} s; see the logs above")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -235,6 +236,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     k = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[k]
+
+
+def remove_worker_data(run: Settings) -> None:
+    """Delete the local stores of a run's workers (their ids start with the run's prefix)."""
+    workers = run.workers_dir
+    if workers.is_dir():
+        for d in workers.iterdir():
+            if d.name.startswith(f"{run.topic_prefix}-"):
+                shutil.rmtree(d, ignore_errors=True)
 
 
 @contextlib.contextmanager

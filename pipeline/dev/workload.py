@@ -166,11 +166,18 @@ class _RoomScript:
     """Plays one room: chooses each next event at random among those that make sense now."""
 
     def __init__(
-        self, builder: RoomBuilder, rng: random.Random, *, forks: bool, start_ts: int
+        self,
+        builder: RoomBuilder,
+        rng: random.Random,
+        *,
+        forks: bool,
+        start_ts: int,
+        state_heavy: bool = False,
     ) -> None:
         self.b = builder
         self.rng = rng
         self.forks = forks
+        self.state_heavy = state_heavy
         self.ts = start_ts
         self.creator = user_id(HOME, rng.randrange(USERS_PER_SERVER))
         self.joined: list[str] = []
@@ -209,17 +216,20 @@ class _RoomScript:
     def _actions(self, remaining: int) -> list[tuple[float, Callable[[], int]]]:
         others = [u for u in self.joined if u != self.creator]
         n = len(self.joined)
+        # A state-heavy room: members keep coming, its topic and power levels keep changing,
+        # and its servers fork it often; a message is one event in five.
+        heavy = self.state_heavy
         acts: list[tuple[float, Callable[[], int]]] = [
-            (40.0 if n < 3 else 6.0 if n < 20 else 1.0, self._join),
+            (40.0 if n < 3 else 6.0 if n < 20 or heavy else 1.0, self._join),
         ]
         if n >= 2 or remaining == 1:
-            acts.append((70.0, self._message))
+            acts.append((2.0 if heavy else 70.0, self._message))
         if others:
             acts += [
                 (2.5, self._leave),
                 (1.0, self._kick_or_ban),
                 (3.0, self._promote),
-                (2.0, self._topic_or_name),
+                (6.0 if heavy else 2.0, self._topic_or_name),
                 (1.0, self._reject_power),
             ]
         if self.messages:
@@ -228,7 +238,7 @@ class _RoomScript:
         if others and remaining >= 2:
             acts.append((1.5, self._soft_fail))
         if self.forks and n >= 2 and remaining >= 3:
-            acts.append((2.5, lambda: self._fork(remaining)))
+            acts.append((10.0 if heavy else 2.5, lambda: self._fork(remaining)))
         return acts
 
     def _power_levels(self, extra: Mapping[str, int] | None = None) -> dict[str, Any]:
@@ -435,10 +445,12 @@ def generate_workload(
     room_version: str = "10",
     bad_inputs: int = 0,
     forks: bool = True,
+    state_heavy: bool = False,
 ) -> Workload:
     """``rooms`` rooms of ``events_per_room`` PDUs each (at least BASE_EVENTS), interleaved in
     arrival order, plus ``bad_inputs`` lines for the dead-letter topic (kinds cycle through
-    BAD_INPUT_KINDS). Same arguments, same bytes."""
+    BAD_INPUT_KINDS). ``state_heavy`` rooms are mostly state changes and forks. Same arguments,
+    same bytes."""
     if rooms < 0:
         raise ValueError(f"rooms must be >= 0, not {rooms}")
     if events_per_room < BASE_EVENTS:
@@ -461,7 +473,7 @@ def generate_workload(
         rng = random.Random(f"roomstream-workload/{seed}/{i}")
         start = _START_TS + rng.randrange(_START_SPREAD_MS)
         b = RoomBuilder(rv.identifier, tag=opaque_tag(seed, i), start_ts=start)
-        script = _RoomScript(b, rng, forks=forks, start_ts=start)
+        script = _RoomScript(b, rng, forks=forks, start_ts=start, state_heavy=state_heavy)
         script.play(events_per_room)
         f = _facts(b, script.creator)
         facts[f.room_id] = f

@@ -7,6 +7,10 @@ signatures, hashes and unsigned data, because the authorization rules and state 
 them; they are parsed on demand, and up to ``PARSED_KEPT`` parsed ones are kept (the oldest
 parsed go first) until ``drop_parsed``: the events every check reads (create, power levels, the
 senders' memberships) are then parsed once, not once per input.
+
+A state event that a redaction counts for is served redacted, as Synapse's store serves it to
+its auth checks and state resolution: every later decision reads the redacted content (see
+``redact``). Which events are redacted is kept by ID; the stored content stays the original.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from pipeline.matrix.auth.identifiers import domain_of
 from pipeline.matrix.events import Event
+from pipeline.matrix.redaction import redact
 from pipeline.matrix.room_versions import RoomVersion
 
 ACCEPTED, SOFT_FAILED, REJECTED = 0, 1, 2
@@ -62,6 +68,10 @@ class KnownEvents:
         self._known: dict[str, Known] = {}
         self._state_events: dict[str, str] = {}
         self._parsed: dict[str, Event] = {}
+        # State events served redacted -> the redaction that counts for each.
+        self._redacted: dict[str, str] = {}
+        # Redactions of events not known yet: target -> [[redaction ID, server or None]].
+        self._pending_redactions: dict[str, list[list[str | None]]] = {}
 
     def __contains__(self, event_id: object) -> bool:
         return event_id in self._known
@@ -94,7 +104,10 @@ class KnownEvents:
         data = self._state_events.get(event_id)
         if data is None or self.room_version is None:
             return None
-        ev = Event.from_trusted(orjson.loads(data), self.room_version, event_id)
+        pdu = orjson.loads(data)
+        if event_id in self._redacted:
+            pdu = redact(pdu, self.room_version)
+        ev = Event.from_trusted(pdu, self.room_version, event_id)
         self._keep(ev)
         return ev
 
@@ -103,6 +116,37 @@ class KnownEvents:
         if len(parsed) >= PARSED_KEPT:
             del parsed[next(iter(parsed))]
         parsed[ev.event_id] = ev
+
+    def redact(self, target: str, redaction_id: str, only_from: str | None) -> None:
+        """Record redaction ``redaction_id`` (accepted or soft-failed) of event ``target``.
+
+        As Synapse's store (``_maybe_redact_event_row``): a create event is never redacted;
+        ``only_from``, when set, is the server the redaction's sender is on, and the redaction
+        then counts only for an event whose sender is on that server (a redaction that the
+        rules allowed without the redact level, rooms v3+). A redaction of an event not known
+        yet waits for it (``apply_pending_redactions``).
+        """
+        if target not in self._known:
+            self._pending_redactions.setdefault(target, []).append([redaction_id, only_from])
+            return
+        self._apply_redaction(target, redaction_id, only_from)
+
+    def apply_pending_redactions(self, event_id: str) -> None:
+        """Apply the redactions of ``event_id`` that arrived before it."""
+        for redaction_id, only_from in self._pending_redactions.pop(event_id, ()):
+            assert redaction_id is not None
+            self._apply_redaction(event_id, redaction_id, only_from)
+
+    def _apply_redaction(self, target: str, redaction_id: str, only_from: str | None) -> None:
+        if target in self._redacted or target not in self._state_events:
+            return  # redacted already, or not a state event (never read by the rules)
+        event = self.fetch(target)
+        if event is None or event.type == "m.room.create":
+            return
+        if only_from is not None and domain_of(event.sender) != only_from:
+            return
+        self._redacted[target] = redaction_id
+        self._parsed.pop(target, None)
 
     def is_rejected(self, event_id: str) -> bool:
         known = self._known.get(event_id)
@@ -136,6 +180,8 @@ class KnownEvents:
             "state_events": dict(
                 itertools.islice(self._state_events.items(), state_events_from, None)
             ),
+            "redacted": dict(self._redacted),
+            "pending_redactions": {t: list(r) for t, r in self._pending_redactions.items()},
         }
 
     @classmethod
@@ -148,5 +194,9 @@ class KnownEvents:
         known._state_events = {
             eid: pdu if isinstance(pdu, str) else _compact(pdu)
             for eid, pdu in data["state_events"].items()
+        }
+        known._redacted = dict(data.get("redacted", {}))
+        known._pending_redactions = {
+            t: [list(r) for r in rs] for t, rs in data.get("pending_redactions", {}).items()
         }
         return known

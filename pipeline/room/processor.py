@@ -5,7 +5,11 @@ the create event, prev_events and auth_events are known, compute the state befor
 (the state after its single prev event, else state resolution over the states after each), run
 the authorization rules against the auth_events and against the state before (rejected if either
 fails), then against the room's current state (soft-failed if that fails), store the state after
-as a state group, advance the forward extremities and bring the current state up to date.
+as a state group, advance the forward extremities and move the current state as Synapse's
+persistence moves it (``_move_current``), by what changed rather than by comparing whole
+states; record a redaction so that later checks read the redacted event as Synapse's store
+serves it. docs/synapse-parity.md lists where this follows Synapse rather than a literal reading
+of the spec.
 
 ``RoomProcessor`` is pure (state + inputs -> state + outputs) and its state round-trips through
 ``to_dict``/``from_dict`` so the shell can keep it in a changelog. ``process(inputs)`` takes every
@@ -48,7 +52,13 @@ from typing import Any
 
 import orjson
 
-from pipeline.matrix.auth import auth_types_for_event, check_auth_events, check_auth_rules
+from pipeline.matrix.auth import (
+    auth_types_for_event,
+    check_auth_events,
+    check_auth_rules,
+    signature_checked_on_receipt,
+)
+from pipeline.matrix.auth.identifiers import domain_of
 from pipeline.matrix.errors import (
     EventRejected,
     InvalidPdu,
@@ -58,7 +68,8 @@ from pipeline.matrix.errors import (
 )
 from pipeline.matrix.events import Event, StateKey, StateMap
 from pipeline.matrix.pdu import parse_create_event_room_version, parse_pdu
-from pipeline.matrix.room_versions import RoomVersion, room_version
+from pipeline.matrix.power_levels import CREATE_KEY, POWER_LEVELS_KEY, PowerLevels, user_level
+from pipeline.matrix.room_versions import EventFormat, RoomVersion, room_version
 from pipeline.matrix.state_res import resolve_state
 from pipeline.room import extremities
 from pipeline.room.batch import BatchResult, DeadLetter, Incoming, ProcessorConfig
@@ -126,9 +137,13 @@ class _Decision:
     creates: bool  # the event is an m.room.create
     rejected: str | None
     soft_failed: bool
-    before_sg: int | None
+    before_sg: int | None  # the state before the event
     state_group: int | None
     new_groups: list[StateGroup]
+    before_reused: bool = False  # several prev groups resolved to one of them, reused
+    # A redaction that passed without its sender having the redact level (rooms v3+): it
+    # counts only for events whose sender is on the redaction sender's server.
+    redaction_only_from: str | None = None
 
 
 class _Open:
@@ -177,10 +192,15 @@ class RoomProcessor:
         self._known = KnownEvents()
         self._groups = StateGroups(room_id, max_hops=self.config.max_delta_hops)
         self._extremities: set[str] = set()
-        # The state over the extremities, kept current; never mutated here (it may be a state
-        # group's materialised state, which ``add_delta`` may move on in place).
+        # The current state: the state of the groups in ``_current_basis`` (resolved when
+        # there are several), with ``_current_overlay`` laid over it (None: key removed). The
+        # overlay is empty but where the current state lags the forward extremities, as
+        # Synapse's does (``_move_current``). Without an overlay it may be a state group's
+        # materialised state, which ``add_delta`` may move on in place, so it is not mutated
+        # here; with one it is this processor's own mapping, moved on in place.
         self._current: StateMap = {}
         self._current_basis: tuple[int, ...] = ()
+        self._current_overlay: dict[StateKey, str | None] = {}
         self._parking = ParkingLot(room_id, self.config.parking, budget)
         self._requests = MissingLedger(room_id)
         self._ready: list[tuple[int, Parked]] = []
@@ -480,26 +500,37 @@ class RoomProcessor:
         rejected: str | None = None
         new_groups: list[StateGroup] = []
 
-        before_sg: int | None
-        if creates:
-            before_sg = None
-            if self.create_event_id is not None:
-                rejected = f"the room already has a create event, {self.create_event_id}"
-        else:
-            before_sg = self._state_before(event, new_groups)
+        reused = False
+        before_sg: int | None = None
+        if creates and self.create_event_id is not None:
+            rejected = f"the room already has a create event, {self.create_event_id}"
+        if not creates or event.prev_event_ids:
+            # A second create event on prev events is rejected with the state of its prev
+            # events, as any rejected event (Synapse computes its context like any other's).
+            before_sg, reused = self._state_before(event, new_groups)
         before = self._groups.state(before_sg)
 
         if rejected is None:
             rejected = self._check_auth(event, before)
         soft_failed = False
         if rejected is None and not creates:
-            soft_failed = self._soft_fails(event, before_sg)
+            soft_failed = self._soft_fails(event)
+        only_from = None
+        if rejected is None and event.type == "m.room.redaction":
+            only_from = self._redaction_only_from(event, before, soft_failed)
 
         after_sg: int | None
         if event.is_state and rejected is None:
-            # When the event will be the room's only forward extremity, the state before it
-            # (the current state) turns into the state after it in place; else it is copied.
-            sole = not soft_failed and self._extremities.issubset(event.prev_event_ids)
+            # When the event will be the room's only forward extremity and the current state
+            # is the state before it (then ``_move_current`` moves it to the state after), the
+            # state before turns into the state after in place; else it is copied.
+            sole = (
+                not soft_failed
+                and self._extremities.issubset(event.prev_event_ids)
+                and not self._current_overlay
+                and self._current_basis == (before_sg,)
+                and self._groups_of(self._extremities) == {before_sg}
+            )
             after_sg, group = self._groups.add_delta(
                 before_sg,
                 event.event_id,
@@ -509,7 +540,9 @@ class RoomProcessor:
             new_groups.append(group)
         else:
             after_sg = before_sg
-        return _Decision(creates, rejected, soft_failed, before_sg, after_sg, new_groups)
+        return _Decision(
+            creates, rejected, soft_failed, before_sg, after_sg, new_groups, reused, only_from
+        )
 
     def _record(self, event: Event, fp: int, received_ts: int | None, decision: _Decision) -> None:
         """Record a decided event: its result, state group, extremities, chunk entries."""
@@ -545,7 +578,15 @@ class RoomProcessor:
             )
             out.touched_extremities.update(added)
             out.touched_extremities.update(removed)
-            self._advance_current(event, decision.before_sg, after_sg, out)
+            if added or removed:
+                self._move_current(event, added, removed, decision, out)
+        if rejected is None and event.redacts is not None:
+            # After the current state moved: Synapse records the redaction with the event, so
+            # the event's own persistence still reads the redacted event whole.
+            self._known.redact(event.redacts, event.event_id, decision.redaction_only_from)
+        # Redactions that came before this event count from now on (its own decision read it
+        # whole, as Synapse reads an event in flight).
+        self._known.apply_pending_redactions(event.event_id)
         if rejected is None:
             membership = event.membership
             if membership is not None and event.state_key is not None:
@@ -571,38 +612,6 @@ class RoomProcessor:
         if founds_room:
             self._arrived(CREATE_EVENT)
 
-    def _advance_current(
-        self, event: Event, before_sg: int | None, after_sg: int | None, out: _Open
-    ) -> None:
-        """Bring the current state up to date after an accepted event moved the extremities.
-
-        In a linear room the new current state is the old one plus the event's own entry (its
-        state group is a one-row delta over the state before it, which was the current state),
-        so the cost does not grow with the room; only forks and merges recompute it, and they
-        pay for state resolution over whole states anyway.
-        """
-        basis = self._basis()
-        if basis == self._current_basis:
-            return
-        if (
-            event.state_key is not None
-            and after_sg is not None
-            and basis == (after_sg,)
-            and self._current_basis == (() if before_sg is None else (before_sg,))
-        ):
-            # Just made, so cached: no copy. It may be the very mapping ``_current`` was,
-            # updated in place by ``add_delta``.
-            self._current = self._groups.state(after_sg)
-            out.touched_state.add(event.state_tuple)
-            self._current_basis = basis
-            return
-        new = self._state_over(basis)
-        old = self._current
-        out.touched_state.update(k for k, v in new.items() if old.get(k) != v)
-        out.touched_state.update(k for k in old if k not in new)
-        self._current = new
-        self._current_basis = basis
-
     def _arrived(self, event_id: str) -> None:
         for item in self._parking.arrived(event_id):
             self._left(item, "answered")
@@ -620,8 +629,9 @@ class RoomProcessor:
         if closed is not None:
             self._out().missing_requests.append(closed)
 
-    def _state_before(self, event: Event, new_groups: list[StateGroup]) -> int | None:
-        """The state group of the state before ``event``, making one when resolution is needed."""
+    def _state_before(self, event: Event, new_groups: list[StateGroup]) -> tuple[int | None, bool]:
+        """The state group of the state before ``event``, making one when resolution is needed;
+        and whether the resolution gave the state of one of the prev groups (reused)."""
         sgs: list[int | None] = []
         for prev in event.prev_event_ids:
             sg = self._known[prev].state_group
@@ -629,12 +639,12 @@ class RoomProcessor:
                 sgs.append(sg)
         if len(sgs) <= 1:
             # A linear DAG: the state before is the state after the single prev event.
-            return sgs[0] if sgs else None
+            return (sgs[0] if sgs else None), False
         resolved = self._resolve([self._groups.state(sg) for sg in sgs])
         sg_id, group = self._groups.add_state(event.event_id, resolved, sgs)
         if group is not None:
             new_groups.append(group)
-        return sg_id
+        return sg_id, group is None
 
     def _resolve(self, state_sets: list[StateMap]) -> dict[StateKey, str]:
         rv = self.room_version
@@ -668,14 +678,50 @@ class RoomProcessor:
             return e.reason
         return None
 
-    def _soft_fails(self, event: Event, before_sg: int | None) -> bool:
+    def _redaction_only_from(self, event: Event, before: StateMap, soft_failed: bool) -> str | None:
+        """For an allowed redaction: the server of its sender when it counts only for events
+        from that server, else None.
+
+        Synapse (``check_redaction``) marks a redaction for a recheck when, in any of the auth
+        checks it passed, its sender's power level was below the redact level (rooms v3+; in
+        v1–v2 the rules themselves decide by the event IDs' servers); a marked redaction only
+        redacts events whose sender is on the same server. The checks it passed: against its
+        auth events, against the state before it, and (when that check ran and passed)
+        against the current state.
+        """
+        if event.room_version.event_format is EventFormat.V1:
+            return None
+        claimed: dict[StateKey, Event] = {}
+        for auth_id in event.auth_event_ids:
+            auth_event = self._known.fetch(auth_id)
+            if auth_event is not None and auth_event.state_key is not None:
+                claimed[auth_event.state_tuple] = auth_event
+        states = [claimed, self._auth_state(event, before)]
+        if not soft_failed and set(event.prev_event_ids) != self._extremities:
+            states.append(self._auth_state(event, self._current))
+        create = self._known.fetch(self.create_event_id) if self.create_event_id else None
+        for state in states:
+            levels = PowerLevels.from_event(state.get(POWER_LEVELS_KEY), event.room_version)
+            if user_level(event.sender, levels, state.get(CREATE_KEY, create)) < levels.redact:
+                return domain_of(event.sender)
+        return None
+
+    def _soft_fails(self, event: Event) -> bool:
         """Checks on receipt of a PDU, 6.: passes the authorization rules based on the current
-        state of the room (resolved across the forward extremities), otherwise soft-failed."""
-        if self._current_basis == (before_sg,) or not self._current:
-            # The current state is the state before: the earlier check already passed.
+        state of the room, otherwise soft-failed.
+
+        As Synapse (``_check_for_soft_fail``), the check is skipped exactly when the event's
+        prev_events are the forward extremities: the current state is then taken to be the
+        state before the event, which the earlier check passed.
+        """
+        if set(event.prev_event_ids) == self._extremities:
             return False
         try:
-            check_auth_rules(event, self._auth_state(event, self._current))
+            check_auth_rules(
+                event,
+                self._auth_state(event, self._current),
+                server_signature_ok=signature_checked_on_receipt,
+            )
         except EventRejected:
             return True
         return False
@@ -691,25 +737,139 @@ class RoomProcessor:
                 auth_state[key] = ev
         return auth_state
 
-    def _basis(self) -> tuple[int, ...]:
-        """The state groups of the forward extremities, sorted."""
-        if len(self._extremities) == 1:
-            for only in self._extremities:
-                sg = self._known[only].state_group
-                return () if sg is None else (sg,)
-        return tuple(
-            sorted(
-                {sg for e in self._extremities if (sg := self._known[e].state_group) is not None}
-            )
-        )
+    def _groups_of(self, event_ids: Iterable[str]) -> set[int]:
+        return {sg for e in event_ids if (sg := self._known[e].state_group) is not None}
 
-    def _state_over(self, basis: tuple[int, ...]) -> StateMap:
-        """The state over the forward extremities: resolved when they fork."""
+    def _move_current(
+        self,
+        event: Event,
+        added: set[str],
+        removed: set[str],
+        decision: _Decision,
+        out: _Open,
+    ) -> None:
+        """Update the current state after ``event`` moved the forward extremities, as Synapse's
+        persistence does (``_calculate_new_forward_extremities_and_state_delta``), and note the
+        keys it changed in the open chunk.
+
+        The current state is the state at the forward extremities (resolved when they fork),
+        with one exception that Synapse makes and Roomstream follows: when one extremity is
+        replaced by one event that has a single prev event and is not a state event, the current
+        state is left as it is. That event's state is its prev event's, which is the state at
+        the old extremity unless the prev event was soft-failed or rejected; then the current
+        state lags the extremities (see docs/synapse-parity.md) until a later change recomputes
+        it. A change between two single groups that the event itself spans (its own state
+        change, or the resolved state before it over one of its prev groups) is applied as a
+        delta to the current state, as Synapse applies it, lagging or not.
+
+        The cost follows what changed: in a linear room the new current state is the old one
+        plus the event's own entry, whatever the size of the room; only forks and merges
+        recompute it, and they pay for state resolution over whole states anyway.
+        """
+        new_extremities = self._extremities
+        old_extremities = (new_extremities - added) | removed
+        if (
+            len(old_extremities) == 1
+            and len(new_extremities) == 1
+            and len(event.prev_event_ids) == 1
+            and not event.is_state
+        ):
+            return
+        old_groups = self._groups_of(old_extremities)
+        new_groups = self._groups_of(new_extremities)
+        if old_groups == new_groups:
+            return
+        if len(old_groups) == 1 and len(new_groups) == 1:
+            (old_group,), (new_group,) = old_groups, new_groups
+            delta = self._delta_spanned(event, decision, old_group, new_group)
+            if delta is not None:
+                self._apply_current_delta(old_group, new_group, delta, out)
+                return
+        old = self._current
+        self._set_current(tuple(sorted(new_groups)), {})
+        new = self._current
+        out.touched_state.update(k for k, v in new.items() if old.get(k) != v)
+        out.touched_state.update(k for k in old if k not in new)
+
+    def _delta_spanned(
+        self, event: Event, decision: _Decision, old_group: int, new_group: int
+    ) -> dict[StateKey, str] | None:
+        """The state delta from ``old_group`` to ``new_group`` if the event spans that step."""
+        before, after = decision.before_sg, decision.state_group
+        if event.is_state and (old_group, new_group) == (before, after):
+            return {event.state_tuple: event.event_id}
+        if new_group == before and before is not None and not decision.before_reused:
+            parent, rows = self._groups.parent(before)
+            if parent == old_group:
+                return rows
+        return None
+
+    def _apply_current_delta(
+        self, old_group: int, new_group: int, delta: dict[StateKey, str], out: _Open
+    ) -> None:
+        """The current state plus ``delta``, the step from ``old_group`` to ``new_group``, on
+        ``new_group`` as its basis (``delta`` holds only entries that differ from
+        ``old_group``'s state)."""
+        overlay = self._current_overlay
+        if not overlay and self._current_basis == (old_group,):
+            # The usual case: the current state was the old group's, so it is the new group's
+            # (just made or resolved, so cached: no copy; it may be the very mapping
+            # ``_current`` was, moved on in place by ``add_delta``).
+            out.touched_state.update(delta)
+            self._set_current((new_group,), {})
+            return
+        current = self._current
+        out.touched_state.update(k for k, v in delta.items() if current.get(k) != v)
+        if overlay and self._current_basis == (old_group,):
+            # Lagging over the old group: the new group agrees with the old one but on the
+            # delta's keys, where the current state now agrees with it too.
+            assert isinstance(current, dict), "with an overlay the current state is our own"
+            for key, value in delta.items():
+                current[key] = value
+                overlay.pop(key, None)
+        else:
+            # Lagging over another basis: the current state differs from the new group only
+            # where the basis differs from it, on the overlay's keys, or the delta's.
+            basis = self._current_basis
+            if len(basis) == 1:
+                keys = self._groups.keys_between(basis[0], new_group)
+            else:
+                keys = set(self._groups.state(new_group)) | set(current)
+            keys.update(overlay)
+            own = current if overlay else dict(current)
+            assert isinstance(own, dict), "with an overlay the current state is our own"
+            own.update(delta)
+            target = self._groups.state(new_group)
+            self._current_overlay = overlay = {
+                k: own.get(k) for k in keys if k not in delta and own.get(k) != target.get(k)
+            }
+            current = own
+        self._current_basis = (new_group,)
+        if overlay:
+            self._current = current
+        else:
+            # Caught up: the group's own mapping serves (it is cached, just made or resolved).
+            self._current = self._groups.state(new_group)
+
+    def _set_current(self, basis: tuple[int, ...], overlay: Mapping[StateKey, str | None]) -> None:
+        """The current state: the state of ``basis`` (resolved), with ``overlay`` over it."""
         if not basis:
-            return {}
-        if len(basis) == 1:
-            return self._groups.state(basis[0])
-        return self._resolve([self._groups.state(sg) for sg in basis])
+            state: StateMap = {}
+        elif len(basis) == 1:
+            state = self._groups.state(basis[0])
+        else:
+            state = self._resolve([self._groups.state(sg) for sg in basis])
+        if overlay:
+            laid = dict(state)
+            for key, value in overlay.items():
+                if value is None:
+                    laid.pop(key, None)
+                else:
+                    laid[key] = value
+            state = laid
+        self._current_basis = basis
+        self._current_overlay = dict(overlay)
+        self._current = state
 
     # ---------------------------------------------------------------- output
 
@@ -795,6 +955,8 @@ class RoomProcessor:
             **self._known.to_dict(since[0], since[1]),
             "state_groups": self._groups.to_dict(since[2]),
             "forward_extremities": sorted(self._extremities),
+            "current_basis": list(self._current_basis),
+            "current_overlay": [[k[0], k[1], v] for k, v in sorted(self._current_overlay.items())],
             "parked": self._parking.to_dict(),
             "requests": self._requests.to_dict(),
         }
@@ -833,8 +995,13 @@ class RoomProcessor:
             proc.room_id, data["parked"], proc.config.parking, budget
         )
         proc._requests = MissingLedger.from_dict(proc.room_id, data.get("requests") or ())
-        proc._current_basis = proc._basis()
-        proc._current = proc._state_over(proc._current_basis)
+        if "current_basis" in data:
+            basis = tuple(int(sg) for sg in data["current_basis"])
+            overlay = {(t, k): v for t, k, v in data.get("current_overlay", ())}
+        else:
+            # Saved before the basis was: the current state was the extremities' state.
+            basis, overlay = tuple(sorted(proc._groups_of(proc._extremities))), {}
+        proc._set_current(basis, overlay)
         return proc
 
 

@@ -177,6 +177,35 @@ class StateGroups:
     def hops(self, sg: int) -> int:
         return self._groups[sg].hops
 
+    def parent(self, sg: int) -> tuple[int | None, dict[StateKey, str]]:
+        """The group ``sg`` rests on and the rows it adds to it ((None, its rows) for a
+        snapshot)."""
+        group = self._groups[sg]
+        return group.prev, {(t, k): e for t, k, e in group.delta}
+
+    def keys_between(self, a: int, b: int) -> set[StateKey]:
+        """The keys whose entries may differ between groups ``a`` and ``b``: those the groups
+        on the way from each down to the nearest group both rest on set. Costs what those
+        groups hold, not the size of the state (bar a snapshot on the way)."""
+        below_a: list[int] = []
+        seen: set[int] = set()
+        cur: int | None = a
+        while cur is not None:
+            below_a.append(cur)
+            seen.add(cur)
+            cur = self._groups[cur].prev
+        keys: set[StateKey] = set()
+        cur = b
+        while cur is not None and cur not in seen:
+            group = self._groups[cur]
+            keys.update((t, k) for t, k, _ in group.delta)
+            cur = group.prev
+        for sg in below_a:
+            if sg == cur:
+                break
+            keys.update((t, k) for t, k, _ in self._groups[sg].delta)
+        return keys
+
     def to_dict(self, groups_from: int = 0) -> dict[str, Any]:
         """The groups as data; with ``groups_from`` (an earlier ``len``), only those made since.
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import socket
 import time
 from collections.abc import Coroutine
@@ -63,6 +64,9 @@ log = logging.getLogger("roomstream.worker")
 
 # Threads processing rooms: a slow room holds one of them while the others go on.
 ROOM_THREADS = 4
+# Jobs being processed or queued for a thread: rooms beyond that wait with their inputs
+# accumulating, so a burst is processed in a few large batches (pipeline.worker.scheduling).
+MAX_JOBS = 2 * ROOM_THREADS
 # Processes that run large state resolutions (pipeline.worker.resolve_pool).
 RESOLVE_PROCESSES = 1
 # How often rooms due a store are looked for, and the loop's liveness is noted (the fence).
@@ -82,8 +86,13 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
-        datadir = settings.stack_dir / "workers" / self.worker_id
+        # The local store is the group's (the topic prefix names it): another prefix is
+        # another changelog, never restored over this one.
+        datadir = settings.workers_dir / self.worker_id / group_id(settings)
         datadir.mkdir(parents=True, exist_ok=True)
+        # A worker without an id cannot find its store again after a restart (the next one
+        # has another name): its store goes when it stops.
+        self.scratch = datadir.parent if worker_id is None else None
         self.instance_id = instance_id(settings, worker_id)
         self.lifecycle = Lifecycle(
             self.worker_id, pause_limit_s=settings.worker_session_timeout_s / 2
@@ -136,6 +145,7 @@ class Worker:
             clock=time.monotonic,
             generation=lambda: int(self.app.consumer_generation_id),
             hurry=self._hurry,
+            max_jobs=MAX_JOBS,
         )
         self.states = RoomStates(self.rooms_table.data, in_use=self.scheduler.holds)
         self.processing = Processing(
@@ -301,8 +311,8 @@ class Worker:
 
     def _watch_recovery(self, recovery: Any) -> None:
         if recovery.in_recovery:
+            # Offsets are None where nothing is known yet (a new local store, an empty topic).
             remaining = sum(
-                # faust keeps None for a partition not read from yet.
                 max(
                     0,
                     (recovery.active_highwaters.get(tp) or 0)
@@ -318,6 +328,9 @@ class Worker:
         )
 
     def _on_processed(self, done: list[tuple[Work, Processed | Exception]]) -> None:
+        for work, _ in done:
+            for job in self.scheduler.processed(work.job):
+                self._submit(job)
         self._spawn(self._emit(done))
 
     async def _emit(self, done: list[tuple[Work, Processed | Exception]]) -> None:
@@ -336,7 +349,11 @@ class Worker:
     async def _readiness(self) -> None:
         """``/readyz`` follows the lifecycle's readiness (pipeline.health); and the lag."""
         ready = self.lifecycle.ready
-        health.WORKER.set(ready, "processing its partitions" if ready else self._not_ready())
+        if ready:
+            parts = len(self.app.consumer.assignment())
+            health.WORKER.set(True, f"assigned {parts} partition(s), processing them")
+        else:
+            health.WORKER.set(False, self._not_ready())
         self._lag()
 
     def _not_ready(self) -> str:
@@ -411,13 +428,17 @@ def main(args: Any, settings: Settings) -> int:
     health.serve(port, settings.metrics_addr, health.WORKER)
     worker = Worker(settings, getattr(args, "id", None))
     try:
-        _FaustWorker(worker.app, loglevel="WARNING", quiet=True).execute_from_commandline()
+        _FaustWorker(
+            worker.app, loglevel="WARNING", quiet=True, redirect_stdouts=False
+        ).execute_from_commandline()
     except SystemExit:
         pass
     finally:
         worker.resolve_pool.close()
         if worker.key_reader is not None:
             worker.key_reader.stop()
+        if worker.scratch is not None:
+            shutil.rmtree(worker.scratch, ignore_errors=True)
     worker.lifecycle.stop("stopped")
     code = worker.lifecycle.exit_code()
     if code:
@@ -434,7 +455,10 @@ class _FaustWorker(faust.Worker):  # type: ignore[misc]  # faust ships no types 
         self.spinner = None
         logger.setLevel(level)
         quiet_aiokafka()
-        # Our own lifecycle lines stay at INFO under faust's WARNING.
+        # Our own lifecycle lines stay at INFO under faust's WARNING: faust's handler is set to
+        # its level too, so it is opened to INFO and the loggers' levels do the choosing.
+        for handler in logger.handlers:
+            handler.setLevel(logging.INFO)
         logging.getLogger("roomstream").setLevel(logging.INFO)
 
     def _on_sigterm(self) -> None:

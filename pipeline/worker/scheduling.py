@@ -15,6 +15,11 @@ threads: the clock and the consumer's state are passed in, so it is tested on it
   returns them), never before: until then a crash delivers them again.
 * ``full`` says the worker holds ``max_in_flight`` inputs queued or in jobs; the reader waits
   until ``has_capacity`` (half of that) before it reads more.
+* At most ``max_jobs`` jobs are being processed or waiting for a processing thread. A room that
+  has inputs when every slot is taken waits in line (``ready``), its inputs accumulating, and
+  gets a job when a slot frees (``processed``). So a burst of inputs over many rooms becomes a
+  few jobs of many inputs each (one chunk, one send, one store each), not a job per input;
+  when inputs trickle in, slots are free and an input is processed at once.
 """
 
 from __future__ import annotations
@@ -80,6 +85,7 @@ class Scheduler:
         store_interval_s: float = STORE_INTERVAL_S,
         max_unstored: int = MAX_UNSTORED,
         max_in_flight: int = MAX_IN_FLIGHT,
+        max_jobs: int | None = None,
     ) -> None:
         self.clock = clock
         self.generation = generation
@@ -92,6 +98,11 @@ class Scheduler:
         # Rooms with unstored inputs, and since when; oldest first.
         self.unstored_since: dict[str, float] = {}
         self.in_flight = 0
+        self.max_jobs = max_jobs
+        # Jobs handed out whose processing has not ended; idle rooms with inputs waiting for
+        # a slot, in the order they started waiting.
+        self.jobs = 0
+        self.ready: dict[str, None] = {}
 
     # ------------------------------------------------------------------ inputs
 
@@ -104,7 +115,29 @@ class Scheduler:
         self.in_flight += 1
         if room.busy:
             return None
+        if self._slots_taken():
+            self.ready[room_id] = None
+            return None
         return self._next(room_id, room)
+
+    def _slots_taken(self) -> bool:
+        return self.max_jobs is not None and self.jobs >= self.max_jobs
+
+    def processed(self, job: Job) -> list[Job]:
+        """``job`` was processed (its outputs are not sent yet): its slot is free again. The
+        jobs of the rooms that waited for slots."""
+        self.jobs -= 1
+        jobs: list[Job] = []
+        while self.ready and not self._slots_taken():
+            room_id = next(iter(self.ready))
+            del self.ready[room_id]
+            room = self.rooms.get(room_id)
+            if room is None or room.busy:
+                continue  # gone with a revocation, or in a job that takes its inputs after
+            following = self._next(room_id, room)
+            if following is not None:
+                jobs.append(following)
+        return jobs
 
     @property
     def full(self) -> bool:
@@ -133,6 +166,7 @@ class Scheduler:
                 self.in_flight -= taken
                 continue
             room.busy = True
+            self.jobs += 1
             unstored = len(room.unstored) + len(current)
             return Job(room_id, current, taken, self._store_due(room_id, unstored))
         if room_id not in self.unstored_since:
@@ -158,6 +192,9 @@ class Scheduler:
             self.unstored_since.setdefault(job.room_id, self.clock())
         self.in_flight -= job.taken
         room.busy = False
+        if room.pending and self._slots_taken():
+            self.ready[job.room_id] = None
+            return to_ack, None
         return to_ack, self._next(job.room_id, room)
 
     def due(self) -> list[Job]:
@@ -171,6 +208,7 @@ class Scheduler:
             room = self.rooms[room_id]
             if not room.busy:  # a room in a job is stored when the job ends, or next time
                 room.busy = True
+                self.jobs += 1  # over ``max_jobs`` if need be: a store acks inputs
                 jobs.append(Job(room_id, [], 0, store=True))
         return jobs
 
@@ -186,6 +224,9 @@ class Scheduler:
         """End a ``claim``: the room's next job, if inputs arrived meanwhile."""
         room = self.rooms[room_id]
         room.busy = False
+        if room.pending and self._slots_taken():
+            self.ready[room_id] = None
+            return None
         return self._next(room_id, room)
 
     def revoked(self) -> None:

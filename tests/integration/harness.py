@@ -50,6 +50,8 @@ class Processes:
         return proc
 
     def worker(self, name: str | None = None, **env: str) -> Process:
+        # The test's own directory: its workers' local stores go with it.
+        env.setdefault("ROOMSTREAM_WORKER_DATA_DIR", str(self.logdir / "workers"))
         return self.start("worker", "--id", name or f"w{uuid.uuid4().hex[:6]}", name=name, **env)
 
     def stop_all(self) -> None:

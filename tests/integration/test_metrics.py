@@ -78,7 +78,13 @@ def test_worker_and_committer_counters_equal_the_outcomes_of_the_rooms_run(
 
     def committed_everything() -> bool:
         scraped["committer"] = scrape(committer_port)
-        return sample(scraped["committer"], "roomstream_committed_events_total") >= total
+        at = scraped["committer"]
+        # Caught up: every event committed and nothing left to read on the chunks topic (the
+        # worker may send a last chunk with nothing new after the one that completes the rooms).
+        return (
+            sample(at, "roomstream_committed_events_total") >= total
+            and sample(at, "roomstream_consumer_lag", stage="committer", partition="0") == 0
+        )
 
     wait_for(committed_everything, WAIT_S, "every event committed", processes=[worker, committer])
     at_worker = scrape(worker_port)

@@ -9,8 +9,8 @@ derives the same event IDs from them.
 
 ``send`` keeps an event only when the auth rules allow it against its state before (an honest
 server), unless ``keep_unauthorised`` is set: then every event counts as accepted, as it would
-if another server had accepted it on a state we did not see. No event is ever marked rejected
-(see the test module for why).
+if another server had accepted it on a state we did not see. The room marks no event rejected;
+a test that wants rejected events names them to both implementations.
 """
 
 from __future__ import annotations

@@ -23,7 +23,11 @@ Power level arithmetic lives in ``pipeline.matrix.power_levels``.
 """
 
 from pipeline.matrix.auth.auth_events import check_auth_events
-from pipeline.matrix.auth.context import ServerSignatureCheck, ThirdPartySignatureCheck
+from pipeline.matrix.auth.context import (
+    ServerSignatureCheck,
+    ThirdPartySignatureCheck,
+    signature_checked_on_receipt,
+)
 from pipeline.matrix.auth.power_levels_rules import power_levels_content_problem
 from pipeline.matrix.auth.rules import check_auth_rules, check_create_event
 from pipeline.matrix.auth.selection import (
@@ -42,4 +46,5 @@ __all__ = [
     "check_create_event",
     "is_power_event",
     "power_levels_content_problem",
+    "signature_checked_on_receipt",
 ]

@@ -37,8 +37,9 @@ def resolve_state(
     ``auth_chain_ids``, when given, returns the union of the auth chains of the events it is
     given (not the events themselves); a store with an auth chain index makes this fast.
     Without it the auth chains are walked over auth_events through ``fetch_event``.
-    ``is_rejected`` says whether an event was rejected; rejected events are not used as auth
-    events during the iterative auth checks (v2). Without it no event counts as rejected.
+    ``is_rejected`` says whether an event was rejected; during the iterative auth checks (v2)
+    rejected events are neither used as auth events nor admitted themselves (as Synapse does;
+    see docs/synapse-parity.md). Without it no event counts as rejected.
 
     Raises MissingEvents when an event needed to decide is not known to ``fetch_event``.
     """

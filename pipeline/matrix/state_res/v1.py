@@ -21,7 +21,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping, Sequence
 
-from pipeline.matrix.auth import auth_types_for_event, check_auth_rules
+from pipeline.matrix.auth import (
+    auth_types_for_event,
+    check_auth_rules,
+    signature_checked_on_receipt,
+)
 from pipeline.matrix.errors import EventRejected
 from pipeline.matrix.events import Event, StateKey, StateMap
 from pipeline.matrix.power_levels import POWER_LEVELS_KEY
@@ -116,7 +120,7 @@ def _allowed(event: Event, state: Mapping[StateKey, str], loader: EventLoader) -
         if event_id is not None:
             auth_state[key] = loader.get(event_id, "in the state being resolved")
     try:
-        check_auth_rules(event, auth_state)
+        check_auth_rules(event, auth_state, server_signature_ok=signature_checked_on_receipt)
     except EventRejected:
         return False
     return True

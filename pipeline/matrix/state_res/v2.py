@@ -20,7 +20,12 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Collection, Iterable, Sequence
 
-from pipeline.matrix.auth import auth_types_for_event, check_auth_rules, is_power_event
+from pipeline.matrix.auth import (
+    auth_types_for_event,
+    check_auth_rules,
+    is_power_event,
+    signature_checked_on_receipt,
+)
 from pipeline.matrix.errors import EventRejected, MissingEvents
 from pipeline.matrix.events import Event, StateKey, StateMap
 from pipeline.matrix.power_levels import CREATE_KEY, POWER_LEVELS_KEY
@@ -84,21 +89,29 @@ def auth_difference(
     loader: EventLoader,
     auth_chain_ids: AuthChainIds | None,
 ) -> set[str]:
-    """∪ C_i − ∩ C_i, where C_i is the full auth chain of state set S_i.
+    """∪ C_i − ∩ C_i, where C_i is the events of state set S_i together with their auth chains.
 
-    Each C_i is the auth chain of the unconflicted state (the same for every set, so never part
-    of the difference) plus the auth chain of the set's conflicted entries. Only the latter
-    differs between the sets, and whatever lies behind an event of the common auth chain is in
-    it too, so the walks stop there.
+    The spec defines C_i as "the full auth chain of S_i", the union of the auth chains of its
+    events, and an event's auth chain does not hold the event itself. Synapse counts the state
+    set's own events in C_i too (its auth difference walks start at the events, for persisted
+    and in-flight events alike), and Roomstream does what Synapse does: the two differ when an
+    event of one state set is in the auth chain of another set's events only, which by the
+    spec's words puts it in the auth difference and for Synapse does not. docs/synapse-parity.md
+    has the example.
+
+    Each C_i is the unconflicted state and its auth chain (the same for every set, so never part
+    of the difference) plus the set's conflicted entries and their auth chains. Only the latter
+    differs between the sets, and whatever lies behind an event of the common part is in it
+    too, so the walks stop there.
     """
     unconflicted_ids = set(unconflicted.values())
     per_set_starts = [[state[k] for k in conflicted_keys if k in state] for state in state_sets]
     if auth_chain_ids is not None:
-        common = auth_chain_ids(unconflicted_ids)
-        per_set = [auth_chain_ids(ids) - common for ids in per_set_starts]
+        common = unconflicted_ids | auth_chain_ids(unconflicted_ids)
+        per_set = [(set(ids) | auth_chain_ids(ids)) - common for ids in per_set_starts]
         union: set[str] = set().union(*per_set)
         return union - per_set[0].intersection(*per_set[1:])
-    common = walk_auth_chains(loader, unconflicted_ids)
+    common = unconflicted_ids | walk_auth_chains(loader, unconflicted_ids)
     return _walked_auth_difference(loader, per_set_starts, common)
 
 
@@ -107,11 +120,12 @@ def _walked_auth_difference(
 ) -> set[str]:
     """The auth difference of the sets' conflicted entries, outside ``common``, in one walk.
 
-    Rather than one walk per state set, every event behind a conflicted entry gets the bit
-    mask of the sets whose auth chain holds it: the sets that reach it over one auth_events
-    edge or more. Masks flow from each event to its auth events, an event's mask being final
-    once every event citing it (within the walk) has passed its mask on. An event is in the
-    difference when some but not all sets hold it.
+    Rather than one walk per state set, every conflicted entry and every event behind one gets
+    the bit mask of the sets that hold it: the sets that have it as an entry or reach it over
+    auth_events edges. Masks flow from each event to its auth events, an event's mask being
+    final once every event citing it (within the walk) has passed its mask on. An event is in
+    the difference when some but not all sets hold it. ``common`` must be closed under
+    auth_events.
     """
     all_sets = (1 << len(per_set_starts)) - 1
     start_mask: dict[str, int] = {}
@@ -163,9 +177,12 @@ def _walked_auth_difference(
     if done < len(auth_of):
         # A cycle of auth_events (only forgeable where event IDs are not hashes): the masks
         # cannot settle, so walk each set's chain on its own.
-        per_set = [walk_auth_chains(loader, ids, stop=common) for ids in per_set_starts]
+        per_set = [
+            walk_auth_chains(loader, ids, stop=common) | (set(ids) - set(common))
+            for ids in per_set_starts
+        ]
         return set().union(*per_set) - per_set[0].intersection(*per_set[1:])
-    return {e for e, mask in held.items() if mask != all_sets}
+    return {e for e in auth_of if held.get(e, 0) | start_mask.get(e, 0) != all_sets}
 
 
 def conflicted_state_subgraph(loader: EventLoader, conflicted_ids: Collection[str]) -> set[str]:
@@ -273,13 +290,18 @@ def iterative_auth_checks(
     "If a (event_type, state_key) key that is required for checking the authorisation rules is
     not present in the state, then the appropriate state event from the event's auth_events is
     used if the auth event is not rejected." Rejected events of the state are not used either.
-    An event that was itself rejected is checked again like any other (spec: "handled as usual
-    by the algorithm").
+
+    An event that was itself rejected is never admitted, whatever the rules say of it on the
+    partially resolved state. The spec would check it again like any other ("handled as usual
+    by the algorithm"), so an event rejected against the state it arrived with could enter the
+    room's state through a later resolution; Synapse keeps every previously rejected event out
+    (its ``_iterative_auth_checks``), and Roomstream does the same so that the servers of a
+    room resolve to one state. docs/synapse-parity.md has the example.
     """
     cached = loader.fetched.get
     for event_id in event_ids:
         event = cached(event_id) or loader.get(event_id)
-        if event.state_key is None:
+        if event.state_key is None or is_rejected(event_id):
             continue
         auth_state: dict[StateKey, Event] = {}
         for auth_id in event.auth_event_ids:
@@ -287,8 +309,9 @@ def iterative_auth_checks(
             if auth_event.state_key is not None and not is_rejected(auth_id):
                 auth_state[(auth_event.type, auth_event.state_key)] = auth_event
         create_id = implicit_create_event_id(event)
-        if create_id is not None:
-            # v12: the create event is no longer listed in auth_events; the room ID names it.
+        if create_id is not None and not is_rejected(create_id):
+            # v12: the create event is no longer listed in auth_events; the room ID names it
+            # (and, like any auth event, it is not used when rejected).
             auth_state[CREATE_KEY] = loader.get(create_id, f"create event of {event_id}")
         for key in auth_types_for_event(event):
             state_id = state.get(key)
@@ -297,7 +320,7 @@ def iterative_auth_checks(
                     state_id, "in the partially resolved state"
                 )
         try:
-            check_auth_rules(event, auth_state)
+            check_auth_rules(event, auth_state, server_signature_ok=signature_checked_on_receipt)
         except EventRejected:
             continue
         state[event.state_tuple] = event_id

@@ -1,6 +1,7 @@
 """The auth difference of state resolution v2, computed in one walk, against its definition.
 
-"If C_i is the full auth chain of S_i, then the auth difference is ∪C_i − ∩C_i": the one-walk
+"If C_i is the full auth chain of S_i, then the auth difference is ∪C_i − ∩C_i", where C_i
+holds S_i's own events too, as Synapse counts it (docs/synapse-parity.md): the one-walk
 computation (bit masks of the state sets passed down the auth DAG) must give exactly what one
 walk per state set gives, on any DAG, and name every unknown event when some are missing.
 """
@@ -44,10 +45,10 @@ def _events(auth: dict[str, list[str]]) -> dict[str, Event]:
 def _by_definition(
     events: dict[str, Event], state_sets: list[dict[StateKey, str]], unconflicted: set[str]
 ) -> set[str]:
-    """One walk per state set over all its events, as the spec words it."""
+    """One walk per state set over all its events, each C_i holding the set's own events."""
     loader = EventLoader(events.get)
-    chains = [walk_auth_chains(loader, s.values()) for s in state_sets]
-    common = walk_auth_chains(loader, unconflicted)
+    chains = [walk_auth_chains(loader, s.values()) | set(s.values()) for s in state_sets]
+    common = walk_auth_chains(loader, unconflicted) | unconflicted
     return set().union(*chains) - chains[0].intersection(*chains[1:]) - common
 
 
@@ -74,7 +75,7 @@ def dags_and_state_sets(draw: Any) -> tuple[dict[str, Event], list[dict[StateKey
 
 @settings(max_examples=150, deadline=None)
 @given(case=dags_and_state_sets())
-def test_one_walk_auth_difference_is_union_minus_intersection(
+def test_one_walk_auth_difference_is_union_minus_intersection_counting_own_events(
     case: tuple[dict[str, Event], list[dict[StateKey, str]]],
 ) -> None:
     events, sets = case
@@ -101,4 +102,4 @@ def test_auth_difference_with_an_auth_events_cycle_matches_the_definition() -> N
     events = _events({"$x": ["$y"], "$y": ["$x"], "$a": ["$x"], "$b": ["$root"], "$root": []})
     sets = [{("t", "k"): "$a"}, {("t", "k"): "$b"}]
     diff = auth_difference(sets, {}, [("t", "k")], EventLoader(events.get), None)
-    assert diff == {"$x", "$y", "$root"} == _by_definition(events, sets, set())
+    assert diff == {"$a", "$b", "$x", "$y", "$root"} == _by_definition(events, sets, set())

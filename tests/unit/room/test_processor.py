@@ -666,6 +666,105 @@ def test_state_round_trips_mid_stream_and_continues_identically(cut: int) -> Non
     assert orjson.dumps(restored.to_dict()) == orjson.dumps(run(b, batches)[0].to_dict())
 
 
+@pytest.mark.parametrize("cut", [1, 2, 3])
+def test_state_saved_before_the_current_basis_and_redactions_were_loads_and_continues(
+    cut: int,
+) -> None:
+    # A format 2 state saved before current_basis, current_overlay, redacted and
+    # pending_redactions were kept: the current state is the extremities' state, as it then
+    # was, and nothing is redacted.
+    b = RoomBuilder()
+    batches = _stream(b)
+    _, straight = run(b, batches)
+    proc, before = run(b, batches[:cut])
+    data = orjson.loads(orjson.dumps(proc.to_dict()))
+    assert not data["current_overlay"] and not data["redacted"]
+    for key in ("current_basis", "current_overlay", "redacted", "pending_redactions"):
+        del data[key]
+    restored = RoomProcessor.from_dict(data)
+    assert restored.current_state == proc.current_state
+    after = [restored.process(b.raws(batch)) for batch in batches[cut:]]
+    assert _chunks(before + after) == _chunks(straight)
+
+
 def test_state_of_an_unknown_format_is_refused() -> None:
     with pytest.raises(ValueError, match="format"):
         RoomProcessor.from_dict({"format": 99, "room_id": "!r:x"})
+
+
+def _lagging_room(b: RoomBuilder) -> list[list[str]]:
+    """Alice's topic Y on an old event is soft-failed (she has left, X); Bob's power levels P
+    on [X, Y] is rejected; Bob's message M on [P] replaces X as the only forward extremity."""
+    base = b.base()
+    b.topic("Y", ALICE, "stale", prev=["MB"])
+    b.member("X", ALICE, "leave", prev=["MB"])
+    b.power_levels("P", {BOB: 100}, sender=BOB, prev=["X", "Y"])
+    b.add("M", "m.room.message", BOB, {"body": "on P"}, prev=["P"], auth=["C", "PL", "MB"])
+    b.add(
+        "MC",
+        "m.room.member",
+        CAROL,
+        {"membership": "join"},
+        state_key=CAROL,
+        prev=["M"],
+        auth=["C", "PL", "JR"],
+    )
+    return [base, ["X"], ["Y"], ["P"], ["M"], ["MC"]]
+
+
+def test_current_state_is_kept_when_one_extremity_gives_way_to_one_single_prev_message() -> None:
+    # Synapse's persistence: forward extremities going from one event to one event whose only
+    # prev event is its sole parent and which is not a state event leave the current state as
+    # it was, even where that event's state differs (the rejected P's state, resolved over
+    # the soft-failed Y). Later changes apply as deltas on top of it.
+    b = RoomBuilder()
+    proc, results = run(b, _lagging_room(b)[:-1])
+    assert outcomes(b, results[1:]) == {
+        "X": "accepted",
+        "Y": "soft_failed",
+        "P": "rejected",
+        "M": "accepted",
+    }
+    assert proc.forward_extremities == {b.ids["M"]}
+    assert b.state_names(proc.state_of_group(proc.state_group_of(b.ids["M"])))[TOPIC] == "Y"
+    assert TOPIC not in proc.current_state
+    assert b.state_names(proc.current_state) == b.state_names(
+        proc.state_of_group(proc.state_group_of(b.ids["X"]))
+    )
+    proc.process(b.raws(["MC"]))
+    assert TOPIC not in proc.current_state
+    assert proc.current_state[("m.room.member", CAROL)] == b.ids["MC"]
+
+
+def test_current_state_that_lags_the_extremities_round_trips() -> None:
+    b = RoomBuilder()
+    batches = _lagging_room(b)
+    proc, _ = run(b, batches)
+    restored = RoomProcessor.from_dict(orjson.loads(orjson.dumps(proc.to_dict())))
+    assert restored.current_state == proc.current_state
+    assert TOPIC not in restored.current_state
+
+
+def test_redacted_state_event_is_read_redacted_and_stays_so_after_a_round_trip() -> None:
+    # v10: Alice redacts her power levels; the redaction algorithm drops "invite", so later
+    # checks read the default invite level and Bob may invite. Bob's own redaction would not
+    # count: below the redact level, it counts only for events from his server.
+    b = RoomBuilder()
+    base = b.base()
+    b.add("PL2", "m.room.power_levels", ALICE, {"users": {ALICE: 100}, "invite": 100}, state_key="")
+    b.add("RDB", "m.room.redaction", BOB, {}, extra={"redacts": b.ids["PL2"]})
+    b.member("INV1", CAROL, "invite", sender=BOB)
+    b.add("RD", "m.room.redaction", ALICE, {}, extra={"redacts": b.ids["PL2"]}, prev=["RDB"])
+    b.member("INV2", CAROL, "invite", sender=BOB, prev=["RD"])
+    proc, results = run(b, [base, ["PL2"], ["RDB"], ["INV1"], ["RD"], ["INV2"]])
+    assert outcomes(b, results[1:]) == {
+        "PL2": "accepted",
+        "RDB": "accepted",
+        "INV1": "rejected",
+        "RD": "accepted",
+        "INV2": "accepted",
+    }
+    restored = RoomProcessor.from_dict(orjson.loads(orjson.dumps(proc.to_dict())))
+    for p in (proc, restored):
+        pl = p.get_event(b.ids["PL2"])
+        assert pl is not None and "invite" not in pl.content

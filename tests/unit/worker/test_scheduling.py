@@ -131,3 +131,23 @@ def test_a_claimed_room_queues_inputs_until_released() -> None:
     assert not s.claim("!a")
     job = s.release("!a")
     assert job is not None and [i.offset for i in job.inputs] == [0]
+
+
+def test_rooms_wait_for_a_free_job_slot_and_take_every_input_that_came_meanwhile() -> None:
+    s = _scheduler(Clock(), max_jobs=2)
+    a = s.add("!a", an_input("!a", 0))
+    b = s.add("!b", an_input("!b", 1))
+    assert a is not None and b is not None
+    # Both slots are taken: !c's inputs wait together, in line.
+    for off in (2, 3, 4):
+        assert s.add("!c", an_input("!c", off)) is None
+    assert s.add("!d", an_input("!d", 5)) is None
+    (c,) = s.processed(a)
+    assert c.room_id == "!c" and [i.offset for i in c.inputs] == [2, 3, 4]
+    assert s.processed(c) != []  # !d next, once a slot is free
+    # A room finished while every slot is taken waits in line too, not over the limit.
+    assert s.add("!a", an_input("!a", 6)) is None  # !a is busy until finished
+    _, following = s.finish(a, stored=False)
+    assert following is None and "!a" in s.ready
+    (again,) = s.processed(b)
+    assert again.room_id == "!a" and [i.offset for i in again.inputs] == [6]
