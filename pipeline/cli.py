@@ -80,6 +80,13 @@ def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
     import orjson
 
+    if args.explain:
+        from pipeline.ops.explain import replay_main
+
+        return replay_main(args, settings)
+    if args.json or args.event is not None or args.room is not None:
+        raise RoomstreamError("--json, --event and --room go with --explain")
+
     from pipeline.room.replay import replay
 
     try:
@@ -163,7 +170,23 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("replay", help="run the room logic offline over a JSON-lines file of PDUs")
     r.add_argument("file")
     r.add_argument("--state-after", action="store_true", help="include the state after each event")
+    r.add_argument(
+        "--explain",
+        action="store_true",
+        help="why each room is as it is: outcomes with their rules, resolutions, extremities",
+    )
+    r.add_argument("--event", default=None, help="with --explain: explain this event only")
+    r.add_argument("--room", default=None, help="with --explain: this room only")
+    r.add_argument("--json", action="store_true", help="with --explain: JSON instead of a tree")
     r.set_defaults(handler=cmd_replay)
+
+    ex = sub.add_parser(
+        "explain", help="why an event was accepted, rejected or soft-failed; why a room's state is"
+    )
+    ex.add_argument("event_id", nargs="?", default=None, metavar="EVENT_ID")
+    ex.add_argument("--room", default=None, metavar="ROOM_ID", help="explain a whole room")
+    ex.add_argument("--json", action="store_true", help="one JSON object instead of a tree")
+    ex.set_defaults(handler=_lazy("pipeline.ops.explain", "main"))
 
     rn = sub.add_parser("run", help="everything on this machine over a generated workload")
     rn.add_argument("--rooms", type=int, default=50)

@@ -140,6 +140,7 @@ _AIO_SYMPTOMS = (
     "Got error produce response: %s",
     "Group Coordinator Request failed: %s",
     "Heartbeat send request failed: %s. Will retry.",
+    "Error sending %s to node %s [%s] -- marking coordinator dead",
 )
 _AIO_CONNECTING = "Initiating connection to node %s at %s:%s"
 _SETTLE_S = 3.0  # a connection attempt not followed by a failure this long has worked
@@ -148,7 +149,7 @@ _SETTLE_S = 3.0  # a connection attempt not followed by a failure this long has 
 def _not_connected(args: tuple[object, ...]) -> bool:
     # NodeNotReadyError: the request waited for a connection that the failure lines of the
     # connection attempts report (once, as a state change).
-    return bool(args) and type(args[0]).__name__ == "NodeNotReadyError"
+    return any(type(arg).__name__ == "NodeNotReadyError" for arg in args)
 
 
 class _AiokafkaFilter(logging.Filter):

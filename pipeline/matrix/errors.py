@@ -45,10 +45,14 @@ class UnknownRoomVersion(MatrixError, ValueError):
 
 
 class EventRejected(MatrixError):
-    """The event is not allowed by the authorization rules. ``reason`` says which rule."""
+    """The event is not allowed by the authorization rules. ``reason`` says why, with the
+    values compared; ``rule`` is the rule that decided, numbered as room version 12's
+    authorization rules number it (``pipeline.matrix.explain.spec_rule`` gives the event's own
+    room version's number), or '' for a check outside the numbered rules."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, rule: str = "") -> None:
         self.reason = reason
+        self.rule = rule
         super().__init__(reason)
 
 

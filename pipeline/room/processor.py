@@ -67,6 +67,7 @@ from pipeline.matrix.errors import (
     RoomstreamError,
 )
 from pipeline.matrix.events import Event, StateKey, StateMap
+from pipeline.matrix.explain import Recorder
 from pipeline.matrix.pdu import parse_create_event_room_version, parse_pdu
 from pipeline.matrix.power_levels import CREATE_KEY, POWER_LEVELS_KEY, PowerLevels, user_level
 from pipeline.matrix.room_versions import EventFormat, RoomVersion, room_version
@@ -181,8 +182,12 @@ class RoomProcessor:
         *,
         config: ProcessorConfig | None = None,
         budget: ParkingBudget | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
         self.room_id = room_id
+        # Told each step of each decision when given (``pipeline.room.explain``); None on the
+        # hot path, where every hook is one test.
+        self.recorder = recorder
         self.config = config or ProcessorConfig()
         self.room_version: RoomVersion | None = None
         self.create_event_id: str | None = None
@@ -499,6 +504,8 @@ class RoomProcessor:
         creates = is_create(event.pdu)
         rejected: str | None = None
         new_groups: list[StateGroup] = []
+        if self.recorder is not None:
+            self.recorder.begin(event.event_id)
 
         reused = False
         before_sg: int | None = None
@@ -509,6 +516,8 @@ class RoomProcessor:
             # events, as any rejected event (Synapse computes its context like any other's).
             before_sg, reused = self._state_before(event, new_groups)
         before = self._groups.state(before_sg)
+        if self.recorder is not None:
+            self.recorder.note("state_before", group=before_sg, state=dict(before))
 
         if rejected is None:
             rejected = self._check_auth(event, before)
@@ -661,20 +670,41 @@ class RoomProcessor:
                     f"state resolution in room {self.room_id} failed outside the rules: "
                     f"{type(e).__name__}: {e}; restore the room and retry its inputs"
                 ) from e
-        return resolve_state(rv, state_sets, self._known.fetch, is_rejected=self._known.is_rejected)
+        return resolve_state(
+            rv,
+            state_sets,
+            self._known.fetch,
+            is_rejected=self._known.is_rejected,
+            recorder=self.recorder,
+        )
 
     def _check_auth(self, event: Event, before: StateMap) -> str | None:
         """The rejection reason, or None when the event passes both authorization checks."""
         for auth_id in event.auth_event_ids:
             if not self._known.is_state_event(auth_id):
-                return f"auth event {auth_id} is not a state event of room {self.room_id}"
+                reason = f"auth event {auth_id} is not a state event of room {self.room_id}"
+                if self.recorder is not None:
+                    self.recorder.note(
+                        "rejected", check="auth events", rule="3.2", reason=reason, auth_events={}
+                    )
+                return reason
+        check = "auth events"
         try:
             # Checks on receipt of a PDU, 4.: passes the authorization rules based on the
             # event's auth events, otherwise it is rejected.
             check_auth_events(event, self._known.fetch, is_rejected=self._known.is_rejected)
+            check = "state before"
             # 5.: passes them based on the state before the event, otherwise it is rejected.
             check_auth_rules(event, self._auth_state(event, before))
         except EventRejected as e:
+            if self.recorder is not None:
+                self.recorder.note(
+                    "rejected",
+                    check=check,
+                    rule=e.rule,
+                    reason=e.reason,
+                    auth_events=self._auth_events_used(event, check, before),
+                )
             return e.reason
         return None
 
@@ -706,6 +736,18 @@ class RoomProcessor:
                 return domain_of(event.sender)
         return None
 
+    def _auth_events_used(self, event: Event, check: str, before: StateMap) -> dict[str, str]:
+        """For a decision record: the events a check read, by "type|state_key"."""
+        if check == "auth events":
+            used = {}
+            for auth_id in event.auth_event_ids:
+                ev = self._known.fetch(auth_id)
+                if ev is not None and ev.state_key is not None:
+                    used[ev.state_tuple] = auth_id
+        else:
+            used = {k: v.event_id for k, v in self._auth_state(event, before).items()}
+        return {f"{t}|{k}": e for (t, k), e in sorted(used.items())}
+
     def _soft_fails(self, event: Event) -> bool:
         """Checks on receipt of a PDU, 6.: passes the authorization rules based on the current
         state of the room, otherwise soft-failed.
@@ -722,7 +764,15 @@ class RoomProcessor:
                 self._auth_state(event, self._current),
                 server_signature_ok=signature_checked_on_receipt,
             )
-        except EventRejected:
+        except EventRejected as e:
+            if self.recorder is not None:
+                self.recorder.note(
+                    "soft_failed",
+                    rule=e.rule,
+                    reason=e.reason,
+                    auth_events=self._auth_events_used(event, "current state", self._current),
+                    extremities=sorted(self._extremities),
+                )
             return True
         return False
 

@@ -68,11 +68,13 @@ def check_auth_events(
         create_event = fetched[implied_create_id]
         if create_event.type != CREATE or create_event.state_key != "":
             raise EventRejected(
-                f"{event.event_id}: room ID {event.room_id} does not name an m.room.create event"
+                f"{event.event_id}: room ID {event.room_id} does not name an m.room.create event",
+                rule="2",
             )
         if is_rejected(implied_create_id):
             raise EventRejected(
-                f"{event.event_id}: the room's create event {implied_create_id} was rejected"
+                f"{event.event_id}: the room's create event {implied_create_id} was rejected",
+                rule="2",
             )
 
     expected = auth_event_selection(event)
@@ -86,32 +88,36 @@ def check_auth_events(
         if auth_event.room_id != event.room_id:
             raise EventRejected(
                 f"{event.event_id} in room {event.room_id} has an auth event "
-                f"{auth_event.event_id} from room {auth_event.room_id}"
+                f"{auth_event.event_id} from room {auth_event.room_id}",
+                rule="3.5",
             )
         key = (auth_event.type, auth_event.state_key)
         if auth_event.state_key is None:
-            raise EventRejected(f"{event.event_id} has a non-state auth event {eid}")
+            raise EventRejected(f"{event.event_id} has a non-state auth event {eid}", rule="3.2")
         state_key = (auth_event.type, auth_event.state_key)
         # 3.1. If there are duplicate entries for a given type and state_key pair, reject.
         if state_key in by_key:
             raise EventRejected(
                 f"{event.event_id} has two auth events for {key}: "
-                f"{by_key[state_key].event_id} and {eid}"
+                f"{by_key[state_key].event_id} and {eid}",
+                rule="3.1",
             )
         # 3.2. If there are entries whose type and state_key don't match those specified by
         # the auth events selection algorithm, reject. (v12+: m.room.create MUST NOT be
         # selected.)
         if state_key not in expected:
             raise EventRejected(
-                f"{event.event_id} has an auth event {eid} for {key} it does not need"
+                f"{event.event_id} has an auth event {eid} for {key} it does not need", rule="3.2"
             )
         # 3.3. If there are entries which were themselves rejected, reject.
         if is_rejected(eid):
-            raise EventRejected(f"{event.event_id} has a rejected auth event {eid}")
+            raise EventRejected(f"{event.event_id} has a rejected auth event {eid}", rule="3.3")
         by_key[state_key] = auth_event
     # v1–v11 2.4. If there is no m.room.create event among the entries, reject.
     if not rv.room_id_is_create_event_hash and CREATE_KEY not in by_key:
-        raise EventRejected(f"{event.event_id} has no m.room.create among its auth events")
+        raise EventRejected(
+            f"{event.event_id} has no m.room.create among its auth events", rule="3.4"
+        )
     check_auth_rules(
         event,
         by_key,

@@ -26,9 +26,11 @@ def check_member_event(ctx: AuthContext) -> None:
     membership = event.content.get("membership")
     # 5.1. If there is no state_key property, or no membership property in content, reject.
     if target is None:
-        raise EventRejected(f"m.room.member event {event.event_id} has no state_key")
+        raise EventRejected(f"m.room.member event {event.event_id} has no state_key", rule="5.1")
     if not isinstance(membership, str):
-        raise EventRejected(f"m.room.member event {event.event_id} has no membership in content")
+        raise EventRejected(
+            f"m.room.member event {event.event_id} has no membership in content", rule="5.1"
+        )
 
     # v8+ 5.2. If content has a join_authorised_via_users_server key: if the event is not
     # validly signed by the homeserver of the user ID denoted by the key, reject. The spec
@@ -40,7 +42,8 @@ def check_member_event(ctx: AuthContext) -> None:
         if server is None or not ctx.server_signature_ok(event, server):
             raise EventRejected(
                 f"{event.event_id} names {authoriser!r} in {AUTHORISING_USER} but is not "
-                "signed by that user's homeserver"
+                "signed by that user's homeserver",
+                rule="5.2",
             )
 
     if membership == "join":
@@ -57,7 +60,8 @@ def check_member_event(ctx: AuthContext) -> None:
         # 5.8. Otherwise, the membership is unknown. Reject.
         raise EventRejected(
             f"{event.event_id} has membership {membership!r}, unknown in room version "
-            f"{rv.identifier}"
+            f"{rv.identifier}",
+            rule="5.8",
         )
 
 
@@ -83,12 +87,12 @@ def _check_join(ctx: AuthContext, target: str) -> None:
     # 5.3.2. If the sender does not match state_key, reject.
     if event.sender != target:
         raise EventRejected(
-            f"{event.sender} cannot join {target} to the room (sender != state_key)"
+            f"{event.sender} cannot join {target} to the room (sender != state_key)", rule="5.3.2"
         )
     current = ctx.membership(target)
     # 5.3.3. If the sender is banned, reject.
     if current == "ban":
-        raise EventRejected(f"{target} is banned and cannot join")
+        raise EventRejected(f"{target} is banned and cannot join", rule="5.3.3")
     join_rule = _join_rule(ctx)
     # 5.3.4. If the join_rule is invite (v7+: or knock), allow if membership state is invite or
     # join. v10+ reaches knock_restricted through 5.3.5 instead.
@@ -97,7 +101,8 @@ def _check_join(ctx: AuthContext, target: str) -> None:
             return
         raise EventRejected(
             f"{target} cannot join a room with join rule {join_rule!r}: membership is "
-            f"{current or 'none'}, not invite or join"
+            f"{current or 'none'}, not invite or join",
+            rule="5.3.4",
         )
     # v8+ 5.3.5. If the join_rule is restricted (v10+: or knock_restricted):
     if (join_rule == "restricted" and rv.restricted_join_rule) or (
@@ -111,16 +116,18 @@ def _check_join(ctx: AuthContext, target: str) -> None:
         authoriser = event.content.get(AUTHORISING_USER)
         if not isinstance(authoriser, str):
             raise EventRejected(
-                f"{target}'s join to a {join_rule} room names no {AUTHORISING_USER}"
+                f"{target}'s join to a {join_rule} room names no {AUTHORISING_USER}", rule="5.3.5.2"
             )
         if ctx.membership(authoriser) != "join":
             raise EventRejected(
-                f"{target}'s join is authorised via {authoriser}, who is not joined to the room"
+                f"{target}'s join is authorised via {authoriser}, who is not joined to the room",
+                rule="5.3.5.2",
             )
         if ctx.level(authoriser) < ctx.power_levels.invite:
             raise EventRejected(
                 f"{target}'s join is authorised via {authoriser}, whose power level is below "
-                f"the invite level {ctx.power_levels.invite}"
+                f"the invite level {ctx.power_levels.invite}",
+                rule="5.3.5.2",
             )
         # 5.3.5.3. Otherwise, allow.
         return
@@ -130,7 +137,8 @@ def _check_join(ctx: AuthContext, target: str) -> None:
     # 5.3.7. Otherwise, reject.
     raise EventRejected(
         f"{target} cannot join: join rule {join_rule!r} does not admit joins in room version "
-        f"{rv.identifier}"
+        f"{rv.identifier}",
+        rule="5.3.7",
     )
 
 
@@ -151,17 +159,20 @@ def _check_invite(ctx: AuthContext, target: str) -> None:
         return
     # 5.4.2. If the sender's current membership state is not join, reject.
     if ctx.membership(event.sender) != "join":
-        raise EventRejected(f"{event.sender} cannot invite: not joined to the room")
+        raise EventRejected(f"{event.sender} cannot invite: not joined to the room", rule="5.4.2")
     # 5.4.3. If target user's current membership state is join or ban, reject.
     if target_membership in ("join", "ban"):
-        raise EventRejected(f"{target} cannot be invited: membership is {target_membership}")
+        raise EventRejected(
+            f"{target} cannot be invited: membership is {target_membership}", rule="5.4.3"
+        )
     # 5.4.4. If the sender's power level is greater than or equal to the invite level, allow.
     if ctx.level(event.sender) >= ctx.power_levels.invite:
         return
     # 5.4.5. Otherwise, reject.
     raise EventRejected(
         f"{event.sender} cannot invite: power level {ctx.level(event.sender)} is below the "
-        f"invite level {ctx.power_levels.invite}"
+        f"invite level {ctx.power_levels.invite}",
+        rule="5.4.5",
     )
 
 
@@ -169,31 +180,39 @@ def _check_third_party_invite(ctx: AuthContext, target: str, target_membership: 
     event = ctx.event
     # 5.4.1.1. If target user is banned, reject.
     if target_membership == "ban":
-        raise EventRejected(f"{target} cannot be invited: banned")
+        raise EventRejected(f"{target} cannot be invited: banned", rule="5.4.1.1")
     tpi = event.content["third_party_invite"]
     # 5.4.1.2. If content.third_party_invite does not have a signed property, reject.
     signed = tpi.get("signed") if isinstance(tpi, Mapping) else None
     if not isinstance(signed, Mapping):
-        raise EventRejected(f"{event.event_id}: third_party_invite has no signed object")
+        raise EventRejected(
+            f"{event.event_id}: third_party_invite has no signed object", rule="5.4.1.2"
+        )
     # 5.4.1.3. If signed does not have mxid and token properties, reject.
     mxid, token = signed.get("mxid"), signed.get("token")
     if not isinstance(mxid, str) or not isinstance(token, str):
-        raise EventRejected(f"{event.event_id}: third_party_invite.signed lacks mxid or token")
+        raise EventRejected(
+            f"{event.event_id}: third_party_invite.signed lacks mxid or token", rule="5.4.1.3"
+        )
     # 5.4.1.4. If mxid does not match state_key, reject.
     if mxid != target:
         raise EventRejected(
-            f"{event.event_id}: third_party_invite.signed.mxid {mxid} is not the target {target}"
+            f"{event.event_id}: third_party_invite.signed.mxid {mxid} is not the target {target}",
+            rule="5.4.1.4",
         )
     # 5.4.1.5. If there is no m.room.third_party_invite event in the current room state with
     # state_key matching token, reject.
     invite = ctx.state.get((THIRD_PARTY_INVITE, token))
     if invite is None:
-        raise EventRejected(f"{event.event_id}: no m.room.third_party_invite with token {token!r}")
+        raise EventRejected(
+            f"{event.event_id}: no m.room.third_party_invite with token {token!r}", rule="5.4.1.5"
+        )
     # 5.4.1.6. If sender does not match sender of the m.room.third_party_invite, reject.
     if invite.sender != event.sender:
         raise EventRejected(
             f"{event.event_id}: sender {event.sender} did not send the third-party invite "
-            f"{invite.event_id} ({invite.sender} did)"
+            f"{invite.event_id} ({invite.sender} did)",
+            rule="5.4.1.6",
         )
     # 5.4.1.7. If any signature in signed matches any public key in the
     # m.room.third_party_invite event (public_key, or public_keys[].public_key), allow.
@@ -204,7 +223,8 @@ def _check_third_party_invite(ctx: AuthContext, target: str, target_membership: 
     # 5.4.1.8. Otherwise, reject.
     raise EventRejected(
         f"{event.event_id}: no signature in third_party_invite.signed matches a public key of "
-        f"{invite.event_id}"
+        f"{invite.event_id}",
+        rule="5.4.1.8",
     )
 
 
@@ -242,18 +262,22 @@ def _check_leave(ctx: AuthContext, target: str) -> None:
             return
         raise EventRejected(
             f"{target} cannot leave: membership is {target_membership or 'none'}, not one of "
-            f"{sorted(allowed)}"
+            f"{sorted(allowed)}",
+            rule="5.5.1",
         )
     # 5.5.2. If the sender's current membership state is not join, reject.
     if ctx.membership(event.sender) != "join":
-        raise EventRejected(f"{event.sender} cannot kick or unban {target}: not joined")
+        raise EventRejected(
+            f"{event.sender} cannot kick or unban {target}: not joined", rule="5.5.2"
+        )
     sender_level = ctx.level(event.sender)
     # 5.5.3. If the target user's current membership state is ban, and the sender's power level
     # is less than the ban level, reject.
     if target_membership == "ban" and sender_level < ctx.power_levels.ban:
         raise EventRejected(
             f"{event.sender} cannot unban {target}: power level {sender_level} is below the ban "
-            f"level {ctx.power_levels.ban}"
+            f"level {ctx.power_levels.ban}",
+            rule="5.5.3",
         )
     # 5.5.4. If the sender's power level is greater than or equal to the kick level, and the
     # target user's power level is less than the sender's power level, allow.
@@ -263,7 +287,8 @@ def _check_leave(ctx: AuthContext, target: str) -> None:
     # 5.5.5. Otherwise, reject.
     raise EventRejected(
         f"{event.sender} (power level {sender_level}) cannot kick {target} (power level "
-        f"{target_level}); the kick level is {ctx.power_levels.kick}"
+        f"{target_level}); the kick level is {ctx.power_levels.kick}",
+        rule="5.5.5",
     )
 
 
@@ -271,7 +296,7 @@ def _check_ban(ctx: AuthContext, target: str) -> None:
     event = ctx.event
     # 5.6.1. If the sender's current membership state is not join, reject.
     if ctx.membership(event.sender) != "join":
-        raise EventRejected(f"{event.sender} cannot ban {target}: not joined")
+        raise EventRejected(f"{event.sender} cannot ban {target}: not joined", rule="5.6.1")
     # 5.6.2. If the sender's power level is greater than or equal to the ban level, and the
     # target user's power level is less than the sender's power level, allow.
     sender_level, target_level = ctx.level(event.sender), ctx.level(target)
@@ -280,7 +305,8 @@ def _check_ban(ctx: AuthContext, target: str) -> None:
     # 5.6.3. Otherwise, reject.
     raise EventRejected(
         f"{event.sender} (power level {sender_level}) cannot ban {target} (power level "
-        f"{target_level}); the ban level is {ctx.power_levels.ban}"
+        f"{target_level}); the ban level is {ctx.power_levels.ban}",
+        rule="5.6.3",
     )
 
 
@@ -293,13 +319,13 @@ def _check_knock(ctx: AuthContext, target: str) -> None:
     if not (
         join_rule == "knock" or (join_rule == "knock_restricted" and rv.knock_restricted_join_rule)
     ):
-        raise EventRejected(f"{target} cannot knock: the join rule is {join_rule!r}")
+        raise EventRejected(f"{target} cannot knock: the join rule is {join_rule!r}", rule="5.7.1")
     # 5.7.2. If sender does not match state_key, reject.
     if event.sender != target:
-        raise EventRejected(f"{event.sender} cannot knock on behalf of {target}")
+        raise EventRejected(f"{event.sender} cannot knock on behalf of {target}", rule="5.7.2")
     # 5.7.3. If the sender's current membership is not ban, invite, or join, allow.
     current = ctx.membership(target)
     if current not in ("ban", "invite", "join"):
         return
     # 5.7.4. Otherwise, reject.
-    raise EventRejected(f"{target} cannot knock: membership is {current}")
+    raise EventRejected(f"{target} cannot knock: membership is {current}", rule="5.7.4")

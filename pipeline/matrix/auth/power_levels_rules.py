@@ -52,7 +52,7 @@ def check_power_levels_event(ctx: AuthContext) -> None:
     # 10.1–10.3: the content's shape.
     problem = power_levels_content_problem(event.content, rv)
     if problem is not None:
-        raise EventRejected(f"{event.event_id}: {problem}")
+        raise EventRejected(f"{event.event_id}: {problem}", rule=_shape_rule(problem))
     new_users = _levels(event.content.get("users"), rv)
     # v12+ 10.4. If the users property in content contains the sender of the m.room.create
     # event or any of the additional_creators, reject.
@@ -60,7 +60,8 @@ def check_power_levels_event(ctx: AuthContext) -> None:
         listed = sorted(ctx.creators & set(new_users))
         if listed:
             raise EventRejected(
-                f"{event.event_id}: room creators {listed} cannot be given a power level in users"
+                f"{event.event_id}: room creators {listed} cannot be given a power level in users",
+                rule="10.4",
             )
     # 10.5. If there is no previous m.room.power_levels event in the room, allow.
     previous = ctx.state.get(POWER_LEVELS_KEY)
@@ -69,10 +70,11 @@ def check_power_levels_event(ctx: AuthContext) -> None:
     old, new = previous.content, event.content
     sender_level = ctx.level(event.sender)
 
-    def reject(what: str, value: int, relation: str) -> EventRejected:
+    def reject(what: str, value: int, relation: str, rule: str) -> EventRejected:
         return EventRejected(
             f"{event.sender} (power level {sender_level}) cannot change {what}: {relation} "
-            f"value {value} is too high"
+            f"value {value} is too high",
+            rule=rule,
         )
 
     # 10.6. For users_default, events_default, state_default, ban, redact, kick and invite,
@@ -83,9 +85,9 @@ def check_power_levels_event(ctx: AuthContext) -> None:
         if before == after:
             continue
         if before is not None and before > sender_level:
-            raise reject(name, before, "current")
+            raise reject(name, before, "current", "10.6")
         if after is not None and after > sender_level:
-            raise reject(name, after, "new")
+            raise reject(name, after, "new", "10.6")
     # 10.7/10.8. For each entry changed in or removed from events (v6+: and notifications),
     # reject if the current value is greater than the sender's level; for each entry added or
     # changed, reject if the new value is greater.
@@ -99,9 +101,9 @@ def check_power_levels_event(ctx: AuthContext) -> None:
             if before == after:
                 continue
             if before is not None and before > sender_level:
-                raise reject(f"{name}[{key!r}]", before, "current")
+                raise reject(f"{name}[{key!r}]", before, "current", "10.7")
             if after is not None and after > sender_level:
-                raise reject(f"{name}[{key!r}]", after, "new")
+                raise reject(f"{name}[{key!r}]", after, "new", "10.8")
     # 10.9. For each entry changed in or removed from users, other than the sender's own:
     # reject if the current value is greater than or equal to the sender's level.
     # 10.10. For each entry added to or changed in users: reject if the new value is greater.
@@ -113,11 +115,24 @@ def check_power_levels_event(ctx: AuthContext) -> None:
         if before is not None and user != event.sender and before >= sender_level:
             raise EventRejected(
                 f"{event.sender} (power level {sender_level}) cannot change the power level of "
-                f"{user}: current value {before} is not below the sender's"
+                f"{user}: current value {before} is not below the sender's",
+                rule="10.9",
             )
         if after is not None and after > sender_level:
-            raise reject(f"users[{user!r}]", after, "new")
+            raise reject(f"users[{user!r}]", after, "new", "10.10")
     # 10.11. Otherwise, allow.
+
+
+def _shape_rule(problem: str) -> str:
+    """The rule of a content shape problem: 10.1 the named levels, 10.2 the events and
+    notifications objects, 10.3 the users object."""
+    if problem.startswith(("power levels users", "power levels 'users'")):
+        return "10.3"
+    if problem.startswith(("power levels events", "power levels 'events'")) or (
+        problem.startswith(("power levels notifications", "power levels 'notifications'"))
+    ):
+        return "10.2"
+    return "10.1"
 
 
 def _level(value: object, rv: RoomVersion) -> int | None:

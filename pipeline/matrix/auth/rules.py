@@ -64,19 +64,23 @@ def check_auth_rules(
 
     create = auth_state.get(CREATE_KEY, create_event)
     if create is None or create.type != CREATE or create.state_key != "":
-        raise EventRejected(f"no m.room.create event in the auth state of {event.event_id}")
+        raise EventRejected(
+            f"no m.room.create event in the auth state of {event.event_id}", rule="3.4"
+        )
     if rv.room_id_is_create_event_hash:
         # v12+ 2. If the event's room_id is not an event ID for an accepted m.room.create
         # event, with the sigil ! instead of $, reject. (Acceptance is checked by the caller.)
         if create.event_id != create_event_id_for_room(event.room_id):
             raise EventRejected(
                 f"{event.event_id}: room ID {event.room_id} is not derived from the create "
-                f"event {create.event_id}"
+                f"event {create.event_id}",
+                rule="2",
             )
     elif create.room_id != event.room_id:
         raise EventRejected(
             f"{event.event_id} is in room {event.room_id} but the create event "
-            f"{create.event_id} is in room {create.room_id}"
+            f"{create.event_id} is in room {create.room_id}",
+            rule="3.5",
         )
 
     # 4. (v1–v11: 3.) If the content of the m.room.create event in the room state has the
@@ -86,17 +90,21 @@ def check_auth_rules(
         create.sender
     ):
         raise EventRejected(
-            f"{event.sender} cannot send to {event.room_id}: the room is not federated"
+            f"{event.sender} cannot send to {event.room_id}: the room is not federated", rule="4"
         )
 
     # v1–v5 4. If type is m.room.aliases:
     if rv.special_case_aliases_auth and event.type == ALIASES:
         # 4.1. If event has no state_key, reject.
         if event.state_key is None:
-            raise EventRejected(f"m.room.aliases event {event.event_id} has no state_key")
+            raise EventRejected(
+                f"m.room.aliases event {event.event_id} has no state_key", rule="aliases.1"
+            )
         # 4.2. If sender's domain doesn't match state_key, reject.
         if domain_of(event.sender) != event.state_key:
-            raise EventRejected(f"{event.sender} cannot set aliases of server {event.state_key!r}")
+            raise EventRejected(
+                f"{event.sender} cannot set aliases of server {event.state_key!r}", rule="aliases.2"
+            )
         # 4.3. Otherwise, allow.
         return
 
@@ -110,7 +118,7 @@ def check_auth_rules(
 
     # 6. If the sender's current membership state is not join, reject.
     if ctx.membership(event.sender) != "join":
-        raise EventRejected(f"{event.sender} is not joined to {event.room_id}")
+        raise EventRejected(f"{event.sender} is not joined to {event.room_id}", rule="6")
 
     sender_level = ctx.level(event.sender)
     # 7. If type is m.room.third_party_invite: allow if and only if sender's current power
@@ -120,7 +128,8 @@ def check_auth_rules(
             return
         raise EventRejected(
             f"{event.sender} (power level {sender_level}) cannot send a third-party invite: "
-            f"the invite level is {ctx.power_levels.invite}"
+            f"the invite level is {ctx.power_levels.invite}",
+            rule="7",
         )
 
     # 8. If the event type's required power level is greater than the sender's power level,
@@ -129,7 +138,8 @@ def check_auth_rules(
     if required > sender_level:
         raise EventRejected(
             f"{event.sender} (power level {sender_level}) cannot send {event.type}: it requires "
-            f"{required}"
+            f"{required}",
+            rule="8",
         )
 
     # 9. If the event has a state_key that starts with an @ and does not match the sender,
@@ -137,7 +147,8 @@ def check_auth_rules(
     state_key = event.state_key
     if state_key is not None and state_key.startswith("@") and state_key != event.sender:
         raise EventRejected(
-            f"{event.sender} cannot send state with another user's state_key {state_key!r}"
+            f"{event.sender} cannot send state with another user's state_key {state_key!r}",
+            rule="9",
         )
 
     # 10. If type is m.room.power_levels: the power levels rules decide.
@@ -157,7 +168,8 @@ def check_auth_rules(
             return
         raise EventRejected(
             f"{event.sender} (power level {sender_level}) cannot redact {redacts!r}: below the "
-            f"redact level {ctx.power_levels.redact} and the event is from another server"
+            f"redact level {ctx.power_levels.redact} and the event is from another server",
+            rule="redaction",
         )
     # 11. (v1–v2: 12.) Otherwise, allow.
 
@@ -167,11 +179,11 @@ def check_create_event(event: Event) -> None:
     rv = event.room_version
     # 1.1. If it has any prev_events, reject.
     if event.prev_event_ids:
-        raise EventRejected(f"create event {event.event_id} has prev_events")
+        raise EventRejected(f"create event {event.event_id} has prev_events", rule="1.1")
     if rv.room_id_is_create_event_hash:
         # v12+ 1.2. If the event has a room_id, reject.
         if "room_id" in event.pdu:
-            raise EventRejected(f"create event {event.event_id} has a room_id")
+            raise EventRejected(f"create event {event.event_id} has a room_id", rule="1.2")
     else:
         # v1–v11 1.2. If the domain of the room_id does not match the domain of the sender,
         # reject.
@@ -179,16 +191,19 @@ def check_create_event(event: Event) -> None:
         if room_domain is None or room_domain != domain_of(event.sender):
             raise EventRejected(
                 f"create event {event.event_id}: room ID {event.room_id} is not on the "
-                f"sender's server ({event.sender})"
+                f"sender's server ({event.sender})",
+                rule="1.2",
             )
     # 1.3. If content.room_version is present and is not a recognised version, reject.
     if "room_version" in event.content:
         version = event.content["room_version"]
         if not isinstance(version, str) or version not in KNOWN_ROOM_VERSIONS:
-            raise EventRejected(f"create event {event.event_id}: unknown room_version {version!r}")
+            raise EventRejected(
+                f"create event {event.event_id}: unknown room_version {version!r}", rule="1.3"
+            )
     # v1–v10 1.4. If content has no creator property, reject.
     if not rv.implicit_room_creator and "creator" not in event.content:
-        raise EventRejected(f"create event {event.event_id} has no creator in content")
+        raise EventRejected(f"create event {event.event_id} has no creator in content", rule="1.4")
     # v12+ 1.4. If additional_creators is present in content and is not an array of strings
     # where each string passes the same user ID validation applied to sender, reject.
     if rv.privileged_creators and "additional_creators" in event.content:
@@ -196,6 +211,7 @@ def check_create_event(event: Event) -> None:
         if not isinstance(extra, list) or not all(is_valid_user_id(u) for u in extra):
             raise EventRejected(
                 f"create event {event.event_id}: additional_creators is not a list of user IDs: "
-                f"{extra!r}"
+                f"{extra!r}",
+                rule="1.4",
             )
     # 1.5. Otherwise, allow.

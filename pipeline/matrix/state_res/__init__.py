@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 
 from pipeline.matrix.events import EventFetcher, StateKey, StateMap
+from pipeline.matrix.explain import Recorder
 from pipeline.matrix.room_versions import RoomVersion, StateResAlgorithm
 from pipeline.matrix.state_res._common import EventLoader
 from pipeline.matrix.state_res.v1 import resolve_v1
@@ -31,6 +32,7 @@ def resolve_state(
     *,
     auth_chain_ids: Callable[[Iterable[str]], set[str]] | None = None,
     is_rejected: Callable[[str], bool] | None = None,
+    recorder: Recorder | None = None,
 ) -> dict[StateKey, str]:
     """The resolved state of ``state_sets``: (type, state_key) -> event ID.
 
@@ -41,6 +43,8 @@ def resolve_state(
     rejected events are neither used as auth events nor admitted themselves (as Synapse does;
     see docs/synapse-parity.md). Without it no event counts as rejected.
 
+    ``recorder``, when given, is told each step that decides (``pipeline.matrix.explain``).
+
     Raises MissingEvents when an event needed to decide is not known to ``fetch_event``.
     """
     if not state_sets:
@@ -49,13 +53,28 @@ def resolve_state(
         return dict(state_sets[0])
     loader = EventLoader(fetch_event)
     if room_version.state_res is StateResAlgorithm.V1:
-        return resolve_v1(state_sets, loader)
+        resolved = resolve_v1(state_sets, loader)
+        if recorder is not None:
+            # v1's conflicts: keys the states give different events (a key only some states
+            # have is not one).
+            candidates: dict[StateKey, set[str]] = {}
+            for state in state_sets:
+                for key, event_id in state.items():
+                    candidates.setdefault(key, set()).add(event_id)
+            recorder.note(
+                "resolved_v1",
+                state_sets=len(state_sets),
+                conflicted={k: sorted(v) for k, v in candidates.items() if len(v) > 1},
+                resolved={k: resolved.get(k) for k, v in candidates.items() if len(v) > 1},
+            )
+        return resolved
     return resolve_v2(
         room_version,
         state_sets,
         loader,
         auth_chain_ids,
         is_rejected if is_rejected is not None else _never_rejected,
+        recorder=recorder,
     )
 
 

@@ -28,6 +28,7 @@ from pipeline.matrix.auth import (
 )
 from pipeline.matrix.errors import EventRejected, MissingEvents
 from pipeline.matrix.events import Event, StateKey, StateMap
+from pipeline.matrix.explain import Recorder
 from pipeline.matrix.power_levels import CREATE_KEY, POWER_LEVELS_KEY
 from pipeline.matrix.room_versions import RoomVersion, StateResAlgorithm
 from pipeline.matrix.state_res._common import (
@@ -46,11 +47,18 @@ def resolve_v2(
     loader: EventLoader,
     auth_chain_ids: AuthChainIds | None,
     is_rejected: Callable[[str], bool],
+    *,
+    recorder: Recorder | None = None,
 ) -> dict[StateKey, str]:
-    """The resolution of ``state_sets`` by state resolution v2, or v2.1 for room version 12."""
+    """The resolution of ``state_sets`` by state resolution v2, or v2.1 for room version 12.
+
+    ``recorder`` is told the conflicted keys, both orderings, each iterative auth check and the
+    result (``pipeline.matrix.explain``)."""
     v2_1 = room_version.state_res is StateResAlgorithm.V2_1
     unconflicted, conflicted = split_conflicts(state_sets)
     if not conflicted:
+        if recorder is not None:
+            recorder.note("resolution", state_sets=len(state_sets), conflicted={}, resolved={})
         return unconflicted
 
     conflicted_ids: set[str] = set()
@@ -64,21 +72,36 @@ def resolve_v2(
     if v2_1:
         full |= conflicted_state_subgraph(loader, conflicted_ids)
     loader.get_all(full, "in the full conflicted set of a state resolution")
+    if recorder is not None:
+        recorder.note(
+            "resolution",
+            state_sets=len(state_sets),
+            conflicted={k: sorted(v) for k, v in conflicted.items()},
+            full=sorted(full),
+            algorithm="v2.1" if v2_1 else "v2",
+            room_version=room_version.identifier,
+        )
 
     # 1. Power events and their auth chains within the full conflicted set, sorted.
     power_ids = [e for e in full if is_power_event(loader.get(e))]
-    sorted_power = reverse_topological_power_order(loader, power_ids, full)
+    sorted_power = reverse_topological_power_order(loader, power_ids, full, recorder)
     # 2. "starting from the unconflicted state map" (v2.1: "starting from an empty state map").
     start: dict[StateKey, str] = {} if v2_1 else dict(unconflicted)
-    partial = iterative_auth_checks(loader, sorted_power, start, is_rejected)
+    partial = iterative_auth_checks(
+        loader, sorted_power, start, is_rejected, recorder=recorder, step="power"
+    )
     # 3. "all remaining events that weren't picked in step 1", in mainline ordering.
     picked = set(sorted_power)
     remaining = [e for e in full if e not in picked]
-    sorted_remaining = mainline_order(loader, remaining, partial.get(POWER_LEVELS_KEY))
+    sorted_remaining = mainline_order(loader, remaining, partial.get(POWER_LEVELS_KEY), recorder)
     # 4. Iterative auth checks on the partially resolved state.
-    resolved = iterative_auth_checks(loader, sorted_remaining, partial, is_rejected)
+    resolved = iterative_auth_checks(
+        loader, sorted_remaining, partial, is_rejected, recorder=recorder, step="mainline"
+    )
     # 5. "replacing any event with the event with the same key from the unconflicted state map".
     resolved.update(unconflicted)
+    if recorder is not None:
+        recorder.note("resolved", resolved={k: resolved.get(k) for k in conflicted})
     return resolved
 
 
@@ -237,7 +260,10 @@ def _closure(start: set[str], auth_of: dict[str, tuple[str, ...]]) -> set[str]:
 
 
 def reverse_topological_power_order(
-    loader: EventLoader, power_ids: Iterable[str], full: Collection[str]
+    loader: EventLoader,
+    power_ids: Iterable[str],
+    full: Collection[str],
+    recorder: Recorder | None = None,
 ) -> list[str]:
     """The power events and their auth chains within ``full``, earliest first.
 
@@ -276,6 +302,12 @@ def reverse_topological_power_order(
             outdegree[parent] -= 1
             if outdegree[parent] == 0:
                 heapq.heappush(heap, tie_break(parent))
+    if recorder is not None:
+        recorder.note(
+            "power_order",
+            order=[[e, -power, ts] for e in ordered for power, ts, _ in [tie_break(e)]],
+            auth_edges={e: graph[e] for e in ordered},
+        )
     return ordered
 
 
@@ -284,6 +316,9 @@ def iterative_auth_checks(
     event_ids: Iterable[str],
     state: dict[StateKey, str],
     is_rejected: Callable[[str], bool],
+    *,
+    recorder: Recorder | None = None,
+    step: str = "",
 ) -> dict[StateKey, str]:
     """Apply each state event to ``state`` (in place, and returned) if the auth rules allow it.
 
@@ -301,7 +336,21 @@ def iterative_auth_checks(
     cached = loader.fetched.get
     for event_id in event_ids:
         event = cached(event_id) or loader.get(event_id)
-        if event.state_key is None or is_rejected(event_id):
+        if event.state_key is None:
+            continue
+        if is_rejected(event_id):
+            if recorder is not None:
+                recorder.note(
+                    "auth_check",
+                    step=step,
+                    event=event_id,
+                    key=event.state_tuple,
+                    admitted=False,
+                    rule="",
+                    reason="rejected before: a previously rejected event is never re-admitted "
+                    "(as Synapse; docs/synapse-parity.md)",
+                    auth_events={},
+                )
             continue
         auth_state: dict[StateKey, Event] = {}
         for auth_id in event.auth_event_ids:
@@ -321,14 +370,37 @@ def iterative_auth_checks(
                 )
         try:
             check_auth_rules(event, auth_state, server_signature_ok=signature_checked_on_receipt)
-        except EventRejected:
+        except EventRejected as e:
+            if recorder is not None:
+                recorder.note(
+                    "auth_check",
+                    step=step,
+                    event=event_id,
+                    key=event.state_tuple,
+                    admitted=False,
+                    rule=e.rule,
+                    reason=e.reason,
+                    auth_events={k: v.event_id for k, v in auth_state.items()},
+                )
             continue
         state[event.state_tuple] = event_id
+        if recorder is not None:
+            recorder.note(
+                "auth_check",
+                step=step,
+                event=event_id,
+                key=event.state_tuple,
+                admitted=True,
+                auth_events={k: v.event_id for k, v in auth_state.items()},
+            )
     return state
 
 
 def mainline_order(
-    loader: EventLoader, event_ids: Iterable[str], power_levels_id: str | None
+    loader: EventLoader,
+    event_ids: Iterable[str],
+    power_levels_id: str | None,
+    recorder: Recorder | None = None,
 ) -> list[str]:
     """``event_ids`` in the mainline ordering based on the power levels ``power_levels_id``.
 
@@ -362,7 +434,14 @@ def mainline_order(
     for event_id in event_ids:
         event = loader.get(event_id)
         keys[event_id] = (position(event), event.origin_server_ts, event_id)
-    return sorted(keys, key=keys.__getitem__)
+    ordered = sorted(keys, key=keys.__getitem__)
+    if recorder is not None:
+        recorder.note(
+            "mainline_order",
+            mainline=list(reversed(mainline)),
+            order=[[e, keys[e][0], keys[e][1]] for e in ordered],
+        )
+    return ordered
 
 
 def _cited_power_levels(loader: EventLoader, event: Event) -> str | None:
