@@ -107,14 +107,19 @@ def store_marks(cur: Any, marks: Mapping[str, tuple[int, Committed]]) -> None:
     """Raise each room's high-water to (seq, what was committed there)."""
     if not marks:
         return
-    execute_values(
-        cur,
-        "INSERT INTO room_chunk_marks (room_id, last_seq, last_first, last_digest) VALUES %s "
+    # One array per column: one statement whatever the number of rooms, adapted in C.
+    cur.execute(
+        "INSERT INTO room_chunk_marks (room_id, last_seq, last_first, last_digest) "
+        "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bytea[]) "
         "ON CONFLICT (room_id) DO UPDATE SET last_seq = EXCLUDED.last_seq, "
         "last_first = EXCLUDED.last_first, last_digest = EXCLUDED.last_digest "
         "WHERE room_chunk_marks.last_seq < EXCLUDED.last_seq",
-        [(r, s, c.first, c.digest) for r, (s, c) in marks.items()],
-        page_size=1000,
+        (
+            list(marks),
+            [s for s, _ in marks.values()],
+            [c.first for _, c in marks.values()],
+            [c.digest for _, c in marks.values()],
+        ),
     )
 
 

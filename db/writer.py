@@ -3,10 +3,10 @@
 ``write_batch`` checks the caller's fencing generation, assigns stream orderings (contiguous, in
 commit order, from the locked ``stream_positions`` row), writes every table of DESIGN.md's
 schema with one bulk statement per table, never one per row: ``COPY`` for rows that cannot
-conflict (those of events stored now), ``execute_values`` for upserts and deletes. It raises
-the rooms' chunk high-water marks, records the consumed offsets and ONE invalidation message
-for the whole batch (several outbox rows when the message is split into parts). The caller
-commits.
+conflict (those of events stored now), ``unnest`` of one array per column for upserts and
+deletes. It raises the rooms' chunk high-water marks, records the consumed offsets and ONE
+invalidation message for the whole batch (several outbox rows when the message is split into
+parts). The caller commits.
 
 Replays are harmless: a chunk at or below its room's high-water was committed before and is
 skipped whole when its content is the same (a divergence is reported when it is not), and an
@@ -18,12 +18,12 @@ the last chunk to touch a current-state key or forward extremity wins.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Mapping, Sequence
+import itertools
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from psycopg2.extras import execute_values
 
 from db.chunk_marks import (
     Committed,
@@ -37,8 +37,7 @@ from db.chunk_marks import (
 from db.fence import check_generation
 from db.outbox import OutboxRow, store_offsets
 from pipeline.errors import SchemaError
-from pipeline.matrix.events import Event
-from pipeline.matrix.room_versions import room_version
+from pipeline.matrix.room_versions import EventFormat, room_version
 from pipeline.room.chunk import Chunk
 
 __all__ = ["BatchResult", "CommittedChunk", "Fence", "MessageBuilder", "write_batch"]
@@ -47,8 +46,6 @@ Change = tuple[Chunk, Mapping[str, int]]
 MessageBuilder = Callable[[Sequence[Change], int, int], list[bytes]]
 """(chunks with the orderings of their events stored now, position, prev_position) -> the
 encoded parts of the batch's invalidation message."""
-
-PAGE_SIZE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,31 +75,39 @@ class BatchResult:
     last_stream_ordering: int = 0
 
 
-def _values(cur: Any, sql: str, rows: Sequence[tuple[Any, ...]], fetch: bool = False) -> Any:
+def _unnest(cur: Any, sql: str, types: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Run ``sql`` once for all ``rows``: its ``{rows}`` is a row source made of one array per
+    column (``types`` names their element types, comma-separated), so the statement is the
+    same whatever the number of rows and psycopg2 adapts the values in C, not row by row."""
     if not rows:
-        return []
-    return execute_values(cur, sql, rows, page_size=PAGE_SIZE, fetch=fetch)
+        return
+    source = "unnest(" + ", ".join(f"%s::{t.strip()}[]" for t in types.split(",")) + ")"
+    cur.execute(sql.replace("{rows}", source), [list(c) for c in zip(*rows, strict=True)])
+
+
+_NULL = "\\N"
+# What COPY's text format must escape (backslash, tab, newline, carriage return), and NUL,
+# which a text value cannot hold.
+_SPECIAL = ("\\", "\t", "\n", "\r", "\x00")
+_COPY_READ = 1 << 20  # bytes handed to the server per write
+_NONE = type(None)
+_BOOL = {True: "t", False: "f"}
 
 
 def _copy_field(v: Any) -> str:
     if v is None:
-        return "\\N"
+        return _NULL
     if isinstance(v, str):
-        # Most text needs no escape: test for each special character (a C scan) rather than
-        # translating every string.
         text: str = v
-        if "\\" in text:
-            text = text.replace("\\", "\\\\")
-        if "\t" in text:
-            text = text.replace("\t", "\\t")
-        if "\n" in text:
-            text = text.replace("\n", "\\n")
-        if "\r" in text:
-            text = text.replace("\r", "\\r")
         if "\x00" in text:
             # COPY would cut the value short; refuse it as an INSERT would.
             raise ValueError(f"text value contains a NUL character: {text[:40]!r}")
-        return text
+        return (
+            text.replace("\\", "\\\\")
+            .replace("\t", "\\t")
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+        )
     if isinstance(v, bool):
         return "t" if v else "f"
     if isinstance(v, int):
@@ -112,23 +117,49 @@ def _copy_field(v: Any) -> str:
     return str(v)
 
 
+def _copy_column(values: tuple[Any, ...]) -> Sequence[str] | Iterator[str]:
+    """One column's values in COPY's text format.
+
+    Column by column, so that the common cases run as C loops: a column of plain text is
+    scanned once for characters to escape (there rarely are any) and used as it is, a column
+    of integers is mapped through ``str``. Anything else goes value by value.
+    """
+    types = set(map(type, values))
+    if types <= {str, _NONE}:
+        # filter(None, ...) drops the NULLs (and empty strings, which need no escape); a
+        # search for one character is a memchr, so five of them over the column are cheap.
+        text = "".join(filter(None, values))
+        if any(c in text for c in _SPECIAL):
+            return [_copy_field(v) for v in values]
+        if _NONE in types:
+            return [_NULL if v is None else v for v in values]
+        return values
+    if types == {int}:
+        return map(str, values)
+    if types == {int, _NONE}:
+        return [_NULL if v is None else str(v) for v in values]
+    if types == {bool}:
+        return map(_BOOL.__getitem__, values)
+    return [_copy_field(v) for v in values]
+
+
 def _copy(cur: Any, table: str, columns: str, rows: Sequence[tuple[Any, ...]]) -> None:
     """COPY ``rows`` into ``table``: the fastest bulk path, for rows that cannot conflict."""
     if not rows:
         return
-    buf = io.StringIO()
-    for row in rows:
-        buf.write("\t".join(map(_copy_field, row)))
-        buf.write("\n")
-    buf.seek(0)
-    cur.copy_expert(f"COPY {table} ({columns}) FROM STDIN", buf)
+    columns_text = map(_copy_column, zip(*rows, strict=True))
+    lines = map("\t".join, zip(*columns_text, strict=True))
+    text = "\n".join(itertools.chain(lines, ("",)))  # every line ends in a newline
+    cur.copy_expert(
+        f"COPY {table} ({columns}) FROM STDIN", io.BytesIO(text.encode()), size=_COPY_READ
+    )
 
 
 def _sort_out(
     cur: Any, chunks: Sequence[Chunk], sources: Sequence[int | None], result: BatchResult
-) -> tuple[list[Chunk], dict[str, tuple[int, Committed]], dict[str, Committed]]:
-    """The chunks not committed before, in order, the rooms' new high-water marks, and what
-    each new chunk commits under its id.
+) -> tuple[list[Chunk], dict[str, tuple[int, Committed]], dict[str, Committed], set[str]]:
+    """The chunks not committed before, in order, the rooms' new high-water marks, what each
+    new chunk commits under its id, and the rooms that had a mark (so have their rooms row).
 
     A chunk at or below its room's high-water was committed before: the same range of event
     sequence numbers with the same digest is a replay, and so is another range ending there (a
@@ -177,7 +208,7 @@ def _sort_out(
             result.skipped_chunk_ids.append(c.chunk_id)
         else:
             result.divergences.append(Divergence(c, stored.digest, digest, src))
-    return fresh, new_marks, in_batch
+    return fresh, new_marks, in_batch, set(marks)
 
 
 def write_batch(
@@ -199,7 +230,7 @@ def write_batch(
     if fence is not None:
         check_generation(cur, fence.lock_key, fence.generation)
     result = BatchResult()
-    new_chunks, new_marks, digests = _sort_out(
+    new_chunks, new_marks, digests, marked_rooms = _sort_out(
         cur, chunks, sources if sources is not None else [None] * len(chunks), result
     )
     event_ids = [e.event_id for c in new_chunks for e in c.events]
@@ -259,7 +290,7 @@ def write_batch(
             OutboxRow(last, prev_position, key, data, i, len(parts)) for i, data in enumerate(parts)
         )
 
-    rows.write(cur)
+    rows.write(cur, marked_rooms)
     store_marks(cur, new_marks)
     _copy(
         cur,
@@ -299,43 +330,59 @@ class _Rows:
 
     def add_chunk(self, c: Chunk, orderings: Mapping[str, int]) -> None:
         rv = room_version(c.room_version)
+        pairs = rv.event_format == EventFormat.V1  # references are [event_id, hashes] pairs
         room = c.room_id
         creator = c.creator
         has_create = False
+        # The PDUs were validated by the room processor: the fields are read straight from
+        # them (as Event.from_trusted would, without building an Event per row).
         for ce in c.events:
             so = orderings.get(ce.event_id)
             if so is None:
                 continue
-            ev = Event.from_trusted(ce.pdu, rv, ce.event_id)
+            pdu = ce.pdu
+            eid = ce.event_id
+            etype = pdu["type"]
+            state_key = pdu.get("state_key")
+            sender = pdu["sender"]
+            fmt = int(ce.format_version)
             self.events.append(
                 (
                     so,
-                    ev.depth,
-                    ev.event_id,
+                    int(pdu.get("depth", 0)),
+                    eid,
                     room,
-                    ev.type,
-                    ev.state_key,
-                    ev.sender,
-                    ev.origin_server_ts,
+                    etype,
+                    state_key,
+                    sender,
+                    int(pdu.get("origin_server_ts", 0)),
                     ce.received_ts,
-                    int(ce.format_version),
+                    fmt,
                     ce.rejected,
                     ce.soft_failed,
                     ce.outlier,
                 )
             )
-            json_text = orjson.dumps(ce.pdu).decode()
-            self.event_json.append((ev.event_id, room, int(ce.format_version), json_text))
-            self.event_edges.extend((ev.event_id, p) for p in dict.fromkeys(ev.prev_event_ids))
-            self.event_auth.extend((ev.event_id, a, room) for a in dict.fromkeys(ev.auth_event_ids))
+            self.event_json.append((eid, room, fmt, orjson.dumps(pdu).decode()))
+            prevs = pdu.get("prev_events", ())
+            auths = pdu.get("auth_events", ())
+            if pairs:
+                prevs = [r[0] for r in prevs]
+                auths = [r[0] for r in auths]
+            self.event_edges.extend((eid, p) for p in dict.fromkeys(prevs))
+            self.event_auth.extend((eid, a, room) for a in dict.fromkeys(auths))
             if ce.state_group is not None:
-                self.event_to_state_groups.append((ev.event_id, ce.state_group))
-            if ev.type == "m.room.create" and ev.state_key == "" and ce.rejected is None:
+                self.event_to_state_groups.append((eid, ce.state_group))
+            if etype == "m.room.create" and state_key == "" and ce.rejected is None:
                 has_create = True
                 if creator is None:
                     # Since v11 the creator is the create event's sender; before, a content key.
-                    raw = ev.sender if rv.implicit_room_creator else ev.content.get("creator")
-                    creator = raw if isinstance(raw, str) else ev.sender
+                    raw = (
+                        sender
+                        if rv.implicit_room_creator
+                        else pdu.get("content", {}).get("creator")
+                    )
+                    creator = raw if isinstance(raw, str) else sender
         for g in c.state_groups:
             if g.id in self._group_ids:
                 continue
@@ -363,20 +410,27 @@ class _Rows:
         if has_create or room not in self.rooms:
             self.rooms[room] = (c.room_version, creator, has_create)
 
-    def write(self, cur: Any) -> None:
+    def write(self, cur: Any, marked_rooms: set[str]) -> None:
+        """Every row, one statement per table; ``marked_rooms`` have their rooms row already
+        (a room's first mark is written in the transaction that writes its row)."""
         rooms_create = [(r, v, c) for r, (v, c, has) in self.rooms.items() if has]
-        rooms_other = [(r, v, c) for r, (v, c, has) in self.rooms.items() if not has]
+        rooms_other = [
+            (r, v, c) for r, (v, c, has) in self.rooms.items() if not has and r not in marked_rooms
+        ]
         # The create event in the batch is the authority on the room's version and creator.
-        _values(
+        _unnest(
             cur,
-            "INSERT INTO rooms (room_id, room_version, creator) VALUES %s ON CONFLICT (room_id) "
+            "INSERT INTO rooms (room_id, room_version, creator) SELECT * FROM {rows} "
+            "ON CONFLICT (room_id) "
             "DO UPDATE SET room_version = EXCLUDED.room_version, creator = EXCLUDED.creator",
+            "text, text, text",
             rooms_create,
         )
-        _values(
+        _unnest(
             cur,
-            "INSERT INTO rooms (room_id, room_version, creator) VALUES %s "
+            "INSERT INTO rooms (room_id, room_version, creator) SELECT * FROM {rows} "
             "ON CONFLICT (room_id) DO NOTHING",
+            "text, text, text",
             rooms_other,
         )
         # The rows of events stored now cannot conflict with stored rows (those events were
@@ -393,16 +447,16 @@ class _Rows:
         _copy(cur, "event_edges", "event_id, prev_event_id", self.event_edges)
         _copy(cur, "event_auth", "event_id, auth_id, room_id", self.event_auth)
         # A state group already stored (a replay under another chunk id) keeps its rows.
-        new_groups = {
-            r[0]
-            for r in _values(
+        new_groups: set[int] = set()
+        if self.state_groups:
+            _unnest(
                 cur,
-                "INSERT INTO state_groups (id, room_id, event_id) VALUES %s "
+                "INSERT INTO state_groups (id, room_id, event_id) SELECT * FROM {rows} "
                 "ON CONFLICT (id) DO NOTHING RETURNING id",
+                "bigint, text, text",
                 self.state_groups,
-                fetch=True,
             )
-        }
+            new_groups = {r[0] for r in cur.fetchall()}
         _copy(
             cur,
             "state_group_edges",
@@ -423,29 +477,33 @@ class _Rows:
             list(self.memberships.values()),
         )
         _copy(cur, "redactions", "event_id, redacts", list(self.redactions.values()))
-        _values(
+        _unnest(
             cur,
-            "DELETE FROM current_state_events AS c USING (VALUES %s) AS d(room_id, type, state_key)"
+            "DELETE FROM current_state_events AS c USING {rows} AS d(room_id, type, state_key)"
             " WHERE c.room_id = d.room_id AND c.type = d.type AND c.state_key = d.state_key",
+            "text, text, text",
             [k for k, v in self.current_state.items() if v is None],
         )
-        _values(
+        _unnest(
             cur,
             "INSERT INTO current_state_events (room_id, type, state_key, event_id, membership)"
-            " VALUES %s ON CONFLICT (room_id, type, state_key) DO UPDATE"
+            " SELECT * FROM {rows} ON CONFLICT (room_id, type, state_key) DO UPDATE"
             " SET event_id = EXCLUDED.event_id, membership = EXCLUDED.membership",
+            "text, text, text, text, text",
             [(*k, *v) for k, v in self.current_state.items() if v is not None],
         )
-        _values(
+        _unnest(
             cur,
-            "DELETE FROM event_forward_extremities AS f USING (VALUES %s) AS d(room_id, event_id)"
+            "DELETE FROM event_forward_extremities AS f USING {rows} AS d(room_id, event_id)"
             " WHERE f.room_id = d.room_id AND f.event_id = d.event_id",
+            "text, text",
             [k for k, added in self.extremities.items() if not added],
         )
-        _values(
+        _unnest(
             cur,
-            "INSERT INTO event_forward_extremities (room_id, event_id) VALUES %s"
+            "INSERT INTO event_forward_extremities (room_id, event_id) SELECT * FROM {rows}"
             " ON CONFLICT DO NOTHING",
+            "text, text",
             [k for k, added in self.extremities.items() if added],
         )
         _copy(

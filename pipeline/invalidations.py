@@ -120,84 +120,97 @@ def build_message(
         raise ValueError(
             f"position {position} of chunk(s) {what} is not after prev_position {prev_position}"
         )
-    rooms: dict[str, None] = {}
-    events: list[dict[str, Any]] = []
-    invalidate: dict[str, set[CacheKey]] = {}
+    touched = _Touched()
     for chunk, orderings in changes:
-        rooms[chunk.room_id] = None
-        _add_chunk(chunk, orderings, events, invalidate)
+        touched.add_chunk(chunk, orderings)
     return {
         "position": position,
         "prev_position": prev_position,
-        "rooms": list(rooms),
-        "events": events,
+        "rooms": list(touched.rooms),
+        "events": touched.events,
         "invalidate": [
             {"cache": cache, "keys": [list(k) for k in sorted(keys)]}
-            for cache, keys in sorted(invalidate.items(), key=lambda kv: _cache_rank(kv[0]))
+            for cache, keys in touched.caches()
         ],
     }
 
 
-def _add_chunk(
-    chunk: Chunk,
-    stream_orderings: Mapping[str, int],
-    events: list[dict[str, Any]],
-    invalidate: dict[str, set[CacheKey]],
-) -> None:
-    room = chunk.room_id
+class _Touched:
+    """What a transaction's chunks touch, gathered per room, user and host (one set add each)
+    and expanded into Synapse's caches once, by ``caches``."""
 
-    def add(cache: str, key: CacheKey) -> None:
-        invalidate.setdefault(cache, set()).add(key)
+    def __init__(self) -> None:
+        self.rooms: dict[str, None] = {}
+        self.events: list[dict[str, Any]] = []
+        self.seen: set[CacheKey] = set()  # (room, event_id) of every event stored now
+        self.state_rooms: set[str] = set()  # current state changed
+        self.create_rooms: set[str] = set()
+        self.encryption_rooms: set[str] = set()
+        self.member_rooms: set[str] = set()  # a membership in current state changed
+        self.room_users: set[CacheKey] = set()  # (room, user) whose membership changed
+        self.room_hosts: set[CacheKey] = set()
+        self.extremity_rooms: set[str] = set()
+        self.redacted: set[str] = set()
 
-    seen = invalidate.setdefault("have_seen_event", set())
-    for ev in chunk.events:
-        so = stream_orderings.get(ev.event_id)
-        if so is None:
-            continue
-        # A negative have_seen_event answer may be cached for any event, rejected ones too.
-        seen.add((room, ev.event_id))
-        if ev.rejected is None and not ev.soft_failed and not ev.outlier:
-            pdu = ev.pdu
-            events.append(
-                {
-                    "event_id": ev.event_id,
-                    "room_id": room,
-                    "stream_ordering": so,
-                    "type": pdu.get("type"),
-                    "state_key": pdu.get("state_key"),
-                    "sender": pdu.get("sender"),
-                }
-            )
-    if not seen:
-        del invalidate["have_seen_event"]
+    def add_chunk(self, chunk: Chunk, stream_orderings: Mapping[str, int]) -> None:
+        room = chunk.room_id
+        self.rooms[room] = None
+        for ev in chunk.events:
+            so = stream_orderings.get(ev.event_id)
+            if so is None:
+                continue
+            # A negative have_seen_event answer may be cached for any event, rejected ones too.
+            self.seen.add((room, ev.event_id))
+            if ev.rejected is None and not ev.soft_failed and not ev.outlier:
+                pdu = ev.pdu
+                self.events.append(
+                    {
+                        "event_id": ev.event_id,
+                        "room_id": room,
+                        "stream_ordering": so,
+                        "type": pdu.get("type"),
+                        "state_key": pdu.get("state_key"),
+                        "sender": pdu.get("sender"),
+                    }
+                )
+        if chunk.current_state_set or chunk.current_state_removed:
+            self.state_rooms.add(room)
+            changed = [(r.type, r.state_key) for r in chunk.current_state_set]
+            changed.extend(chunk.current_state_removed)
+            for t, sk in changed:
+                if t == MEMBER:
+                    self.member_rooms.add(room)
+                    self.room_users.add((room, sk))
+                    self.room_hosts.add((room, _host(sk)))
+                elif t == "m.room.create":
+                    self.create_rooms.add(room)
+                elif t == "m.room.encryption":
+                    self.encryption_rooms.add(room)
+        if chunk.forward_extremities_added or chunk.forward_extremities_removed:
+            self.extremity_rooms.add(room)
+        for r in chunk.redactions:
+            if r.event_id in stream_orderings:
+                self.redacted.add(r.redacts)
 
-    if chunk.current_state_set or chunk.current_state_removed:
-        changed_types = {r.type for r in chunk.current_state_set}
-        changed_types.update(t for t, _ in chunk.current_state_removed)
-        members_changed = {r.state_key for r in chunk.current_state_set if r.type == MEMBER}
-        members_changed.update(sk for t, sk in chunk.current_state_removed if t == MEMBER)
-        for cache in _ROOM_STATE_CACHES:
-            add(cache, (room,))
-        if "m.room.create" in changed_types:
-            add("get_room_type", (room,))
-        if "m.room.encryption" in changed_types:
-            add("get_room_encryption", (room,))
-        if members_changed:
-            for cache in _ROOM_MEMBER_CACHES:
-                add(cache, (room,))
-            for user in members_changed:
-                add("get_user_in_room_with_profile", (room, user))
-                for cache in _USER_MEMBER_CACHES:
-                    add(cache, (user,))
-            for host in {_host(u) for u in members_changed}:
-                for cache in _HOST_MEMBER_CACHES:
-                    add(cache, (room, host))
-    if chunk.forward_extremities_added or chunk.forward_extremities_removed:
-        for cache in _EXTREMITY_CACHES:
-            add(cache, (room,))
-    for r in chunk.redactions:
-        if r.event_id in stream_orderings:
-            add("get_event", (r.redacts,))
+    def caches(self) -> list[tuple[str, set[CacheKey]]]:
+        """(cache, keys) of every cache with a key to invalidate, in ``_CACHE_ORDER``."""
+        state = {(r,) for r in self.state_rooms}
+        members = {(r,) for r in self.member_rooms}
+        extremities = {(r,) for r in self.extremity_rooms}
+        users = {(u,) for _, u in self.room_users}
+        keys: dict[str, set[CacheKey]] = {
+            **dict.fromkeys(_ROOM_STATE_CACHES, state),
+            "get_room_type": {(r,) for r in self.create_rooms},
+            "get_room_encryption": {(r,) for r in self.encryption_rooms},
+            **dict.fromkeys(_ROOM_MEMBER_CACHES, members),
+            "get_user_in_room_with_profile": self.room_users,
+            **dict.fromkeys(_USER_MEMBER_CACHES, users),
+            **dict.fromkeys(_HOST_MEMBER_CACHES, self.room_hosts),
+            **dict.fromkeys(_EXTREMITY_CACHES, extremities),
+            "get_event": {(r,) for r in self.redacted},
+            "have_seen_event": self.seen,
+        }
+        return [(cache, keys[cache]) for cache in _CACHE_ORDER if keys[cache]]
 
 
 _CACHE_ORDER = (
@@ -212,10 +225,6 @@ _CACHE_ORDER = (
     "get_event",
     "have_seen_event",
 )
-
-
-def _cache_rank(cache: str) -> tuple[int, str]:
-    return (_CACHE_ORDER.index(cache) if cache in _CACHE_ORDER else len(_CACHE_ORDER), cache)
 
 
 def format_for_tail(msg: Mapping[str, Any]) -> str:
