@@ -183,7 +183,8 @@ def probe(
     from pipeline.bench.e2e import PipelineRun, _await_announced
 
     assert isinstance(pr, PipelineRun)
-    window = max(window_s, min_events / rate)
+    # A slow rate gets a longer window, so its percentiles rest on enough events; at most 3x.
+    window = min(max(window_s, min_events / rate), 3 * window_s)
     rooms, per_room = probe_workload_shape(math.ceil(rate * (warm_s + window)))
     wl = generate_workload(rooms, per_room, seed=seed)
     lines = list(wl.lines)
