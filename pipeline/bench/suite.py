@@ -13,6 +13,7 @@ as not measured, with the reason, and the rest go on.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import platform
@@ -81,8 +82,8 @@ class Sizes:
     recovery_after_s: float = 20.0
     # B8: the big room's members, messages and state changes; the small room's members
     big_members: int = 20_000
-    big_messages: int = 1_000
-    big_state_changes: int = 200
+    big_messages: int = 100
+    big_state_changes: int = 100
     small_members: int = 50
 
 
@@ -106,7 +107,7 @@ QUICK = Sizes(
     recovery_before_s=5.0,
     recovery_after_s=12.0,
     big_members=2_000,
-    big_messages=200,
+    big_messages=40,
     big_state_changes=40,
 )
 TINY = Sizes(
@@ -337,6 +338,8 @@ class _Suite:
         self.b6s = Section("B6", "Scaling with worker processes", "")
         self.b6 = Section("B6", "Worker memory per room", "")
         self.b7 = Section("B7", "Recovery from kill -9", "")
+        # Every probe gets rooms of its own: a repeated workload would be deduplicated.
+        self.probe_seeds = itertools.count(100)
         self.b8 = Section("B8", "Big rooms", "")
 
     def chosen(self) -> list[Section]:
@@ -461,7 +464,7 @@ class _Suite:
     def _probe(self, pr: Any, tag: str) -> Callable[[float], Any]:
         from pipeline.bench.paced import probe
 
-        s, seeds = self.s, iter(range(100, 10_000))
+        s, seeds = self.s, self.probe_seeds
 
         def run(rate: float) -> Any:
             p = probe(
@@ -503,11 +506,14 @@ class _Suite:
 
         st = self.st
         found = self._search(pr, workers)
+        probe = self._probe(pr, "curve")
         if found.capacity is None:
+            # No curve to draw, but the fixed rate still says how it does at a small load.
+            label, rate = curve_rates(0.0)[-1]
+            st.curve.append((label, probe(rate)))
             return
         st.rate = found.capacity / 2
         st.rate_source = f"half the paced capacity ({found.capacity:,.0f} events/s)"
-        probe = self._probe(pr, "curve")
         for label, rate in curve_rates(found.capacity):
             st.curve.append((label, probe(rate)))
 
@@ -546,8 +552,12 @@ class _Suite:
         sec.figures += [capacity_figure(n, found, st.b0) for n, found in searches.items()]
         if st.curve:
             sec.figures += fixed_rate_figures(st.curve[-1][1], st.b0)
-            top = st.curve[-2][1]
-            sec.cpu, sec.cpu_window = top.cpu, "at 100% of the paced capacity (the curve's probe)"
+            if len(st.curve) > 1:
+                top = st.curve[-2][1]
+                sec.cpu, sec.cpu_window = top.cpu, "at 100% of the paced capacity (its probe)"
+            else:
+                sec.cpu = st.curve[-1][1].cpu
+                sec.cpu_window = f"at the fixed {st.curve[-1][1].rate:g} events/s"
             sec.details += curve_details(st.curve, st.b0, self.opts.workers)
         sec.details += search_details(searches)
 
@@ -556,18 +566,36 @@ class _Suite:
         from pipeline.bench.load_sections import b8_method, big_room_figures
 
         s = self.s
+        join_slice = max(1, s.big_members // 20)
         sec.method = b8_method(
             members=s.big_members,
             small=s.small_members,
             messages=s.big_messages,
             state_changes=s.big_state_changes,
+            join_slice=join_slice,
         )
-        sizes = {"messages": s.big_messages, "state_changes": s.big_state_changes}
-        small = measure_room(pr, members=s.small_members, tag="small", timeout=s.timeout, **sizes)
-        big = measure_room(pr, members=s.big_members, tag="big", timeout=s.timeout, **sizes)
-        for p in big:
-            self.say(f"B8: {p.name}: {p.ms_per_event:,.2f} ms per event ({p.events:,})")
-        sec.figures += big_room_figures(big, small, s.big_members, self.st.b0)
+        _, small = measure_room(
+            pr,
+            members=s.small_members,
+            messages=s.big_messages,
+            state_changes=s.big_state_changes,
+            tag="small",
+            timeout=s.timeout,
+        )
+        joins, big = measure_room(
+            pr,
+            members=s.big_members,
+            messages=s.big_messages,
+            state_changes=s.big_state_changes,
+            tag="big",
+            timeout=s.timeout,
+            join_slice=join_slice,
+        )
+        self.say(
+            f"B8: {joins.last_ms:,.2f} ms per join near {s.big_members:,} members, "
+            f"{joins.first_ms:,.2f} ms under {join_slice:,}"
+        )
+        sec.figures += big_room_figures(joins, big, small, s.big_members, self.st.b0)
 
     def _worker_kill(self, sec: Section, pr: Any) -> None:
         from pipeline.bench.load_sections import b7_method, worker_recovery_figures
@@ -647,7 +675,7 @@ class _Suite:
                 FIXED_RATE,
             )
             links = []
-            if st.curve:
+            if len(st.curve) > 1:
                 plot_curve(
                     st.curve,
                     anchor,

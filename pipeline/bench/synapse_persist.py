@@ -247,7 +247,8 @@ def in_dependency_order(pdus: Sequence[dict[str, Any]], ids: Sequence[str]) -> l
     auth events (``ids`` are the events' IDs). The generated arrival order now and then puts an
     event a moment before one it references, which Roomstream parks until it arrives; Synapse's
     storage path has no parking, so it gets them as its federation handler would have fetched
-    them. References to events not in ``pdus`` are ignored."""
+    them. References to events not in ``pdus`` are ignored; events in a reference cycle come
+    last, in arrival order."""
     known = set(ids)
     done: set[str] = set()
     waiting: dict[str, list[int]] = {}
@@ -271,7 +272,9 @@ def in_dependency_order(pdus: Sequence[dict[str, Any]], ids: Sequence[str]) -> l
             waiting.setdefault(missing[0], []).append(i)
         else:
             release(i)
-    return out
+    # What never became ready (a reference cycle, which no valid room has) keeps its place.
+    placed = set(out)
+    return out + [i for i in range(len(pdus)) if i not in placed]
 
 
 def _rooms_in_order(lines: Sequence[bytes], version: str) -> dict[str, list[dict[str, Any]]]:
