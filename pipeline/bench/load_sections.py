@@ -347,7 +347,12 @@ def big_room_figures(
             baseline_name=f"first {joins.slice:,} joins",
             ratio=_ratio(joins.last_ms, joins.first_ms),
             note=f"{joins.members:,} joins in {joins.seconds:,.1f} s, first produce to last "
-            "announcement.",
+            "announcement."
+            + versus_b0(
+                joins.last_ms,
+                1000 / b0.closed.rate if b0 else None,
+                "Synapse's time per event with 10 rooms in flight (1 / its rate)",
+            ),
         )
     ]
     for p in big:

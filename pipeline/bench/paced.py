@@ -116,7 +116,7 @@ def search_capacity(
                 break
             hi = rate
     if lo is None:
-        s.note = f"no rate down to {min_rate:g} events/s kept p99 within the limit"
+        s.note = f"no rate down to {rate:,.1f} events/s kept p99 within the limit"
         return s
     for _ in range(bisections):
         if hi is None or hi - lo <= precision * lo:
@@ -133,8 +133,8 @@ def search_capacity(
             lower = [p.rate for p in s.probes if p.ok and p.rate < s.capacity]
             failed_at = s.capacity
             s.capacity = max(lower) if lower else None
-            s.note = f"{failed_at:,.0f} events/s passed once and failed when probed again; " + (
-                f"the capacity is the next rate that passed, {s.capacity:,.0f} events/s"
+            s.note = f"{failed_at:,.1f} events/s passed once and failed when probed again; " + (
+                f"the capacity is the next rate that passed, {s.capacity:,.1f} events/s"
                 if s.capacity is not None
                 else "no lower rate was probed, so no capacity is claimed"
             )

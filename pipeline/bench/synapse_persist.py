@@ -159,20 +159,18 @@ def measure_synapse(
         if paced_lines:
             args += ["--paced", str(paced_file)]
         try:
-            with log.open("wb") as err:
-                proc = subprocess.Popen(
-                    args,
-                    cwd=ROOT,
-                    stdin=subprocess.PIPE,
-                    stdout=subprocess.PIPE,
-                    stderr=err,
-                )
+            with (
+                log.open("wb") as err,
+                # Leaving the block closes its pipes and waits for it.
+                subprocess.Popen(
+                    args, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err
+                ) as proc,
+            ):
                 try:
                     return _drive(proc, settings, timeout, log)
                 finally:
                     if proc.poll() is None:
                         proc.kill()
-                        proc.wait(10)
         finally:
             _drop_database(settings, dbname)
 
