@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.bench.paced import LIMIT_MS, Probe
 
@@ -26,6 +27,18 @@ class Anchor:
     p50_ms: float | None  # at the fixed low rate
     p99_ms: float | None
     fixed_rate: float
+
+
+def _plain_ticks(ax: Any) -> None:
+    """Tick labels as plain numbers (20, 300) rather than powers of ten."""
+    from matplotlib.ticker import FuncFormatter
+
+    plain = FuncFormatter(lambda v, _pos: f"{v:,.4g}")
+    # Between powers of ten, only 2x and 5x are labelled, so the labels do not run together.
+    sparse = FuncFormatter(lambda v, _pos: f"{v:,.4g}" if f"{v:.0e}"[0] in "25" else "")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(sparse)
 
 
 def plot_curve(
@@ -64,6 +77,7 @@ def plot_curve(
             )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_ticks(ax)
     ax.set_xlabel("paced produce rate (events/s)")
     ax.set_ylabel("produce → invalidation (ms)")
     ax.set_title(title)
@@ -124,6 +138,7 @@ def plot_search(
         )
     ax.set_xscale("log")
     ax.set_yscale("log")
+    _plain_ticks(ax)
     ax.set_xlabel("paced produce rate (events/s)")
     ax.set_ylabel("p99 produce → invalidation (ms)")
     ax.set_title(title)
