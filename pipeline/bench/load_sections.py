@@ -271,7 +271,7 @@ def worker_recovery_figures(w: WorkerRecovery, b0: SynapseResult | None) -> list
             ratio=_ratio(w.back_after_restart_s, p99_s),
             note=f"{w.back_after_kill_s:,.2f} s from the kill (restarted "
             f"{w.restart_gap_s:,.2f} s after it); partitions "
-            f"{', '.join(map(str, w.killed_partitions))}, found by {w.ownership}.",
+            f"{', '.join(map(str, w.killed_partitions))}, found by {w.ownership}." + w.loss_note(),
         ),
         Figure(
             "B7",
@@ -299,7 +299,7 @@ def takeover_figure(t: Takeover, b0: SynapseResult | None) -> Figure:
         ratio=_ratio(t.takeover_s, p99_s),
         note=f"Longest latency of an event produced after the kill {t.max_ms:,.0f} ms; before "
         f"the kill p50 {t.before_p50_ms:,.1f} ms, max {t.before_max_ms:,.0f} ms; at "
-        f"{t.rate:,.0f} events/s.",
+        f"{t.rate:,.0f} events/s." + t.loss_note(),
     )
 
 

@@ -29,6 +29,7 @@ from confluent_kafka.admin import AdminClient
 from pipeline.bench.e2e import PipelineRun
 from pipeline.bench.paced import probe_workload_shape
 from pipeline.bench.runs import (
+    Stalled,
     cleanup,
     fresh_run,
     logdir_of,
@@ -38,7 +39,15 @@ from pipeline.bench.runs import (
     watching,
 )
 from pipeline.config import Settings
-from pipeline.dev.local import Child, Cluster, event_ids_of, percentile, produce_timed, running
+from pipeline.dev.local import (
+    Child,
+    Cluster,
+    InvalidationWatcher,
+    event_ids_of,
+    percentile,
+    produce_timed,
+    running,
+)
 from pipeline.dev.workload import Workload, generate_workload
 from pipeline.errors import RoomstreamError
 
@@ -62,6 +71,11 @@ class WorkerRecovery:
     others_p99_ms: float
     others_before_max_ms: float  # the same, in as long a window before the kill
     restart_gap_s: float  # kill to restart
+    lost: int = 0  # events never announced
+    lost_reason: str = ""
+
+    def loss_note(self) -> str:
+        return _loss_note(self.lost, self.lost_reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +85,43 @@ class Takeover:
     max_ms: float  # longest latency of an event produced after the kill
     before_p50_ms: float
     before_max_ms: float
+    lost: int = 0
+    lost_reason: str = ""
+
+    def loss_note(self) -> str:
+        return _loss_note(self.lost, self.lost_reason)
+
+
+def _loss_note(lost: int, reason: str) -> str:
+    if not lost:
+        return ""
+    return (
+        f" The pipeline LOST {lost:,} of the events produced around the kill: they were never "
+        f"announced ({reason}); the figures are over those it announced."
+    )
+
+
+def _await_all(
+    run: Settings,
+    watcher: InvalidationWatcher,
+    target: int,
+    timeout: float,
+    what: str,
+    *,
+    cluster: Cluster,
+) -> tuple[int, str]:
+    """Wait until the stream position reaches ``target``: (events lost, why) when it stalls
+    short of it, so a loss is reported beside the figures rather than hiding them."""
+    try:
+        wait_for_progress(run, lambda: watcher.position, target, timeout, what, cluster=cluster)
+    except Stalled as stalled:
+        why = (
+            f"a dead letter says: {stalled.reasons[0]}"
+            if stalled.reasons
+            else "nothing was dead-lettered"
+        )
+        return stalled.target - stalled.reached, why
+    return 0, ""
 
 
 def _paced_in_background(
@@ -198,9 +249,9 @@ def measure_worker_recovery(
     _restart(cluster, victim, ["--id", f"{run.topic_prefix}-w1"])
     restart_at = time.monotonic()
     thread.join(timeout)
-    wait_for_progress(
+    lost, why = _await_all(
         run,
-        lambda: watcher.position,
+        watcher,
         target,
         timeout,
         "the events produced around a worker's kill -9 to be announced",
@@ -225,6 +276,8 @@ def measure_worker_recovery(
         others_p99_ms=others_p99,
         others_before_max_ms=before_max,
         restart_gap_s=restart_at - kill_at,
+        lost=lost,
+        lost_reason=why,
     )
 
 
@@ -283,9 +336,9 @@ def measure_takeover(
             active.kill9()
             cluster.children.remove(active)
             thread.join(timeout)
-            wait_for_progress(
+            lost, why = _await_all(
                 run,
-                lambda: watcher.position,
+                watcher,
                 target,
                 timeout,
                 "the standby committer to announce everything after the kill",
@@ -304,6 +357,8 @@ def measure_takeover(
                 max_ms=max((a - t) * 1000 for t, a in after),
                 before_p50_ms=percentile(before, 0.5),
                 before_max_ms=max(before, default=float("nan")),
+                lost=lost,
+                lost_reason=why,
             )
     finally:
         cleanup(run)

@@ -183,3 +183,11 @@ def test_the_pictures_are_png_files(tmp_path: Path) -> None:
 def test_a_curve_without_synapse_still_draws(tmp_path: Path) -> None:
     p = Probe(25.0, 25.0, 100, 10.0, math.nan, 40.0)
     assert plot_curve([("a", p)], None, tmp_path / "c.png", "curve").exists()
+
+
+def test_events_lost_around_a_kill_are_said_beside_the_figure() -> None:
+    f = takeover_figure(
+        Takeover(50.0, 2.0, 2100.0, 20.0, 60.0, 1, "nothing was dead-lettered"), b0()
+    )
+    assert "LOST 1 of the events produced around the kill" in f.note
+    assert "nothing was dead-lettered" in f.note
