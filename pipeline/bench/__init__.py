@@ -1,12 +1,14 @@
 """The benchmark suite (``roomstream bench``): each module times one part of Roomstream beside a
 baseline on the same input and returns one result dict per input.
 
-``main`` runs the whole suite (``pipeline.bench.suite``): end-to-end throughput, latency and
-isolation (``e2e``) against the no-Matrix-logic floor (``floor``), the committer alone
-(``committer``), worker memory (``memory``) and every module in ``MODULES``; it prints a table
-and writes BENCHMARKS.md (``report``). Each module in ``MODULES`` also runs on its own with
-``python -m pipeline.bench.<module>``. Everything heavy is imported lazily, so the CLI starts
-fast.
+``main`` runs the whole suite (``pipeline.bench.suite``): matrix-synapse's own persistence path
+as the anchor (``synapse_persist``), end-to-end throughput and isolation (``e2e``) against the
+no-Matrix-logic floor (``floor``), the paced capacity and latency curve (``paced``), recovery
+from kill -9 (``recovery``), big rooms (``big_room``), the committer alone (``committer``),
+worker memory (``memory``) and every module in ``MODULES``; it prints a table, writes
+BENCHMARKS.md (``report``, ``load_sections``) and draws its pictures (``plots``). Each module
+in ``MODULES`` also runs on its own with ``python -m pipeline.bench.<module>``. Everything
+heavy is imported lazily, so the CLI starts fast.
 """
 
 from __future__ import annotations

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pipeline.bench.cpu import CpuSampler
 from pipeline.bench.report import CpuRow
 from pipeline.bench.runs import (
+    PromptWatcher,
     Stalled,
     cleanup,
     cluster_groups,
@@ -114,7 +115,7 @@ def pipeline_run(
 ) -> Iterator[PipelineRun]:
     """A fresh run with ``workers`` workers and a committer, warmed up; deleted afterwards."""
     run = fresh_run(settings, tag)
-    watcher = InvalidationWatcher(run)
+    watcher = PromptWatcher(run)
     watcher.start()
     watcher.ready.wait(10)
     try:

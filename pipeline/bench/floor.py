@@ -106,7 +106,9 @@ def consume(
     print("ready", flush=True)
     try:
         while written < expect:
-            batch = consumer.consume(settings.commit_batch_max, 0.2)
+            # One record, then what else is fetched: consume(n, timeout) would wait for n.
+            first = consumer.poll(0.2)
+            batch = [first, *consumer.consume(settings.commit_batch_max - 1, 0)] if first else []
             msgs = [m for m in batch if m.error() is None]
             if not msgs:
                 if time.monotonic() - idle_since > idle_timeout:

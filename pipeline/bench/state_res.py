@@ -9,6 +9,10 @@ Three inputs, built deterministically (room version 11, state resolution v2):
   line; the ten forward extremities' states are resolved.
 - ``five-members-1000``: a 1,000-member room where five memberships conflict (kicked on one
   branch, a display name change on the other).
+- ``conflicted-members-10000``: a big room's worst merge: two branches off the room's creation
+  on which the same 10,000 users join, with a different display name on each side, so all
+  10,000 memberships conflict (20,000 events in the conflicted set, every one auth-checked in
+  mainline order).
 
 Synapse's ``resolve_events_with_store`` runs over an in-memory store: events come from a dict,
 and the auth chain difference (a SQL query over its chain cover index in production) is a
@@ -54,6 +58,7 @@ class Case:
     room_version: RoomVersion
     events: Mapping[str, Event]
     state_sets: Sequence[Mapping[StateKey, str]]
+    repetitions: int | None = None  # fewer than the run's default for the largest inputs
 
 
 class _RoomWriter:
@@ -239,10 +244,38 @@ def five_member_conflict(members: int = 1000, conflicted: int = 5) -> Case:
     )
 
 
-def build_cases(quick: bool = False) -> list[Case]:
+def conflicted_members(members: int = 10_000, repetitions: int | None = 2) -> Case:
+    """Two branches on which the same ``members`` users join, named differently on each."""
+    rv = room_version(ROOM_VERSION)
+    room = _RoomWriter(rv, f"!conflicted-members:{SERVER}")
+    base = room.found([])
+    sets: list[dict[StateKey, str]] = []
+    for name in ("a", "b"):
+        branch = base.fork()
+        for n in range(members):
+            user = _user(n)
+            branch.send(MEMBER_TYPE, user, {"membership": "join", "displayname": name}, user)
+        sets.append(branch.state)
+    return Case(
+        f"conflicted-members-{members}",
+        f"{members:,} memberships conflicting between two branches",
+        room.room_id,
+        rv,
+        room.events,
+        sets,
+        repetitions,
+    )
+
+
+def build_cases(quick: bool = False, big: bool = True) -> list[Case]:
+    """The inputs; ``big`` adds the conflicted-members case (10,000, or 1,000 when quick)."""
     if quick:
-        return [two_branches(200), ten_extremities(2_000, members=100), five_member_conflict(200)]
-    return [two_branches(), ten_extremities(), five_member_conflict()]
+        cases = [two_branches(200), ten_extremities(2_000, members=100), five_member_conflict(200)]
+    else:
+        cases = [two_branches(), ten_extremities(), five_member_conflict()]
+    if big:
+        cases.append(conflicted_members(1_000 if quick else 10_000))
+    return cases
 
 
 # --------------------------------------------------------------------------- timing
@@ -369,7 +402,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
     for case in build_cases(quick):
         ours_fn = roomstream_resolver(case)
         ours_state = ours_fn()  # warm-up, and the answer to compare
-        ours = _time(ours_fn, repetitions)
+        reps = case.repetitions or repetitions
+        ours = _time(ours_fn, reps)
         result: dict[str, Any] = {
             "name": case.name,
             "description": case.description,
@@ -390,8 +424,8 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
             theirs_fn = SynapseResolver(case)
             theirs_state = theirs_fn()
             theirs_fn.store_ms = 0.0
-            theirs = _time(theirs_fn, repetitions)
-            store_ms = theirs_fn.store_ms / repetitions
+            theirs = _time(theirs_fn, reps)
+            store_ms = theirs_fn.store_ms / reps
             result.update(
                 baseline_ms=round(theirs.cpu_ms, 2),
                 baseline_wall_ms=round(theirs.wall_ms, 2),

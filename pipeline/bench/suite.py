@@ -1,15 +1,19 @@
-"""The benchmark runner: runs B1–B6 in an order that lets them share runs and baselines, turns
-what they measured into report sections, prints the table and writes BENCHMARKS.md.
+"""The benchmark runner: runs B0–B8 in an order that lets them share runs and baselines, turns
+what they measured into report sections, prints the table and writes BENCHMARKS.md and its
+pictures.
 
-Order: run A (B1 throughput, then B2 latency and B3's baseline at half B1's rate, on the same
-workers), the floor (B1's and B4's baseline), run B (B3 with a slow room), B4 (committer alone),
-B6 (scaling, full mode only; memory), B5 (state resolution, CPU only, while nothing else of the
-suite runs). A benchmark that fails is reported as not measured, with the reason, and the rest
-go on.
+Order: B0 (Synapse's persistence, the anchor every later figure is compared to), run A (B1
+throughput; B2's capacity search and latency curve; B3's baseline at half the capacity; B8's big
+room; B7's worker kill, last since it kills one of the run's workers), B2's search with one
+worker in a run of its own, the floor (B1's and B4's baseline), run B (B3 with a slow room), B4
+(committer alone), B7's committer takeover, B6 (scaling, full mode only; memory), B5 (state
+resolution, CPU only, while nothing else of the suite runs). A benchmark that fails is reported
+as not measured, with the reason, and the rest go on.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import platform
@@ -40,10 +44,9 @@ from pipeline.dev.local import ROOT
 from pipeline.dev.workload import generate_workload, slow_resolution_room
 from pipeline.errors import RoomstreamError
 
-BENCHES = ("B1", "B2", "B3", "B4", "B5", "B6")
-DEFAULT_RATE = 100.0  # events/s for B2 and B3 when B1 did not run to give half its rate
+BENCHES = ("B0", "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8")
+DEFAULT_RATE = 50.0  # events/s for B3 and B7 when B2 found no capacity to give half of
 PAIR_TARGET = 0.5  # B1 and B4: at least half the floor
-LATENCY_TARGET_MS = 100.0  # B2: p99
 ISOLATION_TARGET = 1.5  # B3: p99 with the slow room over p99 without
 MEMORY_TARGET_MB = 300.0  # B6: at 10,000 rooms
 MEMORY_TARGET_ROOMS = 10_000
@@ -63,11 +66,75 @@ class Sizes:
     scaling_events_per_room: int = 50
     scaling_workers: tuple[int, ...] = (1, 2, 3)
     timeout: float = 900.0  # per measurement
+    # B0: Synapse's closed loop (rooms × events) and its paced phase (seconds at 20 events/s)
+    synapse_rooms: int = 40
+    synapse_events_per_room: int = 50
+    synapse_paced_s: float = 15.0
+    # B2: each probe's warm-up and measured window, the search's start, ceiling and bisections
+    probe_warm_s: float = 3.0
+    probe_window_s: float = 10.0
+    probe_min_events: int = 150  # a slow probe's window is stretched to measure this many
+    search_start: float = 25.0
+    search_max: float = 3200.0
+    bisections: int = 3
+    # B7: seconds of paced produce before and after the kill
+    recovery_before_s: float = 8.0
+    recovery_after_s: float = 20.0
+    # B8: the big room's members, messages and state changes; the small room's members
+    big_members: int = 20_000
+    big_messages: int = 100
+    big_state_changes: int = 100
+    small_members: int = 50
 
 
 FULL = Sizes("full", 1000, 50, 30.0, 15.0, 5.0, 10_000, scaling_rooms=400)
-QUICK = Sizes("quick", 200, 25, 12.0, 12.0, 5.0, 2_000, timeout=300.0)
-TINY = Sizes("tiny", 12, 10, 3.0, 4.0, 1.0, 100, timeout=180.0)
+QUICK = Sizes(
+    "quick",
+    200,
+    25,
+    12.0,
+    12.0,
+    5.0,
+    2_000,
+    timeout=300.0,
+    synapse_rooms=20,
+    synapse_events_per_room=25,
+    synapse_paced_s=8.0,
+    probe_warm_s=2.0,
+    probe_window_s=5.0,
+    probe_min_events=100,
+    bisections=1,
+    recovery_before_s=5.0,
+    recovery_after_s=12.0,
+    big_members=2_000,
+    big_messages=40,
+    big_state_changes=40,
+)
+TINY = Sizes(
+    "tiny",
+    12,
+    10,
+    3.0,
+    4.0,
+    1.0,
+    100,
+    timeout=180.0,
+    synapse_rooms=4,
+    synapse_events_per_room=10,
+    synapse_paced_s=3.0,
+    probe_warm_s=1.0,
+    probe_window_s=2.0,
+    probe_min_events=20,
+    search_start=20.0,
+    search_max=80.0,
+    bisections=0,
+    recovery_before_s=3.0,
+    recovery_after_s=6.0,
+    big_members=100,
+    big_messages=20,
+    big_state_changes=8,
+    small_members=10,
+)
 
 
 @dataclass
@@ -203,7 +270,10 @@ class _State:
     floors: list[Any] = field(default_factory=list)
     b3_base: Any = None
     rate: float = DEFAULT_RATE
-    rate_source: str = f"a fixed {DEFAULT_RATE:.0f} events/s: B1 gave no rate"
+    rate_source: str = f"a fixed {DEFAULT_RATE:.0f} events/s: B2 found no capacity"
+    b0: Any = None  # SynapseResult
+    searches: dict[int, Any] = field(default_factory=dict)  # workers -> paced.Search
+    curve: list[tuple[str, Any]] = field(default_factory=list)  # (label, paced.Probe)
 
 
 def run_suite(settings: Settings, opts: Options) -> Report:
@@ -223,13 +293,18 @@ def run_suite(settings: Settings, opts: Options) -> Report:
     )
     report.sections = suite.chosen()
     for step in (
-        suite.run_a,  # B1, B2 and B3's baseline share one pipeline
+        suite.b0_synapse,  # the anchor of every later figure
+        suite.run_a,  # B1, B2 (2 workers), B3's baseline, B8 and B7's worker kill share one run
+        suite.b2_one_worker,
+        suite.b2_figures,
         suite.floor,  # B1's and B4's baseline
         suite.b1_figures,
         suite.b3_slow_room,
         suite.b4_committer,
+        suite.b7_takeover,
         suite.b6_scaling_and_memory,
         suite.b5_state_resolution,
+        suite.pictures,
     ):
         step()
     report.duration_s = time.monotonic() - started
@@ -253,18 +328,24 @@ class _Suite:
         self.slow_lines = list(self.slow.lines)
         self.slow_id = next(iter(self.slow.rooms))
         self.workload = workload
+        self.b0 = Section("B0", "Synapse's persistence path, the anchor", "")
         self.b1 = Section("B1", "End-to-end throughput", _method_b1(s, opts.workers))
-        self.b2 = Section("B2", "Latency, produce to invalidation", "")
+        self.b2 = Section("B2", "Paced capacity and the latency curve", "")
         self.b3 = Section("B3", "Isolation from a slow room", "")
         self.b4 = Section("B4", "Committer alone", "")
         self.b5 = Section("B5", "State resolution against matrix-synapse", "")
         self.b6s = Section("B6", "Scaling with worker processes", "")
         self.b6 = Section("B6", "Worker memory per room", "")
+        self.b7 = Section("B7", "Recovery from kill -9", "")
+        # Every probe gets rooms of its own: a repeated workload would be deduplicated.
+        self.probe_seeds = itertools.count(100)
+        self.b8 = Section("B8", "Big rooms", "")
 
     def chosen(self) -> list[Section]:
-        sections = [self.b1, self.b2, self.b3, self.b4, self.b5]
+        sections = [self.b0, self.b1, self.b2, self.b3, self.b4, self.b5]
         sections += [self.b6s] if self.s.scaling_rooms else []
-        return [x for x in [*sections, self.b6] if x.bench in self.want]
+        sections += [self.b6, self.b7, self.b8]
+        return [x for x in sections if x.bench in self.want]
 
     def attempt(self, section: Section, fn: Callable[[Section], None]) -> None:
         self.say(f"{section.bench}: {section.title} ...")
@@ -298,18 +379,55 @@ class _Suite:
 
     # ------------------------------------------------------------------ the steps
 
+    def b0_synapse(self) -> None:
+        if "B0" in self.want:
+            self.attempt(self.b0, self._b0)
+
+    def _b0(self, sec: Section) -> None:
+        from pipeline.bench.load_sections import b0_section
+        from pipeline.bench.paced import FIXED_RATE
+        from pipeline.bench.synapse_persist import measure_synapse
+
+        s = self.s
+        closed = generate_workload(s.synapse_rooms, s.synapse_events_per_room, seed=5)
+        n = int(FIXED_RATE * s.synapse_paced_s)
+        paced_rooms = max(1, min(10, n // 10))
+        paced = generate_workload(paced_rooms, max(10, -(-n // paced_rooms)), seed=6)
+        r = measure_synapse(
+            self.settings,
+            list(closed.lines),
+            list(paced.lines),
+            version=closed.room_version,
+            paced_rate=FIXED_RATE,
+            timeout=s.timeout,
+        )
+        self.st.b0 = r
+        self.say(
+            f"B0: Synapse {r.closed.rate:,.1f} events/s (10 rooms in flight), p50 "
+            f"{r.closed.p50_ms:,.0f} ms, p99 {r.closed.p99_ms:,.0f} ms"
+        )
+        b0_section(
+            sec,
+            r,
+            rooms=s.synapse_rooms,
+            per_room=s.synapse_events_per_room,
+            paced_rooms=paced_rooms,
+        )
+
     def run_a(self) -> None:
-        if not self.want & {"B1", "B2", "B3"}:
+        if not self.want & {"B1", "B2", "B3", "B7", "B8"}:
             return
-        section = Section("A", "run A (B1, B2, B3's baseline)", "")
+        section = Section("A", "run A (B1, B2, B3's baseline, B7's worker kill, B8)", "")
         self.attempt(section, self._run_a)
         if section.error:
             why = f"its run did not start or stop cleanly: {section.error}"
             st = self.st
             for sec, measured in (
                 (self.b1, st.b1),
-                (self.b2, self.b2.figures),
+                (self.b2, st.searches),
                 (self.b3, st.b3_base),
+                (self.b7, self.b7.figures),
+                (self.b8, self.b8.figures),
             ):
                 if not measured:
                     sec.error = sec.error or why
@@ -323,25 +441,262 @@ class _Suite:
 
                 def throughput(_: Section) -> None:
                     st.b1 = measure_throughput(pr, self.workload, s.timeout)
-                    st.rate = st.b1.rate / 2
-                    st.rate_source = f"half the B1 rate ({st.b1.rate:,.0f} events/s)"
                     self.say(
                         f"B1: {st.b1.rate:,.0f} events/s ({st.b1.events} in {st.b1.seconds:.1f} s)"
                     )
 
-                # B2 and B3 go on without it, at a fixed rate, if it fails.
                 self.attempt(self.b1, throughput)
             if "B2" in want:
-                self.attempt(
-                    self.b2,
-                    lambda sec: _b2(sec, pr, version=self.version, s=s, st=st, workers=workers),
-                )
+                self.attempt(self.b2, lambda _sec: self._search_and_curve(pr, workers))
             if "B3" in want:
 
                 def base(_: Section) -> None:
                     st.b3_base, _others = self.b3_latency(pr)
 
                 self.attempt(self.b3, base)
+            if "B8" in want:
+                self.attempt(self.b8, lambda sec: self._big_rooms(sec, pr))
+            if "B7" in want:
+                # Last on this run: it kills one of its workers.
+                self.attempt(self.b7, lambda sec: self._worker_kill(sec, pr))
+
+    def _probe(self, pr: Any, tag: str) -> Callable[[float], Any]:
+        from pipeline.bench.paced import probe
+
+        s, seeds = self.s, self.probe_seeds
+
+        def run(rate: float) -> Any:
+            p = probe(
+                pr,
+                rate,
+                version=self.version,
+                window_s=s.probe_window_s,
+                warm_s=s.probe_warm_s,
+                seed=next(seeds),
+                timeout=s.timeout,
+                min_events=s.probe_min_events,
+            )
+            self.say(
+                f"B2 {tag}: {rate:,.1f} events/s: p50 {p.p50_ms:,.1f} ms, p99 "
+                f"{p.p99_ms:,.1f} ms, max {p.max_ms:,.0f} ms ({'pass' if p.ok else 'fail'})"
+            )
+            return p
+
+        return run
+
+    def _search(self, pr: Any, workers: int) -> Any:
+        from pipeline.bench.paced import search_capacity
+
+        s = self.s
+        found = search_capacity(
+            self._probe(pr, f"{workers} worker(s)"),
+            start=s.search_start,
+            max_rate=s.search_max,
+            # Three halvings at most: below that the pipeline's fixed latency is the answer.
+            min_rate=s.search_start / 8,
+            bisections=s.bisections,
+        )
+        self.st.searches[workers] = found
+        self.say(f"B2: paced capacity with {workers} worker(s): {found.capacity} events/s")
+        return found
+
+    def _search_and_curve(self, pr: Any, workers: int) -> None:
+        from pipeline.bench.paced import curve_rates
+
+        st = self.st
+        found = self._search(pr, workers)
+        probe = self._probe(pr, "curve")
+        if found.capacity is None:
+            # No curve to draw, but the fixed rate still says how it does at a small load.
+            label, rate = curve_rates(0.0)[-1]
+            st.curve.append((label, probe(rate)))
+            return
+        st.rate = found.capacity / 2
+        st.rate_source = f"half the paced capacity ({found.capacity:,.0f} events/s)"
+        for label, rate in curve_rates(found.capacity):
+            st.curve.append((label, probe(rate)))
+
+    def b2_one_worker(self) -> None:
+        if "B2" not in self.want or self.opts.workers == 1 or self.b2.error:
+            return
+        from pipeline.bench.e2e import pipeline_run
+
+        def one(_: Section) -> None:
+            with pipeline_run(self.settings, "c1", workers=1) as pr:
+                self._search(pr, 1)
+
+        self.attempt(self.b2, one)
+
+    def b2_figures(self) -> None:
+        if "B2" not in self.want or not self.st.searches:
+            return
+        from pipeline.bench.load_sections import (
+            b2_method,
+            capacity_figure,
+            curve_details,
+            fixed_rate_figures,
+            search_details,
+        )
+
+        s, st, sec = self.s, self.st, self.b2
+        searches = dict(sorted(st.searches.items()))
+        sec.method = b2_method(
+            window_s=s.probe_window_s,
+            warm_s=s.probe_warm_s,
+            min_events=s.probe_min_events,
+            start=s.search_start,
+            bisections=s.bisections,
+            workers=list(searches),
+        )
+        sec.figures += [capacity_figure(n, found, st.b0) for n, found in searches.items()]
+        if st.curve:
+            sec.figures += fixed_rate_figures(st.curve[-1][1], st.b0)
+            if len(st.curve) > 1:
+                top = st.curve[-2][1]
+                sec.cpu, sec.cpu_window = top.cpu, "at 100% of the paced capacity (its probe)"
+            else:
+                sec.cpu = st.curve[-1][1].cpu
+                sec.cpu_window = f"at the fixed {st.curve[-1][1].rate:g} events/s"
+            sec.details += curve_details(st.curve, st.b0, self.opts.workers)
+        sec.details += search_details(searches)
+
+    def _big_rooms(self, sec: Section, pr: Any) -> None:
+        from pipeline.bench.big_room import measure_room
+        from pipeline.bench.load_sections import b8_method, big_room_figures
+
+        s = self.s
+        join_slice = max(1, s.big_members // 20)
+        sec.method = b8_method(
+            members=s.big_members,
+            small=s.small_members,
+            messages=s.big_messages,
+            state_changes=s.big_state_changes,
+            join_slice=join_slice,
+        )
+        _, small = measure_room(
+            pr,
+            members=s.small_members,
+            messages=s.big_messages,
+            state_changes=s.big_state_changes,
+            tag="small",
+            timeout=s.timeout,
+        )
+        joins, big = measure_room(
+            pr,
+            members=s.big_members,
+            messages=s.big_messages,
+            state_changes=s.big_state_changes,
+            tag="big",
+            timeout=s.timeout,
+            join_slice=join_slice,
+        )
+        self.say(
+            f"B8: {joins.last_ms:,.2f} ms per join near {s.big_members:,} members, "
+            f"{joins.first_ms:,.2f} ms under {join_slice:,}"
+        )
+        sec.figures += big_room_figures(joins, big, small, s.big_members, self.st.b0)
+
+    def _worker_kill(self, sec: Section, pr: Any) -> None:
+        from pipeline.bench.load_sections import b7_method, worker_recovery_figures
+        from pipeline.bench.recovery import measure_worker_recovery
+
+        s, st = self.s, self.st
+        sec.method = b7_method(
+            rate=st.rate,
+            before_s=s.recovery_before_s,
+            after_s=s.recovery_after_s,
+            workers=self.opts.workers,
+        )
+        if self.opts.workers < 2:
+            raise RoomstreamError("the worker kill needs at least 2 workers (--workers)")
+        w = measure_worker_recovery(
+            pr,
+            rate=st.rate,
+            version=self.version,
+            before_s=s.recovery_before_s,
+            after_s=s.recovery_after_s,
+            seed=31,
+            timeout=s.timeout,
+        )
+        self.say(f"B7: worker back {w.back_after_restart_s:.2f} s after its restart")
+        sec.figures += worker_recovery_figures(w, st.b0)
+
+    def b7_takeover(self) -> None:
+        if "B7" not in self.want:
+            return
+        from pipeline.bench.load_sections import b7_method, takeover_figure
+        from pipeline.bench.recovery import measure_takeover
+
+        s, st, sec = self.s, self.st, self.b7
+
+        def takeover(_: Section) -> None:
+            sec.method = sec.method or b7_method(
+                rate=st.rate,
+                before_s=s.recovery_before_s,
+                after_s=s.recovery_after_s,
+                workers=self.opts.workers,
+            )
+            t = measure_takeover(
+                self.settings,
+                rate=st.rate,
+                version=self.version,
+                before_s=s.recovery_before_s,
+                after_s=s.recovery_after_s,
+                seed=41,
+                timeout=s.timeout,
+            )
+            self.say(f"B7: standby committer took over in {t.takeover_s:.2f} s")
+            sec.figures.append(takeover_figure(t, st.b0))
+
+        self.attempt(sec, takeover)
+
+    def pictures(self) -> None:
+        """The latency curve and the capacity search as PNG files beside the report."""
+        st, out = self.st, self.opts.output
+        if out is None or "B2" not in self.want or not st.searches:
+            return
+        from pipeline.bench.paced import FIXED_RATE
+
+        try:
+            from pipeline.bench.plots import (
+                CURVE_FILE,
+                SEARCH_FILE,
+                Anchor,
+                plot_curve,
+                plot_search,
+            )
+
+            b0 = st.b0
+            anchor = Anchor(
+                b0.closed.rate if b0 else None,
+                b0.paced.p50_ms if b0 and b0.paced else None,
+                b0.paced.p99_ms if b0 and b0.paced else None,
+                FIXED_RATE,
+            )
+            workers = self.opts.workers
+            points, title = st.curve, f"Latency against paced rate, {workers} worker(s)"
+            if len(st.curve) < 2 and workers in st.searches:
+                # No capacity, so no curve over its fractions: every rate the search probed,
+                # and the fixed rate, are still latency against rate.
+                probes = st.searches[workers].probes
+                points = [(f"probe {k}", p) for k, p in enumerate(probes, 1)] + st.curve
+                title += " (the search's probes: no capacity was found)"
+            plot_curve(points, anchor, out.parent / CURVE_FILE, title)
+            links = [f"![The latency curve]({CURVE_FILE})"]
+            searches = {f"{n} worker(s)": found.probes for n, found in st.searches.items()}
+            capacities = {f"{n} worker(s)": found.capacity for n, found in st.searches.items()}
+            plot_search(
+                searches,
+                capacities,
+                anchor.rate,
+                out.parent / SEARCH_FILE,
+                "The paced-capacity search: each probe's p99",
+            )
+            links.append(f"![The capacity search]({SEARCH_FILE})")
+        except ImportError as exc:
+            self.b2.details.append(f"\nNo pictures: matplotlib is not installed ({exc}).")
+            return
+        self.b2.details[:0] = ["", *links]
 
     def floor(self) -> None:
         if not self.want & {"B1", "B4"}:
@@ -433,54 +788,6 @@ def _b1(sec: Section, st: _State, workers: int) -> None:
             "",
             f"The floor was bounded by: {bound_of(floor.cpu)}.",
         ]
-
-
-def _b2(sec: Section, pr: Any, *, version: str, s: Sizes, st: _State, workers: int) -> None:
-    from pipeline.bench.e2e import measure_latency
-
-    n = max(s.events_per_room, int(st.rate * s.latency_s))
-    wl = generate_workload(max(1, n // s.events_per_room), s.events_per_room, seed=2)
-    lat = measure_latency(
-        pr,
-        list(wl.lines),
-        version=version,
-        events=wl.event_count,
-        rate=st.rate,
-        timeout=s.timeout,
-    )
-    sec.method = (
-        f"In the same run as B1 (same {workers} worker(s) and committer), a fresh workload of "
-        f"{len(wl.rooms):,} rooms × {s.events_per_room} events is produced at a steady "
-        f"{st.rate:,.0f} events/s ({st.rate_source}), one event at a time (linger 0). For "
-        "each event that is announced (rejected and soft-failed events are not), latency is "
-        "the time from handing it to the producer to the arrival of the invalidation message "
-        "that names it, read by a consumer in the benchmark process. No baseline: the target "
-        "is absolute."
-    )
-    bound = bound_of(lat.cpu)
-    # Lost events have no latency: with any, the target cannot be checked.
-    met = None if lat.lost else not math.isnan(lat.p99_ms) and lat.p99_ms <= LATENCY_TARGET_MS
-    sec.figures += [
-        Figure(
-            "B2",
-            "latency p50",
-            lat.p50_ms,
-            "ms",
-            bound=bound,
-            note=f"{lat.announced:,} events measured, at {lat.rate:,.0f} events/s.",
-        ),
-        Figure(
-            "B2",
-            "latency p99",
-            lat.p99_ms,
-            "ms",
-            target=f"<= {LATENCY_TARGET_MS:.0f} ms",
-            met=met,
-            bound=bound,
-            note=f"Max {lat.max_ms:,.0f} ms; {lat.trend()}.{lat.loss_note()}",
-        ),
-    ]
-    sec.cpu, sec.cpu_window = lat.cpu, "during the paced produce and until the last event"
 
 
 def _b3(

@@ -20,21 +20,25 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def report_text(stack_settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> str:
     said: list[str] = []
-    report = run_suite(stack_settings, Options(sizes=TINY, output=None, say=said.append))
+    out: Path = tmp_path_factory.mktemp("bench") / "BENCHMARKS.md"
+    report = run_suite(stack_settings, Options(sizes=TINY, output=out, say=said.append))
     failed = {s.bench: s.error for s in report.sections if s.error}
     # B5 needs matrix-synapse for its baseline but runs without it; nothing else may fail.
     assert not failed, f"benchmarks failed: {failed}; progress: {said}"
     for f in report.figures():
-        assert f.value is not None
+        if f.bench == "B2" and f.name.startswith("paced capacity") and f.value is None:
+            # How fast the pipeline is, is not this test's business: a search that found no
+            # rate within the limit says so in its note.
+            assert "kept p99 within the limit" in f.note or "probed again" in f.note, f
+            continue
+        assert f.value is not None, f
         assert not math.isnan(f.value), f
         assert f.value > 0, f
         if f.baseline is not None:
             assert f.baseline > 0, f
             assert f.ratio is not None
             assert f.ratio > 0, f
-    text = render_markdown(report)
-    out: Path = tmp_path_factory.mktemp("bench") / "BENCHMARKS.md"
-    out.write_text(text)
+    out.write_text(render_markdown(report))
     return out.read_text()
 
 
@@ -46,11 +50,16 @@ def test_the_report_has_a_section_for_each_benchmark(report_text: str, bench: st
 @pytest.mark.parametrize(
     "row",
     [
+        "| B0 | Synapse rate, 10 rooms in flight |",
         "| B1 | throughput, 2 worker(s) |",
-        "| B2 | latency p99 |",
+        "| B2 | paced capacity, 1 worker(s) |",
+        "| B2 | paced capacity, 2 worker(s) |",
         "| B3 | other rooms' p99 with a slow room |",
         "| B4 | committer throughput |",
         "| B6 | worker RSS holding 100 rooms |",
+        "| B7 | killed worker's rooms processing again, from its restart |",
+        "| B7 | standby committer takeover |",
+        "| B8 | 100-member room: messages, p50 one at a time |",
     ],
 )
 def test_the_results_table_has_each_figure(report_text: str, row: str) -> None:
@@ -74,3 +83,16 @@ def test_the_bench_process_cpu_is_sampled(report_text: str) -> None:
     assert "| Kafka broker (java) |" in report_text
     assert "| committer |" in report_text
     assert "| worker1 |" in report_text
+
+
+def test_every_b2_b7_and_b8_figure_states_its_ratio_to_b0(report_text: str) -> None:
+    section = ""
+    for line in report_text.splitlines():
+        if line.startswith("## "):
+            section = line
+        elif re.match(r"^## B[278]\. ", section) and line.startswith("- **"):
+            assert "(B0" in line, line
+
+
+def test_the_capacity_search_is_drawn_beside_the_report(report_text: str) -> None:
+    assert "![The capacity search](benchmarks-capacity.png)" in report_text

@@ -48,3 +48,13 @@ def test_run_reports_both_implementations_with_the_same_answer() -> None:
         assert r["roomstream_ms"] > 0 and r["baseline_ms"] > 0
         assert r["ratio"] == pytest.approx(r["baseline_ms"] / r["roomstream_ms"], rel=0.1)
         assert r["same_result"] is True
+
+
+def test_conflicted_members_conflicts_on_every_membership_and_nothing_else() -> None:
+    case = bench.conflicted_members(300)
+    unconflicted, conflicted = split_conflicts(case.state_sets)
+    assert len(conflicted) == 300
+    assert {k[0] for k in conflicted} == {"m.room.member"}
+    assert all(len(ids) == 2 for ids in conflicted.values())
+    # The creator's membership and the room's set-up state agree on both sides.
+    assert ("m.room.create", "") in unconflicted
