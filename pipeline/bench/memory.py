@@ -4,22 +4,23 @@ many rooms of state events.
 Each room is the creation sequence (create, the creator's join, power levels, join rules,
 history visibility) and then joins, 20 state events in all, so it holds 20 state events and
 16 members. One worker (no committer: it is not measured here and would only compete for the
-cores) processes every room; the benchmark waits until the chunks topic holds a chunk for every
-input, then reads VmRSS and VmHWM from ``/proc/<pid>/status``. The worker's RSS after a warm-up
+cores) processes every room; the benchmark waits until the chunks topic holds every input's
+event, then reads VmRSS and VmHWM from ``/proc/<pid>/status``. The worker's RSS after a warm-up
 room and before the rooms is its baseline; the difference over the room count is the memory per
 room.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 
 from pipeline.bench.cpu import CpuSampler, peak_rss_kib, rss_kib
 from pipeline.bench.report import CpuRow
 from pipeline.bench.runs import (
+    ChunkEvents,
     child_pid,
-    chunk_count,
     cleanup,
     cluster_groups,
     fresh_run,
@@ -76,12 +77,15 @@ def measure_memory(settings: Settings, rooms: int, timeout: float) -> MemoryResu
     lines = state_rooms(rooms)
     run = fresh_run(settings, "memory")
     try:
-        with running(run, logdir_of(run), workers=1, committer=False) as cluster:
+        with (
+            running(run, logdir_of(run), workers=1, committer=False) as cluster,
+            contextlib.closing(ChunkEvents(run)) as chunk_events,
+        ):
             pid = child_pid(cluster, "worker1")
             produce_timed(run, warm, [None] * len(warm))
             wait_for_progress(
                 run,
-                lambda: chunk_count(run),
+                chunk_events,
                 len(warm),
                 120,
                 "the warm-up room",
@@ -98,7 +102,7 @@ def measure_memory(settings: Settings, rooms: int, timeout: float) -> MemoryResu
             try:
                 wait_for_progress(
                     run,
-                    lambda: chunk_count(run),
+                    chunk_events,
                     target,
                     timeout,
                     f"the worker to process {rooms} rooms (chunks)",

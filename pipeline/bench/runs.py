@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import psycopg2
@@ -35,6 +34,7 @@ from pipeline.dev.stack import Stack
 from pipeline.dev.workload import generate_workload
 from pipeline.errors import MalformedMessage, RoomstreamError
 from pipeline.kafka_clients import confluent_config
+from topics import chunk as chunk_codec
 from topics import dead_letter
 from topics.definitions import Topic
 
@@ -231,16 +231,23 @@ def warm_up(run: Settings, cluster: Cluster, watcher: InvalidationWatcher, seed:
     )
 
 
-def chunk_count(run: Settings) -> int:
-    """How many chunks the run's chunks topic holds (its one partition's high watermark)."""
-    consumer = Consumer(confluent_config(run, **{"group.id": "bench-count"}))
-    try:
-        _, hi = consumer.get_watermark_offsets(
-            TopicPartition(run.topic(Topic.CHUNKS), 0), timeout=5
-        )
-        return int(hi)
-    finally:
-        consumer.close()
+class ChunkEvents:
+    """How many events the run's chunks hold so far: a worker puts every waiting input of a
+    room into one chunk, so chunks are fewer than inputs. Reads the topic once, as it grows."""
+
+    def __init__(self, run: Settings) -> None:
+        self.consumer = Consumer(confluent_config(run, **{"group.id": "bench-count"}))
+        self.consumer.assign([TopicPartition(run.topic(Topic.CHUNKS), 0, 0)])
+        self.events = 0
+
+    def __call__(self) -> int:
+        for msg in self.consumer.consume(10_000, 0.2):
+            if not msg.error():
+                self.events += len(chunk_codec.decode(msg.value() or b"").events)
+        return self.events
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
 class PromptWatcher(InvalidationWatcher):
@@ -253,17 +260,7 @@ class PromptWatcher(InvalidationWatcher):
     """
 
     def run(self) -> None:
-        topic = self.settings.topic(Topic.INVALIDATIONS)
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "group.id": f"bench-watcher-{os.getpid()}-{id(self)}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 10,
-            }
-        )
-        consumer.assign([TopicPartition(topic, 0, 0)])
+        consumer = self._consumer()
         self.ready.set()
         try:
             while not self._stop_event.is_set():
@@ -272,21 +269,10 @@ class PromptWatcher(InvalidationWatcher):
                     continue
                 now = time.monotonic()
                 for msg in [first, *consumer.consume(499, 0)]:
-                    if msg.error():
-                        continue
-                    self._record(orjson.loads(msg.value() or b"{}"), now)
+                    if not msg.error():
+                        self._record(orjson.loads(msg.value() or b"{}"), now)
         finally:
             consumer.close()
-
-    def _record(self, body: dict[str, Any], now: float) -> None:
-        if body["position"] <= self.position:
-            return
-        self.position = body["position"]
-        self.messages += 1
-        self.first_at = self.first_at or now
-        self.last_at = now
-        for e in body["events"]:
-            self.announced.setdefault(e["event_id"], now)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import orjson
 from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
@@ -173,7 +174,17 @@ class InvalidationWatcher(threading.Thread):
         self.ready = threading.Event()
 
     def run(self) -> None:
-        topic = self.settings.topic(Topic.INVALIDATIONS)
+        consumer = self._consumer()
+        self.ready.set()
+        try:
+            while not self._stop_event.is_set():
+                for msg in consumer.consume(500, 0.1):
+                    if not msg.error():
+                        self._record(orjson.loads(msg.value() or b"{}"), time.monotonic())
+        finally:
+            consumer.close()
+
+    def _consumer(self) -> Consumer:
         consumer = Consumer(
             consumer_config(
                 self.settings,
@@ -181,27 +192,20 @@ class InvalidationWatcher(threading.Thread):
                 **{"enable.auto.commit": False, "fetch.wait.max.ms": 10},
             )
         )
-        consumer.assign([TopicPartition(topic, 0, 0)])
-        self.ready.set()
-        try:
-            while not self._stop_event.is_set():
-                for msg in consumer.consume(500, 0.1):
-                    if msg.error():
-                        continue
-                    now = time.monotonic()
-                    body = orjson.loads(msg.value() or b"{}")
-                    if body["position"] <= self.position:
-                        continue
-                    for e in body["events"]:
-                        self.announced.setdefault(e["event_id"], now)
-                    if body.get("part", 0) < body.get("parts", 1) - 1:
-                        continue  # the position is reached with a split message's last part
-                    self.position = body["position"]
-                    self.messages += 1
-                    self.first_at = self.first_at or now
-                    self.last_at = now
-        finally:
-            consumer.close()
+        consumer.assign([TopicPartition(self.settings.topic(Topic.INVALIDATIONS), 0, 0)])
+        return consumer
+
+    def _record(self, body: dict[str, Any], now: float) -> None:
+        if body["position"] <= self.position:
+            return
+        for e in body["events"]:
+            self.announced.setdefault(e["event_id"], now)
+        if body.get("part", 0) < body.get("parts", 1) - 1:
+            return  # the position is reached with a split message's last part
+        self.position = body["position"]
+        self.messages += 1
+        self.first_at = self.first_at or now
+        self.last_at = now
 
     def stop(self) -> None:
         self._stop_event.set()
