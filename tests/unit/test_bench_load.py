@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench.big_room import JoinCost, OneByOne, room_lines, slice_cost_ms
+from pipeline.bench.big_room import JoinCost, OneByOne, room_lines
 from pipeline.bench.load_sections import (
     big_room_figures,
     capacity_figure,
@@ -140,12 +140,6 @@ def test_big_room_events_are_compared_to_the_small_room_and_to_b0() -> None:
     assert j.baseline_name == "first 1,000 joins"
     assert (m.value, m.baseline, m.ratio) == (60.0, 30.0, pytest.approx(2.0))
     assert "2.00x Synapse's p50 persist latency at low load (B0)" in m.note
-
-
-def test_a_slice_of_joins_costs_its_announcement_span_over_its_length() -> None:
-    times = [0.0, 0.0, 0.1, 0.2, 1.2]
-    assert slice_cost_ms(times, 0, 2) == pytest.approx(50.0)
-    assert slice_cost_ms(times, 2, 4) == pytest.approx(550.0)
 
 
 def test_takeover_is_set_beside_synapses_p99_in_seconds() -> None:
