@@ -198,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     rn.set_defaults(handler=_lazy("pipeline.dev.demo", "main"))
 
     b = sub.add_parser("bench", help="the benchmark suite")
-    b.add_argument("--quick", action="store_true", help="smaller inputs (about 2 minutes)")
+    b.add_argument("--quick", action="store_true", help="smaller inputs (about 7 minutes)")
     b.add_argument("--only", default=None, help="comma-separated benchmarks, e.g. B1,B4")
     b.add_argument("--workers", type=int, default=2, help="worker processes of B1-B3")
     b.add_argument(

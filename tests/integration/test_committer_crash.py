@@ -62,9 +62,16 @@ def finish(settings: Settings, tmp_path: Path, total: int) -> InvalidationClient
     """Run a clean committer until ``total`` events are announced, then SIGTERM it."""
     inv = InvalidationClient(settings.kafka_bootstrap, settings.topic(Topic.INVALIDATIONS))
     proc = start(settings, tmp_path)
+    log = tmp_path / "committer-clean.log"
     try:
-        assert inv.wait_for_position(total, WAIT_S), (tmp_path / "committer-clean.log").read_text()
-        # A crashed run may have published everything already: wait for this one's resend too.
+        assert inv.wait_for_position(total, WAIT_S), log.read_text()
+        # A crashed run may have published everything already, so the position proves nothing
+        # of this committer: it must have become active (and resent what was unsent) before
+        # the SIGTERM, or the signal lands while it is still starting.
+        deadline = time.monotonic() + WAIT_S
+        while b"committer is active" not in log.read_bytes():
+            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+            time.sleep(0.1)
         deadline = time.monotonic() + WAIT_S
         while query(settings, "SELECT count(*) FROM invalidation_outbox WHERE NOT sent") != [(0,)]:
             assert time.monotonic() < deadline, "the outbox was never re-sent"
