@@ -712,35 +712,14 @@ class Postgres:
 
     def _ensure_database(self, bindir: Path) -> None:
         # Clients, run as ourselves: the password file is ours alone.
-        proc = self._client(
-            [
-                str(bindir / "psql"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                self.USER,
-                "-d",
-                "postgres",
-                "-tAc",
-                f"SELECT 1 FROM pg_database WHERE datname='{self.DATABASE}'",
-            ]
-        )
-        if proc.stdout.strip() == "1":
+        def client(tool: str, *args: str) -> subprocess.CompletedProcess[str]:
+            where = ["-h", "127.0.0.1", "-p", str(self.port), "-U", self.USER]
+            return self._client([str(bindir / tool), *where, *args])
+
+        exists = f"SELECT 1 FROM pg_database WHERE datname='{self.DATABASE}'"
+        if client("psql", "-d", "postgres", "-tAc", exists).stdout.strip() == "1":
             return
-        proc = self._client(
-            [
-                str(bindir / "createdb"),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-U",
-                self.USER,
-                self.DATABASE,
-            ]
-        )
+        proc = client("createdb", self.DATABASE)
         if proc.returncode != 0:
             raise StackError(f"createdb {self.DATABASE} failed: {proc.stderr.strip()}")
 

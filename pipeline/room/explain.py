@@ -31,7 +31,7 @@ from pipeline.room.processor import (
     RoomProcessor,
     as_mapping,
 )
-from pipeline.room.routing import room_id_of
+from pipeline.room.replay import numbered_lines, unroutable_reason
 
 Json = dict[str, Any]
 
@@ -103,13 +103,9 @@ def explain(lines: Iterable[bytes | str], *, config: ProcessorConfig | None = No
     """Replay ``lines`` (PDUs in the order they were decided) with decision records."""
     rooms: dict[str, _RoomRecord] = {}
     stray: list[Json] = []
-    for number, line in enumerate(lines, start=1):
-        text = line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line
-        if not text.strip():
-            continue
-        room_id = room_id_of(text)
+    for number, text, room_id in numbered_lines(lines):
         if room_id is None:
-            stray.append({"line": number, "reason": "the line names no room"})
+            stray.append({"line": number, "reason": unroutable_reason(text)})
             continue
         room = rooms.get(room_id)
         if room is None:

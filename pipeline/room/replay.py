@@ -8,7 +8,7 @@ Lines are numbered from 1; blank lines are skipped. No clock runs, so nothing ex
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from pipeline.room.processor import (
@@ -38,18 +38,9 @@ def replay(
     """Run every line through its room's processor; the result as DESIGN.md describes it."""
     rooms: dict[str, _Room] = {}
     dead_letter: list[dict[str, Any]] = []
-    for number, line in enumerate(lines, start=1):
-        text = line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line
-        if not text.strip():
-            continue
-        room_id = room_id_of(text)
+    for number, text, room_id in numbered_lines(lines):
         if room_id is None:
-            reason = (
-                "the line is not a JSON object"
-                if as_mapping(text) is None
-                else "the PDU has no room_id and is not a create event to derive one from"
-            )
-            dead_letter.append({"line": number, "reason": reason})
+            dead_letter.append({"line": number, "reason": unroutable_reason(text)})
             continue
         room = rooms.get(room_id)
         if room is None:
@@ -63,12 +54,28 @@ def replay(
     }
 
 
+def numbered_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, str, str | None]]:
+    """Each non-blank line of a PDU file: its number (from 1), its text and its room (None when
+    it names none)."""
+    for number, line in enumerate(lines, start=1):
+        text = line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line
+        if text.strip():
+            yield number, text, room_id_of(text)
+
+
+def unroutable_reason(text: str) -> str:
+    """Why a line names no room."""
+    if as_mapping(text) is None:
+        return "the line is not a JSON object"
+    return "the PDU has no room_id and is not a create event to derive one from"
+
+
 def _collect(room: _Room, result: BatchResult, dead_letter: list[dict[str, Any]]) -> None:
     for dl in result.dead_letters:
         dead_letter.append({"line": _line_of(dl.source), "reason": dl.reason})
-    if result.chunk is None:
-        return
-    for ev in result.chunk.events:
+    # One input's chunk is cut in several only over the chunk size budget (a release of many
+    # parked events).
+    for ev in (ev for chunk in result.chunks for ev in chunk.events):
         if ev.rejected is not None:
             room.rejected[ev.event_id] = ev.rejected
             continue

@@ -18,7 +18,7 @@ that joins the full conflicted set.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from pipeline.matrix.auth import (
     auth_types_for_event,
@@ -340,16 +340,13 @@ def iterative_auth_checks(
             continue
         if is_rejected(event_id):
             if recorder is not None:
-                recorder.note(
-                    "auth_check",
-                    step=step,
-                    event=event_id,
-                    key=event.state_tuple,
-                    admitted=False,
-                    rule="",
+                _note_check(
+                    recorder,
+                    step,
+                    event,
+                    {},
                     reason="rejected before: a previously rejected event is never re-admitted "
                     "(as Synapse; docs/synapse-parity.md)",
-                    auth_events={},
                 )
             continue
         auth_state: dict[StateKey, Event] = {}
@@ -372,28 +369,35 @@ def iterative_auth_checks(
             check_auth_rules(event, auth_state, server_signature_ok=signature_checked_on_receipt)
         except EventRejected as e:
             if recorder is not None:
-                recorder.note(
-                    "auth_check",
-                    step=step,
-                    event=event_id,
-                    key=event.state_tuple,
-                    admitted=False,
-                    rule=e.rule,
-                    reason=e.reason,
-                    auth_events={k: v.event_id for k, v in auth_state.items()},
-                )
+                _note_check(recorder, step, event, auth_state, rule=e.rule, reason=e.reason)
             continue
         state[event.state_tuple] = event_id
         if recorder is not None:
-            recorder.note(
-                "auth_check",
-                step=step,
-                event=event_id,
-                key=event.state_tuple,
-                admitted=True,
-                auth_events={k: v.event_id for k, v in auth_state.items()},
-            )
+            _note_check(recorder, step, event, auth_state, admitted=True)
     return state
+
+
+def _note_check(
+    recorder: Recorder,
+    step: str,
+    event: Event,
+    auth_state: Mapping[StateKey, Event],
+    *,
+    admitted: bool = False,
+    rule: str = "",
+    reason: str = "",
+) -> None:
+    """Record one iterative auth check for an explanation: admitted, or the rule that failed."""
+    data: dict[str, object] = {
+        "step": step,
+        "event": event.event_id,
+        "key": event.state_tuple,
+        "admitted": admitted,
+        "auth_events": {k: v.event_id for k, v in auth_state.items()},
+    }
+    if not admitted:
+        data["rule"], data["reason"] = rule, reason
+    recorder.note("auth_check", **data)
 
 
 def mainline_order(
