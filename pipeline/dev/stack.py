@@ -412,7 +412,7 @@ class Kafka:
         path = self.dir / "cluster-id"
         if path.exists():
             return path.read_text().strip()
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = new_cluster_id()
         self.dir.mkdir(parents=True, exist_ok=True)
         path.write_text(cluster_id)
         return cluster_id
@@ -840,3 +840,12 @@ class Stack:
         yield f"export PGPORT={self.postgres.port}"
         yield f"export PGUSER={Postgres.USER}"
         yield f"export PGDATABASE={Postgres.DATABASE}"
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster ID: 16 random bytes, URL-safe base64. One that starts with "-" would be
+    read as an option by the storage tool's ``-t`` (as Kafka's own Uuid.randomUuid, draw again)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id

@@ -188,3 +188,11 @@ def test_a_child_process_loads_the_same_settings_from_settings_environ(tmp_path:
         }
     )
     assert load_settings(settings_environ(s)) == s
+
+
+def test_a_new_kraft_cluster_id_never_reads_as_an_option() -> None:
+    from pipeline.dev.stack import new_cluster_id
+
+    ids = [new_cluster_id() for _ in range(2000)]
+    assert not [i for i in ids if i.startswith("-")]
+    assert all(len(i) == 22 for i in ids)
