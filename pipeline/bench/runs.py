@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import orjson
 import psycopg2
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -37,6 +36,7 @@ from pipeline.kafka_clients import confluent_config
 from topics import chunk as chunk_codec
 from topics import dead_letter
 from topics.definitions import Topic
+from topics.invalidation import decode_invalidation
 
 _runs = itertools.count(1)
 
@@ -270,7 +270,7 @@ class PromptWatcher(InvalidationWatcher):
                 now = time.monotonic()
                 for msg in [first, *consumer.consume(499, 0)]:
                     if not msg.error():
-                        self._record(orjson.loads(msg.value() or b"{}"), now)
+                        self._record(decode_invalidation(msg.value() or b""), now)
         finally:
             consumer.close()
 

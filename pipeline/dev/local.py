@@ -36,6 +36,7 @@ from pipeline.ops.produce import produce_lines
 from pipeline.pg import url_with_database
 from topics import apply_topics, pdu_input
 from topics.definitions import Topic
+from topics.invalidation import decode_invalidation
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -180,7 +181,7 @@ class InvalidationWatcher(threading.Thread):
             while not self._stop_event.is_set():
                 for msg in consumer.consume(500, 0.1):
                     if not msg.error():
-                        self._record(orjson.loads(msg.value() or b"{}"), time.monotonic())
+                        self._record(decode_invalidation(msg.value() or b""), time.monotonic())
         finally:
             consumer.close()
 
