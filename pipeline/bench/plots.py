@@ -75,18 +75,7 @@ def plot_curve(
                 linewidth=1,
                 label=f"Synapse's rate, 10 rooms in flight ({anchor.rate:,.0f}/s)",
             )
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    _plain_ticks(ax)
-    ax.set_xlabel("paced produce rate (events/s)")
-    ax.set_ylabel("produce → invalidation (ms)")
-    ax.set_title(title)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _finish(fig, ax, path, title, "produce → invalidation (ms)")
 
 
 def plot_search(
@@ -136,11 +125,18 @@ def plot_search(
             linewidth=1,
             label=f"Synapse's rate (B0, {anchor_rate:,.0f}/s)",
         )
+    return _finish(fig, ax, path, title, "p99 produce → invalidation (ms)")
+
+
+def _finish(fig: Any, ax: Any, path: Path, title: str, ylabel: str) -> Path:
+    """Both pictures' axes (log-log, rate against latency), legend, and the file."""
+    import matplotlib.pyplot as plt
+
     ax.set_xscale("log")
     ax.set_yscale("log")
     _plain_ticks(ax)
     ax.set_xlabel("paced produce rate (events/s)")
-    ax.set_ylabel("p99 produce → invalidation (ms)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
