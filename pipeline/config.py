@@ -179,11 +179,13 @@ def load_settings(environ: dict[str, str] | None = None, **overrides: Any) -> Se
 
 
 def local_database_url(stack_dir: Path, pg_port: int) -> str:
-    """The local stack's database; with the password file ``stack up`` made, when there is one
-    (libpq's ``passfile`` parameter: a path in the URL, never the password)."""
+    """The local stack's database, with the password file ``stack up`` makes (libpq's
+    ``passfile`` parameter: a path in the URL, never the password). Named whether or not it
+    exists yet: settings are often read before ``stack up`` writes it, and libpq skips a
+    password file that is not there."""
     url = f"postgresql://roomstream@127.0.0.1:{pg_port}/roomstream"
     passfile = stack_dir / "pg" / "pgpass"
-    return f"{url}?passfile={quote(str(passfile), safe='/')}" if passfile.is_file() else url
+    return f"{url}?passfile={quote(str(passfile), safe='/')}"
 
 
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")

@@ -156,13 +156,17 @@ def test_database_dsn_adds_tls_and_password_file_as_libpq_parameters(tmp_path: P
     )
 
 
-def test_the_local_stacks_url_names_its_password_file_once_there_is_one(tmp_path: Path) -> None:
+def test_the_local_stacks_url_names_its_password_file_before_stack_up_writes_it(
+    tmp_path: Path,
+) -> None:
+    # Settings read before a fresh stack's first `stack up` are used after it (the test
+    # fixtures, the demo, the bench): the URL must already name the file `stack up` writes.
     env = {"ROOMSTREAM_STACK_DIR": str(tmp_path), "ROOMSTREAM_PG_PORT": "25432"}
-    plain = "postgresql://roomstream@127.0.0.1:25432/roomstream"
-    assert load_settings(env).database_url == plain
+    want = f"postgresql://roomstream@127.0.0.1:25432/roomstream?passfile={tmp_path}/pg/pgpass"
+    before = load_settings(env).database_url
     (tmp_path / "pg").mkdir()
     (tmp_path / "pg" / "pgpass").write_text("127.0.0.1:25432:*:roomstream:x\n")
-    assert load_settings(env).database_url == f"{plain}?passfile={tmp_path}/pg/pgpass"
+    assert before == load_settings(env).database_url == want
 
 
 @pytest.mark.parametrize(
