@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 import psycopg2
@@ -308,6 +308,9 @@ def _homeserver(database_url: str, data_dir: str) -> Any:
     }
     if parts.password:
         db_args["password"] = parts.password
+    # libpq's own parameters (the local stack's passfile, sslmode): Synapse hands its database
+    # args to psycopg2.connect.
+    db_args.update(parse_qsl(parts.query))
     config = HomeServerConfig()
     config.parse_config_dict(
         {

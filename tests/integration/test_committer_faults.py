@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 import pytest
@@ -170,14 +172,32 @@ def test_sequence_4_a_committer_whose_generation_was_taken_cannot_commit(
         conn.close()
 
 
+def _through(url: str, host_port: str, proxy_port: int, tmp_path: Path) -> str:
+    """``url`` through the proxy; a password file the URL names gets a line for the proxy's
+    port (libpq matches its lines by host and port)."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    passfile = query.get("passfile")
+    if passfile and Path(passfile).is_file():
+        lines = Path(passfile).read_text().splitlines()
+        extra = [":".join([f.split(":", 2)[0], str(proxy_port), *f.split(":")[2:]]) for f in lines]
+        mine = tmp_path / "pgpass"
+        mine.write_text("\n".join(lines + extra) + "\n")
+        mine.chmod(0o600)
+        query["passfile"] = str(mine)
+    netloc = parts.netloc.replace(host_port, f"127.0.0.1:{proxy_port}")
+    return urlunsplit(parts._replace(netloc=netloc, query=urlencode(query)))
+
+
 def test_sequence_4_a_committer_cut_off_from_postgres_is_replaced_and_fenced(
-    settings: Settings,
+    settings: Settings, tmp_path: Path
 ) -> None:
     host_port = settings.database_url.split("@", 1)[1].split("/", 1)[0]
     host, port = host_port.rsplit(":", 1)
     proxy = TcpProxy(host, int(port))
     via_proxy = replace(
-        settings, database_url=settings.database_url.replace(host_port, f"127.0.0.1:{proxy.port}")
+        settings,
+        database_url=_through(settings.database_url, host_port, proxy.port, tmp_path),
     )
     room = RoomSim("!r:example.org")
     produce(settings, [room.create_chunk()])
