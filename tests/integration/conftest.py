@@ -9,6 +9,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -16,6 +17,7 @@ import pytest
 from pipeline.config import Settings, load_settings
 from pipeline.dev.local import database_url_for
 from pipeline.dev.stack import Stack
+from tests.integration.harness import Processes
 from topics import apply_topics
 
 pytestmark = pytest.mark.integration
@@ -56,3 +58,11 @@ def settings(stack_settings: Settings) -> Iterator[Settings]:
     with conn.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
     conn.close()
+
+
+@pytest.fixture
+def procs(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
+    """Roomstream processes a test starts; all stopped at its end."""
+    p = Processes(settings, tmp_path)
+    yield p
+    p.stop_all()

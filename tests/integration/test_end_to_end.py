@@ -7,8 +7,6 @@ orderings must be contiguous, and every change must have its invalidation, in po
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
-from pathlib import Path
 
 import orjson
 import psycopg2
@@ -22,13 +20,6 @@ from tests.integration.harness import Processes, TopicReader, produce, wait_for
 from topics.definitions import Topic
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def procs(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(settings, tmp_path)
-    yield p
-    p.stop_all()
 
 
 def _count(settings: Settings, sql: str) -> int:

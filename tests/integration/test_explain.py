@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from contextlib import closing
-from pathlib import Path
 
 import orjson
 import pytest
@@ -22,13 +20,6 @@ from tests.integration.rooms import busy_room, lines_of
 pytestmark = pytest.mark.integration
 
 WAIT_S = 90.0  # an upper bound; the room commits in seconds
-
-
-@pytest.fixture
-def procs(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(settings, tmp_path)
-    yield p
-    p.stop_all()
 
 
 def roomstream(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:

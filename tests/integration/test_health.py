@@ -11,8 +11,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -57,13 +55,6 @@ def forked_room(tag: str, branches: int) -> RoomBuilder:
     for i in range(branches):
         room.message(ALICE if i % 2 else BOB, f"branch {i}", prev=base)
     return room
-
-
-@pytest.fixture
-def procs(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(settings, tmp_path)
-    yield p
-    p.stop_all()
 
 
 def test_worker_health_readiness_and_room_gauges(settings: Settings, procs: Processes) -> None:

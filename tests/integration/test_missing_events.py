@@ -6,9 +6,6 @@ by room; when the event is produced the parked one goes on and the request is cl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from pipeline.config import Settings
@@ -19,13 +16,6 @@ from topics import missing_events
 from topics.definitions import Topic
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def procs(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(settings, tmp_path)
-    yield p
-    p.stop_all()
 
 
 def test_a_pdu_whose_prev_event_is_missing_is_asked_for_and_the_request_answered(

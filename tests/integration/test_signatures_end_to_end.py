@@ -4,9 +4,6 @@ dead-lettered with a reason naming the server and the key."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import orjson
 import pytest
 from confluent_kafka import Producer
@@ -20,13 +17,6 @@ from topics import dead_letter, server_keys
 from topics.definitions import Topic
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def procs(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(settings, tmp_path)
-    yield p
-    p.stop_all()
 
 
 def test_a_worker_with_signature_checks_processes_signed_events_and_refuses_a_forged_one(

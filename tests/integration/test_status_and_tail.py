@@ -11,9 +11,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import orjson
 import pytest
@@ -29,13 +27,6 @@ from topics.definitions import Topic
 pytestmark = pytest.mark.integration
 
 WAIT_S = 90.0  # an upper bound; each step takes seconds
-
-
-@pytest.fixture
-def procs(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(settings, tmp_path)
-    yield p
-    p.stop_all()
 
 
 def roomstream(

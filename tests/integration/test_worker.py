@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -34,13 +33,6 @@ from topics import dead_letter
 from topics.definitions import Topic
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def procs(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(settings, tmp_path)
-    yield p
-    p.stop_all()
 
 
 def _expected(lines: list[bytes]) -> dict[str, dict[str, object]]:

@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 from confluent_kafka import ConsumerGroupState
@@ -46,13 +44,6 @@ ROOMS = 50
 RATE = 75.0  # events a second, one at a time
 BEFORE_KILL_S = 10.0
 AFTER_KILL_S = 25.0
-
-
-@pytest.fixture
-def procs(settings: Settings, tmp_path: Path) -> Iterator[Processes]:
-    p = Processes(settings, tmp_path)
-    yield p
-    p.stop_all()
 
 
 @dataclass
