@@ -31,6 +31,10 @@ def report_text(stack_settings: Settings, tmp_path_factory: pytest.TempPathFacto
             # rate within the limit says so in its note.
             assert "kept p99 within the limit" in f.note or "probed again" in f.note, f
             continue
+        if f.bench == "B8" and f.value is None:
+            # A tiny room's slice of joins can fall in one committer transaction.
+            assert "too few to time" in f.note, f
+            continue
         assert f.value is not None, f
         assert not math.isnan(f.value), f
         assert f.value > 0, f
@@ -91,7 +95,8 @@ def test_every_b2_b7_and_b8_figure_states_its_ratio_to_b0(report_text: str) -> N
         if line.startswith("## "):
             section = line
         elif re.match(r"^## B[278]\. ", section) and line.startswith("- **"):
-            assert "(B0" in line, line
+            # A figure not measured (n/a) has nothing to set beside B0; its note says why.
+            assert "(B0" in line or "**: n/a" in line, line
 
 
 def test_the_capacity_search_is_drawn_beside_the_report(report_text: str) -> None:

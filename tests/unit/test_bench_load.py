@@ -185,3 +185,11 @@ def test_events_lost_around_a_kill_are_said_beside_the_figure() -> None:
     )
     assert "LOST 1 of the events produced around the kill" in f.note
     assert "nothing was dead-lettered" in f.note
+
+
+def test_a_slice_of_joins_inside_one_transaction_is_not_timed() -> None:
+    joins = JoinCost(members=100, slice=5, first_ms=0.3, last_ms=0.0, seconds=1.0)
+    (j,) = big_room_figures(joins, [], [], 100, b0())
+    assert j.value is None
+    assert j.ratio is None
+    assert "too few to time" in j.note
