@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.matrix.explain import Note, Recorder, spec_rule
+from pipeline.matrix.explain import Note, Recorder, explained_rule
 from pipeline.matrix.room_versions import room_version
 from pipeline.room.processor import (
     BatchResult,
@@ -254,7 +254,7 @@ def _conflict(resolution: Json, key: tuple[str, str]) -> Json:
     out["failed"] = [
         {
             "event_id": c["event"],
-            "rule": spec_rule(c.get("rule", ""), rv) if rv is not None else c.get("rule", ""),
+            **explained_rule(c.get("rule", ""), rv),
             "reason": c.get("reason", ""),
             "auth_events": _key_map(c.get("auth_events", {})),
         }
@@ -403,7 +403,7 @@ def _event_json(room: _RoomRecord, event_id: str) -> Json:
         note = decided.get("rejected")
         rule = note.data["rule"] if note is not None else ""
         out.update(
-            rule=spec_rule(rule, rv) if rv is not None else rule,
+            **explained_rule(rule, rv),
             check=note.data["check"] if note is not None else "receipt",
             reason=record.reason,
             auth_events=note.data["auth_events"] if note is not None else {},
@@ -412,7 +412,7 @@ def _event_json(room: _RoomRecord, event_id: str) -> Json:
         note = decided.get("soft_failed")
         if note is not None:
             out.update(
-                rule=spec_rule(note.data["rule"], rv) if rv is not None else note.data["rule"],
+                **explained_rule(note.data["rule"], rv),
                 check="current state",
                 reason=note.data["reason"],
                 auth_events=note.data["auth_events"],
@@ -535,7 +535,8 @@ def render_event(ex: Json) -> str:
         )
     if ex.get("rule") is not None or ex["outcome"] in (REJECTED, SOFT_FAILED):
         rule = ex.get("rule") or "(no numbered rule)"
-        lines.append(f"├─ rule {rule} — {ex.get('reason')}")
+        name = f" ({ex['rule_name']})" if ex.get("rule_name") else ""
+        lines.append(f"├─ rule {rule}{name} — {ex.get('reason')}")
         lines.append(f"│  checked against: {ex.get('check')}")
         for k, e in (ex.get("auth_events") or {}).items():
             etype, _, skey = k.partition("|")
@@ -561,7 +562,8 @@ def _render_resolution(res: Json, pad: str) -> list[str]:
         if c.get("detail"):
             lines.append(f"{pad}│  {c['detail']}")
         for f in c.get("failed", ()):
-            lines.append(f"{pad}│  ✗ {f['event_id']}: rule {f['rule']} — {f['reason']}")
+            name = f" ({f['rule_name']})" if f.get("rule_name") else ""
+            lines.append(f"{pad}│  ✗ {f['event_id']}: rule {f['rule']}{name} — {f['reason']}")
     return lines
 
 

@@ -67,7 +67,13 @@ from pipeline.matrix.errors import (
     RoomstreamError,
 )
 from pipeline.matrix.events import Event, StateKey, StateMap
-from pipeline.matrix.explain import Recorder
+from pipeline.matrix.explain import (
+    ONE_CREATE_EVENT,
+    Recorder,
+    auth_events_read,
+    cited_auth_events,
+    rejection_record,
+)
 from pipeline.matrix.pdu import parse_create_event_room_version, parse_pdu
 from pipeline.matrix.power_levels import CREATE_KEY, POWER_LEVELS_KEY, PowerLevels, user_level
 from pipeline.matrix.room_versions import EventFormat, RoomVersion, room_version
@@ -509,8 +515,6 @@ class RoomProcessor:
 
         reused = False
         before_sg: int | None = None
-        if creates and self.create_event_id is not None:
-            rejected = f"the room already has a create event, {self.create_event_id}"
         if not creates or event.prev_event_ids:
             # A second create event on prev events is rejected with the state of its prev
             # events, as any rejected event (Synapse computes its context like any other's).
@@ -519,8 +523,11 @@ class RoomProcessor:
         if self.recorder is not None:
             self.recorder.note("state_before", group=before_sg, state=dict(before))
 
-        if rejected is None:
-            rejected = self._check_auth(event, before)
+        # A second create event goes through the rules first, as Synapse takes it (one on prev
+        # events fails 1.1); one they allow is rejected by Roomstream's own rule.
+        rejected = self._check_auth(event, before)
+        if rejected is None and creates and self.create_event_id is not None:
+            rejected = self._second_create_event(self.create_event_id)
         soft_failed = False
         if rejected is None and not creates:
             soft_failed = self._soft_fails(event)
@@ -685,7 +692,11 @@ class RoomProcessor:
                 reason = f"auth event {auth_id} is not a state event of room {self.room_id}"
                 if self.recorder is not None:
                     self.recorder.note(
-                        "rejected", check="auth events", rule="3.2", reason=reason, auth_events={}
+                        "rejected",
+                        check="auth events",
+                        rule="3.2",
+                        reason=reason,
+                        auth_events=cited_auth_events(self._read(event, "auth events", before)),
                     )
                 return reason
         check = "auth events"
@@ -699,14 +710,27 @@ class RoomProcessor:
         except EventRejected as e:
             if self.recorder is not None:
                 self.recorder.note(
-                    "rejected",
-                    check=check,
-                    rule=e.rule,
-                    reason=e.reason,
-                    auth_events=self._auth_events_used(event, check, before),
+                    "rejected", check=check, **rejection_record(e, self._read(event, check, before))
                 )
             return e.reason
         return None
+
+    def _second_create_event(self, create_event_id: str) -> str:
+        """The rejection of a create event the rules allow in a room that has one.
+
+        No spec rule rejects it and Synapse accepts it (a second root of the room's state);
+        Roomstream keeps to one (docs/synapse-parity.md, "Not followed").
+        """
+        reason = f"the room already has a create event, {create_event_id}"
+        if self.recorder is not None:
+            self.recorder.note(
+                "rejected",
+                check="the room's create event",
+                rule=ONE_CREATE_EVENT,
+                reason=reason,
+                auth_events={"m.room.create|": create_event_id},
+            )
+        return reason
 
     def _redaction_only_from(self, event: Event, before: StateMap, soft_failed: bool) -> str | None:
         """For an allowed redaction: the server of its sender when it counts only for events
@@ -736,17 +760,12 @@ class RoomProcessor:
                 return domain_of(event.sender)
         return None
 
-    def _auth_events_used(self, event: Event, check: str, before: StateMap) -> dict[str, str]:
-        """For a decision record: the events a check read, by "type|state_key"."""
-        if check == "auth events":
-            used = {}
-            for auth_id in event.auth_event_ids:
-                ev = self._known.fetch(auth_id)
-                if ev is not None and ev.state_key is not None:
-                    used[ev.state_tuple] = auth_id
-        else:
-            used = {k: v.event_id for k, v in self._auth_state(event, before).items()}
-        return {f"{t}|{k}": e for (t, k), e in sorted(used.items())}
+    def _read(self, event: Event, check: str, state: StateMap) -> dict[StateKey, Event]:
+        """For a decision record: the events a check read (its auth events, or the auth state
+        drawn from ``state``)."""
+        if check != "auth events":
+            return self._auth_state(event, state)
+        return auth_events_read(event, self._known.fetch)
 
     def _soft_fails(self, event: Event) -> bool:
         """Checks on receipt of a PDU, 6.: passes the authorization rules based on the current
@@ -768,10 +787,8 @@ class RoomProcessor:
             if self.recorder is not None:
                 self.recorder.note(
                     "soft_failed",
-                    rule=e.rule,
-                    reason=e.reason,
-                    auth_events=self._auth_events_used(event, "current state", self._current),
                     extremities=sorted(self._extremities),
+                    **rejection_record(e, self._auth_state(event, self._current)),
                 )
             return True
         return False

@@ -64,8 +64,11 @@ def check_auth_rules(
 
     create = auth_state.get(CREATE_KEY, create_event)
     if create is None or create.type != CREATE or create.state_key != "":
+        # v1–v11 2.4 (no create event among the auth events); v12 has no such rule, the
+        # create event being implied by the room ID: its 2 (the room ID names no create event).
         raise EventRejected(
-            f"no m.room.create event in the auth state of {event.event_id}", rule="3.4"
+            f"no m.room.create event in the auth state of {event.event_id}",
+            rule="2" if rv.room_id_is_create_event_hash else "3.4",
         )
     if rv.room_id_is_create_event_hash:
         # v12+ 2. If the event's room_id is not an event ID for an accepted m.room.create

@@ -160,13 +160,48 @@ class Room:
         return {k: v for k, v in self.state.items() if k not in keys}
 
 
+# Rules a rejection may name in a room version that does not number them, because Synapse
+# (and so Roomstream) applies them there too: an auth event of another room (v12's 3.5), and a
+# power level a version before 10 cannot read at all (v10's 10.1 and 10.2).
+APPLIED_BEFORE_NUMBERED = {"3.5", "10.1", "10.2"}
+
+
+def explained(error: Any, event: Event, read: Mapping[StateKey, Event]) -> dict[str, Any]:
+    """``error`` (an EventRejected of ``event`` by rules that read ``read``) as ``roomstream
+    explain`` gives it, through the same record and numbering; fails the test unless it names a
+    rule (the spec's, as ``event``'s room version numbers it, or Roomstream's own documented
+    one), a reason, and the auth events the rules read."""
+    from pipeline.matrix.explain import AUTH_RULES, explained_rule, rejection_record
+
+    record = rejection_record(error, read)
+    shown = {**record, **explained_rule(record["rule"], event.room_version)}
+    assert record["rule"] in AUTH_RULES, f"{error.reason!r} names no rule ({record['rule']!r})"
+    assert shown["rule_name"] and shown["reason"], shown
+    if " of room version " in shown["rule"]:
+        # Numbered only by a later version: only where Synapse applies the rule earlier too.
+        assert record["rule"] in APPLIED_BEFORE_NUMBERED, shown
+    assert shown["auth_events"] == {f"{t}|{k}": e.event_id for (t, k), e in sorted(read.items())}, (
+        shown
+    )
+    return shown
+
+
+def rules_read(event: Event, state: Mapping[StateKey, Event]) -> dict[StateKey, Event]:
+    """What the rules read of ``state`` for ``event``: its entries of the auth types."""
+    from pipeline.matrix.auth import auth_types_for_event
+
+    return {k: state[k] for k in sorted(auth_types_for_event(event)) if k in state}
+
+
 def rejection(event: Event, state: Mapping[StateKey, Event], **kwargs: Any) -> str | None:
-    """The reason ``check_auth_rules`` rejects ``event`` for, or None when it is allowed."""
+    """The reason ``check_auth_rules`` rejects ``event`` for, or None when it is allowed. A
+    rejection must be one the explanation names (``explained``)."""
     from pipeline.matrix.auth import check_auth_rules
     from pipeline.matrix.errors import EventRejected
 
     try:
         check_auth_rules(event, state, **kwargs)
     except EventRejected as e:
+        explained(e, event, rules_read(event, state))
         return e.reason
     return None

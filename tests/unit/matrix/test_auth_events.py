@@ -16,7 +16,8 @@ from pipeline.matrix.auth import (
 )
 from pipeline.matrix.errors import EventRejected, MissingEvents
 from pipeline.matrix.events import Event
-from tests.unit.matrix.auth_fixtures import ALICE, BOB, CAROL, Room, versions
+from pipeline.matrix.explain import auth_events_read
+from tests.unit.matrix.auth_fixtures import ALICE, BOB, CAROL, Room, explained, versions
 
 CREATE = ("m.room.create", "")
 PL = ("m.room.power_levels", "")
@@ -32,6 +33,7 @@ def auth_rejection(room: Room, event: Event, **kwargs: Any) -> str | None:
     try:
         check_auth_events(event, store.get, **kwargs)
     except EventRejected as e:
+        explained(e, event, auth_events_read(event, store.get))
         return e.reason
     return None
 
@@ -170,8 +172,9 @@ def test_auth_events_rejected_with_duplicate_type_and_state_key(version: str) ->
     room.power_levels(users={} if version == "12" else {ALICE: 100}, ban=60)
     ev = room.with_auth(room.new("m.room.message", ALICE, {}), extra=[old_pl.event_id])
     store = {**room.events(), old_pl.event_id: old_pl}
-    with pytest.raises(EventRejected, match="two auth events"):
+    with pytest.raises(EventRejected, match="two auth events") as exc:
         check_auth_events(ev, store.get)
+    explained(exc.value, ev, auth_events_read(ev, store.get))
 
 
 @pytest.mark.parametrize("version", versions())
@@ -206,8 +209,9 @@ def test_auth_events_rejected_with_non_state_entry(version: str) -> None:
     msg = room.new("m.room.message", ALICE, {})
     ev = room.with_auth(room.new("m.room.message", ALICE, {}), extra=[msg.event_id])
     store = {**room.events(), msg.event_id: msg}
-    with pytest.raises(EventRejected, match="non-state"):
+    with pytest.raises(EventRejected, match="non-state") as exc:
         check_auth_events(ev, store.get)
+    explained(exc.value, ev, auth_events_read(ev, store.get))
 
 
 @pytest.mark.parametrize("version", versions())
@@ -234,8 +238,9 @@ def test_auth_events_rejected_when_v12_room_id_names_no_create_event(version: st
     pl = room.state[PL]
     ev = room.with_auth(room.new("m.room.message", ALICE, {}))
     store = {**room.events(), "$create": pl}
-    with pytest.raises(EventRejected, match=r"does not name an m\.room\.create"):
+    with pytest.raises(EventRejected, match=r"does not name an m\.room\.create") as exc:
         check_auth_events(ev, store.get)
+    explained(exc.value, ev, auth_events_read(ev, store.get))
 
 
 @pytest.mark.parametrize("version", versions(1, 11))
@@ -256,8 +261,9 @@ def test_auth_events_rejected_with_entry_from_another_room(version: str) -> None
     foreign = other.new("m.room.member", BOB, {"membership": "join"}, state_key=BOB)
     ev = room.with_auth(room.new("m.room.message", BOB, {}), extra=[foreign.event_id])
     store = {**room.events(), foreign.event_id: foreign}
-    with pytest.raises(EventRejected, match="from room !elsewhere"):
+    with pytest.raises(EventRejected, match="from room !elsewhere") as exc:
         check_auth_events(ev, store.get)
+    explained(exc.value, ev, auth_events_read(ev, store.get))
 
 
 @pytest.mark.parametrize("version", versions())

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from pipeline.matrix.auth import auth_types_for_event, check_auth_events, check_auth_rules
 from pipeline.matrix.errors import EventRejected
 from pipeline.matrix.events import Event
-from tests.unit.matrix.auth_fixtures import ALICE, BOB, CAROL, Room
+from pipeline.matrix.explain import auth_events_read
+from tests.unit.matrix.auth_fixtures import ALICE, BOB, CAROL, Room, explained, rules_read
 
 USERS = [ALICE, BOB, CAROL, "@x:", "@:a.org", "not-a-user"]
 json_scalars = st.one_of(
@@ -62,6 +63,7 @@ def decide(event: Event, state: Any) -> bool:
         check_auth_rules(event, state)
     except EventRejected as e:
         assert isinstance(e.reason, str) and e.reason
+        explained(e, event, rules_read(event, state))
         return False
     return True
 
@@ -132,6 +134,7 @@ def test_auth_events_verdict_matches_state_verdict(
     try:
         check_auth_events(event, room.events().get)
         via_auth_events = True
-    except EventRejected:
+    except EventRejected as e:
+        explained(e, event, auth_events_read(event, room.events().get))
         via_auth_events = False
     assert via_auth_events == in_state

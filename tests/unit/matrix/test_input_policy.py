@@ -16,10 +16,11 @@ from pipeline.matrix.auth import check_auth_events
 from pipeline.matrix.canonical_json import MAX_NESTING, encode_canonical_json
 from pipeline.matrix.errors import EventIdMismatch, EventRejected, InvalidPdu
 from pipeline.matrix.events import Event
+from pipeline.matrix.explain import auth_events_read
 from pipeline.matrix.hashes import compute_event_id
 from pipeline.matrix.pdu import MAX_PDU_BYTES, MAX_PDU_NESTING, parse_pdu
 from pipeline.matrix.room_versions import EventFormat, RoomVersion
-from tests.unit.matrix.auth_fixtures import BOB, Room, versions
+from tests.unit.matrix.auth_fixtures import BOB, Room, explained, versions
 from tests.unit.matrix.pdu_factory import ALL_VERSIONS, make_pdu
 
 HASH_IDS = [rv for rv in ALL_VERSIONS if rv.event_format != EventFormat.V1]  # v3+
@@ -308,6 +309,9 @@ def test_auth_event_from_another_room_rejects_and_the_reason_names_that_room(
     store = {**room.events(), foreign.event_id: foreign}
     with pytest.raises(EventRejected) as exc:
         check_auth_events(ev, store.get)
+    assert explained(exc.value, ev, auth_events_read(ev, store.get))["rule"] == (
+        "3.5" if version == "12" else "3.5 of room version 12"
+    )
     assert exc.value.reason == (
         f"{ev.event_id} in room {room.room_id} has an auth event {foreign.event_id} "
         "from room !elsewhere:a.org"

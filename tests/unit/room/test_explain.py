@@ -71,17 +71,43 @@ def test_rejections_cite_rule_6_sender_not_joined_and_rule_8_required_power_leve
 
 @pytest.mark.parametrize(
     ("rule", "version", "numbered"),
+    # Worked from the rules as each room version's page lists them.
     [
         ("1.1", "1", "1.1"),
-        ("3.1", "5", "2.1"),
-        ("4", "5", "3"),
+        ("3.1", "5", "2.1"),  # auth events: rule 2 before v12
+        ("4", "5", "3"),  # m.federate
+        ("4", "11", "3"),
         ("aliases.2", "5", "4.2"),
-        ("5.3.2", "5", "5.3.2"),
-        ("5.3.2", "6", "4.3.2"),
-        ("10.9", "11", "9.9"),
+        ("5.3.2", "5", "5.2.2"),  # v1–v7 have no 5.2 (join authorised via a user): join is 5.2
+        ("5.3.2", "6", "4.2.2"),
+        ("5.3.2", "8", "4.3.2"),  # v8–v11: numbered as v12, one less at the top
+        ("5.3.7", "3", "5.2.6"),  # no restricted join rule (5.3.5) before v8
+        ("5.3.7", "10", "4.3.7"),
+        ("5.5.5", "7", "4.4.5"),  # leave: 5.5 in v12, 5.4 before v8
+        ("5.7.1", "7", "4.6.1"),  # knock: 4.6 in v7
+        ("5.7.1", "9", "4.7.1"),
+        ("5.7.1", "6", "4.6.1 of room version 7"),
+        ("5.8", "6", "4.6"),  # unknown membership: after ban (v1–v6), knock (v7), v8's 4.8
+        ("5.8", "7", "4.7"),
+        ("5.8", "11", "4.8"),
+        ("5.2", "7", "4.2 of room version 8"),
+        ("6", "3", "6"),
+        ("6", "10", "5"),
+        ("8", "11", "7"),
+        ("10.3", "5", "10.1"),  # power levels: v1–v9 shape only users (their 1)
+        ("10.3", "9", "9.1"),
+        ("10.3", "10", "9.3"),
+        ("10.6", "2", "10.3"),
+        ("10.9", "9", "9.6"),
+        ("10.9", "11", "9.8"),  # v12 inserted 10.4 (room creators)
         ("10.9", "12", "10.9"),
+        ("10.10", "10", "9.9"),
+        ("10.1", "8", "9.1 of room version 10"),
+        ("10.4", "11", "10.4 of room version 12"),
+        ("3.5", "10", "3.5 of room version 12"),
         ("2", "12", "2"),
-        ("redaction", "1", "11"),
+        ("redaction", "1", "11.3"),
+        ("roomstream:one-create-event", "10", "roomstream:one-create-event"),
     ],
 )
 def test_spec_rule_numbers_a_rule_as_its_room_version_does(
