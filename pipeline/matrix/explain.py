@@ -20,6 +20,7 @@ from typing import Any
 
 from pipeline.matrix.errors import EventRejected
 from pipeline.matrix.events import Event, EventFetcher, StateKey
+from pipeline.matrix.power_levels import create_event_id_for_room
 from pipeline.matrix.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 
 # Roomstream's own rule (no spec rule decides it): a create event in a room that has one.
@@ -218,9 +219,13 @@ def rule_name(rule: str) -> str | None:
 
 
 def auth_events_read(event: Event, fetch_event: EventFetcher) -> dict[StateKey, Event]:
-    """The auth events of ``event`` that the rules on them read: the known state events."""
+    """The auth events of ``event`` that the rules on them read: the known state events, and
+    from room version 12 the create event its room ID names."""
     read: dict[StateKey, Event] = {}
-    for auth_id in event.auth_event_ids:
+    implied = []
+    if event.room_version.room_id_is_create_event_hash and event.type != "m.room.create":
+        implied.append(create_event_id_for_room(event.room_id))
+    for auth_id in [*implied, *event.auth_event_ids]:
         found = fetch_event(auth_id)
         if found is not None and found.state_key is not None:
             read[found.state_tuple] = found

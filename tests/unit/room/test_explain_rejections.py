@@ -1,0 +1,212 @@
+"""Every rejection and soft-fail of the hostile inputs, replayed room by room through the
+explainer (``pipeline.room.explain``, what ``roomstream explain`` and ``roomstream replay
+--explain`` run), is explained by a named rule: the spec's, numbered as the event's room version
+numbers it (or Roomstream's own, documented), with a reason and the auth events the rule read.
+
+The rooms: the processor's room graphs (tests/unit/room/test_processor.py), the inputs of the
+input policy that reach the rules (tests/unit/room/test_input_policy.py), a rejected create
+event and second create events, the differential fuzzer's rooms (rogue senders, auth events from
+an older state, evaders on stale branches, odd power levels and memberships) and the rooms pinned
+from it (tests/oracle/rooms). The auth-rule tables of tests/unit/matrix explain each of their
+rejections as they check it (``tests.unit.matrix.auth_fixtures.explained``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pipeline.matrix.explain import AUTH_RULES, ONE_CREATE_EVENT, spec_rule
+from pipeline.matrix.room_versions import room_version
+from pipeline.room.explain import Explained, explain
+from tests.oracle.fuzz import GeneratedRoom, generate
+from tests.unit.matrix.auth_fixtures import APPLIED_BEFORE_NUMBERED
+from tests.unit.room.builder import ALICE, BOB, RoomBuilder
+from tests.unit.room.test_processor import CASES
+
+ROOT = Path(__file__).parents[3]
+PINNED_ROOMS = sorted((ROOT / "tests" / "oracle" / "rooms").glob("*.jsonl"))
+FUZZ_SEEDS = range(500)
+CHECKS = {"auth events", "state before", "current state", "the room's create event"}
+NUMBERED = r"\d+(\.\d+)*"
+RULE_OF_NAME = {name: rule for rule, name in AUTH_RULES.items()}
+
+
+def explained_rules(explained: Explained, room_id: str) -> Counter[str]:
+    """Check the explanation of every event of the room that was not accepted; count the rules."""
+    room = explained.rooms[room_id]
+    rv = room.processor.room_version
+    assert rv is not None
+    later_numbered = {spec_rule(r, rv) for r in APPLIED_BEFORE_NUMBERED}
+    seen: Counter[str] = Counter()
+    for event_id, record in room.events.items():
+        if record.outcome == "accepted":
+            continue
+        ex = explained.event(event_id)
+        where = f"{event_id} ({ex['type']} from {ex['sender']}, {ex['outcome']}): {ex}"
+        assert ex["outcome"] == record.outcome, where
+        rule, name = ex.get("rule"), ex.get("rule_name")
+        # A named rule: one of the table, shown with what it asks.
+        assert rule and name in RULE_OF_NAME, where
+        if " of room version " in rule:
+            assert rule in later_numbered, where
+        else:
+            assert rule == ONE_CREATE_EVENT or _numbered(rule), where
+        assert ex["reason"] and ex["reason"] != "unknown", where
+        assert ex["check"] in CHECKS, where
+        _check_cited(explained, room_id, event_id, ex, where)
+        seen[RULE_OF_NAME[name]] += 1
+    return seen
+
+
+def _numbered(rule: str) -> bool:
+    return re.fullmatch(NUMBERED, rule) is not None
+
+
+def _check_cited(
+    explained: Explained, room_id: str, event_id: str, ex: dict[str, Any], where: str
+) -> None:
+    """The cited auth events are events of the room with the keys they are cited under: the
+    event's own auth events (v12: and the create event), the state before it, or the room's
+    create event."""
+    room = explained.rooms[room_id]
+    cited: dict[str, str] = ex["auth_events"]
+    pdu = room.events[event_id].pdu
+    if not (pdu.get("type") == "m.room.create" and ex["check"] != "the room's create event"):
+        # Only a create event's own rules read nothing.
+        assert cited, where
+    for key, cited_id in cited.items():
+        cited_pdu = room.events[cited_id].pdu
+        assert f"{cited_pdu['type']}|{cited_pdu.get('state_key')}" == key, where
+    if ex["check"] == "auth events":
+        own = {a if isinstance(a, str) else a[0] for a in pdu.get("auth_events", ())}
+        if ex["room_version"] == "12":
+            # The create event the room ID names is read as if it were one of them.
+            own.add("$" + room_id[1:])
+        assert set(cited.values()) <= own, where
+    elif ex["check"] == "state before":
+        before = {f"{t}|{k}": e for t, k, e in ex["state_before"]["state"]}
+        assert all(before.get(k) == e for k, e in cited.items()), where
+    elif ex["check"] == "the room's create event":
+        assert cited == {"m.room.create|": room.processor.create_event_id}, where
+
+
+def _lines(b: RoomBuilder, names: Iterable[str]) -> list[bytes]:
+    return [b.raw(n) for n in names]
+
+
+# --- the processor's room graphs ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "version"),
+    [(c, v) for c in CASES for v in c.versions],
+    ids=[f"{c.name} (v{v})" for c in CASES for v in c.versions],
+)
+def test_every_rejection_and_soft_fail_of_the_room_graphs_names_a_rule_and_its_auth_events(
+    case: Any, version: str
+) -> None:
+    b = RoomBuilder(version)
+    batches = case.build(b)
+    explained = explain(_lines(b, [n for batch in batches for n in batch]))
+    seen = explained_rules(explained, b.room_id)
+    assert sum(seen.values()) == sum(1 for o in case.outcomes.values() if o != "accepted")
+
+
+# --- the input policy and create events -----------------------------------------------------
+
+
+@pytest.mark.parametrize("version", ["1", "10", "12"])
+def test_membership_with_nul_is_rejected_as_an_unknown_membership(version: str) -> None:
+    b = RoomBuilder(version)
+    names = b.base()
+    b.add("BAD", "m.room.member", BOB, {"membership": "jo\x00in"}, state_key=BOB)
+    explained = explain(_lines(b, [*names, "BAD"]))
+    assert explained_rules(explained, b.room_id) == {"5.8": 1}
+    # v1–v5 number the unknown membership 5.6, v8–v11 4.8, v12 5.8.
+    assert explained.event(b.ids["BAD"])["rule"] == {"1": "5.6", "10": "4.8", "12": "5.8"}[version]
+
+
+@pytest.mark.parametrize("version", [str(v) for v in range(1, 12)])
+def test_a_second_create_event_on_prev_events_fails_rule_1_1(version: str) -> None:
+    b = RoomBuilder(version)
+    names = b.base()
+    b.add("C2", "m.room.create", ALICE, {"creator": ALICE, "room_version": version}, state_key="")
+    explained = explain(_lines(b, [*names, "C2"]))
+    assert explained_rules(explained, b.room_id) == {"1.1": 1}
+    assert explained.event(b.ids["C2"])["check"] == "auth events"
+
+
+@pytest.mark.parametrize("version", [str(v) for v in range(1, 12)])
+def test_a_second_create_event_the_rules_allow_is_rejected_by_roomstreams_own_rule(
+    version: str,
+) -> None:
+    # Synapse accepts it (docs/synapse-parity.md, "Not followed"); Roomstream names its rule.
+    b = RoomBuilder(version)
+    names = b.base()
+    b.create("C2")
+    explained = explain(_lines(b, [*names, "C2"]))
+    assert explained_rules(explained, b.room_id) == {ONE_CREATE_EVENT: 1}
+    ex = explained.event(b.ids["C2"])
+    assert ex["rule"] == ONE_CREATE_EVENT and "Roomstream's rule" in ex["rule_name"]
+    assert ex["auth_events"] == {"m.room.create|": b.ids["C"]}
+
+
+def test_a_second_create_event_from_another_server_fails_rule_1_2() -> None:
+    b = RoomBuilder("10")
+    names = b.base()
+    b.create("C2", creator=BOB)  # the room ID is on Alice's server
+    explained = explain(_lines(b, [*names, "C2"]))
+    assert explained_rules(explained, b.room_id) == {"1.2": 1}
+
+
+def test_events_of_a_room_whose_create_event_was_rejected_name_the_rejected_auth_event() -> None:
+    b = RoomBuilder(room_id="!room:elsewhere.example")
+    names = b.base()
+    explained = explain(_lines(b, names))
+    seen = explained_rules(explained, b.room_id)
+    # The create event fails 1.2; every event after cites it, a rejected auth event (v10: 2.3).
+    assert seen == {"1.2": 1, "3.3": len(names) - 1}
+    assert explained.event(b.ids["MA"])["rule"] == "2.3"
+
+
+# --- the fuzzer's rooms ---------------------------------------------------------------------
+
+
+def _explain_generated(gen: GeneratedRoom) -> Counter[str]:
+    explained = explain(orjson.dumps(e.pdu) for e in gen.arrivals)
+    return explained_rules(explained, gen.room_id)
+
+
+def test_every_rejection_and_soft_fail_of_the_fuzzers_rooms_names_a_rule_and_its_auth_events() -> (
+    None
+):
+    seen: Counter[str] = Counter()
+    versions: set[str] = set()
+    for seed in FUZZ_SEEDS:
+        gen = generate(seed)
+        versions.add(gen.version)
+        seen += _explain_generated(gen)
+    # The rooms reach every room version and the rules rogue senders break most.
+    assert versions == {str(v) for v in range(1, 13)}
+    assert {"3.3", "6", "8", "5.5.1", "5.6.3", "5.8", "1.1"} <= set(seen), seen
+
+
+@pytest.mark.parametrize("path", PINNED_ROOMS, ids=[p.stem for p in PINNED_ROOMS])
+def test_every_rejection_and_soft_fail_of_the_pinned_fuzzer_rooms_is_explained(
+    path: Path,
+) -> None:
+    gen = GeneratedRoom.load(path)
+    _explain_generated(gen)
+
+
+def test_every_rule_of_the_table_is_numbered_in_some_room_version() -> None:
+    for rule in AUTH_RULES:
+        numbered = {spec_rule(rule, room_version(str(v))) for v in range(1, 13)}
+        assert any(_numbered(n) or n == ONE_CREATE_EVENT for n in numbered), rule
