@@ -23,8 +23,10 @@ from pipeline.matrix.events import Event, EventFetcher, StateKey
 from pipeline.matrix.power_levels import create_event_id_for_room
 from pipeline.matrix.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 
-# Roomstream's own rule (no spec rule decides it): a create event in a room that has one.
+# Roomstream's own rules, where no spec rule decides: a create event in a room that has one;
+# a previously rejected event in the iterative auth checks (kept out, as Synapse keeps it).
 ONE_CREATE_EVENT = "roomstream:one-create-event"
+REJECTED_BEFORE = "roomstream:rejected-before"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +115,8 @@ AUTH_RULES: dict[str, str] = {
     "redaction": "a redaction needs the redact level or the redacted event's server (v1–v2)",
     ONE_CREATE_EVENT: "a room has one create event: Roomstream's rule, not the spec's; "
     "Synapse accepts a second one without prev events (docs/synapse-parity.md)",
+    REJECTED_BEFORE: "the iterative auth checks never admit a previously rejected event: "
+    "Synapse's rule, not the spec's (docs/synapse-parity.md)",
 }
 
 

@@ -269,7 +269,10 @@ def _conflict(resolution: Json, key: tuple[str, str]) -> Json:
         out["why"] = "failed the iterative auth checks"
         out["detail"] = "no candidate passed the iterative auth checks; the key left the state"
         return out
-    rivals = [c for c in admitted if c["event"] != winner]
+    # The winner against the other candidates: events of the full conflicted set that no state
+    # set holds (auth difference, v2.1's subgraph) may be applied to the key on the way, but
+    # what a reader asks is why this candidate and not those.
+    rivals = [c for c in admitted if c["event"] != winner and c["event"] in candidates]
     mine = [c for c in admitted if c["event"] == winner]
     if not mine:
         out["why"] = "unconflicted"
@@ -286,7 +289,7 @@ def _conflict(resolution: Json, key: tuple[str, str]) -> Json:
         out["why"] = "failed the iterative auth checks"
         out["detail"] = (
             f"{winner} was the only candidate the iterative auth checks admitted"
-            if failed
+            if any(f["event"] in candidates for f in failed)
             else f"{winner} was the only candidate checked"
         )
         return out

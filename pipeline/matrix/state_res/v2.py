@@ -28,7 +28,7 @@ from pipeline.matrix.auth import (
 )
 from pipeline.matrix.errors import EventRejected, MissingEvents
 from pipeline.matrix.events import Event, StateKey, StateMap
-from pipeline.matrix.explain import Recorder
+from pipeline.matrix.explain import REJECTED_BEFORE, Recorder
 from pipeline.matrix.power_levels import CREATE_KEY, POWER_LEVELS_KEY
 from pipeline.matrix.room_versions import RoomVersion, StateResAlgorithm
 from pipeline.matrix.state_res._common import (
@@ -345,8 +345,9 @@ def iterative_auth_checks(
                     step,
                     event,
                     {},
-                    reason="rejected before: a previously rejected event is never re-admitted "
-                    "(as Synapse; docs/synapse-parity.md)",
+                    rule=REJECTED_BEFORE,
+                    reason=f"{event_id} was rejected before: a previously rejected event is "
+                    "never re-admitted (as Synapse; docs/synapse-parity.md)",
                 )
             continue
         auth_state: dict[StateKey, Event] = {}
