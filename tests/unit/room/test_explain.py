@@ -5,16 +5,20 @@ the authorization rules; parked and dead-lettered events say what they wait for 
 from __future__ import annotations
 
 import ast
+from collections import Counter
 from pathlib import Path
 
 import orjson
 import pytest
 
 from pipeline.cli import main as cli_main
-from pipeline.matrix.explain import Recorder, spec_rule
+from pipeline.matrix.explain import Note, Recorder, spec_rule
 from pipeline.matrix.room_versions import room_version
+from pipeline.matrix.state_res import v2 as state_res_v2
+from pipeline.room import processor as processor_module
 from pipeline.room.explain import explain, render_event, render_room
 from pipeline.room.processor import RoomProcessor
+from tests.oracle.fuzz import generate
 from tests.unit.room.builder import ALICE, BOB, CAROL, RoomBuilder
 from tests.unit.room.test_processor import (
     CASES,
@@ -241,3 +245,83 @@ def test_room_version_1_resolution_names_each_conflicted_key_and_its_ordering() 
     assert topic["key"] == ["m.room.topic", ""]
     assert [topic["winner"]] == [e for t, _, e in before["state"] if t == "m.room.topic"]
     assert topic["why"] == "room version 1 ordering"
+
+
+def _hostile_raws() -> list[tuple[str, list[bytes]]]:
+    """Rooms whose deciding passes every hook: rejections, soft-fails, resolutions."""
+    rooms = []
+    for case in CASES:
+        for version in case.versions:
+            b = RoomBuilder(version)
+            rooms.append((b.room_id, _lines(b, case.build(b))))
+    for seed in range(100):
+        gen = generate(seed)
+        rooms.append((gen.room_id, [orjson.dumps(e.pdu) for e in gen.arrivals]))
+    return rooms
+
+
+def _refuse_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a decision record was made without a recorder")
+
+    monkeypatch.setattr(Recorder, "__init__", refuse)
+    monkeypatch.setattr(Recorder, "note", refuse)
+    monkeypatch.setattr(Recorder, "begin", refuse)
+    monkeypatch.setattr(Note, "__init__", refuse)
+    monkeypatch.setattr(state_res_v2, "_note_check", refuse)
+    for name in ("rejection_record", "cited_auth_events", "auth_events_read"):
+        monkeypatch.setattr(processor_module, name, refuse)
+    monkeypatch.setattr(RoomProcessor, "_read", refuse)
+
+
+def test_without_a_recorder_deciding_makes_no_record_at_all(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The workers' processors have no recorder: every hook is one `is not None` test, and none
+    # of what an explanation is built from is made.
+    rooms = _hostile_raws()
+    kinds: Counter[str] = Counter()
+    for room_id, raws in rooms:
+        recorder = Recorder()
+        RoomProcessor(room_id, recorder=recorder).process(raws)
+        kinds.update(n.kind for n in recorder.notes)
+    # With a recorder these rooms pass every hook.
+    assert set(kinds) == {
+        "state_before",
+        "rejected",
+        "soft_failed",
+        "resolution",
+        "power_order",
+        "auth_check",
+        "mainline_order",
+        "resolved",
+        "resolved_v1",
+    }
+
+    _refuse_records(monkeypatch)
+    for room_id, raws in rooms:
+        result = RoomProcessor(room_id).process(raws)
+        # A failure inside deciding is dead-lettered, not raised: none may be a hook's.
+        assert not [d for d in result.dead_letters if "without a recorder" in d.reason]
+    # The control: with a recorder, the refused hooks are reached.
+    result = RoomProcessor(rooms[0][0], recorder=recorder).process(rooms[0][1])
+    assert any("without a recorder" in d.reason for d in result.dead_letters)
+
+
+def test_only_the_explainer_attaches_a_recorder() -> None:
+    # The product's processes build processors and resolve state without one.
+    attaching: list[str] = []
+    for path in sorted((ROOT / "pipeline").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
+                named = node.func.id == "Recorder" or any(
+                    k.arg == "recorder"
+                    and not (isinstance(k.value, ast.Name) and k.value.id == "recorder")
+                    and not (isinstance(k.value, ast.Attribute) and k.value.attr == "recorder")
+                    for k in node.keywords
+                )
+                if named:
+                    attaching.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert attaching and all(a.startswith("pipeline/room/explain.py:") for a in attaching), (
+        attaching
+    )
