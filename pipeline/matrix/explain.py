@@ -9,7 +9,11 @@ themselves, never a second implementation that could tell another story.
 
 Rule numbers: ``EventRejected.rule`` numbers the authorization rules as room version 12 does
 (the numbering the code's comments quote); ``spec_rule`` turns that into the number the
-event's own room version gives the same rule.
+event's own room version gives the same rule, and ``AUTH_RULES`` says what each rule asks. Two
+rules are Roomstream's own, where no spec rule decides and Roomstream keeps to Synapse or to
+one create event (``ONE_CREATE_EVENT``, ``REJECTED_BEFORE``; docs/synapse-parity.md).
+``rejection_record`` and ``cited_auth_events`` make a rejection's record, the same for every
+caller, so the explanation of a rejection is built one way.
 """
 
 from __future__ import annotations
