@@ -117,7 +117,7 @@ class Worker:
                 "min.insync.replicas": str(replicas.min_insync),
             },
         )
-        self.budget = ParkingBudget(settings.park_max_total)
+        self.budget = ParkingBudget(settings.park_max_total, settings.park_max_total_bytes)
         self.resolve_pool = ResolvePool(RESOLVE_PROCESSES)
         self.config = ProcessorConfig(
             parking=ParkingLimits(
@@ -146,6 +146,7 @@ class Worker:
             generation=lambda: int(self.app.consumer_generation_id),
             hurry=self._hurry,
             max_jobs=MAX_JOBS,
+            parking_full=lambda: self.budget.over,
         )
         self.states = RoomStates(self.rooms_table.data, in_use=self.scheduler.holds)
         self.processing = Processing(
@@ -201,8 +202,22 @@ class Worker:
         async for event in stream.noack().events():
             self._take(event)
             if self.scheduler.full:
+                parking = self.budget.over
+                if parking:
+                    log.warning(
+                        "intake paused: this worker's rooms hold %d parked events, %d bytes "
+                        "(ROOMSTREAM_PARK_MAX_TOTAL=%d, ROOMSTREAM_PARK_MAX_TOTAL_BYTES=%d); "
+                        "it reads again once some are released or expire. Raise the bounds, or "
+                        "look for the events they wait for in `roomstream status`",
+                        self.budget.used,
+                        self.budget.used_bytes,
+                        self.budget.total,
+                        self.budget.total_bytes,
+                    )
                 self.capacity.clear()
                 await self.capacity.wait()
+                if parking:
+                    log.info("intake resumed: %d parked events", self.budget.used)
 
     def _take(self, event: Any) -> None:
         m = event.message
@@ -345,6 +360,8 @@ class Worker:
     async def _expire_parked(self) -> None:
         self._room_gauges()
         await expiry.expire_idle_rooms(self, int(time.time() * 1000))
+        if self.scheduler.has_capacity:  # expired events may have freed a full parking
+            self.capacity.set()
 
     async def _readiness(self) -> None:
         """``/readyz`` follows the lifecycle's readiness (pipeline.health); and the lag."""
@@ -417,7 +434,7 @@ class Worker:
         # Rooms of revoked partitions move to another owner, which rebuilds them from the
         # changelog; cached processors here may be stale from now on.
         self.states.forget_all()
-        self.budget.used = 0
+        self.budget.reset()
         self.scheduler.revoked()
 
 
