@@ -69,6 +69,13 @@ ROOM_THREADS = 4
 MAX_JOBS = 2 * ROOM_THREADS
 # Processes that run large state resolutions (pipeline.worker.resolve_pool).
 RESOLVE_PROCESSES = 1
+# Per partition's RocksDB (faust's defaults: 64 MiB memtables, three of them, 2 GiB block cache).
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 4 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 16 * 1024 * 1024,
+    "block_cache_size": 16 * 1024 * 1024,
+}
 # How often rooms due a store are looked for, and the loop's liveness is noted (the fence).
 TICK_S = 0.05
 # After a system fault, the most a stop may take before the process exits anyway.
@@ -112,6 +119,11 @@ class Worker:
             key_type=bytes,
             value_type=bytes,
             partitions=settings.pdu_partitions,
+            # faust opens one RocksDB per partition with a 2 GiB block cache and up to three
+            # 64 MiB memtables each: a worker of 12 partitions could grow by gigabytes. The
+            # processors a worker uses are cached as objects (``RoomStates``), so RocksDB's
+            # own caches need only be small.
+            options=ROCKSDB_OPTIONS if settings.worker_store.startswith("rocksdb") else None,
             extra_topic_configs={
                 "max.message.bytes": str(MAX_RECORD_BYTES),
                 "min.insync.replicas": str(replicas.min_insync),
