@@ -10,7 +10,8 @@
 | ROOMSTREAM_KAFKA_PORT | 19092 | local stack broker port (controller: port + 1) |
 | ROOMSTREAM_PG_PORT | 15432 | local stack PostgreSQL port |
 | ROOMSTREAM_PARK_MAX_PER_ROOM | 1000 | parked events a room may hold |
-| ROOMSTREAM_PARK_MAX_TOTAL | 100000 | parked events a worker may hold |
+| ROOMSTREAM_PARK_MAX_TOTAL | 100000 | parked events a worker holds before it pauses intake |
+| ROOMSTREAM_PARK_MAX_TOTAL_BYTES | 268435456 | the same in bytes, as received |
 | ROOMSTREAM_PARK_EXPIRY_S | 300 | seconds before a parked event is dead-lettered |
 | ROOMSTREAM_COMMIT_BATCH_MAX | 500 | chunks per committer transaction at most |
 | ROOMSTREAM_METRICS_PORT | 0 | Prometheus port of a process (0: none) |
@@ -83,6 +84,7 @@ class Settings:
     pg_port: int = 15432
     park_max_per_room: int = 1000
     park_max_total: int = 100_000
+    park_max_total_bytes: int = 256 * 1024 * 1024
     park_expiry_s: float = 300.0
     commit_batch_max: int = 500
     metrics_port: int = 0

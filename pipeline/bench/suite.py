@@ -1,4 +1,4 @@
-"""The benchmark runner: runs B0–B8 in an order that lets them share runs and baselines, turns
+"""The benchmark runner: runs B0–B9 in an order that lets them share runs and baselines, turns
 what they measured into report sections, prints the table and writes BENCHMARKS.md and its
 pictures.
 
@@ -6,7 +6,8 @@ Order: B0 (Synapse's persistence, the anchor every later figure is compared to),
 throughput; B2's capacity search and latency curve; B3's baseline at half the capacity; B8's big
 room; B7's worker kill, last since it kills one of the run's workers), B2's search with one
 worker in a run of its own, the floor (B1's and B4's baseline), run B (B3 with a slow room), B4
-(committer alone), B7's committer takeover, B6 (scaling, full mode only; memory), B5 (state
+(committer alone), B7's committer takeover, B6 (scaling, full mode only; memory), B9 (the
+worker alone beside the pure room logic), B5 (state
 resolution, CPU only, while nothing else of the suite runs). A benchmark that fails is reported
 as not measured, with the reason, and the rest go on.
 """
@@ -44,7 +45,7 @@ from pipeline.dev.local import ROOT
 from pipeline.dev.workload import generate_workload, slow_resolution_room
 from pipeline.errors import RoomstreamError
 
-BENCHES = ("B0", "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8")
+BENCHES = ("B0", "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9")
 DEFAULT_RATE = 50.0  # events/s for B3 and B7 when B2 found no capacity to give half of
 PAIR_TARGET = 0.5  # B1 and B4: at least half the floor
 ISOLATION_TARGET = 1.5  # B3: p99 with the slow room over p99 without
@@ -85,6 +86,10 @@ class Sizes:
     big_messages: int = 100
     big_state_changes: int = 100
     small_members: int = 50
+    # B9: the worker alone over (rooms, events per room) of the generated and the state-heavy
+    # workloads
+    worker_generated: tuple[int, int] = (400, 25)
+    worker_state_heavy: tuple[int, int] = (50, 100)
 
 
 FULL = Sizes("full", 1000, 50, 30.0, 15.0, 5.0, 10_000, scaling_rooms=400)
@@ -134,6 +139,8 @@ TINY = Sizes(
     big_messages=20,
     big_state_changes=8,
     small_members=10,
+    worker_generated=(20, 10),
+    worker_state_heavy=(5, 20),
 )
 
 
@@ -303,6 +310,7 @@ def run_suite(settings: Settings, opts: Options) -> Report:
         suite.b4_committer,
         suite.b7_takeover,
         suite.b6_scaling_and_memory,
+        suite.b9_worker_alone,
         suite.b5_state_resolution,
         suite.pictures,
     ):
@@ -340,11 +348,12 @@ class _Suite:
         # Every probe gets rooms of its own: a repeated workload would be deduplicated.
         self.probe_seeds = itertools.count(100)
         self.b8 = Section("B8", "Big rooms", "")
+        self.b9 = Section("B9", "The worker alone, beside the pure room logic", "")
 
     def chosen(self) -> list[Section]:
         sections = [self.b0, self.b1, self.b2, self.b3, self.b4, self.b5]
         sections += [self.b6s] if self.s.scaling_rooms else []
-        sections += [self.b6, self.b7, self.b8]
+        sections += [self.b6, self.b7, self.b8, self.b9]
         return [x for x in sections if x.bench in self.want]
 
     def attempt(self, section: Section, fn: Callable[[Section], None]) -> None:
@@ -765,6 +774,10 @@ class _Suite:
             self.attempt(self.b6s, lambda sec: _scaling(sec, self.settings, self.s, self.say))
         self.attempt(self.b6, lambda sec: _memory(sec, self.settings, self.s))
 
+    def b9_worker_alone(self) -> None:
+        if "B9" in self.want:
+            self.attempt(self.b9, lambda sec: _worker_alone(sec, self.settings, self.s))
+
     def b5_state_resolution(self) -> None:
         if "B5" in self.want:
             self.attempt(self.b5, lambda sec: _state_res(sec, self.s))
@@ -923,6 +936,50 @@ def _scaling(sec: Section, settings: Settings, s: Sizes, say: Any) -> None:
         )
     if len(failures) == len(s.scaling_workers):
         raise RoomstreamError("; ".join(failures))
+
+
+# The worker's CPU per event on the state-heavy workload before the worker was rebuilt (issue
+# "Room processor runtime rebuilt"): its target is a quarter of that.
+WORKER_CPU_BEFORE_US = 2104
+
+
+def _worker_alone(sec: Section, settings: Settings, s: Sizes) -> None:
+    from pipeline.bench.worker_only import run
+
+    sec.method = (
+        "A fresh run's `pdus` topic (4 partitions) is filled with a workload before one worker "
+        "process starts; the time runs from the first chunk it sends to the chunk holding the "
+        "last event. The figure is the CPU the worker process (and its state resolution "
+        "process) used over that span per event in chunks. Baseline, in the same run: the pure "
+        "room logic (`roomstream replay`'s code) over the same PDUs in the bench's process, CPU "
+        "per event; the ratio is what the worker shell (Kafka clients, faust, storing the "
+        "rooms' state, chunks) costs on top of the room logic. Two workloads: the generated one "
+        "(mostly messages, a few forks) and a state-heavy one (members joining, topics and "
+        "power levels changing, forks and merges that need state resolution). Target, on the "
+        f"state-heavy workload: a quarter of the {WORKER_CPU_BEFORE_US:,} µs per event the "
+        "worker took before it was rebuilt."
+    )
+    shapes = (("generated", s.worker_generated, False), ("state-heavy", s.worker_state_heavy, True))
+    for name, (rooms, per_room), heavy in shapes:
+        r = run(rooms, per_room, 1, state_heavy=heavy, settings=settings)
+        us, replay_us = r["worker_cpu_us_per_event"], r["replay_us_per_event"]
+        target = f"<= {WORKER_CPU_BEFORE_US / 4:,.0f} µs/event" if heavy else ""
+        sec.figures.append(
+            Figure(
+                "B9",
+                f"worker CPU per event, {name} workload",
+                us,
+                "µs",
+                baseline=replay_us,
+                baseline_name="the pure room logic (replay)",
+                ratio=us / replay_us if replay_us else None,
+                target=target,
+                met=(us <= WORKER_CPU_BEFORE_US / 4) if heavy else None,
+                note=f"{r['events']:,} events of {rooms:,} rooms in {r['chunks']:,} chunks, "
+                f"{r['seconds']:,.1f} s ({r['events_per_s']:,} events/s, the worker using "
+                f"{r['worker_cpu_per_wall']:.2f} of a core).",
+            )
+        )
 
 
 def _memory(sec: Section, settings: Settings, s: Sizes) -> None:

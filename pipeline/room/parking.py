@@ -47,33 +47,46 @@ class ParkingLimits:
 
 
 class ParkingBudget:
-    """Parked events across all rooms of one worker, against ``total``: a gauge, not a bound.
+    """Parked events across all rooms of one worker, against ``total`` events and
+    ``total_bytes`` (their size as received): it never changes a room's decisions; the shell
+    pauses intake while it is ``over``.
 
     Not part of a room's state: after a restore the shell rebuilds ``used`` by restoring every
     room with the same budget. Rooms may be processed on several threads, hence the lock.
     """
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, total_bytes: int | None = None) -> None:
         self.total = total
+        self.total_bytes = total_bytes
         self.used = 0
+        self.used_bytes = 0
         self._lock = threading.Lock()
 
     @property
     def over(self) -> bool:
-        """Whether the worker holds ``total`` parked events or more: time to pause intake."""
-        return self.used >= self.total
+        """Whether the worker holds ``total`` parked events or ``total_bytes`` of them, or
+        more: time to pause intake."""
+        return self.used >= self.total or (
+            self.total_bytes is not None and self.used_bytes >= self.total_bytes
+        )
 
-    def take(self, n: int = 1) -> None:
+    def take(self, n: int = 1, size: int = 0) -> None:
         with self._lock:
             self.used += n
+            self.used_bytes += size
 
-    def claim(self, n: int) -> None:
-        """Count ``n`` events restored as parked."""
-        self.take(n)
+    def claim(self, n: int, size: int = 0) -> None:
+        """Count ``n`` events of ``size`` bytes in all restored as parked."""
+        self.take(n, size)
 
-    def release(self, n: int = 1) -> None:
+    def release(self, n: int = 1, size: int = 0) -> None:
         with self._lock:
             self.used = max(0, self.used - n)
+            self.used_bytes = max(0, self.used_bytes - size)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.used = self.used_bytes = 0
 
 
 class ParkingFull(RoomstreamError):
@@ -171,7 +184,7 @@ class ParkingLot:
             )
         self._add(item)
         if self.budget is not None:
-            self.budget.take()
+            self.budget.take(1, item.size)
 
     def arrived(self, event_id: str) -> list[Parked]:
         """``event_id`` is now known: unpark and return what no longer waits for anything."""
@@ -219,7 +232,7 @@ class ParkingLot:
                 if not waiting:
                     del self._waiting[need]
         if self.budget is not None:
-            self.budget.release()
+            self.budget.release(1, item.size)
 
     def to_dict(self) -> list[dict[str, Any]]:
         return [it.to_dict() for it in self.items()]
@@ -237,5 +250,5 @@ class ParkingLot:
         for d in data:
             lot._add(Parked.from_dict(d))
         if budget is not None:
-            budget.claim(len(lot))
+            budget.claim(len(lot), lot.bytes)
         return lot

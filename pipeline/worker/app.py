@@ -69,6 +69,13 @@ ROOM_THREADS = 4
 MAX_JOBS = 2 * ROOM_THREADS
 # Processes that run large state resolutions (pipeline.worker.resolve_pool).
 RESOLVE_PROCESSES = 1
+# Per partition's RocksDB (faust's defaults: 64 MiB memtables, three of them, 2 GiB block cache).
+ROCKSDB_OPTIONS = {
+    "write_buffer_size": 4 * 1024 * 1024,
+    "max_write_buffer_number": 2,
+    "target_file_size_base": 16 * 1024 * 1024,
+    "block_cache_size": 16 * 1024 * 1024,
+}
 # How often rooms due a store are looked for, and the loop's liveness is noted (the fence).
 TICK_S = 0.05
 # After a system fault, the most a stop may take before the process exits anyway.
@@ -112,12 +119,17 @@ class Worker:
             key_type=bytes,
             value_type=bytes,
             partitions=settings.pdu_partitions,
+            # faust opens one RocksDB per partition with a 2 GiB block cache and up to three
+            # 64 MiB memtables each: a worker of 12 partitions could grow by gigabytes. The
+            # processors a worker uses are cached as objects (``RoomStates``), so RocksDB's
+            # own caches need only be small.
+            options=ROCKSDB_OPTIONS if settings.worker_store.startswith("rocksdb") else None,
             extra_topic_configs={
                 "max.message.bytes": str(MAX_RECORD_BYTES),
                 "min.insync.replicas": str(replicas.min_insync),
             },
         )
-        self.budget = ParkingBudget(settings.park_max_total)
+        self.budget = ParkingBudget(settings.park_max_total, settings.park_max_total_bytes)
         self.resolve_pool = ResolvePool(RESOLVE_PROCESSES)
         self.config = ProcessorConfig(
             parking=ParkingLimits(
@@ -146,6 +158,7 @@ class Worker:
             generation=lambda: int(self.app.consumer_generation_id),
             hurry=self._hurry,
             max_jobs=MAX_JOBS,
+            parking_full=lambda: self.budget.over,
         )
         self.states = RoomStates(self.rooms_table.data, in_use=self.scheduler.holds)
         self.processing = Processing(
@@ -201,8 +214,22 @@ class Worker:
         async for event in stream.noack().events():
             self._take(event)
             if self.scheduler.full:
+                parking = self.budget.over
+                if parking:
+                    log.warning(
+                        "intake paused: this worker's rooms hold %d parked events, %d bytes "
+                        "(ROOMSTREAM_PARK_MAX_TOTAL=%d, ROOMSTREAM_PARK_MAX_TOTAL_BYTES=%d); "
+                        "it reads again once some are released or expire. Raise the bounds, or "
+                        "look for the events they wait for in `roomstream status`",
+                        self.budget.used,
+                        self.budget.used_bytes,
+                        self.budget.total,
+                        self.budget.total_bytes,
+                    )
                 self.capacity.clear()
                 await self.capacity.wait()
+                if parking:
+                    log.info("intake resumed: %d parked events", self.budget.used)
 
     def _take(self, event: Any) -> None:
         m = event.message
@@ -345,6 +372,8 @@ class Worker:
     async def _expire_parked(self) -> None:
         self._room_gauges()
         await expiry.expire_idle_rooms(self, int(time.time() * 1000))
+        if self.scheduler.has_capacity:  # expired events may have freed a full parking
+            self.capacity.set()
 
     async def _readiness(self) -> None:
         """``/readyz`` follows the lifecycle's readiness (pipeline.health); and the lag."""
@@ -417,7 +446,7 @@ class Worker:
         # Rooms of revoked partitions move to another owner, which rebuilds them from the
         # changelog; cached processors here may be stale from now on.
         self.states.forget_all()
-        self.budget.used = 0
+        self.budget.reset()
         self.scheduler.revoked()
 
 

@@ -13,8 +13,12 @@ threads: the clock and the consumer's state are passed in, so it is tested on it
   ``max_unstored`` inputs again. ``due`` gives a store-only job to each idle room due a store.
 * A job's inputs are acked once the room's state that covers them is stored (``finish``
   returns them), never before: until then a crash delivers them again.
-* ``full`` says the worker holds ``max_in_flight`` inputs queued or in jobs; the reader waits
-  until ``has_capacity`` (half of that) before it reads more.
+* ``full`` says the worker holds ``max_in_flight`` inputs queued or in jobs, or that its rooms
+  hold as many parked events as it may (``parking_full``); the reader waits until
+  ``has_capacity`` (half of the inputs, and parking below its bound) before it reads more. A
+  full parking pauses intake rather than refusing an input: which inputs a room refuses must
+  not depend on other rooms, or a replay of the room alone would decide otherwise. Parked
+  events leave when what they wait for arrives or when they expire, so intake resumes.
 * At most ``max_jobs`` jobs are being processed or waiting for a processing thread. A room that
   has inputs when every slot is taken waits in line (``ready``), its inputs accumulating, and
   gets a job when a slot frees (``processed``). So a burst of inputs over many rooms becomes a
@@ -86,8 +90,10 @@ class Scheduler:
         max_unstored: int = MAX_UNSTORED,
         max_in_flight: int = MAX_IN_FLIGHT,
         max_jobs: int | None = None,
+        parking_full: Callable[[], bool] = lambda: False,
     ) -> None:
         self.clock = clock
+        self.parking_full = parking_full
         self.generation = generation
         self.hurry = hurry
         self.max_batch = max_batch
@@ -141,11 +147,11 @@ class Scheduler:
 
     @property
     def full(self) -> bool:
-        return self.in_flight >= self.max_in_flight
+        return self.in_flight >= self.max_in_flight or self.parking_full()
 
     @property
     def has_capacity(self) -> bool:
-        return self.in_flight < self.max_in_flight // 2
+        return self.in_flight < self.max_in_flight // 2 and not self.parking_full()
 
     def holds(self, room_id: str) -> bool:
         """Whether the room has inputs queued, a job under way or inputs not stored yet."""

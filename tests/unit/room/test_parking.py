@@ -89,3 +89,17 @@ def test_round_trip_rebuilds_the_index_and_counts_against_the_budget() -> None:
     assert [p.seq for p in restored.arrived("$b")] == [2]
     assert [p.seq for p in restored.arrived("$a")] == [1]
     assert budget.used == 0
+
+
+def test_the_worker_budget_counts_bytes_across_rooms_and_is_over_at_its_byte_bound() -> None:
+    budget = ParkingBudget(1000, total_bytes=3 * 60_000)
+    lots = [ParkingLot(f"!r{i}:x", ParkingLimits(), budget) for i in range(3)]
+    for i, lot in enumerate(lots):
+        lot.park(_item(1, f"$m{i}", size=60_000))
+    assert budget.used == 3 and budget.used_bytes == 180_000 and budget.over
+    lots[0].arrived("$m0")
+    assert budget.used_bytes == 120_000 and not budget.over
+    restored = ParkingLot.restore(
+        "!r1:x", orjson.loads(orjson.dumps(lots[1].to_dict())), ParkingLimits(), budget
+    )
+    assert len(restored) == 1 and budget.used_bytes == 180_000

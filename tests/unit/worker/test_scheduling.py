@@ -151,3 +151,18 @@ def test_rooms_wait_for_a_free_job_slot_and_take_every_input_that_came_meanwhile
     assert following is None and "!a" in s.ready
     (again,) = s.processed(b)
     assert again.room_id == "!a" and [i.offset for i in again.inputs] == [6]
+
+
+def test_the_reader_waits_while_parking_is_full_and_reads_again_once_it_is_not() -> None:
+    parked = [True]
+    s = Scheduler(
+        clock=Clock(),
+        generation=lambda: 1,
+        hurry=lambda: False,
+        parking_full=lambda: parked[0],
+    )
+    job = s.add("!a", an_input("!a", 0))
+    assert s.full and not s.has_capacity  # one input held, yet parking is at its bound
+    assert job is not None  # the input itself is processed: no room's decision changes
+    parked[0] = False
+    assert not s.full and s.has_capacity
