@@ -32,7 +32,7 @@ from pipeline.matrix.auth.selection import (
 from pipeline.matrix.errors import EventRejected
 from pipeline.matrix.events import Event, StateKey
 from pipeline.matrix.power_levels import create_event_id_for_room
-from pipeline.matrix.room_versions import KNOWN_ROOM_VERSIONS, EventFormat
+from pipeline.matrix.room_versions import EventFormat, is_recognised
 
 
 def check_auth_rules(
@@ -198,9 +198,11 @@ def check_create_event(event: Event) -> None:
                 rule="1.2",
             )
     # 1.3. If content.room_version is present and is not a recognised version, reject.
+    # (Recognised as Synapse recognises them: its experimental versions too. They matter
+    # only for a second create event, which Synapse accepts in a room of another version.)
     if "room_version" in event.content:
         version = event.content["room_version"]
-        if not isinstance(version, str) or version not in KNOWN_ROOM_VERSIONS:
+        if not is_recognised(version):
             raise EventRejected(
                 f"create event {event.event_id}: unknown room_version {version!r}", rule="1.3"
             )
