@@ -15,6 +15,7 @@ from pipeline.matrix.auth.context import (
     ServerSignatureCheck,
     ThirdPartySignatureCheck,
     accept_third_party_signature,
+    federates,
     has_server_signature,
 )
 from pipeline.matrix.auth.identifiers import domain_of, is_valid_user_id
@@ -88,10 +89,9 @@ def check_auth_rules(
 
     # 4. (v1–v11: 3.) If the content of the m.room.create event in the room state has the
     # property m.federate set to false, and the sender domain of the event does not match the
-    # sender domain of the create event, reject.
-    if create.content.get("m.federate") is False and domain_of(event.sender) != domain_of(
-        create.sender
-    ):
+    # sender domain of the create event, reject. (Any value but true counts as false, as
+    # Synapse's _can_federate reads it; docs/synapse-parity.md.)
+    if not federates(create) and domain_of(event.sender) != domain_of(create.sender):
         raise EventRejected(
             f"{event.sender} cannot send to {event.room_id}: the room is not federated", rule="4"
         )
