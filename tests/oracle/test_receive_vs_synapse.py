@@ -28,6 +28,7 @@ def test_random_rooms_agree_with_synapse() -> None:
     # The rooms exercise what the comparison is about.
     for outcome in ("rejected", "soft-failed", "decided later"):
         assert summary.counts[outcome] > CI_ROOMS // 10, (outcome, summary.counts)
+    assert summary.counts["second create ok"] > CI_ROOMS // 50, summary.counts
     assert not summary.divergences, f"{len(summary.divergences)} divergences:\n{reports}"
 
 
