@@ -68,9 +68,11 @@ def test_current_state_lags_when_one_extremity_gives_way_to_a_message_on_a_rejec
 ROOMS = Path(__file__).parent / "rooms"
 FOUND = {
     9: "a second create event (rejected) had an empty state, not its prev events' state",
+    51: "m.federate other than true (a second create event's) let other servers in",
     72: "a second create event (rejected) had an empty state, not its prev events' state",
     129: "the auth difference left out the state sets' own events",
     776: "current state after a message on a rejected chain replaced the one extremity",
+    1549: "an invite of another server's user passed in a room that does not federate",
     2358: "current state after a message on a rejected chain replaced the one extremity",
     3242: "current state after a message on a rejected chain replaced the one extremity",
     5662: "auth checks read a power levels event that a redaction had redacted in full",
