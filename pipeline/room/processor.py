@@ -8,8 +8,10 @@ fails), then against the room's current state (soft-failed if that fails), store
 as a state group, advance the forward extremities and move the current state as Synapse's
 persistence moves it (``_move_current``), by what changed rather than by comparing whole
 states; record a redaction so that later checks read the redacted event as Synapse's store
-serves it. docs/synapse-parity.md lists where this follows Synapse rather than a literal reading
-of the spec.
+serves it. A second create event that rule 1 allows (no prev events, rooms v1–v11) is another
+forward extremity, and the state of the extremities it joins is resolved by the room version it
+names (``_name_resolution_version``). docs/synapse-parity.md lists where this follows Synapse
+rather than a literal reading of the spec.
 
 ``RoomProcessor`` is pure (state + inputs -> state + outputs) and its state round-trips through
 ``to_dict``/``from_dict`` so the shell can keep it in a changelog. ``process(inputs)`` takes every
