@@ -374,7 +374,10 @@ class _Rows:
             if ce.state_group is not None:
                 self.event_to_state_groups.append((eid, ce.state_group))
             if etype == "m.room.create" and state_key == "" and ce.rejected is None:
-                has_create = True
+                # The chunk of the room's first create event names the creator; a later one
+                # (rooms v1–v11 accept one without prev events, as Synapse does) changes
+                # neither the room's version nor its creator.
+                has_create = has_create or c.creator is not None
                 if creator is None:
                     # Since v11 the creator is the create event's sender; before, a content key.
                     raw = (

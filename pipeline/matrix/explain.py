@@ -9,9 +9,9 @@ themselves, never a second implementation that could tell another story.
 
 Rule numbers: ``EventRejected.rule`` numbers the authorization rules as room version 12 does
 (the numbering the code's comments quote); ``spec_rule`` turns that into the number the
-event's own room version gives the same rule, and ``AUTH_RULES`` says what each rule asks. Two
-rules are Roomstream's own, where no spec rule decides and Roomstream keeps to Synapse or to
-one create event (``ONE_CREATE_EVENT``, ``REJECTED_BEFORE``; docs/synapse-parity.md).
+event's own room version gives the same rule, and ``AUTH_RULES`` says what each rule asks. One
+rule is Roomstream's own, where no spec rule decides and Roomstream keeps to Synapse
+(``REJECTED_BEFORE``; docs/synapse-parity.md).
 ``rejection_record`` and ``cited_auth_events`` make a rejection's record, the same for every
 caller, so the explanation of a rejection is built one way.
 """
@@ -27,9 +27,8 @@ from pipeline.matrix.events import Event, EventFetcher, StateKey
 from pipeline.matrix.power_levels import create_event_id_for_room
 from pipeline.matrix.room_versions import KNOWN_ROOM_VERSIONS, RoomVersion
 
-# Roomstream's own rules, where no spec rule decides: a create event in a room that has one;
-# a previously rejected event in the iterative auth checks (kept out, as Synapse keeps it).
-ONE_CREATE_EVENT = "roomstream:one-create-event"
+# Roomstream's own rule, where no spec rule decides: a previously rejected event in the
+# iterative auth checks (kept out, as Synapse keeps it).
 REJECTED_BEFORE = "roomstream:rejected-before"
 
 
@@ -117,8 +116,6 @@ AUTH_RULES: dict[str, str] = {
     "10.9": "another user's level that changes was below the sender's",
     "10.10": "a user's level that changes is not above the sender's",
     "redaction": "a redaction needs the redact level or the redacted event's server (v1–v2)",
-    ONE_CREATE_EVENT: "a room has one create event: Roomstream's rule, not the spec's; "
-    "Synapse accepts a second one without prev events (docs/synapse-parity.md)",
     REJECTED_BEFORE: "the iterative auth checks never admit a previously rejected event: "
     "Synapse's rule, not the spec's (docs/synapse-parity.md)",
 }

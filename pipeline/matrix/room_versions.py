@@ -102,6 +102,32 @@ KNOWN_ROOM_VERSIONS: dict[str, RoomVersion] = {
 # The spec: a create event without room_version means version 1.
 DEFAULT_ROOM_VERSION = "1"
 
+RECOGNISED_ELSEWHERE: dict[str, str] = {
+    "org.matrix.msc3757.10": "10",
+    "org.matrix.msc3757.11": "11",
+    "org.matrix.hydra.11": "12",
+}
+"""Experimental room versions Synapse (1.163.2) recognises, with the version whose state
+resolution algorithm and auth state selection they share. Roomstream has no rooms of these
+versions; a second create event that names one passes rule 1.3 as it does for Synapse, which
+then resolves the room's state by that version (docs/synapse-parity.md)."""
+
+
+def is_recognised(identifier: object) -> bool:
+    """Rule 1.3: whether a create event's ``content.room_version`` names a recognised version
+    (the spec's, and the experimental ones Synapse recognises)."""
+    return isinstance(identifier, str) and (
+        identifier in KNOWN_ROOM_VERSIONS or identifier in RECOGNISED_ELSEWHERE
+    )
+
+
+def resolution_version(identifier: object) -> RoomVersion:
+    """The version whose state resolution a resolution by version ``identifier`` runs (for a
+    recognised version; raises UnknownRoomVersion for anything else)."""
+    if isinstance(identifier, str) and identifier in RECOGNISED_ELSEWHERE:
+        return KNOWN_ROOM_VERSIONS[RECOGNISED_ELSEWHERE[identifier]]
+    return room_version(identifier)
+
 
 def room_version(identifier: object) -> RoomVersion:
     """The rules of room version ``identifier``; raises UnknownRoomVersion for anything else."""

@@ -8,8 +8,10 @@ fails), then against the room's current state (soft-failed if that fails), store
 as a state group, advance the forward extremities and move the current state as Synapse's
 persistence moves it (``_move_current``), by what changed rather than by comparing whole
 states; record a redaction so that later checks read the redacted event as Synapse's store
-serves it. docs/synapse-parity.md lists where this follows Synapse rather than a literal reading
-of the spec.
+serves it. A second create event that rule 1 allows (no prev events, rooms v1–v11) is another
+forward extremity, and the state of the extremities it joins is resolved by the room version it
+names (``_name_resolution_version``). docs/synapse-parity.md lists where this follows Synapse
+rather than a literal reading of the spec.
 
 ``RoomProcessor`` is pure (state + inputs -> state + outputs) and its state round-trips through
 ``to_dict``/``from_dict`` so the shell can keep it in a changelog. ``process(inputs)`` takes every
@@ -68,7 +70,6 @@ from pipeline.matrix.errors import (
 )
 from pipeline.matrix.events import Event, StateKey, StateMap
 from pipeline.matrix.explain import (
-    ONE_CREATE_EVENT,
     Recorder,
     auth_events_read,
     cited_auth_events,
@@ -76,7 +77,13 @@ from pipeline.matrix.explain import (
 )
 from pipeline.matrix.pdu import parse_create_event_room_version, parse_pdu
 from pipeline.matrix.power_levels import CREATE_KEY, POWER_LEVELS_KEY, PowerLevels, user_level
-from pipeline.matrix.room_versions import EventFormat, RoomVersion, room_version
+from pipeline.matrix.room_versions import (
+    DEFAULT_ROOM_VERSION,
+    EventFormat,
+    RoomVersion,
+    resolution_version,
+    room_version,
+)
 from pipeline.matrix.state_res import resolve_state
 from pipeline.room import extremities
 from pipeline.room.batch import BatchResult, DeadLetter, Incoming, ProcessorConfig
@@ -212,6 +219,9 @@ class RoomProcessor:
         self._current: StateMap = {}
         self._current_basis: tuple[int, ...] = ()
         self._current_overlay: dict[StateKey, str | None] = {}
+        # Sets of state groups resolved by another version than the room's: the one a second
+        # create event named when it joined them (``_name_resolution_version``).
+        self._named_versions: dict[frozenset[int | None], RoomVersion] = {}
         self._parking = ParkingLot(room_id, self.config.parking, budget)
         self._requests = MissingLedger(room_id)
         self._ready: list[tuple[int, Parked]] = []
@@ -523,11 +533,10 @@ class RoomProcessor:
         if self.recorder is not None:
             self.recorder.note("state_before", group=before_sg, state=dict(before))
 
-        # A second create event goes through the rules first, as Synapse takes it (one on prev
-        # events fails 1.1); one they allow is rejected by Roomstream's own rule.
+        # A second create event goes through rule 1 like the first (one on prev events fails
+        # 1.1, one from another server than the room ID's 1.2); one the rules allow is
+        # accepted, another root of the room's state, as Synapse accepts it.
         rejected = self._check_auth(event, before)
-        if rejected is None and creates and self.create_event_id is not None:
-            rejected = self._second_create_event(self.create_event_id)
         soft_failed = False
         if rejected is None and not creates:
             soft_failed = self._soft_fails(event)
@@ -595,6 +604,8 @@ class RoomProcessor:
             out.touched_extremities.update(added)
             out.touched_extremities.update(removed)
             if added or removed:
+                if creates and not founds_room:
+                    self._name_resolution_version(event)
                 self._move_current(event, added, removed, decision, out)
         if rejected is None and event.redacts is not None:
             # After the current state moved: Synapse records the redaction with the event, so
@@ -645,6 +656,38 @@ class RoomProcessor:
         if closed is not None:
             self._out().missing_requests.append(closed)
 
+    def _name_resolution_version(self, event: Event) -> None:
+        """A second create event is another forward extremity: the state of the new extremities
+        is resolved by the room version its content names ("1" without one), not the room's.
+
+        Synapse's persistence takes the room version from a create event among the events it
+        persists (``_get_new_state_after_events``), and its resolution handler caches the
+        result per set of state groups, so an event whose prev events have exactly those
+        groups has that state before it too. Roomstream remembers the version for the set.
+        """
+        named = resolution_version(event.content.get("room_version", DEFAULT_ROOM_VERSION))
+        groups = frozenset(self._groups_of(self._extremities))
+        if named is not self.room_version and len(groups) > 1:
+            self._named_versions.setdefault(groups, named)
+
+    def _resolve_groups(self, groups: Iterable[int | None]) -> dict[StateKey, str]:
+        """The resolution of the states of ``groups``: by the room's version, or by the version
+        a second create event named for exactly this set (``_name_resolution_version``)."""
+        groups = tuple(groups)
+        states = [self._groups.state(sg) for sg in groups]
+        named = self._named_versions.get(frozenset(groups)) if self._named_versions else None
+        if named is None:
+            return self._resolve(states)
+        # Rare (a second create event naming another version): resolved here, not by the
+        # shell's resolver, which resolves by the room's version.
+        return resolve_state(
+            named,
+            states,
+            self._known.fetch,
+            is_rejected=self._known.is_rejected,
+            recorder=self.recorder,
+        )
+
     def _state_before(self, event: Event, new_groups: list[StateGroup]) -> tuple[int | None, bool]:
         """The state group of the state before ``event``, making one when resolution is needed;
         and whether the resolution gave the state of one of the prev groups (reused)."""
@@ -656,7 +699,7 @@ class RoomProcessor:
         if len(sgs) <= 1:
             # A linear DAG: the state before is the state after the single prev event.
             return (sgs[0] if sgs else None), False
-        resolved = self._resolve([self._groups.state(sg) for sg in sgs])
+        resolved = self._resolve_groups(sgs)
         sg_id, group = self._groups.add_state(event.event_id, resolved, sgs)
         if group is not None:
             new_groups.append(group)
@@ -714,23 +757,6 @@ class RoomProcessor:
                 )
             return e.reason
         return None
-
-    def _second_create_event(self, create_event_id: str) -> str:
-        """The rejection of a create event the rules allow in a room that has one.
-
-        No spec rule rejects it and Synapse accepts it (a second root of the room's state);
-        Roomstream keeps to one (docs/synapse-parity.md, "Not followed").
-        """
-        reason = f"the room already has a create event, {create_event_id}"
-        if self.recorder is not None:
-            self.recorder.note(
-                "rejected",
-                check="the room's create event",
-                rule=ONE_CREATE_EVENT,
-                reason=reason,
-                auth_events={"m.room.create|": create_event_id},
-            )
-        return reason
 
     def _redaction_only_from(self, event: Event, before: StateMap, soft_failed: bool) -> str | None:
         """For an allowed redaction: the server of its sender when it counts only for events
@@ -925,7 +951,7 @@ class RoomProcessor:
         elif len(basis) == 1:
             state = self._groups.state(basis[0])
         else:
-            state = self._resolve([self._groups.state(sg) for sg in basis])
+            state = self._resolve_groups(basis)
         if overlay:
             laid = dict(state)
             for key, value in overlay.items():
@@ -1024,6 +1050,10 @@ class RoomProcessor:
             "forward_extremities": sorted(self._extremities),
             "current_basis": list(self._current_basis),
             "current_overlay": [[k[0], k[1], v] for k, v in sorted(self._current_overlay.items())],
+            "named_versions": [
+                [sorted(groups, key=str), rv.identifier]
+                for groups, rv in self._named_versions.items()
+            ],
             "parked": self._parking.to_dict(),
             "requests": self._requests.to_dict(),
         }
@@ -1062,6 +1092,9 @@ class RoomProcessor:
             proc.room_id, data["parked"], proc.config.parking, budget
         )
         proc._requests = MissingLedger.from_dict(proc.room_id, data.get("requests") or ())
+        proc._named_versions = {
+            frozenset(groups): room_version(rv) for groups, rv in data.get("named_versions", ())
+        }
         if "current_basis" in data:
             basis = tuple(int(sg) for sg in data["current_basis"])
             overlay = {(t, k): v for t, k, v in data.get("current_overlay", ())}

@@ -226,6 +226,27 @@ def test_the_create_event_in_the_batch_wins_over_the_stored_room_row(conn: Any) 
     assert rows(conn, "SELECT room_version, creator FROM rooms") == [("11", "@carol:example.org")]
 
 
+@pytest.mark.parametrize("same_batch", [False, True])
+def test_a_second_create_event_changes_neither_the_rooms_version_nor_its_creator(
+    conn: Any, same_batch: bool
+) -> None:
+    # Rooms v1–v11 accept a create event without prev events in a room that has one; the
+    # processor names the creator only on the chunk of the room's first create event.
+    room = RoomSim("!r:example.org", version="9")
+    create = room.create_chunk()
+    second = room.chunk(
+        state("m.room.create", "@dave:example.org", {"creator": "@dave:example.org"})
+    )
+    second = replace(second, creator=None)
+    if same_batch:
+        commit(conn, [create, second])
+    else:
+        commit(conn, [create])
+        commit(conn, [second])
+    assert rows(conn, "SELECT room_version, creator FROM rooms") == [("9", room.creator)]
+    assert rows(conn, "SELECT count(*) FROM events WHERE type = 'm.room.create'") == [(2,)]
+
+
 def test_redactions_are_recorded(conn: Any) -> None:
     room = RoomSim("!r:example.org")
     create = room.create_chunk()

@@ -4,9 +4,11 @@ Each seed makes one room (``random.Random(seed)``, so a seed is a room, reproduc
 version from 1 to 12, founded as a homeserver does, then events by users of three servers on
 random prev events: the latest events, merges of several forks, stale forks from far back and
 events on soft-failed or rejected ones; power level changes, bans, kicks, joins, leaves,
-invites, join rule changes, topics, custom state, messages and redactions. Some senders are
-rogue: they send what the rules forbid, or claim auth events from an older state (before a ban,
-say). Some events arrive after events that cite them, so Roomstream parks those until they come.
+invites, join rule changes, topics, custom state, messages and redactions; now and then a
+second create event (in rooms v1–v11), mostly without prev events, naming the room's version,
+another one or none, some forbidding federation. Some senders are rogue: they send what the
+rules forbid, or claim auth events from an older state (before a ban, say). Some events arrive
+after events that cite them, so Roomstream parks those until they come.
 
 The PDUs go, in arrival order, through ``RoomProcessor`` (what ``roomstream replay`` runs); each
 event it decides goes, in the same order, through ``SynapseReceiver`` (Synapse's own code).
@@ -49,6 +51,21 @@ YVES = "@yves:third.example"  # a user of a third server, not in the room at the
 USERS = [ALICE, BOB, CHARLIE, EVELYN, ZARA, YVES]
 LEVELS = [0, 10, 50, 100]
 MAX_EVENTS = 24  # events after the founding ones, at most (a seed's room depends on it)
+# What a second create event names as its room version: the room's, others (experimental ones
+# Synapse recognises among them), none ("1"), or one nobody recognises (rejected, 1.3).
+CREATE_VERSIONS: list[str | None] = [
+    "same",
+    "same",
+    "1",
+    "6",
+    "10",
+    "11",
+    "12",
+    "org.matrix.msc3757.10",
+    "org.matrix.hydra.11",
+    None,
+    "99",
+]
 
 # Synapse logs every soft-fail and rejection at warning level, and its metrics complain
 # outside a request context; the fuzzer reports what matters itself.
@@ -138,8 +155,9 @@ def _spec(
             "knock",
             "restricted_join",
             "odd",
+            "create",
         ],
-        weights=[3, 3, 2, 2, 3, 2, 2, 2, 1, 4, 2, 1, 1, 1],
+        weights=[3, 3, 2, 2, 3, 2, 2, 2, 1, 4, 2, 1, 1, 1, 0.3],
     )[0]
     match kind:
         case "topic":
@@ -176,6 +194,8 @@ def _spec(
             return ("m.room.custom", sender, target, {"n": rng.randint(0, 3)})
         case "odd":
             return _odd_spec(rng, room, sender, target)
+        case "create" if not room.rv.room_id_is_create_event_hash:  # (v12: a redaction)
+            return _create_spec(rng, room, sender)
         case "message":
             return ("m.room.message", sender, None, {"body": "hi", "msgtype": "m.text"})
         case _:
@@ -189,8 +209,7 @@ def _odd_spec(
     """Edge cases: a second create event, aliases, odd join rules and power levels."""
     match rng.randrange(5):
         case 0 if not room.rv.room_id_is_create_event_hash:
-            # (From v12 a create event founds the room its ID names: another room.)
-            return ("m.room.create", sender, "", {"creator": sender, "room_version": "10"})
+            return _create_spec(rng, room, sender)
         case 1:
             server = rng.choice(["example.com", "other.example", "elsewhere.example"])
             return ("m.room.aliases", sender, server, {"aliases": [f"#a:{server}"]})
@@ -206,6 +225,21 @@ def _odd_spec(
             return ("m.room.power_levels", sender, "", content)
         case _:
             return ("m.room.member", sender, target, {"membership": "bogus"})
+
+
+def _create_spec(
+    rng: random.Random, room: OracleRoom, sender: str
+) -> tuple[str, str, str | None, dict[str, Any]]:
+    """A second create event (not in v12, where a create event founds the room its ID names:
+    another room). ``generate`` mostly gives it no prev events: the rules allow it from the
+    room ID's server, and the room version it names resolves the state it joins."""
+    content: dict[str, Any] = {"creator": rng.choice(USERS)}
+    named = rng.choice(CREATE_VERSIONS)
+    if named is not None:
+        content["room_version"] = room.rv.identifier if named == "same" else named
+    if rng.random() < 0.3:
+        content["m.federate"] = rng.choice([False, False, 0, "yes"])
+    return ("m.room.create", sender, "", content)
 
 
 def _allowed(room: OracleRoom, event: Event, state: dict[StateKey, str]) -> bool:
@@ -260,6 +294,9 @@ def generate(seed: int, *, max_events: int = MAX_EVENTS) -> GeneratedRoom:
             prevs = list(dict.fromkeys([order[-1], rng.choice(order)]))
             how = "on the latest and an old event"
         spec = _spec(rng, room, order)
+        if spec[0] == "m.room.create" and rng.random() < 0.75:
+            prevs = []
+            how = "without prev events"
         if rng.random() < 0.15:
             # An evader: someone who has lost their membership or power on the latest events
             # sends on an older event where they still had it (soft-fail prone).
@@ -301,7 +338,9 @@ def generate(seed: int, *, max_events: int = MAX_EVENTS) -> GeneratedRoom:
         arrivals.insert(min(len(arrivals), i + rng.randint(1, 4)), late)
     # Duplicates: a server sends an event again.
     if rng.random() < 0.2:
-        arrivals.insert(rng.randrange(len(arrivals)), rng.choice(arrivals))
+        at, again = rng.randrange(len(arrivals)), rng.choice(arrivals)
+        # The room's own create event comes first: it is the room its front end joined.
+        arrivals.insert(max(at, 1) if again.type == "m.room.create" else at, again)
     return GeneratedRoom(seed, version, room.room_id, dict(room.events), arrivals, notes)
 
 
@@ -314,6 +353,8 @@ def _describe(gen: GeneratedRoom, event_id: str, index: dict[str, int]) -> str:
         return event_id
     what = event.type + (f" {event.state_key}" if event.state_key else "")
     content = event.content.get("membership") or event.content.get("join_rule") or ""
+    if event.type == "m.room.create":
+        content = f"v{event.content.get('room_version', '1')}"
     redacts = event.redacts
     prevs = ",".join(f"#{index.get(p, '?')}" for p in event.prev_event_ids)
     return (
@@ -370,6 +411,9 @@ def run_generated(gen: GeneratedRoom, counts: Counter[str] | None = None) -> Div
             counts["events"] += 1
             counts[outcome] += 1
             counts["decided later"] += ours.event_id != event.event_id
+            decided_event = gen.events[ours.event_id]
+            if decided_event.type == "m.room.create" and index[ours.event_id] > 0:
+                counts[f"second create {outcome}"] += 1
             trace.append(f"{_describe(gen, ours.event_id, index)}: {outcome}")
             if ours.event_id in synapse.events:
                 return diverged(f"Roomstream decided #{index[ours.event_id]} twice")
@@ -492,7 +536,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"{summary.rooms} rooms (seeds {args.first_seed}–{args.first_seed + summary.rooms - 1}) "
         f"in {elapsed:.0f} s: {counts['events']} events decided ({counts['rejected']} rejected, "
-        f"{counts['soft-failed']} soft-failed, {counts['decided later']} after a wait), "
+        f"{counts['soft-failed']} soft-failed, {counts['decided later']} after a wait; "
+        f"second create events: {counts['second create ok']} accepted, "
+        f"{counts['second create rejected']} rejected), "
         f"{len(summary.divergences)} divergences"
     )
     return 1 if summary.divergences else 0

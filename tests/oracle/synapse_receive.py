@@ -102,7 +102,8 @@ class _Resolver:
         event_map: Any,
         state_res_store: Any,
     ) -> _Resolved:
-        return _Resolved(self._room.resolve(list(state_groups_ids.values())))
+        entry = self._room.resolve_groups(frozenset(state_groups_ids), room_version)
+        return _Resolved(entry.state)
 
     async def resolve_events_with_store(
         self,
@@ -112,7 +113,16 @@ class _Resolver:
         event_map: Any,
         state_res_store: Any,
     ) -> StateMap:
-        return self._room.resolve(state_sets)
+        return self._room.resolve(state_sets, room_version)
+
+
+@dataclass
+class _CacheEntry:
+    """An entry of the resolution handler's cache (``_StateCacheEntry``): the resolved state of
+    a set of state groups, and the group holding it once there is one."""
+
+    state: StateMap
+    group: int | None
 
 
 @dataclass
@@ -289,7 +299,11 @@ class SynapseReceiver:
         self.state_group_of: dict[str, int] = {}
         self.groups: dict[int, StateMap] = {}
         self.group_parent: dict[int, tuple[int, StateMap]] = {}  # group -> (prev group, delta)
-        self._resolution_cache: dict[frozenset[int], int] = {}
+        # The resolution handler's ``_state_cache``: per set of state groups, shared by the
+        # contexts of new events and by persistence, so a set is resolved once, with the room
+        # version of the first call (persisting a create event passes the version its content
+        # names; see ``resolve_groups``).
+        self._resolution_cache: dict[frozenset[int], _CacheEntry] = {}
         self.extremities: set[str] = set()
         self.current_state: StateMap = {}
         self._next_group = itertools.count(1)
@@ -319,33 +333,52 @@ class SynapseReceiver:
             return pruned
         return event
 
-    def resolve(self, state_sets: list[StateMap]) -> StateMap:
+    def resolve_groups(self, groups: frozenset[int], room_version: str) -> _CacheEntry:
+        """The resolution of ``groups`` as ``StateResolutionHandler.resolve_state_groups``
+        gives it: from its cache when the set was resolved before (whatever version that call
+        named), else resolved now by ``room_version``'s algorithm and cached, with the input
+        group whose state it is (``_make_state_cache_entry``)."""
+        entry = self._resolution_cache.get(groups)
+        if entry is None:
+            states = {g: self.groups[g] for g in groups}
+            resolved = self.resolve(list(states.values()), room_version)
+            resolved_ids = set(resolved.values())
+            same = [
+                g
+                for g, state in states.items()
+                if len(resolved_ids) == len(state) and resolved_ids == set(state.values())
+            ]
+            entry = _CacheEntry(resolved, same[0] if same else None)
+            self._resolution_cache[groups] = entry
+        return entry
+
+    def resolve(self, state_sets: list[StateMap], room_version: str | None = None) -> StateMap:
+        """Synapse's resolution (``resolve_events_with_store`` of v1 or v2) of ``state_sets``,
+        by the algorithm of ``room_version`` (default: the room's); the events keep the room's
+        version, as Synapse's do."""
         sets = [dict(s) for s in state_sets]
         if len(sets) == 1:
             return sets[0]
+        version = KNOWN_ROOM_VERSIONS[room_version] if room_version else self.room_version
         # Events as the store returns them, and the event being persisted as it is (it is in
         # Synapse's event map, not yet in its store).
         events = {e: self.as_read(e) for e in self.events}
         if self._persisting is not None:
             events[self._persisting.event_id] = self._persisting
-        if self.room_version.state_res == StateResolutionVersions.V1:
+        if version.state_res == StateResolutionVersions.V1:
 
             async def fetch(ids: Collection[str]) -> dict[str, EventBase]:
                 return {e: events[e] for e in ids if e in events}
 
             return dict(
-                _run(
-                    synapse_v1.resolve_events_with_store(
-                        self.room_id, self.room_version, sets, None, fetch
-                    )
-                )
+                _run(synapse_v1.resolve_events_with_store(self.room_id, version, sets, None, fetch))
             )
         return dict(
             _run(
                 synapse_v2.resolve_events_with_store(
                     _Clock(),
                     self.room_id,
-                    self.room_version,
+                    version,
                     sets,
                     events,
                     InMemoryStore(events),
@@ -373,16 +406,11 @@ class SynapseReceiver:
         if len(prev_groups) == 1:
             (group,) = prev_groups
             return group
-        cached = self._resolution_cache.get(prev_groups)
-        if cached is not None:
-            return cached
+        entry = self.resolve_groups(prev_groups, self.room_version.identifier)
+        if entry.group is not None:
+            return entry.group
+        resolved = entry.state
         states = {g: self.groups[g] for g in prev_groups}
-        resolved = self.resolve(list(states.values()))
-        resolved_ids = set(resolved.values())
-        for g, state in states.items():
-            if len(resolved_ids) == len(state) and resolved_ids == set(state.values()):
-                self._resolution_cache[prev_groups] = g
-                return g
         parent: tuple[int, StateMap] | None = None
         for g, state in states.items():
             if state.keys() - resolved.keys():
@@ -391,7 +419,7 @@ class SynapseReceiver:
             if parent is None or len(delta) < len(parent[1]):
                 parent = (g, delta)
         group = self._new_group(resolved, parent)
-        self._resolution_cache[prev_groups] = group
+        entry.group = group
         return group
 
     def receive(self, event: Event) -> Outcome:

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from pipeline.matrix.auth import auth_types_for_event, check_auth_events, check_auth_rules
 from pipeline.matrix.errors import EventRejected
 from pipeline.matrix.events import Event
-from tests.oracle._rooms import ALICE, BOB, SERVER, OracleRoom
+from tests.oracle._rooms import ALICE, BOB, EVELYN, SERVER, ZARA, OracleRoom
 from tests.oracle._strategies import forked_rooms, odd_event_specs
 
 synapse_oracle = pytest.importorskip("tests.oracle.synapse_oracle")
@@ -125,3 +125,47 @@ def test_auth_event_from_another_room_is_rejected_as_synapse_rejects_it(
     assert theirs is not None and f"which is in room !elsewhere:{SERVER}" in theirs, _verdicts(
         ours, theirs
     )
+
+
+YVES = "@yves:third.example"  # on a third server, never in the room
+
+
+@pytest.mark.parametrize("federate", [True, False, "false", "true", 0, None])
+@pytest.mark.parametrize(
+    ("sender", "target", "membership"),
+    [
+        (ZARA, None, None),  # a message from another server
+        (ALICE, YVES, "invite"),  # memberships of another server's user, by the creator
+        (ALICE, ZARA, "leave"),
+        (ALICE, ZARA, "ban"),
+        (ZARA, ZARA, "join"),
+        (ALICE, EVELYN, "invite"),  # ... and of a user on the create event's server
+    ],
+)
+def test_m_federate_is_read_as_synapse_reads_it(
+    federate: object, sender: str, target: str | None, membership: str | None
+) -> None:
+    # Synapse admits other servers only when m.federate is absent or true, and applies the
+    # check to a membership's target as well as its sender (docs/synapse-parity.md).
+    room = OracleRoom("10")
+    create = room.build(
+        "m.room.create",
+        ALICE,
+        "",
+        {"creator": ALICE, "room_version": "10", "m.federate": federate},
+        [],
+    )
+    if membership is None:
+        event = room.build("m.room.message", sender, None, {"body": "x"}, [room.start])
+    else:
+        event = room.build(
+            "m.room.member", sender, target, {"membership": membership}, [room.start]
+        )
+    state = room.state_after[room.start]
+    auth_state = {k: room.events[state[k]] for k in auth_types_for_event(event) if k in state}
+    auth_state[("m.room.create", "")] = create
+    ours = _ours(lambda: check_auth_rules(event, auth_state))
+    theirs = synapse_oracle.synapse_allows_in_state(event, auth_state)
+    assert (ours is None) == (theirs is None), _verdicts(ours, theirs)
+    remote = (target or sender).endswith(":other.example") or target == YVES
+    assert (ours is None) is (federate is True or not remote), ours

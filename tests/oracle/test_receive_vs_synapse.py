@@ -28,6 +28,7 @@ def test_random_rooms_agree_with_synapse() -> None:
     # The rooms exercise what the comparison is about.
     for outcome in ("rejected", "soft-failed", "decided later"):
         assert summary.counts[outcome] > CI_ROOMS // 10, (outcome, summary.counts)
+    assert summary.counts["second create ok"] > CI_ROOMS // 50, summary.counts
     assert not summary.divergences, f"{len(summary.divergences)} divergences:\n{reports}"
 
 
@@ -67,9 +68,11 @@ def test_current_state_lags_when_one_extremity_gives_way_to_a_message_on_a_rejec
 ROOMS = Path(__file__).parent / "rooms"
 FOUND = {
     9: "a second create event (rejected) had an empty state, not its prev events' state",
+    51: "m.federate other than true (a second create event's) let other servers in",
     72: "a second create event (rejected) had an empty state, not its prev events' state",
     129: "the auth difference left out the state sets' own events",
     776: "current state after a message on a rejected chain replaced the one extremity",
+    1549: "an invite of another server's user passed in a room that does not federate",
     2358: "current state after a message on a rejected chain replaced the one extremity",
     3242: "current state after a message on a rejected chain replaced the one extremity",
     5662: "auth checks read a power levels event that a redaction had redacted in full",
@@ -224,3 +227,180 @@ def test_second_create_event_is_rejected_with_the_state_of_its_prev_events(versi
     outcomes = _outcomes(room, list(room.events))
     assert outcomes[second] == "rejected"
     assert outcomes[message.event_id] == "ok"
+
+
+# A create event with no prev events in a room that has one (room versions 1–11): Synapse's
+# rules allow it (rule 1 reads only the event; the state-dependent rules return at once for a
+# create event), and it becomes another forward extremity, a second root of the room's state.
+
+
+def _second_create(
+    room: OracleRoom,
+    sender: str = BOB,
+    *,
+    ts: int = 200,
+    version: str | None = "same",
+    content: dict[str, object] | None = None,
+) -> str:
+    """A create event by ``sender`` with no prev events, naming the room's version (or
+    ``version``; None: no room_version key), ``sender`` as creator, and ``content``."""
+    body: dict[str, object] = {"creator": sender, **(content or {})}
+    if version is not None:
+        body["room_version"] = room.rv.identifier if version == "same" else version
+    event = room.build("m.room.create", sender, "", body, [], ts=ts)
+    room._store(event, {})
+    return event.event_id
+
+
+def _run_both(room: OracleRoom, arrivals: list[str]) -> tuple[RoomProcessor, dict[str, str]]:
+    """The processor after ``arrivals`` (Synapse agreeing after every input, checked) and each
+    event's outcome."""
+    gen = fuzz.GeneratedRoom.of(room, [room.events[e] for e in arrivals])
+    divergence = fuzz.run_generated(gen)
+    assert divergence is None, divergence.report()
+    processor = RoomProcessor(room.room_id)
+    out: dict[str, str] = {}
+    for event_id in arrivals:
+        result = processor.process([Incoming(dict(room.events[event_id].pdu))])
+        for ev in result.chunk.events if result.chunk else ():
+            out[ev.event_id] = (
+                "rejected" if ev.rejected else "soft-failed" if ev.soft_failed else "ok"
+            )
+    return processor, out
+
+
+V1_TO_V11 = ["1", "2", "6", "10", "11"]
+
+
+@pytest.mark.parametrize("version", V1_TO_V11)
+def test_second_create_event_without_prev_events_becomes_another_forward_extremity(
+    version: str,
+) -> None:
+    room = OracleRoom(version)
+    first = next(iter(room.events))
+    second = _second_create(room)
+    processor, outcomes = _run_both(room, list(room.events))
+    assert outcomes[second] == "ok"
+    assert processor.forward_extremities == {room.start, second}
+    assert processor.state_of_group(processor.state_group_of(second)) == {
+        ("m.room.create", ""): second
+    }
+    # The room is still the first create event's: its version, and the chunk names no creator.
+    assert processor.create_event_id == first
+    assert processor.room_version is not None
+    assert processor.room_version.identifier == version
+
+
+@pytest.mark.parametrize("version", V1_TO_V11)
+def test_second_create_event_from_another_server_is_rejected_by_rule_1_2(version: str) -> None:
+    room = OracleRoom(version)
+    second = _second_create(room, ZARA)
+    processor, outcomes = _run_both(room, list(room.events))
+    assert outcomes[second] == "rejected"
+    assert processor.forward_extremities == {room.start}
+
+
+@pytest.mark.parametrize("version", V1_TO_V11)
+def test_merge_of_the_room_and_a_second_create_event_resolves_the_create_key(
+    version: str,
+) -> None:
+    # The merge's state resolves a conflicted (m.room.create, "") key: in v2 every key is
+    # conflicted (the second root's state holds the create event only) and the create events
+    # sort as power events; in v1 only the create key conflicts.
+    room = OracleRoom(version)
+    first = next(iter(room.events))
+    second = _second_create(room)
+    merge = room.send("m.room.message", CHARLIE, None, {"body": "merge"}, [room.start, second])
+    assert merge is not None
+    processor, outcomes = _run_both(room, list(room.events))
+    assert outcomes[merge] == "ok"
+    assert processor.forward_extremities == {merge}
+    state = processor.state_of_group(processor.state_group_of(merge))
+    assert state[("m.room.create", "")] in (first, second)
+    assert state[("m.room.member", ZARA)] == room.state_after[room.start][("m.room.member", ZARA)]
+
+
+@pytest.mark.parametrize("version", V1_TO_V11)
+def test_events_after_a_merge_with_a_second_create_event_agree_with_synapse(
+    version: str,
+) -> None:
+    # The second create event forbids federation: once it holds the create key, Zara (on
+    # another server than its sender) can send nothing.
+    room = OracleRoom(version, keep_unauthorised=True)
+    second = _second_create(room, content={"m.federate": False})
+    merge = room.send("m.room.message", CHARLIE, None, {"body": "merge"}, [room.start, second])
+    assert merge is not None
+    message = room.send("m.room.message", ZARA, None, {"body": "hi"}, [merge])
+    join = room.send("m.room.member", EVELYN, EVELYN, {"membership": "join"}, [merge])
+    assert message is not None and join is not None
+    levels = room.send(
+        "m.room.power_levels", ALICE, "", room.power_levels_content({BOB: 50}), [message, join]
+    )
+    assert levels is not None
+    kick = room.send("m.room.member", ALICE, CHARLIE, {"membership": "leave"}, [levels])
+    assert kick is not None
+    processor, outcomes = _run_both(room, list(room.events))
+    create_at_merge = processor.state_of_group(processor.state_group_of(merge))[
+        ("m.room.create", "")
+    ]
+    assert outcomes[message] == ("rejected" if create_at_merge == second else "ok")
+    assert outcomes[join] == "ok"
+
+
+@pytest.mark.parametrize("version", ["2", "10", "11"])
+def test_create_events_have_power_level_0_in_the_power_ordering(version: str) -> None:
+    # Zara (level 50) changes the join rules on the room's latest event; a second create
+    # event forbids federation. Synapse gives a create event's sender power level 0 in the
+    # reverse topological power ordering (its auth events hold no power levels and no create
+    # event), so Zara's join rules are checked before the second create event takes the
+    # create key, and stay; were the second create's sender the creator with 100, it would
+    # come first and Zara's join rules would fail against it.
+    room = OracleRoom(version)
+    levels = room.send(
+        "m.room.power_levels", ALICE, "", room.power_levels_content({ZARA: 50}), [room.start]
+    )
+    assert levels is not None
+    rules = room.send("m.room.join_rules", ZARA, "", {"join_rule": "invite"}, [levels], ts=300)
+    assert rules is not None
+    second = _second_create(room, ts=250, content={"m.federate": False})
+    merge = room.send("m.room.message", ALICE, None, {"body": "merge"}, [rules, second], ts=301)
+    assert merge is not None
+    processor, _ = _run_both(room, list(room.events))
+    state = processor.state_of_group(processor.state_group_of(merge))
+    assert state[("m.room.create", "")] == second
+    assert state[("m.room.join_rules", "")] == rules
+    # Bob's join, checked after both (it is no power event), fails the invite rule Zara set.
+    assert ("m.room.member", BOB) not in state
+
+
+@pytest.mark.parametrize(
+    ("version", "named"),
+    [("10", "1"), ("10", None), ("1", "10"), ("6", "12"), ("11", "org.matrix.hydra.11")],
+)
+def test_second_create_event_names_the_version_that_resolves_the_state_it_joins(
+    version: str, named: str | None
+) -> None:
+    # Persisting an event, Synapse resolves the new forward extremities by the room version
+    # that a create event among the events names (``_get_new_state_after_events``; without a
+    # room_version key, "1"), and caches that resolution per set of state groups: an event on
+    # exactly those extremities has that state before it. Here the algorithms part: v1
+    # resolves only the create key and keeps Zara's membership; v2 replays every key, and
+    # Zara's join fails against a create event that forbids federation.
+    room = OracleRoom(version)
+    second = _second_create(room, version=named, content={"m.federate": False})
+    merge = room.send("m.room.message", CHARLIE, None, {"body": "merge"}, [room.start, second])
+    assert merge is not None
+    after = room.send("m.room.topic", ALICE, "", {"topic": "after"}, [merge])
+    assert after is not None
+    _, outcomes = _run_both(room, list(room.events))
+    assert outcomes[second] == "ok"
+
+
+@pytest.mark.parametrize("version", ["1", "10"])
+def test_second_create_event_naming_an_unknown_version_is_rejected_by_rule_1_3(
+    version: str,
+) -> None:
+    room = OracleRoom(version)
+    second = _second_create(room, version="99")
+    _, outcomes = _run_both(room, list(room.events))
+    assert outcomes[second] == "rejected"

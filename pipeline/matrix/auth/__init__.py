@@ -2,7 +2,8 @@
 
 Public API:
 
-- ``auth_types_for_event(event)``: the (type, state_key) pairs the rules read for an event.
+- ``auth_types_for_event(event, room_version=None)``: the (type, state_key) pairs the rules
+  read for an event (as ``room_version`` selects them, default the event's).
 - ``auth_event_selection(event)``: what an event's ``auth_events`` may hold.
 - ``check_auth_rules(event, auth_state)``: reject (EventRejected) or allow against a state.
 - ``check_auth_events(event, fetch_event, is_rejected=...)``: the checks of an event's own

@@ -49,6 +49,13 @@ def has_server_signature(event: Event, server_name: str, /) -> bool:
     return isinstance(signatures, Mapping) and isinstance(signatures.get(server_name), Mapping)
 
 
+def federates(create: Event) -> bool:
+    """Whether the room of ``create`` admits other servers than its creator's: its
+    ``m.federate`` is absent or true. Synapse (``_can_federate``) counts any other value as
+    false, not only false, and Roomstream reads it the same (docs/synapse-parity.md)."""
+    return create.content.get("m.federate", True) is True
+
+
 @dataclass(frozen=True, slots=True)
 class AuthContext:
     event: Event

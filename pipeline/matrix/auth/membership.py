@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from pipeline.matrix.auth.context import AuthContext
+from pipeline.matrix.auth.context import AuthContext, federates
 from pipeline.matrix.auth.identifiers import domain_of
 from pipeline.matrix.auth.selection import AUTHORISING_USER, JOIN_RULES_KEY, THIRD_PARTY_INVITE
 from pipeline.matrix.errors import EventRejected
@@ -46,6 +46,21 @@ def check_member_event(ctx: AuthContext) -> None:
                 rule="5.2",
             )
 
+    # Synapse applies rule 4 to the target of a membership event too (after letting the
+    # creator's first join through): no server but the create event's sender's may be the
+    # target of any membership in a room that does not federate (docs/synapse-parity.md).
+    first_join = membership == "join" and _is_first_join(ctx, target)
+    if (
+        not first_join
+        and not federates(ctx.create)
+        and domain_of(target) != domain_of(ctx.create.sender)
+    ):
+        raise EventRejected(
+            f"{target} cannot be the target of a membership in {event.room_id}: the room is "
+            "not federated",
+            rule="4",
+        )
+
     if membership == "join":
         _check_join(ctx, target)
     elif membership == "invite":
@@ -78,11 +93,7 @@ def _check_join(ctx: AuthContext, target: str) -> None:
     rv = event.room_version
     # 5.3.1. If the only previous event is an m.room.create and the state_key is the creator
     # (v11+: the sender of the m.room.create), allow.
-    if (
-        len(event.prev_event_ids) == 1
-        and event.prev_event_ids[0] == ctx.create.event_id
-        and target in _first_joiners(ctx)
-    ):
+    if _is_first_join(ctx, target):
         return
     # 5.3.2. If the sender does not match state_key, reject.
     if event.sender != target:
@@ -140,6 +151,12 @@ def _check_join(ctx: AuthContext, target: str) -> None:
         f"{rv.identifier}",
         rule="5.3.7",
     )
+
+
+def _is_first_join(ctx: AuthContext, target: str) -> bool:
+    """5.3.1's condition: the only prev event is the create event, the target its creator."""
+    prev = ctx.event.prev_event_ids
+    return len(prev) == 1 and prev[0] == ctx.create.event_id and target in _first_joiners(ctx)
 
 
 def _first_joiners(ctx: AuthContext) -> frozenset[str]:

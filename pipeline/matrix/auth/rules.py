@@ -15,6 +15,7 @@ from pipeline.matrix.auth.context import (
     ServerSignatureCheck,
     ThirdPartySignatureCheck,
     accept_third_party_signature,
+    federates,
     has_server_signature,
 )
 from pipeline.matrix.auth.identifiers import domain_of, is_valid_user_id
@@ -32,7 +33,7 @@ from pipeline.matrix.auth.selection import (
 from pipeline.matrix.errors import EventRejected
 from pipeline.matrix.events import Event, StateKey
 from pipeline.matrix.power_levels import create_event_id_for_room
-from pipeline.matrix.room_versions import KNOWN_ROOM_VERSIONS, EventFormat
+from pipeline.matrix.room_versions import EventFormat, is_recognised
 
 
 def check_auth_rules(
@@ -88,10 +89,9 @@ def check_auth_rules(
 
     # 4. (v1–v11: 3.) If the content of the m.room.create event in the room state has the
     # property m.federate set to false, and the sender domain of the event does not match the
-    # sender domain of the create event, reject.
-    if create.content.get("m.federate") is False and domain_of(event.sender) != domain_of(
-        create.sender
-    ):
+    # sender domain of the create event, reject. (Any value but true counts as false, as
+    # Synapse's _can_federate reads it; docs/synapse-parity.md.)
+    if not federates(create) and domain_of(event.sender) != domain_of(create.sender):
         raise EventRejected(
             f"{event.sender} cannot send to {event.room_id}: the room is not federated", rule="4"
         )
@@ -198,9 +198,11 @@ def check_create_event(event: Event) -> None:
                 rule="1.2",
             )
     # 1.3. If content.room_version is present and is not a recognised version, reject.
+    # (Recognised as Synapse recognises them: its experimental versions too. They matter
+    # only for a second create event, which Synapse accepts in a room of another version.)
     if "room_version" in event.content:
         version = event.content["room_version"]
-        if not isinstance(version, str) or version not in KNOWN_ROOM_VERSIONS:
+        if not is_recognised(version):
             raise EventRejected(
                 f"create event {event.event_id}: unknown room_version {version!r}", rule="1.3"
             )

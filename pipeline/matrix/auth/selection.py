@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from pipeline.matrix.events import Event, StateKey
+from pipeline.matrix.room_versions import RoomVersion
 
 CREATE: Final = "m.room.create"
 MEMBER: Final = "m.room.member"
@@ -36,7 +37,7 @@ def third_party_invite_token(content: Mapping[str, Any]) -> str | None:
     return token if isinstance(token, str) else None
 
 
-def auth_types_for_event(event: Event) -> set[StateKey]:
+def auth_types_for_event(event: Event, room_version: RoomVersion | None = None) -> set[StateKey]:
     """The (type, state_key) pairs whose current values the auth rules read for ``event``.
 
     Empty for the create event. Otherwise the create event, the power levels, the sender's
@@ -44,6 +45,10 @@ def auth_types_for_event(event: Event) -> set[StateKey]:
     invite, knock); the ``m.room.third_party_invite`` named by the invite's signed token; and,
     where the room version has restricted rooms, the membership of the join's
     ``join_authorised_via_users_server`` user.
+
+    ``room_version`` (default: the event's) is the version that selects: a state resolution
+    run by the version a second create event names reads the state as that version selects
+    it, as Synapse's ``auth_types_for_event(room_version, event)`` does (docs/synapse-parity.md).
     """
     if event.type == CREATE:
         return set()
@@ -59,7 +64,7 @@ def auth_types_for_event(event: Event) -> set[StateKey]:
         token = third_party_invite_token(event.content)
         if token is not None:
             types.add((THIRD_PARTY_INVITE, token))
-    if membership == "join" and event.room_version.restricted_join_rule:
+    if membership == "join" and (room_version or event.room_version).restricted_join_rule:
         authoriser = event.content.get(AUTHORISING_USER)
         if isinstance(authoriser, str):
             types.add((MEMBER, authoriser))

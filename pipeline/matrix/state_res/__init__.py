@@ -36,6 +36,10 @@ def resolve_state(
 ) -> dict[StateKey, str]:
     """The resolved state of ``state_sets``: (type, state_key) -> event ID.
 
+    ``room_version`` is the version the resolution runs by: its algorithm, and the state keys
+    the auth checks of the resolution read. It is the room's, but where a second create event
+    named another (docs/synapse-parity.md); the events keep their own version's rules.
+
     ``auth_chain_ids``, when given, returns the union of the auth chains of the events it is
     given (not the events themselves); a store with an auth chain index makes this fast.
     Without it the auth chains are walked over auth_events through ``fetch_event``.
@@ -53,7 +57,7 @@ def resolve_state(
         return dict(state_sets[0])
     loader = EventLoader(fetch_event)
     if room_version.state_res is StateResAlgorithm.V1:
-        resolved = resolve_v1(state_sets, loader)
+        resolved = resolve_v1(state_sets, loader, room_version)
         if recorder is not None:
             # v1's conflicts: keys the states give different events (a key only some states
             # have is not one).

@@ -168,6 +168,11 @@ def sender_power_level(loader: EventLoader, event: Event) -> PowerLevel:
     The m.room.power_levels event among the event's auth events decides; without one the
     room's creator has 100 and everyone else 0; in room version 12 the creators have infinite
     power (MSC4289). The create event comes from the auth events, or in v12 from the room ID.
+
+    A create event has no auth events, so its sender has power level 0, as Synapse
+    (``_get_power_level_for_sender``) counts it: in a room with two create events (both in
+    a resolution's full conflicted set) they sort after every power event of a sender with
+    power, by their origin_server_ts (docs/synapse-parity.md).
     """
     power_levels: Event | None = None
     create: Event | None = None
@@ -182,6 +187,4 @@ def sender_power_level(loader: EventLoader, event: Event) -> PowerLevel:
     implicit = implicit_create_event_id(event)
     if implicit is not None:
         create = loader.get(implicit, f"create event of {event.event_id}")
-    elif event.type == "m.room.create" and event.state_key == "":
-        create = event
     return user_level(event.sender, loader.parsed_power_levels(power_levels, event), create)

@@ -19,7 +19,7 @@ not depend on the order of the keys (as in Synapse).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from pipeline.matrix.auth import (
     auth_types_for_event,
@@ -29,11 +29,22 @@ from pipeline.matrix.auth import (
 from pipeline.matrix.errors import EventRejected
 from pipeline.matrix.events import Event, StateKey, StateMap
 from pipeline.matrix.power_levels import POWER_LEVELS_KEY
+from pipeline.matrix.room_versions import RoomVersion
 from pipeline.matrix.state_res._common import EventLoader
 
 
-def resolve_v1(state_sets: Sequence[StateMap], loader: EventLoader) -> dict[StateKey, str]:
-    """The resolution of ``state_sets`` by the room version 1 algorithm."""
+def resolve_v1(
+    state_sets: Sequence[StateMap], loader: EventLoader, room_version: RoomVersion | None = None
+) -> dict[StateKey, str]:
+    """The resolution of ``state_sets`` by the room version 1 algorithm.
+
+    A candidate of a power levels, join rules or membership conflict is checked against the
+    state keys that ``room_version`` (default: each event's own) selects for any candidate of
+    its key, as Synapse (``_resolve_auth_events``) collects them; its rules are its own
+    version's. The two differ only where a second create event named room version 1 in a
+    room of another version (docs/synapse-parity.md): the membership of the user who
+    authorised a restricted join is then read only when another candidate needs it.
+    """
     resolved: dict[StateKey, str] = {}
     conflicted: dict[StateKey, set[str]] = {}
     for state in state_sets:
@@ -62,7 +73,9 @@ def resolve_v1(state_sets: Sequence[StateMap], loader: EventLoader) -> dict[Stat
     ]
     done: set[StateKey] = set()
     for keys in passes:
-        chosen = {k: _resolve_auth_conflict(candidates(k), resolved, loader) for k in keys}
+        chosen = {
+            k: _resolve_auth_conflict(candidates(k), resolved, loader, room_version) for k in keys
+        }
         resolved.update(chosen)
         done.update(keys)
     others = {
@@ -79,7 +92,10 @@ def _sha1(event_id: str) -> str:
 
 
 def _resolve_auth_conflict(
-    candidates: list[Event], state: Mapping[StateKey, str], loader: EventLoader
+    candidates: list[Event],
+    state: Mapping[StateKey, str],
+    loader: EventLoader,
+    room_version: RoomVersion | None,
 ) -> str:
     """One power levels, join rules or membership conflict.
 
@@ -88,11 +104,14 @@ def _resolve_auth_conflict(
     """
     ordered = sorted(candidates, key=lambda e: _sha1(e.event_id), reverse=True)
     ordered.sort(key=lambda e: e.depth)
+    keys: set[StateKey] = set()
+    for candidate in candidates:
+        keys |= auth_types_for_event(candidate, room_version)
     r = dict(state)
     chosen = ordered[0]
     for event in ordered[1:]:
         r[chosen.state_tuple] = chosen.event_id
-        if not _allowed(event, r, loader):
+        if not _allowed(event, r, loader, keys):
             break
         chosen = event
     return chosen.event_id
@@ -112,10 +131,16 @@ def _resolve_other_conflict(
     return ordered[-1].event_id
 
 
-def _allowed(event: Event, state: Mapping[StateKey, str], loader: EventLoader) -> bool:
-    """Whether the auth rules allow ``event`` in a room whose state is ``state``."""
+def _allowed(
+    event: Event,
+    state: Mapping[StateKey, str],
+    loader: EventLoader,
+    keys: Iterable[StateKey] | None = None,
+) -> bool:
+    """Whether the auth rules allow ``event`` in a room whose state is ``state``, read at
+    ``keys`` (default: the keys its rules read)."""
     auth_state: dict[StateKey, Event] = {}
-    for key in auth_types_for_event(event):
+    for key in auth_types_for_event(event) if keys is None else keys:
         event_id = state.get(key)
         if event_id is not None:
             auth_state[key] = loader.get(event_id, "in the state being resolved")

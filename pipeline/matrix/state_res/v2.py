@@ -52,6 +52,9 @@ def resolve_v2(
 ) -> dict[StateKey, str]:
     """The resolution of ``state_sets`` by state resolution v2, or v2.1 for room version 12.
 
+    ``room_version`` picks the algorithm and the state keys the iterative auth checks read;
+    the events keep their own version's rules (they differ only where a second create event
+    named another version, docs/synapse-parity.md).
     ``recorder`` is told the conflicted keys, both orderings, each iterative auth check and the
     result (``pipeline.matrix.explain``)."""
     v2_1 = room_version.state_res is StateResAlgorithm.V2_1
@@ -88,7 +91,13 @@ def resolve_v2(
     # 2. "starting from the unconflicted state map" (v2.1: "starting from an empty state map").
     start: dict[StateKey, str] = {} if v2_1 else dict(unconflicted)
     partial = iterative_auth_checks(
-        loader, sorted_power, start, is_rejected, recorder=recorder, step="power"
+        loader,
+        sorted_power,
+        start,
+        is_rejected,
+        room_version=room_version,
+        recorder=recorder,
+        step="power",
     )
     # 3. "all remaining events that weren't picked in step 1", in mainline ordering.
     picked = set(sorted_power)
@@ -96,7 +105,13 @@ def resolve_v2(
     sorted_remaining = mainline_order(loader, remaining, partial.get(POWER_LEVELS_KEY), recorder)
     # 4. Iterative auth checks on the partially resolved state.
     resolved = iterative_auth_checks(
-        loader, sorted_remaining, partial, is_rejected, recorder=recorder, step="mainline"
+        loader,
+        sorted_remaining,
+        partial,
+        is_rejected,
+        room_version=room_version,
+        recorder=recorder,
+        step="mainline",
     )
     # 5. "replacing any event with the event with the same key from the unconflicted state map".
     resolved.update(unconflicted)
@@ -317,6 +332,7 @@ def iterative_auth_checks(
     state: dict[StateKey, str],
     is_rejected: Callable[[str], bool],
     *,
+    room_version: RoomVersion | None = None,
     recorder: Recorder | None = None,
     step: str = "",
 ) -> dict[StateKey, str]:
@@ -325,6 +341,8 @@ def iterative_auth_checks(
     "If a (event_type, state_key) key that is required for checking the authorisation rules is
     not present in the state, then the appropriate state event from the event's auth_events is
     used if the auth event is not rejected." Rejected events of the state are not used either.
+    The keys read from ``state`` are those ``room_version`` (default: each event's own)
+    selects; the rules are each event's own version's.
 
     An event that was itself rejected is never admitted, whatever the rules say of it on the
     partially resolved state. The spec would check it again like any other ("handled as usual
@@ -360,7 +378,7 @@ def iterative_auth_checks(
             # v12: the create event is no longer listed in auth_events; the room ID names it
             # (and, like any auth event, it is not used when rejected).
             auth_state[CREATE_KEY] = loader.get(create_id, f"create event of {event_id}")
-        for key in auth_types_for_event(event):
+        for key in auth_types_for_event(event, room_version):
             state_id = state.get(key)
             if state_id is not None and not is_rejected(state_id):
                 auth_state[key] = cached(state_id) or loader.get(

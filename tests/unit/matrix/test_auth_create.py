@@ -65,6 +65,17 @@ def test_create_rejected_with_unknown_room_version(version: str, bad: object) ->
     assert reason is not None and "room_version" in reason
 
 
+@pytest.mark.parametrize(
+    "named", ["1", "12", "org.matrix.msc3757.10", "org.matrix.msc3757.11", "org.matrix.hydra.11"]
+)
+@pytest.mark.parametrize("version", versions())
+def test_create_allowed_naming_a_version_synapse_recognises(version: str, named: str) -> None:
+    # 1.3 rejects a version that is not recognised: Synapse recognises its experimental ones
+    # too, and accepts a second create event naming one (docs/synapse-parity.md).
+    content: dict[str, Any] = {"creator": ALICE, "room_version": named}
+    assert rejection(create(version, content), {}) is None
+
+
 @pytest.mark.parametrize("version", versions())
 def test_create_allowed_without_room_version(version: str) -> None:
     assert rejection(create(version, {"creator": ALICE}), {}) is None

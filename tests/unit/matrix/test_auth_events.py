@@ -17,6 +17,7 @@ from pipeline.matrix.auth import (
 from pipeline.matrix.errors import EventRejected, MissingEvents
 from pipeline.matrix.events import Event
 from pipeline.matrix.explain import auth_events_read
+from pipeline.matrix.room_versions import room_version
 from tests.unit.matrix.auth_fixtures import ALICE, BOB, CAROL, Room, explained, versions
 
 CREATE = ("m.room.create", "")
@@ -86,6 +87,20 @@ def test_auth_types_ignore_authoriser_before_v8(version: str) -> None:
     room = Room(version)
     ev = room.member(BOB, "join", join_authorised_via_users_server=CAROL)
     assert member_key(CAROL) not in auth_types_for_event(ev)
+
+
+@pytest.mark.parametrize(
+    ("version", "selecting", "read"),
+    [("10", "1", False), ("10", "7", False), ("10", "8", True), ("7", "10", True)],
+)
+def test_auth_types_read_the_authoriser_as_the_selecting_version_does(
+    version: str, selecting: str, read: bool
+) -> None:
+    # A resolution by the version a second create event named selects the state it reads as
+    # that version does (Synapse's auth_types_for_event(room_version, event)).
+    room = Room(version)
+    ev = room.member(BOB, "join", join_authorised_via_users_server=CAROL)
+    assert (member_key(CAROL) in auth_types_for_event(ev, room_version(selecting))) is read
 
 
 @pytest.mark.parametrize("version", versions(8, 12))

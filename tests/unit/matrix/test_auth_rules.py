@@ -72,12 +72,33 @@ def test_unfederated_room_rejects_remote_join(version: str) -> None:
     assert rejection(room.member(BOB, "join"), room.state) is not None
 
 
-@pytest.mark.parametrize("federate", [True, "false", 0, None])
+@pytest.mark.parametrize(
+    ("federate", "remote_allowed"),
+    [(True, True), (False, False), ("false", False), ("true", False), (0, False), (None, False)],
+)
 @pytest.mark.parametrize("version", versions(10, 10))
-def test_m_federate_other_than_false_allows_remote_senders(version: str, federate: object) -> None:
+def test_m_federate_other_than_true_keeps_remote_senders_out(
+    version: str, federate: object, remote_allowed: bool
+) -> None:
+    # The spec names m.federate "set to false"; Synapse (_can_federate) admits other servers
+    # only when it is absent or true, and Roomstream reads it as Synapse does.
     room = Room(version, create_content={"m.federate": federate})
     room.join(BOB)
-    assert rejection(room.new("m.room.message", BOB, {"body": "hi"}), room.state) is None
+    reason = rejection(room.new("m.room.message", BOB, {"body": "hi"}), room.state)
+    assert (reason is None) is remote_allowed
+
+
+@pytest.mark.parametrize("membership", ["invite", "leave", "ban"])
+@pytest.mark.parametrize("version", versions())
+def test_unfederated_room_rejects_a_membership_whose_target_is_on_another_server(
+    version: str, membership: str
+) -> None:
+    # Synapse applies rule 4 to a membership's target as well as its sender
+    # (_is_membership_change_allowed): the creator cannot invite, kick or ban a remote user.
+    room = Room(version, create_content={"m.federate": False})
+    reason = rejection(room.member(BOB, membership, sender=ALICE), room.state)
+    assert reason is not None and "not federated" in reason
+    assert rejection(room.member(DAVE, membership, sender=ALICE), room.state) is None
 
 
 # --- sender membership (v12 rule 6) -------------------------------------------------------

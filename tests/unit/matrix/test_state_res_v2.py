@@ -467,3 +467,24 @@ def test_sender_power_level_is_read_from_the_events_auth_events(
     )
     events = {p["event_id"]: Event.from_trusted(p, rv) for p in pdus}
     assert sender_power_level(EventLoader(events.get), events["$E"]) == expected
+
+
+@pytest.mark.parametrize("version", ["2", "10", "11", "12"])
+def test_sender_power_level_of_a_create_event_is_0(version: str) -> None:
+    # A create event has no auth events: no power levels and no create event name its
+    # sender's power, which is 0, as Synapse's _get_power_level_for_sender gives it (the
+    # reverse topological power ordering of a room with two create events reads it).
+    rv = room_version(version)
+    pdu: dict[str, Any] = {
+        "event_id": "$CREATE",
+        "sender": ALICE,
+        "type": "m.room.create",
+        "state_key": "",
+        "content": {"creator": ALICE, "room_version": version},
+        "prev_events": [],
+        "auth_events": [],
+    }
+    if not rv.room_id_is_create_event_hash:
+        pdu["room_id"] = "!r:example.com"
+    create = Event.from_trusted(pdu, rv)
+    assert sender_power_level(EventLoader({"$CREATE": create}.get), create) == 0

@@ -111,7 +111,7 @@ def test_rejections_cite_rule_6_sender_not_joined_and_rule_8_required_power_leve
         ("3.5", "10", "3.5 of room version 12"),
         ("2", "12", "2"),
         ("redaction", "1", "11.3"),
-        ("roomstream:one-create-event", "10", "roomstream:one-create-event"),
+        ("roomstream:rejected-before", "10", "roomstream:rejected-before"),
     ],
 )
 def test_spec_rule_numbers_a_rule_as_its_room_version_does(

@@ -505,15 +505,72 @@ def test_rejected_create_event_fixes_the_room_version_and_everything_after_is_re
     assert dict(proc.current_state) == {}
 
 
-def test_second_create_event_is_rejected() -> None:
-    b = RoomBuilder()
+DAVE = "@dave:a.example"  # on the room ID's server, as Alice
+
+
+def _second_create(b: RoomBuilder, named: str | None, **content: object) -> None:
+    """C2: a create event with no prev events from the room ID's server, naming Dave as
+    creator and ``named`` as room version (None: no room_version key)."""
+    body: dict[str, object] = {"creator": DAVE, **content}
+    if named is not None:
+        body["room_version"] = named
+    b.add("C2", "m.room.create", DAVE, body, state_key="", prev=[])
+
+
+@pytest.mark.parametrize("version", ["1", "6", "10", "11"])
+def test_second_create_event_without_prev_events_is_another_forward_extremity(
+    version: str,
+) -> None:
+    # Rule 1 reads the create event alone: one from the room ID's server with no prev events
+    # passes it, and no other rule reads a create event (Synapse accepts it the same way,
+    # docs/synapse-parity.md). The room stays the first create event's: its version, and its
+    # creator, which only the first create event's chunk names.
+    b = RoomBuilder(version)
     names = b.base()
-    b.create("C2")
-    _, (result,) = run(b, [[*names, "C2"]])
-    assert result.chunk is not None
-    last = result.chunk.events[-1]
-    assert b.name_of(last.event_id) == "C2"
-    assert last.rejected is not None and "already has a create event" in last.rejected
+    _second_create(b, version)
+    proc, (founding, second) = run(b, [names, ["C2"]])
+    assert outcomes(b, [second]) == {"C2": "accepted"}
+    assert founding.chunk is not None and founding.chunk.creator == ALICE
+    assert second.chunk is not None and second.chunk.creator is None
+    assert proc.create_event_id == b.ids["C"]
+    assert proc.room_version is not None and proc.room_version.identifier == version
+    assert proc.forward_extremities == {b.ids["MB"], b.ids["C2"]}
+    assert proc.state_of_group(proc.state_group_of(b.ids["C2"])) == {
+        ("m.room.create", ""): b.ids["C2"]
+    }
+
+
+@pytest.mark.parametrize(
+    ("named", "bob_stays"),
+    [
+        # Room version 1's resolution conflicts the create key only: Bob's membership stays.
+        ("1", True),
+        (None, True),  # no room_version: "1"
+        # v2 replays every key of the room's state (the second root's state lacks them), and
+        # Bob's join fails against a create event that keeps out other servers.
+        ("10", False),
+        ("org.matrix.msc3757.10", False),
+    ],
+)
+def test_the_version_a_second_create_event_names_resolves_the_extremities_it_joins(
+    named: str | None, bob_stays: bool
+) -> None:
+    # Synapse resolves the new extremities by the version the create event names, and caches
+    # the result for that set of state groups: an event on exactly those prev events has it
+    # as its state before. A processor restored from its save resolves the same.
+    b = RoomBuilder("10")
+    names = b.base()
+    _second_create(b, named, **{"m.federate": False})
+    b.message("X", ALICE, prev=["MB", "C2"])
+    proc, _ = run(b, [names, ["C2"]])
+    restored = RoomProcessor.from_dict(orjson.loads(orjson.dumps(proc.to_dict())))
+    assert (("m.room.member", BOB) in proc.current_state) is bob_stays
+    assert dict(restored.current_state) == dict(proc.current_state)
+    ours, theirs = proc.process(b.raws(["X"])), restored.process(b.raws(["X"]))
+    assert ours.chunk is not None and theirs.chunk is not None
+    assert ours.chunk.digest == theirs.chunk.digest
+    state_x = proc.state_of_group(proc.state_group_of(b.ids["X"]))
+    assert (("m.room.member", BOB) in state_x) is bob_stays
 
 
 # ------------------------------------------------------------------ bad input
