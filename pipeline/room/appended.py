@@ -16,12 +16,10 @@ V = TypeVar("V")
 
 
 def items_after(data: dict[K, V], mark: int) -> list[tuple[K, V]]:
-    """The entries of ``data`` after its first ``mark``, in order."""
+    """The entries of ``data`` after its first ``mark``, in order; visits only those."""
     count = len(data) - mark
     if count <= 0:
         return []
-    if mark <= 0:
-        return list(data.items())
-    newest = list(itertools.islice(reversed(data.items()), count))
-    newest.reverse()
-    return newest
+    keys = list(itertools.islice(reversed(data), count))
+    keys.reverse()
+    return [(k, data[k]) for k in keys]
