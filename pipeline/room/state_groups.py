@@ -284,15 +284,14 @@ class StateGroups:
     def to_dict(self, groups_from: int = 0) -> dict[str, Any]:
         """The groups as data; with ``groups_from`` (an earlier ``len``), only those made since.
 
-        Groups are never changed or dropped once made, so saved parts stay valid.
+        Each group is ``[prev, hops, event_id, rows, step]``, and its parent after those when it
+        is not ``prev``. Groups are never changed or dropped once made, so saved parts stay
+        valid.
         """
         return {
             "counter": self._counter,
             "max_hops": self.max_hops,
-            "groups": {
-                str(sg): [g.prev, g.hops, g.event_id, [list(r) for r in g.delta], g.parent, g.step]
-                for sg, g in items_after(self._groups, groups_from)
-            },
+            "groups": {str(sg): _group_data(g) for sg, g in items_after(self._groups, groups_from)},
         }
 
     @classmethod
@@ -300,16 +299,24 @@ class StateGroups:
         cls, room_id: str, data: Mapping[str, Any], *, cache_size: int = 4
     ) -> StateGroups:
         """Groups as ``to_dict`` wrote them, all of them, in the order they were made. Groups
-        saved before parents and steps were kept are each their own base's child (they were
-        stored over their parent, every one)."""
+        saved before steps were kept were each stored over their parent, and their step was
+        their hops."""
         groups = cls(room_id, max_hops=int(data["max_hops"]), cache_size=cache_size)
         groups._counter = int(data["counter"])
         made = groups._groups
         for key, (prev, hops, event_id, rows, *more) in data["groups"].items():
-            parent, step = (more[0], int(more[1])) if more else (prev, int(hops))
+            step = int(more[0]) if more else int(hops)
+            parent = more[1] if len(more) > 1 else prev
             delta = tuple((r[0], r[1], r[2]) for r in rows)
             below = made[prev].read_rows if prev is not None else 0
             made[int(key)] = _Group(
                 prev, int(hops), event_id, delta, parent, step, below + len(delta)
             )
         return groups
+
+
+def _group_data(g: _Group) -> list[Any]:
+    data = [g.prev, g.hops, g.event_id, [list(r) for r in g.delta], g.step]
+    if g.parent != g.prev:
+        data.append(g.parent)
+    return data
