@@ -16,7 +16,6 @@ its auth checks and state resolution: every later decision reads the redacted co
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
@@ -26,6 +25,7 @@ from pipeline.matrix.auth.identifiers import domain_of
 from pipeline.matrix.events import Event
 from pipeline.matrix.redaction import redact
 from pipeline.matrix.room_versions import RoomVersion
+from pipeline.room.appended import items_after
 
 ACCEPTED, SOFT_FAILED, REJECTED = 0, 1, 2
 
@@ -174,12 +174,10 @@ class KnownEvents:
         return {
             "events": {
                 eid: [k.state_group, k.status, k.fingerprint, list(k.prevs) if k.prevs else None]
-                for eid, k in itertools.islice(self._known.items(), events_from, None)
+                for eid, k in items_after(self._known, events_from)
             },
             # Kept as the compact JSON text: no re-parse on every save.
-            "state_events": dict(
-                itertools.islice(self._state_events.items(), state_events_from, None)
-            ),
+            "state_events": dict(items_after(self._state_events, state_events_from)),
             "redacted": dict(self._redacted),
             "pending_redactions": {t: list(r) for t, r in self._pending_redactions.items()},
         }

@@ -892,9 +892,7 @@ class RoomProcessor:
         if event.is_state and (old_group, new_group) == (before, after):
             return {event.state_tuple: event.event_id}
         if new_group == before and before is not None and not decision.before_reused:
-            parent, rows = self._groups.parent(before)
-            if parent == old_group:
-                return rows
+            return self._groups.step_from(before, old_group)
         return None
 
     def _apply_current_delta(

@@ -1,25 +1,49 @@
 """State groups of one room: the state after each event, stored as chains of deltas.
 
-A state group is either a full snapshot or a delta over a previous group. Chains are cut after a
-bounded number of delta hops (``MAX_DELTA_HOPS``, as Synapse does) so reading a group never walks
-far. Group ids are derived from the room ID and a per-room counter, so replaying the same input
-yields the same ids. Memory grows with state changes: a group is only made when state changes.
+A state group is either a full snapshot or a delta over an earlier group: the rows by which its
+state differs from that group's. Group ids are derived from the room ID and a per-room counter,
+so replaying the same input yields the same ids. Memory grows with state changes: a group is
+only made when state changes.
+
+Each group is made from a *parent*, the group whose state it changes (the state before its
+event), and is ``step`` groups away from the snapshot at the root of its parents. Which group
+its rows are stored over (its *base*, ``prev_group`` in the chunk and the database) follows
+the step in base ``FANOUT``, as a skip list does: a group at a step whose lowest non-zero digit
+is worth ``FANOUT**j`` is stored over its ancestor ``FANOUT**j`` steps back, holding every row
+changed on the way. Step 37 rests on 36, 40 on 30, 300 on 200. So a reader walks at most the
+step's digit sum of hops (under 50 up to a million steps), and each state change writes about
+one row per digit of its step, whatever the size of the room.
+
+A snapshot costs the whole state, so it is written only when it pays: when the rows a reader
+would walk exceed the state's own size by more than the state (or ``MIN_SPARE_ROWS`` for a small
+one), i.e. once overwritten rows make up half of what a reader reads; or when the chain would
+pass ``MAX_DELTA_HOPS`` hops. Synapse writes a snapshot after every 100 hops; in a room of
+20,000 members that is 200 rows per state change, all of them written again. Here a snapshot
+is paid for by at least as many rows of deltas as it holds: a state change writes a few rows
+in a room of any size, and reading any group reads at most about twice its state.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.matrix.events import StateKey, StateMap
+from pipeline.room.appended import items_after
 from pipeline.room.chunk import StateGroup, StateRow
 
 MAX_DELTA_HOPS = 100
-"""Delta hops after which a group is written as a full snapshot."""
+"""Delta hops after which a group is written as a full snapshot, whatever else."""
+
+FANOUT = 10
+"""The base of the steps that decides which earlier group a delta is stored over."""
+
+MIN_SPARE_ROWS = 100
+"""Rows a reader may walk beyond the state's size before a snapshot cuts the chain, however
+small the state (so a small room writes a snapshot about as often as after 100 hops)."""
 
 _EMPTY: Mapping[StateKey, str] = {}
 
@@ -30,12 +54,25 @@ def state_group_id(room_id: str, n: int) -> int:
     return (int.from_bytes(digest, "big") >> 1) or 1
 
 
+def _stride(step: int) -> int:
+    """How many steps back a group at ``step`` (> 0) is stored over: the value of the lowest
+    non-zero digit's place in base ``FANOUT``."""
+    stride = 1
+    while step % FANOUT == 0:
+        step //= FANOUT
+        stride *= FANOUT
+    return stride
+
+
 @dataclass(slots=True)
 class _Group:
-    prev: int | None
+    prev: int | None  # the base: the group the rows are stored over (None: a snapshot)
     hops: int  # delta hops down to the snapshot this group rests on (0: a snapshot)
     event_id: str
-    delta: tuple[StateRow, ...]
+    delta: tuple[StateRow, ...]  # the rows over ``prev`` (the whole state for a snapshot)
+    parent: int | None  # the group whose state this one changes (None: a snapshot)
+    step: int  # groups from the snapshot along the parents (0: a snapshot)
+    read_rows: int  # rows read to materialise it: its own and its bases' down to the snapshot
 
 
 class StateGroups:
@@ -98,11 +135,10 @@ class StateGroups:
         copied.
         """
         base = self.state(prev)
-        hops = self._groups[prev].hops + 1 if prev is not None else 0
-        if prev is None or hops > self.max_hops:
+        if prev is None:
             state = dict(base)
             state.update(changes)
-            return self._store(None, 0, event_id, state, state)
+            return self._snapshot(event_id, state)
         delta = {k: v for k, v in changes.items() if base.get(k) != v}
         cached = self._cache.get(prev) if in_place else None
         if isinstance(cached, dict):
@@ -112,16 +148,16 @@ class StateGroups:
         else:
             state = dict(base)
             state.update(delta)
-        return self._store(prev, hops, event_id, delta, state)
+        return self._derive(prev, event_id, delta, state)
 
     def add_state(
         self, event_id: str, state: StateMap, candidates: Iterable[int | None]
     ) -> tuple[int | None, StateGroup | None]:
         """The group holding exactly ``state``: a candidate if one matches, else a new group.
 
-        A new group is a delta over the candidate needing the fewest rows, among those whose keys
-        all survive in ``state`` (a delta cannot remove a key); else a snapshot. Returns (id, the
-        new group or None when a candidate was reused).
+        A new group is made from the candidate needing the fewest rows, among those whose keys
+        all survive in ``state`` (a delta cannot remove a key); else it is a snapshot. Returns
+        (id, the new group or None when a candidate was reused).
         """
         if not state:
             return None, None
@@ -139,13 +175,39 @@ class StateGroups:
             if best_delta is None or len(delta) < len(best_delta):
                 best, best_delta = sg, delta
         full = dict(state)
-        if best is None or best_delta is None or self._groups[best].hops + 1 > self.max_hops:
-            sg_id, group = self._store(None, 0, event_id, full, full)
-        else:
-            sg_id, group = self._store(
-                best, self._groups[best].hops + 1, event_id, best_delta, full
-            )
-        return sg_id, group
+        if best is None or best_delta is None:
+            return self._snapshot(event_id, full)
+        return self._derive(best, event_id, best_delta, full)
+
+    def _derive(
+        self, parent: int, event_id: str, delta: dict[StateKey, str], state: dict[StateKey, str]
+    ) -> tuple[int, StateGroup]:
+        """Store ``state``, which is the state of ``parent`` with ``delta`` on top: as a delta
+        over the ancestor its step says (module docstring), or as a snapshot when the chain
+        would be too long or a snapshot pays."""
+        groups = self._groups
+        step = groups[parent].step + 1
+        back_to = step - _stride(step)
+        # The rows changed since the base, newest first: the chain of bases from ``parent``
+        # down passes through it (the groups at steps after ``back_to`` rest on it).
+        rows: dict[StateKey, str] = {}
+        base = parent
+        group = groups[base]
+        while group.step > back_to and group.prev is not None:
+            for etype, skey, eid in group.delta:
+                rows.setdefault((etype, skey), eid)
+            base = group.prev
+            group = groups[base]
+        rows.update(delta)
+        hops = group.hops + 1
+        read_rows = group.read_rows + len(rows)
+        size = len(state)
+        if hops > self.max_hops or read_rows - size > max(size, MIN_SPARE_ROWS):
+            return self._snapshot(event_id, state)
+        return self._store(base, event_id, rows, state, made_from=(parent, step, hops, read_rows))
+
+    def _snapshot(self, event_id: str, state: dict[StateKey, str]) -> tuple[int, StateGroup]:
+        return self._store(None, event_id, state, state)
 
     def trim(self, keep: Iterable[int | None] = ()) -> None:
         """Drop cached materialised states except those of ``keep`` (to save memory at rest)."""
@@ -155,18 +217,24 @@ class StateGroups:
 
     def _store(
         self,
-        prev: int | None,
-        hops: int,
+        base: int | None,
         event_id: str,
-        delta: StateMap,
+        rows: StateMap,
         state: dict[StateKey, str],
+        *,
+        made_from: tuple[int | None, int, int, int] = (None, 0, 0, 0),
     ) -> tuple[int, StateGroup]:
+        """Store a group of ``rows`` over ``base`` whose state is ``state``; ``made_from`` is
+        (parent, step, hops, read_rows), all None or 0 for a snapshot."""
         self._counter += 1
         sg_id = state_group_id(self.room_id, self._counter)
-        rows = tuple(sorted((k[0], k[1], v) for k, v in delta.items()))
-        self._groups[sg_id] = _Group(prev, hops, event_id, rows)
+        parent, step, hops, read_rows = made_from
+        delta = tuple(sorted((k[0], k[1], v) for k, v in rows.items()))
+        if base is None:
+            read_rows = len(delta)
+        self._groups[sg_id] = _Group(base, hops, event_id, delta, parent, step, read_rows)
         self._remember(sg_id, state)
-        return sg_id, StateGroup(id=sg_id, event_id=event_id, prev_group=prev, delta=rows)
+        return sg_id, StateGroup(id=sg_id, event_id=event_id, prev_group=base, delta=delta)
 
     def _remember(self, sg: int, state: Mapping[StateKey, str]) -> None:
         self._cache[sg] = state
@@ -177,11 +245,18 @@ class StateGroups:
     def hops(self, sg: int) -> int:
         return self._groups[sg].hops
 
-    def parent(self, sg: int) -> tuple[int | None, dict[StateKey, str]]:
-        """The group ``sg`` rests on and the rows it adds to it ((None, its rows) for a
-        snapshot)."""
+    def step_from(self, sg: int, parent: int) -> dict[StateKey, str] | None:
+        """The entries by which the state of ``sg`` differs from that of ``parent``, when
+        ``sg`` was made from ``parent`` (None otherwise). Costs the group's rows (and, for a
+        group stored over an earlier ancestor, reading ``parent``'s state, usually cached)."""
         group = self._groups[sg]
-        return group.prev, {(t, k): e for t, k, e in group.delta}
+        if group.parent != parent:
+            return None
+        rows = {(t, k): e for t, k, e in group.delta}
+        if group.prev == parent:
+            return rows
+        before = self.state(parent)
+        return {k: v for k, v in rows.items() if before.get(k) != v}
 
     def keys_between(self, a: int, b: int) -> set[StateKey]:
         """The keys whose entries may differ between groups ``a`` and ``b``: those the groups
@@ -209,28 +284,39 @@ class StateGroups:
     def to_dict(self, groups_from: int = 0) -> dict[str, Any]:
         """The groups as data; with ``groups_from`` (an earlier ``len``), only those made since.
 
-        Groups are never changed or dropped once made, so saved parts stay valid.
+        Each group is ``[prev, hops, event_id, rows, step]``, and its parent after those when it
+        is not ``prev``. Groups are never changed or dropped once made, so saved parts stay
+        valid.
         """
         return {
             "counter": self._counter,
             "max_hops": self.max_hops,
-            "groups": {
-                str(sg): [g.prev, g.hops, g.event_id, [list(r) for r in g.delta]]
-                for sg, g in itertools.islice(self._groups.items(), groups_from, None)
-            },
+            "groups": {str(sg): _group_data(g) for sg, g in items_after(self._groups, groups_from)},
         }
 
     @classmethod
     def from_dict(
         cls, room_id: str, data: Mapping[str, Any], *, cache_size: int = 4
     ) -> StateGroups:
+        """Groups as ``to_dict`` wrote them, all of them, in the order they were made. Groups
+        saved before steps were kept were each stored over their parent, and their step was
+        their hops."""
         groups = cls(room_id, max_hops=int(data["max_hops"]), cache_size=cache_size)
         groups._counter = int(data["counter"])
-        for key, (prev, hops, event_id, rows) in data["groups"].items():
-            groups._groups[int(key)] = _Group(
-                prev,
-                int(hops),
-                event_id,
-                tuple((r[0], r[1], r[2]) for r in rows),
+        made = groups._groups
+        for key, (prev, hops, event_id, rows, *more) in data["groups"].items():
+            step = int(more[0]) if more else int(hops)
+            parent = more[1] if len(more) > 1 else prev
+            delta = tuple((r[0], r[1], r[2]) for r in rows)
+            below = made[prev].read_rows if prev is not None else 0
+            made[int(key)] = _Group(
+                prev, int(hops), event_id, delta, parent, step, below + len(delta)
             )
         return groups
+
+
+def _group_data(g: _Group) -> list[Any]:
+    data = [g.prev, g.hops, g.event_id, [list(r) for r in g.delta], g.step]
+    if g.parent != g.prev:
+        data.append(g.parent)
+    return data

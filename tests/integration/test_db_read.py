@@ -11,9 +11,11 @@ import pytest
 
 from db.read import RoomStore, RoomWithStreamOrdering
 from db.writer import write_batch
+from pipeline.bench.room_cost import CREATOR, LinearRoom
 from pipeline.config import Settings
 from pipeline.matrix.room_versions import room_version
 from pipeline.room.chunk import Chunk
+from pipeline.room.processor import RoomProcessor
 from tests.integration._chunks import RoomSim, Spec, member, msg, state
 
 pytestmark = pytest.mark.integration
@@ -167,3 +169,38 @@ def test_a_rejected_event_has_the_state_before_it(conn: Any) -> None:
 
 def test_events_without_a_state_group_are_absent(conn: Any) -> None:
     assert RoomStore(conn).get_state_ids_for_events(["$nope"]) == {}
+
+
+def test_state_read_back_through_groups_stored_over_earlier_ancestors(conn: Any) -> None:
+    """A room processor's groups rest on ancestors several steps back (and on a snapshot once
+    overwritten rows pile up): the one-query read gives every event the processor's state."""
+    room = LinearRoom(room_id="!ancestors:example.org")
+    raws = room.setup(150)
+    for i in range(450):
+        user = f"@u{(i * 37) % 149}:example.org"
+        if i % 3:
+            raws.append(
+                room.send(
+                    "m.room.member", user, {"membership": "join", "displayname": f"n{i}"}, user
+                )
+            )
+        else:
+            raws.append(room.send("m.room.topic", CREATOR, {"topic": f"t{i}"}, ""))
+    proc = RoomProcessor(room.room_id)
+    chunks = [c for i in range(0, len(raws), 60) for c in proc.process(raws[i : i + 60]).chunks]
+    commit(conn, *chunks)
+    groups = {g.id: g for c in chunks for g in c.state_groups}
+    # Deltas over ancestors further back than their parent, and a snapshot after the first.
+    assert any(len(g.delta) >= 100 and g.prev_group is not None for g in groups.values())
+    assert sum(g.prev_group is None for g in groups.values()) >= 2
+    events = [e.event_id for c in chunks for e in c.events]
+    store = RoomStore(conn)
+    got = store.get_state_ids_for_events(events)
+    for eid in events:
+        assert got[eid] == dict(proc.state_of_group(proc.state_group_of(eid)))
+    topics = store.get_state_ids_for_events(events, types=[("m.room.topic", "")])
+    assert {e: s for e, s in topics.items() if s} == {
+        e: {("m.room.topic", ""): s[("m.room.topic", "")]}
+        for e, s in got.items()
+        if ("m.room.topic", "") in s
+    }

@@ -50,24 +50,30 @@ def auth_types_for_event(event: Event, room_version: RoomVersion | None = None) 
     run by the version a second create event names reads the state as that version selects
     it, as Synapse's ``auth_types_for_event(room_version, event)`` does (docs/synapse-parity.md).
     """
-    if event.type == CREATE:
+    etype = event.type
+    if etype == CREATE:
         return set()
     types: set[StateKey] = {CREATE_KEY, POWER_LEVELS_KEY, (MEMBER, event.sender)}
-    if event.type != MEMBER:
+    if etype != MEMBER:
         return types
-    if event.state_key is not None:
-        types.add((MEMBER, event.state_key))
-    membership = event.membership
-    if membership in ("join", "invite", "knock"):
+    target = event.state_key
+    if target is not None:
+        types.add((MEMBER, target))
+    content = event.content
+    membership = content.get("membership")
+    if membership == "join":
         types.add(JOIN_RULES_KEY)
-    if membership == "invite":
-        token = third_party_invite_token(event.content)
+        if (room_version or event.room_version).restricted_join_rule:
+            authoriser = content.get(AUTHORISING_USER)
+            if isinstance(authoriser, str):
+                types.add((MEMBER, authoriser))
+    elif membership == "invite":
+        types.add(JOIN_RULES_KEY)
+        token = third_party_invite_token(content)
         if token is not None:
             types.add((THIRD_PARTY_INVITE, token))
-    if membership == "join" and (room_version or event.room_version).restricted_join_rule:
-        authoriser = event.content.get(AUTHORISING_USER)
-        if isinstance(authoriser, str):
-            types.add((MEMBER, authoriser))
+    elif membership == "knock":
+        types.add(JOIN_RULES_KEY)
     return types
 
 

@@ -77,10 +77,6 @@ def resolve_state(
         state_sets,
         loader,
         auth_chain_ids,
-        is_rejected if is_rejected is not None else _never_rejected,
+        is_rejected,
         recorder=recorder,
     )
-
-
-def _never_rejected(event_id: str) -> bool:
-    return False
