@@ -281,10 +281,10 @@ def generate(seed: int, *, max_events: int = MAX_EVENTS) -> GeneratedRoom:
         if rogue and rng.random() < 0.4:
             # Claims auth events from an older state: before a ban or a power change, say.
             older = room.state_after[rng.choice(order)]
-            event = room.build(*spec, prevs, state=older, ts=ts, signers=signers)
+            event = room.build(spec, prevs, state=older, ts=ts, signers=signers)
             auth_note = ", auth events from an older state"
         else:
-            event = room.build(*spec, prevs, state=state, ts=ts, signers=signers)
+            event = room.build(spec, prevs, state=state, ts=ts, signers=signers)
         if not rogue and not _allowed(room, event, state):
             continue
         room._store(event, state)
