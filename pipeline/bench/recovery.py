@@ -26,7 +26,7 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from pipeline.bench.e2e import PipelineRun
+from pipeline.bench.e2e import PipelineRun, loss_note
 from pipeline.bench.paced import probe_workload_shape
 from pipeline.bench.runs import (
     Stalled,
@@ -89,11 +89,11 @@ class Takeover:
 
 
 def _loss_note(lost: int, reason: str) -> str:
-    if not lost:
-        return ""
-    return (
-        f" The pipeline LOST {lost:,} of the events produced around the kill: they were never "
-        f"announced ({reason}); the figures are over those it announced."
+    return loss_note(
+        lost,
+        "the events produced around the kill",
+        reason,
+        "the figures are over those it announced",
     )
 
 
