@@ -15,7 +15,7 @@ last part.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -123,6 +123,33 @@ def _is_int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_event_entry(e: object) -> bool:
+    return (
+        isinstance(e, dict)
+        and isinstance(e.get("event_id"), str)
+        and isinstance(e.get("room_id"), str)
+        and _is_int(e.get("stream_ordering"))
+    )
+
+
+def _is_invalidate_entry(entry: object) -> bool:
+    return (
+        isinstance(entry, dict)
+        and isinstance(entry.get("cache"), str)
+        and isinstance(entry.get("keys"), list)
+        and all(isinstance(k, list) for k in entry["keys"])
+    )
+
+
+def _need_each(msg: Message, name: str, valid: Callable[[object], bool], problem: str) -> None:
+    """``msg[name]`` is a list of entries that are all ``valid``; else MalformedMessage saying
+    ``problem`` of the first that is not."""
+    entries = msg[name]
+    _need(isinstance(entries, list), f"{name} must be a list")
+    for entry in entries:
+        _need(valid(entry), f"{problem}: {entry!r:.80}")
+
+
 def decode_invalidation(data: bytes | str) -> Message:
     """Parse and check one message (or part); raise MalformedMessage naming the bad field."""
     try:
@@ -142,26 +169,15 @@ def decode_invalidation(data: bytes | str) -> Message:
         isinstance(rooms, list) and all(isinstance(r, str) for r in rooms),
         "rooms must be a list of room IDs",
     )
-    events = msg["events"]
-    _need(isinstance(events, list), "events must be a list")
-    for e in events:
-        _need(
-            isinstance(e, dict)
-            and isinstance(e.get("event_id"), str)
-            and isinstance(e.get("room_id"), str)
-            and _is_int(e.get("stream_ordering")),
-            f"an event lacks event_id, room_id or an integer stream_ordering: {e!r:.80}",
-        )
-    invalidate = msg["invalidate"]
-    _need(isinstance(invalidate, list), "invalidate must be a list")
-    for entry in invalidate:
-        _need(
-            isinstance(entry, dict)
-            and isinstance(entry.get("cache"), str)
-            and isinstance(entry.get("keys"), list)
-            and all(isinstance(k, list) for k in entry["keys"]),
-            f"an invalidate entry is not {{cache, keys: [[...]]}}: {entry!r:.80}",
-        )
+    _need_each(
+        msg,
+        "events",
+        _is_event_entry,
+        "an event lacks event_id, room_id or an integer stream_ordering",
+    )
+    _need_each(
+        msg, "invalidate", _is_invalidate_entry, "an invalidate entry is not {cache, keys: [[...]]}"
+    )
     checked: Message = msg
     return checked
 

@@ -16,17 +16,8 @@ from dataclasses import dataclass
 
 from pipeline.bench.cpu import CpuSampler
 from pipeline.bench.e2e import Throughput
-from pipeline.bench.runs import (
-    cleanup,
-    cluster_groups,
-    fresh_run,
-    logdir_of,
-    wait_for_log,
-    wait_for_progress,
-    watching,
-)
+from pipeline.bench.runs import cluster_groups, committer_active, wait_for_progress
 from pipeline.config import Settings
-from pipeline.dev.local import running
 from pipeline.errors import RoomstreamError
 from pipeline.ops.produce import make_producer
 from pipeline.room.processor import Incoming, RoomProcessor
@@ -83,30 +74,22 @@ def _produce_chunks(run: Settings, chunks: Sequence[tuple[str, bytes]]) -> None:
 
 
 def measure_committer(settings: Settings, prepared: PreparedChunks, timeout: float) -> Throughput:
-    run = fresh_run(settings, "committer")
-    try:
-        with (
-            watching(run) as watcher,
-            running(run, logdir_of(run), workers=0, committer=True) as cluster,
-        ):
-            wait_for_log(cluster, "committer", "committer is active", 60)
-            time.sleep(0.5)  # its consumer is assigned right after it logs that
-            sampler = CpuSampler(cluster_groups(run, cluster))
-            sampler.start()
-            started = time.monotonic()
-            _produce_chunks(run, prepared.chunks)
-            try:
-                wait_for_progress(
-                    run,
-                    lambda: watcher.position,
-                    prepared.events,
-                    timeout,
-                    f"the committer to announce {prepared.events} events (stream position)",
-                    cluster=cluster,
-                )
-            finally:
-                cpu = sampler.stop()
-            ended = watcher.last_at or time.monotonic()
-            return Throughput(prepared.events, ended - started, 0, cpu)
-    finally:
-        cleanup(run)
+    with committer_active(settings, "committer", workers=0, within=60) as (run, watcher, cluster):
+        time.sleep(0.5)  # its consumer is assigned right after it logs that
+        sampler = CpuSampler(cluster_groups(run, cluster))
+        sampler.start()
+        started = time.monotonic()
+        _produce_chunks(run, prepared.chunks)
+        try:
+            wait_for_progress(
+                run,
+                lambda: watcher.position,
+                prepared.events,
+                timeout,
+                f"the committer to announce {prepared.events} events (stream position)",
+                cluster=cluster,
+            )
+        finally:
+            cpu = sampler.stop()
+        ended = watcher.last_at or time.monotonic()
+        return Throughput(prepared.events, ended - started, 0, cpu)

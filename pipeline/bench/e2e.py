@@ -39,6 +39,14 @@ from pipeline.dev.local import running as start_cluster
 from pipeline.dev.workload import Workload
 
 
+def loss_note(lost: int, which: str, why: str, instead: str) -> str:
+    """What a measurement says of the ``lost`` events of ``which`` the pipeline never announced
+    (nothing when none): ``why``, and what its figures are over ``instead``."""
+    if not lost:
+        return ""
+    return f" The pipeline LOST {lost:,} of {which}: they were never announced ({why}); {instead}."
+
+
 @dataclass
 class PipelineRun:
     settings: Settings
@@ -57,12 +65,11 @@ class Throughput:
     lost_reason: str | None = None
 
     def loss_note(self) -> str:
-        if not self.lost:
-            return ""
-        return (
-            f" The pipeline LOST {self.lost:,} of the workload's events: they were never "
-            f"announced, and it dead-lettered an input for this reason: {self.lost_reason}. The "
-            "rate is over the events it did announce, up to its last announcement."
+        return loss_note(
+            self.lost,
+            "the workload's events",
+            f"a dead letter says: {self.lost_reason}",
+            "the rate is over the events it did announce, up to its last announcement",
         )
 
     @property
@@ -89,11 +96,11 @@ class Latency:
     lost_reason: str | None = None
 
     def loss_note(self) -> str:
-        if not self.lost:
-            return ""
-        return (
-            f" The pipeline LOST {self.lost:,} of these events (never announced; a dead letter "
-            f"says: {self.lost_reason}); the latencies are of those it announced."
+        return loss_note(
+            self.lost,
+            "these events",
+            f"a dead letter says: {self.lost_reason}",
+            "the latencies are of those it announced",
         )
 
     def trend(self) -> str:

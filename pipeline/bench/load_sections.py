@@ -256,48 +256,52 @@ def b7_method(*, rate: float, before_s: float, after_s: float, workers: int) -> 
     )
 
 
+def _beside_b0_p99(
+    what: str, value: float, unit: str, b0: SynapseResult | None, note: str
+) -> Figure:
+    """A B7 figure with B0's p99 persist latency (in the figure's unit, s or ms) for scale."""
+    p99 = b0.closed.p99_ms / (1000 if unit == "s" else 1) if b0 else None
+    return Figure(
+        "B7",
+        what,
+        value,
+        unit,
+        baseline=p99,
+        baseline_name="Synapse p99 persist (B0)" if p99 else None,
+        ratio=_ratio(value, p99),
+        note=note,
+    )
+
+
 def worker_recovery_figures(w: WorkerRecovery, b0: SynapseResult | None) -> list[Figure]:
-    p99_s = b0.closed.p99_ms / 1000 if b0 else None
-    p99_ms = b0.closed.p99_ms if b0 else None
-    name = "Synapse p99 persist (B0)"
+    partitions = ", ".join(map(str, w.killed_partitions))
     return [
-        Figure(
-            "B7",
+        _beside_b0_p99(
             "killed worker's rooms processing again, from its restart",
             w.back_after_restart_s,
             "s",
-            baseline=p99_s,
-            baseline_name=name if p99_s else None,
-            ratio=_ratio(w.back_after_restart_s, p99_s),
-            note=f"{w.back_after_kill_s:,.2f} s from the kill (restarted "
-            f"{w.restart_gap_s:,.2f} s after it); partitions "
-            f"{', '.join(map(str, w.killed_partitions))}, found by {w.ownership}." + w.loss_note(),
+            b0,
+            f"{w.back_after_kill_s:,.2f} s from the kill (restarted {w.restart_gap_s:,.2f} s "
+            f"after it); partitions {partitions}, found by {w.ownership}." + w.loss_note(),
         ),
-        Figure(
-            "B7",
+        _beside_b0_p99(
             "other rooms' longest pause meanwhile",
             w.others_max_ms,
             "ms",
-            baseline=p99_ms,
-            baseline_name=name if p99_ms else None,
-            ratio=_ratio(w.others_max_ms, p99_ms),
-            note=f"Their p99 then {w.others_p99_ms:,.0f} ms; their longest in as long a window "
+            b0,
+            f"Their p99 then {w.others_p99_ms:,.0f} ms; their longest in as long a window "
             f"before the kill {w.others_before_max_ms:,.0f} ms.",
         ),
     ]
 
 
 def takeover_figure(t: Takeover, b0: SynapseResult | None) -> Figure:
-    p99_s = b0.closed.p99_ms / 1000 if b0 else None
-    return Figure(
-        "B7",
+    return _beside_b0_p99(
         "standby committer takeover",
         t.takeover_s,
         "s",
-        baseline=p99_s,
-        baseline_name="Synapse p99 persist (B0)" if p99_s else None,
-        ratio=_ratio(t.takeover_s, p99_s),
-        note=f"Longest latency of an event produced after the kill {t.max_ms:,.0f} ms; before "
+        b0,
+        f"Longest latency of an event produced after the kill {t.max_ms:,.0f} ms; before "
         f"the kill p50 {t.before_p50_ms:,.1f} ms, max {t.before_max_ms:,.0f} ms; at "
         f"{t.rate:,.0f} events/s." + t.loss_note(),
     )

@@ -26,17 +26,14 @@ from aiokafka.partitioner import murmur2
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from pipeline.bench.e2e import PipelineRun
+from pipeline.bench.e2e import PipelineRun, loss_note
 from pipeline.bench.paced import probe_workload_shape
 from pipeline.bench.runs import (
     Stalled,
-    cleanup,
-    fresh_run,
-    logdir_of,
+    committer_active,
     wait_for_log,
     wait_for_progress,
     warm_up,
-    watching,
 )
 from pipeline.config import Settings
 from pipeline.dev.local import (
@@ -46,9 +43,8 @@ from pipeline.dev.local import (
     event_ids_of,
     percentile,
     produce_timed,
-    running,
 )
-from pipeline.dev.workload import Workload, generate_workload
+from pipeline.dev.workload import generate_workload
 from pipeline.errors import RoomstreamError
 
 ROOMS = 60  # enough that every one of the default 12 partitions has rooms
@@ -93,53 +89,76 @@ class Takeover:
 
 
 def _loss_note(lost: int, reason: str) -> str:
-    if not lost:
-        return ""
-    return (
-        f" The pipeline LOST {lost:,} of the events produced around the kill: they were never "
-        f"announced ({reason}); the figures are over those it announced."
+    return loss_note(
+        lost,
+        "the events produced around the kill",
+        reason,
+        "the figures are over those it announced",
     )
 
 
-def _await_all(
-    run: Settings,
-    watcher: InvalidationWatcher,
-    target: int,
-    timeout: float,
-    what: str,
-    *,
-    cluster: Cluster,
-) -> tuple[int, str]:
-    """Wait until the stream position reaches ``target``: (events lost, why) when it stalls
-    short of it, so a loss is reported beside the figures rather than hiding them."""
-    try:
-        wait_for_progress(run, lambda: watcher.position, target, timeout, what, cluster=cluster)
-    except Stalled as stalled:
-        why = (
-            f"a dead letter says: {stalled.reasons[0]}"
-            if stalled.reasons
-            else "nothing was dead-lettered"
-        )
-        return stalled.target - stalled.reached, why
-    return 0, ""
+@dataclass(frozen=True, slots=True)
+class KillPlan:
+    """How a recovery measurement produces around its kill -9: a workload of room version
+    ``version`` (from ``seed``) at ``rate`` events/s, the kill after ``before_s`` seconds, and
+    ``after_s`` seconds more; ``timeout`` bounds each wait."""
+
+    rate: float
+    version: str
+    before_s: float
+    after_s: float
+    seed: int
+    timeout: float
 
 
-def _paced_in_background(
-    settings: Settings, lines: Sequence[bytes], ids: Sequence[str | None], rate: float
-) -> tuple[threading.Thread, dict[str, float]]:
+@dataclass(frozen=True, slots=True)
+class _Produce:
+    """A paced produce under way in the background."""
+
+    plan: KillPlan
+    ids: list[str | None]  # the event ID of each line
+    keys: tuple[str | None, ...]  # the room of each line
+    target: int  # the stream position once every event is announced
+    thread: threading.Thread
+    sent: dict[str, float]  # event ID -> when it was handed to the producer
+
+    def finish(
+        self, run: Settings, watcher: InvalidationWatcher, cluster: Cluster, what: str
+    ) -> tuple[int, str]:
+        """Wait for the rest of the produce and its announcement: (events lost, why) when the
+        stream stalls short of the target, so a loss is reported beside the figures rather
+        than hiding them."""
+        self.thread.join(self.plan.timeout)
+        try:
+            wait_for_progress(
+                run, lambda: watcher.position, self.target, self.plan.timeout, what, cluster=cluster
+            )
+        except Stalled as stalled:
+            why = (
+                f"a dead letter says: {stalled.reasons[0]}"
+                if stalled.reasons
+                else "nothing was dead-lettered"
+            )
+            return stalled.target - stalled.reached, why
+        return 0, ""
+
+
+def _produce_until_kill(run: Settings, watcher: InvalidationWatcher, plan: KillPlan) -> _Produce:
+    """Start producing the plan's workload in the background; return when it is time to kill."""
+    rooms, per_room = probe_workload_shape(int(plan.rate * (plan.before_s + plan.after_s)), ROOMS)
+    wl = generate_workload(rooms, per_room, seed=plan.seed, forks=False)
+    lines = list(wl.lines)
+    ids = event_ids_of(lines, plan.version)
+    target = watcher.position + wl.event_count
     sent: dict[str, float] = {}
 
-    def run() -> None:
-        sent.update(produce_timed(settings, lines, ids, rate=rate))
+    def produce() -> None:
+        sent.update(produce_timed(run, lines, ids, rate=plan.rate))
 
-    thread = threading.Thread(target=run, name="paced-producer", daemon=True)
+    thread = threading.Thread(target=produce, name="paced-producer", daemon=True)
     thread.start()
-    return thread, sent
-
-
-def _workload(rate: float, seconds: float, seed: int) -> Workload:
-    rooms, per_room = probe_workload_shape(int(rate * seconds), rooms=ROOMS)
-    return generate_workload(rooms, per_room, seed=seed, forks=False)
+    time.sleep(plan.before_s)
+    return _Produce(plan, ids, wl.keys, target, thread, sent)
 
 
 def group_assignment(settings: Settings) -> dict[str, set[int]]:
@@ -219,44 +238,25 @@ def recovery_figures(
     )
 
 
-def measure_worker_recovery(
-    pr: PipelineRun,
-    *,
-    rate: float,
-    version: str,
-    before_s: float,
-    after_s: float,
-    seed: int,
-    timeout: float,
-) -> WorkerRecovery:
+def measure_worker_recovery(pr: PipelineRun, plan: KillPlan) -> WorkerRecovery:
     """Kill worker1 of ``pr`` with kill -9 after ``before_s`` seconds of producing at ``rate``,
     restart it at once, and keep producing for ``after_s`` seconds."""
     run, cluster, watcher = pr.settings, pr.cluster, pr.watcher
-    wl = _workload(rate, before_s + after_s, seed)
-    lines = list(wl.lines)
-    ids = event_ids_of(lines, version)
-    partition = {
-        e: partition_of(line_room, run.pdu_partitions)
-        for e, line_room in zip(ids, wl.keys, strict=True)
-        if e is not None and line_room is not None
-    }
     before = group_assignment(run)
     victim = next(c for c in cluster.children if c.name == "worker1")
-    target = watcher.position + wl.event_count
-    thread, sent = _paced_in_background(run, lines, ids, rate)
-    time.sleep(before_s)
+    produce = _produce_until_kill(run, watcher, plan)
     kill_at = time.monotonic()
     _restart(cluster, victim, ["--id", f"{run.topic_prefix}-w1"])
     restart_at = time.monotonic()
-    thread.join(timeout)
-    lost, why = _await_all(
-        run,
-        watcher,
-        target,
-        timeout,
-        "the events produced around a worker's kill -9 to be announced",
-        cluster=cluster,
+    lost, why = produce.finish(
+        run, watcher, cluster, "the events produced around a worker's kill -9 to be announced"
     )
+    partition = {
+        e: partition_of(line_room, run.pdu_partitions)
+        for e, line_room in zip(produce.ids, produce.keys, strict=True)
+        if e is not None and line_room is not None
+    }
+    sent = produce.sent
     after = group_assignment(run)
     killed = killed_partitions(before, after)
     ownership = "the killed member's assignment in the consumer group before the kill"
@@ -267,7 +267,7 @@ def measure_worker_recovery(
         sent, watcher.announced, partition, killed, kill_at=kill_at, restart_at=restart_at
     )
     return WorkerRecovery(
-        rate=rate,
+        rate=plan.rate,
         killed_partitions=tuple(sorted(killed)),
         ownership=ownership,
         back_after_restart_s=back_after_restart,
@@ -302,63 +302,36 @@ def _slowest_partitions(
     )
 
 
-def measure_takeover(
-    settings: Settings,
-    *,
-    rate: float,
-    version: str,
-    before_s: float,
-    after_s: float,
-    seed: int,
-    timeout: float,
-) -> Takeover:
+def measure_takeover(settings: Settings, plan: KillPlan) -> Takeover:
     """A fresh run with one worker and two committers; kill -9 the active one mid-produce."""
-    run = fresh_run(settings, "takeover")
-    try:
-        with (
-            watching(run) as watcher,
-            running(run, logdir_of(run), workers=1, committer=True) as cluster,
-        ):
-            wait_for_log(cluster, "committer", "committer is active", 90)
-            standby = cluster.start("committer", name="committer2")
-            with contextlib.suppress(RoomstreamError):
-                # Its words may change; a standby that said nothing still had 5 s to connect.
-                wait_for_log(cluster, standby.name, "standing by", 30)
-            warm_up(run, cluster, watcher, seed + 1)
-            wl = _workload(rate, before_s + after_s, seed)
-            lines = list(wl.lines)
-            ids = event_ids_of(lines, version)
-            target = watcher.position + wl.event_count
-            thread, sent = _paced_in_background(run, lines, ids, rate)
-            time.sleep(before_s)
-            active = next(c for c in cluster.children if c.name == "committer")
-            kill_at = time.monotonic()
-            active.kill9()
-            cluster.children.remove(active)
-            thread.join(timeout)
-            lost, why = _await_all(
-                run,
-                watcher,
-                target,
-                timeout,
-                "the standby committer to announce everything after the kill",
-                cluster=cluster,
-            )
-            announced = watcher.announced
-            after = [(t, announced[e]) for e, t in sent.items() if t >= kill_at and e in announced]
-            before = [
-                (announced[e] - t) * 1000 for e, t in sent.items() if t < kill_at and e in announced
-            ]
-            if not after:
-                raise RoomstreamError("no event produced after the kill was announced")
-            return Takeover(
-                rate=rate,
-                takeover_s=min(a for _, a in after) - kill_at,
-                max_ms=max((a - t) * 1000 for t, a in after),
-                before_p50_ms=percentile(before, 0.5),
-                before_max_ms=max(before, default=float("nan")),
-                lost=lost,
-                lost_reason=why,
-            )
-    finally:
-        cleanup(run)
+    with committer_active(settings, "takeover", workers=1, within=90) as (run, watcher, cluster):
+        standby = cluster.start("committer", name="committer2")
+        with contextlib.suppress(RoomstreamError):
+            # Its words may change; a standby that said nothing still had 5 s to connect.
+            wait_for_log(cluster, standby.name, "standing by", 30)
+        warm_up(run, cluster, watcher, plan.seed + 1)
+        produce = _produce_until_kill(run, watcher, plan)
+        active = next(c for c in cluster.children if c.name == "committer")
+        kill_at = time.monotonic()
+        active.kill9()
+        cluster.children.remove(active)
+        lost, why = produce.finish(
+            run, watcher, cluster, "the standby committer to announce everything after the kill"
+        )
+        sent = produce.sent
+        announced = watcher.announced
+        after = [(t, announced[e]) for e, t in sent.items() if t >= kill_at and e in announced]
+        before = [
+            (announced[e] - t) * 1000 for e, t in sent.items() if t < kill_at and e in announced
+        ]
+        if not after:
+            raise RoomstreamError("no event produced after the kill was announced")
+        return Takeover(
+            rate=plan.rate,
+            takeover_s=min(a for _, a in after) - kill_at,
+            max_ms=max((a - t) * 1000 for t, a in after),
+            before_p50_ms=percentile(before, 0.5),
+            before_max_ms=max(before, default=float("nan")),
+            lost=lost,
+            lost_reason=why,
+        )

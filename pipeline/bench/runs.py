@@ -27,6 +27,7 @@ from pipeline.dev.local import (
     prepare_run,
     produce_timed,
     remove_worker_data,
+    running,
     wait_for_workers,
 )
 from pipeline.dev.stack import Stack
@@ -284,3 +285,21 @@ def watching(run: Settings) -> Iterator[InvalidationWatcher]:
         yield watcher
     finally:
         watcher.stop()
+
+
+@contextlib.contextmanager
+def committer_active(
+    settings: Settings, tag: str, *, workers: int, within: float
+) -> Iterator[tuple[Settings, InvalidationWatcher, Cluster]]:
+    """A fresh run with ``workers`` workers and a committer that has logged it is active
+    (within ``within`` seconds), watched; the run is deleted afterwards."""
+    run = fresh_run(settings, tag)
+    try:
+        with (
+            watching(run) as watcher,
+            running(run, logdir_of(run), workers=workers, committer=True) as cluster,
+        ):
+            wait_for_log(cluster, "committer", "committer is active", within)
+            yield run, watcher, cluster
+    finally:
+        cleanup(run)

@@ -14,6 +14,7 @@ as not measured, with the reason, and the rest go on.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -25,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
 
@@ -44,6 +45,9 @@ from pipeline.config import Settings
 from pipeline.dev.local import ROOT
 from pipeline.dev.workload import generate_workload, slow_resolution_room
 from pipeline.errors import RoomstreamError
+
+if TYPE_CHECKING:
+    from pipeline.bench.recovery import KillPlan
 
 BENCHES = ("B0", "B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B9")
 DEFAULT_RATE = 50.0  # events/s for B3 and B7 when B2 found no capacity to give half of
@@ -582,23 +586,15 @@ class _Suite:
             state_changes=s.big_state_changes,
             join_slice=join_slice,
         )
-        _, small = measure_room(
+        room = functools.partial(
+            measure_room,
             pr,
-            members=s.small_members,
             messages=s.big_messages,
             state_changes=s.big_state_changes,
-            tag="small",
             timeout=s.timeout,
         )
-        joins, big = measure_room(
-            pr,
-            members=s.big_members,
-            messages=s.big_messages,
-            state_changes=s.big_state_changes,
-            tag="big",
-            timeout=s.timeout,
-            join_slice=join_slice,
-        )
+        _, small = room(members=s.small_members, tag="small")
+        joins, big = room(members=s.big_members, tag="big", join_slice=join_slice)
         self.say(
             f"B8: {joins.last_ms:,.2f} ms per join near {s.big_members:,} members, "
             f"{joins.first_ms:,.2f} ms under {join_slice:,}"
@@ -618,17 +614,23 @@ class _Suite:
         )
         if self.opts.workers < 2:
             raise RoomstreamError("the worker kill needs at least 2 workers (--workers)")
-        w = measure_worker_recovery(
-            pr,
-            rate=st.rate,
+        w = measure_worker_recovery(pr, self._kill_plan(seed=31))
+        self.say(f"B7: worker back {w.back_after_restart_s:.2f} s after its restart")
+        sec.figures += worker_recovery_figures(w, st.b0)
+
+    def _kill_plan(self, seed: int) -> KillPlan:
+        """B7's produce around a kill: at the sustainable rate, for as long as configured."""
+        from pipeline.bench.recovery import KillPlan
+
+        s = self.s
+        return KillPlan(
+            rate=self.st.rate,
             version=self.version,
             before_s=s.recovery_before_s,
             after_s=s.recovery_after_s,
-            seed=31,
+            seed=seed,
             timeout=s.timeout,
         )
-        self.say(f"B7: worker back {w.back_after_restart_s:.2f} s after its restart")
-        sec.figures += worker_recovery_figures(w, st.b0)
 
     def b7_takeover(self) -> None:
         if "B7" not in self.want:
@@ -645,15 +647,7 @@ class _Suite:
                 after_s=s.recovery_after_s,
                 workers=self.opts.workers,
             )
-            t = measure_takeover(
-                self.settings,
-                rate=st.rate,
-                version=self.version,
-                before_s=s.recovery_before_s,
-                after_s=s.recovery_after_s,
-                seed=41,
-                timeout=s.timeout,
-            )
+            t = measure_takeover(self.settings, self._kill_plan(seed=41))
             self.say(f"B7: standby committer took over in {t.takeover_s:.2f} s")
             sec.figures.append(takeover_figure(t, st.b0))
 

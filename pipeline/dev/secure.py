@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pipeline.config import Settings
-from pipeline.errors import MissingBinary, StackError
+from pipeline.dev.tools import run_tool
+from pipeline.errors import MissingBinary
 
 MECHANISM = "SCRAM-SHA-512"
 BROKER_USER = "admin"
@@ -53,7 +53,8 @@ class StackSecurity:
     def password(self, user: str) -> str:
         return self._secret(self.password_file(user))
 
-    def _keytool(self, *args: str) -> None:
+    def _keytool(self, command: str, keystore: Path, alias: str, *args: str) -> None:
+        """Run keytool's ``command`` on the entry ``alias`` of the PKCS12 store ``keystore``."""
         java_home = self.settings.java_home
         keytool = (
             str(java_home / "bin" / "keytool")
@@ -66,14 +67,12 @@ class StackSecurity:
                 "openjdk-17-jdk-headless) to make the secured stack's certificates"
             )
         env = {**os.environ, _STOREPASS_ENV: self._secret(self.storepass_file)}
-        proc = subprocess.run(
-            [keytool, *args], capture_output=True, text=True, check=False, env=env
+        store = ("-keystore", str(keystore), "-storetype", "PKCS12")
+        run_tool(
+            [keytool, command, *store, "-storepass:env", _STOREPASS_ENV, "-alias", alias, *args],
+            f"keytool {command} failed while making the stack's certificates",
+            env=env,
         )
-        if proc.returncode != 0:
-            raise StackError(
-                f"keytool {args[0]} failed while making the stack's certificates:\n"
-                f"{(proc.stdout + proc.stderr)[-2000:]}"
-            )
 
     def ensure(self, progress: Callable[[str], None]) -> None:
         """Make the CA, the brokers' certificate and the users' passwords, once."""
@@ -84,44 +83,28 @@ class StackSecurity:
         progress(f"making a CA and the brokers' certificate in {self.dir} ...")
         for path in (self.ca_store, self.keystore, self.truststore, self.ca_pem):
             path.unlink(missing_ok=True)
-        store = ("-storetype", "PKCS12", "-storepass:env", _STOREPASS_ENV)
         san = "SAN=ip:127.0.0.1,dns:localhost"
         csr, crt = self.dir / "broker.csr", self.dir / "broker.crt"
+        ca, broker = "ca", "broker"
         self._keytool(
-            "-genkeypair", "-keystore", str(self.ca_store), *store, "-alias", "ca",
-            "-dname", "CN=Roomstream local stack CA", "-keyalg", "RSA", "-keysize", "2048",
-            "-validity", "3650", "-ext", "bc:c", "-ext", "KeyUsage:c=keyCertSign,cRLSign",
+            "-genkeypair", self.ca_store, ca, "-dname", "CN=Roomstream local stack CA",
+            "-keyalg", "RSA", "-keysize", "2048", "-validity", "3650",
+            "-ext", "bc:c", "-ext", "KeyUsage:c=keyCertSign,cRLSign",
         )  # fmt: skip
+        self._keytool("-exportcert", self.ca_store, ca, "-rfc", "-file", str(self.ca_pem))
         self._keytool(
-            "-exportcert", "-keystore", str(self.ca_store), *store, "-alias", "ca", "-rfc",
-            "-file", str(self.ca_pem),
+            "-genkeypair", self.keystore, broker, "-dname", "CN=127.0.0.1",
+            "-keyalg", "RSA", "-keysize", "2048", "-validity", "825", "-ext", san,
         )  # fmt: skip
+        self._keytool("-certreq", self.keystore, broker, "-file", str(csr))
         self._keytool(
-            "-genkeypair", "-keystore", str(self.keystore), *store, "-alias", "broker",
-            "-dname", "CN=127.0.0.1", "-keyalg", "RSA", "-keysize", "2048", "-validity", "825",
-            "-ext", san,
-        )  # fmt: skip
-        self._keytool(
-            "-certreq", "-keystore", str(self.keystore), *store, "-alias", "broker",
-            "-file", str(csr),
-        )  # fmt: skip
-        self._keytool(
-            "-gencert", "-keystore", str(self.ca_store), *store, "-alias", "ca",
-            "-infile", str(csr), "-outfile", str(crt), "-rfc", "-validity", "825", "-ext", san,
+            "-gencert", self.ca_store, ca, "-infile", str(csr), "-outfile", str(crt),
+            "-rfc", "-validity", "825", "-ext", san,
             "-ext", "KeyUsage=digitalSignature,keyEncipherment", "-ext", "EKU=serverAuth",
         )  # fmt: skip
-        self._keytool(
-            "-importcert", "-keystore", str(self.keystore), *store, "-alias", "ca",
-            "-file", str(self.ca_pem), "-noprompt",
-        )  # fmt: skip
-        self._keytool(
-            "-importcert", "-keystore", str(self.keystore), *store, "-alias", "broker",
-            "-file", str(crt),
-        )  # fmt: skip
-        self._keytool(
-            "-importcert", "-keystore", str(self.truststore), *store, "-alias", "ca",
-            "-file", str(self.ca_pem), "-noprompt",
-        )  # fmt: skip
+        self._keytool("-importcert", self.keystore, ca, "-file", str(self.ca_pem), "-noprompt")
+        self._keytool("-importcert", self.keystore, broker, "-file", str(crt))
+        self._keytool("-importcert", self.truststore, ca, "-file", str(self.ca_pem), "-noprompt")
         csr.unlink(missing_ok=True)
 
     def broker_properties(self, listener: str) -> dict[str, str]:

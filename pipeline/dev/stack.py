@@ -49,6 +49,7 @@ from typing import Any
 
 from pipeline.config import Settings, local_database_url
 from pipeline.dev.secure import StackSecurity
+from pipeline.dev.tools import run_tool
 from pipeline.errors import MissingBinary, PortInUse, StackError, StartTimeout
 
 # deploy/kafka/pom.xml, through a link in this package that the wheel carries as a file.
@@ -302,7 +303,7 @@ class KafkaNode:
         if (self.data / "meta.properties").exists():
             return
         extra = security.format_args() if security is not None else []
-        proc = subprocess.run(
+        run_tool(
             self._java_cmd(
                 "kafka.tools.StorageTool",
                 "format",
@@ -312,15 +313,8 @@ class KafkaNode:
                 str(self.properties),
                 *extra,
             ),
-            capture_output=True,
-            text=True,
-            check=False,
+            f"formatting Kafka storage of node {self.node_id} failed",
         )
-        if proc.returncode != 0:
-            raise StackError(
-                f"formatting Kafka storage of node {self.node_id} failed:\n"
-                f"{(proc.stdout + proc.stderr)[-3000:]}"
-            )
 
     def pid(self) -> int | None:
         pid = _read_pid(self.pid_file)

@@ -162,29 +162,24 @@ def write_jsonl(workload: Workload, path: str | Path) -> Path:
 # -------------------------------------------------------------------- one room's life
 
 
+@dataclass
 class _RoomScript:
     """Plays one room: chooses each next event at random among those that make sense now."""
 
-    def __init__(
-        self,
-        builder: RoomBuilder,
-        rng: random.Random,
-        *,
-        forks: bool,
-        start_ts: int,
-        state_heavy: bool = False,
-    ) -> None:
-        self.b = builder
-        self.rng = rng
-        self.forks = forks
-        self.state_heavy = state_heavy
-        self.ts = start_ts
-        self.creator = user_id(HOME, rng.randrange(USERS_PER_SERVER))
-        self.joined: list[str] = []
-        self.banned: set[str] = set()
-        self.levels: dict[str, int] = {}  # power levels of users other than the creator
-        self.messages: list[tuple[str, str]] = []  # (sender, event ID) of accepted messages
-        self.stats: dict[str, int] = {}
+    b: RoomBuilder
+    rng: random.Random
+    forks: bool
+    ts: int  # the room's clock, ms since the epoch: each event a random tick after the last
+    state_heavy: bool = False
+    creator: str = field(init=False)
+    joined: list[str] = field(init=False, default_factory=list)
+    banned: set[str] = field(init=False, default_factory=set)
+    levels: dict[str, int] = field(init=False, default_factory=dict)  # users beside the creator
+    messages: list[tuple[str, str]] = field(init=False, default_factory=list)  # (sender, ID)
+    stats: dict[str, int] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.creator = user_id(HOME, self.rng.randrange(USERS_PER_SERVER))
 
     def _tick(self) -> int:
         self.ts += self.rng.randint(40, 4_000)
@@ -473,7 +468,7 @@ def generate_workload(
         rng = random.Random(f"roomstream-workload/{seed}/{i}")
         start = _START_TS + rng.randrange(_START_SPREAD_MS)
         b = RoomBuilder(rv.identifier, tag=opaque_tag(seed, i), start_ts=start)
-        script = _RoomScript(b, rng, forks=forks, start_ts=start, state_heavy=state_heavy)
+        script = _RoomScript(b, rng, forks=forks, ts=start, state_heavy=state_heavy)
         script.play(events_per_room)
         f = _facts(b, script.creator)
         facts[f.room_id] = f

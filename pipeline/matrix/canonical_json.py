@@ -252,6 +252,18 @@ def _scan_or_raise(
         raise e.error(prefix, max_nesting) from None
 
 
+def _write(value: object, flags: int, *, integral_floats: bool) -> bytes:
+    """Write a scanned ``value``: orjson, unless the scan's ``flags`` say a value needs a plain
+    copy first or the stdlib's encoder (numbers orjson cannot write)."""
+    if flags & _NEEDS_COPY:
+        value = _plain(value, integral_floats=integral_floats)
+    if flags & _NEEDS_STDLIB:
+        return json.dumps(
+            value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
+        ).encode("utf-8")
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
 def encode_canonical_json(value: object, *, strict: bool = True) -> bytes:
     """``value`` as canonical JSON bytes.
 
@@ -260,14 +272,7 @@ def encode_canonical_json(value: object, *, strict: bool = True) -> bytes:
     naming the path of the first value that cannot be written.
     """
     mode = _STRICT_ENCODE if strict else _LENIENT
-    flags = _scan_or_raise(value, mode)
-    if flags & _NEEDS_COPY:
-        value = _plain(value, integral_floats=strict)
-    if flags & _NEEDS_STDLIB:
-        return json.dumps(
-            value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
-        ).encode("utf-8")
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return _write(value, _scan_or_raise(value, mode), integral_floats=strict)
 
 
 def encode_pdu_json(value: object, *, strict_wire: bool, max_nesting: int) -> bytes:
@@ -284,14 +289,7 @@ def encode_pdu_json(value: object, *, strict_wire: bool, max_nesting: int) -> by
     if not 0 < max_nesting <= MAX_NESTING:
         raise ValueError(f"max_nesting must be in [1, {MAX_NESTING}], not {max_nesting}")
     mode = _STRICT_WIRE if strict_wire else _LENIENT_STORABLE
-    flags = _scan_or_raise(value, mode, "", max_nesting)
-    if flags & _NEEDS_COPY:
-        value = _plain(value, integral_floats=False)
-    if flags & _NEEDS_STDLIB:
-        return json.dumps(
-            value, ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
-        ).encode("utf-8")
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return _write(value, _scan_or_raise(value, mode, "", max_nesting), integral_floats=False)
 
 
 def check_canonical_values(value: object, path: str = "") -> None:

@@ -31,7 +31,7 @@ from pipeline.room.processor import (
     RoomProcessor,
     as_mapping,
 )
-from pipeline.room.replay import numbered_lines, unroutable_reason
+from pipeline.room.replay import routed_lines
 
 Json = dict[str, Any]
 
@@ -103,10 +103,7 @@ def explain(lines: Iterable[bytes | str], *, config: ProcessorConfig | None = No
     """Replay ``lines`` (PDUs in the order they were decided) with decision records."""
     rooms: dict[str, _RoomRecord] = {}
     stray: list[Json] = []
-    for number, text, room_id in numbered_lines(lines):
-        if room_id is None:
-            stray.append({"line": number, "reason": unroutable_reason(text)})
-            continue
+    for number, text, room_id in routed_lines(lines, stray):
         room = rooms.get(room_id)
         if room is None:
             recorder = Recorder()

@@ -38,10 +38,7 @@ def replay(
     """Run every line through its room's processor; the result as DESIGN.md describes it."""
     rooms: dict[str, _Room] = {}
     dead_letter: list[dict[str, Any]] = []
-    for number, text, room_id in numbered_lines(lines):
-        if room_id is None:
-            dead_letter.append({"line": number, "reason": unroutable_reason(text)})
-            continue
+    for number, text, room_id in routed_lines(lines, dead_letter):
         room = rooms.get(room_id)
         if room is None:
             room = rooms[room_id] = _Room(room_id, config)
@@ -54,13 +51,20 @@ def replay(
     }
 
 
-def numbered_lines(lines: Iterable[bytes | str]) -> Iterator[tuple[int, str, str | None]]:
-    """Each non-blank line of a PDU file: its number (from 1), its text and its room (None when
-    it names none)."""
+def routed_lines(
+    lines: Iterable[bytes | str], unroutable: list[dict[str, Any]]
+) -> Iterator[tuple[int, str, str]]:
+    """Each non-blank line of a PDU file that names a room: its number (from 1), its text and its
+    room. A line that names none is appended to ``unroutable`` as a dead letter (line, reason)."""
     for number, line in enumerate(lines, start=1):
         text = line.decode("utf-8", errors="replace") if isinstance(line, bytes) else line
-        if text.strip():
-            yield number, text, room_id_of(text)
+        if not text.strip():
+            continue
+        room_id = room_id_of(text)
+        if room_id is None:
+            unroutable.append({"line": number, "reason": unroutable_reason(text)})
+        else:
+            yield number, text, room_id
 
 
 def unroutable_reason(text: str) -> str:

@@ -13,14 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.matrix.room_versions import EventFormat, room_version
-from pipeline.room.chunk import (
-    Chunk,
-    ChunkEvent,
-    CurrentStateRow,
-    Membership,
-    Redaction,
-    StateGroup,
-)
+from pipeline.room import chunk as core
 
 _GROUP_IDS = itertools.count(1)
 
@@ -61,7 +54,7 @@ class RoomSim:
         self.n_events = 0
         self.groups_of: dict[str, int | None] = {}  # event_id -> its state group
 
-    def create_chunk(self) -> Chunk:
+    def create_chunk(self) -> core.Chunk:
         return self.chunk(
             Spec("m.room.create", self.creator, "", {"room_version": self.version}),
             member(self.creator),
@@ -74,14 +67,14 @@ class RoomSim:
         digest = hashlib.sha256(f"{self.room_id}/{self.n_events}".encode()).hexdigest()[:20]
         return f"${digest}"
 
-    def chunk(self, *specs: Spec) -> Chunk:
+    def chunk(self, *specs: Spec) -> core.Chunk:
         self.n_chunks += 1
         start_state = dict(self.state)
         start_ext = list(self.extremities)
-        events: list[ChunkEvent] = []
-        groups: list[StateGroup] = []
-        memberships: list[Membership] = []
-        redactions: list[Redaction] = []
+        events: list[core.ChunkEvent] = []
+        groups: list[core.StateGroup] = []
+        memberships: list[core.Membership] = []
+        redactions: list[core.Redaction] = []
         for s in specs:
             eid = self._event_id()
             self.depth += 1
@@ -109,7 +102,7 @@ class RoomSim:
                 del pdu["room_id"]
             if s.redacts is not None:
                 pdu["content"]["redacts"] = s.redacts
-                redactions.append(Redaction(eid, s.redacts))
+                redactions.append(core.Redaction(eid, s.redacts))
             accepted = s.rejected is None
             group = self.group
             if accepted and s.state_key is not None and not s.soft_failed:
@@ -118,19 +111,19 @@ class RoomSim:
                 if self.group is None:
                     delta = tuple((t, k, e) for (t, k), e in sorted(self.state.items()))
                     delta += ((s.type, s.state_key, eid),)
-                    groups.append(StateGroup(gid, eid, None, delta))
+                    groups.append(core.StateGroup(gid, eid, None, delta))
                 else:
-                    groups.append(StateGroup(gid, eid, self.group, ((*key, eid),)))
+                    groups.append(core.StateGroup(gid, eid, self.group, ((*key, eid),)))
                 self.state[key] = eid
                 self.group = group = gid
                 if s.type == "m.room.member":
                     membership = (s.content or {})["membership"]
-                    memberships.append(Membership(eid, s.state_key, s.sender, membership))
+                    memberships.append(core.Membership(eid, s.state_key, s.sender, membership))
             if accepted and not s.soft_failed:
                 self.extremities = [eid]
             self.groups_of[eid] = group
             events.append(
-                ChunkEvent(
+                core.ChunkEvent(
                     event_id=eid,
                     format_version=int(fmt),
                     pdu=pdu,
@@ -141,12 +134,12 @@ class RoomSim:
                 )
             )
         changed = [
-            CurrentStateRow(t, k, e, self._membership_of(events, e))
+            core.CurrentStateRow(t, k, e, self._membership_of(events, e))
             for (t, k), e in sorted(self.state.items())
             if start_state.get((t, k)) != e
         ]
         has_create = any(e.pdu["type"] == "m.room.create" for e in events)
-        return Chunk(
+        return core.Chunk(
             chunk_id=f"{self.room_id}/{self.n_chunks}",
             room_id=self.room_id,
             room_version=self.version,
@@ -161,7 +154,7 @@ class RoomSim:
         )
 
     @staticmethod
-    def _membership_of(events: list[ChunkEvent], eid: str) -> str | None:
+    def _membership_of(events: list[core.ChunkEvent], eid: str) -> str | None:
         for e in events:
             if e.event_id == eid and e.pdu["type"] == "m.room.member":
                 m = e.pdu["content"].get("membership")

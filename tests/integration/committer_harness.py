@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from pipeline.committer.loop import Committer
 from pipeline.config import Settings
+from pipeline.invalidations import InvalidationClient
 from pipeline.room.chunk import Chunk
 from topics import chunk as chunk_codec
 from topics.definitions import Topic
@@ -91,6 +92,11 @@ def query(settings: Settings, sql: str, *params: Any) -> list[tuple[Any, ...]]:
             return rows
     finally:
         conn.close()
+
+
+def invalidations(settings: Settings) -> InvalidationClient:
+    """A client of the run's invalidation stream, as a cache in front of Roomstream uses it."""
+    return InvalidationClient(settings.kafka_bootstrap, settings.topic(Topic.INVALIDATIONS))
 
 
 class RunningCommitter:

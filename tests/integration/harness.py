@@ -6,9 +6,11 @@ SIGTERM them, kill -9 them and start new ones, as an operator would.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,16 @@ from pipeline.config import Settings
 from pipeline.dev.local import Child, Cluster, settings_env
 from pipeline.kafka_clients import consumer_config
 
-__all__ = ["ROOT", "Processes", "TopicReader", "fold_chunks", "produce", "settings_env", "wait_for"]
+__all__ = [
+    "ROOT",
+    "Processes",
+    "TopicReader",
+    "fold_chunks",
+    "produce",
+    "roomstream",
+    "settings_env",
+    "wait_for",
+]
 from pipeline.ops.produce import produce_lines
 from topics import chunk as chunk_codec
 
@@ -57,6 +68,22 @@ class Processes:
     def stop_all(self) -> None:
         for p in self.started:
             p.stop()
+
+
+def roomstream(
+    env: Settings | Mapping[str, str], *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``roomstream *args`` (``python -m pipeline.cli``) run from the checkout, in ``env`` (a
+    run's settings as environment variables, or an environment as given); its output as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=ROOT,
+        env=settings_env(env) if isinstance(env, Settings) else dict(env),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def produce(settings: Settings, lines: Iterable[bytes]) -> int:

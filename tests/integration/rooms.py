@@ -9,17 +9,30 @@ BOB = "@bob:other.example"
 CAROL = "@carol:example.org"
 
 
-def busy_room(tag: str, version: str = "10", messages: int = 6) -> RoomBuilder:
-    """A room with joins from two servers, a fork and its merge, a rejected event and a
-    soft-failed one (a banned user's message built on a stale view of the room)."""
+def alices_room(tag: str, version: str = "10") -> RoomBuilder:
+    """A room Alice created and joined, with the default power levels (3 events)."""
     room = RoomBuilder(version, tag=tag)
     room.create(ALICE)
     room.join(ALICE)
     room.state("m.room.power_levels", ALICE, default_power_levels(ALICE, room.rv))
+    return room
+
+
+def chat_room(tag: str, version: str = "10", messages: int = 6) -> RoomBuilder:
+    """Alice's room made public, Bob (of another server) joined (5 events), and ``messages``
+    messages between them."""
+    room = alices_room(tag, version)
     room.state("m.room.join_rules", ALICE, {"join_rule": "public"})
     room.join(BOB)
     for i in range(messages):
         room.message(ALICE if i % 2 else BOB, f"message {i}")
+    return room
+
+
+def busy_room(tag: str, version: str = "10", messages: int = 6) -> RoomBuilder:
+    """A chat room with a fork and its merge, a rejected event and a soft-failed one (a banned
+    user's message built on a stale view of the room)."""
+    room = chat_room(tag, version, messages)
     # A fork: both servers send on top of the same extremity; then a merge.
     base = room.forward_extremities
     room.message(ALICE, "left branch", prev=base)
@@ -37,3 +50,10 @@ def busy_room(tag: str, version: str = "10", messages: int = 6) -> RoomBuilder:
 
 def lines_of(room: RoomBuilder) -> list[bytes]:
     return [e.line for e in room.events]
+
+
+def interleaved(rooms: list[RoomBuilder]) -> list[bytes]:
+    """The rooms' lines one room after another in turn, as a busy front end sends them; each
+    room's order kept."""
+    queues = [lines_of(r) for r in rooms]
+    return [q[i] for i in range(max(map(len, queues), default=0)) for q in queues if i < len(q)]

@@ -9,7 +9,6 @@ broker loses no acknowledged record and blocks no writer.
 
 from __future__ import annotations
 
-import itertools
 import os
 import subprocess
 import sys
@@ -19,8 +18,6 @@ from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
-import orjson
-import psycopg2
 import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource
 
@@ -29,10 +26,9 @@ from pipeline import pg
 from pipeline.config import Settings
 from pipeline.dev.local import database_url_for
 from pipeline.dev.stack import Kafka, Stack, _port_free
-from pipeline.dev.workload import generate_workload
 from pipeline.kafka_clients import confluent_config
-from pipeline.room.replay import replay
-from tests.integration.harness import ROOT, Processes, TopicReader, produce, wait_for
+from tests.integration.harness import ROOT
+from tests.integration.outage import OutageStream
 from topics import apply_topics
 from topics.definitions import Topic
 
@@ -86,16 +82,6 @@ def cluster(
         admin.close()
 
 
-def _stored(settings: Settings) -> int:
-    try:
-        with pg.connect(settings) as conn, conn.cursor() as cur:
-            cur.execute("SELECT count(*) FROM events")
-            row = cur.fetchone()
-            return int(row[0]) if row else 0
-    except psycopg2.OperationalError:
-        return -1
-
-
 def _leader_of_chunks(settings: Settings) -> int:
     md = AdminClient(confluent_config(settings)).list_topics(timeout=10)
     return int(md.topics[settings.topic(Topic.CHUNKS)].partitions[0].leader)
@@ -147,54 +133,19 @@ def test_a_broker_killed_mid_stream_loses_nothing_and_doubles_nothing(
     cluster: tuple[Settings, Kafka], tmp_path: Path
 ) -> None:
     settings, kafka = cluster
-    workload = generate_workload(30, 30, seed=23)
-    lines = list(workload.lines)
-    expected = replay(lines)
-    n_valid = workload.event_count
-    procs = Processes(settings, tmp_path)
-    invalidations: TopicReader | None = None
-    try:
-        worker = procs.worker("w1")
-        committer = procs.start("committer", name="committer")
-        half = len(lines) // 2
-        produce(settings, lines[:half])
-        wait_for(
-            lambda: _stored(settings) > half // 4,
-            180,
-            "a first part stored",
-            processes=[worker, committer],
-        )
+    with OutageStream(settings, tmp_path, seed=23, first_part_s=180) as stream:
         # The leader of the committer's partition dies as a machine would: no shutdown.
         victim = kafka.nodes[_leader_of_chunks(settings) - 1]
         victim.kill9()
-        produce(settings, lines[half:])
+        stream.produce_rest()
         time.sleep(5)
         assert kafka.up()  # the victim alone is started again
-        wait_for(
-            lambda: _stored(settings) >= n_valid,
-            300,
-            f"{n_valid} events stored",
-            processes=[worker, committer],
-        )
-        invalidations = TopicReader(settings, Topic.INVALIDATIONS)
-        reader = invalidations
-        wait_for(
-            lambda: (
-                bool(reader.messages)
-                and orjson.loads(reader.messages[-1].value())["position"] >= n_valid
-            ),
-            120,
-            "the last invalidation",
-            readers=[reader],
-            processes=[committer],
-        )
+        invalidations = stream.finish(300)
         # Nobody helped: the processes that started are the ones still running.
-        assert worker.alive() and committer.alive()
-    finally:
-        procs.stop_all()
+        assert stream.worker.alive() and stream.committer.alive()
 
     # The outage is told in state changes, not in a line per reconnection attempt.
-    worker_log = worker.log.read_text(errors="replace").splitlines()
+    worker_log = stream.worker.log.read_text(errors="replace").splitlines()
     assert [line for line in worker_log if "lost Kafka" in line], worker_log[-20:]
     retries = [line for line in worker_log if "Unable connect" in line or "not ready" in line]
     assert retries == []
@@ -202,27 +153,4 @@ def test_a_broker_killed_mid_stream_loses_nothing_and_doubles_nothing(
         line for line in worker_log if f"node {victim.node_id}" in line or f":{victim.port}" in line
     ]
     assert len(about_victim) <= 4, about_victim
-
-    with pg.connect(settings) as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT min(stream_ordering), max(stream_ordering), count(*),"
-            " count(DISTINCT event_id) FROM events"
-        )
-        assert cur.fetchone() == (1, n_valid, n_valid, n_valid)
-        for room_id, want in expected["rooms"].items():
-            cur.execute(
-                "SELECT type, state_key, event_id FROM current_state_events WHERE room_id = %s",
-                (room_id,),
-            )
-            assert sorted([t, k, e] for t, k, e in cur.fetchall()) == want["current_state"]
-            cur.execute(
-                "SELECT event_id FROM event_forward_extremities WHERE room_id = %s", (room_id,)
-            )
-            assert sorted(r[0] for r in cur.fetchall()) == want["forward_extremities"]
-    assert invalidations is not None
-    messages = [orjson.loads(m.value()) for m in invalidations.messages]
-    # A re-sent outbox row carries the same position; without them the chain holds.
-    unique = {m["position"]: m for m in messages}
-    chain = [unique[p] for p in sorted(unique)]
-    assert all(b["prev_position"] == a["position"] for a, b in itertools.pairwise(chain))
-    assert chain[-1]["position"] == n_valid
+    stream.assert_nothing_lost_or_doubled(invalidations)

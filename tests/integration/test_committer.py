@@ -10,13 +10,13 @@ import pytest
 
 from pipeline.committer.loop import APPLICATION_NAME
 from pipeline.config import Settings
-from pipeline.invalidations import InvalidationClient
 from tests.integration._chunks import RoomSim, member, msg
 from tests.integration.committer_harness import (
     WAIT_S,
     RunningCommitter,
     SimulatedCrash,
     crash_at,
+    invalidations,
     message_count,
     produce,
     query,
@@ -28,8 +28,14 @@ from topics.definitions import Topic
 pytestmark = pytest.mark.integration
 
 
-def client(settings: Settings) -> InvalidationClient:
-    return InvalidationClient(settings.kafka_bootstrap, settings.topic(Topic.INVALIDATIONS))
+def crashed_committing_a_create_chunk(settings: Settings, point: str) -> RoomSim:
+    """Produce a new room's create chunk and run a committer until it crashes at ``point`` (a
+    step of its commit) committing it; the room."""
+    room = RoomSim("!r:example.org")
+    produce(settings, [room.create_chunk()])
+    crashed = RunningCommitter(settings, crash_hook=crash_at(point))
+    assert isinstance(crashed.wait_ended(), SimulatedCrash)
+    return room
 
 
 def test_invariant_1_contiguous_orderings_and_chained_messages_across_many_rooms(
@@ -43,7 +49,7 @@ def test_invariant_1_contiguous_orderings_and_chained_messages_across_many_rooms
     total = sum(len(c.events) for c in chunks)
     produce(settings, chunks)
     seen: list[dict[str, object]] = []
-    with RunningCommitter(settings) as rc, client(settings) as inv:
+    with RunningCommitter(settings) as rc, invalidations(settings) as inv:
         inv.add_notifier(seen.append)
         assert inv.wait_for_position(total, WAIT_S)
         assert rc.committer.stats.batches > 1
@@ -67,7 +73,7 @@ def test_invariant_3_chunks_delivered_twice_are_committed_once(settings: Setting
     produce(settings, [create, chat, create, chat])  # a processor replayed after a crash
     tail = room.chunk(msg(room.creator))
     produce(settings, [tail])
-    with RunningCommitter(settings) as rc, client(settings) as inv:
+    with RunningCommitter(settings) as rc, invalidations(settings) as inv:
         assert inv.wait_for_position(4, WAIT_S)
         assert rc.committer.stats.skipped_chunks == 2
     assert query(settings, "SELECT count(*) FROM events") == [(4,)]
@@ -83,11 +89,11 @@ def test_a_restarted_committer_resumes_from_the_offset_stored_in_postgres(
 ) -> None:
     room = RoomSim("!r:example.org")
     produce(settings, [room.create_chunk()])
-    with RunningCommitter(settings) as rc, client(settings) as inv:
+    with RunningCommitter(settings) as rc, invalidations(settings) as inv:
         assert inv.wait_for_position(2, WAIT_S)
         rc.stop()
     produce(settings, [room.chunk(msg(room.creator))])
-    with RunningCommitter(settings) as rc2, client(settings) as inv:
+    with RunningCommitter(settings) as rc2, invalidations(settings) as inv:
         assert inv.wait_for_position(3, WAIT_S)
         # It did not re-read the first chunk: it seeked past it.
         assert rc2.committer.stats.skipped_chunks == 0
@@ -98,17 +104,14 @@ def test_a_restarted_committer_resumes_from_the_offset_stored_in_postgres(
 def test_crash_between_commit_and_publish_resends_the_outbox_with_the_same_position(
     settings: Settings,
 ) -> None:
-    room = RoomSim("!r:example.org")
-    produce(settings, [room.create_chunk()])
-    crashed = RunningCommitter(settings, crash_hook=crash_at("after_commit"))
-    assert isinstance(crashed.wait_ended(), SimulatedCrash)
+    room = crashed_committing_a_create_chunk(settings, "after_commit")
     assert query(settings, "SELECT position, prev_position, sent FROM invalidation_outbox") == [
         (2, 0, False)
     ]
     assert message_count(settings, Topic.INVALIDATIONS) == 0  # committed, not announced
 
     produce(settings, [room.chunk(msg(room.creator))])
-    with RunningCommitter(settings) as rc, client(settings) as inv:
+    with RunningCommitter(settings) as rc, invalidations(settings) as inv:
         assert inv.wait_for_position(3, WAIT_S)
         assert rc.committer.stats.resent == 1
     assert inv.gaps == 0 and inv.duplicates == 0
@@ -120,12 +123,9 @@ def test_crash_between_commit_and_publish_resends_the_outbox_with_the_same_posit
 def test_crash_between_publish_and_mark_sent_yields_a_duplicate_the_client_drops(
     settings: Settings,
 ) -> None:
-    room = RoomSim("!r:example.org")
-    produce(settings, [room.create_chunk()])
-    crashed = RunningCommitter(settings, crash_hook=crash_at("after_publish"))
-    assert isinstance(crashed.wait_ended(), SimulatedCrash)
+    room = crashed_committing_a_create_chunk(settings, "after_publish")
     produce(settings, [room.chunk(msg(room.creator))])
-    with RunningCommitter(settings), client(settings) as inv:
+    with RunningCommitter(settings), invalidations(settings) as inv:
         assert inv.wait_for_position(3, WAIT_S)
     published = [orjson.loads(m) for m in read_all(settings, Topic.INVALIDATIONS, 3)]
     assert [m["position"] for m in published] == [2, 2, 3]
@@ -134,13 +134,10 @@ def test_crash_between_publish_and_mark_sent_yields_a_duplicate_the_client_drops
 
 
 def test_crash_before_the_database_commit_leaves_nothing_behind(settings: Settings) -> None:
-    room = RoomSim("!r:example.org")
-    produce(settings, [room.create_chunk()])
-    crashed = RunningCommitter(settings, crash_hook=crash_at("before_commit"))
-    assert isinstance(crashed.wait_ended(), SimulatedCrash)
+    crashed_committing_a_create_chunk(settings, "before_commit")
     assert query(settings, "SELECT count(*) FROM events") == [(0,)]
     assert query(settings, "SELECT count(*) FROM committer_offsets") == [(0,)]
-    with RunningCommitter(settings), client(settings) as inv:
+    with RunningCommitter(settings), invalidations(settings) as inv:
         assert inv.wait_for_position(2, WAIT_S)
     assert query(settings, "SELECT count(*) FROM events") == [(2,)]
 
@@ -148,7 +145,7 @@ def test_crash_before_the_database_commit_leaves_nothing_behind(settings: Settin
 def test_a_standby_takes_over_when_the_active_committer_stops(settings: Settings) -> None:
     room = RoomSim("!r:example.org")
     produce(settings, [room.create_chunk()])
-    with RunningCommitter(settings) as first, client(settings) as inv:
+    with RunningCommitter(settings) as first, invalidations(settings) as inv:
         first.wait_active()
         assert inv.wait_for_position(2, WAIT_S)
         with RunningCommitter(settings, standby_interval=0.2) as second:
@@ -168,7 +165,7 @@ def test_invariant_7_an_unreadable_chunk_is_dead_lettered_and_the_partition_goes
 ) -> None:
     room = RoomSim("!r:example.org")
     produce(settings, [b"{not json", room.create_chunk()])
-    with RunningCommitter(settings) as rc, client(settings) as inv:
+    with RunningCommitter(settings) as rc, invalidations(settings) as inv:
         assert inv.wait_for_position(2, WAIT_S)
         assert rc.committer.stats.dead_lettered == 1
     (dead,) = [dead_letter.decode(m) for m in read_all(settings, Topic.DEAD_LETTER, 1)]
@@ -186,7 +183,7 @@ def test_invariant_7_a_chunk_the_database_refuses_is_dead_lettered_and_the_rest_
     # PostgreSQL text cannot hold a NUL character; the whole batch fails on it at first.
     poison.events[1].pdu["sender"] = "@nul\x00:example.org"
     produce(settings, [good1.create_chunk(), poison, good2.create_chunk()])
-    with RunningCommitter(settings) as rc, client(settings) as inv:
+    with RunningCommitter(settings) as rc, invalidations(settings) as inv:
         assert inv.wait_for_position(4, WAIT_S)
         assert rc.committer.stats.dead_lettered == 1
     rooms = query(settings, "SELECT DISTINCT room_id FROM events ORDER BY 1")
@@ -206,7 +203,7 @@ def test_invariant_7_a_chunk_the_database_refuses_is_dead_lettered_and_the_rest_
 def test_invariant_3_a_lost_database_connection_is_survived(settings: Settings) -> None:
     room = RoomSim("!r:example.org")
     produce(settings, [room.create_chunk()])
-    with RunningCommitter(settings) as rc, client(settings) as inv:
+    with RunningCommitter(settings) as rc, invalidations(settings) as inv:
         assert inv.wait_for_position(2, WAIT_S)
         dbname = urlsplit(settings.database_url).path.lstrip("/")
         # As a database restart looks to the committer: its session, and the lock, are gone.

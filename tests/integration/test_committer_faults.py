@@ -26,7 +26,6 @@ from db.writer import Fence, write_batch
 from pipeline.committer.errors import CommitterStopped
 from pipeline.committer.loop import lock_key
 from pipeline.config import Settings
-from pipeline.invalidations import InvalidationClient
 from pipeline.ops.status import collect_status, render_text
 from pipeline.room.chunk import Chunk
 from pipeline.room.processor import RoomProcessor
@@ -34,6 +33,7 @@ from tests.integration._chunks import RoomSim, member, msg
 from tests.integration.committer_harness import (
     WAIT_S,
     RunningCommitter,
+    invalidations,
     message_count,
     produce,
     query,
@@ -45,10 +45,6 @@ from tests.unit.room.builder import ALICE, BOB, RoomBuilder
 from topics.definitions import Topic
 
 pytestmark = pytest.mark.integration
-
-
-def client(settings: Settings) -> InvalidationClient:
-    return InvalidationClient(settings.kafka_bootstrap, settings.topic(Topic.INVALIDATIONS))
 
 
 def sample(name: str, **labels: str) -> float:
@@ -68,7 +64,7 @@ def test_sequence_1_a_change_over_the_record_limit_is_split_and_the_committer_go
     produce(settings, [after])
     total = 2 + 5_200 + 1
     notified: list[str] = []
-    with RunningCommitter(settings) as rc, client(settings) as inv:
+    with RunningCommitter(settings) as rc, invalidations(settings) as inv:
         inv.add_notifier(lambda m: notified.extend(e["event_id"] for e in m["events"]))
         assert inv.wait_for_position(total, WAIT_S), "the committer is stuck"
         assert rc.error is None
@@ -117,7 +113,7 @@ def test_sequence_3_garbage_on_the_chunks_topic_is_dead_lettered_and_the_committ
 ) -> None:
     room = RoomSim("!r:example.org")
     produce(settings, [g for g, _ in GARBAGE] + [room.create_chunk()])
-    with RunningCommitter(settings) as rc, client(settings) as inv:
+    with RunningCommitter(settings) as rc, invalidations(settings) as inv:
         assert inv.wait_for_position(2, WAIT_S)
         assert rc.error is None
         assert rc.committer.stats.dead_lettered == len(GARBAGE)
@@ -204,7 +200,7 @@ def test_sequence_4_a_committer_cut_off_from_postgres_is_replaced_and_fenced(
     try:
         with (
             RunningCommitter(via_proxy) as stale,
-            client(settings) as inv,
+            invalidations(settings) as inv,
         ):
             stale.wait_active()
             assert inv.wait_for_position(2, WAIT_S)
@@ -252,10 +248,10 @@ def test_sequence_6_a_chunk_id_committed_with_other_content_is_a_reported_diverg
     assert replayed.chunk_id == chat.chunk_id
     before = sample("roomstream_chunk_divergences_total")
     produce(settings, [create, chat])
-    with RunningCommitter(settings), client(settings) as inv:
+    with RunningCommitter(settings), invalidations(settings) as inv:
         assert inv.wait_for_position(3, WAIT_S)
     produce(settings, [replayed, create, room.chunk(msg(room.creator))])
-    with RunningCommitter(settings) as rc, client(settings) as inv:
+    with RunningCommitter(settings) as rc, invalidations(settings) as inv:
         assert inv.wait_for_position(4, WAIT_S)
         assert rc.committer.stats.divergences == 1
         assert rc.committer.stats.skipped_chunks == 1  # the create chunk: the same content
@@ -277,7 +273,7 @@ def test_sequence_5_committed_chunks_are_bounded_and_a_pruned_replay_is_still_sk
     room = RoomSim("!r:example.org")
     chunks: list[Chunk] = [room.create_chunk()] + [room.chunk(msg(room.creator)) for _ in range(30)]
     produce(settings, chunks)
-    with RunningCommitter(settings), client(settings) as inv:
+    with RunningCommitter(settings), invalidations(settings) as inv:
         assert inv.wait_for_position(32, WAIT_S)
     conn = psycopg2.connect(settings.database_url)
     try:
@@ -291,7 +287,7 @@ def test_sequence_5_committed_chunks_are_bounded_and_a_pruned_replay_is_still_sk
         ("!r:example.org", 31)
     ]
     produce(settings, [*chunks[:5], room.chunk(msg(room.creator))])  # a replay, then news
-    with RunningCommitter(settings) as rc, client(settings) as inv:
+    with RunningCommitter(settings) as rc, invalidations(settings) as inv:
         assert inv.wait_for_position(33, WAIT_S)
         assert rc.committer.stats.skipped_chunks == 5
     assert query(settings, "SELECT count(*) FROM events") == [(33,)]
@@ -317,7 +313,7 @@ def test_a_replay_batched_otherwise_is_skipped_not_reported_as_a_divergence(
     assert first_run[1].chunk_id == replay[1].chunk_id
     assert first_run[1].digest != replay[1].digest
     produce(settings, first_run)
-    with RunningCommitter(settings), client(settings) as inv:
+    with RunningCommitter(settings), invalidations(settings) as inv:
         assert inv.wait_for_position(7, WAIT_S)
     produce(settings, replay)
     with RunningCommitter(settings) as rc:
@@ -335,7 +331,7 @@ def test_a_chunk_past_the_high_water_plus_one_is_reported_as_a_gap(settings: Set
     head, lost, tail = _batched(b, [names[:5], names[5:6], names[6:]])  # seq 1..5, 6, 7
     before = sample("roomstream_chunk_gaps_total")
     produce(settings, [head, tail])
-    with RunningCommitter(settings), client(settings) as inv:
+    with RunningCommitter(settings), invalidations(settings) as inv:
         assert inv.wait_for_position(6, WAIT_S)
     assert lost.seq == (6, 6)
     assert sample("roomstream_chunk_gaps_total") == before + 1

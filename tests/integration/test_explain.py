@@ -5,8 +5,6 @@ of the conflicted topic, from the stored PDUs, and agrees with what the database
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from contextlib import closing
 
 import orjson
@@ -15,24 +13,12 @@ import pytest
 from pipeline import pg
 from pipeline.config import Settings
 from pipeline.dev.workload_builder import REJECTED, SOFT_FAILED
-from tests.integration.harness import ROOT, Processes, produce, settings_env, wait_for
+from tests.integration.harness import Processes, produce, roomstream, wait_for
 from tests.integration.rooms import ALICE, busy_room, lines_of
 
 pytestmark = pytest.mark.integration
 
 WAIT_S = 90.0  # an upper bound; the room commits in seconds
-
-
-def roomstream(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        cwd=ROOT,
-        env=settings_env(settings),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def _stored(settings: Settings, room_id: str) -> int:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline.config import Settings
-from pipeline.dev.workload_builder import RoomBuilder, default_power_levels
 from tests.integration.harness import Processes, TopicReader, fold_chunks, produce, wait_for
-from tests.integration.rooms import ALICE
+from tests.integration.rooms import ALICE, alices_room
 from topics import missing_events
 from topics.definitions import Topic
 
@@ -21,10 +20,7 @@ pytestmark = pytest.mark.integration
 def test_a_pdu_whose_prev_event_is_missing_is_asked_for_and_the_request_answered(
     settings: Settings, procs: Processes
 ) -> None:
-    room = RoomBuilder("10", tag="gap")
-    room.create(ALICE)
-    room.join(ALICE)
-    room.state("m.room.power_levels", ALICE, default_power_levels(ALICE, room.rv))
+    room = alices_room("gap")
     gap = room.message(ALICE, "not sent at first")
     after = room.message(ALICE, "needs the one before")
     requests = TopicReader(settings, Topic.MISSING_EVENTS)

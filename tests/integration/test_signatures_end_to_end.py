@@ -9,9 +9,9 @@ import pytest
 from confluent_kafka import Producer
 
 from pipeline.config import Settings
-from pipeline.dev.workload_builder import RoomBuilder, default_power_levels
+from pipeline.dev.workload_builder import RoomBuilder
 from tests.integration.harness import Processes, TopicReader, fold_chunks, produce, wait_for
-from tests.integration.rooms import ALICE
+from tests.integration.rooms import ALICE, alices_room
 from tests.unit.matrix.signing_keys import Server
 from topics import dead_letter, server_keys
 from topics.definitions import Topic
@@ -30,10 +30,7 @@ def test_a_worker_with_signature_checks_processes_signed_events_and_refuses_a_fo
     producer.produce(settings.topic(Topic.SERVER_KEYS), value, key)
     assert producer.flush(10) == 0
 
-    room = RoomBuilder("10", tag="signed")
-    room.create(ALICE)
-    room.join(ALICE)
-    room.state("m.room.power_levels", ALICE, default_power_levels(ALICE, room.rv))
+    room = alices_room("signed")
     good = room.message(ALICE, "signed by its server")
     forged = room.message(ALICE, "signed with another key")
     lines = [server_sign(server, e.pdu, room) for e in room.events if e.event_id != forged.event_id]

@@ -19,11 +19,11 @@ from confluent_kafka.admin import AdminClient, NewPartitions
 from pipeline.config import Settings
 from pipeline.dev.stack import Stack, _pid_alive, _port_free
 from pipeline.errors import MissingBinary, PortInUse
+from tests.integration.harness import roomstream
 from topics import apply_topics
 from topics.definitions import Topic
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port_pair() -> int:
@@ -129,21 +129,8 @@ def test_topics_apply_reports_config_drift(settings: Settings) -> None:
     report = apply_topics(settings)
     assert any("retention.ms=1000" in d for d in report.drift), report.drift
     # The CLI turns drift into a non-zero exit with the difference on stdout.
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "--topic-prefix",
-            settings.topic_prefix,
-            "topics",
-            "apply",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        env={**os.environ, "ROOMSTREAM_PDU_PARTITIONS": "4"},
-    )
+    env = {**os.environ, "ROOMSTREAM_PDU_PARTITIONS": "4"}
+    proc = roomstream(env, "--topic-prefix", settings.topic_prefix, "topics", "apply")
     assert proc.returncode == 1
     assert "DRIFT" in proc.stdout and "retention.ms" in proc.stdout
 
@@ -171,25 +158,11 @@ def test_missing_binaries_give_clear_errors(stack_settings: Settings, tmp_path: 
         "ROOMSTREAM_KAFKA_PORT": str(_free_port_pair()),
         "ROOMSTREAM_PG_PORT": str(_free_port_pair()),
     }
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "stack", "up"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        cwd=ROOT,
-    )
+    proc = roomstream(env, "stack", "up")
     assert proc.returncode == 1
     assert "'java' was not found" in proc.stderr and "openjdk" in proc.stderr
     env["ROOMSTREAM_PG_BINDIR"] = str(empty)
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "stack", "up"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        cwd=ROOT,
-    )
+    proc = roomstream(env, "stack", "up")
     assert proc.returncode == 1
     assert "holds no initdb and pg_ctl" in proc.stderr
     from pipeline.dev.stack import _pg_bindir

@@ -20,27 +20,21 @@ from pipeline.config import Settings
 from pipeline.dev.workload_builder import RoomBuilder, default_power_levels
 from pipeline.invalidations import format_for_tail
 from pipeline.ops.status import Status, Unreachable, collect_status, render_text, status_json
-from tests.integration.harness import ROOT, Processes, TopicReader, produce, settings_env, wait_for
+from tests.integration.harness import (
+    ROOT,
+    Processes,
+    TopicReader,
+    produce,
+    roomstream,
+    settings_env,
+    wait_for,
+)
 from tests.integration.rooms import ALICE, busy_room, lines_of
 from topics.definitions import Topic
 
 pytestmark = pytest.mark.integration
 
 WAIT_S = 90.0  # an upper bound; each step takes seconds
-
-
-def roomstream(
-    settings: Settings, *args: str, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        cwd=ROOT,
-        env=settings_env(settings),
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_status_of_a_fresh_prefix_shows_every_stage_at_zero(settings: Settings) -> None:

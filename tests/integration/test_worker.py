@@ -17,8 +17,6 @@ import orjson
 import pytest
 
 from pipeline.config import Settings
-from pipeline.dev.workload_builder import RoomBuilder, default_power_levels
-from pipeline.room.replay import replay
 from pipeline.worker.app import owner_partition
 from tests.integration.harness import (
     Processes,
@@ -27,31 +25,19 @@ from tests.integration.harness import (
     produce,
     wait_for,
 )
-from tests.integration.rooms import ALICE, busy_room, lines_of
+from tests.integration.replayed import (
+    assert_all_processed_as_replayed,
+    assert_matches_replay,
+    events_in,
+    expected_rooms,
+    valid_event_ids,
+)
+from tests.integration.rooms import ALICE, alices_room, busy_room, interleaved, lines_of
 from topics import chunk as chunk_codec
 from topics import dead_letter
 from topics.definitions import Topic
 
 pytestmark = pytest.mark.integration
-
-
-def _expected(lines: list[bytes]) -> dict[str, dict[str, object]]:
-    out = replay(lines)
-    return {
-        room: {k: v for k, v in view.items() if k != "parked"}
-        for room, view in out["rooms"].items()
-    }
-
-
-def _events_in(chunks: TopicReader) -> set[str]:
-    rooms, _ = fold_chunks(m.value() for m in chunks.messages)
-    return {e for view in rooms.values() for e in view.events}
-
-
-def _assert_matches_replay(chunks: TopicReader, lines: list[bytes]) -> None:
-    rooms, _ = fold_chunks(m.value() for m in chunks.messages)
-    expected = _expected(lines)
-    assert {r: v.as_replay() for r, v in rooms.items()} == expected
 
 
 def _produce_paced(settings: Settings, lines: list[bytes], per_second: float) -> None:
@@ -61,25 +47,11 @@ def _produce_paced(settings: Settings, lines: list[bytes], per_second: float) ->
         time.sleep(step / per_second)
 
 
-def _valid_event_ids(lines: list[bytes]) -> set[str]:
-    out = replay(lines, state_after=True)
-    ids: set[str] = set()
-    for view in out["rooms"].values():
-        ids |= set(view["state_after"]) | set(view["rejected"])
-    return ids
-
-
 def test_worker_output_equals_replay_with_bad_input_and_duplicates(
     settings: Settings, procs: Processes
 ) -> None:
     rooms = [busy_room(f"r{i}") for i in range(3)] + [busy_room("v12", version="12")]
-    # Rooms interleaved, as a busy front end would send them; order within a room kept.
-    interleaved = [lines_of(r) for r in rooms]
-    arrival: list[bytes] = []
-    while any(interleaved):
-        for seq in interleaved:
-            if seq:
-                arrival.append(seq.pop(0))
+    arrival = interleaved(rooms)
     bad = [
         b"{not json",
         b"[1, 2, 3]",
@@ -91,9 +63,9 @@ def test_worker_output_equals_replay_with_bad_input_and_duplicates(
     dead = TopicReader(settings, Topic.DEAD_LETTER)
     worker = procs.worker("w1")
     produce(settings, everything)
-    want = _valid_event_ids(everything)
+    want = valid_event_ids(everything)
     wait_for(
-        lambda: _events_in(chunks) >= want and len(dead.messages) >= len(bad),
+        lambda: events_in(chunks) >= want and len(dead.messages) >= len(bad),
         120,
         "every event in a chunk and every bad input dead-lettered",
         readers=[chunks, dead],
@@ -101,7 +73,7 @@ def test_worker_output_equals_replay_with_bad_input_and_duplicates(
     )
     chunks.poll(2)
     dead.poll(1)
-    _assert_matches_replay(chunks, everything)
+    assert_matches_replay(chunks, everything)
     # Duplicates had no effect: each event is in exactly one chunk.
     rooms_seen, by_id = fold_chunks(m.value() for m in chunks.messages)
     all_events = [e for v in rooms_seen.values() for e in v.events]
@@ -155,16 +127,9 @@ def test_events_produced_with_kcat_reach_their_rooms_owner(
         if owner_partition(m.key().decode(), settings.pdu_partitions) != m.partition()
     ]
     assert wrong, "kcat's partitioner should put some rooms on a partition that does not own them"
-    want = _valid_event_ids(lines)
-    wait_for(
-        lambda: _events_in(chunks) >= want,
-        120,
-        "every kcat event processed",
-        readers=[chunks],
-        processes=[worker],
+    assert_all_processed_as_replayed(
+        chunks, lines, within=120, what="every kcat event processed", processes=[worker], settle=2
     )
-    chunks.poll(2)
-    _assert_matches_replay(chunks, lines)
 
 
 def test_parked_event_is_released_when_its_prev_event_arrives_and_expires_otherwise(
@@ -172,10 +137,7 @@ def test_parked_event_is_released_when_its_prev_event_arrives_and_expires_otherw
 ) -> None:
     room = busy_room("p", messages=2)
     lines = lines_of(room)
-    orphan_room = RoomBuilder("10", tag="orphan")
-    orphan_room.create(ALICE)
-    orphan_room.join(ALICE)
-    orphan_room.state("m.room.power_levels", ALICE, default_power_levels(ALICE, orphan_room.rv))
+    orphan_room = alices_room("orphan")
     missing = orphan_room.message(ALICE, "never sent")
     orphan = orphan_room.message(ALICE, "waits forever")
     chunks = TopicReader(settings, Topic.CHUNKS)
@@ -185,12 +147,12 @@ def test_parked_event_is_released_when_its_prev_event_arrives_and_expires_otherw
     produce(settings, lines[-5:] + [e.line for e in orphan_room.events[:3]] + [orphan.line])
     time.sleep(2)
     chunks.poll(3)
-    early = _events_in(chunks)
+    early = events_in(chunks)
     assert room.events[-1].event_id not in early
     produce(settings, lines[:-5])
-    want = _valid_event_ids(lines) | {e.event_id for e in orphan_room.events[:3]}
+    want = valid_event_ids(lines) | {e.event_id for e in orphan_room.events[:3]}
     wait_for(
-        lambda: _events_in(chunks) >= want and len(dead.messages) >= 1,
+        lambda: events_in(chunks) >= want and len(dead.messages) >= 1,
         90,
         "parked events released, the orphan expired",
         readers=[chunks, dead],
@@ -200,26 +162,24 @@ def test_parked_event_is_released_when_its_prev_event_arrives_and_expires_otherw
     assert len(letters) == 1
     assert letters[0].event_id == orphan.event_id
     assert missing.event_id in letters[0].reason
-    assert orphan.event_id not in _events_in(chunks)
+    assert orphan.event_id not in events_in(chunks)
     rooms_seen, _ = fold_chunks(m.value() for m in chunks.messages)
-    assert rooms_seen[room.room_id].as_replay() == _expected(lines)[room.room_id]
+    assert rooms_seen[room.room_id].as_replay() == expected_rooms(lines)[room.room_id]
 
 
 @pytest.mark.slow
 def test_worker_killed_with_sigkill_is_replaced_with_nothing_lost_or_doubled(
     settings: Settings, procs: Processes
 ) -> None:
-    rooms = [busy_room(f"c{i}", messages=20) for i in range(30)]
-    per_room = [lines_of(r) for r in rooms]
-    lines = [line for seq in zip(*per_room, strict=False) for line in seq]
+    lines = interleaved([busy_room(f"c{i}", messages=20) for i in range(30)])
     chunks = TopicReader(settings, Topic.CHUNKS)
     first = procs.worker("w1")
-    want = _valid_event_ids(lines)
+    want = valid_event_ids(lines)
     # A steady stream, so the worker is killed while inputs keep arriving.
     producer = threading.Thread(target=_produce_paced, args=(settings, lines, 400.0))
     producer.start()
     wait_for(
-        lambda: len(_events_in(chunks)) > len(want) // 4,
+        lambda: len(events_in(chunks)) > len(want) // 4,
         120,
         "a quarter of the events processed",
         readers=[chunks],
@@ -229,16 +189,15 @@ def test_worker_killed_with_sigkill_is_replaced_with_nothing_lost_or_doubled(
     assert producer.is_alive(), "the stream ended before the worker was killed"
     second = procs.worker("w2")
     producer.join(120)
-    wait_for(
-        lambda: _events_in(chunks) >= want,
-        180,
-        "every event after the restart",
-        readers=[chunks],
-        processes=[second],
-    )
-    chunks.poll(3)
     # fold_chunks fails on a chunk id re-sent with different content.
-    _assert_matches_replay(chunks, lines)
+    assert_all_processed_as_replayed(
+        chunks,
+        lines,
+        within=180,
+        what="every event after the restart",
+        processes=[second],
+        settle=3,
+    )
     rooms_seen, _ = fold_chunks(m.value() for m in chunks.messages)
     events = [e for v in rooms_seen.values() for e in v.events]
     assert len(events) == len(set(events)) == len(want)
@@ -248,15 +207,13 @@ def test_worker_killed_with_sigkill_is_replaced_with_nothing_lost_or_doubled(
 def test_workers_joining_and_leaving_mid_stream_lose_nothing(
     settings: Settings, procs: Processes
 ) -> None:
-    rooms = [busy_room(f"s{i}", messages=16) for i in range(24)]
-    per_room = [lines_of(r) for r in rooms]
-    lines = [line for seq in zip(*per_room, strict=False) for line in seq]
+    lines = interleaved([busy_room(f"s{i}", messages=16) for i in range(24)])
     half = len(lines) // 2
     chunks = TopicReader(settings, Topic.CHUNKS)
     w1 = procs.worker("w1")
     produce(settings, lines[:half])
     wait_for(
-        lambda: len(_events_in(chunks)) > half // 3,
+        lambda: len(events_in(chunks)) > half // 3,
         120,
         "w1 under way",
         readers=[chunks],
@@ -267,25 +224,15 @@ def test_workers_joining_and_leaving_mid_stream_lose_nothing(
     produce(settings, lines[half:])
     time.sleep(5)
     assert w1.stop() == 0, w1.log_tail()
-    want = _valid_event_ids(lines)
-    wait_for(
-        lambda: _events_in(chunks) >= want,
-        180,
-        "every event after w1 left",
-        readers=[chunks],
-        processes=[w2, w3],
+    assert_all_processed_as_replayed(
+        chunks, lines, within=180, what="every event after w1 left", processes=[w2, w3], settle=3
     )
-    chunks.poll(3)
-    _assert_matches_replay(chunks, lines)
 
 
 def test_a_slow_room_does_not_hold_up_other_rooms_on_its_partition(
     settings: Settings, procs: Processes
 ) -> None:
-    slow = RoomBuilder("10", tag="slow")
-    slow.create(ALICE)
-    slow.join(ALICE)
-    slow.state("m.room.power_levels", ALICE, default_power_levels(ALICE, slow.rv))
+    slow = alices_room("slow")
     base = slow.forward_extremities
     slow.state("m.room.topic", ALICE, {"topic": "a"}, prev=base)
     slow.state("m.room.topic", ALICE, {"topic": "b"}, prev=base)
@@ -307,7 +254,7 @@ def test_a_slow_room_does_not_hold_up_other_rooms_on_its_partition(
     produce(settings, [line for r in others for line in lines_of(r)])
     want = {e.event_id for r in others for e in r.events}
     wait_for(
-        lambda: _events_in(chunks) >= want | {merge.event_id},
+        lambda: events_in(chunks) >= want | {merge.event_id},
         120,
         "all rooms processed",
         readers=[chunks],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pytest
@@ -25,13 +26,20 @@ from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
 from pipeline.config import Settings
-from pipeline.dev.workload_builder import RoomBuilder, default_power_levels
+from pipeline.dev.workload_builder import RoomBuilder
 from pipeline.ops.produce import make_producer
 from pipeline.worker.app import owner_partition
 from pipeline.worker.faust_app import group_id
-from tests.integration.harness import Processes, TopicReader, fold_chunks, produce, wait_for
-from tests.integration.rooms import ALICE, BOB
-from tests.integration.test_worker import _expected, _valid_event_ids
+from tests.integration.harness import (
+    Process,
+    Processes,
+    TopicReader,
+    fold_chunks,
+    produce,
+    wait_for,
+)
+from tests.integration.replayed import expected_rooms, valid_event_ids
+from tests.integration.rooms import chat_room
 from topics import chunk as chunk_codec
 from topics import pdu_input
 from topics.definitions import Topic
@@ -73,21 +81,10 @@ class Paced:
 
 def _rooms() -> list[RoomBuilder]:
     messages = int(RATE * (BEFORE_KILL_S + AFTER_KILL_S) / ROOMS) + 1
-    rooms = []
-    for i in range(ROOMS):
-        room = RoomBuilder("10", tag=f"rec{i}")
-        room.create(ALICE)
-        room.join(ALICE)
-        room.state("m.room.power_levels", ALICE, default_power_levels(ALICE, room.rv))
-        room.state("m.room.join_rules", ALICE, {"join_rule": "public"})
-        room.join(BOB)
-        for j in range(messages):
-            room.message(ALICE if j % 2 else BOB, f"message {j}")
-        rooms.append(room)
-    return rooms
+    return [chat_room(f"rec{i}", messages=messages) for i in range(ROOMS)]
 
 
-SETUP_EVENTS = 5
+SETUP_EVENTS = 5  # a chat room's founding events
 
 
 def _wait_group_stable(settings: Settings, members: int, timeout: float = 90.0) -> dict[str, int]:
@@ -127,6 +124,18 @@ def _first_seen(chunks: TopicReader) -> dict[str, float]:
     return seen
 
 
+def _wait_in_chunks(
+    chunks: TopicReader, ids: set[str], within: float, what: str, workers: Iterable[Process]
+) -> None:
+    wait_for(
+        lambda: ids <= set(_first_seen(chunks)),
+        within,
+        what,
+        readers=[chunks],
+        processes=workers,
+    )
+
+
 def test_a_worker_killed_and_restarted_recovers_in_seconds_and_others_do_not_pause(
     settings: Settings, procs: Processes
 ) -> None:
@@ -144,13 +153,7 @@ def test_a_worker_killed_and_restarted_recovers_in_seconds_and_others_do_not_pau
     owners = _wait_group_stable(settings, 2)
     produce(settings, setup)
     setup_ids = {e.event_id for r in rooms for e in r.events[:SETUP_EVENTS]}
-    wait_for(
-        lambda: setup_ids <= set(_first_seen(chunks)),
-        90,
-        "the rooms created",
-        readers=[chunks],
-        processes=list(workers.values()),
-    )
+    _wait_in_chunks(chunks, setup_ids, 90, "the rooms created", workers.values())
     # The setup may have moved partitions (a worker joining late): read the owners again.
     owners = _wait_group_stable(settings, 2)
 
@@ -168,19 +171,13 @@ def test_a_worker_killed_and_restarted_recovers_in_seconds_and_others_do_not_pau
     last_produced = max(paced.produced.values())
     assert last_produced > killed_at + 5, "the stream ended too soon after the kill"
 
-    want = _valid_event_ids(lines)
-    wait_for(
-        lambda: want <= set(_first_seen(chunks)),
-        120,
-        "every event in a chunk",
-        readers=[chunks],
-        processes=list(workers.values()),
-    )
+    want = valid_event_ids(lines)
+    _wait_in_chunks(chunks, want, 120, "every event in a chunk", workers.values())
     chunks.poll(2)
 
     # Nothing lost, nothing doubled.
     folded, _ = fold_chunks(m.value() for m in chunks.messages)
-    assert {r: v.as_replay() for r, v in folded.items()} == _expected(lines)
+    assert {r: v.as_replay() for r, v in folded.items()} == expected_rooms(lines)
     events = [e for v in folded.values() for e in v.events]
     assert len(events) == len(set(events)) == len(want)
 

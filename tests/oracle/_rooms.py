@@ -34,6 +34,9 @@ EVELYN = "@evelyn:example.com"  # never joined at the start
 ZARA = "@zara:other.example"  # on another server
 USERS = [ALICE, BOB, CHARLIE, EVELYN, ZARA]
 
+EventSpec = tuple[str, str, str | None, Mapping[str, Any]]
+"""What an event is: (type, sender, state_key or None, content)."""
+
 
 class OracleRoom:
     def __init__(self, version: str, *, keep_unauthorised: bool = False) -> None:
@@ -46,7 +49,7 @@ class OracleRoom:
         create_content: dict[str, Any] = {"room_version": version}
         if not self.rv.implicit_room_creator:
             create_content["creator"] = ALICE
-        create = self._build("m.room.create", ALICE, "", create_content, [], ts=0)
+        create = self.build(("m.room.create", ALICE, "", create_content), [], ts=0)
         if self.rv.room_id_is_create_event_hash:
             self.room_id = "!" + create.event_id[1:]
         self._store(create, {})
@@ -80,34 +83,6 @@ class OracleRoom:
     def fetch(self, event_id: str) -> Event | None:
         return self.events.get(event_id)
 
-    def build(
-        self,
-        event_type: str,
-        sender: str,
-        state_key: str | None,
-        content: Mapping[str, Any],
-        prev_ids: list[str],
-        *,
-        state: Mapping[StateKey, str] | None = None,
-        ts: int | None = None,
-        auth_ids: list[str] | None = None,
-        signers: tuple[str, ...] = (),
-    ) -> Event:
-        """An event on ``prev_ids`` with auth_events chosen from ``state`` (default: its state
-        before) or given as ``auth_ids``, not added to the room. ``signers`` are servers whose
-        signatures it carries besides its sender's and its origin's."""
-        return self._build(
-            event_type,
-            sender,
-            state_key,
-            content,
-            prev_ids,
-            state=state,
-            ts=ts,
-            auth_ids=auth_ids,
-            signers=signers,
-        )
-
     def send(
         self,
         event_type: str,
@@ -120,7 +95,8 @@ class OracleRoom:
     ) -> str | None:
         """Add an event; its ID, or None when an honest server would have rejected it."""
         before = self.state_before(prev_ids)
-        event = self._build(event_type, sender, state_key, content, prev_ids, state=before, ts=ts)
+        spec = (event_type, sender, state_key, content)
+        event = self.build(spec, prev_ids, state=before, ts=ts)
         if not self.keep_unauthorised:
             auth_state = {k: self.events[v] for k, v in before.items()}
             try:
@@ -137,12 +113,9 @@ class OracleRoom:
             after[event.state_tuple] = event.event_id
         self.state_after[event.event_id] = after
 
-    def _build(
+    def build(
         self,
-        event_type: str,
-        sender: str,
-        state_key: str | None,
-        content: Mapping[str, Any],
+        spec: EventSpec,
         prev_ids: list[str],
         *,
         state: Mapping[StateKey, str] | None = None,
@@ -150,6 +123,10 @@ class OracleRoom:
         auth_ids: list[str] | None = None,
         signers: tuple[str, ...] = (),
     ) -> Event:
+        """The event ``spec`` on ``prev_ids`` with auth_events chosen from ``state`` (default: its
+        state before) or given as ``auth_ids``, not added to the room. ``signers`` are servers
+        whose signatures it carries besides its sender's and its origin's."""
+        event_type, sender, state_key, content = spec
         n = next(self._seq)
         if state is None:
             state = self.state_before(prev_ids) if prev_ids else {}

@@ -8,9 +8,8 @@ from typing import Any
 from hypothesis import strategies as st
 
 from pipeline.matrix.events import StateKey
-from tests.oracle._rooms import ALICE, BOB, CHARLIE, EVELYN, USERS, ZARA, OracleRoom
+from tests.oracle._rooms import ALICE, BOB, CHARLIE, EVELYN, USERS, ZARA, EventSpec, OracleRoom
 
-EventSpec = tuple[str, str, str | None, dict[str, Any]]
 """(type, sender, state_key, content)."""
 
 LEVELS = [0, 10, 50, 100]

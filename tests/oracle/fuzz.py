@@ -31,10 +31,10 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -66,6 +66,7 @@ CREATE_VERSIONS: list[str | None] = [
     None,
     "99",
 ]
+_T = TypeVar("_T")
 
 # Synapse logs every soft-fail and rejection at warning level, and its metrics complain
 # outside a request context; the fuzzer reports what matters itself.
@@ -317,10 +318,10 @@ def generate(seed: int, *, max_events: int = MAX_EVENTS) -> GeneratedRoom:
         if rogue and rng.random() < 0.4:
             # Claims auth events from an older state: before a ban or a power change, say.
             older = room.state_after[rng.choice(order)]
-            event = room.build(*spec, prevs, state=older, ts=ts, signers=signers)
+            event = room.build(spec, prevs, state=older, ts=ts, signers=signers)
             auth_note = ", auth events from an older state"
         else:
-            event = room.build(*spec, prevs, state=state, ts=ts, signers=signers)
+            event = room.build(spec, prevs, state=state, ts=ts, signers=signers)
         if not rogue and not _allowed(room, event, state):
             continue
         room._store(event, state)
@@ -372,6 +373,13 @@ def _rows(state: dict[StateKey, str], index: dict[str, int]) -> str:
     return ", ".join(f"{k[0]}/{k[1]}=#{index.get(v, v)}" for k, v in sorted(state.items()))
 
 
+def _differs(what: str, ours: _T, theirs: _T, show: Callable[[_T], str]) -> str | None:
+    """None when Roomstream's ``ours`` equals Synapse's ``theirs``; else what differs, shown."""
+    if ours == theirs:
+        return None
+    return f"{what}: Roomstream {show(ours)}; Synapse {show(theirs)}"
+
+
 def run_room(
     seed: int, counts: Counter[str] | None = None, *, max_events: int = MAX_EVENTS
 ) -> Divergence | None:
@@ -395,6 +403,9 @@ def run_generated(gen: GeneratedRoom, counts: Counter[str] | None = None) -> Div
 
     def diverged(what: str) -> Divergence:
         return Divergence(seed, gen.version, what, trace)
+
+    def rows(state: dict[StateKey, str]) -> str:
+        return _rows(state, index)
 
     for arrival, event in enumerate(gen.arrivals):
         result = processor.process([Incoming(dict(event.pdu), source={"line": arrival})])
@@ -424,34 +435,38 @@ def run_generated(gen: GeneratedRoom, counts: Counter[str] | None = None) -> Div
                     f"{name} rejected: Roomstream {ours.rejected or 'no'}, "
                     f"Synapse {'yes' if theirs.rejected else 'no'}"
                 )
-            if ours.soft_failed != theirs.soft_failed:
-                return diverged(
-                    f"{name} soft-failed: Roomstream {ours.soft_failed}, "
-                    f"Synapse {theirs.soft_failed}"
-                )
-            state_after = dict(processor.state_of_group(ours.state_group))
-            if state_after != theirs.state_after:
-                return diverged(
-                    f"{name} state after: Roomstream {_rows(state_after, index)}; "
-                    f"Synapse {_rows(theirs.state_after, index)}"
-                )
-        ours_current = dict(processor.current_state)
-        if ours_current != synapse.current_state:
-            return diverged(
-                f"current state after arrival {arrival}: Roomstream {_rows(ours_current, index)}; "
-                f"Synapse {_rows(synapse.current_state, index)}"
+            problem = _differs(
+                f"{name} soft-failed", ours.soft_failed, theirs.soft_failed, str
+            ) or _differs(
+                f"{name} state after",
+                dict(processor.state_of_group(ours.state_group)),
+                theirs.state_after,
+                rows,
             )
-        if committed != synapse.current_state:
-            return diverged(
-                f"current state the chunks leave after arrival {arrival}: Roomstream "
-                f"{_rows(committed, index)}; Synapse {_rows(synapse.current_state, index)}"
+            if problem is not None:
+                return diverged(problem)
+        problem = (
+            _differs(
+                f"current state after arrival {arrival}",
+                dict(processor.current_state),
+                synapse.current_state,
+                rows,
             )
-        ours_extremities = set(processor.forward_extremities)
-        if ours_extremities != synapse.extremities:
-            return diverged(
-                f"forward extremities after arrival {arrival}: Roomstream "
-                f"{_names(ours_extremities, index)}, Synapse {_names(synapse.extremities, index)}"
+            or _differs(
+                f"current state the chunks leave after arrival {arrival}",
+                committed,
+                synapse.current_state,
+                rows,
             )
+            or _differs(
+                f"forward extremities after arrival {arrival}",
+                set(processor.forward_extremities),
+                synapse.extremities,
+                lambda ids: str(_names(ids, index)),
+            )
+        )
+        if problem is not None:
+            return diverged(problem)
     parked = {p.event_id or "?" for p in processor.parked()}
     if parked:
         return diverged(f"still parked at the end: {sorted(parked)}")

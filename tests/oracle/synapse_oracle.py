@@ -108,6 +108,39 @@ class InMemoryStore:
         return defer.succeed(StateDifference(auth_difference=set(), conflicted_subgraph=subgraph))
 
 
+def resolve_with_synapse(
+    room_id: str,
+    room_version: SynapseRoomVersion,
+    state_sets: list[dict[StateKey, str]],
+    events: Mapping[str, EventBase],
+) -> dict[StateKey, str]:
+    """Synapse's resolution of ``state_sets`` (v1 or v2/v2.1 by the room version), reading the
+    events from ``events``."""
+    if room_version.state_res == StateResolutionVersions.V1:
+
+        async def fetch(ids: Collection[str]) -> dict[str, EventBase]:
+            return {e: events[e] for e in ids if e in events}
+
+        return dict(
+            _run(
+                synapse_v1.resolve_events_with_store(room_id, room_version, state_sets, None, fetch)
+            )
+        )
+    return dict(
+        _run(
+            synapse_v2.resolve_events_with_store(
+                _Clock(),
+                room_id,
+                room_version,
+                state_sets,
+                # A copy: Synapse adds to the map it is given.
+                dict(events),
+                InMemoryStore(events),
+            )
+        )
+    )
+
+
 class SynapseRoom:
     """One room's events converted once, to resolve many state sets over them."""
 
@@ -127,31 +160,9 @@ class SynapseRoom:
 
     def resolve(self, state_sets: Sequence[Mapping[StateKey, str]]) -> dict[StateKey, str]:
         """Synapse's resolution of ``state_sets`` (v1 or v2/v2.1 by the room version)."""
-        sets = [dict(s) for s in state_sets]
-        if self.room_version.state_res == StateResolutionVersions.V1:
-            return dict(
-                _run(
-                    synapse_v1.resolve_events_with_store(
-                        self.room_id, self.room_version, sets, None, self._fetch_many
-                    )
-                )
-            )
-        return dict(
-            _run(
-                synapse_v2.resolve_events_with_store(
-                    _Clock(),
-                    self.room_id,
-                    self.room_version,
-                    sets,
-                    # A copy: Synapse adds to the map it is given.
-                    dict(self.events),
-                    InMemoryStore(self.events),
-                )
-            )
+        return resolve_with_synapse(
+            self.room_id, self.room_version, [dict(s) for s in state_sets], self.events
         )
-
-    async def _fetch_many(self, event_ids: Collection[str]) -> dict[str, EventBase]:
-        return {e: self.events[e] for e in event_ids if e in self.events}
 
 
 def synapse_allows_in_state(event: Event, auth_state: Mapping[StateKey, Event]) -> str | None:

@@ -32,20 +32,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.matrix.events import Event, StateKey
-from tests.oracle.synapse_oracle import InMemoryStore, _Clock, _run, to_synapse
+from tests.oracle.synapse_oracle import _run, resolve_with_synapse, to_synapse
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     # The handlers import each other in a circle that only synapse.server enters cleanly.
     import synapse.server  # noqa: F401
     from synapse.api.errors import SynapseError
-    from synapse.api.room_versions import KNOWN_ROOM_VERSIONS, StateResolutionVersions
+    from synapse.api.room_versions import KNOWN_ROOM_VERSIONS
     from synapse.events import EventBase
     from synapse.events.utils import prune_event
     from synapse.handlers.event_auth import EventAuthHandler
     from synapse.handlers.federation_event import FederationEventHandler
-    from synapse.state import v1 as synapse_v1
-    from synapse.state import v2 as synapse_v2
     from synapse.storage.controllers.persist_events import EventsPersistenceStorageController
     from synapse.types.state import StateFilter
 
@@ -365,26 +363,7 @@ class SynapseReceiver:
         events = {e: self.as_read(e) for e in self.events}
         if self._persisting is not None:
             events[self._persisting.event_id] = self._persisting
-        if version.state_res == StateResolutionVersions.V1:
-
-            async def fetch(ids: Collection[str]) -> dict[str, EventBase]:
-                return {e: events[e] for e in ids if e in events}
-
-            return dict(
-                _run(synapse_v1.resolve_events_with_store(self.room_id, version, sets, None, fetch))
-            )
-        return dict(
-            _run(
-                synapse_v2.resolve_events_with_store(
-                    _Clock(),
-                    self.room_id,
-                    version,
-                    sets,
-                    events,
-                    InMemoryStore(events),
-                )
-            )
-        )
+        return resolve_with_synapse(self.room_id, version, sets, events)
 
     def _new_group(self, state: StateMap, parent: tuple[int, StateMap] | None = None) -> int:
         group = next(self._next_group)

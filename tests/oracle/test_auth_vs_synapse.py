@@ -47,7 +47,7 @@ def event_at_some_state(draw: Any, version: str) -> tuple[OracleRoom, Event]:
     # A restricted join carries the authorising server's signature, or (sometimes) not.
     authoriser = spec[3].get("join_authorised_via_users_server")
     signers = (authoriser.partition(":")[2],) if authoriser and draw(st.booleans()) else ()
-    event = room.build(*spec, [at], state=state, ts=10_000, signers=signers)
+    event = room.build(spec, [at], state=state, ts=10_000, signers=signers)
     if draw(st.integers(0, 3)) == 0:
         # Tamper with the auth_events: drop one, add one the selection does not name, or
         # name a second event for a key already there.
@@ -58,7 +58,7 @@ def event_at_some_state(draw: Any, version: str) -> tuple[OracleRoom, Event]:
                 auth_ids.remove(draw(st.sampled_from(auth_ids)))
             case _:
                 auth_ids.append(extra)
-        event = room.build(*spec, [at], ts=10_000, auth_ids=sorted(set(auth_ids)), signers=signers)
+        event = room.build(spec, [at], ts=10_000, auth_ids=sorted(set(auth_ids)), signers=signers)
     return room, event
 
 
@@ -105,16 +105,13 @@ def test_auth_event_from_another_room_is_rejected_as_synapse_rejects_it(
         else ("", other.power_levels_content({BOB: 100}))
     )
     sender = BOB if foreign_type == "m.room.member" else ALICE
-    foreign = other.build(foreign_type, sender, key, content, [other.start])
-    honest = room.build("m.room.message", BOB, None, {"body": "x"}, [room.start])
+    foreign = other.build((foreign_type, sender, key, content), [other.start])
+    honest = room.build(("m.room.message", BOB, None, {"body": "x"}), [room.start])
     auth_ids = [
         a for a in honest.auth_event_ids if room.events[a].state_tuple != foreign.state_tuple
     ]
     event = room.build(
-        "m.room.message",
-        BOB,
-        None,
-        {"body": "x"},
+        ("m.room.message", BOB, None, {"body": "x"}),
         [room.start],
         auth_ids=sorted([*auth_ids, foreign.event_id]),
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.room.processor import Incoming, RoomProcessor
-from tests.oracle._rooms import ALICE, BOB, CHARLIE, EVELYN, ZARA, OracleRoom
+from tests.oracle._rooms import ALICE, BOB, CHARLIE, EVELYN, ZARA, EventSpec, OracleRoom
 
 fuzz = pytest.importorskip("tests.oracle.fuzz")
 pytest.importorskip("tests.oracle.synapse_receive")
@@ -55,7 +55,7 @@ def test_current_state_lags_when_one_extremity_gives_way_to_a_message_on_a_rejec
     assert p is not None
     before_p = room.state_before([x, y])
     assert before_p[("m.room.topic", "")] == y
-    b = room.build("m.room.message", BOB, None, {"body": "hi"}, [p], state=before_p, ts=103)
+    b = room.build(("m.room.message", BOB, None, {"body": "hi"}), [p], state=before_p, ts=103)
     room._store(b, before_p)
     events += [p, b.event_id]
     gen = fuzz.GeneratedRoom.of(room, [room.events[e] for e in events])
@@ -139,7 +139,7 @@ def test_redacted_power_levels_are_read_redacted_by_later_auth_checks(
     redaction = room.send("m.room.redaction", redacter, None, {"redacts": levels}, [levels], ts=101)
     assert redaction is not None
     invited = room.build(
-        "m.room.member", CHARLIE, EVELYN, {"membership": "invite"}, [redaction], ts=102
+        ("m.room.member", CHARLIE, EVELYN, {"membership": "invite"}), [redaction], ts=102
     )
     room._store(invited, room.state_before([redaction]))
     outcomes = _outcomes(room, list(room.events))
@@ -158,12 +158,17 @@ def test_redaction_that_arrives_before_the_event_it_redacts_counts_once_the_even
     assert redaction is not None
     merge = room.send("m.room.message", ALICE, None, {"body": "merge"}, [levels, redaction])
     assert merge is not None
-    invited = room.build("m.room.member", CHARLIE, EVELYN, {"membership": "invite"}, [merge])
+    invited = room.build(("m.room.member", CHARLIE, EVELYN, {"membership": "invite"}), [merge])
     room._store(invited, room.state_before([merge]))
     arrivals = list(room.events)
     arrivals.remove(redaction)
     arrivals.insert(arrivals.index(levels), redaction)
     assert _outcomes(room, arrivals)[invited.event_id] == "ok"
+
+
+def bob_authorised_by_zara(membership: str) -> EventSpec:
+    content = {"membership": membership, "join_authorised_via_users_server": ZARA}
+    return ("m.room.member", BOB, BOB, content)
 
 
 @pytest.mark.parametrize("version", ["8", "10", "12"])
@@ -174,10 +179,7 @@ def test_signed_restricted_join_on_a_fork_survives_state_resolution(version: str
     room = OracleRoom(version)
     kick = room.send("m.room.member", ALICE, CHARLIE, {"membership": "leave"}, [room.start], ts=100)
     join = room.build(
-        "m.room.member",
-        BOB,
-        BOB,
-        {"membership": "join", "join_authorised_via_users_server": ZARA},
+        bob_authorised_by_zara("join"),
         [room.start],
         ts=101,
         signers=("other.example",),
@@ -196,10 +198,7 @@ def test_authorising_user_on_a_leave_needs_no_signature(version: str) -> None:
     # checks the authorising server's signature on joins only.
     room = OracleRoom(version)
     leave = room.build(
-        "m.room.member",
-        BOB,
-        BOB,
-        {"membership": "leave", "join_authorised_via_users_server": ZARA},
+        bob_authorised_by_zara("leave"),
         [room.start],
     )
     room._store(leave, room.state_before([room.start]))
@@ -216,10 +215,7 @@ def test_second_create_event_is_rejected_with_the_state_of_its_prev_events(versi
     )
     assert second is not None
     message = room.build(
-        "m.room.message",
-        CHARLIE,
-        None,
-        {"body": "hi"},
+        ("m.room.message", CHARLIE, None, {"body": "hi"}),
         [second],
         state=room.state_after[room.start],
     )

@@ -15,7 +15,7 @@ from pipeline.matrix.auth.context import AuthContext, federates
 from pipeline.matrix.auth.identifiers import domain_of
 from pipeline.matrix.auth.selection import AUTHORISING_USER, JOIN_RULES_KEY, THIRD_PARTY_INVITE
 from pipeline.matrix.errors import EventRejected
-from pipeline.matrix.power_levels import room_creators
+from pipeline.matrix.power_levels import PowerLevel, room_creators
 
 
 def check_member_event(ctx: AuthContext) -> None:
@@ -298,15 +298,8 @@ def _check_leave(ctx: AuthContext, target: str) -> None:
         )
     # 5.5.4. If the sender's power level is greater than or equal to the kick level, and the
     # target user's power level is less than the sender's power level, allow.
-    target_level = ctx.level(target)
-    if sender_level >= ctx.power_levels.kick and target_level < sender_level:
-        return
     # 5.5.5. Otherwise, reject.
-    raise EventRejected(
-        f"{event.sender} (power level {sender_level}) cannot kick {target} (power level "
-        f"{target_level}); the kick level is {ctx.power_levels.kick}",
-        rule="5.5.5",
-    )
+    _require_outranking(ctx, target, sender_level, "kick", ctx.power_levels.kick, rule="5.5.5")
 
 
 def _check_ban(ctx: AuthContext, target: str) -> None:
@@ -316,14 +309,23 @@ def _check_ban(ctx: AuthContext, target: str) -> None:
         raise EventRejected(f"{event.sender} cannot ban {target}: not joined", rule="5.6.1")
     # 5.6.2. If the sender's power level is greater than or equal to the ban level, and the
     # target user's power level is less than the sender's power level, allow.
-    sender_level, target_level = ctx.level(event.sender), ctx.level(target)
-    if sender_level >= ctx.power_levels.ban and target_level < sender_level:
-        return
     # 5.6.3. Otherwise, reject.
+    sender_level = ctx.level(event.sender)
+    _require_outranking(ctx, target, sender_level, "ban", ctx.power_levels.ban, rule="5.6.3")
+
+
+def _require_outranking(
+    ctx: AuthContext, target: str, sender_level: PowerLevel, action: str, level: int, *, rule: str
+) -> None:
+    """The kick and ban rules' last two steps: allow when the sender is at ``action``'s
+    ``level`` and above the target, otherwise reject under ``rule``."""
+    target_level = ctx.level(target)
+    if sender_level >= level and target_level < sender_level:
+        return
     raise EventRejected(
-        f"{event.sender} (power level {sender_level}) cannot ban {target} (power level "
-        f"{target_level}); the ban level is {ctx.power_levels.ban}",
-        rule="5.6.3",
+        f"{ctx.event.sender} (power level {sender_level}) cannot {action} {target} (power level "
+        f"{target_level}); the {action} level is {level}",
+        rule=rule,
     )
 
 

@@ -59,11 +59,7 @@ def make_pdu(rv: RoomVersion, *, rehash: bool = True, **overrides: Any) -> dict[
     if rv.event_format == EventFormat.V1:
         pdu["event_id"] = f"$msg1:{SERVER}"
     before = add_content_hash(pdu)
-    for key, value in overrides.items():
-        if value is DROP:
-            pdu.pop(key, None)
-        else:
-            pdu[key] = value
+    pdu = {key: value for key, value in {**pdu, **overrides}.items() if value is not DROP}
     result = add_content_hash(pdu) if rehash else {**pdu, "hashes": before["hashes"]}
     if "hashes" in overrides:
         # An explicit hashes override wins over the computed one.

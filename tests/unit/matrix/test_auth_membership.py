@@ -4,20 +4,14 @@ room versions, including restricted joins (v8+), knock (v7+) and knock_restricte
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
-from tests.unit.matrix.auth_fixtures import (
-    ALICE,
-    BOB,
-    CAROL,
-    DAVE,
-    EVE,
-    Room,
-    rejection,
-    versions,
-)
+from tests.unit.matrix.auth_fixtures import ALICE, BOB, CAROL, DAVE, EVE, Room, rejection, versions
+from tests.unit.matrix.auth_tables import ALL, ALLOWED, REJECTED, assert_outcome, table
 
 
 def pl_users(version: str, **extra: int) -> dict[str, int]:
@@ -88,78 +82,6 @@ def test_member_first_join_uses_create_sender_from_v11(version: str) -> None:
 @pytest.mark.parametrize("version", versions(12, 12))
 def test_member_first_join_not_granted_to_additional_creators(version: str) -> None:
     room = Room(version, bare=True, create_content={"additional_creators": [BOB]})
-    assert rejection(room.member(BOB, "join"), room.state) is not None
-
-
-@pytest.mark.parametrize("version", versions())
-def test_member_join_rejected_when_sender_is_not_target(version: str) -> None:
-    room = Room(version, join_rule="public")
-    reason = rejection(room.member(BOB, "join", sender=ALICE), room.state)
-    assert reason is not None and "sender != state_key" in reason
-
-
-@pytest.mark.parametrize("version", versions())
-def test_member_join_rejected_when_banned(version: str) -> None:
-    room = Room(version, join_rule="public")
-    room.add(room.member(BOB, "ban", sender=ALICE))
-    reason = rejection(room.member(BOB, "join"), room.state)
-    assert reason is not None and "banned" in reason
-
-
-@pytest.mark.parametrize("version", versions())
-def test_member_join_allowed_in_public_room(version: str) -> None:
-    room = Room(version, join_rule="public")
-    assert rejection(room.member(BOB, "join"), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions())
-def test_member_join_rejected_in_invite_room_without_invite(version: str) -> None:
-    room = Room(version, join_rule="invite")
-    assert rejection(room.member(BOB, "join"), room.state) is not None
-
-
-@pytest.mark.parametrize("version", versions())
-def test_member_join_rejected_without_join_rules_event(version: str) -> None:
-    room = Room(version, join_rule=None)
-    assert rejection(room.member(BOB, "join"), room.state) is not None
-
-
-@pytest.mark.parametrize("prior", ["invite", "join"])
-@pytest.mark.parametrize("version", versions())
-def test_member_join_allowed_in_invite_room_when_invited_or_joined(
-    version: str, prior: str
-) -> None:
-    room = Room(version, join_rule="invite")
-    room.add(room.member(BOB, prior, sender=ALICE if prior == "invite" else BOB))
-    assert rejection(room.member(BOB, "join"), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions())
-def test_member_join_rejected_after_leave_in_invite_room(version: str) -> None:
-    room = Room(version, join_rule="invite")
-    room.add(room.member(BOB, "leave"))
-    assert rejection(room.member(BOB, "join"), room.state) is not None
-
-
-@pytest.mark.parametrize("rule", ["private", "weird"])
-@pytest.mark.parametrize("version", versions())
-def test_member_join_rejected_with_private_or_unknown_join_rule(version: str, rule: str) -> None:
-    room = Room(version, join_rule=rule)
-    room.add(room.member(BOB, "invite", sender=ALICE))
-    assert rejection(room.member(BOB, "join"), room.state) is not None
-
-
-@pytest.mark.parametrize("version", versions(7, 12))
-def test_member_join_allowed_in_knock_room_when_invited(version: str) -> None:
-    room = Room(version, join_rule="knock")
-    room.add(room.member(BOB, "invite", sender=ALICE))
-    assert rejection(room.member(BOB, "join"), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions(1, 6))
-def test_member_join_rejected_with_knock_join_rule_before_v7(version: str) -> None:
-    room = Room(version, join_rule="knock")
-    room.add(room.member(BOB, "invite", sender=ALICE))
     assert rejection(room.member(BOB, "join"), room.state) is not None
 
 
@@ -283,48 +205,6 @@ def test_authoriser_key_needs_its_signature_on_joins_only_as_synapse_checks_it(
     assert rejection(ev, room.state) is None
 
 
-# --- 5.4 invite -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("version", versions())
-def test_member_invite_allowed_from_joined_sender(version: str) -> None:
-    room = Room(version)
-    room.join(BOB)
-    assert rejection(room.member(CAROL, "invite", sender=BOB), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions())
-def test_member_invite_rejected_when_sender_not_joined(version: str) -> None:
-    room = Room(version)
-    reason = rejection(room.member(CAROL, "invite", sender=BOB), room.state)
-    assert reason is not None and "not joined" in reason
-
-
-@pytest.mark.parametrize("prior", ["join", "ban"])
-@pytest.mark.parametrize("version", versions())
-def test_member_invite_rejected_when_target_joined_or_banned(version: str, prior: str) -> None:
-    room = Room(version)
-    room.add(room.member(CAROL, prior, sender=CAROL if prior == "join" else ALICE))
-    reason = rejection(room.member(CAROL, "invite", sender=ALICE), room.state)
-    assert reason is not None and prior in reason
-
-
-@pytest.mark.parametrize("version", versions())
-def test_member_invite_rejected_below_invite_level(version: str) -> None:
-    room = Room(version)
-    room.power_levels(users=pl_users(version), invite=1)
-    room.join(BOB)
-    reason = rejection(room.member(CAROL, "invite", sender=BOB), room.state)
-    assert reason is not None and "invite level" in reason
-
-
-@pytest.mark.parametrize("version", versions())
-def test_member_reinvite_of_invited_user_allowed(version: str) -> None:
-    room = Room(version)
-    room.add(room.member(CAROL, "invite", sender=ALICE))
-    assert rejection(room.member(CAROL, "invite", sender=ALICE), room.state) is None
-
-
 # --- 5.4.1 third-party invites ----------------------------------------------------------------
 
 
@@ -429,216 +309,310 @@ def test_member_third_party_invite_signature_seam_decides(version: str) -> None:
     assert calls == [("tok", ["K1", "K2"])]
 
 
-# --- 5.5 leave --------------------------------------------------------------------------------
+# --- the membership tables ----------------------------------------------------------------------
+#
+# Each row: a room (its join rule, power levels and memberships before), one m.room.member event
+# and what the rules make of it: allowed (None), or rejected with a reason containing the row's
+# text ("" when any reason will do).
+
+Member = tuple[str, str, str | None]
+"""(target, membership, sender; None: the target itself)."""
 
 
-@pytest.mark.parametrize("prior", ["invite", "join"])
-@pytest.mark.parametrize("version", versions())
-def test_member_leave_allowed_for_self_when_invited_or_joined(version: str, prior: str) -> None:
-    room = Room(version)
-    room.add(room.member(BOB, prior, sender=ALICE if prior == "invite" else BOB))
-    assert rejection(room.member(BOB, "leave"), room.state) is None
+def m(target: str, membership: str, sender: str | None = None) -> Member:
+    return (target, membership, sender)
 
 
-@pytest.mark.parametrize("prior", [None, "leave", "ban"])
-@pytest.mark.parametrize("version", versions())
-def test_member_leave_rejected_for_self_when_not_in_room(version: str, prior: str | None) -> None:
-    room = Room(version)
-    if prior is not None:
-        room.add(room.member(BOB, prior, sender=ALICE))
-    assert rejection(room.member(BOB, "leave"), room.state) is not None
+@dataclass(frozen=True)
+class Case:
+    name: str
+    versions: tuple[int, int]  # the room versions the row holds in, lo..hi
+    event: Member
+    reason: str | None
+    join_rule: str | None = "invite"
+    users: Mapping[str, int] | None = None  # power levels: users beside the creator's default
+    levels: Mapping[str, int] = field(default_factory=dict)  # power levels: named levels
+    before: tuple[Member, ...] = ()
+    create_content: Mapping[str, Any] | None = None
 
 
-@pytest.mark.parametrize("version", versions(7, 12))
-def test_member_leave_allowed_for_self_after_knock(version: str) -> None:
-    room = Room(version, join_rule="knock")
-    room.add(room.member(BOB, "knock"))
-    assert rejection(room.member(BOB, "leave"), room.state) is None
+def cases(*rows: Case) -> list[Any]:
+    return table(*((row.name, row.versions, row) for row in rows))
 
 
-@pytest.mark.parametrize("version", versions(1, 6))
-def test_member_leave_rejected_for_self_after_knock_before_v7(version: str) -> None:
-    # A knock membership cannot arise before v7; if the state holds one anyway, it is no
-    # membership the leave rule knows.
-    room = Room(version)
-    room.add(room.member(BOB, "knock"))
-    assert rejection(room.member(BOB, "leave"), room.state) is not None
+def check(version: str, case: Case) -> None:
+    room = Room(version, join_rule=case.join_rule, create_content=case.create_content)
+    if case.users is not None or case.levels:
+        room.power_levels(users={**pl_users(version), **(case.users or {})}, **case.levels)
+    for target, membership, sender in case.before:
+        room.add(room.member(target, membership, sender=sender))
+    target, membership, sender = case.event
+    assert_outcome(
+        rejection(room.member(target, membership, sender=sender), room.state), case.reason
+    )
 
 
-@pytest.mark.parametrize("version", versions())
-def test_member_kick_rejected_when_sender_not_joined(version: str) -> None:
-    room = Room(version)
-    room.join(CAROL)
-    reason = rejection(room.member(CAROL, "leave", sender=BOB), room.state)
-    assert reason is not None and "not joined" in reason
+@pytest.mark.parametrize(
+    ("version", "case"),
+    cases(
+        # 5.3.2. sender must be the target
+        Case("join-by-other", ALL, m(BOB, "join", ALICE), "sender != state_key", "public"),
+        # 5.3.3. a banned target cannot join
+        Case(
+            "join-banned", ALL, m(BOB, "join"), "banned", "public", before=(m(BOB, "ban", ALICE),)
+        ),
+        # 5.3.4–5.3.7 by join rule
+        Case("join-public", ALL, m(BOB, "join"), ALLOWED, "public"),
+        Case("join-invite-room-uninvited", ALL, m(BOB, "join"), REJECTED, "invite"),
+        Case("join-no-join-rules", ALL, m(BOB, "join"), REJECTED, None),
+        Case("join-invited", ALL, m(BOB, "join"), ALLOWED, before=(m(BOB, "invite", ALICE),)),
+        Case("join-joined", ALL, m(BOB, "join"), ALLOWED, before=(m(BOB, "join"),)),
+        Case("join-after-leave", ALL, m(BOB, "join"), REJECTED, before=(m(BOB, "leave"),)),
+        Case(
+            "join-private",
+            ALL,
+            m(BOB, "join"),
+            REJECTED,
+            "private",
+            before=(m(BOB, "invite", ALICE),),
+        ),
+        Case(
+            "join-weird-rule",
+            ALL,
+            m(BOB, "join"),
+            REJECTED,
+            "weird",
+            before=(m(BOB, "invite", ALICE),),
+        ),
+        Case(
+            "join-knock-room-invited",
+            (7, 12),
+            m(BOB, "join"),
+            ALLOWED,
+            "knock",
+            before=(m(BOB, "invite", ALICE),),
+        ),
+        Case(
+            "join-knock-rule-before-v7",
+            (1, 6),
+            m(BOB, "join"),
+            REJECTED,
+            "knock",
+            before=(m(BOB, "invite", ALICE),),
+        ),
+    ),
+)
+def test_member_join(version: str, case: Case) -> None:
+    check(version, case)
 
 
-@pytest.mark.parametrize("version", versions())
-def test_member_kick_allowed_above_target_and_at_kick_level(version: str) -> None:
-    room = Room(version)
-    room.join(CAROL)
-    assert rejection(room.member(CAROL, "leave", sender=ALICE), room.state) is None
+@pytest.mark.parametrize(
+    ("version", "case"),
+    cases(
+        # 5.4.2. the sender must be joined
+        Case("invite-by-joined", ALL, m(CAROL, "invite", BOB), ALLOWED, before=(m(BOB, "join"),)),
+        Case("invite-by-outsider", ALL, m(CAROL, "invite", BOB), "not joined"),
+        # 5.4.3. not a joined or banned target
+        Case("invite-joined", ALL, m(CAROL, "invite", ALICE), "join", before=(m(CAROL, "join"),)),
+        Case(
+            "invite-banned", ALL, m(CAROL, "invite", ALICE), "ban", before=(m(CAROL, "ban", ALICE),)
+        ),
+        # 5.4.4. the invite level
+        Case(
+            "invite-below-invite-level",
+            ALL,
+            m(CAROL, "invite", BOB),
+            "invite level",
+            users={},
+            levels={"invite": 1},
+            before=(m(BOB, "join"),),
+        ),
+        Case(
+            "reinvite", ALL, m(CAROL, "invite", ALICE), ALLOWED, before=(m(CAROL, "invite", ALICE),)
+        ),
+    ),
+)
+def test_member_invite(version: str, case: Case) -> None:
+    check(version, case)
 
 
-@pytest.mark.parametrize("version", versions())
-def test_member_kick_rejected_below_kick_level(version: str) -> None:
-    room = Room(version)
-    room.power_levels(users=pl_users(version, bob=40), kick=50)
-    room.join(BOB, CAROL)
-    reason = rejection(room.member(CAROL, "leave", sender=BOB), room.state)
-    assert reason is not None and "kick level is 50" in reason
+@pytest.mark.parametrize(
+    ("version", "case"),
+    cases(
+        # 5.5.1. leaving oneself: only from invite or join (v7+: or knock)
+        Case("leave-invited", ALL, m(BOB, "leave"), ALLOWED, before=(m(BOB, "invite", ALICE),)),
+        Case("leave-joined", ALL, m(BOB, "leave"), ALLOWED, before=(m(BOB, "join"),)),
+        Case("leave-never-joined", ALL, m(BOB, "leave"), REJECTED),
+        Case("leave-left", ALL, m(BOB, "leave"), REJECTED, before=(m(BOB, "leave", ALICE),)),
+        Case("leave-banned", ALL, m(BOB, "leave"), REJECTED, before=(m(BOB, "ban", ALICE),)),
+        Case(
+            "leave-knocked", (7, 12), m(BOB, "leave"), ALLOWED, "knock", before=(m(BOB, "knock"),)
+        ),
+        # A knock membership cannot arise before v7; if the state holds one anyway, it is no
+        # membership the leave rule knows.
+        Case(
+            "leave-knocked-before-v7", (1, 6), m(BOB, "leave"), REJECTED, before=(m(BOB, "knock"),)
+        ),
+        # 5.5.2. a kick needs a joined sender
+        Case(
+            "kick-by-outsider",
+            ALL,
+            m(CAROL, "leave", BOB),
+            "not joined",
+            before=(m(CAROL, "join"),),
+        ),
+        # 5.5.3. an unban needs the ban level
+        Case(
+            "unban-below-ban-level",
+            ALL,
+            m(CAROL, "leave", BOB),
+            "unban",
+            users={BOB: 50},
+            levels={"kick": 50, "ban": 60},
+            before=(m(BOB, "join"), m(CAROL, "ban", ALICE)),
+        ),
+        # ... and the kick level too (5.5.4).
+        Case(
+            "unban-below-kick-level",
+            ALL,
+            m(CAROL, "leave", BOB),
+            REJECTED,
+            users={BOB: 50},
+            levels={"kick": 60, "ban": 50},
+            before=(m(BOB, "join"), m(CAROL, "ban", ALICE)),
+        ),
+        Case(
+            "unban-at-kick-and-ban-level",
+            ALL,
+            m(CAROL, "leave", BOB),
+            ALLOWED,
+            users={BOB: 60},
+            levels={"kick": 60, "ban": 50},
+            before=(m(BOB, "join"), m(CAROL, "ban", ALICE)),
+        ),
+        # 5.5.4. at the kick level and above the target
+        Case("kick", ALL, m(CAROL, "leave", ALICE), ALLOWED, before=(m(CAROL, "join"),)),
+        Case(
+            "kick-below-kick-level",
+            ALL,
+            m(CAROL, "leave", BOB),
+            "kick level is 50",
+            users={BOB: 40},
+            levels={"kick": 50},
+            before=(m(BOB, "join"), m(CAROL, "join")),
+        ),
+        Case(
+            "kick-of-equal",
+            ALL,
+            m(CAROL, "leave", BOB),
+            REJECTED,
+            users={BOB: 60, CAROL: 60},
+            before=(m(BOB, "join"), m(CAROL, "join")),
+        ),
+        # A creator's power is infinite, so no one — another creator included — outranks it.
+        Case(
+            "kick-of-creator",
+            (12, 12),
+            m(ALICE, "leave", BOB),
+            "cannot kick",
+            create_content={"additional_creators": [BOB]},
+            before=(m(BOB, "join"),),
+        ),
+    ),
+)
+def test_member_leave_kick_and_unban(version: str, case: Case) -> None:
+    check(version, case)
 
 
-@pytest.mark.parametrize("version", versions())
-def test_member_kick_rejected_for_equal_power_target(version: str) -> None:
-    room = Room(version)
-    room.power_levels(users=pl_users(version, bob=60, carol=60))
-    room.join(BOB, CAROL)
-    assert rejection(room.member(CAROL, "leave", sender=BOB), room.state) is not None
+@pytest.mark.parametrize(
+    ("version", "case"),
+    cases(
+        # 5.6.1. the sender must be joined
+        Case(
+            "ban-by-outsider",
+            ALL,
+            m(BOB, "ban", ALICE),
+            "not joined",
+            before=(m(ALICE, "leave"), m(BOB, "join")),
+        ),
+        # 5.6.2. at the ban level and above the target
+        Case("ban", ALL, m(BOB, "ban", ALICE), ALLOWED, before=(m(BOB, "join"),)),
+        Case("ban-non-member", ALL, m(EVE, "ban", ALICE), ALLOWED),
+        Case(
+            "ban-below-ban-level",
+            ALL,
+            m(CAROL, "ban", BOB),
+            "ban level is 50",
+            users={BOB: 49},
+            before=(m(BOB, "join"), m(CAROL, "join")),
+        ),
+        Case(
+            "ban-of-higher",
+            ALL,
+            m(CAROL, "ban", BOB),
+            REJECTED,
+            users={BOB: 50, CAROL: 70},
+            before=(m(BOB, "join"), m(CAROL, "join")),
+        ),
+        # Before v12 the creator's power is what the power levels say; from v12 it is infinite.
+        Case(
+            "ban-of-creator-below",
+            (1, 11),
+            m(ALICE, "ban", DAVE),
+            ALLOWED,
+            users={ALICE: 10, DAVE: 100},
+            before=(m(DAVE, "join"),),
+        ),
+        Case(
+            "ban-of-creator",
+            (12, 12),
+            m(ALICE, "ban", DAVE),
+            REJECTED,
+            users={DAVE: 2**53 - 1},
+            before=(m(DAVE, "join"),),
+        ),
+    ),
+)
+def test_member_ban(version: str, case: Case) -> None:
+    check(version, case)
 
 
-@pytest.mark.parametrize("version", versions())
-def test_member_unban_rejected_below_ban_level(version: str) -> None:
-    room = Room(version)
-    room.power_levels(users=pl_users(version, bob=50), kick=50, ban=60)
-    room.join(BOB)
-    room.add(room.member(CAROL, "ban", sender=ALICE))
-    reason = rejection(room.member(CAROL, "leave", sender=BOB), room.state)
-    assert reason is not None and "unban" in reason
-
-
-@pytest.mark.parametrize("version", versions())
-def test_member_unban_needs_kick_level_too(version: str) -> None:
-    room = Room(version)
-    room.power_levels(users=pl_users(version, bob=50), kick=60, ban=50)
-    room.join(BOB)
-    room.add(room.member(CAROL, "ban", sender=ALICE))
-    assert rejection(room.member(CAROL, "leave", sender=BOB), room.state) is not None
-    room.power_levels(users=pl_users(version, bob=60), kick=60, ban=50)
-    assert rejection(room.member(CAROL, "leave", sender=BOB), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions(12, 12))
-def test_member_kick_of_creator_rejected_in_v12(version: str) -> None:
-    room = Room(version, create_content={"additional_creators": [BOB]})
-    room.join(BOB)
-    # A creator's power is infinite, so no one — another creator included — outranks it.
-    reason = rejection(room.member(ALICE, "leave", sender=BOB), room.state)
-    assert reason is not None and "cannot kick" in reason
-
-
-# --- 5.6 ban ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("version", versions())
-def test_member_ban_allowed_at_ban_level_above_target(version: str) -> None:
-    room = Room(version)
-    room.join(BOB)
-    assert rejection(room.member(BOB, "ban", sender=ALICE), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions())
-def test_member_ban_of_non_member_allowed(version: str) -> None:
-    room = Room(version)
-    assert rejection(room.member(EVE, "ban", sender=ALICE), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions())
-def test_member_ban_rejected_when_sender_not_joined(version: str) -> None:
-    room = Room(version)
-    room.add(room.member(ALICE, "leave"))
-    room.join(BOB)
-    reason = rejection(room.member(BOB, "ban", sender=ALICE), room.state)
-    assert reason is not None and "not joined" in reason
-
-
-@pytest.mark.parametrize("version", versions())
-def test_member_ban_rejected_below_ban_level(version: str) -> None:
-    room = Room(version)
-    room.power_levels(users=pl_users(version, bob=49))
-    room.join(BOB, CAROL)
-    reason = rejection(room.member(CAROL, "ban", sender=BOB), room.state)
-    assert reason is not None and "ban level is 50" in reason
-
-
-@pytest.mark.parametrize("version", versions())
-def test_member_ban_rejected_for_higher_target(version: str) -> None:
-    room = Room(version)
-    room.power_levels(users=pl_users(version, bob=50, carol=70))
-    room.join(BOB, CAROL)
-    assert rejection(room.member(CAROL, "ban", sender=BOB), room.state) is not None
-
-
-@pytest.mark.parametrize("version", versions(1, 11))
-def test_member_ban_of_creator_depends_on_power_levels_before_v12(version: str) -> None:
-    room = Room(version)
-    room.power_levels(users={ALICE: 10, DAVE: 100})
-    room.join(DAVE)
-    assert rejection(room.member(ALICE, "ban", sender=DAVE), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions(12, 12))
-def test_member_ban_of_creator_rejected_in_v12(version: str) -> None:
-    room = Room(version)
-    room.power_levels(users={DAVE: 2**53 - 1})
-    room.join(DAVE)
-    assert rejection(room.member(ALICE, "ban", sender=DAVE), room.state) is not None
-
-
-# --- 5.7 knock (v7+) --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("version", versions(7, 12))
-def test_member_knock_allowed_in_knock_room(version: str) -> None:
-    room = Room(version, join_rule="knock")
-    assert rejection(room.member(BOB, "knock"), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions(10, 12))
-def test_member_knock_allowed_in_knock_restricted_room(version: str) -> None:
-    room = Room(version, join_rule="knock_restricted")
-    assert rejection(room.member(BOB, "knock"), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions(7, 9))
-def test_member_knock_rejected_in_knock_restricted_room_before_v10(version: str) -> None:
-    room = Room(version, join_rule="knock_restricted")
-    assert rejection(room.member(BOB, "knock"), room.state) is not None
-
-
-@pytest.mark.parametrize("version", versions(1, 6))
-def test_member_knock_is_unknown_membership_before_v7(version: str) -> None:
-    room = Room(version, join_rule="knock")
-    reason = rejection(room.member(BOB, "knock"), room.state)
-    assert reason is not None and "unknown" in reason
-
-
-@pytest.mark.parametrize("rule", ["public", "invite", "restricted"])
-@pytest.mark.parametrize("version", versions(7, 12))
-def test_member_knock_rejected_with_other_join_rule(version: str, rule: str) -> None:
-    room = Room(version, join_rule=rule)
-    reason = rejection(room.member(BOB, "knock"), room.state)
-    assert reason is not None and "join rule" in reason
-
-
-@pytest.mark.parametrize("version", versions(7, 12))
-def test_member_knock_rejected_on_behalf_of_another_user(version: str) -> None:
-    room = Room(version, join_rule="knock")
-    assert rejection(room.member(BOB, "knock", sender=ALICE), room.state) is not None
-
-
-@pytest.mark.parametrize("prior", ["ban", "invite", "join"])
-@pytest.mark.parametrize("version", versions(7, 12))
-def test_member_knock_rejected_when_banned_invited_or_joined(version: str, prior: str) -> None:
-    room = Room(version, join_rule="knock")
-    room.add(room.member(BOB, prior, sender=BOB if prior == "join" else ALICE))
-    reason = rejection(room.member(BOB, "knock"), room.state)
-    assert reason is not None and prior in reason
-
-
-@pytest.mark.parametrize("prior", ["leave", "knock"])
-@pytest.mark.parametrize("version", versions(7, 12))
-def test_member_knock_allowed_after_leave_or_knock(version: str, prior: str) -> None:
-    room = Room(version, join_rule="knock")
-    room.add(room.member(BOB, prior))
-    assert rejection(room.member(BOB, "knock"), room.state) is None
+@pytest.mark.parametrize(
+    ("version", "case"),
+    cases(
+        # v7+ 5.7.1. the join rule must be knock (v10+: or knock_restricted)
+        Case("knock", (7, 12), m(BOB, "knock"), ALLOWED, "knock"),
+        Case("knock-restricted", (10, 12), m(BOB, "knock"), ALLOWED, "knock_restricted"),
+        Case("knock-restricted-before-v10", (7, 9), m(BOB, "knock"), REJECTED, "knock_restricted"),
+        Case("knock-before-v7", (1, 6), m(BOB, "knock"), "unknown", "knock"),
+        Case("knock-public", (7, 12), m(BOB, "knock"), "join rule", "public"),
+        Case("knock-invite", (7, 12), m(BOB, "knock"), "join rule", "invite"),
+        Case("knock-restricted-rule", (7, 12), m(BOB, "knock"), "join rule", "restricted"),
+        # v7+ 5.7.2. only for oneself
+        Case("knock-for-other", (7, 12), m(BOB, "knock", ALICE), REJECTED, "knock"),
+        # v7+ 5.7.3. not when banned, invited or joined
+        Case(
+            "knock-banned", (7, 12), m(BOB, "knock"), "ban", "knock", before=(m(BOB, "ban", ALICE),)
+        ),
+        Case(
+            "knock-invited",
+            (7, 12),
+            m(BOB, "knock"),
+            "invite",
+            "knock",
+            before=(m(BOB, "invite", ALICE),),
+        ),
+        Case("knock-joined", (7, 12), m(BOB, "knock"), "join", "knock", before=(m(BOB, "join"),)),
+        Case(
+            "knock-after-leave",
+            (7, 12),
+            m(BOB, "knock"),
+            ALLOWED,
+            "knock",
+            before=(m(BOB, "leave"),),
+        ),
+        Case("knock-again", (7, 12), m(BOB, "knock"), ALLOWED, "knock", before=(m(BOB, "knock"),)),
+    ),
+)
+def test_member_knock(version: str, case: Case) -> None:
+    check(version, case)

@@ -21,6 +21,7 @@ from pipeline.matrix.power_levels import (
 )
 from pipeline.matrix.room_versions import room_version
 from tests.unit.matrix.auth_fixtures import ALICE, BOB, CAROL, DAVE, Room, rejection, versions
+from tests.unit.matrix.auth_tables import ALL, ALLOWED, REJECTED, assert_outcome, table
 
 
 def creator_users(version: str, **extra: int) -> dict[str, Any]:
@@ -189,82 +190,55 @@ def test_power_level_for_sender_raises_missing_events() -> None:
 # --- 10.1–10.3 content shape -------------------------------------------------------------------
 
 
+NAMED_LEVELS = [
+    "users_default",
+    "events_default",
+    "state_default",
+    "ban",
+    "redact",
+    "kick",
+    "invite",
+]
+
+
+# (name, room versions lo..hi, power levels content beside the creator's users entry, the outcome)
 @pytest.mark.parametrize(
-    "key", ["users_default", "events_default", "state_default", "ban", "redact", "kick", "invite"]
+    ("version", "content", "reason"),
+    table(
+        # 10.1. named levels: integers (before v10 also numeric strings)
+        *[(f"{key}-as-string", (10, 12), {key: "50"}, key) for key in NAMED_LEVELS],
+        *[
+            (f"{key}-as-string", (1, 9), {key: "50"}, ALLOWED)
+            for key in ("users_default", "ban", "invite")
+        ],
+        ("unreadable-level", ALL, {"ban": "high"}, REJECTED),
+        # 10.2. events and notifications: objects of integers (v6+: notifications checked)
+        *[
+            (f"string-in-{key}", (10, 12), {key: {"m.room.name": "50"}}, key)
+            for key in ("events", "notifications")
+        ],
+        *[
+            (f"{key}-not-object", (6, 12), {key: [1]}, "not an object")
+            for key in ("events", "notifications", "users")
+        ],
+        ("notifications-unchecked", (1, 5), {"notifications": {"room": 1000}}, ALLOWED),
+        # 10.3. users: user IDs to integers (before v10 also numeric strings, before v6 floats)
+        ("users-stringy", (1, 9), {"users": {ALICE: "100", BOB: "10"}}, ALLOWED),
+        ("users-stringy", (10, 12), {"users": {BOB: "10"}}, "users"),
+        *[
+            (f"users-key-{i}", ALL, {"users": {bad: 10}}, "not a valid user ID")
+            for i, bad in enumerate(["bob", "@bob", "#room:b.org", "@bob:bad_host!"])
+        ],
+        ("users-float", (1, 5), {"users": {ALICE: 100, BOB: 50.57}}, ALLOWED),
+    ),
 )
-@pytest.mark.parametrize("version", versions(10, 12))
-def test_power_levels_named_level_as_string_rejected_from_v10(version: str, key: str) -> None:
+def test_power_levels_content_shape(
+    version: str, content: dict[str, Any], reason: str | None
+) -> None:
     room = Room(version)
-    ev = pl_event(room, users=creator_users(version), **{key: "50"})
-    reason = rejection(ev, room.state)
-    assert reason is not None and key in reason
-
-
-@pytest.mark.parametrize("key", ["users_default", "ban", "invite"])
-@pytest.mark.parametrize("version", versions(1, 9))
-def test_power_levels_named_level_as_string_allowed_before_v10(version: str, key: str) -> None:
-    room = Room(version)
-    ev = pl_event(room, users=creator_users(version), **{key: "50"})
-    assert rejection(ev, room.state) is None
-
-
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_unreadable_level_rejected(version: str) -> None:
-    room = Room(version)
-    assert rejection(pl_event(room, users=creator_users(version), ban="high"), room.state)
-
-
-@pytest.mark.parametrize("key", ["events", "notifications"])
-@pytest.mark.parametrize("version", versions(10, 12))
-def test_power_levels_map_with_string_value_rejected_from_v10(version: str, key: str) -> None:
-    room = Room(version)
-    content: dict[str, Any] = {"users": creator_users(version), key: {"m.room.name": "50"}}
-    ev = pl_event(room, **content)
-    reason = rejection(ev, room.state)
-    assert reason is not None and key in reason
-
-
-@pytest.mark.parametrize("key", ["events", "notifications", "users"])
-@pytest.mark.parametrize("version", versions(6, 12))
-def test_power_levels_map_not_an_object_rejected(version: str, key: str) -> None:
-    room = Room(version)
-    content: dict[str, Any] = {"users": creator_users(version), key: [1]}
-    reason = rejection(pl_event(room, **content), room.state)
-    assert reason is not None and "not an object" in reason
-
-
-@pytest.mark.parametrize("version", versions(1, 5))
-def test_power_levels_notifications_not_checked_before_v6(version: str) -> None:
-    room = Room(version)
-    ev = pl_event(room, users=creator_users(version), notifications={"room": 1000})
-    assert rejection(ev, room.state) is None
-
-
-@pytest.mark.parametrize("version", versions(1, 9))
-def test_power_levels_users_stringy_value_allowed_before_v10(version: str) -> None:
-    room = Room(version)
-    assert rejection(pl_event(room, users={ALICE: "100", BOB: "10"}), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions(10, 12))
-def test_power_levels_users_stringy_value_rejected_from_v10(version: str) -> None:
-    room = Room(version)
-    reason = rejection(pl_event(room, users={**creator_users(version), BOB: "10"}), room.state)
-    assert reason is not None and "users" in reason
-
-
-@pytest.mark.parametrize("bad_key", ["bob", "@bob", "#room:b.org", "@bob:bad_host!"])
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_users_key_not_a_user_id_rejected(version: str, bad_key: str) -> None:
-    room = Room(version)
-    reason = rejection(pl_event(room, users={**creator_users(version), bad_key: 10}), room.state)
-    assert reason is not None and "not a valid user ID" in reason
-
-
-@pytest.mark.parametrize("version", versions(1, 5))
-def test_power_levels_float_user_level_allowed_before_v6(version: str) -> None:
-    room = Room(version)
-    assert rejection(pl_event(room, users={ALICE: 100, BOB: 50.57}), room.state) is None
+    given = content.get("users", {})
+    users = {**creator_users(version), **given} if isinstance(given, dict) else given
+    assert_outcome(rejection(pl_event(room, **{**content, "users": users}), room.state), reason)
 
 
 @pytest.mark.parametrize(
@@ -366,23 +340,72 @@ def bob_changes(room: Room, version: str, **changes: Any) -> Event:
     return pl_event(room, BOB, **content)
 
 
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_unchanged_resend_allowed(version: str) -> None:
+EVE = "@eve:e.org"
+
+
+# (name, room versions lo..hi, what Bob changes in changed_room's power levels, the outcome:
+# ALLOWED, or a part of the rejection's reason). A users map is given beside the creator's entry.
+@pytest.mark.parametrize(
+    ("version", "changes", "reason"),
+    table(
+        ("unchanged-resend", ALL, {}, ALLOWED),
+        # 10.6. named levels: neither the current nor the new value above the sender's
+        ("named-level-raised-above-sender", ALL, {"kick": 51}, "change kick: new value 51"),
+        ("named-levels-up-to-sender", ALL, {"kick": 40, "ban": 50}, ALLOWED),
+        # Adding state_default: 60 when absent (default 50) is a change above Bob's 50.
+        ("named-level-added-above-sender", ALL, {"state_default": 60}, REJECTED),
+        ("users-default-up-to-sender", ALL, {"users_default": 50}, ALLOWED),
+        ("users-default-above-sender", ALL, {"users_default": 51}, REJECTED),
+        # 10.7/10.8. events (v6+: and notifications): changed or removed from at most the
+        # sender's level, added or changed to at most it
+        (
+            "event-level-above-sender-changed",
+            ALL,
+            {"events": {"m.room.power_levels": 50, "m.room.topic": 10}},
+            "events['m.room.topic']",
+        ),
+        (
+            "event-level-above-sender-added",
+            ALL,
+            {"events": {"m.room.power_levels": 50, "m.room.topic": 60, "m.room.name": 51}},
+            REJECTED,
+        ),
+        (
+            "event-level-up-to-sender-added",
+            ALL,
+            {"events": {"m.room.power_levels": 50, "m.room.topic": 60, "m.room.name": 50}},
+            ALLOWED,
+        ),
+        ("notifications-above-sender", (6, 12), {"notifications": {"room": 51}}, "notifications"),
+        ("notifications-unchecked-before-v6", (1, 5), {"notifications": {"room": 99}}, ALLOWED),
+        # 10.9. users other than the sender: changed or removed only from below the sender
+        ("equal-user-lowered", ALL, {"users": {BOB: 50, CAROL: 0, DAVE: 20}}, CAROL),
+        ("equal-user-removed", ALL, {"users": {BOB: 50, DAVE: 20}}, REJECTED),
+        ("lower-user-changed", ALL, {"users": {BOB: 50, CAROL: 50, DAVE: 49}}, ALLOWED),
+        ("own-level-lowered", ALL, {"users": {BOB: 10, CAROL: 50, DAVE: 20}}, ALLOWED),
+        # Carol's 50 written as "50" is the same level: not a change Bob would need to outrank.
+        ("stringy-equal-value", (1, 9), {"users": {BOB: 50, CAROL: "50", DAVE: 20}}, ALLOWED),
+        # 10.10. users added or changed: to at most the sender's level
+        (
+            "user-raised-above-sender",
+            ALL,
+            {"users": {BOB: 50, CAROL: 50, DAVE: 51}},
+            "new value 51",
+        ),
+        ("own-level-raised", ALL, {"users": {BOB: 51, CAROL: 50, DAVE: 20}}, REJECTED),
+        (
+            "user-added-at-sender-level",
+            ALL,
+            {"users": {BOB: 50, CAROL: 50, DAVE: 20, EVE: 50}},
+            ALLOWED,
+        ),
+    ),
+)
+def test_power_levels_changes(version: str, changes: dict[str, Any], reason: str | None) -> None:
     room = changed_room(version)
-    assert rejection(bob_changes(room, version), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_named_level_raised_above_sender_rejected(version: str) -> None:
-    room = changed_room(version)
-    reason = rejection(bob_changes(room, version, kick=51), room.state)
-    assert reason is not None and "kick" in reason and "new value 51" in reason
-
-
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_named_level_up_to_sender_allowed(version: str) -> None:
-    room = changed_room(version)
-    assert rejection(bob_changes(room, version, kick=40, ban=50), room.state) is None
+    if "users" in changes:
+        changes = {**changes, "users": {**creator_users(version), **changes["users"]}}
+    assert_outcome(rejection(bob_changes(room, version, **changes), room.state), reason)
 
 
 @pytest.mark.parametrize("version", versions())
@@ -391,107 +414,6 @@ def test_power_levels_named_level_above_sender_cannot_be_removed(version: str) -
     room.power_levels(**{**room.state[("m.room.power_levels", "")].content, "ban": 70})
     reason = rejection(bob_changes(room, version, ban=None), room.state)
     assert reason is not None and "current value 70" in reason
-
-
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_named_level_added_equal_to_default_still_checked(version: str) -> None:
-    room = changed_room(version)
-    # Adding state_default: 60 when absent (default 50) is a change above Bob's 50.
-    assert rejection(bob_changes(room, version, state_default=60), room.state) is not None
-
-
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_event_level_above_sender_cannot_be_changed(version: str) -> None:
-    room = changed_room(version)
-    events = {"m.room.power_levels": 50, "m.room.topic": 10}
-    reason = rejection(bob_changes(room, version, events=events), room.state)
-    assert reason is not None and "events['m.room.topic']" in reason
-
-
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_event_level_above_sender_cannot_be_added(version: str) -> None:
-    room = changed_room(version)
-    events = {"m.room.power_levels": 50, "m.room.topic": 60, "m.room.name": 51}
-    assert rejection(bob_changes(room, version, events=events), room.state) is not None
-
-
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_event_level_up_to_sender_can_be_added(version: str) -> None:
-    room = changed_room(version)
-    events = {"m.room.power_levels": 50, "m.room.topic": 60, "m.room.name": 50}
-    assert rejection(bob_changes(room, version, events=events), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions(6, 12))
-def test_power_levels_notification_level_above_sender_rejected_from_v6(version: str) -> None:
-    room = changed_room(version)
-    reason = rejection(bob_changes(room, version, notifications={"room": 51}), room.state)
-    assert reason is not None and "notifications" in reason
-
-
-@pytest.mark.parametrize("version", versions(1, 5))
-def test_power_levels_notification_changes_unchecked_before_v6(version: str) -> None:
-    room = changed_room(version)
-    assert rejection(bob_changes(room, version, notifications={"room": 99}), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_lowering_user_with_equal_level_rejected(version: str) -> None:
-    room = changed_room(version)
-    users = creator_users(version, bob=50, carol=0, dave=20)
-    reason = rejection(bob_changes(room, version, users=users), room.state)
-    assert reason is not None and CAROL in reason
-
-
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_removing_user_with_equal_level_rejected(version: str) -> None:
-    room = changed_room(version)
-    users = creator_users(version, bob=50, dave=20)
-    assert rejection(bob_changes(room, version, users=users), room.state) is not None
-
-
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_changing_lower_user_allowed(version: str) -> None:
-    room = changed_room(version)
-    users = creator_users(version, bob=50, carol=50, dave=49)
-    assert rejection(bob_changes(room, version, users=users), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_raising_user_above_sender_rejected(version: str) -> None:
-    room = changed_room(version)
-    users = creator_users(version, bob=50, carol=50, dave=51)
-    reason = rejection(bob_changes(room, version, users=users), room.state)
-    assert reason is not None and "new value 51" in reason
-
-
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_adding_user_at_sender_level_allowed(version: str) -> None:
-    room = changed_room(version)
-    users = {**creator_users(version, bob=50, carol=50, dave=20), "@eve:e.org": 50}
-    assert rejection(bob_changes(room, version, users=users), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_sender_may_lower_own_level(version: str) -> None:
-    room = changed_room(version)
-    users = creator_users(version, bob=10, carol=50, dave=20)
-    assert rejection(bob_changes(room, version, users=users), room.state) is None
-
-
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_sender_may_not_raise_own_level(version: str) -> None:
-    room = changed_room(version)
-    users = creator_users(version, bob=51, carol=50, dave=20)
-    assert rejection(bob_changes(room, version, users=users), room.state) is not None
-
-
-@pytest.mark.parametrize("version", versions(1, 9))
-def test_power_levels_stringy_equal_value_is_no_change(version: str) -> None:
-    room = changed_room(version)
-    # Carol's 50 written as "50" is the same level: not a change Bob would need to outrank.
-    users = {**creator_users(version, bob=50, dave=20), CAROL: "50"}
-    assert rejection(bob_changes(room, version, users=users), room.state) is None
 
 
 @pytest.mark.parametrize("version", versions(1, 11))
@@ -529,13 +451,6 @@ def test_parsed_power_levels_never_shared_between_events_with_one_id(version: st
     assert user_power_level_in_state(BOB, first.state) == 10
     assert user_power_level_in_state(BOB, second.state) == 90
     assert user_power_level_in_state(BOB, first.state) == 10
-
-
-@pytest.mark.parametrize("version", versions())
-def test_power_levels_users_default_raised_up_to_own_level_allowed(version: str) -> None:
-    room = changed_room(version)
-    assert rejection(bob_changes(room, version, users_default=50), room.state) is None
-    assert rejection(bob_changes(room, version, users_default=51), room.state) is not None
 
 
 @pytest.mark.parametrize("version", versions())

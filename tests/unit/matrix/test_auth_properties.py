@@ -15,6 +15,7 @@ from pipeline.matrix.errors import EventRejected
 from pipeline.matrix.events import Event
 from pipeline.matrix.explain import auth_events_read
 from tests.unit.matrix.auth_fixtures import ALICE, BOB, CAROL, Room, explained, rules_read
+from tests.unit.matrix.json_strategies import json_documents
 
 USERS = [ALICE, BOB, CAROL, "@x:", "@:a.org", "not-a-user"]
 json_scalars = st.one_of(
@@ -25,15 +26,8 @@ json_scalars = st.one_of(
     st.sampled_from(["50", " -3 ", "x", "", "join", "invite", "ban", "leave", "knock"]),
     st.sampled_from(USERS),
 )
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3),
-        st.dictionaries(
-            st.sampled_from([*USERS, "room", "m.room.name", "signed"]), inner, max_size=3
-        ),
-    ),
-    max_leaves=8,
+json_values = json_documents(
+    json_scalars, keys=st.sampled_from([*USERS, "room", "m.room.name", "signed"]), max_leaves=8
 )
 MEMBER_KEYS = ["membership", "third_party_invite", "join_authorised_via_users_server"]
 PL_KEYS = [

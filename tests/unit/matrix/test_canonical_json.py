@@ -20,6 +20,7 @@ from pipeline.matrix.canonical_json import (
     encode_canonical_json,
     parse_json,
 )
+from tests.unit.matrix.json_strategies import json_documents
 
 # The appendix's "Examples" section, input as JSON text and the canonical JSON it must produce.
 SPEC_EXAMPLES = [
@@ -207,13 +208,7 @@ _json_leaf = (
     | st.integers(CANONICAL_INT_MIN, CANONICAL_INT_MAX)
     | st.text(max_size=8)
 )
-_json_values = st.recursive(
-    _json_leaf,
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4)
-    ),
-    max_leaves=20,
-)
+_json_values = json_documents(_json_leaf, keys=st.text(max_size=6), size=4, max_leaves=20)
 
 
 @settings(max_examples=150, deadline=None)

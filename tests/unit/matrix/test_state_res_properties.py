@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -111,33 +112,11 @@ def _check_properties(rv: RoomVersion, room: Room, states: list[dict[StateKey, s
 _SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+@pytest.mark.parametrize(
+    "rv", VERSIONS, ids=lambda rv: f"state-res-{rv.state_res.value}-room-v{rv.identifier}"
+)
 @_SETTINGS
 @given(data=st.data())
-def test_resolution_properties_v1(data: st.DataObject) -> None:
-    rv = VERSIONS[0]
-    room, states = data.draw(rooms(rv))
-    _check_properties(rv, room, states)
-
-
-@_SETTINGS
-@given(data=st.data())
-def test_resolution_properties_v2(data: st.DataObject) -> None:
-    rv = VERSIONS[1]
-    room, states = data.draw(rooms(rv))
-    _check_properties(rv, room, states)
-
-
-@_SETTINGS
-@given(data=st.data())
-def test_resolution_properties_v2_in_room_version_10(data: st.DataObject) -> None:
-    rv = VERSIONS[2]
-    room, states = data.draw(rooms(rv))
-    _check_properties(rv, room, states)
-
-
-@_SETTINGS
-@given(data=st.data())
-def test_resolution_properties_v2_1(data: st.DataObject) -> None:
-    rv = VERSIONS[3]
+def test_resolution_properties(rv: RoomVersion, data: st.DataObject) -> None:
     room, states = data.draw(rooms(rv))
     _check_properties(rv, room, states)

@@ -46,6 +46,18 @@ def _ids(*nodes: str) -> set[str]:
     return {event_id(n) for n in nodes}
 
 
+# A demotion's events: Alice's topics and power levels, the second demoting Bob, and Bob's power
+# levels and topic, sent under the first.
+_DEMOTION = [
+    topic("T1", ALICE),
+    power_levels("PA1", ALICE, {ALICE: 100, BOB: 50}),
+    topic("T2", ALICE),
+    power_levels("PA2", ALICE, {ALICE: 100, BOB: 0}),
+    power_levels("PB", BOB, {ALICE: 100, BOB: 50}),
+    topic("T3", BOB),
+]
+
+
 GRAPH_SCENARIOS: list[tuple[str, list[Node], list[list[str]], list[str]]] = [
     (
         # Bob's power levels event races Alice banning him: the ban wins (it is sorted first,
@@ -85,14 +97,7 @@ GRAPH_SCENARIOS: list[tuple[str, list[Node], list[list[str]], list[str]]] = [
         # Bob's topic was sent under power levels Alice has since replaced with ones demoting
         # him: Alice's topic and power levels win.
         "topic_of_demoted_user_loses",
-        [
-            topic("T1", ALICE),
-            power_levels("PA1", ALICE, {ALICE: 100, BOB: 50}),
-            topic("T2", ALICE),
-            power_levels("PA2", ALICE, {ALICE: 100, BOB: 0}),
-            power_levels("PB", BOB, {ALICE: 100, BOB: 50}),
-            topic("T3", BOB),
-        ],
+        _DEMOTION,
         [["END", "PA2", "T2", "PA1", "T1", "START"], ["END", "T3", "PB", "PA1"]],
         ["PA2", "T2"],
     ),
@@ -113,12 +118,7 @@ GRAPH_SCENARIOS: list[tuple[str, list[Node], list[list[str]], list[str]]] = [
         # A later topic by Alice, after the forks merged at a message, wins over both forks.
         "topic_after_merge_wins",
         [
-            topic("T1", ALICE),
-            power_levels("PA1", ALICE, {ALICE: 100, BOB: 50}),
-            topic("T2", ALICE),
-            power_levels("PA2", ALICE, {ALICE: 100, BOB: 0}),
-            power_levels("PB", BOB, {ALICE: 100, BOB: 50}),
-            topic("T3", BOB),
+            *_DEMOTION,
             message("MZ1", ZARA),
             topic("T4", ALICE),
         ],

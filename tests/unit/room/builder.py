@@ -7,7 +7,7 @@ first prev event, with the other prev events' state merged in), as a homeserver 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import orjson
 
@@ -15,6 +15,14 @@ from pipeline.matrix.auth.selection import auth_event_selection
 from pipeline.matrix.events import Event, StateKey
 from pipeline.matrix.hashes import add_content_hash, compute_event_id
 from pipeline.matrix.room_versions import EventFormat, room_version
+
+
+class Placement(TypedDict, total=False):
+    """Who sends an event and on which prev events (default: the last event built)."""
+
+    sender: str
+    prev: list[str] | None
+
 
 ALICE = "@alice:a.example"
 BOB = "@bob:b.example"
@@ -121,28 +129,26 @@ class RoomBuilder:
         )
 
     def power_levels(
-        self,
-        name: str,
-        users: dict[str, int],
-        *,
-        sender: str = ALICE,
-        prev: list[str] | None = None,
+        self, name: str, users: dict[str, int], **at: Unpack[Placement]
     ) -> dict[str, Any]:
-        return self.add(
-            name, "m.room.power_levels", sender, {"users": users}, state_key="", prev=prev
-        )
+        return self._room_state(name, "m.room.power_levels", {"users": users}, **at)
 
     def join_rules(
+        self, name: str, rule: str = "public", **at: Unpack[Placement]
+    ) -> dict[str, Any]:
+        return self._room_state(name, "m.room.join_rules", {"join_rule": rule}, **at)
+
+    def _room_state(
         self,
         name: str,
-        rule: str = "public",
+        event_type: str,
+        content: dict[str, Any],
         *,
         sender: str = ALICE,
         prev: list[str] | None = None,
     ) -> dict[str, Any]:
-        return self.add(
-            name, "m.room.join_rules", sender, {"join_rule": rule}, state_key="", prev=prev
-        )
+        """A state event with the empty state key, Alice's unless ``sender`` is given."""
+        return self.add(name, event_type, sender, content, state_key="", prev=prev)
 
     def message(
         self, name: str, sender: str, *, prev: list[str] | None = None, body: str | None = None

@@ -83,12 +83,17 @@ def rejected_events(b: RoomBuilder) -> list[list[str]]:
     return [["C", "MA", "PL", "JR", "MB", "R", "RT"]]
 
 
-def soft_failed_after_ban(b: RoomBuilder) -> list[list[str]]:
-    # Bob keeps building on a branch that does not see his ban: the events pass against the
-    # state before them but fail against the room's current state.
+def bob_banned_on_a_fork(b: RoomBuilder) -> None:
+    """The base room, then Bob's message Y and Alice's ban of Bob, both on MB."""
     b.base()
     b.message("Y", BOB, prev=["MB"])
     b.add("BAN", "m.room.member", ALICE, {"membership": "ban"}, state_key=BOB, prev=["MB"])
+
+
+def soft_failed_after_ban(b: RoomBuilder) -> list[list[str]]:
+    # Bob keeps building on a branch that does not see his ban: the events pass against the
+    # state before them but fail against the room's current state.
+    bob_banned_on_a_fork(b)
     b.message("S1", BOB, prev=["Y"])
     b.message("S2", BOB, prev=["S1"])
     b.message("E", ALICE, prev=["S2", "BAN"])
@@ -96,9 +101,7 @@ def soft_failed_after_ban(b: RoomBuilder) -> list[list[str]]:
 
 
 def rejected_chain(b: RoomBuilder) -> list[list[str]]:
-    b.base()
-    b.message("Y", BOB, prev=["MB"])
-    b.add("BAN", "m.room.member", ALICE, {"membership": "ban"}, state_key=BOB, prev=["MB"])
+    bob_banned_on_a_fork(b)
     b.message("R", CAROL, prev=["Y"])
     b.message("E", ALICE, prev=["R", "BAN"])
     return [["C", "MA", "PL", "JR", "MB", "Y", "BAN", "R", "E"]]
@@ -665,9 +668,7 @@ def test_state_group_delta_chains_are_bounded_by_max_delta_hops() -> None:
 
 def _stream(b: RoomBuilder) -> list[list[str]]:
     """A room with forks, a rejection, soft-failures and a late prev event, in four batches."""
-    b.base()
-    b.message("Y", BOB, prev=["MB"])
-    b.add("BAN", "m.room.member", ALICE, {"membership": "ban"}, state_key=BOB, prev=["MB"])
+    bob_banned_on_a_fork(b)
     b.message("S1", BOB, prev=["Y"])
     b.message("R", CAROL, prev=["S1"])
     b.topic("T", ALICE, "after", prev=["BAN"])

@@ -23,6 +23,16 @@ def _saved(proc: RoomProcessor, kv: dict[bytes, bytes]) -> int:
     return sum(len(v) for _, v in writes)
 
 
+def _saved_once(events: int) -> tuple[RoomProcessor, dict[bytes, bytes]]:
+    """A room's processor after its ``events`` events in one batch, and a store it saved to."""
+    room_id, lines = _room_lines(events)
+    kv: dict[bytes, bytes] = {}
+    proc = RoomProcessor(room_id)
+    proc.process(lines)
+    _saved(proc, kv)
+    return proc, kv
+
+
 @pytest.mark.parametrize("batch", [1, 7, 50])
 def test_a_room_saved_after_every_batch_loads_back_equal_and_continues_the_same(
     batch: int,
@@ -62,22 +72,16 @@ def test_a_save_writes_what_is_new_not_the_whole_history() -> None:
 
 
 def test_a_missing_segment_is_an_error_naming_the_room() -> None:
-    room_id, lines = _room_lines(50)
-    kv: dict[bytes, bytes] = {}
-    proc = RoomProcessor(room_id)
-    proc.process(lines)
-    _saved(proc, kv)
+    proc, kv = _saved_once(50)
+    room_id = proc.room_id
     del kv[storage.segment_key(room_id, 0)]
     with pytest.raises(LookupError, match=f"segment 0 of room {room_id}"):
         storage.load(kv[storage.record_key(room_id)], kv.get)
 
 
 def test_segments_are_stored_compressed_and_plain_json_segments_still_load() -> None:
-    room_id, lines = _room_lines(80)
-    kv: dict[bytes, bytes] = {}
-    proc = RoomProcessor(room_id)
-    proc.process(lines)
-    _saved(proc, kv)
+    proc, kv = _saved_once(80)
+    room_id = proc.room_id
     key = storage.segment_key(room_id, 0)
     packed = kv[key]
     assert packed[:1] == b"z"
