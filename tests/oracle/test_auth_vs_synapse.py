@@ -146,17 +146,19 @@ def test_m_federate_is_read_as_synapse_reads_it(
     # check to a membership's target as well as its sender (docs/synapse-parity.md).
     room = OracleRoom("10")
     create = room.build(
-        "m.room.create",
-        ALICE,
-        "",
-        {"creator": ALICE, "room_version": "10", "m.federate": federate},
+        (
+            "m.room.create",
+            ALICE,
+            "",
+            {"creator": ALICE, "room_version": "10", "m.federate": federate},
+        ),
         [],
     )
     if membership is None:
-        event = room.build("m.room.message", sender, None, {"body": "x"}, [room.start])
+        event = room.build(("m.room.message", sender, None, {"body": "x"}), [room.start])
     else:
         event = room.build(
-            "m.room.member", sender, target, {"membership": membership}, [room.start]
+            ("m.room.member", sender, target, {"membership": membership}), [room.start]
         )
     state = room.state_after[room.start]
     auth_state = {k: room.events[state[k]] for k in auth_types_for_event(event) if k in state}

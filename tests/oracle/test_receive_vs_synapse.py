@@ -243,7 +243,7 @@ def _second_create(
     body: dict[str, object] = {"creator": sender, **(content or {})}
     if version is not None:
         body["room_version"] = room.rv.identifier if version == "same" else version
-    event = room.build("m.room.create", sender, "", body, [], ts=ts)
+    event = room.build(("m.room.create", sender, "", body), [], ts=ts)
     room._store(event, {})
     return event.event_id
 
