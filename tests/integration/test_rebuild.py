@@ -13,6 +13,7 @@ committer must see no divergence and no gap.
 
 from __future__ import annotations
 
+import re
 import shutil
 from typing import Any
 
@@ -222,12 +223,23 @@ def test_a_worker_that_lost_its_stored_state_rebuilds_its_rooms_from_postgres_an
     shutil.rmtree(procs.logdir / "workers" / "w1")
     _delete_changelogs(settings)
 
-    # 4. Back with nothing stored; new events, then the committer.
+    # 4. Back with nothing stored; new events, decided while the chunks before them are still
+    # in flight; then the committer.
     worker = procs.worker("w1")
     produce(settings, after)
-    committer = procs.start("committer", name="committer-2")
     everything = committed + in_flight + after
-    expected = replay(everything)["rooms"]
+    expected = replay(everything, state_after=True)["rooms"]
+    # Every event of the rooms: those with a state after it (all but the rejected) and those
+    # rejected.
+    decided = {e for view in expected.values() for e in [*view["state_after"], *view["rejected"]]}
+    wait_for(
+        lambda: decided <= _events_in(chunks),
+        90,
+        "the new events in chunks",
+        readers=[chunks],
+        processes=[worker],
+    )
+    committer = procs.start("committer", name="committer-2")
     n_all = sum(len(r.committed) + len(r.in_flight) + len(r.after) for r in rooms)
     wait_for(
         lambda: _count(settings, "SELECT count(*) FROM events") == n_all,
@@ -265,9 +277,14 @@ def test_a_worker_that_lost_its_stored_state_rebuilds_its_rooms_from_postgres_an
         assert sorted(e for e, _, soft, _ in got["events"] if soft) == view["soft_failed"]
         assert "parked" not in view
     assert _count(settings, "SELECT count(*) FROM chunk_divergences") == 0
-    # The rebuild is reported.
+    # Each room was rebuilt once, over the chunks in flight, and said so.
     log = (procs.logdir / "w1.log").read_text(errors="replace")
-    assert "rebuilt from PostgreSQL" in log, log[-3000:]
+    for room in rooms:
+        lines = [line for line in log.splitlines() if f"room {room.room_id}: its stored" in line]
+        assert len(lines) == 1, log[-3000:]
+        folded = re.search(r"(\d+) chunks in flight applied", lines[0])
+        assert folded is not None and int(folded.group(1)) >= 1, lines[0]
+        assert "Rebuilt from PostgreSQL" in lines[0]
 
 
 def _events_in(chunks: TopicReader) -> set[str]:
