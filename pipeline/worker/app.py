@@ -401,12 +401,13 @@ class Worker:
         self.lifecycle.assigned(tps, int(self.app.consumer_generation_id))
         mine = {tp.partition for tp in assigned if tp.topic == self.pdus.get_topic_name()}
         self.checked.clear()
-        # The chunks in flight of the rooms of these partitions are read again, when a room's
-        # state is first checked (pipeline.worker.rebuild).
+        # The chunks in flight of the rooms of these partitions are read again, for the checks
+        # of the rooms' states (pipeline.worker.rebuild).
         partitions = self.settings.pdu_partitions
-        self.stored_rooms.in_flight.reset(
-            lambda room_id: owner_partition(room_id, partitions) in mine
-        )
+        in_flight = self.stored_rooms.in_flight
+        in_flight.reset(lambda room_id: owner_partition(room_id, partitions) in mine)
+        if mine:
+            in_flight.prefetch()
 
     async def _on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         self.lifecycle.revoked(sorted((tp.topic, tp.partition) for tp in revoked))

@@ -12,8 +12,9 @@ snapshot's committer offset are applied over them as the committer will apply th
 (``pipeline.room.rebuild.fold_chunks``), and the processor is built from the result
 (``RoomProcessor.from_database_rows``).
 
-The chunks in flight are read once per assignment of partitions (``InFlight``): from the
-committer's offset to the end of the topic, keeping the chunks of the rooms this worker owns.
+The chunks in flight are read once per assignment of partitions (``InFlight``), in a thread of
+their own while faust restores the tables: from the committer's offset to the end of the topic,
+keeping the chunks of the rooms this worker owns.
 Nothing else sends chunks of those rooms until this worker does, and it checks a room before it
 sends any, so that one read serves every room's check. It holds those chunks in memory until the
 next assignment: as much as the committer lags behind, for this worker's share of the rooms.
@@ -31,6 +32,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -88,7 +90,8 @@ class _Scan:
 
 class InFlight:
     """The chunks of this worker's rooms on ``<prefix>.chunks`` past the committer's offset,
-    read once per assignment (``reset``) when first asked for."""
+    read once per assignment (``reset``): ahead of time in a thread of their own (``prefetch``,
+    while faust restores the tables), or when first asked for."""
 
     def __init__(
         self,
@@ -97,32 +100,53 @@ class InFlight:
     ) -> None:
         self.read_offset = read_offset
         self.read_chunks = read_chunks
-        self._lock = threading.Lock()
+        self._state = threading.Lock()  # held briefly: the loop takes it on an assignment
+        self._reading = threading.Lock()  # held while the topic is read
+        self._generation = 0
         self._mine: Callable[[str], bool] = lambda room_id: True
         self._scan: _Scan | None = None
 
     def reset(self, mine: Callable[[str], bool]) -> None:
         """Partitions were assigned: the rooms of ``mine`` are this worker's; read again."""
-        with self._lock:
+        with self._state:
+            self._generation += 1
             self._mine = mine
             self._scan = None
 
+    def prefetch(self) -> None:
+        """Read the chunks in a thread of their own, so the first room's check need not wait;
+        a failure is left for that check to meet again (and retry)."""
+        threading.Thread(target=self._prefetch, name="in-flight-chunks", daemon=True).start()
+
+    def _prefetch(self) -> None:
+        try:
+            self._read()
+        except Exception as e:
+            log.info(
+                "reading the chunks in flight ahead of time failed (%s); retried when needed", e
+            )
+
     def _read(self) -> _Scan:
-        with self._lock:
-            if self._scan is None:
-                start = self.read_offset()
-                scan = _Scan(start if start is not None else 0)
-                for offset, key, value in self.read_chunks(start):
-                    room_id = key.decode("utf-8", "replace") if key is not None else ""
-                    if value is None or not self._mine(room_id):
-                        continue
-                    try:
-                        chunk = chunk_codec.decode(value)
-                    except Exception:  # the committer dead-letters it; it changes nothing
-                        continue
-                    scan.by_room.setdefault(chunk.room_id, []).append((offset, chunk))
-                self._scan = scan
-            return self._scan
+        with self._reading:
+            with self._state:
+                if self._scan is not None:
+                    return self._scan
+                generation, mine = self._generation, self._mine
+            start = self.read_offset()
+            scan = _Scan(start if start is not None else 0)
+            for offset, key, value in self.read_chunks(start):
+                room_id = key.decode("utf-8", "replace") if key is not None else ""
+                if value is None or not mine(room_id):
+                    continue
+                try:
+                    chunk = chunk_codec.decode(value)
+                except Exception:  # the committer dead-letters it; it changes nothing
+                    continue
+                scan.by_room.setdefault(chunk.room_id, []).append((offset, chunk))
+            with self._state:
+                if self._generation == generation:
+                    self._scan = scan
+            return scan
 
     def ensure(self) -> None:
         """Read the chunks now if they were not read since the last assignment."""
@@ -198,7 +222,6 @@ class StoredRooms:
             ) from e.__cause__
 
     def _rebuild(self, room_id: str, build: Build) -> Rebuilt:
-        # Before the snapshot: reading them reads the committer's offset over this connection.
         self.in_flight.ensure()
         conn = self._conn()
         try:
@@ -236,18 +259,14 @@ class StoredRooms:
         return conn
 
     def _committer_offset(self) -> int | None:
-        conn = self._conn()
-        try:
-            with conn.cursor() as cur:
-                cur.execute(
-                    "SELECT next_offset FROM committer_offsets WHERE topic = %s AND partition = 0",
-                    (self.chunks_topic,),
-                )
-                row = cur.fetchone()
-            conn.commit()
-        except BaseException:
-            conn.rollback()
-            raise
+        # Once per assignment, maybe from a thread of its own: a connection of its own.
+        connection = pg.connect(self.settings, connect_timeout=CONNECT_TIMEOUT_S)
+        with closing(connection) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT next_offset FROM committer_offsets WHERE topic = %s AND partition = 0",
+                (self.chunks_topic,),
+            )
+            row = cur.fetchone()
         return None if row is None else int(row[0])
 
     def _read_chunks(self, start: int | None) -> list[tuple[int, bytes | None, bytes | None]]:

@@ -9,6 +9,7 @@ PostgreSQL and the chunks topic are stood in for by the rows a committer would h
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -242,3 +243,40 @@ def test_chunks_in_flight_that_cannot_be_read_leave_the_committed_high_water(
         assert stored.high_water("!r:a.example") == 7
     assert "checked against what PostgreSQL committed only" in caplog.text
     assert StoredRooms(Settings(), lambda room_id: None).high_water("!r:a.example") is None
+
+
+def test_chunks_in_flight_are_read_ahead_and_an_assignment_meanwhile_reads_them_again() -> None:
+    b, names = _room()
+    _, sent = _straight(b, names)
+    records: list[tuple[int, bytes | None, bytes | None]] = [
+        (i, c.room_id.encode(), chunk_codec.encode(c)) for i, c in enumerate(sent)
+    ]
+    reads: list[int | None] = []
+
+    def read(start: int | None) -> list[tuple[int, bytes | None, bytes | None]]:
+        reads.append(start)
+        return records
+
+    flight = InFlight(lambda: 0, read)
+    flight.prefetch()  # as on an assignment: read while faust restores the tables
+    deadline = time.monotonic() + 10
+    while not reads and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert flight.high_water(b.room_id) == sent[-1].seq[1]
+    assert len(reads) == 1
+
+    # A rebalance while the topic is read (on the loop: it must not wait for the read).
+    def read_during_an_assignment(
+        start: int | None,
+    ) -> list[tuple[int, bytes | None, bytes | None]]:
+        reads.append(start)
+        if len(reads) == 2:
+            flight.reset(lambda room_id: True)
+        return records
+
+    flight.read_chunks = read_during_an_assignment
+    flight.reset(lambda room_id: True)
+    assert flight.high_water(b.room_id) == sent[-1].seq[1]
+    assert flight.high_water(b.room_id) == sent[-1].seq[1]
+    # The read the assignment overtook is not kept: the next one is for the new assignment.
+    assert len(reads) == 3
