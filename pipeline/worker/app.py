@@ -20,7 +20,9 @@ The agent reads ``<prefix>.pdus`` and hands each input to ``routing``; a room's 
 room holds one processing thread while the others go on with the other rooms, of any partition.
 
 Crash at any point: every input the last stored state does not cover is unacked, so it is
-delivered again and processed against that state, with the same outcome. On revocation faust
+delivered again and processed against that state, with the same outcome; a room whose stored
+state is behind the chunks it had sent is first rebuilt from PostgreSQL and those chunks
+(``rebuild``), and its inputs decided before are duplicates of what it holds. On revocation faust
 waits until every input taken is acked (``stream_wait_empty``), so the next owner never starts
 from a state older than chunks already sent.
 """
