@@ -33,6 +33,7 @@ from tests.unit.room.test_properties import _build
 from topics import chunk as chunk_codec
 
 CONFIG = ProcessorConfig(parking=ParkingLimits(ttl_ms=10**9, per_room=50))
+STRIPPED = ("m.room.message", "m.room.topic")
 
 
 def _rows(room_id: str, stored: Stored, sent: list[Chunk]) -> RoomRows:
@@ -72,7 +73,8 @@ def _room(kind: str, rnd: random.Random) -> tuple[RoomBuilder, list[str]]:
         )
         for _ in range(rnd.randint(3, 14))
     ]
-    return _build(steps)
+    # Alice's message on the base first: every room has one.
+    return _build([("message", 0, 4, None), *steps])
 
 
 def _encoded(chunks: list[Chunk]) -> list[bytes]:
@@ -103,7 +105,11 @@ def test_a_room_rebuilt_from_its_rows_and_chunks_in_flight_sends_the_chunks_it_w
     inputs = [Incoming(b.raw(n), received_ts=i, source={"offset": i}) for i, n in enumerate(names)]
     # A repeat of an old event and an event ID reused with other content, after the cut.
     inputs.append(Incoming(b.raw(names[2]), received_ts=len(inputs)))
-    inputs.append(Incoming(orjson.dumps({**b.pdus[names[-1]], "depth": 99})))
+    # Content that redaction strips, changed: the same event ID, other content (a message or
+    # topic: their content is stripped whole).
+    reused = next(n for n in reversed(names) if b.pdus[n]["type"] in STRIPPED)
+    pdu = b.pdus[reused]
+    inputs.append(Incoming(orjson.dumps({**pdu, "content": {**pdu["content"], "x": 1}})))
 
     straight = RoomProcessor(b.room_id, config=CONFIG)
     results = [straight.process([inc]) for inc in inputs]
@@ -121,9 +127,13 @@ def test_a_room_rebuilt_from_its_rows_and_chunks_in_flight_sends_the_chunks_it_w
     assert _encoded([c for r in tail for c in r.chunks]) == _encoded(
         [c for r in results[cut:] for c in r.chunks]
     )
-    assert [(d.reason, d.event_id) for r in tail for d in r.dead_letters] == [
-        (d.reason, d.event_id) for r in results[cut:] for d in r.dead_letters
-    ]
+    dead = [(d.reason, d.event_id) for r in tail for d in r.dead_letters]
+    assert dead == [(d.reason, d.event_id) for r in results[cut:] for d in r.dead_letters]
+    assert dead[-1] == (
+        f"event {b.ids[reused]} was already processed with different content; the event ID "
+        "is reused for another event",
+        b.ids[reused],
+    )
     assert _comparable(rebuilt) == _comparable(straight)
     assert rebuilt.event_seq == straight.event_seq == chunks[-1].seq[1]
 
