@@ -1,14 +1,19 @@
 """The read API over the stored room data: events, current state, forward extremities, state.
 
-Every method is one SQL query. ``get_state_ids_for_events`` in particular fetches the state of
-many events, with or without a type filter, in ONE query (invariant 6): a recursive CTE walks
-``state_group_edges`` from each event's state group back along its delta chain, and for each
-(type, state_key) the value from the nearest group wins.
+Every ``RoomStore`` method is one SQL query. ``get_state_ids_for_events`` in particular fetches
+the state of many events, with or without a type filter, in ONE query (invariant 6): a
+recursive CTE walks ``state_group_edges`` from each event's state group back along its delta
+chain, and for each (type, state_key) the value from the nearest group wins.
+
+``load_room_rows`` reads what a room processor is rebuilt from (invariant 8,
+``pipeline.room.rebuild``): one room's events, state groups, forward extremities, current
+state, chunk high-water and the committer's offset, in five queries over one snapshot, the
+events streamed from a server-side cursor so a long history is never held whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,8 +21,20 @@ import orjson
 
 from pipeline.matrix.events import Event, StateKey
 from pipeline.matrix.room_versions import room_version
+from pipeline.room.chunk import StateGroup
+from pipeline.room.rebuild import EventRow, RoomRows
 
-__all__ = ["RoomStore", "RoomWithStreamOrdering", "StoredEvent", "TypeFilter"]
+__all__ = [
+    "ROWS_PER_FETCH",
+    "RoomStore",
+    "RoomWithStreamOrdering",
+    "StoredEvent",
+    "TypeFilter",
+    "load_room_rows",
+]
+
+ROWS_PER_FETCH = 2000
+"""Events fetched at a time by ``load_room_rows``'s cursor."""
 
 TypeFilter = Collection[tuple[str, str | None]]
 """(type, state_key) pairs; a None state_key means every state_key of that type."""
@@ -141,3 +158,84 @@ class RoomStore:
             if t is not None:  # the LEFT JOIN's placeholder row for an empty (filtered) state
                 state[(t, sk)] = state_eid
         return out
+
+
+def load_room_rows(conn: Any, room_id: str, chunks_topic: str) -> tuple[RoomRows, int | None]:
+    """Room ``room_id`` as the committer stored it, and the committer's next offset on
+    partition 0 of ``chunks_topic`` (None before its first commit): the chunks from there on
+    are in flight, not in these rows.
+
+    Call it at the start of a transaction of ``conn`` (not in autocommit): it makes the
+    transaction REPEATABLE READ and READ ONLY, so every query, and the offset, see one
+    snapshot. ``events`` is read from a server-side cursor as it is iterated: consume it
+    before the transaction ends.
+    """
+    if conn.autocommit:
+        raise ValueError("load_room_rows needs a transaction: turn the connection's autocommit off")
+    with conn.cursor() as cur:
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        cur.execute(
+            "SELECT (SELECT room_version FROM rooms WHERE room_id = %(room)s),"
+            " (SELECT last_seq FROM room_chunk_marks WHERE room_id = %(room)s),"
+            " (SELECT next_offset FROM committer_offsets"
+            "  WHERE topic = %(topic)s AND partition = 0)",
+            {"room": room_id, "topic": chunks_topic},
+        )
+        version, high_water, offset = cur.fetchone()
+        # A group's rows, one line each (a group without rows, one line of NULLs).
+        cur.execute(
+            "SELECT g.id, g.event_id, e.prev_state_group, s.type, s.state_key, s.event_id"
+            " FROM state_groups AS g"
+            " LEFT JOIN state_group_edges AS e ON e.state_group = g.id"
+            " LEFT JOIN state_groups_state AS s ON s.state_group = g.id"
+            " WHERE g.room_id = %s",
+            (room_id,),
+        )
+        groups: dict[int, tuple[str, int | None, list[tuple[str, str, str]]]] = {}
+        for sg, event_id, prev, etype, skey, eid in cur.fetchall():
+            group = groups.setdefault(int(sg), (event_id, prev, []))
+            if etype is not None:
+                group[2].append((etype, skey, eid))
+        cur.execute("SELECT event_id FROM event_forward_extremities WHERE room_id = %s", (room_id,))
+        extremities = {r[0] for r in cur.fetchall()}
+        cur.execute(
+            "SELECT type, state_key, event_id FROM current_state_events WHERE room_id = %s",
+            (room_id,),
+        )
+        current = {(t, k): e for t, k, e in cur.fetchall()}
+    rows = RoomRows(
+        room_id=room_id,
+        room_version=version,
+        high_water=int(high_water) if high_water is not None else 0,
+        events=_stored_events(conn, room_id),
+        state_groups=[
+            StateGroup(sg, event_id, None if prev is None else int(prev), tuple(delta))
+            for sg, (event_id, prev, delta) in groups.items()
+        ],
+        forward_extremities=extremities,
+        current_state=current,
+    )
+    return rows, None if offset is None else int(offset)
+
+
+def _stored_events(conn: Any, room_id: str) -> Iterator[EventRow]:
+    """The room's events in commit order, fetched ``ROWS_PER_FETCH`` at a time."""
+    with conn.cursor(name=f"room_rows_{abs(hash(room_id))}") as cur:
+        cur.itersize = ROWS_PER_FETCH
+        cur.execute(
+            "SELECT e.event_id, j.json, e.rejection_reason, e.soft_failed, g.state_group,"
+            " e.received_ts"
+            " FROM events AS e JOIN event_json AS j USING (event_id)"
+            " LEFT JOIN event_to_state_groups AS g USING (event_id)"
+            " WHERE e.room_id = %s ORDER BY e.stream_ordering",
+            (room_id,),
+        )
+        for eid, text, rejected, soft_failed, sg, received_ts in cur:
+            yield EventRow(
+                eid,
+                orjson.loads(text),
+                rejected,
+                bool(soft_failed),
+                None if sg is None else int(sg),
+                None if received_ts is None else int(received_ts),
+            )

@@ -84,19 +84,28 @@ SKIPPED_CHUNKS = Counter(
 WORKER_RETRIES = Counter(
     "roomstream_worker_retries_total",
     "Worker operations that failed and are retried, by reason",
-    ["reason"],  # send, resolve_pool, marks
+    ["reason"],  # send, resolve_pool, marks, rebuild
 )
 WORKER_STOPPED = Counter(
     "roomstream_worker_stopped_total",
     "Errors not of the input that stopped a worker, by reason",
-    ["reason"],  # send, delivery, processing, paused, resolve_pool
+    ["reason"],  # send, delivery, processing, paused, resolve_pool, rebuild
 )
 WORKER_READY = Gauge(
     "roomstream_worker_ready", "1 while the worker owns its partitions and processes them"
 )
 STALE_ROOMS = Counter(
     "roomstream_worker_stale_rooms_total",
-    "Rooms whose stored processing state was behind the chunks PostgreSQL committed",
+    "Rooms whose stored processing state was behind the chunks committed or in flight",
+)
+ROOMS_REBUILT = Counter(
+    "roomstream_worker_rooms_rebuilt_total",
+    "Rooms whose processing state was rebuilt from PostgreSQL and the chunks in flight",
+)
+REBUILD_SECONDS = Histogram(
+    "roomstream_worker_rebuild_seconds",
+    "Time to rebuild a room's processing state from PostgreSQL and the chunks in flight",
+    buckets=(0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300),
 )
 COMMITTER_ACTIVE = Gauge(
     "roomstream_committer_active", "1 while this committer holds the lock and commits, else 0"

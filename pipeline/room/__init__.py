@@ -11,6 +11,9 @@ The shell's view:
   ``input_seq`` / ``event_seq`` / ``clock``; ``to_dict()`` /
   ``RoomProcessor.from_dict(data, config=..., budget=...)``. Outputs depend only on the room's
   inputs in order (see ``processor``); chunk identity is in ``chunk``.
+- ``RoomProcessor.from_database_rows(rows, ...)``: a room rebuilt from what the committer stored
+  (``rebuild.RoomRows``, with the chunks in flight folded in by ``rebuild.fold_chunks``);
+  ``adopt_parked(stale)`` takes over the parked events of the stale state it replaces.
 - ``Incoming(raw, received_ts, source)``: one input PDU; ``received_ts`` is the room's clock.
 - ``DeadLetter``: one refused input. ``ResolverFailed``: not the input's fault; retry.
 - ``ProcessorConfig``, ``ParkingLimits`` (per room: count, bytes, ttl), ``ParkingBudget`` (a

@@ -14,10 +14,11 @@ names (``_name_resolution_version``). docs/synapse-parity.md lists where this fo
 rather than a literal reading of the spec.
 
 ``RoomProcessor`` is pure (state + inputs -> state + outputs) and its state round-trips through
-``to_dict``/``from_dict`` so the shell can keep it in a changelog. ``process(inputs)`` takes every
-input of the room that is waiting and makes one chunk of all of them; ``process([one])`` is the
-one-at-a-time path. Either way every event is decided the same: a fold of the chunks of one
-batching gives the stored state of any other.
+``to_dict``/``from_dict`` so the shell can keep it in a changelog; ``from_database_rows``
+rebuilds it from the rows the committer stored when that changelog is lost (``rebuild``).
+``process(inputs)`` takes every input of the room that is waiting and makes one chunk of all of
+them; ``process([one])`` is the one-at-a-time path. Either way every event is decided the same:
+a fold of the chunks of one batching gives the stored state of any other.
 
 Replay-determinism: every output (chunks, dead letters) is a function of the room's inputs in
 order and nothing else, so a processor restored from any earlier save and fed the inputs that
@@ -118,6 +119,7 @@ from pipeline.room.parking import (
     ParkingLot,
     RawInput,
 )
+from pipeline.room.rebuild import RoomRows, group_order
 from pipeline.room.state_groups import StateGroups
 
 __all__ = [
@@ -1101,6 +1103,131 @@ class RoomProcessor:
             basis, overlay = tuple(sorted(proc._groups_of(proc._extremities))), {}
         proc._set_current(basis, overlay)
         return proc
+
+    # ---------------------------------------------------------------- rebuilding
+
+    @classmethod
+    def from_database_rows(
+        cls,
+        rows: RoomRows,
+        *,
+        config: ProcessorConfig | None = None,
+        budget: ParkingBudget | None = None,
+    ) -> RoomProcessor:
+        """The room's processor rebuilt from what the committer stored (``pipeline.room.rebuild``;
+        the chunks in flight folded in first with ``rebuild.fold_chunks``).
+
+        Every event's outcome, state group and fingerprint, the state events (served redacted
+        where a stored redaction counts), the state groups and the group counter, the forward
+        extremities and the current state are as the processor that sent the chunks had them,
+        and the event sequence goes on from ``rows.high_water``, so the chunks it sends next
+        are the ones that processor would have sent, given the same inputs. Not rebuilt: parked
+        events and their requests (``adopt_parked`` takes them from a stale state), the input
+        sequence (set to the event sequence) and the logical clock (the largest stored
+        ``received_ts``).
+
+        One approximation: a redaction's sender's power is checked in its auth events and in
+        the state before it, not in the room's current state when it arrived (no row holds
+        that); see ``_redaction_only_from``.
+        """
+        proc = cls(rows.room_id, config=config, budget=budget)
+        rv = room_version(rows.room_version) if rows.room_version is not None else None
+        known = KnownEvents(rv)
+        redactions: list[Event] = []
+        clock = 0
+        for row in rows.events:
+            if row.event_id in known:
+                continue  # stored before: the committer keeps the first
+            if rv is None:
+                raise ValueError(
+                    f"room {rows.room_id} has stored events but no room version; its rooms row "
+                    "is missing"
+                )
+            event = Event.from_trusted(row.pdu, rv, row.event_id)
+            status = (
+                REJECTED
+                if row.rejected is not None
+                else SOFT_FAILED
+                if row.soft_failed
+                else ACCEPTED
+            )
+            known.add(event, status, row.state_group, fingerprint(row.pdu))
+            if proc.create_event_id is None and is_create(row.pdu):
+                proc.create_event_id = event.event_id
+            if status != REJECTED and event.redacts is not None:
+                redactions.append(event)
+            if row.received_ts is not None and row.received_ts > clock:
+                clock = row.received_ts
+        proc.room_version = rv
+        proc._known = known
+        ordered, counter = group_order(rows.room_id, rows.state_groups)
+        proc._groups = StateGroups.from_rows(
+            rows.room_id, ordered, counter, max_hops=proc.config.max_delta_hops
+        )
+        proc._extremities = set(rows.forward_extremities)
+        proc.event_seq = rows.high_water
+        proc.input_seq = rows.high_water
+        proc.clock = clock
+        # In the order they were recorded: each reads the state events as the redactions
+        # before it left them, as it did when it was decided.
+        for event in redactions:
+            # Its state group is the state before it (its own entry, if it is a state event,
+            # is no auth type of a redaction). ``soft_failed=True`` leaves out the check against
+            # the current state on its arrival, which no row holds.
+            before = proc._groups.state(known[event.event_id].state_group)
+            only_from = proc._redaction_only_from(event, before, soft_failed=True)
+            assert event.redacts is not None
+            known.redact(event.redacts, event.event_id, only_from)
+        proc._current_as(rows.current_state)
+        return proc
+
+    def _current_as(self, current: Mapping[StateKey, str]) -> None:
+        """Take ``current`` as the current state: over the forward extremities' state groups as
+        its basis, the entries where it differs from their (resolved) state as its overlay."""
+        basis = tuple(sorted(self._groups_of(self._extremities)))
+        self._set_current(basis, {})
+        state = self._current
+        overlay: dict[StateKey, str | None] = {
+            k: current.get(k)
+            for k in state.keys() | current.keys()
+            if state.get(k) != current.get(k)
+        }
+        if overlay:
+            self._current_basis = basis
+            self._current_overlay = overlay
+            self._current = dict(current)
+
+    def adopt_parked(self, stale: RoomProcessor) -> BatchResult:
+        """Take over the parked events and open requests of ``stale``, this room's processor
+        from a stored state found stale, and release what the rebuilt state now answers.
+
+        Their input sequence numbers and parking times are kept (the input sequence and the
+        clock move up to ``stale``'s where it is ahead). An event that waited for events known
+        now is released and decided as any released event (one that was decided in the lost
+        history is a duplicate, and yields nothing but the close of its request).
+        """
+        run = self._run = _Run()
+        try:
+            if self._parking.items():
+                raise ValueError(f"room {self.room_id} has parked events already")
+            self._parking = stale._parking
+            self._requests = stale._requests
+            self.input_seq = max(self.input_seq, stale.input_seq)
+            self.clock = max(self.clock, stale.clock)
+            waits = sorted({m for item in self._parking.items() for m in item.missing})
+            for need in waits:
+                if need == CREATE_EVENT:
+                    if self.create_event_id is not None:
+                        self._arrived(CREATE_EVENT)
+                elif need in self._known:
+                    self._arrived(need)
+            self._drain_ready()
+            self._close()
+            return self._result(run)
+        finally:
+            self._run = None
+            self._open = None
+            self._groups.trim(keep=self._current_basis)
 
 
 # -------------------------------------------------------------------- helpers

@@ -295,6 +295,32 @@ class StateGroups:
         }
 
     @classmethod
+    def from_rows(
+        cls,
+        room_id: str,
+        groups: Iterable[StateGroup],
+        counter: int,
+        *,
+        max_hops: int = MAX_DELTA_HOPS,
+        cache_size: int = 4,
+    ) -> StateGroups:
+        """The groups as stored (``state_groups``, ``state_group_edges``, ``state_groups_state``),
+        in the order they were made (``pipeline.room.rebuild.group_order``); ``counter`` is the
+        number of the last group made, so the next one gets the id it would have got."""
+        out = cls(room_id, max_hops=max_hops, cache_size=cache_size)
+        out._counter = counter
+        for g in groups:
+            prev = g.prev_group
+            if prev is not None and prev not in out._groups:
+                raise ValueError(
+                    f"state group {g.id} of room {room_id} rests on group {prev}, which is not "
+                    "stored before it"
+                )
+            hops = out._groups[prev].hops + 1 if prev is not None else 0
+            out._groups[g.id] = _Group(prev, hops, g.event_id, tuple(sorted(g.delta)))
+        return out
+
+    @classmethod
     def from_dict(
         cls, room_id: str, data: Mapping[str, Any], *, cache_size: int = 4
     ) -> StateGroups:

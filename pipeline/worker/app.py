@@ -8,7 +8,9 @@
     emit         send, wait for the broker, store, then ack
     room_state   the changelogged rooms table and the processors kept in memory
     expiry       parked events of idle rooms expired on a timer
-    high_water   the room's state checked against what PostgreSQL committed
+    high_water   the committed chunk high-water of a room, read from PostgreSQL
+    rebuild      a room's state checked against PostgreSQL and the chunks in flight, and
+                 rebuilt from them when it is behind
     lifecycle    lifecycle logs, readiness, the ownership fence, the exit code
     faults       whose fault an error is; bounded retries
     faust_app    the faust app's settings
@@ -18,7 +20,9 @@ The agent reads ``<prefix>.pdus`` and hands each input to ``routing``; a room's 
 room holds one processing thread while the others go on with the other rooms, of any partition.
 
 Crash at any point: every input the last stored state does not cover is unacked, so it is
-delivered again and processed against that state, with the same outcome. On revocation faust
+delivered again and processed against that state, with the same outcome; a room whose stored
+state is behind the chunks it had sent is first rebuilt from PostgreSQL and those chunks
+(``rebuild``), and its inputs decided before are duplicates of what it holds. On revocation faust
 waits until every input taken is acked (``stream_wait_empty``), so the next owner never starts
 from a state older than chunks already sent.
 """
@@ -50,6 +54,7 @@ from pipeline.worker.faust_app import MAX_RECORD_BYTES, group_id, instance_id, m
 from pipeline.worker.high_water import PgHighWaters
 from pipeline.worker.lifecycle import EXIT_STOPPED, Lifecycle
 from pipeline.worker.processing import Processed, Processing, Work
+from pipeline.worker.rebuild import StoredRooms
 from pipeline.worker.resolve_pool import ResolvePool, pooled_resolver
 from pipeline.worker.room_state import RoomStates
 from pipeline.worker.room_threads import JobThreads
@@ -161,6 +166,7 @@ class Worker:
             parking_full=lambda: self.budget.over,
         )
         self.states = RoomStates(self.rooms_table.data, in_use=self.scheduler.holds)
+        self.stored_rooms = StoredRooms(settings, PgHighWaters(settings.database_url))
         self.processing = Processing(
             config=self.config,
             budget=self.budget,
@@ -168,10 +174,11 @@ class Worker:
             chunks_topic=settings.topic(Topic.CHUNKS),
             dead_letter_topic=settings.topic(Topic.DEAD_LETTER),
             missing_topic=self.missing_topic,
-            high_waters=PgHighWaters(settings.database_url),
+            rooms=self.stored_rooms,
         )
         self.sender = Sender(lambda: self.app.producer, self.lifecycle.check_owner)
         self.dead_letter_topic = settings.topic(Topic.DEAD_LETTER)
+        # Rooms whose state was checked against PostgreSQL since partitions were assigned.
         self.checked: set[str] = set()
         self.outputs = Outputs(
             self.sender,
@@ -184,9 +191,6 @@ class Worker:
         )
         self.threads: JobThreads[Work, Processed] | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
-        # The end offset of each pdus partition when it was assigned: inputs from there on are
-        # new. Rooms whose state was checked against PostgreSQL since.
-        self.horizons: dict[int, int] = {}
         self._tasks: set[asyncio.Future[None]] = set()
         self._header_problems = 0
         self.capacity = asyncio.Event()
@@ -313,11 +317,9 @@ class Worker:
 
     def _submit(self, job: Job) -> None:
         proc, stored, segments = self.states.processor(job.room_id)
-        horizon = None
-        if job.room_id not in self.checked and job.inputs:
-            horizon = self.horizons.get(job.inputs[0].partition)
+        check = job.room_id not in self.checked and bool(job.inputs)
         assert self.threads is not None  # started with the agent, before any input
-        self.threads.submit(Work(job, proc, stored, segments, horizon))
+        self.threads.submit(Work(job, proc, stored, segments, check))
 
     def _hurry(self) -> bool:
         # A rebalance (flow suspended) or a stop is waiting for every input taken to be acked.
@@ -428,18 +430,15 @@ class Worker:
     async def _on_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
         tps = sorted((tp.topic, tp.partition) for tp in assigned)
         self.lifecycle.assigned(tps, int(self.app.consumer_generation_id))
-        mine = [tp for tp in assigned if tp.topic == self.pdus.get_topic_name()]
-        self.horizons.clear()
+        mine = {tp.partition for tp in assigned if tp.topic == self.pdus.get_topic_name()}
         self.checked.clear()
+        # The chunks in flight of the rooms of these partitions are read again, for the checks
+        # of the rooms' states (pipeline.worker.rebuild).
+        partitions = self.settings.pdu_partitions
+        in_flight = self.stored_rooms.in_flight
+        in_flight.reset(lambda room_id: owner_partition(room_id, partitions) in mine)
         if mine:
-            try:
-                ends = await self.app.consumer.highwaters(*mine)
-            except Exception as e:  # the check is a safety net: without horizons, no check
-                log.warning("end offsets of %s unknown (%s); stored states go unchecked", mine, e)
-            else:
-                self.horizons = {
-                    tp.partition: int(off) for tp, off in ends.items() if off is not None
-                }
+            in_flight.prefetch()
 
     async def _on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         self.lifecycle.revoked(sorted((tp.topic, tp.partition) for tp in revoked))

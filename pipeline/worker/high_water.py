@@ -1,14 +1,10 @@
-"""The committed chunk high-water of a room, read from PostgreSQL, and what a worker makes of it.
+"""The committed chunk high-water of a room, read from PostgreSQL.
 
 PostgreSQL is the source of truth (DESIGN.md invariant 8); the worker's stored room state is a
 cache of it. The committer keeps, per room, the highest chunk number it committed
-(``room_chunk_marks``, ``db.chunk_marks``). When a room's first input that is new to the
-partition (at or above the partition's end offset when it was assigned) is processed, every
-earlier input of the room has been processed again, so the room's own chunk counter must have
-reached that high-water. If it has not, the stored state is stale or missing (a changelog lost,
-truncated, or overwritten): the worker says so (ERROR, ``roomstream_worker_stale_rooms_total``)
-and moves its counter past the high-water, so it never sends a chunk under a number already
-committed for other content.
+(``room_chunk_marks``, ``db.chunk_marks``): the last event sequence number of the room's
+committed chunks. ``rebuild`` compares a room's stored state with it (and with the chunks in
+flight) before the room's first input after an assignment, and rebuilds a state that is behind.
 
 Reading the mark is a safety check: when PostgreSQL cannot be reached it is retried a few times
 and then skipped for that room with a warning, rather than stopping the rooms' processing.
@@ -26,9 +22,8 @@ import psycopg2
 
 from db.chunk_marks import load_marks
 from pipeline import metrics
-from pipeline.room.processor import RoomProcessor
 
-__all__ = ["HighWaters", "PgHighWaters", "chunk_counter", "skip_to"]
+__all__ = ["HighWaters", "PgHighWaters"]
 
 log = logging.getLogger("roomstream.worker")
 
@@ -77,36 +72,3 @@ class PgHighWaters:
                     return None
                 self.sleep(0.2 * attempt)
         return None  # pragma: no cover
-
-
-def chunk_counter(proc: RoomProcessor) -> int:
-    """The number of the room's last chunk (the n of ``<room_id>/<n>``: its event sequence)."""
-    return proc.event_seq
-
-
-def skip_to(proc: RoomProcessor, high_water: int) -> None:
-    """Move the room's chunk counter to ``high_water``: its next chunk is numbered above it."""
-    proc.event_seq = max(proc.event_seq, high_water)
-
-
-def check(proc: RoomProcessor, room_id: str, high_waters: HighWaters) -> bool:
-    """Whether the room's state was found stale (and its counter moved past the high-water)."""
-    high = high_waters(room_id)
-    if high is None:
-        return False
-    counter = chunk_counter(proc)
-    if high <= counter:
-        return False
-    metrics.STALE_ROOMS.inc()
-    log.error(
-        "room %s: PostgreSQL committed its chunks up to %d, but its stored state is at chunk "
-        "%d: the worker's changelog was lost, truncated or overwritten. Its next chunk is "
-        "numbered %d; events that need the missing history are parked and requested again "
-        "on the missing-events topic",
-        room_id,
-        high,
-        counter,
-        high + 1,
-    )
-    skip_to(proc, high)
-    return True

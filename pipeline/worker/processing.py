@@ -6,6 +6,11 @@ chunk size budget), one send. Only the inputs' own data reach the processor: the
 ``received_ts`` (the producer's header, else the record's timestamp) and where it was read.
 Never the time of processing, so a replay after a crash decides what the first run decided.
 
+A room's first job after partitions were assigned checks its state against what PostgreSQL and
+the chunks in flight hold, before any input: a state behind them is rebuilt from them
+(``rebuild``) and stored whole by that job, and the parked events of the state it replaces are
+taken over.
+
 An exception here is not the input's fault (the processor turns every fault of an input into a
 dead letter with a reason): it is a bug or a broken environment, so it stops the worker
 (``faults.WorkerStopped``) with its inputs unacked, rather than dead-lettering valid events.
@@ -13,23 +18,27 @@ dead letter with a reason): it is a bug or a broken environment, so it stops the
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline import metrics
 from pipeline.room import storage
-from pipeline.room.batch import ProcessorConfig
+from pipeline.room.batch import BatchResult, ProcessorConfig
 from pipeline.room.parking import ParkingBudget
 from pipeline.room.processor import Incoming, RoomProcessor
-from pipeline.worker import dead_letters, high_water
+from pipeline.worker import dead_letters
 from pipeline.worker.faults import WorkerStopped
-from pipeline.worker.high_water import HighWaters
+from pipeline.worker.rebuild import RoomSource
 from pipeline.worker.scheduling import Input, Job
 from topics import chunk as chunk_codec
 from topics import missing_events
 
 __all__ = ["Processed", "Processing", "Work"]
+
+log = logging.getLogger("roomstream.worker")
 
 # Metric children looked up once: labels() costs a lookup under a lock per call.
 _ACCEPTED = metrics.EVENTS.labels("accepted")
@@ -46,9 +55,9 @@ class Work:
     proc: RoomProcessor | None
     stored: bytes | None
     segments: dict[bytes, bytes | None] = field(default_factory=dict)
-    # Inputs at or above this offset of their partition are new to it (never processed by any
-    # worker): the first of them checks the room's state against PostgreSQL. None: no check.
-    horizon: int | None = None
+    # The room's first job since partitions were assigned: check its state against PostgreSQL
+    # and the chunks in flight before its first input.
+    check: bool = False
 
 
 @dataclass(slots=True)
@@ -57,6 +66,7 @@ class Processed:
     writes: list[tuple[bytes, bytes]] | None  # the room's state as table writes, if asked
     outputs: list[tuple[str, bytes]]  # (topic, value) in the order a replay would emit them
     checked: bool  # the room's state was checked against PostgreSQL
+    rebuilt: bool = False  # and rebuilt from it
 
 
 class Processing:
@@ -71,7 +81,7 @@ class Processing:
         chunks_topic: str,
         dead_letter_topic: str,
         missing_topic: str,
-        high_waters: HighWaters | None = None,
+        rooms: RoomSource | None = None,
     ) -> None:
         self.config = config
         self.budget = budget
@@ -79,7 +89,7 @@ class Processing:
         self.chunks_topic = chunks_topic
         self.dead_letter_topic = dead_letter_topic
         self.missing_topic = missing_topic
-        self.high_waters = high_waters
+        self.rooms = rooms
 
     def __call__(self, work: Work) -> Processed:
         room_id = work.job.room_id
@@ -104,29 +114,85 @@ class Processing:
     def _process(self, work: Work) -> Processed:
         job = work.job
         proc = work.proc
+        check = work.check
         if proc is None:
-            if work.stored is None:
-                proc = RoomProcessor(job.room_id, config=self.config, budget=self.budget)
-            else:
-                proc = storage.load(
-                    work.stored, work.segments.get, config=self.config, budget=self.budget
-                )
+            proc, lost = self._load(work)
+            check = check or lost
         outputs: list[tuple[str, bytes]] = []
-        checked = False
-        inputs = job.inputs
-        split = len(inputs)
-        if work.horizon is not None and self.high_waters is not None:
-            # Inputs below the horizon are replays; the first new one checks the room's
-            # state, once every earlier input of the room was processed again.
-            split = next((i for i, item in enumerate(inputs) if item.offset >= work.horizon), split)
-        for part in (inputs[:split], inputs[split:]):
-            if part is inputs[split:] and part and self.high_waters is not None:
-                high_water.check(proc, job.room_id, self.high_waters)
-                checked = True
-            if part:
-                self._batch(proc, part, outputs)
-        writes = storage.save(proc, work.stored) if job.store else None
-        return Processed(proc, writes, outputs, checked)
+        checked = rebuilt = False
+        if check and job.inputs and self.rooms is not None:
+            proc, rebuilt = self._check(proc, job.room_id, outputs)
+            checked = True
+        if job.inputs:
+            self._batch(proc, job.inputs, outputs)
+        if rebuilt:
+            # Whole: the stored record's segment marks are the replaced state's.
+            writes: list[tuple[bytes, bytes]] | None = storage.save(proc, None)
+        else:
+            writes = storage.save(proc, work.stored) if job.store else None
+        return Processed(proc, writes, outputs, checked, rebuilt)
+
+    def _load(self, work: Work) -> tuple[RoomProcessor, bool]:
+        """The room's processor from its stored state (a new one when none is stored), and
+        whether a stored state was found broken (a segment missing: the changelog truncated),
+        so a new processor stands in and must be checked."""
+        room_id = work.job.room_id
+        if work.stored is None:
+            return RoomProcessor(room_id, config=self.config, budget=self.budget), False
+        try:
+            return storage.load(
+                work.stored, work.segments.get, config=self.config, budget=self.budget
+            ), False
+        except LookupError as e:
+            if self.rooms is None:
+                raise
+            log.warning("room %s: %s; it is rebuilt from PostgreSQL", room_id, e)
+            return RoomProcessor(room_id, config=self.config, budget=self.budget), True
+
+    def _check(
+        self, proc: RoomProcessor, room_id: str, outputs: list[tuple[str, bytes]]
+    ) -> tuple[RoomProcessor, bool]:
+        """The room's processor: ``proc``, or rebuilt when ``proc`` is behind what PostgreSQL
+        and the chunks in flight hold (its outputs, from the parked events it took over, added
+        to ``outputs``); and whether it was rebuilt."""
+        assert self.rooms is not None
+        high = self.rooms.high_water(room_id)
+        if high is None or high <= proc.event_seq:
+            return proc, False
+        metrics.STALE_ROOMS.inc()
+        started = time.perf_counter()
+        config, budget = self.config, self.budget
+        rebuilt = self.rooms.rebuild(
+            room_id,
+            lambda rows: RoomProcessor.from_database_rows(rows, config=config, budget=budget),
+        )
+        fresh = rebuilt.proc
+        parked = len(proc.parked())
+        if parked:
+            self._collect(fresh, fresh.adopt_parked(proc), outputs, {})
+        elapsed = time.perf_counter() - started
+        metrics.ROOMS_REBUILT.inc()
+        metrics.REBUILD_SECONDS.observe(elapsed)
+        events, state_events, groups = fresh.append_marks()
+        log.warning(
+            "room %s: its stored state was at event %d, behind event %d (%d committed, the "
+            "rest in flight): a changelog lost, truncated or overwritten, or a crash before the "
+            "state was stored. Rebuilt from PostgreSQL in %.3f s: %d events (%d state events), "
+            "%d state groups, %d chunks in flight applied, %d parked events taken over; its "
+            "next chunk is numbered %d",
+            room_id,
+            proc.event_seq,
+            high,
+            rebuilt.committed,
+            elapsed,
+            events,
+            state_events,
+            groups,
+            rebuilt.chunks_folded,
+            parked,
+            fresh.event_seq + 1,
+        )
+        return fresh, True
 
     def _batch(
         self, proc: RoomProcessor, items: list[Input], outputs: list[tuple[str, bytes]]
@@ -151,6 +217,16 @@ class Processing:
         started = time.perf_counter()
         result = proc.process(incoming)
         metrics.PROCESS_SECONDS.observe(time.perf_counter() - started)
+        self._collect(proc, result, outputs, headers)
+
+    def _collect(
+        self,
+        proc: RoomProcessor,
+        result: BatchResult,
+        outputs: list[tuple[str, bytes]],
+        headers: Mapping[tuple[Any, Any], Any],
+    ) -> None:
+        """``result``'s chunks, dead letters and requests as records, in order, into ``outputs``."""
         for chunk in result.chunks:
             outputs.append((self.chunks_topic, chunk_codec.encode(chunk)))
             metrics.CHUNK_EVENTS.observe(len(chunk.events))

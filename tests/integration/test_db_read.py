@@ -1,22 +1,30 @@
-"""The read API against the real PostgreSQL: format versions, current state, state in one query."""
+"""The read API against the real PostgreSQL: format versions, current state, state in one query,
+a room's rows to rebuild its processor from."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 import pytest
 
-from db.read import RoomStore, RoomWithStreamOrdering
+from db.read import RoomStore, RoomWithStreamOrdering, load_room_rows
 from db.writer import write_batch
 from pipeline.bench.room_cost import CREATOR, LinearRoom
 from pipeline.config import Settings
 from pipeline.matrix.room_versions import room_version
+from pipeline.room.batch import Incoming
 from pipeline.room.chunk import Chunk
 from pipeline.room.processor import RoomProcessor
+from pipeline.room.rebuild import fold_chunks
 from tests.integration._chunks import RoomSim, Spec, member, msg, state
+from tests.unit.room.test_determinism import _lagging_room
+from tests.unit.room.test_rebuild import _comparable
+from topics.definitions import Topic
 
 pytestmark = pytest.mark.integration
 
@@ -204,3 +212,41 @@ def test_state_read_back_through_groups_stored_over_earlier_ancestors(conn: Any)
         for e, s in got.items()
         if ("m.room.topic", "") in s
     }
+
+
+def test_invariant_8_a_rooms_rows_are_read_in_five_queries_over_one_snapshot(
+    conn: Any, settings: Settings
+) -> None:
+    # A room whose current state lags its extremities, with forks, redactions and power
+    # changes, written by the committer's writer, one chunk per input.
+    rnd = random.Random(11)
+    b, names = _lagging_room(rnd, 14)
+    proc = RoomProcessor(b.room_id)
+    chunks = [c for n in names for c in proc.process([Incoming(b.raw(n), received_ts=5)]).chunks]
+    commit(conn, *chunks[:-1])
+    with conn.cursor() as cur:
+        write_batch(cur, [], {(settings.topic(Topic.CHUNKS), 0): 41})
+    conn.commit()
+
+    before = CountingCursor.executed
+    rows, offset = load_room_rows(conn, b.room_id, settings.topic(Topic.CHUNKS))
+    # Committed after the snapshot was taken: not in the rows (it is what the chunks in flight
+    # from offset 41 on hold).
+    with psycopg2.connect(settings.database_url) as other, other.cursor() as cur:
+        write_batch(cur, chunks[-1:], {})
+    events = list(rows.events)
+    conn.commit()
+    # SET TRANSACTION, then the room, its high-water and the offset; the groups; the
+    # extremities; the current state; the events (a server-side cursor).
+    assert CountingCursor.executed - before == 6
+    assert offset == 41
+    assert rows.high_water == chunks[-2].seq[1]
+    assert [e.event_id for e in events] == [e.event_id for c in chunks[:-1] for e in c.events]
+    assert all(e.received_ts == 5 for e in events)
+    rebuilt = RoomProcessor.from_database_rows(
+        fold_chunks(replace(rows, events=events), chunks[-1:])
+    )
+    assert _comparable(rebuilt) == _comparable(proc)
+    with pytest.raises(ValueError, match="needs a transaction"):
+        conn.autocommit = True
+        load_room_rows(conn, b.room_id, settings.topic(Topic.CHUNKS))
