@@ -316,8 +316,16 @@ class StateGroups:
                     f"state group {g.id} of room {room_id} rests on group {prev}, which is not "
                     "stored before it"
                 )
-            hops = out._groups[prev].hops + 1 if prev is not None else 0
-            out._groups[g.id] = _Group(prev, hops, g.event_id, tuple(sorted(g.delta)))
+            delta = tuple(sorted(g.delta))
+            below = out._groups[prev] if prev is not None else None
+            hops = below.hops + 1 if below is not None else 0
+            read_rows = (below.read_rows if below is not None else 0) + len(delta)
+            # The rows do not say which group each one was made from, nor its step: each is
+            # taken as made from the group it is stored over, and as a new root of steps, so
+            # groups made from it rest on it and on one another as after a snapshot. Their
+            # states are what an uninterrupted run would make; only which ancestor their rows
+            # are stored over may differ.
+            out._groups[g.id] = _Group(prev, hops, g.event_id, delta, prev, 0, read_rows)
         return out
 
     @classmethod
