@@ -44,6 +44,7 @@ import faust
 from pipeline import health, metrics
 from pipeline.config import Settings
 from pipeline.connection_log import quiet_aiokafka
+from pipeline.gc_tuning import tune_gc
 from pipeline.room.parking import ParkingBudget, ParkingLimits
 from pipeline.room.processor import ProcessorConfig
 from pipeline.server_keys import signature_checker
@@ -455,6 +456,7 @@ def main(args: Any, settings: Settings) -> int:
     port = getattr(args, "web_port", None) or settings.metrics_port
     health.serve(port, settings.metrics_addr, health.WORKER)
     worker = Worker(settings, getattr(args, "id", None))
+    tune_gc()
     try:
         _FaustWorker(
             worker.app, loglevel="WARNING", quiet=True, redirect_stdouts=False
