@@ -17,6 +17,7 @@ import faust
 
 from pipeline.config import Settings
 from pipeline.kafka_clients import faust_app_kwargs
+from pipeline.worker.consumer import Consumer
 from topics.definitions import Replication
 
 __all__ = ["MAX_RECORD_BYTES", "PRODUCER_BATCH_BYTES", "group_id", "instance_id", "make_app"]
@@ -43,7 +44,7 @@ def make_app(
     settings: Settings, datadir: Path, worker_id: str | None, replicas: Replication
 ) -> faust.App:
     session = settings.worker_session_timeout_s
-    return faust.App(
+    app = faust.App(
         group_id(settings),
         # The brokers, their credentials, acks=all.
         **faust_app_kwargs(settings),
@@ -75,3 +76,6 @@ def make_app(
         table_standby_replicas=settings.worker_standby_replicas,
         # aiokafka's default partitioner (murmur2) for table changelogs and forwarding.
     )
+    # faust's consumer, without the inputs it read past around a restore (pipeline.worker.consumer).
+    app.transport.Consumer = Consumer
+    return app
