@@ -1,43 +1,57 @@
 """The worker's Kafka consumer: faust's aiokafka consumer, without the way it read inputs past
 and lost them around a rebalance or a table restore.
 
-faust asks aiokafka for the records of the partitions it wants to process, as a set. While its
-partitions are paused (every assignment pauses them until the tables are restored) that set is
-empty, and aiokafka reads an empty set as "every partition": it hands over what it fetched for
-all of them, moving their positions past it, and faust drops those records, since none of their
-partitions is active. When the restore ends, faust seeks each partition back to its committed
-offset, which undoes that, except for a partition whose offset was never committed (a new
-topic, a partition that got its first records since the last commit): aiokafka moves only to a
-committed offset above 0, so those records were never read again, and once a later input of the
-partition was acked, faust committed past them. They were lost with nothing said
-(``tests/integration/test_worker_kill.py``).
+faust asks aiokafka for the records of the partitions it wants to process by handing it its own
+set of active partitions, which it keeps changing meanwhile: every assignment pauses them all
+until the tables are restored. aiokafka reads an empty set as "every partition", so a fetch that
+waited while the set emptied handed over what it had fetched for all partitions, moving their
+positions past it, and faust dropped those records, none of their partitions being active. When
+the restore ended, faust sought each partition back to its committed offset, which undid that,
+except for a partition whose offset was never committed (a new topic, a partition first written
+since the last commit): aiokafka moves only to a committed offset above 0, so those records were
+never read again, and once a later input of the partition was acked, faust committed past them.
+They were lost with nothing said (``tests/integration/test_worker_kill.py``, the workers joining
+and leaving while rooms are created; a worker's log showed a fetch asked for 12 partitions
+return the records of 9 others, from offset 0, all dropped).
 
-Here, nothing is asked for while no partition is active, and when faust seeks to the committed
-offsets, a partition of the input without one goes back to its beginning, where the group's
-``auto.offset.reset`` (earliest) starts a partition nobody has consumed. A changelog partition
-is left where the restore put it.
+Here aiokafka gets the same live set behind a wrapper that is never empty to it, so it hands over
+records of the active partitions only, and when faust seeks to the committed offsets, a partition
+of the input without one goes back to its beginning, where the group's ``auto.offset.reset``
+(earliest) starts a partition nobody has consumed. A changelog partition is left where the
+restore put it.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-__all__ = ["IDLE_S", "Consumer"]
+__all__ = ["Active", "Consumer"]
 
-# How long a fetch with no partition active waits before it looks again.
-IDLE_S = 0.05
+
+class Active:
+    """faust's live set of active partitions as aiokafka reads it: membership as the set has it
+    at each look, and never empty (aiokafka takes an empty set for every partition)."""
+
+    __slots__ = ("partitions",)
+
+    def __init__(self, partitions: Container[Any]) -> None:
+        self.partitions = partitions
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self.partitions
 
 
 class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no types for it
     async def _getmany(self, active_partitions: set[Any] | None, timeout: float) -> Any:
-        if active_partitions is not None and not active_partitions:
-            await asyncio.sleep(min(timeout, IDLE_S))
-            return {}
-        return await super()._getmany(active_partitions=active_partitions, timeout=timeout)
+        # None is faust's "every partition" (a client-only app), kept as it is.
+        wanted = None if active_partitions is None else Active(active_partitions)
+        return await super()._getmany(active_partitions=wanted, timeout=timeout)
 
     async def seek_to_committed(self) -> Mapping[Any, int | None]:
         committed: Mapping[Any, int | None] = await super().seek_to_committed()

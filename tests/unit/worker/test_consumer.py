@@ -28,10 +28,12 @@ class Thread:
         self.fetched = fetched
         self.committed = committed
         self.position: dict[TopicPartition, int] = {}
-        self.asked: list[set[Any] | None] = []
+        # A fetch waits for records until this is set (aiokafka waits up to its timeout).
+        self.records_arrive = asyncio.Event()
+        self.records_arrive.set()
 
-    async def getmany(self, active_partitions: set[Any] | None, timeout: float) -> Any:
-        self.asked.append(active_partitions)
+    async def getmany(self, active_partitions: Any, timeout: float) -> Any:
+        await self.records_arrive.wait()
         # aiokafka's fetched_records: ``if partitions and tp not in partitions: continue``.
         drained = {
             tp: offsets
@@ -63,17 +65,35 @@ def _consumer(tmp_path: Path, thread: Thread) -> Consumer:
     return consumer
 
 
-def test_nothing_is_read_while_no_partition_is_active(tmp_path: Path) -> None:
+def test_no_record_of_an_inactive_partition_is_handed_over(tmp_path: Path) -> None:
     # Every assignment pauses the worker's partitions until its tables are restored: faust then
-    # asks for the records of no partition, which aiokafka would take for all of them.
-    p0 = TopicPartition(PDUS, 0)
-    thread = Thread({p0: [0, 1, 2]}, {})
+    # wants the records of no partition, which aiokafka would take for all of them.
+    p0, p1 = TopicPartition(PDUS, 0), TopicPartition(PDUS, 1)
+    thread = Thread({p0: [0, 1, 2], p1: [5, 6]}, {})
     consumer = _consumer(tmp_path, thread)
     assert asyncio.run(consumer._getmany(active_partitions=set(), timeout=1.0)) == {}
-    assert p0 not in thread.position, "the partition was read past"
-    got = asyncio.run(consumer._getmany(active_partitions={p0}, timeout=1.0))
-    assert got == {p0: [0, 1, 2]}
-    assert thread.asked == [{p0}]
+    assert asyncio.run(consumer._getmany(active_partitions={p1}, timeout=1.0)) == {p1: [5, 6]}
+    assert thread.position == {p1: 7}, "a partition was read past"
+
+
+def test_partitions_paused_while_a_fetch_waits_are_not_read_past(tmp_path: Path) -> None:
+    # faust hands over its live set and pauses partitions while the fetch waits for records
+    # (a rebalance, a restore): records of then inactive partitions came back and were dropped.
+    p0, p1 = TopicPartition(PDUS, 0), TopicPartition(PDUS, 1)
+    thread = Thread({p0: [0, 1, 2], p1: [0, 1]}, {})
+    consumer = _consumer(tmp_path, thread)
+    active = {p0}
+
+    async def main() -> Any:
+        thread.records_arrive.clear()
+        fetch = asyncio.ensure_future(consumer._getmany(active_partitions=active, timeout=1.0))
+        await asyncio.sleep(0)
+        active.clear()  # faust pauses every partition
+        thread.records_arrive.set()
+        return await fetch
+
+    assert asyncio.run(main()) == {}
+    assert thread.position == {}, "a partition was read past"
 
 
 def test_an_input_partition_never_committed_goes_back_to_its_beginning(tmp_path: Path) -> None:
