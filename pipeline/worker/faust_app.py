@@ -18,6 +18,7 @@ import faust
 from pipeline.config import Settings
 from pipeline.kafka_clients import faust_app_kwargs
 from pipeline.worker.consumer import Consumer
+from pipeline.worker.producer import Producer
 from topics.definitions import Replication
 
 __all__ = ["MAX_RECORD_BYTES", "PRODUCER_BATCH_BYTES", "group_id", "instance_id", "make_app"]
@@ -78,4 +79,6 @@ def make_app(
     )
     # faust's consumer, without the inputs it read past around a restore (pipeline.worker.consumer).
     app.transport.Consumer = Consumer
+    # faust's producer, asking the cluster about its own topics only (pipeline.worker.producer).
+    app.transport.Producer = Producer
     return app
