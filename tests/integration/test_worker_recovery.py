@@ -90,7 +90,9 @@ def _rooms() -> list[RoomBuilder]:
 SETUP_EVENTS = 5
 
 
-def _wait_group_stable(settings: Settings, members: int, timeout: float = 90.0) -> dict[str, int]:
+def _wait_group_stable(
+    settings: Settings, members: int, timeout: float = 90.0
+) -> dict[int, str | None]:
     """Wait until the workers' group is stable with ``members``; each pdus partition's owner
     (by static member id)."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
