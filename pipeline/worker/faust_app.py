@@ -17,10 +17,21 @@ import faust
 
 from pipeline.config import Settings
 from pipeline.kafka_clients import faust_app_kwargs
+from pipeline.worker.consumer import Consumer
+from pipeline.worker.producer import Producer
 from topics.definitions import Replication
 
-__all__ = ["MAX_RECORD_BYTES", "PRODUCER_BATCH_BYTES", "group_id", "instance_id", "make_app"]
+__all__ = [
+    "HEARTBEAT_S",
+    "MAX_RECORD_BYTES",
+    "PRODUCER_BATCH_BYTES",
+    "group_id",
+    "instance_id",
+    "make_app",
+]
 
+# At most this long between heartbeats.
+HEARTBEAT_S = 1.0
 # The producer's batch per partition (faust's default is 16 KB).
 PRODUCER_BATCH_BYTES = 512 * 1024
 # The largest changelog record: a segment of a room's state, or a record with many parked
@@ -43,7 +54,7 @@ def make_app(
     settings: Settings, datadir: Path, worker_id: str | None, replicas: Replication
 ) -> faust.App:
     session = settings.worker_session_timeout_s
-    return faust.App(
+    app = faust.App(
         group_id(settings),
         # The brokers, their credentials, acks=all.
         **faust_app_kwargs(settings),
@@ -57,7 +68,9 @@ def make_app(
         broker_commit_interval=2.0,
         consumer_group_instance_id=instance_id(settings, worker_id),
         broker_session_timeout=session,
-        broker_heartbeat_interval=max(0.5, min(3.0, session / 4)),
+        # The broker counts the session from the last heartbeat, not from a crash: a restart
+        # has the session less one interval to rejoin before its member is dropped.
+        broker_heartbeat_interval=min(HEARTBEAT_S, session / 3),
         # How long a rebalance waits for members: a worker that joins waits this long at most.
         broker_rebalance_timeout=max(session, 10.0),
         # No linger: aiokafka has one request in flight per broker, so records queued while
@@ -78,3 +91,8 @@ def make_app(
         table_standby_replicas=settings.worker_standby_replicas,
         # aiokafka's default partitioner (murmur2) for table changelogs and forwarding.
     )
+    # faust's consumer, without the inputs it read past around a restore (pipeline.worker.consumer).
+    app.transport.Consumer = Consumer
+    # faust's producer, asking the cluster about its own topics only (pipeline.worker.producer).
+    app.transport.Producer = Producer
+    return app

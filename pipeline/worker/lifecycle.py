@@ -13,7 +13,9 @@ after the new owner's and be restored later in their place. So the worker notes,
 second, that its loop is running (``tick``), and before it stores a room record or sends a chunk
 it checks (``check_owner``) that it has not been stopped for more than ``pause_limit_s`` since;
 if it has, it writes nothing more and stops (its inputs are unacked; the owner of their
-partitions processes them).
+partitions processes them). The fence starts with the loop's first tick: the process starting
+(imports, connections, a large cluster's metadata), which can take longer than the limit on a
+busy machine, is not a pause, and a worker restarted after a crash must not stop for it.
 
 A system fault (``faults.WorkerStopped``) is recorded with ``fatal``: logged once with its reason,
 counted, and the process exits non-zero with it.
@@ -67,7 +69,8 @@ class Lifecycle:
         self.stopping = False
         self.fault: WorkerStopped | None = None
         self.generation: int | None = None
-        self._last_tick = clock()
+        # None until the loop's first tick: the fence starts there.
+        self._last_tick: float | None = None
         self._restoring_since: float | None = None
         metrics.WORKER_READY.set(0)
 
@@ -76,19 +79,19 @@ class Lifecycle:
     def tick(self) -> None:
         """The loop runs: called every few tens of milliseconds."""
         now = self.clock()
-        gap = now - self._last_tick
-        self._last_tick = now
-        if gap > self.pause_limit_s and self.fault is None:
-            self._paused(gap)
+        last, self._last_tick = self._last_tick, now
+        if last is not None and now - last > self.pause_limit_s and self.fault is None:
+            self._paused(now - last)
 
     def check_owner(self, what: str) -> None:
         """Raise WorkerStopped instead of ``what`` (a write) if the worker may no longer own
         its partitions: it stopped, or was paused for longer than the fence allows."""
         if self.fault is not None:
             raise self.fault
-        gap = self.clock() - self._last_tick
-        if gap > self.pause_limit_s:
-            self._paused(gap)
+        if self._last_tick is not None:
+            gap = self.clock() - self._last_tick
+            if gap > self.pause_limit_s:
+                self._paused(gap)
         if self.fault is not None:
             raise WorkerStopped(self.fault.reason, f"{what} not done: {self.fault}")
 

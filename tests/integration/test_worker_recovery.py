@@ -87,7 +87,9 @@ def _rooms() -> list[RoomBuilder]:
 SETUP_EVENTS = 5  # a chat room's founding events
 
 
-def _wait_group_stable(settings: Settings, members: int, timeout: float = 90.0) -> dict[str, int]:
+def _wait_group_stable(
+    settings: Settings, members: int, timeout: float = 90.0
+) -> dict[int, str | None]:
     """Wait until the workers' group is stable with ``members``; each pdus partition's owner
     (by static member id)."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})

@@ -93,6 +93,7 @@ def test_a_paused_worker_writes_nothing_more_and_exits_non_zero() -> None:
         outputs, scheduler, _ = _parts(producer, life)
         job = scheduler.add("!a", an_input("!a", 7))
         assert job is not None
+        life.tick()  # the loop runs
         clock.advance(6.0)  # SIGSTOP for longer than half the session, then SIGCONT
         with pytest.raises(WorkerStopped, match=r"paused for 6\.0 s"):
             await outputs.emit([_processed(job)])
@@ -111,6 +112,24 @@ def test_a_running_worker_is_not_fenced() -> None:
         life.tick()
         life.check_owner("a write")
     assert life.fault is None
+
+
+def test_a_slow_start_is_not_a_pause() -> None:
+    # A worker restarted on a busy machine took longer than half its session to start (imports,
+    # connections, a large cluster's metadata) and stopped itself as "paused" right after it
+    # joined its group: the fence counts from the loop's first tick.
+    clock = Clock()
+    life = Lifecycle("w", pause_limit_s=5.0, clock=clock)
+    clock.advance(7.5)
+    life.check_owner("a write")
+    life.tick()
+    clock.advance(0.05)
+    life.tick()
+    life.check_owner("a write")
+    assert life.fault is None
+    clock.advance(6.0)
+    life.tick()
+    assert life.fault is not None and life.fault.reason == "paused"
 
 
 def test_a_refused_hand_over_is_retried_then_stops_the_worker() -> None:

@@ -28,5 +28,7 @@ def test_a_worker_with_an_id_is_a_static_member(tmp_path: Path) -> None:
     app = make_app(settings, tmp_path, "w1", ONE)
     assert app.conf.consumer_group_instance_id == "roomstream-processors-w1"
     assert app.conf.broker_session_timeout == 8.0
+    # A restart has the session less the time since the last heartbeat to rejoin.
+    assert app.conf.broker_heartbeat_interval == 1.0
     assert instance_id(settings, None) is None
     assert instance_id(replace(settings, worker_static_membership=0), "w1") is None
