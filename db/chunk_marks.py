@@ -8,7 +8,9 @@ compared with what was committed: the same content is a replay and is skipped; o
 a divergence, recorded in ``chunk_divergences`` and reported, never skipped silently.
 
 The digest is the one the room processor gives the chunk (``Chunk.compute_digest``: its events
-with their outcome, state groups, current state, extremities, memberships and redactions).
+with their outcome, state groups, current state, extremities, memberships and redactions). A new
+chunk is recorded with the digest it carries, unchecked; a chunk delivered again is compared by
+the digest of its content, computed then (``content_digest``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import Any
 
 from psycopg2.extras import execute_values
 
+from db.bulk import array_literal
 from pipeline.room.chunk import Chunk
+from topics.chunk import CommitChunk
 
 __all__ = [
     "COMMITTED_WINDOW",
@@ -28,6 +32,7 @@ __all__ = [
     "Mark",
     "chunk_digest",
     "chunk_seq",
+    "content_digest",
     "load_marks",
     "prune_committed",
     "record_divergences",
@@ -55,13 +60,13 @@ class Mark:
 
 @dataclass(frozen=True, slots=True)
 class Divergence:
-    chunk: Chunk
+    chunk: CommitChunk
     stored_digest: bytes | None
     new_digest: bytes
     source_offset: int | None
 
 
-def chunk_seq(chunk: Chunk) -> int:
+def chunk_seq(chunk: Chunk | CommitChunk) -> int:
     """The ``n`` of chunk id ``<room_id>/<n>``; ValueError when the id is not of that form."""
     room, sep, n = chunk.chunk_id.rpartition("/")
     if not sep or room != chunk.room_id or not n.isdigit():
@@ -71,17 +76,24 @@ def chunk_seq(chunk: Chunk) -> int:
     return int(n)
 
 
-def chunk_digest(chunk: Chunk) -> bytes:
-    """The chunk's content digest: the one it carries (checked against its content by the
-    codec), or, for a chunk from before chunks carried one, computed the same way."""
-    return bytes.fromhex(chunk.digest or chunk.compute_digest())
+def chunk_digest(chunk: CommitChunk) -> bytes:
+    """The digest a new chunk is recorded with: the one it carries (the room processor computed
+    it from the content it encoded), or, for a chunk from before chunks carried one, computed."""
+    return bytes.fromhex(chunk.digest or chunk.content_digest())
+
+
+def content_digest(chunk: CommitChunk) -> bytes:
+    """The digest of the chunk's content, computed, whatever it carries: what a chunk delivered
+    again is compared by, so a carried digest that is not its content's cannot make other
+    content pass for what was committed."""
+    return bytes.fromhex(chunk.content_digest())
 
 
 def load_marks(cur: Any, rooms: Iterable[str]) -> dict[str, Mark]:
     cur.execute(
         "SELECT room_id, last_seq, last_first, last_digest FROM room_chunk_marks"
-        " WHERE room_id = ANY(%s)",
-        (list(rooms),),
+        " WHERE room_id = ANY(%s::text[])",
+        (array_literal(rooms),),
     )
     return {r: Mark(int(s), _committed(f, d)) for r, s, f, d in cur.fetchall()}
 
@@ -97,8 +109,8 @@ def stored_digests(cur: Any, chunk_ids: Sequence[str]) -> dict[str, Committed]:
     if not chunk_ids:
         return {}
     cur.execute(
-        "SELECT chunk_id, seq_first, digest FROM committed_chunks WHERE chunk_id = ANY(%s)",
-        (list(chunk_ids),),
+        "SELECT chunk_id, seq_first, digest FROM committed_chunks WHERE chunk_id = ANY(%s::text[])",
+        (array_literal(chunk_ids),),
     )
     return {c: _committed(f, d) for c, f, d in cur.fetchall()}
 
@@ -107,7 +119,7 @@ def store_marks(cur: Any, marks: Mapping[str, tuple[int, Committed]]) -> None:
     """Raise each room's high-water to (seq, what was committed there)."""
     if not marks:
         return
-    # One array per column: one statement whatever the number of rooms, adapted in C.
+    # One array per column: one statement whatever the number of rooms.
     cur.execute(
         "INSERT INTO room_chunk_marks (room_id, last_seq, last_first, last_digest) "
         "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bytea[]) "
@@ -115,10 +127,10 @@ def store_marks(cur: Any, marks: Mapping[str, tuple[int, Committed]]) -> None:
         "last_first = EXCLUDED.last_first, last_digest = EXCLUDED.last_digest "
         "WHERE room_chunk_marks.last_seq < EXCLUDED.last_seq",
         (
-            list(marks),
-            [s for s, _ in marks.values()],
-            [c.first for _, c in marks.values()],
-            [c.digest for _, c in marks.values()],
+            array_literal(marks),
+            array_literal((s for s, _ in marks.values()), "bigint"),
+            array_literal((c.first for _, c in marks.values()), "bigint"),
+            array_literal((c.digest for _, c in marks.values()), "bytea"),
         ),
     )
 

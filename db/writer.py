@@ -2,11 +2,12 @@
 
 ``write_batch`` checks the caller's fencing generation, assigns stream orderings (contiguous, in
 commit order, from the locked ``stream_positions`` row), writes every table of DESIGN.md's
-schema with one bulk statement per table, never one per row: ``COPY`` for rows that cannot
-conflict (those of events stored now), ``unnest`` of one array per column for upserts and
-deletes. It raises the rooms' chunk high-water marks, records the consumed offsets and ONE
-invalidation message for the whole batch (several outbox rows when the message is split into
-parts). The caller commits.
+schema with one bulk statement per table, never one per row (``db.bulk``): ``COPY`` for rows
+that cannot conflict (those of events stored now), ``unnest`` of one array per column for
+upserts and deletes. It reads chunks as the committer does (``topics.chunk.CommitChunk``): the
+PDU fields it needs, and the JSON text event_json stores. It raises the rooms' chunk high-water
+marks, records the consumed offsets and ONE invalidation message for the whole batch (several
+outbox rows when the message is split into parts). The caller commits.
 
 Replays are harmless: a chunk at or below its room's high-water was committed before and is
 skipped whole when its content is the same (a divergence is reported when it is not), and an
@@ -17,19 +18,17 @@ the last chunk to touch a current-state key or forward extremity wins.
 
 from __future__ import annotations
 
-import io
-import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from db.bulk import array_literal, copy_rows, unnest
 from db.chunk_marks import (
     Committed,
     Divergence,
     chunk_digest,
     chunk_seq,
+    content_digest,
     load_marks,
     store_marks,
     stored_digests,
@@ -39,10 +38,11 @@ from db.outbox import OutboxRow, store_offsets
 from pipeline.errors import SchemaError
 from pipeline.matrix.room_versions import EventFormat, room_version
 from pipeline.room.chunk import Chunk
+from topics.chunk import CommitChunk, for_commit
 
 __all__ = ["BatchResult", "CommittedChunk", "Fence", "MessageBuilder", "write_batch"]
 
-Change = tuple[Chunk, Mapping[str, int]]
+Change = tuple[CommitChunk, Mapping[str, int]]
 MessageBuilder = Callable[[Sequence[Change], int, int], list[bytes]]
 """(chunks with the orderings of their events stored now, position, prev_position) -> the
 encoded parts of the batch's invalidation message."""
@@ -56,7 +56,7 @@ class Fence:
 
 @dataclass(frozen=True, slots=True)
 class CommittedChunk:
-    chunk: Chunk
+    chunk: CommitChunk
     stream_orderings: dict[str, int]  # the events stored now; others were stored before
     position: int | None  # highest stream ordering; None when no event was stored
     prev_position: int
@@ -75,89 +75,9 @@ class BatchResult:
     last_stream_ordering: int = 0
 
 
-def _unnest(cur: Any, sql: str, types: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Run ``sql`` once for all ``rows``: its ``{rows}`` is a row source made of one array per
-    column (``types`` names their element types, comma-separated), so the statement is the
-    same whatever the number of rows and psycopg2 adapts the values in C, not row by row."""
-    if not rows:
-        return
-    source = "unnest(" + ", ".join(f"%s::{t.strip()}[]" for t in types.split(",")) + ")"
-    cur.execute(sql.replace("{rows}", source), [list(c) for c in zip(*rows, strict=True)])
-
-
-_NULL = "\\N"
-# What COPY's text format must escape (backslash, tab, newline, carriage return), and NUL,
-# which a text value cannot hold.
-_SPECIAL = ("\\", "\t", "\n", "\r", "\x00")
-_COPY_READ = 1 << 20  # bytes handed to the server per write
-_NONE = type(None)
-_BOOL = {True: "t", False: "f"}
-
-
-def _copy_field(v: Any) -> str:
-    if v is None:
-        return _NULL
-    if isinstance(v, str):
-        text: str = v
-        if "\x00" in text:
-            # COPY would cut the value short; refuse it as an INSERT would.
-            raise ValueError(f"text value contains a NUL character: {text[:40]!r}")
-        return (
-            text.replace("\\", "\\\\")
-            .replace("\t", "\\t")
-            .replace("\n", "\\n")
-            .replace("\r", "\\r")
-        )
-    if isinstance(v, bool):
-        return "t" if v else "f"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, bytes):
-        return "\\\\x" + v.hex()
-    return str(v)
-
-
-def _copy_column(values: tuple[Any, ...]) -> Sequence[str] | Iterator[str]:
-    """One column's values in COPY's text format.
-
-    Column by column, so that the common cases run as C loops: a column of plain text is
-    scanned once for characters to escape (there rarely are any) and used as it is, a column
-    of integers is mapped through ``str``. Anything else goes value by value.
-    """
-    types = set(map(type, values))
-    if types <= {str, _NONE}:
-        # filter(None, ...) drops the NULLs (and empty strings, which need no escape); a
-        # search for one character is a memchr, so five of them over the column are cheap.
-        text = "".join(filter(None, values))
-        if any(c in text for c in _SPECIAL):
-            return [_copy_field(v) for v in values]
-        if _NONE in types:
-            return [_NULL if v is None else v for v in values]
-        return values
-    if types == {int}:
-        return map(str, values)
-    if types == {int, _NONE}:
-        return [_NULL if v is None else str(v) for v in values]
-    if types == {bool}:
-        return map(_BOOL.__getitem__, values)
-    return [_copy_field(v) for v in values]
-
-
-def _copy(cur: Any, table: str, columns: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """COPY ``rows`` into ``table``: the fastest bulk path, for rows that cannot conflict."""
-    if not rows:
-        return
-    columns_text = map(_copy_column, zip(*rows, strict=True))
-    lines = map("\t".join, zip(*columns_text, strict=True))
-    text = "\n".join(itertools.chain(lines, ("",)))  # every line ends in a newline
-    cur.copy_expert(
-        f"COPY {table} ({columns}) FROM STDIN", io.BytesIO(text.encode()), size=_COPY_READ
-    )
-
-
 def _sort_out(
-    cur: Any, chunks: Sequence[Chunk], sources: Sequence[int | None], result: BatchResult
-) -> tuple[list[Chunk], dict[str, tuple[int, Committed]], dict[str, Committed], set[str]]:
+    cur: Any, chunks: Sequence[CommitChunk], sources: Sequence[int | None], result: BatchResult
+) -> tuple[list[CommitChunk], dict[str, tuple[int, Committed]], dict[str, Committed], set[str]]:
     """The chunks not committed before, in order, the rooms' new high-water marks, what each
     new chunk commits under its id, and the rooms that had a mark (so have their rooms row).
 
@@ -166,7 +86,9 @@ def _sort_out(
     replay batched otherwise: every event it holds is stored), both in
     ``result.skipped_chunk_ids``; the same range with another digest is a divergence
     (``result.divergences``); one whose record was pruned goes to ``unverified_chunk_ids``. A new
-    chunk that starts past the high-water + 1 leaves a gap (``result.gaps``).
+    chunk that starts past the high-water + 1 leaves a gap (``result.gaps``). A new chunk is
+    recorded with the digest it carries; one committed before is compared by the digest of its
+    content, computed here.
     """
     marks = load_marks(cur, {c.room_id for c in chunks})
     seqs = [chunk_seq(c) for c in chunks]
@@ -178,15 +100,15 @@ def _sort_out(
     before = stored_digests(cur, older)
     new_marks: dict[str, tuple[int, Committed]] = {}
     in_batch: dict[str, Committed] = {}
-    fresh: list[Chunk] = []
+    fresh: list[CommitChunk] = []
     for c, n, src in zip(chunks, seqs, sources, strict=True):
-        digest = chunk_digest(c)
-        now = Committed(c.seq[0] if c.digest else None, digest)
+        first = c.seq[0] if c.digest else None
         mark = marks.get(c.room_id)
         high = new_marks[c.room_id][0] if c.room_id in new_marks else (mark.last_seq if mark else 0)
         if n > high:
-            if now.first is not None and high and now.first > high + 1:
+            if first is not None and high and first > high + 1:
                 result.gaps.append((c.chunk_id, high))
+            now = Committed(first, chunk_digest(c))
             new_marks[c.room_id] = (n, now)
             in_batch[c.chunk_id] = now
             fresh.append(c)
@@ -200,11 +122,11 @@ def _sort_out(
         else:
             result.unverified_chunk_ids.append(c.chunk_id)
             continue
-        if (
-            stored.digest is None
-            or stored.digest == digest
-            or (stored.first is not None and now.first is not None and stored.first != now.first)
-        ):
+        if stored.first is not None and first is not None and stored.first != first:
+            result.skipped_chunk_ids.append(c.chunk_id)  # a replay batched otherwise
+            continue
+        digest = content_digest(c)
+        if stored.digest is None or stored.digest == digest:
             result.skipped_chunk_ids.append(c.chunk_id)
         else:
             result.divergences.append(Divergence(c, stored.digest, digest, src))
@@ -213,7 +135,7 @@ def _sort_out(
 
 def write_batch(
     cur: Any,
-    chunks: Sequence[Chunk],
+    chunks: Sequence[CommitChunk | Chunk],
     offsets: Mapping[tuple[str, int], int],
     build_message: MessageBuilder | None = None,
     *,
@@ -225,18 +147,22 @@ def write_batch(
     With ``fence``, raise ``Fenced`` (before writing anything) unless its generation is current.
     With ``build_message``, a batch that stored at least one event gets its outbox row(s).
     ``sources`` are the chunks' offsets on the chunks topic, for divergence reports. A chunk
-    id not of the form ``<room_id>/<n>`` raises ValueError.
+    id not of the form ``<room_id>/<n>`` raises ValueError. Core chunks are read as the
+    committer reads them off the wire (``topics.chunk.for_commit``).
     """
     if fence is not None:
         check_generation(cur, fence.lock_key, fence.generation)
+    views = [c if isinstance(c, CommitChunk) else for_commit(c) for c in chunks]
     result = BatchResult()
     new_chunks, new_marks, digests, marked_rooms = _sort_out(
-        cur, chunks, sources if sources is not None else [None] * len(chunks), result
+        cur, views, sources if sources is not None else [None] * len(views), result
     )
-    event_ids = [e.event_id for c in new_chunks for e in c.events]
     stored: set[str] = set()
-    if event_ids:
-        cur.execute("SELECT event_id FROM events WHERE event_id = ANY(%s)", (event_ids,))
+    if new_chunks:
+        cur.execute(
+            "SELECT event_id FROM events WHERE event_id = ANY(%s::text[])",
+            (array_literal(e.event_id for c in new_chunks for e in c.events),),
+        )
         stored = {r[0] for r in cur.fetchall()}
     fresh: list[list[str]] = []  # per chunk, its events stored now, in order
     for c in new_chunks:
@@ -271,7 +197,7 @@ def write_batch(
     rows = _Rows()
     changes: list[Change] = []
     for c, ids_now in zip(new_chunks, fresh, strict=True):
-        orderings = {eid: next_so + i for i, eid in enumerate(ids_now)}
+        orderings = dict(zip(ids_now, range(next_so, next_so + len(ids_now)), strict=True))
         next_so += len(ids_now)
         rows.add_chunk(c, orderings)
         position = next_so - 1 if ids_now else None
@@ -292,7 +218,7 @@ def write_batch(
 
     rows.write(cur, marked_rooms)
     store_marks(cur, new_marks)
-    _copy(
+    copy_rows(
         cur,
         "invalidation_outbox",
         "position, prev_position, room_id, message, part, parts",
@@ -328,34 +254,35 @@ class _Rows:
         # room -> (room_version, creator, has its create event)
         self.rooms: dict[str, tuple[str, str | None, bool]] = {}
 
-    def add_chunk(self, c: Chunk, orderings: Mapping[str, int]) -> None:
+    def add_chunk(self, c: CommitChunk, orderings: Mapping[str, int]) -> None:
         rv = room_version(c.room_version)
         pairs = rv.event_format == EventFormat.V1  # references are [event_id, hashes] pairs
         room = c.room_id
         creator = c.creator
         has_create = False
+        events, event_json = self.events.append, self.event_json.append
+        edges, auth = self.event_edges, self.event_auth
         # The PDUs were validated by the room processor: the fields are read straight from
-        # them (as Event.from_trusted would, without building an Event per row).
-        for ce in c.events:
-            so = orderings.get(ce.event_id)
+        # them (as Event.from_trusted would, without building an Event per row), and the JSON
+        # text they arrived as is what event_json stores.
+        for i, (ce, pdu) in enumerate(zip(c.events, c.pdus, strict=True)):
+            eid = ce.event_id
+            so = orderings.get(eid)
             if so is None:
                 continue
-            pdu = ce.pdu
-            eid = ce.event_id
-            etype = pdu["type"]
-            state_key = pdu.get("state_key")
-            sender = pdu["sender"]
-            fmt = int(ce.format_version)
-            self.events.append(
+            etype = pdu.type
+            state_key = pdu.state_key
+            fmt = ce.format_version
+            events(
                 (
                     so,
-                    int(pdu.get("depth", 0)),
+                    pdu.depth,
                     eid,
                     room,
                     etype,
                     state_key,
-                    sender,
-                    int(pdu.get("origin_server_ts", 0)),
+                    pdu.sender,
+                    pdu.origin_server_ts,
                     ce.received_ts,
                     fmt,
                     ce.rejected,
@@ -363,26 +290,25 @@ class _Rows:
                     ce.outlier,
                 )
             )
-            self.event_json.append((eid, room, fmt, orjson.dumps(pdu).decode()))
-            prevs = pdu.get("prev_events", ())
-            auths = pdu.get("auth_events", ())
+            event_json((eid, room, fmt, str(ce.pdu, "utf-8")))
+            prevs = pdu.prev_events
+            auths = pdu.auth_events
             if pairs:
                 prevs = [r[0] for r in prevs]
                 auths = [r[0] for r in auths]
-            self.event_edges.extend((eid, p) for p in dict.fromkeys(prevs))
-            self.event_auth.extend((eid, a, room) for a in dict.fromkeys(auths))
+            if len(prevs) == 1:
+                edges.append((eid, prevs[0]))
+            else:
+                edges.extend([(eid, p) for p in dict.fromkeys(prevs)])
+            auth.extend([(eid, a, room) for a in dict.fromkeys(auths)])
             if ce.state_group is not None:
                 self.event_to_state_groups.append((eid, ce.state_group))
             if etype == "m.room.create" and state_key == "" and ce.rejected is None:
                 has_create = True
                 if creator is None:
                     # Since v11 the creator is the create event's sender; before, a content key.
-                    raw = (
-                        sender
-                        if rv.implicit_room_creator
-                        else pdu.get("content", {}).get("creator")
-                    )
-                    creator = raw if isinstance(raw, str) else sender
+                    raw = pdu.sender if rv.implicit_room_creator else c.content(i).get("creator")
+                    creator = raw if isinstance(raw, str) else pdu.sender
         for g in c.state_groups:
             if g.id in self._group_ids:
                 continue
@@ -401,8 +327,8 @@ class _Rows:
                 self.redactions[r.event_id] = (r.event_id, r.redacts)
         for t, sk in c.current_state_removed:
             self.current_state[(room, t, sk)] = None
-        for cs in c.current_state_set:
-            self.current_state[(room, cs.type, cs.state_key)] = (cs.event_id, cs.membership)
+        for t, sk, eid, membership in c.current_state_set:
+            self.current_state[(room, t, sk)] = (eid, membership)
         for eid in c.forward_extremities_added:
             self.extremities[(room, eid)] = True
         for eid in c.forward_extremities_removed:
@@ -418,7 +344,7 @@ class _Rows:
             (r, v, c) for r, (v, c, has) in self.rooms.items() if not has and r not in marked_rooms
         ]
         # The create event in the batch is the authority on the room's version and creator.
-        _unnest(
+        unnest(
             cur,
             "INSERT INTO rooms (room_id, room_version, creator) SELECT * FROM {rows} "
             "ON CONFLICT (room_id) "
@@ -426,7 +352,7 @@ class _Rows:
             "text, text, text",
             rooms_create,
         )
-        _unnest(
+        unnest(
             cur,
             "INSERT INTO rooms (room_id, room_version, creator) SELECT * FROM {rows} "
             "ON CONFLICT (room_id) DO NOTHING",
@@ -435,7 +361,7 @@ class _Rows:
         )
         # The rows of events stored now cannot conflict with stored rows (those events were
         # filtered out above), so they go in by COPY.
-        _copy(
+        copy_rows(
             cur,
             "events",
             "stream_ordering, topological_ordering, event_id, room_id, type, state_key, sender,"
@@ -443,13 +369,13 @@ class _Rows:
             " outlier",
             self.events,
         )
-        _copy(cur, "event_json", "event_id, room_id, format_version, json", self.event_json)
-        _copy(cur, "event_edges", "event_id, prev_event_id", self.event_edges)
-        _copy(cur, "event_auth", "event_id, auth_id, room_id", self.event_auth)
+        copy_rows(cur, "event_json", "event_id, room_id, format_version, json", self.event_json)
+        copy_rows(cur, "event_edges", "event_id, prev_event_id", self.event_edges)
+        copy_rows(cur, "event_auth", "event_id, auth_id, room_id", self.event_auth)
         # A state group already stored (a replay under another chunk id) keeps its rows.
         new_groups: set[int] = set()
         if self.state_groups:
-            _unnest(
+            unnest(
                 cur,
                 "INSERT INTO state_groups (id, room_id, event_id) SELECT * FROM {rows} "
                 "ON CONFLICT (id) DO NOTHING RETURNING id",
@@ -457,34 +383,34 @@ class _Rows:
                 self.state_groups,
             )
             new_groups = {r[0] for r in cur.fetchall()}
-        _copy(
+        copy_rows(
             cur,
             "state_group_edges",
             "state_group, prev_state_group",
             [e for e in self.state_group_edges if e[0] in new_groups],
         )
-        _copy(
+        copy_rows(
             cur,
             "state_groups_state",
             "state_group, room_id, type, state_key, event_id",
             [r for r in self.state_groups_state if r[0] in new_groups],
         )
-        _copy(cur, "event_to_state_groups", "event_id, state_group", self.event_to_state_groups)
-        _copy(
+        copy_rows(cur, "event_to_state_groups", "event_id, state_group", self.event_to_state_groups)
+        copy_rows(
             cur,
             "room_memberships",
             "event_id, user_id, sender, room_id, membership, event_stream_ordering",
             list(self.memberships.values()),
         )
-        _copy(cur, "redactions", "event_id, redacts", list(self.redactions.values()))
-        _unnest(
+        copy_rows(cur, "redactions", "event_id, redacts", list(self.redactions.values()))
+        unnest(
             cur,
             "DELETE FROM current_state_events AS c USING {rows} AS d(room_id, type, state_key)"
             " WHERE c.room_id = d.room_id AND c.type = d.type AND c.state_key = d.state_key",
             "text, text, text",
             [k for k, v in self.current_state.items() if v is None],
         )
-        _unnest(
+        unnest(
             cur,
             "INSERT INTO current_state_events (room_id, type, state_key, event_id, membership)"
             " SELECT * FROM {rows} ON CONFLICT (room_id, type, state_key) DO UPDATE"
@@ -492,21 +418,21 @@ class _Rows:
             "text, text, text, text, text",
             [(*k, *v) for k, v in self.current_state.items() if v is not None],
         )
-        _unnest(
+        unnest(
             cur,
             "DELETE FROM event_forward_extremities AS f USING {rows} AS d(room_id, event_id)"
             " WHERE f.room_id = d.room_id AND f.event_id = d.event_id",
             "text, text",
             [k for k, added in self.extremities.items() if not added],
         )
-        _unnest(
+        unnest(
             cur,
             "INSERT INTO event_forward_extremities (room_id, event_id) SELECT * FROM {rows}"
             " ON CONFLICT DO NOTHING",
             "text, text",
             [k for k, added in self.extremities.items() if added],
         )
-        _copy(
+        copy_rows(
             cur,
             "committed_chunks",
             "chunk_id, position, seq_first, digest, committed_at",

@@ -81,8 +81,7 @@ from pipeline.invalidations import build_message
 from pipeline.kafka_clients import consumer_config, producer_config
 from pipeline.matrix.errors import UnknownRoomVersion
 from pipeline.matrix.room_versions import room_version
-from pipeline.room.chunk import Chunk
-from topics import chunk as chunk_codec
+from topics.chunk import CommitChunk, decode_for_commit
 from topics.definitions import Topic
 from topics.invalidation import encode_parts
 
@@ -367,9 +366,9 @@ class Committer:
 
     def _decode(
         self, producer: Producer, records: Sequence[KafkaMessage]
-    ) -> tuple[list[tuple[KafkaMessage, Chunk | None]], dict[tuple[str, int], int]]:
+    ) -> tuple[list[tuple[KafkaMessage, CommitChunk | None]], dict[tuple[str, int], int]]:
         """Step 1: the records as chunks; what does not decode is dead-lettered (not flushed)."""
-        items: list[tuple[KafkaMessage, Chunk | None]] = []
+        items: list[tuple[KafkaMessage, CommitChunk | None]] = []
         next_offsets: dict[tuple[str, int], int] = {}
         for rec in records:
             err = rec.error()
@@ -384,9 +383,9 @@ class Committer:
             if topic is None or partition is None or offset is None:
                 continue  # only error records lack these, and those were skipped above
             next_offsets[(topic, partition)] = offset + 1
-            chunk: Chunk | None = None
+            chunk: CommitChunk | None = None
             try:
-                parsed = chunk_codec.decode(rec.value() or b"")
+                parsed = decode_for_commit(rec.value() or b"")
                 room_version(parsed.room_version)
                 chunk_seq(parsed)
                 chunk = parsed
@@ -470,7 +469,7 @@ class Committer:
         cur: object,
         producer: Producer,
         result: BatchResult,
-        pairs: Sequence[tuple[KafkaMessage, Chunk]],
+        pairs: Sequence[tuple[KafkaMessage, CommitChunk]],
     ) -> None:
         """Record, log, count and dead-letter each chunk that diverged from the one committed.
 
@@ -529,7 +528,7 @@ class Committer:
         self,
         conn: PgConnection,
         producer: Producer,
-        items: Sequence[tuple[KafkaMessage, Chunk | None]],
+        items: Sequence[tuple[KafkaMessage, CommitChunk | None]],
     ) -> None:
         """Steps 2–4 per chunk, so that one chunk the database refuses does not stop the rest.
 

@@ -180,6 +180,18 @@ def test_edges_auth_state_groups_memberships_and_rooms_are_written(conn: Any) ->
     assert members == [(room.creator, "join", 2), ("@bob:example.org", "join", 3)]
 
 
+@pytest.mark.parametrize(("version", "expected"), [("9", "@carol:example.org"), ("11", None)])
+def test_a_chunk_without_its_creator_takes_it_from_the_create_event(
+    conn: Any, version: str, expected: str | None
+) -> None:
+    # Before v11 the creator is the create event's content key; since, its sender.
+    room = RoomSim("!r:example.org", version=version)
+    create = replace(room.create_chunk(), creator=None)
+    create.events[0].pdu["content"]["creator"] = "@carol:example.org"
+    commit(conn, [create])
+    assert rows(conn, "SELECT creator FROM rooms") == [(expected or room.creator,)]
+
+
 def test_current_state_and_extremities_fold_over_chunks_in_one_batch(conn: Any) -> None:
     room = RoomSim("!r:example.org")
     chunks = [
