@@ -14,8 +14,10 @@ outside Kafka"). The lock key derives from the topic prefix.
 Each batch is committed in these steps (docs/committer.md says what a crash between each pair
 means):
 
-1. Poll up to ``commit_batch_max`` chunks (read_committed) from the offset stored in PostgreSQL.
-   A chunk that does not decode goes to the dead-letter topic (flushed before step 2).
+1. Poll up to ``commit_batch_max`` chunks and ``commit_batch_bytes`` (read_committed) from the
+   offset stored in PostgreSQL and decode them: done ahead, by the reader thread
+   (pipeline.committer.reader), while the batch before is being written. A chunk that does not
+   decode goes to the dead-letter topic (flushed before step 2).
 2. In ONE transaction: check the fencing generation, hand out contiguous stream orderings, write
    every row of the batch, raise the rooms' chunk high-water marks, record the next offset to
    read, and the batch's ONE invalidation message (as numbered parts when it is too large for
@@ -25,7 +27,7 @@ means):
    a time; the chunk refused alone is dead-lettered with the database's reason.
 3. Publish the outbox rows, in (position, part) order, with an idempotent producer; flush.
 4. Mark them sent and COMMIT.
-5. Tell Kafka the consumed offset too (asynchronously), for lag monitoring only.
+5. Tell Kafka the consumed offset too (asynchronously, by the reader), for lag monitoring only.
 
 Errors: the input's (a chunk that does not decode or that the database refuses) are
 dead-lettered and the committer goes on; the system's that may pass (a lost connection, a
@@ -65,7 +67,7 @@ from confluent_kafka import (
 )
 from confluent_kafka import Message as KafkaMessage
 
-from db.chunk_marks import chunk_seq, prune_committed, record_divergences
+from db.chunk_marks import prune_committed, record_divergences
 from db.fence import Fenced, take_generation
 from db.migrate import check_schema
 from db.outbox import OutboxRow, load_offsets, mark_sent, prune_sent, unsent_outbox
@@ -74,14 +76,13 @@ from pipeline import health, metrics
 from pipeline.committer.connection import APPLICATION_NAME, PING_S, PgConnection, connect
 from pipeline.committer.dead_letter import dead_letter_value
 from pipeline.committer.errors import CommitterStopped, PublishError
+from pipeline.committer.reader import Batch, ChunkReader
 from pipeline.config import Settings
 from pipeline.connection_log import ConnectionStates
-from pipeline.errors import MalformedMessage, SchemaError
+from pipeline.errors import SchemaError
 from pipeline.invalidations import build_message
 from pipeline.kafka_clients import consumer_config, producer_config
-from pipeline.matrix.errors import UnknownRoomVersion
-from pipeline.matrix.room_versions import room_version
-from topics.chunk import CommitChunk, decode_for_commit
+from topics.chunk import CommitChunk
 from topics.definitions import Topic
 from topics.invalidation import encode_parts
 
@@ -98,9 +99,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 # PostgreSQL going and coming, told once per change rather than once per retry.
 _DATABASE = ConnectionStates("PostgreSQL")
-# Consumer errors that only say a broker connection went or came back (the connection log
-# reports those) or that the end of the partition was reached.
-_QUIET_ERRORS = (KafkaError._PARTITION_EOF, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN)
 
 CRASH_ENV = "ROOMSTREAM_CRASH_AT"
 CRASH_POINTS = (
@@ -323,6 +321,7 @@ class Committer:
         self.active = True
         producer = Producer(producer_config(self.settings))
         consumer: Consumer | None = None
+        reader: ChunkReader | None = None
         try:
             self._resend_unsent(conn, producer)
             with conn.cursor() as cur:
@@ -341,13 +340,21 @@ class Committer:
             )
             start = offsets.get(0, OFFSET_BEGINNING)
             consumer.assign([TopicPartition(self.chunks_topic, 0, start)])
+            reader = ChunkReader(
+                consumer,
+                most=self.settings.commit_batch_max,
+                max_bytes=self.settings.commit_batch_bytes,
+                poll_timeout=self.poll_timeout,
+            )
+            reader.start()
             if self.on_active is not None:
                 self.on_active()
             last_activity = time.monotonic()
             while not self.stop.is_set():
-                records = _take_batch(consumer, self.settings.commit_batch_max, self.poll_timeout)
-                if records:
-                    self._commit_batch(conn, producer, consumer, records)
+                batch = reader.next_batch(self.poll_timeout)
+                if batch is not None:
+                    self._commit_batch(conn, producer, batch)
+                    reader.committed(batch.next_offsets)
                     last_activity = time.monotonic()
                 elif time.monotonic() - last_activity > PING_S:
                     # The server ends a silent session (and with it the lock): keep talking,
@@ -358,67 +365,28 @@ class Committer:
                     last_activity = time.monotonic()
                 self._progress_at = time.monotonic()
         finally:
+            if reader is not None:
+                reader.halt()
             if consumer is not None:
                 consumer.close()
             producer.flush(5)
 
     # ------------------------------------------------------------------ one batch
 
-    def _decode(
-        self, producer: Producer, records: Sequence[KafkaMessage]
-    ) -> tuple[list[tuple[KafkaMessage, CommitChunk | None]], dict[tuple[str, int], int]]:
-        """Step 1: the records as chunks; what does not decode is dead-lettered (not flushed)."""
-        items: list[tuple[KafkaMessage, CommitChunk | None]] = []
-        next_offsets: dict[tuple[str, int], int] = {}
-        for rec in records:
-            err = rec.error()
-            if err is not None:
-                if err.fatal():
-                    raise KafkaException(err)
-                # Broker connections going and coming are told once by the connection log.
-                if err.code() not in _QUIET_ERRORS:
-                    log.warning("chunks consumer: %s", err)
-                continue
-            topic, partition, offset = rec.topic(), rec.partition(), rec.offset()
-            if topic is None or partition is None or offset is None:
-                continue  # only error records lack these, and those were skipped above
-            next_offsets[(topic, partition)] = offset + 1
-            chunk: CommitChunk | None = None
-            try:
-                parsed = decode_for_commit(rec.value() or b"")
-                room_version(parsed.room_version)
-                chunk_seq(parsed)
-                chunk = parsed
-            except (
-                MalformedMessage,
-                ValueError,
-                KeyError,
-                TypeError,
-                IndexError,
-                AttributeError,
-                UnknownRoomVersion,
-            ) as exc:
-                self._dead_letter(producer, rec, f"chunk could not be read: {exc!r}")
-            items.append((rec, chunk))
-        return items, next_offsets
-
-    def _commit_batch(
-        self,
-        conn: PgConnection,
-        producer: Producer,
-        consumer: Consumer,
-        records: Sequence[KafkaMessage],
-    ) -> None:
-        dead_before = self.stats.dead_lettered
-        items, next_offsets = self._decode(producer, records)
-        if self.stats.dead_lettered > dead_before:
+    def _commit_batch(self, conn: PgConnection, producer: Producer, batch: Batch) -> None:
+        # Step 1's end: what did not decode goes to the dead-letter topic first.
+        unreadable = batch.unreadable
+        for rec, reason in unreadable:
+            self._dead_letter(producer, rec, reason)
+        if unreadable:
             self._flush(producer, "dead letters")
+        next_offsets = batch.next_offsets
         if not next_offsets:
             return
         self.crash("after_poll")
 
         # Step 2: one transaction.
-        pairs = [(rec, c) for rec, c in items if c is not None]
+        pairs = batch.chunks
         chunks = [c for _, c in pairs]
         started = time.perf_counter()
         try:
@@ -439,7 +407,7 @@ class Committer:
             log.warning(
                 "batch of %d chunk(s) failed (%s); writing them one by one", len(chunks), exc
             )
-            self._commit_one_by_one(conn, producer, items)
+            self._commit_one_by_one(conn, producer, batch)
             return
         self.crash("before_commit")
         conn.commit()
@@ -454,15 +422,7 @@ class Committer:
         self._mark_sent(conn, result.outbox)
         self.crash("after_mark_sent")
 
-        # Step 5: informational only.
-        consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
-            asynchronous=True,
-        )
-        for (t, p), o in next_offsets.items():
-            _, high = consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
-            if high is not None and high >= 0:
-                metrics.CONSUMER_LAG.labels("committer", str(p)).set(max(0, high - o))
+        # Step 5, telling Kafka the offsets (informational only), is the reader's.
 
     def _report_divergences(
         self,
@@ -524,18 +484,13 @@ class Committer:
                 ", ".join(result.unverified_chunk_ids[:5]),
             )
 
-    def _commit_one_by_one(
-        self,
-        conn: PgConnection,
-        producer: Producer,
-        items: Sequence[tuple[KafkaMessage, CommitChunk | None]],
-    ) -> None:
+    def _commit_one_by_one(self, conn: PgConnection, producer: Producer, batch: Batch) -> None:
         """Steps 2–4 per chunk, so that one chunk the database refuses does not stop the rest.
 
         Invariant 7: the refused chunk goes to the dead-letter topic with the database's reason,
         and its offset is committed with the next chunk (or alone), like any other.
         """
-        for rec, chunk in items:
+        for rec, chunk, _ in batch.items:
             offsets = {(str(rec.topic()), int(rec.partition() or 0)): int(rec.offset() or 0) + 1}
             result: BatchResult | None = None
             if chunk is not None:
@@ -647,21 +602,6 @@ class Committer:
         )
         self.stats.dead_lettered += 1
         metrics.DEAD_LETTERED.inc()
-
-
-def _take_batch(consumer: Consumer, most: int, timeout: float) -> list[KafkaMessage]:
-    """Wait up to ``timeout`` for one record, then take what else is already fetched.
-
-    A batch never waits to fill: under load records pile up while the previous batch commits,
-    so batches grow by themselves, and a lone chunk is committed at once.
-    """
-    first = consumer.poll(timeout)
-    if first is None:
-        return []
-    rest: list[KafkaMessage] = (
-        consumer.consume(num_messages=most - 1, timeout=0) if most > 1 else []
-    )
-    return [first, *rest]
 
 
 def tune_gc() -> None:
