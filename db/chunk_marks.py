@@ -43,7 +43,7 @@ __all__ = [
 COMMITTED_WINDOW = 1_000_000  # stream positions of committed_chunks kept for comparison
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per chunk committed: not frozen, which costs a third of a µs more
 class Committed:
     """What was committed under a chunk id: the chunk's first event sequence number (None for a
     chunk from before chunks carried one) and its digest."""
@@ -52,7 +52,7 @@ class Committed:
     digest: bytes | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Mark:
     last_seq: int
     last: Committed
@@ -68,6 +68,8 @@ class Divergence:
 
 def chunk_seq(chunk: Chunk | CommitChunk) -> int:
     """The ``n`` of chunk id ``<room_id>/<n>``; ValueError when the id is not of that form."""
+    if isinstance(chunk, CommitChunk):
+        return chunk.number  # checked when it was read
     room, sep, n = chunk.chunk_id.rpartition("/")
     if not sep or room != chunk.room_id or not n.isdigit():
         raise ValueError(

@@ -54,7 +54,7 @@ class Fence:
     generation: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per chunk: not frozen, which costs a third of a µs more
 class CommittedChunk:
     chunk: CommitChunk
     stream_orderings: dict[str, int]  # the events stored now; others were stored before

@@ -131,7 +131,7 @@ def build_message(
         "rooms": list(touched.rooms),
         "events": touched.events,
         "invalidate": [
-            {"cache": cache, "keys": [list(k) for k in sorted(keys)]}
+            {"cache": cache, "keys": list(map(list, sorted(keys)))}
             for cache, keys in touched.caches()
         ],
     }

@@ -216,6 +216,7 @@ class CommitChunk:
         "forward_extremities_added",
         "forward_extremities_removed",
         "memberships",
+        "number",
         "pdus",
         "redactions",
         "room_id",
@@ -225,8 +226,9 @@ class CommitChunk:
         "value",
     )
 
-    def __init__(self, wire: _CommitWire, pdus: list[PduFields], value: bytes) -> None:
+    def __init__(self, wire: _CommitWire, number: int, pdus: list[PduFields], value: bytes) -> None:
         self.chunk_id = wire.chunk_id
+        self.number = number  # the n of chunk id <room_id>/<n>
         self.room_id = wire.room_id
         self.room_version = wire.room_version
         self.creator = wire.creator
@@ -270,7 +272,13 @@ def decode_for_commit(value: bytes) -> CommitChunk:
             raise MalformedMessage(WIRE_FORMAT, text) from None
     if wire.digest and not _is_digest(wire.digest):
         raise MalformedMessage(WIRE_FORMAT, f"$.digest {wire.digest!r} is not 32 hex digits")
-    return CommitChunk(wire, pdus, value)
+    room, sep, n = wire.chunk_id.rpartition("/")
+    if not sep or room != wire.room_id or not n.isdigit():
+        raise MalformedMessage(
+            WIRE_FORMAT,
+            f"$.chunk_id {wire.chunk_id!r} is not <room_id>/<n> for room {wire.room_id!r}",
+        )
+    return CommitChunk(wire, int(n), pdus, value)
 
 
 def for_commit(chunk: Chunk) -> CommitChunk:

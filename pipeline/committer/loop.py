@@ -15,9 +15,8 @@ Each batch is committed in these steps (docs/committer.md says what a crash betw
 means):
 
 1. Poll up to ``commit_batch_max`` chunks and ``commit_batch_bytes`` (read_committed) from the
-   offset stored in PostgreSQL and decode them: done ahead, by the reader thread
-   (pipeline.committer.reader), while the batch before is being written. A chunk that does not
-   decode goes to the dead-letter topic (flushed before step 2).
+   offset stored in PostgreSQL and decode them (pipeline.committer.reader). A chunk that does
+   not decode goes to the dead-letter topic (flushed before step 2).
 2. In ONE transaction: check the fencing generation, hand out contiguous stream orderings, write
    every row of the batch, raise the rooms' chunk high-water marks, record the next offset to
    read, and the batch's ONE invalidation message (as numbered parts when it is too large for
@@ -27,7 +26,7 @@ means):
    a time; the chunk refused alone is dead-lettered with the database's reason.
 3. Publish the outbox rows, in (position, part) order, with an idempotent producer; flush.
 4. Mark them sent and COMMIT.
-5. Tell Kafka the consumed offset too (asynchronously, by the reader), for lag monitoring only.
+5. Tell Kafka the consumed offset too (asynchronously), for lag monitoring only.
 
 Errors: the input's (a chunk that does not decode or that the database refuses) are
 dead-lettered and the committer goes on; the system's that may pass (a lost connection, a
@@ -321,7 +320,6 @@ class Committer:
         self.active = True
         producer = Producer(producer_config(self.settings))
         consumer: Consumer | None = None
-        reader: ChunkReader | None = None
         try:
             self._resend_unsent(conn, producer)
             with conn.cursor() as cur:
@@ -346,14 +344,14 @@ class Committer:
                 max_bytes=self.settings.commit_batch_bytes,
                 poll_timeout=self.poll_timeout,
             )
-            reader.start()
             if self.on_active is not None:
                 self.on_active()
             last_activity = time.monotonic()
             while not self.stop.is_set():
-                batch = reader.next_batch(self.poll_timeout)
+                batch = reader.next_batch()
                 if batch is not None:
                     self._commit_batch(conn, producer, batch)
+                    # Step 5: informational only.
                     reader.committed(batch.next_offsets)
                     last_activity = time.monotonic()
                 elif time.monotonic() - last_activity > PING_S:
@@ -365,8 +363,6 @@ class Committer:
                     last_activity = time.monotonic()
                 self._progress_at = time.monotonic()
         finally:
-            if reader is not None:
-                reader.halt()
             if consumer is not None:
                 consumer.close()
             producer.flush(5)
@@ -421,8 +417,6 @@ class Committer:
         self.crash("after_publish")
         self._mark_sent(conn, result.outbox)
         self.crash("after_mark_sent")
-
-        # Step 5, telling Kafka the offsets (informational only), is the reader's.
 
     def _report_divergences(
         self,

@@ -1,23 +1,20 @@
-"""Step 1 of the committer, done ahead: the chunks partition read and decoded in a thread.
-
-While the committer's thread waits for PostgreSQL to write one batch, this thread polls and
-decodes the next one, so reading costs the committer no time of its own. Only reading is done
-ahead: batches are handed over in offset order, and all that decides or writes (stream
-orderings, rows, the outbox, dead letters, the stored read position) stays on the committer's
-thread, batch after batch. A batch read ahead and never committed is read again by the next
-active committer, from the offset stored in PostgreSQL.
+"""Step 1 of the committer: batches of chunks read from the chunks partition and decoded.
 
 A batch holds up to ``most`` records and ``max_bytes`` of their values (at least one record,
-however large). The consumer belongs to this thread, so it also tells Kafka the offsets the
-committer has committed (step 5, for lag monitoring only). An error of the consumer that
-retrying cannot fix is handed over in place of a batch, and raised on the committer's thread.
+however large). It is taken as it is: the reader waits up to ``poll_timeout`` for one record,
+then takes what else is already fetched, so a batch never waits to fill. Under load records pile
+up while the previous batch commits, so batches grow by themselves, and a lone chunk is
+committed at once. A record that is not a chunk stays in its batch with the reason, to be
+dead-lettered; an error of the consumer that retrying cannot fix raises KafkaException.
+
+Reading runs on the committer's thread. Decoding the next batch on a thread of its own, while
+PostgreSQL writes the one before, was measured: the two threads contending for the
+interpreter lock cost more CPU per event than decoding costs, and gained no throughput.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -31,11 +28,10 @@ from pipeline.matrix.errors import UnknownRoomVersion
 from pipeline.matrix.room_versions import room_version
 from topics.chunk import CommitChunk, decode_for_commit
 
-__all__ = ["DEPTH", "Batch", "ChunkReader", "decode_batch", "split_batches"]
+__all__ = ["Batch", "ChunkReader", "decode_batch", "split_batches"]
 
 log = logging.getLogger(__name__)
 
-DEPTH = 1  # batches decoded ahead of the one being committed
 # Consumer errors that only say a broker connection went or came back (the connection log
 # reports those) or that the end of the partition was reached.
 _QUIET_ERRORS = (KafkaError._PARTITION_EOF, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN)
@@ -115,65 +111,39 @@ def split_batches(
     return runs
 
 
-class ChunkReader(threading.Thread):
-    """Reads and decodes batches ahead; ``next_batch`` hands them over in order."""
+class ChunkReader:
+    """Hands out the chunks partition's records as decoded batches, in offset order."""
 
     def __init__(
-        self,
-        consumer: Consumer,
-        *,
-        most: int,
-        max_bytes: int,
-        poll_timeout: float,
-        depth: int = DEPTH,
+        self, consumer: Consumer, *, most: int, max_bytes: int, poll_timeout: float
     ) -> None:
-        super().__init__(daemon=True, name="chunk-reader")
         self.consumer = consumer
         self.most = max(1, most)
         self.max_bytes = max_bytes
         self.poll_timeout = poll_timeout
-        self._ready: queue.Queue[Batch | BaseException] = queue.Queue(maxsize=max(1, depth))
-        self._halt = threading.Event()
-        self._committed: dict[tuple[str, int], int] | None = None
-        self._told: dict[tuple[str, int], int] | None = None
+        self._left: list[KafkaMessage] = []  # taken, beyond the last batch's bounds
 
-    def run(self) -> None:
-        try:
-            while not self._halt.is_set():
-                self._tell_kafka()
-                records = self._take()
-                for run in split_batches(records, self.most, self.max_bytes):
-                    self._hand_over(decode_batch(run))
-        except BaseException as exc:  # raised again on the committer's thread
-            self._hand_over(exc)
-
-    def next_batch(self, timeout: float) -> Batch | None:
-        """The next batch in offset order, or None when none came within ``timeout``; raises
-        what stopped the reader."""
-        try:
-            item = self._ready.get(timeout=timeout)
-        except queue.Empty:
+    def next_batch(self) -> Batch | None:
+        """The next batch, or None when no record came within ``poll_timeout``."""
+        records = self._left or self._take()
+        if not records:
             return None
-        if isinstance(item, BaseException):
-            self._halt.set()
-            raise item
-        return item
+        first, *rest = split_batches(records, self.most, self.max_bytes)
+        self._left = [rec for run in rest for rec in run]
+        return decode_batch(first)
 
     def committed(self, next_offsets: dict[tuple[str, int], int]) -> None:
-        """The offsets the committer has committed up to, for Kafka (informational)."""
-        self._committed = next_offsets
-
-    def halt(self) -> None:
-        """Stop reading; returns once the thread is done with the consumer."""
-        self._halt.set()
-        self.join(self.poll_timeout + 10)
+        """Tell Kafka the offsets committed up to (step 5: for lag monitoring only)."""
+        self.consumer.commit(
+            offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
+            asynchronous=True,
+        )
+        for (t, p), o in next_offsets.items():
+            _, high = self.consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
+            if high is not None and high >= 0:
+                metrics.CONSUMER_LAG.labels("committer", str(p)).set(max(0, high - o))
 
     def _take(self) -> list[KafkaMessage]:
-        """Wait up to ``poll_timeout`` for one record, then take what else is already fetched.
-
-        A batch never waits to fill: under load records pile up while the previous batch
-        commits, so batches grow by themselves, and a lone chunk is committed at once.
-        """
         first = self.consumer.poll(self.poll_timeout)
         if first is None:
             return []
@@ -181,25 +151,3 @@ class ChunkReader(threading.Thread):
             self.consumer.consume(num_messages=self.most - 1, timeout=0) if self.most > 1 else []
         )
         return [first, *rest]
-
-    def _hand_over(self, item: Batch | BaseException) -> None:
-        while not self._halt.is_set():
-            try:
-                self._ready.put(item, timeout=0.1)
-                return
-            except queue.Full:
-                continue
-
-    def _tell_kafka(self) -> None:
-        offsets = self._committed
-        if offsets is None or offsets is self._told:
-            return
-        self._told = offsets
-        self.consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()],
-            asynchronous=True,
-        )
-        for (t, p), o in offsets.items():
-            _, high = self.consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
-            if high is not None and high >= 0:
-                metrics.CONSUMER_LAG.labels("committer", str(p)).set(max(0, high - o))

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.committer.reader import decode_batch, split_batches
+from pipeline.committer.reader import ChunkReader, decode_batch, split_batches
 from pipeline.room.chunk import Chunk, ChunkEvent
 from topics import chunk as chunk_codec
 
@@ -81,3 +81,33 @@ def test_a_record_that_is_not_a_chunk_stays_in_its_batch_with_the_reason() -> No
     assert "999" in reasons[2]
     assert "no-room/4" in reasons[3]
     assert batch.next_offsets == {("p.chunks", 0): 5}
+
+
+class Consumer:
+    """Hands out its records once: the first by ``poll``, the rest by ``consume``."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self.records = records
+        self.polls = 0
+
+    def poll(self, timeout: float) -> Record | None:
+        self.polls += 1
+        return self.records.pop(0) if self.records else None
+
+    def consume(self, num_messages: int, timeout: float) -> list[Record]:
+        taken, self.records = self.records[:num_messages], self.records[num_messages:]
+        return taken
+
+
+def test_records_fetched_past_a_batch_bound_come_in_the_next_batch_in_order() -> None:
+    consumer = Consumer([Record(n, chunk_value(n + 1)) for n in range(5)])
+    size = len(chunk_value(1))
+    reader = ChunkReader(consumer, most=10, max_bytes=2 * size + 1, poll_timeout=0)  # type: ignore[arg-type]
+    batches = [reader.next_batch() for _ in range(4)]
+    assert [None if b is None else [r.offset() for r, _ in b.chunks] for b in batches] == [
+        [0, 1],
+        [2, 3],
+        [4],
+        None,
+    ]
+    assert consumer.polls == 2  # the records taken once, then nothing more to take
