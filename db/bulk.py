@@ -1,6 +1,7 @@
 """Bulk statements: rows into PostgreSQL as COPY text, and columns as array literals.
 
-``copy_rows`` sends rows that cannot conflict with one ``COPY ... FROM STDIN``; ``unnest`` runs
+``copy_rows`` sends rows that cannot conflict with one ``COPY ... FROM STDIN`` (``copy_data``
+sends rows its caller formatted, ``copy_line`` formats one); ``unnest`` runs
 one statement over any number of rows given as one array per column, for upserts, deletes and
 lookups. Both build their text column by column, so the common cases (plain text, integers)
 run as C loops, and both refuse a NUL character, which PostgreSQL text cannot hold, with
@@ -14,7 +15,7 @@ import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 
-__all__ = ["array_literal", "copy_rows", "unnest"]
+__all__ = ["NULL", "array_literal", "copy_data", "copy_line", "copy_rows", "unnest"]
 
 
 def unnest(cur: Any, sql: str, types: str, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -32,7 +33,7 @@ def unnest(cur: Any, sql: str, types: str, rows: Sequence[tuple[Any, ...]]) -> N
     )
 
 
-_NULL = "\\N"
+NULL = _NULL = "\\N"  # COPY's text for a NULL
 # What COPY's text format must escape (backslash, tab, newline, carriage return), and NUL,
 # which a text value cannot hold.
 _SPECIAL = ("\\", "\t", "\n", "\r", "\x00")
@@ -120,6 +121,17 @@ def _copy_column(values: tuple[Any, ...]) -> Sequence[str] | Iterator[str]:
     if types == {bool}:
         return map(_BOOL.__getitem__, values)
     return [_copy_field(v) for v in values]
+
+
+def copy_line(*values: Any) -> str:
+    """One row in COPY's text format, newline included, each value escaped."""
+    return "\t".join(map(_copy_field, values)) + "\n"
+
+
+def copy_data(cur: Any, table: str, columns: str, data: bytes) -> None:
+    """COPY ``data``, rows already in COPY's text format, into ``table``."""
+    if data:
+        cur.copy_expert(f"COPY {table} ({columns}) FROM STDIN", io.BytesIO(data), size=_COPY_READ)
 
 
 def copy_rows(cur: Any, table: str, columns: str, rows: Sequence[tuple[Any, ...]]) -> None:

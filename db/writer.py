@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from db.bulk import array_literal, copy_rows, unnest
+from db.bulk import NULL, array_literal, copy_data, copy_line, copy_rows, unnest
 from db.chunk_marks import (
     Committed,
     Divergence,
@@ -34,7 +34,7 @@ from db.chunk_marks import (
     stored_digests,
 )
 from db.fence import check_generation
-from db.outbox import OutboxRow, store_offsets
+from db.outbox import OutboxRow, store_offsets, store_outbox
 from pipeline.errors import SchemaError
 from pipeline.matrix.room_versions import EventFormat, room_version
 from pipeline.room.chunk import Chunk
@@ -218,15 +218,7 @@ def write_batch(
 
     rows.write(cur, marked_rooms)
     store_marks(cur, new_marks)
-    copy_rows(
-        cur,
-        "invalidation_outbox",
-        "position, prev_position, room_id, message, part, parts",
-        [
-            (o.position, o.prev_position, o.room_id, o.message, o.part, o.parts)
-            for o in result.outbox
-        ],
-    )
+    store_outbox(cur, result.outbox)
     store_offsets(cur, offsets)
     return result
 
@@ -235,11 +227,13 @@ class _Rows:
     """The rows of one batch, table by table, folded so that no key repeats in a statement."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[Any, ...]] = []
-        self.event_json: list[tuple[Any, ...]] = []
-        self.event_edges: list[tuple[Any, ...]] = []
-        self.event_auth: list[tuple[Any, ...]] = []
-        self.event_to_state_groups: list[tuple[Any, ...]] = []
+        # The tables with a row (or several) per event, as COPY text lines: formatted at once,
+        # without escaping when the chunk holds nothing to escape (CommitChunk.plain).
+        self.events: list[str] = []
+        self.event_json: list[bytes] = []
+        self.event_edges: list[str] = []
+        self.event_auth: list[str] = []
+        self.event_to_state_groups: list[str] = []
         self.state_groups: list[tuple[Any, ...]] = []
         self.state_groups_state: list[tuple[Any, ...]] = []
         self.state_group_edges: list[tuple[Any, ...]] = []
@@ -261,7 +255,9 @@ class _Rows:
         creator = c.creator
         has_create = False
         events, event_json = self.events.append, self.event_json.append
-        edges, auth = self.event_edges, self.event_auth
+        edges, auth = self.event_edges.append, self.event_auth.append
+        to_group = self.event_to_state_groups.append
+        plain = c.plain
         # The PDUs were validated by the room processor: the fields are read straight from
         # them (as Event.from_trusted would, without building an Event per row), and the JSON
         # text they arrived as is what event_json stores.
@@ -273,36 +269,54 @@ class _Rows:
             etype = pdu.type
             state_key = pdu.state_key
             fmt = ce.format_version
-            events(
-                (
-                    so,
-                    pdu.depth,
-                    eid,
-                    room,
-                    etype,
-                    state_key,
-                    pdu.sender,
-                    pdu.origin_server_ts,
-                    ce.received_ts,
-                    fmt,
-                    ce.rejected,
-                    ce.soft_failed,
-                    ce.outlier,
-                )
-            )
-            event_json((eid, room, fmt, str(ce.pdu, "utf-8")))
             prevs = pdu.prev_events
             auths = pdu.auth_events
             if pairs:
                 prevs = [r[0] for r in prevs]
                 auths = [r[0] for r in auths]
-            if len(prevs) == 1:
-                edges.append((eid, prevs[0]))
+            if len(prevs) > 1:
+                prevs = list(dict.fromkeys(prevs))
+            if plain:
+                rejected, received = ce.rejected, ce.received_ts
+                events(
+                    f"{so}\t{pdu.depth}\t{eid}\t{room}\t{etype}\t"
+                    f"{NULL if state_key is None else state_key}\t{pdu.sender}\t"
+                    f"{pdu.origin_server_ts}\t{NULL if received is None else received}\t"
+                    f"{fmt}\t{NULL if rejected is None else rejected}\t"
+                    f"{'t' if ce.soft_failed else 'f'}\t{'t' if ce.outlier else 'f'}\n"
+                )
+                event_json(b"%b\t%b\t%d\t%b\n" % (eid.encode(), room.encode(), fmt, ce.pdu))
+                for p in prevs:
+                    edges(f"{eid}\t{p}\n")
+                for a in dict.fromkeys(auths):
+                    auth(f"{eid}\t{a}\t{room}\n")
+                if ce.state_group is not None:
+                    to_group(f"{eid}\t{ce.state_group}\n")
             else:
-                edges.extend([(eid, p) for p in dict.fromkeys(prevs)])
-            auth.extend([(eid, a, room) for a in dict.fromkeys(auths)])
-            if ce.state_group is not None:
-                self.event_to_state_groups.append((eid, ce.state_group))
+                events(
+                    copy_line(
+                        so,
+                        pdu.depth,
+                        eid,
+                        room,
+                        etype,
+                        state_key,
+                        pdu.sender,
+                        pdu.origin_server_ts,
+                        ce.received_ts,
+                        fmt,
+                        ce.rejected,
+                        ce.soft_failed,
+                        ce.outlier,
+                    )
+                )
+                event_json(copy_line(eid, room, fmt, str(ce.pdu, "utf-8")).encode())
+                for p in prevs:
+                    edges(copy_line(eid, p))
+                for a in dict.fromkeys(auths):
+                    auth(copy_line(eid, a, room))
+                if ce.state_group is not None:
+                    to_group(copy_line(eid, ce.state_group))
             if etype == "m.room.create" and state_key == "" and ce.rejected is None:
                 has_create = True
                 if creator is None:
@@ -361,17 +375,24 @@ class _Rows:
         )
         # The rows of events stored now cannot conflict with stored rows (those events were
         # filtered out above), so they go in by COPY.
-        copy_rows(
+        copy_data(
             cur,
             "events",
             "stream_ordering, topological_ordering, event_id, room_id, type, state_key, sender,"
             " origin_server_ts, received_ts, format_version, rejection_reason, soft_failed,"
             " outlier",
-            self.events,
+            "".join(self.events).encode(),
         )
-        copy_rows(cur, "event_json", "event_id, room_id, format_version, json", self.event_json)
-        copy_rows(cur, "event_edges", "event_id, prev_event_id", self.event_edges)
-        copy_rows(cur, "event_auth", "event_id, auth_id, room_id", self.event_auth)
+        copy_data(
+            cur,
+            "event_json",
+            "event_id, room_id, format_version, json",
+            b"".join(self.event_json),
+        )
+        copy_data(cur, "event_edges", "event_id, prev_event_id", "".join(self.event_edges).encode())
+        copy_data(
+            cur, "event_auth", "event_id, auth_id, room_id", "".join(self.event_auth).encode()
+        )
         # A state group already stored (a replay under another chunk id) keeps its rows.
         new_groups: set[int] = set()
         if self.state_groups:
@@ -395,7 +416,12 @@ class _Rows:
             "state_group, room_id, type, state_key, event_id",
             [r for r in self.state_groups_state if r[0] in new_groups],
         )
-        copy_rows(cur, "event_to_state_groups", "event_id, state_group", self.event_to_state_groups)
+        copy_data(
+            cur,
+            "event_to_state_groups",
+            "event_id, state_group",
+            "".join(self.event_to_state_groups).encode(),
+        )
         copy_rows(
             cur,
             "room_memberships",

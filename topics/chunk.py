@@ -218,6 +218,7 @@ class CommitChunk:
         "memberships",
         "number",
         "pdus",
+        "plain",
         "redactions",
         "room_id",
         "room_version",
@@ -245,6 +246,10 @@ class CommitChunk:
         self.memberships = wire.memberships
         self.redactions = wire.redactions
         self.value = value
+        # No backslash anywhere: JSON escapes every backslash, quote and control character in
+        # a string with one, so no string read from the chunk (nor a PDU's JSON text) holds a
+        # character that PostgreSQL's COPY text format must escape.
+        self.plain = b"\\" not in value
 
     def content_digest(self) -> str:
         """The digest of the chunk's content, computed (whatever digest it carries)."""

@@ -10,7 +10,14 @@ import orjson
 import psycopg2
 import pytest
 
-from db.outbox import CommitterProgress, committer_progress, mark_sent, unsent_outbox
+from db.outbox import (
+    CommitterProgress,
+    OutboxRow,
+    committer_progress,
+    mark_sent,
+    store_outbox,
+    unsent_outbox,
+)
 from db.writer import BatchResult, Change, write_batch
 from pipeline.config import Settings
 from pipeline.invalidations import build_message, decode_invalidation, encode_parts
@@ -290,3 +297,15 @@ def test_a_nul_character_is_refused_before_anything_is_written(conn: Any) -> Non
         write_batch(cur, [create], {})
     conn.rollback()
     assert rows(conn, "SELECT count(*) FROM events") == [(0,)]
+
+
+def test_outbox_rows_come_back_byte_for_byte(conn: Any) -> None:
+    rows_in = [
+        OutboxRow(10, 7, None, bytes(range(256)) * 3, 0, 2),
+        OutboxRow(10, 7, None, b"", 1, 2),
+        OutboxRow(12, 10, "!ünï:example.org", b'{"position":12}', 0, 1),
+    ]
+    with conn.cursor() as cur:
+        store_outbox(cur, rows_in)
+        assert unsent_outbox(cur) == rows_in
+    conn.rollback()

@@ -160,3 +160,15 @@ def test_the_committer_refuses_a_value_that_is_not_a_chunk_naming_the_field(
         chunk_codec.decode_for_commit(value)
     assert caught.value.wire_format == "chunk"
     assert names in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [("plain words, ünïcødé", True), ("tab\there", False), ("back\\slash", False), ('"', False)],
+)
+def test_a_chunk_is_plain_when_no_string_in_it_holds_a_character_to_escape(
+    text: str, plain: bool
+) -> None:
+    doc = orjson.loads(chunk_codec.encode(CHUNKS[1]))
+    doc["events"][0]["pdu"]["content"]["body"] = text
+    assert chunk_codec.decode_for_commit(orjson.dumps(doc)).plain is plain
