@@ -339,13 +339,13 @@ class _Rows:
         for r in c.redactions:
             if r.event_id in orderings:
                 self.redactions[r.event_id] = (r.event_id, r.redacts)
-        for t, sk in c.current_state_removed:
+        for t, sk in c.current_state.removed:
             self.current_state[(room, t, sk)] = None
-        for t, sk, eid, membership in c.current_state_set:
+        for t, sk, eid, membership in c.current_state.set:
             self.current_state[(room, t, sk)] = (eid, membership)
-        for eid in c.forward_extremities_added:
+        for eid in c.forward_extremities.added:
             self.extremities[(room, eid)] = True
-        for eid in c.forward_extremities_removed:
+        for eid in c.forward_extremities.removed:
             self.extremities[(room, eid)] = False
         if has_create or room not in self.rooms:
             self.rooms[room] = (c.room_version, creator, has_create)

@@ -175,10 +175,10 @@ class _Touched:
                         "sender": pdu.sender,
                     }
                 )
-        if chunk.current_state_set or chunk.current_state_removed:
+        if chunk.current_state.set or chunk.current_state.removed:
             self.state_rooms.add(room)
-            changed = [(r[0], r[1]) for r in chunk.current_state_set]
-            changed.extend(chunk.current_state_removed)
+            changed = [(r[0], r[1]) for r in chunk.current_state.set]
+            changed.extend(chunk.current_state.removed)
             for t, sk in changed:
                 if t == MEMBER:
                     self.member_rooms.add(room)
@@ -188,7 +188,7 @@ class _Touched:
                     self.create_rooms.add(room)
                 elif t == "m.room.encryption":
                     self.encryption_rooms.add(room)
-        if chunk.forward_extremities_added or chunk.forward_extremities_removed:
+        if chunk.forward_extremities.added or chunk.forward_extremities.removed:
             self.extremity_rooms.add(room)
         for r in chunk.redactions:
             if r.event_id in stream_orderings:

@@ -180,7 +180,11 @@ class CommitRedaction(msgspec.Struct, gc=False):
     redacts: str
 
 
-class _CommitWire(msgspec.Struct, kw_only=True, gc=False):
+class CommitChunk(msgspec.Struct, kw_only=True, gc=False):
+    """A room chunk as the committer reads it (``decode_for_commit``): the core chunk's fields,
+    with each event's PDU as its JSON text (``events[i].pdu``) and the fields read from it
+    (``pdus[i]``), the chunk's number, and the record's bytes (``value``)."""
+
     chunk_id: str
     seq: tuple[int, int] = (0, 0)
     room_id: str
@@ -189,67 +193,21 @@ class _CommitWire(msgspec.Struct, kw_only=True, gc=False):
     events: tuple[CommitEvent, ...]
     state_groups: tuple[CommitStateGroup, ...] = ()
     forward_extremities: _Extremities = _Extremities()
-    current_state: _CurrentState = _CurrentState()
+    current_state: _CurrentState = _CurrentState()  # set: [type, state_key, event_id, membership]
     memberships: tuple[CommitMembership, ...] = ()
     redactions: tuple[CommitRedaction, ...] = ()
     inputs: tuple[int, int] = (0, 0)
     digest: str = ""
     meta: dict[str, Any] = {}
-
-
-_commit_decoder = msgspec.json.Decoder(_CommitWire)
-_pdu_decoder = msgspec.json.Decoder(PduFields)
-
-
-class CommitChunk:
-    """A room chunk as the committer reads it (``decode_for_commit``): the core chunk's fields,
-    with each event's PDU as its JSON text (``events[i].pdu``) and the fields read from it
-    (``pdus[i]``), and the record's bytes (``value``)."""
-
-    __slots__ = (
-        "chunk_id",
-        "creator",
-        "current_state_removed",
-        "current_state_set",
-        "digest",
-        "events",
-        "forward_extremities_added",
-        "forward_extremities_removed",
-        "memberships",
-        "number",
-        "pdus",
-        "plain",
-        "redactions",
-        "room_id",
-        "room_version",
-        "seq",
-        "state_groups",
-        "value",
-    )
-
-    def __init__(self, wire: _CommitWire, number: int, pdus: list[PduFields], value: bytes) -> None:
-        self.chunk_id = wire.chunk_id
-        self.number = number  # the n of chunk id <room_id>/<n>
-        self.room_id = wire.room_id
-        self.room_version = wire.room_version
-        self.creator = wire.creator
-        self.seq = wire.seq
-        self.digest = wire.digest
-        self.events = wire.events
-        self.pdus = pdus
-        self.state_groups = wire.state_groups
-        self.forward_extremities_added = wire.forward_extremities.added
-        self.forward_extremities_removed = wire.forward_extremities.removed
-        # [type, state_key, event_id, membership or null]
-        self.current_state_set = wire.current_state.set
-        self.current_state_removed = wire.current_state.removed
-        self.memberships = wire.memberships
-        self.redactions = wire.redactions
-        self.value = value
-        # No backslash anywhere: JSON escapes every backslash, quote and control character in
-        # a string with one, so no string read from the chunk (nor a PDU's JSON text) holds a
-        # character that PostgreSQL's COPY text format must escape.
-        self.plain = b"\\" not in value
+    # Not on the wire (set by decode_for_commit, named as no chunk names a field): the n of
+    # chunk id <room_id>/<n>, the PDUs' fields, the record's bytes, and whether the chunk is
+    # plain: no backslash anywhere in it. JSON escapes every backslash, quote and control
+    # character in a string with one, so no string read from a plain chunk (nor a PDU's JSON
+    # text) holds a character that PostgreSQL's COPY text format must escape.
+    number: int = msgspec.field(default=0, name="(committer) number")
+    pdus: list[PduFields] = msgspec.field(default_factory=list, name="(committer) pdus")
+    value: bytes = msgspec.field(default=b"", name="(committer) value")
+    plain: bool = msgspec.field(default=False, name="(committer) plain")
 
     def content_digest(self) -> str:
         """The digest of the chunk's content, computed (whatever digest it carries)."""
@@ -262,12 +220,16 @@ class CommitChunk:
         return content if isinstance(content, dict) else {}
 
 
+_commit_decoder = msgspec.json.Decoder(CommitChunk)
+_pdu_decoder = msgspec.json.Decoder(PduFields)
+
+
 def decode_for_commit(value: bytes) -> CommitChunk:
     """The chunk in a message value, as the committer reads it (module docstring);
     MalformedMessage names the field that does not fit, a PDU's fields included."""
-    wire = _msgspec.decode(_commit_decoder, value, WIRE_FORMAT)
-    pdus: list[PduFields] = []
-    for i, ev in enumerate(wire.events):
+    chunk = _msgspec.decode(_commit_decoder, value, WIRE_FORMAT)
+    pdus = chunk.pdus
+    for i, ev in enumerate(chunk.events):
         try:
             pdus.append(_pdu_decoder.decode(ev.pdu))
         except msgspec.ValidationError as e:
@@ -275,15 +237,18 @@ def decode_for_commit(value: bytes) -> CommitChunk:
             text = str(e)
             text = text.replace("`$", f"`{where}", 1) if "`$" in text else f"{text} - at `{where}`"
             raise MalformedMessage(WIRE_FORMAT, text) from None
-    if wire.digest and not _is_digest(wire.digest):
-        raise MalformedMessage(WIRE_FORMAT, f"$.digest {wire.digest!r} is not 32 hex digits")
-    room, sep, n = wire.chunk_id.rpartition("/")
-    if not sep or room != wire.room_id or not n.isdigit():
+    if chunk.digest and not _is_digest(chunk.digest):
+        raise MalformedMessage(WIRE_FORMAT, f"$.digest {chunk.digest!r} is not 32 hex digits")
+    room, sep, n = chunk.chunk_id.rpartition("/")
+    if not sep or room != chunk.room_id or not n.isdigit():
         raise MalformedMessage(
             WIRE_FORMAT,
-            f"$.chunk_id {wire.chunk_id!r} is not <room_id>/<n> for room {wire.room_id!r}",
+            f"$.chunk_id {chunk.chunk_id!r} is not <room_id>/<n> for room {chunk.room_id!r}",
         )
-    return CommitChunk(wire, int(n), pdus, value)
+    chunk.number = int(n)
+    chunk.value = value
+    chunk.plain = b"\\" not in value
+    return chunk
 
 
 def for_commit(chunk: Chunk) -> CommitChunk:

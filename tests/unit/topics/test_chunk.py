@@ -126,7 +126,7 @@ def test_the_committer_reads_the_same_chunk_with_each_pdu_as_its_json_text(chunk
         )
         for e in chunk.events
     ]
-    assert [tuple(r) for r in got.current_state_set] == [
+    assert [tuple(r) for r in got.current_state.set] == [
         (r.type, r.state_key, r.event_id, r.membership) for r in chunk.current_state_set
     ]
     assert got.content_digest() == chunk.digest
