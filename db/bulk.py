@@ -15,22 +15,50 @@ import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NoReturn
 
-__all__ = ["NULL", "array_literal", "copy_data", "copy_line", "copy_rows", "unnest"]
+__all__ = [
+    "NULL",
+    "Statement",
+    "array_literal",
+    "copy_data",
+    "copy_line",
+    "copy_rows",
+    "copy_text",
+    "execute_all",
+    "unnest",
+    "unnest_statement",
+]
+
+Statement = tuple[str, list[Any]]
+"""SQL with ``%s`` placeholders, and its parameters."""
 
 
-def unnest(cur: Any, sql: str, types: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Run ``sql`` once for all ``rows``: its ``{rows}`` is a row source made of one array per
+def unnest_statement(sql: str, types: str, rows: Sequence[tuple[Any, ...]]) -> Statement | None:
+    """``sql`` run once for all ``rows``: its ``{rows}`` is a row source made of one array per
     column (``types`` names their element types, comma-separated), so the statement is the
-    same whatever the number of rows, and each column travels as one array literal."""
+    same whatever the number of rows, and each column travels as one array literal. None when
+    there is no row."""
     if not rows:
-        return
+        return None
     kinds = [t.strip() for t in types.split(",")]
     source = "unnest(" + ", ".join(f"%s::{k}[]" for k in kinds) + ")"
     columns = zip(*rows, strict=True)
-    cur.execute(
-        sql.replace("{rows}", source),
-        [array_literal(col, k) for col, k in zip(columns, kinds, strict=True)],
-    )
+    params = [array_literal(col, k) for col, k in zip(columns, kinds, strict=True)]
+    return sql.replace("{rows}", source), params
+
+
+def unnest(cur: Any, sql: str, types: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """``unnest_statement``, run."""
+    statement = unnest_statement(sql, types, rows)
+    if statement is not None:
+        cur.execute(*statement)
+
+
+def execute_all(cur: Any, statements: Iterable[Statement | None]) -> None:
+    """The statements in one round trip, in order (one query string; an error in any one aborts
+    the transaction, as it would one by one). None entries are skipped."""
+    given = [s for s in statements if s is not None]
+    if given:
+        cur.execute("; ".join(sql for sql, _ in given), [p for _, params in given for p in params])
 
 
 NULL = _NULL = "\\N"  # COPY's text for a NULL
@@ -134,13 +162,15 @@ def copy_data(cur: Any, table: str, columns: str, data: bytes) -> None:
         cur.copy_expert(f"COPY {table} ({columns}) FROM STDIN", io.BytesIO(data), size=_COPY_READ)
 
 
-def copy_rows(cur: Any, table: str, columns: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """COPY ``rows`` into ``table``: the fastest bulk path, for rows that cannot conflict."""
+def copy_text(rows: Sequence[tuple[Any, ...]]) -> bytes:
+    """``rows`` in COPY's text format."""
     if not rows:
-        return
+        return b""
     columns_text = map(_copy_column, zip(*rows, strict=True))
     lines = map("\t".join, zip(*columns_text, strict=True))
-    text = "\n".join(itertools.chain(lines, ("",)))  # every line ends in a newline
-    cur.copy_expert(
-        f"COPY {table} ({columns}) FROM STDIN", io.BytesIO(text.encode()), size=_COPY_READ
-    )
+    return "\n".join(itertools.chain(lines, ("",))).encode()  # every line ends in a newline
+
+
+def copy_rows(cur: Any, table: str, columns: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """COPY ``rows`` into ``table``: the fastest bulk path, for rows that cannot conflict."""
+    copy_data(cur, table, columns, copy_text(rows))

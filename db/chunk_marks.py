@@ -21,7 +21,7 @@ from typing import Any
 
 from psycopg2.extras import execute_values
 
-from db.bulk import array_literal
+from db.bulk import Statement, array_literal
 from pipeline.room.chunk import Chunk
 from topics.chunk import CommitChunk
 
@@ -34,6 +34,7 @@ __all__ = [
     "chunk_seq",
     "content_digest",
     "load_marks",
+    "marks_statement",
     "prune_committed",
     "record_divergences",
     "store_marks",
@@ -119,21 +120,28 @@ def stored_digests(cur: Any, chunk_ids: Sequence[str]) -> dict[str, Committed]:
 
 def store_marks(cur: Any, marks: Mapping[str, tuple[int, Committed]]) -> None:
     """Raise each room's high-water to (seq, what was committed there)."""
+    statement = marks_statement(marks)
+    if statement is not None:
+        cur.execute(*statement)
+
+
+def marks_statement(marks: Mapping[str, tuple[int, Committed]]) -> Statement | None:
+    """``store_marks``'s statement (None when there is no mark)."""
     if not marks:
-        return
+        return None
     # One array per column: one statement whatever the number of rooms.
-    cur.execute(
+    return (
         "INSERT INTO room_chunk_marks (room_id, last_seq, last_first, last_digest) "
         "SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[], %s::bytea[]) "
         "ON CONFLICT (room_id) DO UPDATE SET last_seq = EXCLUDED.last_seq, "
         "last_first = EXCLUDED.last_first, last_digest = EXCLUDED.last_digest "
         "WHERE room_chunk_marks.last_seq < EXCLUDED.last_seq",
-        (
+        [
             array_literal(marks),
             array_literal((s for s, _ in marks.values()), "bigint"),
             array_literal((c.first for _, c in marks.values()), "bigint"),
             array_literal((c.digest for _, c in marks.values()), "bytea"),
-        ),
+        ],
     )
 
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg2.extras import execute_values
+from db.bulk import Statement, array_literal
 
 __all__ = [
     "CommitterProgress",
@@ -22,6 +22,7 @@ __all__ = [
     "last_stream_ordering",
     "load_offsets",
     "mark_sent",
+    "offsets_statement",
     "prune_sent",
     "store_offsets",
     "store_outbox",
@@ -75,13 +76,25 @@ def load_offsets(cur: Any, topic: str) -> dict[int, int]:
 
 def store_offsets(cur: Any, offsets: Mapping[tuple[str, int], int]) -> None:
     """Record (topic, partition) -> next offset; the caller commits it with the rows it produced."""
+    statement = offsets_statement(offsets)
+    if statement is not None:
+        cur.execute(*statement)
+
+
+def offsets_statement(offsets: Mapping[tuple[str, int], int]) -> Statement | None:
+    """``store_offsets``'s statement (None when there is no offset)."""
     if not offsets:
-        return
-    execute_values(
-        cur,
-        "INSERT INTO committer_offsets (topic, partition, next_offset) VALUES %s "
+        return None
+    ordered = sorted(offsets.items())
+    return (
+        "INSERT INTO committer_offsets (topic, partition, next_offset) "
+        "SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[]) "
         "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
-        [(t, p, o) for (t, p), o in sorted(offsets.items())],
+        [
+            array_literal(t for (t, _), _ in ordered),
+            array_literal((p for (_, p), _ in ordered), "int"),
+            array_literal((o for _, o in ordered), "bigint"),
+        ],
     )
 
 

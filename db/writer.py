@@ -22,19 +22,28 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from db.bulk import NULL, array_literal, copy_data, copy_line, copy_rows, unnest
+from db.bulk import (
+    NULL,
+    Statement,
+    array_literal,
+    copy_data,
+    copy_line,
+    copy_text,
+    execute_all,
+    unnest_statement,
+)
 from db.chunk_marks import (
     Committed,
     Divergence,
+    Mark,
     chunk_digest,
     chunk_seq,
     content_digest,
-    load_marks,
-    store_marks,
+    marks_statement,
     stored_digests,
 )
-from db.fence import check_generation
-from db.outbox import OutboxRow, store_offsets, store_outbox
+from db.fence import Fenced
+from db.outbox import OutboxRow, offsets_statement, store_outbox
 from pipeline.errors import SchemaError
 from pipeline.matrix.room_versions import EventFormat, room_version
 from pipeline.room.chunk import Chunk
@@ -76,10 +85,14 @@ class BatchResult:
 
 
 def _sort_out(
-    cur: Any, chunks: Sequence[CommitChunk], sources: Sequence[int | None], result: BatchResult
-) -> tuple[list[CommitChunk], dict[str, tuple[int, Committed]], dict[str, Committed], set[str]]:
-    """The chunks not committed before, in order, the rooms' new high-water marks, what each
-    new chunk commits under its id, and the rooms that had a mark (so have their rooms row).
+    cur: Any,
+    chunks: Sequence[CommitChunk],
+    marks: Mapping[str, Mark],
+    sources: Sequence[int | None],
+    result: BatchResult,
+) -> tuple[list[CommitChunk], dict[str, tuple[int, Committed]], dict[str, Committed]]:
+    """The chunks not committed before, in order, the rooms' new high-water marks, and what each
+    new chunk commits under its id; ``marks`` are the rooms' marks before the batch.
 
     A chunk at or below its room's high-water was committed before: the same range of event
     sequence numbers with the same digest is a replay, and so is another range ending there (a
@@ -90,7 +103,6 @@ def _sort_out(
     recorded with the digest it carries; one committed before is compared by the digest of its
     content, computed here.
     """
-    marks = load_marks(cur, {c.room_id for c in chunks})
     seqs = [chunk_seq(c) for c in chunks]
     older = [
         c.chunk_id
@@ -130,7 +142,54 @@ def _sort_out(
             result.skipped_chunk_ids.append(c.chunk_id)
         else:
             result.divergences.append(Divergence(c, stored.digest, digest, src))
-    return fresh, new_marks, in_batch, set(marks)
+    return fresh, new_marks, in_batch
+
+
+def _lock_and_read(
+    cur: Any, fence: Fence | None, chunks: Sequence[CommitChunk]
+) -> tuple[int, dict[str, Mark], set[str]]:
+    """One round trip: row-lock the fence (checking the generation) and the stream position,
+    and read the chunks' rooms' marks and which of their events are stored already.
+
+    Returns the stream position, the marks and the stored event IDs. The row lock on
+    stream_positions serialises committers: orderings are handed out in commit order, and
+    nobody else can hand out the same range before this transaction ends.
+    """
+    cur.execute(
+        "WITH fence AS (SELECT generation FROM committer_fence WHERE lock_key = %s FOR UPDATE),"
+        " position AS ("
+        "  SELECT stream_id FROM stream_positions WHERE stream_name = 'events' FOR UPDATE)"
+        " SELECT 'p', NULL, (SELECT generation FROM fence), (SELECT stream_id FROM position),"
+        "  NULL::bytea"
+        " UNION ALL SELECT 'm', room_id, last_seq, last_first, last_digest"
+        "  FROM room_chunk_marks WHERE room_id = ANY(%s::text[])"
+        " UNION ALL SELECT 'e', event_id, NULL, NULL, NULL"
+        "  FROM events WHERE event_id = ANY(%s::text[])",
+        (
+            fence.lock_key if fence is not None else None,
+            array_literal({c.room_id for c in chunks}),
+            array_literal(e.event_id for c in chunks for e in c.events),
+        ),
+    )
+    marks: dict[str, Mark] = {}
+    stored: set[str] = set()
+    position: int | None = None
+    generation: int | None = None
+    for kind, key, a, b, digest in cur.fetchall():
+        if kind == "e":
+            stored.add(key)
+        elif kind == "m":
+            marks[key] = Mark(int(a), Committed(b, None if digest is None else bytes(digest)))
+        else:
+            generation, position = a, b
+    if fence is not None and generation != fence.generation:
+        raise Fenced(fence.lock_key, fence.generation)
+    if position is None:
+        raise SchemaError(
+            "table stream_positions has no 'events' row: the schema is incomplete; "
+            "recreate the database and run `roomstream db migrate`"
+        )
+    return int(position), marks, stored
 
 
 def write_batch(
@@ -149,21 +208,17 @@ def write_batch(
     ``sources`` are the chunks' offsets on the chunks topic, for divergence reports. A chunk
     id not of the form ``<room_id>/<n>`` raises ValueError. Core chunks are read as the
     committer reads them off the wire (``topics.chunk.for_commit``).
+
+    Round trips: one to lock and read (``_lock_and_read``; one more to read the digests of
+    chunks delivered again, if any), one COPY per table with rows per event, one for all other
+    statements; every Python step in between runs in one stretch.
     """
-    if fence is not None:
-        check_generation(cur, fence.lock_key, fence.generation)
     views = [c if isinstance(c, CommitChunk) else for_commit(c) for c in chunks]
+    position, marks, stored = _lock_and_read(cur, fence, views)
     result = BatchResult()
-    new_chunks, new_marks, digests, marked_rooms = _sort_out(
-        cur, views, sources if sources is not None else [None] * len(views), result
+    new_chunks, new_marks, digests = _sort_out(
+        cur, views, marks, sources if sources is not None else [None] * len(views), result
     )
-    stored: set[str] = set()
-    if new_chunks:
-        cur.execute(
-            "SELECT event_id FROM events WHERE event_id = ANY(%s::text[])",
-            (array_literal(e.event_id for c in new_chunks for e in c.events),),
-        )
-        stored = {r[0] for r in cur.fetchall()}
     fresh: list[list[str]] = []  # per chunk, its events stored now, in order
     for c in new_chunks:
         ids_now: list[str] = []
@@ -175,24 +230,11 @@ def write_batch(
                 ids_now.append(e.event_id)
         fresh.append(ids_now)
 
-    # The row lock on stream_positions serialises committers: orderings are handed out in
-    # commit order, and nobody else can hand out the same range before this one commits.
     total = sum(len(f) for f in fresh)
-    cur.execute(
-        "UPDATE stream_positions SET stream_id = stream_id + %s "
-        "WHERE stream_name = 'events' RETURNING stream_id",
-        (total,),
-    )
-    row = cur.fetchone()
-    if row is None:
-        raise SchemaError(
-            "table stream_positions has no 'events' row: the schema is incomplete; "
-            "recreate the database and run `roomstream db migrate`"
-        )
-    last = int(row[0])
+    prev_position = position
+    last = position + total
     result.last_stream_ordering = last
-    next_so = last - total + 1
-    prev_position = last - total
+    next_so = position + 1
 
     rows = _Rows()
     changes: list[Change] = []
@@ -200,12 +242,10 @@ def write_batch(
         orderings = dict(zip(ids_now, range(next_so, next_so + len(ids_now)), strict=True))
         next_so += len(ids_now)
         rows.add_chunk(c, orderings)
-        position = next_so - 1 if ids_now else None
-        result.committed.append(CommittedChunk(c, orderings, position, prev_position))
+        at = next_so - 1 if ids_now else None
+        result.committed.append(CommittedChunk(c, orderings, at, prev_position))
         committed = digests[c.chunk_id]
-        rows.committed_chunks.append(
-            (c.chunk_id, position, committed.first, committed.digest, last)
-        )
+        rows.committed_chunks.append((c.chunk_id, at, committed.first, committed.digest, last))
         if ids_now:
             changes.append((c, orderings))
     if changes and build_message is not None:
@@ -216,10 +256,21 @@ def write_batch(
             OutboxRow(last, prev_position, key, data, i, len(parts)) for i, data in enumerate(parts)
         )
 
-    rows.write(cur, marked_rooms)
-    store_marks(cur, new_marks)
-    store_outbox(cur, result.outbox)
-    store_offsets(cur, offsets)
+    rows.write(
+        cur,
+        set(marks),
+        result.outbox,
+        [
+            (
+                "UPDATE stream_positions SET stream_id = %s WHERE stream_name = 'events'",
+                [last],
+            )
+            if total
+            else None,
+            marks_statement(new_marks),
+            offsets_statement(offsets),
+        ],
+    )
     return result
 
 
@@ -350,117 +401,131 @@ class _Rows:
         if has_create or room not in self.rooms:
             self.rooms[room] = (c.room_version, creator, has_create)
 
-    def write(self, cur: Any, marked_rooms: set[str]) -> None:
-        """Every row, one statement per table; ``marked_rooms`` have their rooms row already
-        (a room's first mark is written in the transaction that writes its row)."""
+    def write(
+        self,
+        cur: Any,
+        marked_rooms: set[str],
+        outbox: Sequence[OutboxRow],
+        statements: Sequence[Statement | None],
+    ) -> None:
+        """Every row: a COPY per table with rows per event (and the outbox), then every other
+        statement (``statements`` last) in one round trip. ``marked_rooms`` have their rooms
+        row already (a room's first mark is written in the transaction that writes its row).
+        All text is made before the first statement is sent."""
         rooms_create = [(r, v, c) for r, (v, c, has) in self.rooms.items() if has]
         rooms_other = [
             (r, v, c) for r, (v, c, has) in self.rooms.items() if not has and r not in marked_rooms
         ]
-        # The create event in the batch is the authority on the room's version and creator.
-        unnest(
-            cur,
-            "INSERT INTO rooms (room_id, room_version, creator) SELECT * FROM {rows} "
-            "ON CONFLICT (room_id) "
-            "DO UPDATE SET room_version = EXCLUDED.room_version, creator = EXCLUDED.creator",
-            "text, text, text",
-            rooms_create,
-        )
-        unnest(
-            cur,
-            "INSERT INTO rooms (room_id, room_version, creator) SELECT * FROM {rows} "
-            "ON CONFLICT (room_id) DO NOTHING",
-            "text, text, text",
-            rooms_other,
-        )
         # The rows of events stored now cannot conflict with stored rows (those events were
         # filtered out above), so they go in by COPY.
-        copy_data(
-            cur,
-            "events",
-            "stream_ordering, topological_ordering, event_id, room_id, type, state_key, sender,"
-            " origin_server_ts, received_ts, format_version, rejection_reason, soft_failed,"
-            " outlier",
-            "".join(self.events).encode(),
-        )
-        copy_data(
-            cur,
-            "event_json",
-            "event_id, room_id, format_version, json",
-            b"".join(self.event_json),
-        )
-        copy_data(cur, "event_edges", "event_id, prev_event_id", "".join(self.event_edges).encode())
-        copy_data(
-            cur, "event_auth", "event_id, auth_id, room_id", "".join(self.event_auth).encode()
-        )
-        # A state group already stored (a replay under another chunk id) keeps its rows.
-        new_groups: set[int] = set()
-        if self.state_groups:
-            unnest(
-                cur,
-                "INSERT INTO state_groups (id, room_id, event_id) SELECT * FROM {rows} "
-                "ON CONFLICT (id) DO NOTHING RETURNING id",
-                "bigint, text, text",
-                self.state_groups,
-            )
-            new_groups = {r[0] for r in cur.fetchall()}
-        copy_rows(
-            cur,
-            "state_group_edges",
-            "state_group, prev_state_group",
-            [e for e in self.state_group_edges if e[0] in new_groups],
-        )
-        copy_rows(
-            cur,
-            "state_groups_state",
-            "state_group, room_id, type, state_key, event_id",
-            [r for r in self.state_groups_state if r[0] in new_groups],
-        )
-        copy_data(
-            cur,
-            "event_to_state_groups",
-            "event_id, state_group",
-            "".join(self.event_to_state_groups).encode(),
-        )
-        copy_rows(
-            cur,
-            "room_memberships",
-            "event_id, user_id, sender, room_id, membership, event_stream_ordering",
-            list(self.memberships.values()),
-        )
-        copy_rows(cur, "redactions", "event_id, redacts", list(self.redactions.values()))
-        unnest(
-            cur,
-            "DELETE FROM current_state_events AS c USING {rows} AS d(room_id, type, state_key)"
-            " WHERE c.room_id = d.room_id AND c.type = d.type AND c.state_key = d.state_key",
-            "text, text, text",
-            [k for k, v in self.current_state.items() if v is None],
-        )
-        unnest(
-            cur,
-            "INSERT INTO current_state_events (room_id, type, state_key, event_id, membership)"
-            " SELECT * FROM {rows} ON CONFLICT (room_id, type, state_key) DO UPDATE"
-            " SET event_id = EXCLUDED.event_id, membership = EXCLUDED.membership",
-            "text, text, text, text, text",
-            [(*k, *v) for k, v in self.current_state.items() if v is not None],
-        )
-        unnest(
-            cur,
-            "DELETE FROM event_forward_extremities AS f USING {rows} AS d(room_id, event_id)"
-            " WHERE f.room_id = d.room_id AND f.event_id = d.event_id",
-            "text, text",
-            [k for k, added in self.extremities.items() if not added],
-        )
-        unnest(
-            cur,
-            "INSERT INTO event_forward_extremities (room_id, event_id) SELECT * FROM {rows}"
-            " ON CONFLICT DO NOTHING",
-            "text, text",
-            [k for k, added in self.extremities.items() if added],
-        )
-        copy_rows(
-            cur,
-            "committed_chunks",
-            "chunk_id, position, seq_first, digest, committed_at",
-            self.committed_chunks,
+        copies = [
+            (
+                "events",
+                "stream_ordering, topological_ordering, event_id, room_id, type, state_key,"
+                " sender, origin_server_ts, received_ts, format_version, rejection_reason,"
+                " soft_failed, outlier",
+                "".join(self.events).encode(),
+            ),
+            ("event_json", "event_id, room_id, format_version, json", b"".join(self.event_json)),
+            ("event_edges", "event_id, prev_event_id", "".join(self.event_edges).encode()),
+            ("event_auth", "event_id, auth_id, room_id", "".join(self.event_auth).encode()),
+            (
+                "event_to_state_groups",
+                "event_id, state_group",
+                "".join(self.event_to_state_groups).encode(),
+            ),
+            (
+                "committed_chunks",
+                "chunk_id, position, seq_first, digest, committed_at",
+                copy_text(self.committed_chunks),
+            ),
+        ]
+        rest = [
+            # The create event in the batch is the authority on the room's version and creator.
+            unnest_statement(
+                "INSERT INTO rooms (room_id, room_version, creator) SELECT * FROM {rows} "
+                "ON CONFLICT (room_id) "
+                "DO UPDATE SET room_version = EXCLUDED.room_version, creator = EXCLUDED.creator",
+                "text, text, text",
+                rooms_create,
+            ),
+            unnest_statement(
+                "INSERT INTO rooms (room_id, room_version, creator) SELECT * FROM {rows} "
+                "ON CONFLICT (room_id) DO NOTHING",
+                "text, text, text",
+                rooms_other,
+            ),
+            self._state_groups_statement(),
+            unnest_statement(
+                "INSERT INTO room_memberships (event_id, user_id, sender, room_id, membership,"
+                " event_stream_ordering) SELECT * FROM {rows}",
+                "text, text, text, text, text, bigint",
+                list(self.memberships.values()),
+            ),
+            unnest_statement(
+                "INSERT INTO redactions (event_id, redacts) SELECT * FROM {rows}",
+                "text, text",
+                list(self.redactions.values()),
+            ),
+            unnest_statement(
+                "DELETE FROM current_state_events AS c USING {rows} AS d(room_id, type, state_key)"
+                " WHERE c.room_id = d.room_id AND c.type = d.type AND c.state_key = d.state_key",
+                "text, text, text",
+                [k for k, v in self.current_state.items() if v is None],
+            ),
+            unnest_statement(
+                "INSERT INTO current_state_events (room_id, type, state_key, event_id, membership)"
+                " SELECT * FROM {rows} ON CONFLICT (room_id, type, state_key) DO UPDATE"
+                " SET event_id = EXCLUDED.event_id, membership = EXCLUDED.membership",
+                "text, text, text, text, text",
+                [(*k, *v) for k, v in self.current_state.items() if v is not None],
+            ),
+            unnest_statement(
+                "DELETE FROM event_forward_extremities AS f USING {rows} AS d(room_id, event_id)"
+                " WHERE f.room_id = d.room_id AND f.event_id = d.event_id",
+                "text, text",
+                [k for k, added in self.extremities.items() if not added],
+            ),
+            unnest_statement(
+                "INSERT INTO event_forward_extremities (room_id, event_id) SELECT * FROM {rows}"
+                " ON CONFLICT DO NOTHING",
+                "text, text",
+                [k for k, added in self.extremities.items() if added],
+            ),
+            *statements,
+        ]
+        for table, columns, data in copies:
+            copy_data(cur, table, columns, data)
+        store_outbox(cur, outbox)
+        execute_all(cur, rest)
+
+    def _state_groups_statement(self) -> Statement | None:
+        """The new state groups with their edges and rows; a group already stored (a replay
+        under another chunk id) keeps its own."""
+        if not self.state_groups:
+            return None
+        groups = zip(*self.state_groups, strict=True)
+        edges = zip(*self.state_group_edges, strict=True) if self.state_group_edges else ((), ())
+        rows = zip(*self.state_groups_state, strict=True) if self.state_groups_state else [()] * 5
+        return (
+            "WITH new AS (INSERT INTO state_groups (id, room_id, event_id)"
+            "  SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])"
+            "  ON CONFLICT (id) DO NOTHING RETURNING id),"
+            " edges AS (INSERT INTO state_group_edges (state_group, prev_state_group)"
+            "  SELECT e.g, e.p FROM unnest(%s::bigint[], %s::bigint[]) AS e(g, p)"
+            "  WHERE e.g IN (SELECT id FROM new))"
+            " INSERT INTO state_groups_state (state_group, room_id, type, state_key, event_id)"
+            " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])"
+            "  AS s(g, r, t, k, e) WHERE s.g IN (SELECT id FROM new)",
+            [
+                *(
+                    array_literal(col, k)
+                    for col, k in zip(groups, ("bigint", "text", "text"), strict=True)
+                ),
+                *(array_literal(col, "bigint") for col in edges),
+                *(
+                    array_literal(col, k)
+                    for col, k in zip(rows, ("bigint", "text", "text", "text", "text"), strict=True)
+                ),
+            ],
         )
