@@ -22,6 +22,7 @@ __all__ = [
     "last_stream_ordering",
     "load_offsets",
     "mark_sent",
+    "mark_sent_statement",
     "offsets_statement",
     "prune_sent",
     "store_offsets",
@@ -119,14 +120,22 @@ def unsent_outbox(cur: Any) -> list[OutboxRow]:
 
 def mark_sent(cur: Any, positions: Iterable[int]) -> None:
     """Mark every part of the messages at ``positions`` sent."""
+    statement = mark_sent_statement(positions)
+    if statement is not None:
+        cur.execute(*statement)
+
+
+def mark_sent_statement(positions: Iterable[int]) -> Statement | None:
+    """``mark_sent``'s statement (None when there is no position)."""
     ps = sorted(set(positions))
-    if ps:
-        # Published rows are always a run of whole messages: one range covers them.
-        cur.execute(
-            "UPDATE invalidation_outbox SET sent = TRUE WHERE position BETWEEN %s AND %s "
-            "AND position = ANY(%s) AND NOT sent",
-            (ps[0], ps[-1], ps),
-        )
+    if not ps:
+        return None
+    # Published rows are always a run of whole messages: one range covers them.
+    return (
+        "UPDATE invalidation_outbox SET sent = TRUE WHERE position BETWEEN %s AND %s "
+        "AND position = ANY(%s::bigint[]) AND NOT sent",
+        [ps[0], ps[-1], array_literal(ps, "bigint")],
+    )
 
 
 def prune_sent(cur: Any, keep: int) -> None:

@@ -43,7 +43,7 @@ from db.chunk_marks import (
     stored_digests,
 )
 from db.fence import Fenced
-from db.outbox import OutboxRow, offsets_statement, store_outbox
+from db.outbox import OutboxRow, mark_sent_statement, offsets_statement, store_outbox
 from pipeline.errors import SchemaError
 from pipeline.matrix.room_versions import EventFormat, room_version
 from pipeline.room.chunk import Chunk
@@ -200,12 +200,14 @@ def write_batch(
     *,
     fence: Fence | None = None,
     sources: Sequence[int | None] | None = None,
+    sent: Sequence[int] = (),
 ) -> BatchResult:
     """Write ``chunks`` in order and record ``offsets`` ((topic, partition) -> next offset).
 
     With ``fence``, raise ``Fenced`` (before writing anything) unless its generation is current.
     With ``build_message``, a batch that stored at least one event gets its outbox row(s).
-    ``sources`` are the chunks' offsets on the chunks topic, for divergence reports. A chunk
+    ``sources`` are the chunks' offsets on the chunks topic, for divergence reports; ``sent``
+    the positions of outbox messages published since they were written, to mark. A chunk
     id not of the form ``<room_id>/<n>`` raises ValueError. Core chunks are read as the
     committer reads them off the wire (``topics.chunk.for_commit``).
 
@@ -269,6 +271,7 @@ def write_batch(
             else None,
             marks_statement(new_marks),
             offsets_statement(offsets),
+            mark_sent_statement(sent),
         ],
     )
     return result

@@ -24,8 +24,12 @@ means):
    is the same and reported as a divergence (and dead-lettered) when it is not. If the database
    refuses the batch's data, the batch is rolled back and its chunks go through steps 2–4 one at
    a time; the chunk refused alone is dead-lettered with the database's reason.
-3. Publish the outbox rows, in (position, part) order, with an idempotent producer; flush.
-4. Mark them sent and COMMIT.
+3. Publish the outbox rows, in (position, part) order, with an idempotent producer, and go on
+   to the next batch without waiting for the broker's acknowledgement.
+4. Once they are acknowledged, mark them sent: in the next batch's transaction (the wait for
+   the acknowledgement comes just before its COMMIT, so it overlaps that batch's work; a failed
+   delivery rolls that batch back), or in a transaction of their own when no batch follows
+   within the poll timeout.
 5. Tell Kafka the consumed offset too (asynchronously), for lag monitoring only.
 
 Errors: the input's (a chunk that does not decode or that the database refuses) are
@@ -52,7 +56,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 import psycopg2
@@ -162,6 +166,18 @@ class CommitterStats:
     last_position: int = 0
 
 
+@dataclass
+class _InFlight:
+    """Outbox rows handed to the producer, and the delivery errors reported so far."""
+
+    rows: list[OutboxRow]
+    failures: list[KafkaError] = field(default_factory=list)
+
+    def delivered(self, err: KafkaError | None, msg: KafkaMessage) -> None:
+        if err is not None:
+            self.failures.append(err)
+
+
 def build_parts(changes: Sequence[Change], position: int, prev_position: int) -> list[bytes]:
     """The batch's invalidation message, encoded, in parts under the record size limit."""
     return encode_parts(build_message(changes, position, prev_position))
@@ -201,6 +217,7 @@ class Committer:
         self.stats = CommitterStats()
         self._progress_at = time.monotonic()
         self._retrying: str | None = None  # the reason of the retries under way, if any
+        self._in_flight: _InFlight | None = None  # published, not yet confirmed nor marked
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -354,6 +371,9 @@ class Committer:
                     # Step 5: informational only.
                     reader.committed(batch.next_offsets)
                     last_activity = time.monotonic()
+                elif self._in_flight is not None:
+                    self._settle(conn, producer)
+                    last_activity = time.monotonic()
                 elif time.monotonic() - last_activity > PING_S:
                     # The server ends a silent session (and with it the lock): keep talking,
                     # and find out while idle if the connection is gone.
@@ -362,7 +382,9 @@ class Committer:
                     conn.commit()
                     last_activity = time.monotonic()
                 self._progress_at = time.monotonic()
+            self._settle(conn, producer)
         finally:
+            self._in_flight = None
             if consumer is not None:
                 consumer.close()
             producer.flush(5)
@@ -381,7 +403,9 @@ class Committer:
             return
         self.crash("after_poll")
 
-        # Step 2: one transaction.
+        # Step 2: one transaction. It also marks the previous batch's messages sent (step 4),
+        # once they are confirmed delivered, just before the COMMIT.
+        in_flight = self._in_flight
         pairs = batch.chunks
         chunks = [c for _, c in pairs]
         started = time.perf_counter()
@@ -394,28 +418,46 @@ class Committer:
                     build_parts,
                     fence=self.fence,
                     sources=[rec.offset() for rec, _ in pairs],
+                    sent=[r.position for r in in_flight.rows] if in_flight is not None else (),
                 )
                 self._report_divergences(cur, producer, result, pairs)
                 if self.stats.batches % PRUNE_EVERY == 0:
                     prune_committed(cur)
+                    prune_sent(cur, OUTBOX_KEEP)
         except _UNWRITABLE as exc:
             conn.rollback()
             log.warning(
                 "batch of %d chunk(s) failed (%s); writing them one by one", len(chunks), exc
             )
+            self._settle(conn, producer)
             self._commit_one_by_one(conn, producer, batch)
             return
+        if in_flight is not None:
+            self._confirm(producer, in_flight)  # a failed delivery rolls the batch back
         self.crash("before_commit")
         conn.commit()
+        if in_flight is not None:
+            self._in_flight = None
+            self.crash("after_mark_sent")
         self.crash("after_commit")
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
         metrics.BATCH_CHUNKS.observe(len(chunks))
         self._count(result)
 
-        # Steps 3 and 4.
-        self._publish(producer, result.outbox)
+        # Step 3: published now, confirmed (and marked sent) with the next batch or when idle,
+        # so the wait for the broker's acknowledgement overlaps the next batch's work.
+        self._in_flight = self._send(producer, result.outbox)
         self.crash("after_publish")
-        self._mark_sent(conn, result.outbox)
+
+    def _settle(self, conn: PgConnection, producer: Producer) -> None:
+        """Confirm the delivery of the messages in flight and mark them sent (step 4) in a
+        transaction of their own."""
+        in_flight = self._in_flight
+        if in_flight is None:
+            return
+        self._confirm(producer, in_flight)
+        self._mark_sent(conn, in_flight.rows)
+        self._in_flight = None
         self.crash("after_mark_sent")
 
     def _report_divergences(
@@ -530,19 +572,21 @@ class Committer:
         self.stats.resent += len(rows)
 
     def _publish(self, producer: Producer, rows: Sequence[OutboxRow]) -> None:
-        failures: list[KafkaError] = []
+        """Publish ``rows`` and wait until the broker acknowledged them."""
+        self._confirm(producer, self._send(producer, rows))
 
-        def delivered(err: KafkaError | None, msg: KafkaMessage) -> None:
-            if err is not None:
-                failures.append(err)
-
+    def _send(self, producer: Producer, rows: Sequence[OutboxRow]) -> _InFlight | None:
+        """Hand ``rows`` to the producer, in order; ``_confirm`` waits for their delivery."""
+        if not rows:
+            return None
+        in_flight = _InFlight(list(rows))
         for row in rows:
             try:
                 producer.produce(
                     self.invalidations_topic,
                     key=row.room_id.encode() if row.room_id is not None else None,
                     value=row.message,
-                    on_delivery=delivered,
+                    on_delivery=in_flight.delivered,
                 )
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
@@ -553,7 +597,14 @@ class Committer:
                     permanent=permanent,
                 ) from exc
             producer.poll(0)
+        return in_flight
+
+    def _confirm(self, producer: Producer, in_flight: _InFlight | None) -> None:
+        """Wait until the rows ``_send`` handed over are delivered; PublishError if not."""
+        if in_flight is None:
+            return
         self._flush(producer, "invalidation messages")
+        failures = in_flight.failures
         if failures:
             permanent = any(f.code() in _PERMANENT_DELIVERY or f.fatal() for f in failures)
             raise PublishError(
@@ -567,9 +618,8 @@ class Committer:
                 ),
                 permanent=permanent,
             )
-        if rows:
-            self.stats.last_position = rows[-1].position
-            metrics.INVALIDATIONS_SENT.inc(len(rows))
+        self.stats.last_position = in_flight.rows[-1].position
+        metrics.INVALIDATIONS_SENT.inc(len(in_flight.rows))
 
     def _flush(self, producer: Producer, what: str) -> None:
         left = producer.flush(30)
@@ -585,8 +635,6 @@ class Committer:
             # wait for the flush.
             cur.execute("SET LOCAL synchronous_commit TO OFF")
             mark_sent(cur, [r.position for r in rows])
-            if self.stats.batches % PRUNE_EVERY == 0:
-                prune_sent(cur, OUTBOX_KEEP)
         conn.commit()
 
     def _dead_letter(self, producer: Producer, rec: KafkaMessage, reason: str) -> None:
