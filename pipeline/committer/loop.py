@@ -659,9 +659,23 @@ def tune_gc() -> None:
 
 
 def run_committer(settings: Settings, stop: threading.Event) -> None:
-    Committer(
+    committer = Committer(
         settings, stop, on_active=health.COMMITTER.active, on_standby=health.COMMITTER.standby
-    ).run()
+    )
+    try:
+        committer.run()
+    finally:
+        st = committer.stats
+        log.info(
+            "committed %d event(s) of %d chunk(s) in %d batch(es); %d dead-lettered, "
+            "%d skipped, %d divergence(s)",
+            st.events,
+            st.chunks,
+            st.batches,
+            st.dead_lettered,
+            st.skipped_chunks,
+            st.divergences,
+        )
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
