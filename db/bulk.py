@@ -148,6 +148,8 @@ def _copy_column(values: tuple[Any, ...]) -> Sequence[str] | Iterator[str]:
         return [_NULL if v is None else str(v) for v in values]
     if types == {bool}:
         return map(_BOOL.__getitem__, values)
+    if types <= {bytes, _NONE}:
+        return [_NULL if v is None else "\\\\x" + v.hex() for v in values]
     return [_copy_field(v) for v in values]
 
 

@@ -299,6 +299,7 @@ class _Rows:
         self.current_state: dict[tuple[str, str, str], tuple[str, str | None] | None] = {}
         # (room, event_id) -> is a forward extremity
         self.extremities: dict[tuple[str, str], bool] = {}
+        self.fresh: set[str] = set()  # the events stored now
         # room -> (room_version, creator, has its create event)
         self.rooms: dict[str, tuple[str, str | None, bool]] = {}
 
@@ -397,6 +398,7 @@ class _Rows:
             self.current_state[(room, t, sk)] = None
         for t, sk, eid, membership in c.current_state.set:
             self.current_state[(room, t, sk)] = (eid, membership)
+        self.fresh.update(orderings)
         for eid in c.forward_extremities.added:
             self.extremities[(room, eid)] = True
         for eid in c.forward_extremities.removed:
@@ -415,6 +417,7 @@ class _Rows:
         statement (``statements`` last) in one round trip. ``marked_rooms`` have their rooms
         row already (a room's first mark is written in the transaction that writes its row).
         All text is made before the first statement is sent."""
+        fresh = self.fresh
         rooms_create = [(r, v, c) for r, (v, c, has) in self.rooms.items() if has]
         rooms_other = [
             (r, v, c) for r, (v, c, has) in self.rooms.items() if not has and r not in marked_rooms
@@ -442,6 +445,16 @@ class _Rows:
                 "chunk_id, position, seq_first, digest, committed_at",
                 copy_text(self.committed_chunks),
             ),
+            (
+                "room_memberships",
+                "event_id, user_id, sender, room_id, membership, event_stream_ordering",
+                copy_text(list(self.memberships.values())),
+            ),
+            (
+                "event_forward_extremities",
+                "room_id, event_id",
+                copy_text([k for k, added in self.extremities.items() if added and k[1] in fresh]),
+            ),
         ]
         rest = [
             # The create event in the batch is the authority on the room's version and creator.
@@ -460,12 +473,6 @@ class _Rows:
             ),
             self._state_groups_statement(),
             unnest_statement(
-                "INSERT INTO room_memberships (event_id, user_id, sender, room_id, membership,"
-                " event_stream_ordering) SELECT * FROM {rows}",
-                "text, text, text, text, text, bigint",
-                list(self.memberships.values()),
-            ),
-            unnest_statement(
                 "INSERT INTO redactions (event_id, redacts) SELECT * FROM {rows}",
                 "text, text",
                 list(self.redactions.values()),
@@ -483,17 +490,19 @@ class _Rows:
                 "text, text, text, text, text",
                 [(*k, *v) for k, v in self.current_state.items() if v is not None],
             ),
+            # A row of an event stored now cannot exist (a row is only ever written with its
+            # event): nothing to delete, and it is added by COPY; other rows are upserted.
             unnest_statement(
                 "DELETE FROM event_forward_extremities AS f USING {rows} AS d(room_id, event_id)"
                 " WHERE f.room_id = d.room_id AND f.event_id = d.event_id",
                 "text, text",
-                [k for k, added in self.extremities.items() if not added],
+                [k for k, added in self.extremities.items() if not added and k[1] not in fresh],
             ),
             unnest_statement(
                 "INSERT INTO event_forward_extremities (room_id, event_id) SELECT * FROM {rows}"
                 " ON CONFLICT DO NOTHING",
                 "text, text",
-                [k for k, added in self.extremities.items() if added],
+                [k for k, added in self.extremities.items() if added and k[1] not in fresh],
             ),
             *statements,
         ]
