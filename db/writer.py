@@ -163,8 +163,10 @@ def _lock_and_read(
         "  NULL::bytea"
         " UNION ALL SELECT 'm', room_id, last_seq, last_first, last_digest"
         "  FROM room_chunk_marks WHERE room_id = ANY(%s::text[])"
-        " UNION ALL SELECT 'e', event_id, NULL, NULL, NULL"
-        "  FROM events WHERE event_id = ANY(%s::text[])",
+        # One index probe per event, whatever the planner believes of the table's size: right
+        # after a burst of writes, before the statistics catch up, it would scan it whole.
+        " UNION ALL SELECT 'e', e.event_id, NULL, NULL, NULL FROM unnest(%s::text[]) AS x(id)"
+        "  CROSS JOIN LATERAL (SELECT event_id FROM events WHERE event_id = x.id OFFSET 0) AS e",
         (
             fence.lock_key if fence is not None else None,
             array_literal({c.room_id for c in chunks}),
