@@ -20,8 +20,10 @@ __all__ = [
     "Statement",
     "array_literal",
     "copy_data",
+    "copy_in",
     "copy_line",
     "copy_rows",
+    "copy_statement",
     "copy_text",
     "execute_all",
     "unnest",
@@ -160,8 +162,17 @@ def copy_line(*values: Any) -> str:
 
 def copy_data(cur: Any, table: str, columns: str, data: bytes) -> None:
     """COPY ``data``, rows already in COPY's text format, into ``table``."""
+    copy_in(cur, copy_statement(table, columns), data)
+
+
+def copy_statement(table: str, columns: str) -> str:
+    return f"COPY {table} ({columns}) FROM STDIN"
+
+
+def copy_in(cur: Any, statement: str, data: bytes) -> None:
+    """Run the COPY ... FROM STDIN ``statement`` with ``data`` (nothing when there is none)."""
     if data:
-        cur.copy_expert(f"COPY {table} ({columns}) FROM STDIN", io.BytesIO(data), size=_COPY_READ)
+        cur.copy_expert(statement, io.BytesIO(data), size=_COPY_READ)
 
 
 def copy_text(rows: Sequence[tuple[Any, ...]]) -> bytes:

@@ -24,6 +24,7 @@ __all__ = [
     "mark_sent",
     "mark_sent_statement",
     "offsets_statement",
+    "outbox_copy",
     "prune_sent",
     "store_offsets",
     "store_outbox",
@@ -47,10 +48,18 @@ _BINARY_TRAILER = struct.pack("!h", -1)
 
 
 def store_outbox(cur: Any, rows: Sequence[OutboxRow]) -> None:
-    """Write outbox rows, by COPY in the binary format: a message travels as its bytes, not as
-    twice as many hex digits for the server to decode."""
+    """Write outbox rows (by ``outbox_copy``)."""
+    copy = outbox_copy(rows)
+    if copy is not None:
+        cur.copy_expert(copy[0], io.BytesIO(copy[1]))
+
+
+def outbox_copy(rows: Sequence[OutboxRow]) -> tuple[str, bytes] | None:
+    """The COPY statement and data that write ``rows`` (None when there is none), in COPY's
+    binary format: a message travels as its bytes, not as twice as many hex digits for the
+    server to decode."""
     if not rows:
-        return
+        return None
     out = [_BINARY_HEADER]
     for r in rows:
         out.append(struct.pack("!hiqiq", 6, 8, r.position, 8, r.prev_position))
@@ -62,10 +71,10 @@ def store_outbox(cur: Any, rows: Sequence[OutboxRow]) -> None:
         out += [struct.pack("!i", len(r.message)), r.message]
         out.append(struct.pack("!iiii", 4, r.part, 4, r.parts))
     out.append(_BINARY_TRAILER)
-    cur.copy_expert(
+    return (
         "COPY invalidation_outbox (position, prev_position, room_id, message, part, parts)"
         " FROM STDIN WITH (FORMAT binary)",
-        io.BytesIO(b"".join(out)),
+        b"".join(out),
     )
 
 

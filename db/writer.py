@@ -26,8 +26,9 @@ from db.bulk import (
     NULL,
     Statement,
     array_literal,
-    copy_data,
+    copy_in,
     copy_line,
+    copy_statement,
     copy_text,
     execute_all,
     unnest_statement,
@@ -40,16 +41,27 @@ from db.chunk_marks import (
     chunk_seq,
     content_digest,
     marks_statement,
-    stored_digests,
 )
 from db.fence import Fenced
-from db.outbox import OutboxRow, mark_sent_statement, offsets_statement, store_outbox
+from db.outbox import OutboxRow, mark_sent_statement, offsets_statement, outbox_copy
 from pipeline.errors import SchemaError
 from pipeline.matrix.room_versions import EventFormat, room_version
 from pipeline.room.chunk import Chunk
 from topics.chunk import CommitChunk, for_commit
 
-__all__ = ["BatchResult", "CommittedChunk", "Fence", "MessageBuilder", "write_batch"]
+__all__ = [
+    "BatchResult",
+    "CommittedChunk",
+    "Fence",
+    "MessageBuilder",
+    "Plan",
+    "PositionMoved",
+    "Reads",
+    "build_batch",
+    "execute_batch",
+    "read_state",
+    "write_batch",
+]
 
 Change = tuple[CommitChunk, Mapping[str, int]]
 MessageBuilder = Callable[[Sequence[Change], int, int], list[bytes]]
@@ -84,15 +96,63 @@ class BatchResult:
     last_stream_ordering: int = 0
 
 
+class PositionMoved(Fenced):
+    """The stream position is not where this committer's last commit left it: another writer
+    committed in between, so whatever was built from what this one read is void."""
+
+    def __init__(self, lock_key: int, generation: int, expected: int, found: int) -> None:
+        super().__init__(lock_key, generation)
+        self.args = (
+            f"the stream position is {found}, not {expected} where this committer's last commit "
+            "left it: another writer committed in between; this one stands by again",
+        )
+
+
+@dataclass(slots=True)
+class Reads:
+    """What a batch is built from: the database's state before it, as far as its chunks go."""
+
+    position: int  # the stream position
+    marks: dict[str, Mark]  # the chunks' rooms' high-water marks
+    stored: set[str]  # those of the chunks' events stored already
+    # committed_chunks' records of the chunks at or below their room's high-water
+    digests: dict[str, Committed]
+
+
+@dataclass(slots=True)
+class Plan:
+    """A batch built (``build_batch``) and ready to execute: every COPY's statement and data,
+    then the other statements, and what the batch changes of ``Reads``."""
+
+    result: BatchResult
+    position: int  # the stream position the batch was built on
+    copies: list[tuple[str, bytes]]
+    statements: list[Statement | None]
+    new_marks: dict[str, tuple[int, Committed]]
+    fresh: set[str]  # the events it stores
+    in_batch: dict[str, Committed]  # what it commits under each new chunk id
+
+    def after(self, reads: Reads) -> Reads:
+        """``reads`` taken before this batch, as they read once it is committed."""
+        marks = dict(reads.marks)
+        for room, (n, committed) in self.new_marks.items():
+            marks[room] = Mark(n, committed)
+        return Reads(
+            self.result.last_stream_ordering,
+            marks,
+            reads.stored | self.fresh,
+            {**reads.digests, **self.in_batch},
+        )
+
+
 def _sort_out(
-    cur: Any,
     chunks: Sequence[CommitChunk],
-    marks: Mapping[str, Mark],
+    reads: Reads,
     sources: Sequence[int | None],
     result: BatchResult,
 ) -> tuple[list[CommitChunk], dict[str, tuple[int, Committed]], dict[str, Committed]]:
     """The chunks not committed before, in order, the rooms' new high-water marks, and what each
-    new chunk commits under its id; ``marks`` are the rooms' marks before the batch.
+    new chunk commits under its id.
 
     A chunk at or below its room's high-water was committed before: the same range of event
     sequence numbers with the same digest is a replay, and so is another range ending there (a
@@ -103,13 +163,8 @@ def _sort_out(
     recorded with the digest it carries; one committed before is compared by the digest of its
     content, computed here.
     """
+    marks, before = reads.marks, reads.digests
     seqs = [chunk_seq(c) for c in chunks]
-    older = [
-        c.chunk_id
-        for c, n in zip(chunks, seqs, strict=True)
-        if c.room_id in marks and n <= marks[c.room_id].last_seq
-    ]
-    before = stored_digests(cur, older)
     new_marks: dict[str, tuple[int, Committed]] = {}
     in_batch: dict[str, Committed] = {}
     fresh: list[CommitChunk] = []
@@ -145,15 +200,20 @@ def _sort_out(
     return fresh, new_marks, in_batch
 
 
-def _lock_and_read(
-    cur: Any, fence: Fence | None, chunks: Sequence[CommitChunk]
-) -> tuple[int, dict[str, Mark], set[str]]:
-    """One round trip: row-lock the fence (checking the generation) and the stream position,
-    and read the chunks' rooms' marks and which of their events are stored already.
+def read_state(
+    cur: Any,
+    fence: Fence | None,
+    chunks: Sequence[CommitChunk],
+    *,
+    expect_position: int | None = None,
+) -> Reads:
+    """One statement, the first of a batch's transaction: row-lock the fence (raising Fenced
+    unless the generation is ``fence``'s) and the stream position (raising PositionMoved unless
+    it is ``expect_position``, when given), and read what ``chunks`` are built from.
 
-    Returns the stream position, the marks and the stored event IDs. The row lock on
-    stream_positions serialises committers: orderings are handed out in commit order, and
-    nobody else can hand out the same range before this transaction ends.
+    The row lock on stream_positions serialises committers: orderings are handed out in commit
+    order, and nobody else can hand out the same range before this transaction ends. ``chunks``
+    may be the next batch's, read ahead: their state before this batch, for ``Plan.after``.
     """
     cur.execute(
         "WITH fence AS (SELECT generation FROM committer_fence WHERE lock_key = %s FOR UPDATE),"
@@ -166,15 +226,25 @@ def _lock_and_read(
         # One index probe per event, whatever the planner believes of the table's size: right
         # after a burst of writes, before the statistics catch up, it would scan it whole.
         " UNION ALL SELECT 'e', e.event_id, NULL, NULL, NULL FROM unnest(%s::text[]) AS x(id)"
-        "  CROSS JOIN LATERAL (SELECT event_id FROM events WHERE event_id = x.id OFFSET 0) AS e",
+        "  CROSS JOIN LATERAL (SELECT event_id FROM events WHERE event_id = x.id OFFSET 0) AS e"
+        # The records of chunks at or below their room's high-water (delivered again).
+        " UNION ALL SELECT 'd', c.chunk_id, c.seq_first, NULL, c.digest"
+        "  FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS y(id, room, n)"
+        "  JOIN room_chunk_marks AS m ON m.room_id = y.room AND y.n <= m.last_seq"
+        "  CROSS JOIN LATERAL (SELECT chunk_id, seq_first, digest FROM committed_chunks"
+        "   WHERE chunk_id = y.id OFFSET 0) AS c",
         (
             fence.lock_key if fence is not None else None,
             array_literal({c.room_id for c in chunks}),
             array_literal(e.event_id for c in chunks for e in c.events),
+            array_literal(c.chunk_id for c in chunks),
+            array_literal(c.room_id for c in chunks),
+            array_literal((chunk_seq(c) for c in chunks), "bigint"),
         ),
     )
     marks: dict[str, Mark] = {}
     stored: set[str] = set()
+    digests: dict[str, Committed] = {}
     position: int | None = None
     generation: int | None = None
     for kind, key, a, b, digest in cur.fetchall():
@@ -182,6 +252,8 @@ def _lock_and_read(
             stored.add(key)
         elif kind == "m":
             marks[key] = Mark(int(a), Committed(b, None if digest is None else bytes(digest)))
+        elif kind == "d":
+            digests[key] = Committed(a, None if digest is None else bytes(digest))
         else:
             generation, position = a, b
     if fence is not None and generation != fence.generation:
@@ -191,7 +263,10 @@ def _lock_and_read(
             "table stream_positions has no 'events' row: the schema is incomplete; "
             "recreate the database and run `roomstream db migrate`"
         )
-    return int(position), marks, stored
+    if expect_position is not None and position != expect_position:
+        key, generation = (fence.lock_key, fence.generation) if fence else (0, 0)
+        raise PositionMoved(key, generation, expect_position, int(position))
+    return Reads(int(position), marks, stored, digests)
 
 
 def write_batch(
@@ -213,16 +288,41 @@ def write_batch(
     id not of the form ``<room_id>/<n>`` raises ValueError. Core chunks are read as the
     committer reads them off the wire (``topics.chunk.for_commit``).
 
-    Round trips: one to lock and read (``_lock_and_read``; one more to read the digests of
-    chunks delivered again, if any), one COPY per table with rows per event, one for all other
-    statements; every Python step in between runs in one stretch.
+    ``read_state``, ``build_batch`` and ``execute_batch`` in a row; a committer may run them
+    apart, building the next batch while the database executes this one.
     """
     views = [c if isinstance(c, CommitChunk) else for_commit(c) for c in chunks]
-    position, marks, stored = _lock_and_read(cur, fence, views)
+    reads = read_state(cur, fence, views)
+    plan = build_batch(views, offsets, reads, build_message, sources=sources, sent=sent)
+    execute_batch(cur, plan)
+    return plan.result
+
+
+def execute_batch(cur: Any, plan: Plan) -> None:
+    """Send a built batch: its COPYs, then its other statements in one round trip."""
+    for statement, data in plan.copies:
+        copy_in(cur, statement, data)
+    execute_all(cur, plan.statements)
+
+
+def build_batch(
+    chunks: Sequence[CommitChunk],
+    offsets: Mapping[tuple[str, int], int],
+    reads: Reads,
+    build_message: MessageBuilder | None = None,
+    *,
+    sources: Sequence[int | None] | None = None,
+    sent: Sequence[int] = (),
+    statements: Sequence[Statement] = (),
+) -> Plan:
+    """The batch of ``chunks`` on top of ``reads``, every row and statement made: no database
+    is touched. ``statements`` run last (in the batch's transaction). Arguments as
+    ``write_batch``'s."""
     result = BatchResult()
     new_chunks, new_marks, digests = _sort_out(
-        cur, views, marks, sources if sources is not None else [None] * len(views), result
+        chunks, reads, sources if sources is not None else [None] * len(chunks), result
     )
+    stored = set(reads.stored)
     fresh: list[list[str]] = []  # per chunk, its events stored now, in order
     for c in new_chunks:
         ids_now: list[str] = []
@@ -234,6 +334,7 @@ def write_batch(
                 ids_now.append(e.event_id)
         fresh.append(ids_now)
 
+    position = reads.position
     total = sum(len(f) for f in fresh)
     prev_position = position
     last = position + total
@@ -260,23 +361,20 @@ def write_batch(
             OutboxRow(last, prev_position, key, data, i, len(parts)) for i, data in enumerate(parts)
         )
 
-    rows.write(
-        cur,
-        set(marks),
-        result.outbox,
-        [
-            (
-                "UPDATE stream_positions SET stream_id = %s WHERE stream_name = 'events'",
-                [last],
-            )
-            if total
-            else None,
-            marks_statement(new_marks),
-            offsets_statement(offsets),
-            mark_sent_statement(sent),
-        ],
-    )
-    return result
+    copies, rest = rows.prepare(set(reads.marks))
+    outbox = outbox_copy(result.outbox)
+    if outbox is not None:
+        copies.append(outbox)
+    rest += [
+        ("UPDATE stream_positions SET stream_id = %s WHERE stream_name = 'events'", [last])
+        if total
+        else None,
+        marks_statement(new_marks),
+        offsets_statement(offsets),
+        mark_sent_statement(sent),
+        *statements,
+    ]
+    return Plan(result, position, copies, rest, new_marks, rows.fresh, digests)
 
 
 class _Rows:
@@ -408,17 +506,12 @@ class _Rows:
         if has_create or room not in self.rooms:
             self.rooms[room] = (c.room_version, creator, has_create)
 
-    def write(
-        self,
-        cur: Any,
-        marked_rooms: set[str],
-        outbox: Sequence[OutboxRow],
-        statements: Sequence[Statement | None],
-    ) -> None:
-        """Every row: a COPY per table with rows per event (and the outbox), then every other
-        statement (``statements`` last) in one round trip. ``marked_rooms`` have their rooms
-        row already (a room's first mark is written in the transaction that writes its row).
-        All text is made before the first statement is sent."""
+    def prepare(
+        self, marked_rooms: set[str]
+    ) -> tuple[list[tuple[str, bytes]], list[Statement | None]]:
+        """Every row: a COPY (statement, data) per table with rows per event, and the other
+        statements. ``marked_rooms`` have their rooms row already (a room's first mark is
+        written in the transaction that writes its row)."""
         fresh = self.fresh
         rooms_create = [(r, v, c) for r, (v, c, has) in self.rooms.items() if has]
         rooms_other = [
@@ -426,7 +519,7 @@ class _Rows:
         ]
         # The rows of events stored now cannot conflict with stored rows (those events were
         # filtered out above), so they go in by COPY.
-        copies = [
+        tables = [
             (
                 "events",
                 "stream_ordering, topological_ordering, event_id, room_id, type, state_key,"
@@ -506,12 +599,9 @@ class _Rows:
                 "text, text",
                 [k for k, added in self.extremities.items() if added and k[1] not in fresh],
             ),
-            *statements,
         ]
-        for table, columns, data in copies:
-            copy_data(cur, table, columns, data)
-        store_outbox(cur, outbox)
-        execute_all(cur, rest)
+        copies = [(copy_statement(table, columns), data) for table, columns, data in tables if data]
+        return copies, rest
 
     def _state_groups_statement(self) -> Statement | None:
         """The new state groups with their edges and rows; a group already stored (a replay

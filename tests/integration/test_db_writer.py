@@ -10,6 +10,7 @@ import orjson
 import psycopg2
 import pytest
 
+from db.chunk_marks import chunk_seq
 from db.outbox import (
     CommitterProgress,
     OutboxRow,
@@ -18,11 +19,20 @@ from db.outbox import (
     store_outbox,
     unsent_outbox,
 )
-from db.writer import BatchResult, Change, write_batch
+from db.writer import (
+    BatchResult,
+    Change,
+    Reads,
+    build_batch,
+    execute_batch,
+    read_state,
+    write_batch,
+)
 from pipeline.config import Settings
 from pipeline.invalidations import build_message, decode_invalidation, encode_parts
 from pipeline.room.chunk import Chunk
 from tests.integration._chunks import RoomSim, member, msg, state
+from topics.chunk import for_commit
 
 pytestmark = pytest.mark.integration
 
@@ -309,3 +319,38 @@ def test_outbox_rows_come_back_byte_for_byte(conn: Any) -> None:
         store_outbox(cur, rows_in)
         assert unsent_outbox(cur) == rows_in
     conn.rollback()
+
+
+def test_state_read_ahead_of_a_batch_and_carried_over_it_is_what_the_database_holds_after_it(
+    conn: Any,
+) -> None:
+    # What the committer builds the next batch from while this one is written: the next
+    # batch's state read before this batch, with this batch's changes applied in Python.
+    one, two, three = (RoomSim(f"!r{i}:example.org") for i in range(3))
+    commit(conn, [one.create_chunk(), two.create_chunk()])
+    this = [one.chunk(msg(one.creator)), three.create_chunk()]
+    again = this[0]  # delivered again in the next batch: its digest must be found
+    after_this = one.chunk(msg(one.creator))
+    nxt = [for_commit(c) for c in (again, after_this, two.chunk(msg(two.creator)), this[1])]
+    with conn.cursor() as cur:
+        ahead = read_state(cur, None, nxt)
+        plan = build_batch([for_commit(c) for c in this], {}, ahead_of(cur, this), message)
+        execute_batch(cur, plan)
+    conn.commit()
+    carried = plan.after(ahead)
+    with conn.cursor() as cur:
+        actual = read_state(cur, None, nxt)
+    conn.rollback()
+    rooms = {c.room_id for c in nxt}
+    events = {e.event_id for c in nxt for e in c.events}
+    assert carried.position == actual.position == 7
+    assert {r: m for r, m in carried.marks.items() if r in rooms} == actual.marks
+    assert carried.stored & events == actual.stored
+    assert actual.stored == {e.event_id for c in (again, this[1]) for e in c.events}
+    older = {c.chunk_id for c in nxt if chunk_seq(c) <= actual.marks[c.room_id].last_seq}
+    assert {k: v for k, v in carried.digests.items() if k in older} == actual.digests
+    assert set(actual.digests) == {again.chunk_id, this[1].chunk_id}
+
+
+def ahead_of(cur: Any, chunks: Sequence[Chunk]) -> Reads:
+    return read_state(cur, None, [for_commit(c) for c in chunks])
