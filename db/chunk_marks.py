@@ -19,8 +19,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg2.extras import execute_values
-
 from db.bulk import Statement, array_literal
 from pipeline.room.chunk import Chunk
 from topics.chunk import CommitChunk
@@ -33,9 +31,11 @@ __all__ = [
     "chunk_digest",
     "chunk_seq",
     "content_digest",
+    "divergences_statement",
     "load_marks",
     "marks_statement",
     "prune_committed",
+    "prune_committed_statement",
     "record_divergences",
     "store_marks",
     "stored_digests",
@@ -146,24 +146,38 @@ def marks_statement(marks: Mapping[str, tuple[int, Committed]]) -> Statement | N
 
 
 def record_divergences(cur: Any, found: Sequence[Divergence]) -> None:
+    statement = divergences_statement(found)
+    if statement is not None:
+        cur.execute(*statement)
+
+
+def divergences_statement(found: Sequence[Divergence]) -> Statement | None:
+    """``record_divergences``'s statement (None when there is none)."""
     if not found:
-        return
-    execute_values(
-        cur,
+        return None
+    return (
         "INSERT INTO chunk_divergences "
-        "(chunk_id, room_id, stored_digest, new_digest, source_offset) VALUES %s",
+        "(chunk_id, room_id, stored_digest, new_digest, source_offset) "
+        "SELECT * FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::bytea[], %s::bigint[])",
         [
-            (d.chunk.chunk_id, d.chunk.room_id, d.stored_digest, d.new_digest, d.source_offset)
-            for d in found
+            array_literal(d.chunk.chunk_id for d in found),
+            array_literal(d.chunk.room_id for d in found),
+            array_literal((d.stored_digest for d in found), "bytea"),
+            array_literal((d.new_digest for d in found), "bytea"),
+            array_literal((d.source_offset for d in found), "bigint"),
         ],
     )
 
 
 def prune_committed(cur: Any, window: int = COMMITTED_WINDOW) -> int:
     """Drop committed_chunks rows older than ``window`` stream positions; the count dropped."""
-    cur.execute(
+    cur.execute(*prune_committed_statement(window))
+    return int(cur.rowcount)
+
+
+def prune_committed_statement(window: int = COMMITTED_WINDOW) -> Statement:
+    return (
         "DELETE FROM committed_chunks WHERE committed_at <= ("
         " SELECT stream_id FROM stream_positions WHERE stream_name = 'events') - %s",
-        (window,),
+        [window],
     )
-    return int(cur.rowcount)

@@ -26,6 +26,7 @@ __all__ = [
     "offsets_statement",
     "outbox_copy",
     "prune_sent",
+    "prune_sent_statement",
     "store_offsets",
     "store_outbox",
     "unsent_outbox",
@@ -149,10 +150,14 @@ def mark_sent_statement(positions: Iterable[int]) -> Statement | None:
 
 def prune_sent(cur: Any, keep: int) -> None:
     """Delete sent messages more than ``keep`` positions old (kept for operators to inspect)."""
-    cur.execute(
+    cur.execute(*prune_sent_statement(keep))
+
+
+def prune_sent_statement(keep: int) -> Statement:
+    return (
         "DELETE FROM invalidation_outbox WHERE sent AND position < ("
         " SELECT stream_id FROM stream_positions WHERE stream_name = 'events') - %s",
-        (keep,),
+        [keep],
     )
 
 

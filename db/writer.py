@@ -131,6 +131,7 @@ class Plan:
     new_marks: dict[str, tuple[int, Committed]]
     fresh: set[str]  # the events it stores
     in_batch: dict[str, Committed]  # what it commits under each new chunk id
+    sent: list[Any] = field(default_factory=list)  # the caller's record of what it marks sent
 
     def after(self, reads: Reads) -> Reads:
         """``reads`` taken before this batch, as they read once it is committed."""

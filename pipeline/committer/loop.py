@@ -55,6 +55,7 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
@@ -70,12 +71,17 @@ from confluent_kafka import (
 )
 from confluent_kafka import Message as KafkaMessage
 
-from db.chunk_marks import prune_committed, record_divergences
+from db.chunk_marks import (
+    divergences_statement,
+    prune_committed_statement,
+    record_divergences,
+)
 from db.fence import Fenced, take_generation
 from db.migrate import check_schema
-from db.outbox import OutboxRow, load_offsets, mark_sent, prune_sent, unsent_outbox
-from db.writer import BatchResult, Change, Fence, write_batch
+from db.outbox import OutboxRow, load_offsets, mark_sent, prune_sent_statement, unsent_outbox
+from db.writer import BatchResult, Change, Fence, Plan, Reads, build_batch, read_state, write_batch
 from pipeline import health, metrics
+from pipeline.committer.batch_writer import BatchWriter, Job
 from pipeline.committer.connection import APPLICATION_NAME, PING_S, PgConnection, connect
 from pipeline.committer.dead_letter import dead_letter_value
 from pipeline.committer.errors import CommitterStopped, PublishError
@@ -166,16 +172,23 @@ class CommitterStats:
     last_position: int = 0
 
 
-@dataclass
+@dataclass(eq=False)
 class _InFlight:
-    """Outbox rows handed to the producer, and the delivery errors reported so far."""
+    """Outbox rows handed to the producer, and their deliveries reported so far."""
 
     rows: list[OutboxRow]
+    producer: Producer | None = None
     failures: list[KafkaError] = field(default_factory=list)
+    reported: int = 0
+    counted: bool = False
 
     def delivered(self, err: KafkaError | None, msg: KafkaMessage) -> None:
+        self.reported += 1
         if err is not None:
             self.failures.append(err)
+
+    def delivered_all(self) -> bool:
+        return self.reported >= len(self.rows)
 
 
 def build_parts(changes: Sequence[Change], position: int, prev_position: int) -> list[bytes]:
@@ -217,7 +230,7 @@ class Committer:
         self.stats = CommitterStats()
         self._progress_at = time.monotonic()
         self._retrying: str | None = None  # the reason of the retries under way, if any
-        self._in_flight: _InFlight | None = None  # published, not yet confirmed nor marked
+        self._in_flight: list[_InFlight] = []  # published, not yet marked sent
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -363,118 +376,208 @@ class Committer:
             )
             if self.on_active is not None:
                 self.on_active()
-            last_activity = time.monotonic()
-            while not self.stop.is_set():
-                batch = reader.next_batch()
-                if batch is not None:
-                    self._commit_batch(conn, producer, batch)
-                    # Step 5: informational only.
-                    reader.committed(batch.next_offsets)
-                    last_activity = time.monotonic()
-                elif self._in_flight is not None:
-                    self._settle(conn, producer)
-                    last_activity = time.monotonic()
-                elif time.monotonic() - last_activity > PING_S:
-                    # The server ends a silent session (and with it the lock): keep talking,
-                    # and find out while idle if the connection is gone.
-                    with conn.cursor() as cur:
-                        cur.execute("SELECT 1")
-                    conn.commit()
-                    last_activity = time.monotonic()
-                self._progress_at = time.monotonic()
-            self._settle(conn, producer)
+            self._run_batches(conn, producer, reader)
         finally:
-            self._in_flight = None
+            self._in_flight = []
             if consumer is not None:
                 consumer.close()
             producer.flush(5)
 
     # ------------------------------------------------------------------ one batch
 
-    def _commit_batch(self, conn: PgConnection, producer: Producer, batch: Batch) -> None:
-        # Step 1's end: what did not decode goes to the dead-letter topic first.
+    def _run_batches(self, conn: PgConnection, producer: Producer, reader: ChunkReader) -> None:
+        """Steps 1–5, batch after batch, until ``stop`` is set: the writer thread executes one
+        batch while this thread builds the next from the state read ahead in the batch's first
+        statement and carried over it (pipeline.committer.batch_writer)."""
+        writer = BatchWriter(conn, self.fence, self.crash)
+        writer.start()
+        job: Job | None = None  # in the writer's hands
+        job_batch: Batch | None = None
+        taken: deque[Batch] = deque()  # read and decoded, not yet handed over
+        reads: Reads | None = None  # what taken[0] is built from, when carried over the job
+        last_activity = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                if not taken:
+                    first = self._take(reader, producer, wait=job is None)
+                    if first is not None:
+                        taken.append(first)
+                if not taken:
+                    if job is not None:
+                        self._finish(conn, producer, reader, job, job_batch)
+                        job = None
+                    elif self._in_flight:
+                        self._settle(conn, producer)
+                    elif time.monotonic() - last_activity > PING_S:
+                        # The server ends a silent session (and with it the lock): keep
+                        # talking, and find out while idle if the connection is gone.
+                        with conn.cursor() as cur:
+                            cur.execute("SELECT 1")
+                        conn.commit()
+                    else:
+                        continue
+                    last_activity = self._progress_at = time.monotonic()
+                    continue
+                batch = taken[0]
+                verify = reads is not None
+                if reads is None:
+                    if job is not None:  # the connection is the writer's until it is done
+                        if not self._finish(conn, producer, reader, job, job_batch):
+                            reads = None
+                        job = None
+                        continue
+                    with conn.cursor() as cur:
+                        reads = read_state(cur, self.fence, [c for _, c in batch.chunks])
+                self.crash("after_poll")
+                try:
+                    plan = self._build(producer, batch, reads)
+                except _UNWRITABLE as exc:
+                    if job is not None:
+                        self._finish(conn, producer, reader, job, job_batch)
+                        job = None
+                    conn.rollback()
+                    log.warning(
+                        "batch of %d chunk(s) failed (%s); writing them one by one",
+                        len(batch.items),
+                        exc,
+                    )
+                    self._commit_one_by_one(conn, producer, batch)
+                    reader.committed(batch.next_offsets)
+                    taken.popleft()
+                    reads = None
+                    continue
+                if len(taken) < 2:
+                    ahead = self._take(reader, producer, wait=False)
+                    if ahead is not None:
+                        taken.append(ahead)
+                if job is not None:
+                    done = self._finish(conn, producer, reader, job, job_batch)
+                    job = None
+                    if not done:  # the plan was built on state carried over that batch
+                        reads = None
+                        continue
+                nxt = [c for _, c in taken[1].chunks] if len(taken) > 1 else []
+                job = writer.submit(plan, verify=verify, ahead=nxt, marks_sent=bool(plan.sent))
+                job_batch = taken.popleft()
+                reads = None
+                if nxt:
+                    state = job.wait_ahead()
+                    reads = plan.after(state) if state is not None else None
+                last_activity = self._progress_at = time.monotonic()
+            if job is not None:
+                self._finish(conn, producer, reader, job, job_batch)
+                job = None
+            self._settle(conn, producer)
+        finally:
+            writer.close()
+
+    def _take(self, reader: ChunkReader, producer: Producer, *, wait: bool) -> Batch | None:
+        """Step 1: the next batch; what did not decode goes to the dead-letter topic at once."""
+        batch = reader.next_batch(None if wait else 0)
+        if batch is None:
+            return None
         unreadable = batch.unreadable
         for rec, reason in unreadable:
             self._dead_letter(producer, rec, reason)
         if unreadable:
             self._flush(producer, "dead letters")
-        next_offsets = batch.next_offsets
-        if not next_offsets:
-            return
-        self.crash("after_poll")
+        return batch if batch.next_offsets else None
 
-        # Step 2: one transaction. It also marks the previous batch's messages sent (step 4),
-        # once they are confirmed delivered, just before the COMMIT.
-        in_flight = self._in_flight
+    def _build(self, producer: Producer, batch: Batch, reads: Reads) -> Plan:
+        """Step 2's Python half. It also marks the messages published and confirmed since they
+        were written (step 4), and dead-letters the divergences it records."""
         pairs = batch.chunks
-        chunks = [c for _, c in pairs]
+        statements = []
+        if self.stats.batches % PRUNE_EVERY == 0:
+            statements += [prune_committed_statement(), prune_sent_statement(OUTBOX_KEEP)]
+        sent = self._confirmed()
+        plan = build_batch(
+            [c for _, c in pairs],
+            batch.next_offsets,
+            reads,
+            build_parts,
+            sources=[rec.offset() for rec, _ in pairs],
+            sent=[r.position for f in sent for r in f.rows],
+            statements=statements,
+        )
+        plan.sent = sent
+        divergences = divergences_statement(plan.result.divergences)
+        if divergences is not None:
+            plan.statements.append(divergences)
+            self._report_divergences(producer, plan.result, pairs)
+        return plan
+
+    def _finish(
+        self,
+        conn: PgConnection,
+        producer: Producer,
+        reader: ChunkReader,
+        job: Job,
+        batch: Batch | None,
+    ) -> bool:
+        """Wait for the job's COMMIT, then publish its messages (step 3) and tell Kafka (step
+        5). When the database refused its data, it is rolled back and its chunks written one
+        by one: False (anything built on it is void)."""
         started = time.perf_counter()
         try:
-            with conn.cursor() as cur:
-                result = write_batch(
-                    cur,
-                    chunks,
-                    next_offsets,
-                    build_parts,
-                    fence=self.fence,
-                    sources=[rec.offset() for rec, _ in pairs],
-                    sent=[r.position for r in in_flight.rows] if in_flight is not None else (),
-                )
-                self._report_divergences(cur, producer, result, pairs)
-                if self.stats.batches % PRUNE_EVERY == 0:
-                    prune_committed(cur)
-                    prune_sent(cur, OUTBOX_KEEP)
+            job.wait()
         except _UNWRITABLE as exc:
             conn.rollback()
+            assert batch is not None
             log.warning(
-                "batch of %d chunk(s) failed (%s); writing them one by one", len(chunks), exc
+                "batch of %d chunk(s) failed (%s); writing them one by one", len(batch.items), exc
             )
             self._settle(conn, producer)
             self._commit_one_by_one(conn, producer, batch)
-            return
-        if in_flight is not None:
-            self._confirm(producer, in_flight)  # a failed delivery rolls the batch back
-        self.crash("before_commit")
-        conn.commit()
-        if in_flight is not None:
-            self._in_flight = None
-            self.crash("after_mark_sent")
-        self.crash("after_commit")
+            reader.committed(batch.next_offsets)
+            return False
+        plan = job.plan
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
-        metrics.BATCH_CHUNKS.observe(len(chunks))
-        self._count(result)
-
-        # Step 3: published now, confirmed (and marked sent) with the next batch or when idle,
-        # so the wait for the broker's acknowledgement overlaps the next batch's work.
-        self._in_flight = self._send(producer, result.outbox)
+        metrics.BATCH_CHUNKS.observe(len(plan.result.committed))
+        for marked in plan.sent:
+            if marked in self._in_flight:
+                self._in_flight.remove(marked)
+        self._count(plan.result)
+        # Step 3: published now; confirmed, and marked sent, with a later batch or when idle.
+        sent = self._send(producer, plan.result.outbox)
+        if sent is not None:
+            self._in_flight.append(sent)
         self.crash("after_publish")
+        if batch is not None:
+            reader.committed(batch.next_offsets)
+        return True
+
+    def _confirmed(self) -> list[_InFlight]:
+        """The messages in flight, once the broker acknowledged them all (PublishError if a
+        delivery failed): a batch built now marks them sent."""
+        for in_flight in self._in_flight:
+            self._confirm_delivery(in_flight)
+        return list(self._in_flight)
 
     def _settle(self, conn: PgConnection, producer: Producer) -> None:
         """Confirm the delivery of the messages in flight and mark them sent (step 4) in a
         transaction of their own."""
-        in_flight = self._in_flight
-        if in_flight is None:
+        if not self._in_flight:
             return
-        self._confirm(producer, in_flight)
-        self._mark_sent(conn, in_flight.rows)
-        self._in_flight = None
+        confirmed = self._confirmed()
+        self._mark_sent(conn, [r for f in confirmed for r in f.rows])
+        self._in_flight = []
         self.crash("after_mark_sent")
 
     def _report_divergences(
         self,
-        cur: object,
         producer: Producer,
         result: BatchResult,
         pairs: Sequence[tuple[KafkaMessage, CommitChunk]],
     ) -> None:
-        """Record, log, count and dead-letter each chunk that diverged from the one committed.
+        """Log, count and dead-letter each chunk that diverged from the one committed (the
+        batch records them in chunk_divergences).
 
         The dead letters are flushed before the transaction commits, so a crash cannot lose
         them: at worst they go out twice.
         """
         if not result.divergences:
             return
-        record_divergences(cur, result.divergences)
         by_offset = {rec.offset(): rec for rec, _ in pairs}
         for d in result.divergences:
             stored = d.stored_digest.hex()[:16] if d.stored_digest else "?"
@@ -540,7 +643,8 @@ class Committer:
                             fence=self.fence,
                             sources=[rec.offset()],
                         )
-                        self._report_divergences(cur, producer, result, [(rec, chunk)])
+                        record_divergences(cur, result.divergences)
+                        self._report_divergences(producer, result, [(rec, chunk)])
                 except _UNWRITABLE as exc:
                     conn.rollback()
                     self._dead_letter(producer, rec, f"the database refused chunk: {exc!r}")
@@ -579,7 +683,7 @@ class Committer:
         """Hand ``rows`` to the producer, in order; ``_confirm`` waits for their delivery."""
         if not rows:
             return None
-        in_flight = _InFlight(list(rows))
+        in_flight = _InFlight(list(rows), producer=producer)
         for row in rows:
             try:
                 producer.produce(
@@ -604,6 +708,12 @@ class Committer:
         if in_flight is None:
             return
         self._flush(producer, "invalidation messages")
+        self._confirm_delivery(in_flight)
+
+    def _confirm_delivery(self, in_flight: _InFlight) -> None:
+        """PublishError unless every row of ``in_flight`` is delivered (flushing if needed)."""
+        if in_flight.producer is not None and not in_flight.delivered_all():
+            self._flush(in_flight.producer, "invalidation messages")
         failures = in_flight.failures
         if failures:
             permanent = any(f.code() in _PERMANENT_DELIVERY or f.fatal() for f in failures)
@@ -618,8 +728,10 @@ class Committer:
                 ),
                 permanent=permanent,
             )
-        self.stats.last_position = in_flight.rows[-1].position
-        metrics.INVALIDATIONS_SENT.inc(len(in_flight.rows))
+        if not in_flight.counted:
+            in_flight.counted = True
+            self.stats.last_position = in_flight.rows[-1].position
+            metrics.INVALIDATIONS_SENT.inc(len(in_flight.rows))
 
     def _flush(self, producer: Producer, what: str) -> None:
         left = producer.flush(30)

@@ -123,9 +123,10 @@ class ChunkReader:
         self.poll_timeout = poll_timeout
         self._left: list[KafkaMessage] = []  # taken, beyond the last batch's bounds
 
-    def next_batch(self) -> Batch | None:
-        """The next batch, or None when no record came within ``poll_timeout``."""
-        records = self._left or self._take()
+    def next_batch(self, timeout: float | None = None) -> Batch | None:
+        """The next batch, or None when no record came within ``timeout`` (default
+        ``poll_timeout``)."""
+        records = self._left or self._take(self.poll_timeout if timeout is None else timeout)
         if not records:
             return None
         first, *rest = split_batches(records, self.most, self.max_bytes)
@@ -143,8 +144,8 @@ class ChunkReader:
             if high is not None and high >= 0:
                 metrics.CONSUMER_LAG.labels("committer", str(p)).set(max(0, high - o))
 
-    def _take(self) -> list[KafkaMessage]:
-        first = self.consumer.poll(self.poll_timeout)
+    def _take(self, timeout: float) -> list[KafkaMessage]:
+        first = self.consumer.poll(timeout)
         if first is None:
             return []
         rest: list[KafkaMessage] = (
