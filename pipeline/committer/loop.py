@@ -53,6 +53,7 @@ import hashlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -121,6 +122,10 @@ CRASH_POINTS = (
 OUTBOX_KEEP = 100_000  # positions of sent outbox rows kept for operators to look at
 PRUNE_EVERY = 100  # batches between prunings of the outbox and the committed-chunks window
 GIVE_UP_S = 300.0  # retrying without progress for this long stops the process
+# How long a thread holding the interpreter lock keeps the other waiting: the writer thread needs
+# it for a moment after each statement, and should not wait 5 ms (Python's default) for the
+# committer's thread to finish building the next batch.
+SWITCH_INTERVAL_S = 0.0005
 # A batch allocates tens of thousands of short-lived containers (decoded PDUs, rows), all freed
 # by reference counting; at the default threshold (700) the cyclic collector runs dozens of
 # times per batch and finds nothing, a tenth of the committer's CPU. See ``tune_gc``.
@@ -803,6 +808,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     health.serve(settings.metrics_port, settings.metrics_addr, health.COMMITTER)
     tune_gc()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         run_committer(settings, stop)
     except (CommitterStopped, SchemaError) as exc:
