@@ -2,9 +2,9 @@
 
 The advisory lock decides who is active, but a committer can lose it without noticing (its
 session ended by the server while the process was paused or cut off). ``take_generation``,
-called right after the lock is acquired, advances the generation of the lock's key;
-``check_generation``, the first statement of every commit transaction, row-locks it and
-refuses to go on unless it is still the caller's. So a stale committer that resumes cannot
+called right after the lock is acquired, advances the generation of the lock's key; the first
+statement of every commit transaction (``db.writer``'s, or ``check_generation``) row-locks it
+and refuses to go on unless it is still the caller's. So a stale committer that resumes cannot
 commit, whatever it believes, and a commit in flight when a new committer takes over finishes
 before the new generation is taken.
 """

@@ -7,11 +7,13 @@ commits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import io
+import struct
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg2.extras import execute_values
+from db.bulk import Statement, array_literal
 
 __all__ = [
     "CommitterProgress",
@@ -20,8 +22,13 @@ __all__ = [
     "last_stream_ordering",
     "load_offsets",
     "mark_sent",
+    "mark_sent_statement",
+    "offsets_statement",
+    "outbox_copy",
     "prune_sent",
+    "prune_sent_statement",
     "store_offsets",
+    "store_outbox",
     "unsent_outbox",
 ]
 
@@ -36,6 +43,42 @@ class OutboxRow:
     parts: int = 1
 
 
+# COPY's binary format: its signature, flags and header extension length, and the end marker.
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + struct.pack("!ii", 0, 0)
+_BINARY_TRAILER = struct.pack("!h", -1)
+
+
+def store_outbox(cur: Any, rows: Sequence[OutboxRow]) -> None:
+    """Write outbox rows (by ``outbox_copy``)."""
+    copy = outbox_copy(rows)
+    if copy is not None:
+        cur.copy_expert(copy[0], io.BytesIO(copy[1]))
+
+
+def outbox_copy(rows: Sequence[OutboxRow]) -> tuple[str, bytes] | None:
+    """The COPY statement and data that write ``rows`` (None when there is none), in COPY's
+    binary format: a message travels as its bytes, not as twice as many hex digits for the
+    server to decode."""
+    if not rows:
+        return None
+    out = [_BINARY_HEADER]
+    for r in rows:
+        out.append(struct.pack("!hiqiq", 6, 8, r.position, 8, r.prev_position))
+        if r.room_id is None:
+            out.append(struct.pack("!i", -1))
+        else:
+            room = r.room_id.encode()
+            out += [struct.pack("!i", len(room)), room]
+        out += [struct.pack("!i", len(r.message)), r.message]
+        out.append(struct.pack("!iiii", 4, r.part, 4, r.parts))
+    out.append(_BINARY_TRAILER)
+    return (
+        "COPY invalidation_outbox (position, prev_position, room_id, message, part, parts)"
+        " FROM STDIN WITH (FORMAT binary)",
+        b"".join(out),
+    )
+
+
 def load_offsets(cur: Any, topic: str) -> dict[int, int]:
     """partition -> next offset to read, for the partitions of ``topic`` consumed so far."""
     cur.execute("SELECT partition, next_offset FROM committer_offsets WHERE topic = %s", (topic,))
@@ -44,13 +87,25 @@ def load_offsets(cur: Any, topic: str) -> dict[int, int]:
 
 def store_offsets(cur: Any, offsets: Mapping[tuple[str, int], int]) -> None:
     """Record (topic, partition) -> next offset; the caller commits it with the rows it produced."""
+    statement = offsets_statement(offsets)
+    if statement is not None:
+        cur.execute(*statement)
+
+
+def offsets_statement(offsets: Mapping[tuple[str, int], int]) -> Statement | None:
+    """``store_offsets``'s statement (None when there is no offset)."""
     if not offsets:
-        return
-    execute_values(
-        cur,
-        "INSERT INTO committer_offsets (topic, partition, next_offset) VALUES %s "
+        return None
+    ordered = sorted(offsets.items())
+    return (
+        "INSERT INTO committer_offsets (topic, partition, next_offset) "
+        "SELECT * FROM unnest(%s::text[], %s::int[], %s::bigint[]) "
         "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = EXCLUDED.next_offset",
-        [(t, p, o) for (t, p), o in sorted(offsets.items())],
+        [
+            array_literal(t for (t, _), _ in ordered),
+            array_literal((p for (_, p), _ in ordered), "int"),
+            array_literal((o for _, o in ordered), "bigint"),
+        ],
     )
 
 
@@ -75,22 +130,34 @@ def unsent_outbox(cur: Any) -> list[OutboxRow]:
 
 def mark_sent(cur: Any, positions: Iterable[int]) -> None:
     """Mark every part of the messages at ``positions`` sent."""
+    statement = mark_sent_statement(positions)
+    if statement is not None:
+        cur.execute(*statement)
+
+
+def mark_sent_statement(positions: Iterable[int]) -> Statement | None:
+    """``mark_sent``'s statement (None when there is no position)."""
     ps = sorted(set(positions))
-    if ps:
-        # Published rows are always a run of whole messages: one range covers them.
-        cur.execute(
-            "UPDATE invalidation_outbox SET sent = TRUE WHERE position BETWEEN %s AND %s "
-            "AND position = ANY(%s) AND NOT sent",
-            (ps[0], ps[-1], ps),
-        )
+    if not ps:
+        return None
+    # Published rows are always a run of whole messages: one range covers them.
+    return (
+        "UPDATE invalidation_outbox SET sent = TRUE WHERE position BETWEEN %s AND %s "
+        "AND position = ANY(%s::bigint[]) AND NOT sent",
+        [ps[0], ps[-1], array_literal(ps, "bigint")],
+    )
 
 
 def prune_sent(cur: Any, keep: int) -> None:
     """Delete sent messages more than ``keep`` positions old (kept for operators to inspect)."""
-    cur.execute(
+    cur.execute(*prune_sent_statement(keep))
+
+
+def prune_sent_statement(keep: int) -> Statement:
+    return (
         "DELETE FROM invalidation_outbox WHERE sent AND position < ("
         " SELECT stream_id FROM stream_positions WHERE stream_name = 'events') - %s",
-        (keep,),
+        [keep],
     )
 
 

@@ -2,11 +2,12 @@
 
 ``write_batch`` checks the caller's fencing generation, assigns stream orderings (contiguous, in
 commit order, from the locked ``stream_positions`` row), writes every table of DESIGN.md's
-schema with one bulk statement per table, never one per row: ``COPY`` for rows that cannot
-conflict (those of events stored now), ``unnest`` of one array per column for upserts and
-deletes. It raises the rooms' chunk high-water marks, records the consumed offsets and ONE
-invalidation message for the whole batch (several outbox rows when the message is split into
-parts). The caller commits.
+schema with one bulk statement per table, never one per row (``db.bulk``): ``COPY`` for rows
+that cannot conflict (those of events stored now), ``unnest`` of one array per column for
+upserts and deletes. It reads chunks as the committer does (``topics.chunk.CommitChunk``): the
+PDU fields it needs, and the JSON text event_json stores. It raises the rooms' chunk high-water
+marks, records the consumed offsets and ONE invalidation message for the whole batch (several
+outbox rows when the message is split into parts). The caller commits.
 
 Replays are harmless: a chunk at or below its room's high-water was committed before and is
 skipped whole when its content is the same (a divergence is reported when it is not), and an
@@ -17,32 +18,52 @@ the last chunk to touch a current-state key or forward extremity wins.
 
 from __future__ import annotations
 
-import io
-import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from db.bulk import (
+    NULL,
+    Statement,
+    array_literal,
+    copy_in,
+    copy_line,
+    copy_statement,
+    copy_text,
+    execute_all,
+    unnest_statement,
+)
 from db.chunk_marks import (
     Committed,
     Divergence,
+    Mark,
     chunk_digest,
     chunk_seq,
-    load_marks,
-    store_marks,
-    stored_digests,
+    content_digest,
+    marks_statement,
 )
-from db.fence import check_generation
-from db.outbox import OutboxRow, store_offsets
+from db.fence import Fenced
+from db.outbox import OutboxRow, mark_sent_statement, offsets_statement, outbox_copy
 from pipeline.errors import SchemaError
 from pipeline.matrix.room_versions import EventFormat, room_version
 from pipeline.room.chunk import Chunk
+from topics.chunk import CommitChunk, for_commit
 
-__all__ = ["BatchResult", "CommittedChunk", "Fence", "MessageBuilder", "write_batch"]
+__all__ = [
+    "BatchResult",
+    "CommittedChunk",
+    "Fence",
+    "MessageBuilder",
+    "Plan",
+    "PositionMoved",
+    "Reads",
+    "build_batch",
+    "execute_batch",
+    "read_state",
+    "write_batch",
+]
 
-Change = tuple[Chunk, Mapping[str, int]]
+Change = tuple[CommitChunk, Mapping[str, int]]
 MessageBuilder = Callable[[Sequence[Change], int, int], list[bytes]]
 """(chunks with the orderings of their events stored now, position, prev_position) -> the
 encoded parts of the batch's invalidation message."""
@@ -54,9 +75,9 @@ class Fence:
     generation: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # one per chunk: not frozen, which costs a third of a µs more
 class CommittedChunk:
-    chunk: Chunk
+    chunk: CommitChunk
     stream_orderings: dict[str, int]  # the events stored now; others were stored before
     position: int | None  # highest stream ordering; None when no event was stored
     prev_position: int
@@ -75,118 +96,87 @@ class BatchResult:
     last_stream_ordering: int = 0
 
 
-def _unnest(cur: Any, sql: str, types: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Run ``sql`` once for all ``rows``: its ``{rows}`` is a row source made of one array per
-    column (``types`` names their element types, comma-separated), so the statement is the
-    same whatever the number of rows and psycopg2 adapts the values in C, not row by row."""
-    if not rows:
-        return
-    source = "unnest(" + ", ".join(f"%s::{t.strip()}[]" for t in types.split(",")) + ")"
-    cur.execute(sql.replace("{rows}", source), [list(c) for c in zip(*rows, strict=True)])
+class PositionMoved(Fenced):
+    """The stream position is not where this committer's last commit left it: another writer
+    committed in between, so whatever was built from what this one read is void."""
 
-
-_NULL = "\\N"
-# What COPY's text format must escape (backslash, tab, newline, carriage return), and NUL,
-# which a text value cannot hold.
-_SPECIAL = ("\\", "\t", "\n", "\r", "\x00")
-_COPY_READ = 1 << 20  # bytes handed to the server per write
-_NONE = type(None)
-_BOOL = {True: "t", False: "f"}
-
-
-def _copy_field(v: Any) -> str:
-    if v is None:
-        return _NULL
-    if isinstance(v, str):
-        text: str = v
-        if "\x00" in text:
-            # COPY would cut the value short; refuse it as an INSERT would.
-            raise ValueError(f"text value contains a NUL character: {text[:40]!r}")
-        return (
-            text.replace("\\", "\\\\")
-            .replace("\t", "\\t")
-            .replace("\n", "\\n")
-            .replace("\r", "\\r")
+    def __init__(self, lock_key: int, generation: int, expected: int, found: int) -> None:
+        super().__init__(lock_key, generation)
+        self.args = (
+            f"the stream position is {found}, not {expected} where this committer's last commit "
+            "left it: another writer committed in between; this one stands by again",
         )
-    if isinstance(v, bool):
-        return "t" if v else "f"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, bytes):
-        return "\\\\x" + v.hex()
-    return str(v)
 
 
-def _copy_column(values: tuple[Any, ...]) -> Sequence[str] | Iterator[str]:
-    """One column's values in COPY's text format.
+@dataclass(slots=True)
+class Reads:
+    """What a batch is built from: the database's state before it, as far as its chunks go."""
 
-    Column by column, so that the common cases run as C loops: a column of plain text is
-    scanned once for characters to escape (there rarely are any) and used as it is, a column
-    of integers is mapped through ``str``. Anything else goes value by value.
-    """
-    types = set(map(type, values))
-    if types <= {str, _NONE}:
-        # filter(None, ...) drops the NULLs (and empty strings, which need no escape); a
-        # search for one character is a memchr, so five of them over the column are cheap.
-        text = "".join(filter(None, values))
-        if any(c in text for c in _SPECIAL):
-            return [_copy_field(v) for v in values]
-        if _NONE in types:
-            return [_NULL if v is None else v for v in values]
-        return values
-    if types == {int}:
-        return map(str, values)
-    if types == {int, _NONE}:
-        return [_NULL if v is None else str(v) for v in values]
-    if types == {bool}:
-        return map(_BOOL.__getitem__, values)
-    return [_copy_field(v) for v in values]
+    position: int  # the stream position
+    marks: dict[str, Mark]  # the chunks' rooms' high-water marks
+    stored: set[str]  # those of the chunks' events stored already
+    # committed_chunks' records of the chunks at or below their room's high-water
+    digests: dict[str, Committed]
 
 
-def _copy(cur: Any, table: str, columns: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """COPY ``rows`` into ``table``: the fastest bulk path, for rows that cannot conflict."""
-    if not rows:
-        return
-    columns_text = map(_copy_column, zip(*rows, strict=True))
-    lines = map("\t".join, zip(*columns_text, strict=True))
-    text = "\n".join(itertools.chain(lines, ("",)))  # every line ends in a newline
-    cur.copy_expert(
-        f"COPY {table} ({columns}) FROM STDIN", io.BytesIO(text.encode()), size=_COPY_READ
-    )
+@dataclass(slots=True)
+class Plan:
+    """A batch built (``build_batch``) and ready to execute: every COPY's statement and data,
+    then the other statements, and what the batch changes of ``Reads``."""
+
+    result: BatchResult
+    position: int  # the stream position the batch was built on
+    copies: list[tuple[str, bytes]]
+    statements: list[Statement | None]
+    new_marks: dict[str, tuple[int, Committed]]
+    fresh: set[str]  # the events it stores
+    in_batch: dict[str, Committed]  # what it commits under each new chunk id
+    sent: list[Any] = field(default_factory=list)  # the caller's record of what it marks sent
+
+    def after(self, reads: Reads) -> Reads:
+        """``reads`` taken before this batch, as they read once it is committed."""
+        marks = dict(reads.marks)
+        for room, (n, committed) in self.new_marks.items():
+            marks[room] = Mark(n, committed)
+        return Reads(
+            self.result.last_stream_ordering,
+            marks,
+            reads.stored | self.fresh,
+            {**reads.digests, **self.in_batch},
+        )
 
 
 def _sort_out(
-    cur: Any, chunks: Sequence[Chunk], sources: Sequence[int | None], result: BatchResult
-) -> tuple[list[Chunk], dict[str, tuple[int, Committed]], dict[str, Committed], set[str]]:
-    """The chunks not committed before, in order, the rooms' new high-water marks, what each
-    new chunk commits under its id, and the rooms that had a mark (so have their rooms row).
+    chunks: Sequence[CommitChunk],
+    reads: Reads,
+    sources: Sequence[int | None],
+    result: BatchResult,
+) -> tuple[list[CommitChunk], dict[str, tuple[int, Committed]], dict[str, Committed]]:
+    """The chunks not committed before, in order, the rooms' new high-water marks, and what each
+    new chunk commits under its id.
 
     A chunk at or below its room's high-water was committed before: the same range of event
     sequence numbers with the same digest is a replay, and so is another range ending there (a
     replay batched otherwise: every event it holds is stored), both in
     ``result.skipped_chunk_ids``; the same range with another digest is a divergence
     (``result.divergences``); one whose record was pruned goes to ``unverified_chunk_ids``. A new
-    chunk that starts past the high-water + 1 leaves a gap (``result.gaps``).
+    chunk that starts past the high-water + 1 leaves a gap (``result.gaps``). A new chunk is
+    recorded with the digest it carries; one committed before is compared by the digest of its
+    content, computed here.
     """
-    marks = load_marks(cur, {c.room_id for c in chunks})
+    marks, before = reads.marks, reads.digests
     seqs = [chunk_seq(c) for c in chunks]
-    older = [
-        c.chunk_id
-        for c, n in zip(chunks, seqs, strict=True)
-        if c.room_id in marks and n <= marks[c.room_id].last_seq
-    ]
-    before = stored_digests(cur, older)
     new_marks: dict[str, tuple[int, Committed]] = {}
     in_batch: dict[str, Committed] = {}
-    fresh: list[Chunk] = []
+    fresh: list[CommitChunk] = []
     for c, n, src in zip(chunks, seqs, sources, strict=True):
-        digest = chunk_digest(c)
-        now = Committed(c.seq[0] if c.digest else None, digest)
+        first = c.seq[0] if c.digest else None
         mark = marks.get(c.room_id)
         high = new_marks[c.room_id][0] if c.room_id in new_marks else (mark.last_seq if mark else 0)
         if n > high:
-            if now.first is not None and high and now.first > high + 1:
+            if first is not None and high and first > high + 1:
                 result.gaps.append((c.chunk_id, high))
+            now = Committed(first, chunk_digest(c))
             new_marks[c.room_id] = (n, now)
             in_batch[c.chunk_id] = now
             fresh.append(c)
@@ -200,44 +190,140 @@ def _sort_out(
         else:
             result.unverified_chunk_ids.append(c.chunk_id)
             continue
-        if (
-            stored.digest is None
-            or stored.digest == digest
-            or (stored.first is not None and now.first is not None and stored.first != now.first)
-        ):
+        if stored.first is not None and first is not None and stored.first != first:
+            result.skipped_chunk_ids.append(c.chunk_id)  # a replay batched otherwise
+            continue
+        digest = content_digest(c)
+        if stored.digest is None or stored.digest == digest:
             result.skipped_chunk_ids.append(c.chunk_id)
         else:
             result.divergences.append(Divergence(c, stored.digest, digest, src))
-    return fresh, new_marks, in_batch, set(marks)
+    return fresh, new_marks, in_batch
+
+
+def read_state(
+    cur: Any,
+    fence: Fence | None,
+    chunks: Sequence[CommitChunk],
+    *,
+    expect_position: int | None = None,
+) -> Reads:
+    """One statement, the first of a batch's transaction: row-lock the fence (raising Fenced
+    unless the generation is ``fence``'s) and the stream position (raising PositionMoved unless
+    it is ``expect_position``, when given), and read what ``chunks`` are built from.
+
+    The row lock on stream_positions serialises committers: orderings are handed out in commit
+    order, and nobody else can hand out the same range before this transaction ends. ``chunks``
+    may be the next batch's, read ahead: their state before this batch, for ``Plan.after``.
+    """
+    cur.execute(
+        "WITH fence AS (SELECT generation FROM committer_fence WHERE lock_key = %s FOR UPDATE),"
+        " position AS ("
+        "  SELECT stream_id FROM stream_positions WHERE stream_name = 'events' FOR UPDATE)"
+        " SELECT 'p', NULL, (SELECT generation FROM fence), (SELECT stream_id FROM position),"
+        "  NULL::bytea"
+        " UNION ALL SELECT 'm', room_id, last_seq, last_first, last_digest"
+        "  FROM room_chunk_marks WHERE room_id = ANY(%s::text[])"
+        # One index probe per event, whatever the planner believes of the table's size: right
+        # after a burst of writes, before the statistics catch up, it would scan it whole.
+        " UNION ALL SELECT 'e', e.event_id, NULL, NULL, NULL FROM unnest(%s::text[]) AS x(id)"
+        "  CROSS JOIN LATERAL (SELECT event_id FROM events WHERE event_id = x.id OFFSET 0) AS e"
+        # The records of chunks at or below their room's high-water (delivered again).
+        " UNION ALL SELECT 'd', c.chunk_id, c.seq_first, NULL, c.digest"
+        "  FROM unnest(%s::text[], %s::text[], %s::bigint[]) AS y(id, room, n)"
+        "  JOIN room_chunk_marks AS m ON m.room_id = y.room AND y.n <= m.last_seq"
+        "  CROSS JOIN LATERAL (SELECT chunk_id, seq_first, digest FROM committed_chunks"
+        "   WHERE chunk_id = y.id OFFSET 0) AS c",
+        (
+            fence.lock_key if fence is not None else None,
+            array_literal({c.room_id for c in chunks}),
+            array_literal(e.event_id for c in chunks for e in c.events),
+            array_literal(c.chunk_id for c in chunks),
+            array_literal(c.room_id for c in chunks),
+            array_literal((chunk_seq(c) for c in chunks), "bigint"),
+        ),
+    )
+    marks: dict[str, Mark] = {}
+    stored: set[str] = set()
+    digests: dict[str, Committed] = {}
+    position: int | None = None
+    generation: int | None = None
+    for kind, key, a, b, digest in cur.fetchall():
+        if kind == "e":
+            stored.add(key)
+        elif kind == "m":
+            marks[key] = Mark(int(a), Committed(b, None if digest is None else bytes(digest)))
+        elif kind == "d":
+            digests[key] = Committed(a, None if digest is None else bytes(digest))
+        else:
+            generation, position = a, b
+    if fence is not None and generation != fence.generation:
+        raise Fenced(fence.lock_key, fence.generation)
+    if position is None:
+        raise SchemaError(
+            "table stream_positions has no 'events' row: the schema is incomplete; "
+            "recreate the database and run `roomstream db migrate`"
+        )
+    if expect_position is not None and position != expect_position:
+        key, generation = (fence.lock_key, fence.generation) if fence else (0, 0)
+        raise PositionMoved(key, generation, expect_position, int(position))
+    return Reads(int(position), marks, stored, digests)
 
 
 def write_batch(
     cur: Any,
-    chunks: Sequence[Chunk],
+    chunks: Sequence[CommitChunk | Chunk],
     offsets: Mapping[tuple[str, int], int],
     build_message: MessageBuilder | None = None,
     *,
     fence: Fence | None = None,
     sources: Sequence[int | None] | None = None,
+    sent: Sequence[int] = (),
 ) -> BatchResult:
     """Write ``chunks`` in order and record ``offsets`` ((topic, partition) -> next offset).
 
     With ``fence``, raise ``Fenced`` (before writing anything) unless its generation is current.
     With ``build_message``, a batch that stored at least one event gets its outbox row(s).
-    ``sources`` are the chunks' offsets on the chunks topic, for divergence reports. A chunk
-    id not of the form ``<room_id>/<n>`` raises ValueError.
+    ``sources`` are the chunks' offsets on the chunks topic, for divergence reports; ``sent``
+    the positions of outbox messages published since they were written, to mark. A chunk
+    id not of the form ``<room_id>/<n>`` raises ValueError. Core chunks are read as the
+    committer reads them off the wire (``topics.chunk.for_commit``).
+
+    ``read_state``, ``build_batch`` and ``execute_batch`` in a row; a committer may run them
+    apart, building the next batch while the database executes this one.
     """
-    if fence is not None:
-        check_generation(cur, fence.lock_key, fence.generation)
+    views = [c if isinstance(c, CommitChunk) else for_commit(c) for c in chunks]
+    reads = read_state(cur, fence, views)
+    plan = build_batch(views, offsets, reads, build_message, sources=sources, sent=sent)
+    execute_batch(cur, plan)
+    return plan.result
+
+
+def execute_batch(cur: Any, plan: Plan) -> None:
+    """Send a built batch: its COPYs, then its other statements in one round trip."""
+    for statement, data in plan.copies:
+        copy_in(cur, statement, data)
+    execute_all(cur, plan.statements)
+
+
+def build_batch(
+    chunks: Sequence[CommitChunk],
+    offsets: Mapping[tuple[str, int], int],
+    reads: Reads,
+    build_message: MessageBuilder | None = None,
+    *,
+    sources: Sequence[int | None] | None = None,
+    sent: Sequence[int] = (),
+    statements: Sequence[Statement] = (),
+) -> Plan:
+    """The batch of ``chunks`` on top of ``reads``, every row and statement made: no database
+    is touched. ``statements`` run last (in the batch's transaction). Arguments as
+    ``write_batch``'s."""
     result = BatchResult()
-    new_chunks, new_marks, digests, marked_rooms = _sort_out(
-        cur, chunks, sources if sources is not None else [None] * len(chunks), result
+    new_chunks, new_marks, digests = _sort_out(
+        chunks, reads, sources if sources is not None else [None] * len(chunks), result
     )
-    event_ids = [e.event_id for c in new_chunks for e in c.events]
-    stored: set[str] = set()
-    if event_ids:
-        cur.execute("SELECT event_id FROM events WHERE event_id = ANY(%s)", (event_ids,))
-        stored = {r[0] for r in cur.fetchall()}
+    stored = set(reads.stored)
     fresh: list[list[str]] = []  # per chunk, its events stored now, in order
     for c in new_chunks:
         ids_now: list[str] = []
@@ -249,37 +335,23 @@ def write_batch(
                 ids_now.append(e.event_id)
         fresh.append(ids_now)
 
-    # The row lock on stream_positions serialises committers: orderings are handed out in
-    # commit order, and nobody else can hand out the same range before this one commits.
+    position = reads.position
     total = sum(len(f) for f in fresh)
-    cur.execute(
-        "UPDATE stream_positions SET stream_id = stream_id + %s "
-        "WHERE stream_name = 'events' RETURNING stream_id",
-        (total,),
-    )
-    row = cur.fetchone()
-    if row is None:
-        raise SchemaError(
-            "table stream_positions has no 'events' row: the schema is incomplete; "
-            "recreate the database and run `roomstream db migrate`"
-        )
-    last = int(row[0])
+    prev_position = position
+    last = position + total
     result.last_stream_ordering = last
-    next_so = last - total + 1
-    prev_position = last - total
+    next_so = position + 1
 
     rows = _Rows()
     changes: list[Change] = []
     for c, ids_now in zip(new_chunks, fresh, strict=True):
-        orderings = {eid: next_so + i for i, eid in enumerate(ids_now)}
+        orderings = dict(zip(ids_now, range(next_so, next_so + len(ids_now)), strict=True))
         next_so += len(ids_now)
         rows.add_chunk(c, orderings)
-        position = next_so - 1 if ids_now else None
-        result.committed.append(CommittedChunk(c, orderings, position, prev_position))
+        at = next_so - 1 if ids_now else None
+        result.committed.append(CommittedChunk(c, orderings, at, prev_position))
         committed = digests[c.chunk_id]
-        rows.committed_chunks.append(
-            (c.chunk_id, position, committed.first, committed.digest, last)
-        )
+        rows.committed_chunks.append((c.chunk_id, at, committed.first, committed.digest, last))
         if ids_now:
             changes.append((c, orderings))
     if changes and build_message is not None:
@@ -290,30 +362,33 @@ def write_batch(
             OutboxRow(last, prev_position, key, data, i, len(parts)) for i, data in enumerate(parts)
         )
 
-    rows.write(cur, marked_rooms)
-    store_marks(cur, new_marks)
-    _copy(
-        cur,
-        "invalidation_outbox",
-        "position, prev_position, room_id, message, part, parts",
-        [
-            (o.position, o.prev_position, o.room_id, o.message, o.part, o.parts)
-            for o in result.outbox
-        ],
-    )
-    store_offsets(cur, offsets)
-    return result
+    copies, rest = rows.prepare(set(reads.marks))
+    outbox = outbox_copy(result.outbox)
+    if outbox is not None:
+        copies.append(outbox)
+    rest += [
+        ("UPDATE stream_positions SET stream_id = %s WHERE stream_name = 'events'", [last])
+        if total
+        else None,
+        marks_statement(new_marks),
+        offsets_statement(offsets),
+        mark_sent_statement(sent),
+        *statements,
+    ]
+    return Plan(result, position, copies, rest, new_marks, rows.fresh, digests)
 
 
 class _Rows:
     """The rows of one batch, table by table, folded so that no key repeats in a statement."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[Any, ...]] = []
-        self.event_json: list[tuple[Any, ...]] = []
-        self.event_edges: list[tuple[Any, ...]] = []
-        self.event_auth: list[tuple[Any, ...]] = []
-        self.event_to_state_groups: list[tuple[Any, ...]] = []
+        # The tables with a row (or several) per event, as COPY text lines: formatted at once,
+        # without escaping when the chunk holds nothing to escape (CommitChunk.plain).
+        self.events: list[str] = []
+        self.event_json: list[bytes] = []
+        self.event_edges: list[str] = []
+        self.event_auth: list[str] = []
+        self.event_to_state_groups: list[str] = []
         self.state_groups: list[tuple[Any, ...]] = []
         self.state_groups_state: list[tuple[Any, ...]] = []
         self.state_group_edges: list[tuple[Any, ...]] = []
@@ -325,54 +400,79 @@ class _Rows:
         self.current_state: dict[tuple[str, str, str], tuple[str, str | None] | None] = {}
         # (room, event_id) -> is a forward extremity
         self.extremities: dict[tuple[str, str], bool] = {}
+        self.fresh: set[str] = set()  # the events stored now
         # room -> (room_version, creator, has its create event)
         self.rooms: dict[str, tuple[str, str | None, bool]] = {}
 
-    def add_chunk(self, c: Chunk, orderings: Mapping[str, int]) -> None:
+    def add_chunk(self, c: CommitChunk, orderings: Mapping[str, int]) -> None:
         rv = room_version(c.room_version)
         pairs = rv.event_format == EventFormat.V1  # references are [event_id, hashes] pairs
         room = c.room_id
         creator = c.creator
         has_create = False
+        events, event_json = self.events.append, self.event_json.append
+        edges, auth = self.event_edges.append, self.event_auth.append
+        to_group = self.event_to_state_groups.append
+        plain = c.plain
         # The PDUs were validated by the room processor: the fields are read straight from
-        # them (as Event.from_trusted would, without building an Event per row).
-        for ce in c.events:
-            so = orderings.get(ce.event_id)
+        # them (as Event.from_trusted would, without building an Event per row), and the JSON
+        # text they arrived as is what event_json stores.
+        for i, (ce, pdu) in enumerate(zip(c.events, c.pdus, strict=True)):
+            eid = ce.event_id
+            so = orderings.get(eid)
             if so is None:
                 continue
-            pdu = ce.pdu
-            eid = ce.event_id
-            etype = pdu["type"]
-            state_key = pdu.get("state_key")
-            sender = pdu["sender"]
-            fmt = int(ce.format_version)
-            self.events.append(
-                (
-                    so,
-                    int(pdu.get("depth", 0)),
-                    eid,
-                    room,
-                    etype,
-                    state_key,
-                    sender,
-                    int(pdu.get("origin_server_ts", 0)),
-                    ce.received_ts,
-                    fmt,
-                    ce.rejected,
-                    ce.soft_failed,
-                    ce.outlier,
-                )
-            )
-            self.event_json.append((eid, room, fmt, orjson.dumps(pdu).decode()))
-            prevs = pdu.get("prev_events", ())
-            auths = pdu.get("auth_events", ())
+            etype = pdu.type
+            state_key = pdu.state_key
+            fmt = ce.format_version
+            prevs = pdu.prev_events
+            auths = pdu.auth_events
             if pairs:
                 prevs = [r[0] for r in prevs]
                 auths = [r[0] for r in auths]
-            self.event_edges.extend((eid, p) for p in dict.fromkeys(prevs))
-            self.event_auth.extend((eid, a, room) for a in dict.fromkeys(auths))
-            if ce.state_group is not None:
-                self.event_to_state_groups.append((eid, ce.state_group))
+            if len(prevs) > 1:
+                prevs = list(dict.fromkeys(prevs))
+            if plain:
+                rejected, received = ce.rejected, ce.received_ts
+                events(
+                    f"{so}\t{pdu.depth}\t{eid}\t{room}\t{etype}\t"
+                    f"{NULL if state_key is None else state_key}\t{pdu.sender}\t"
+                    f"{pdu.origin_server_ts}\t{NULL if received is None else received}\t"
+                    f"{fmt}\t{NULL if rejected is None else rejected}\t"
+                    f"{'t' if ce.soft_failed else 'f'}\t{'t' if ce.outlier else 'f'}\n"
+                )
+                event_json(b"%b\t%b\t%d\t%b\n" % (eid.encode(), room.encode(), fmt, ce.pdu))
+                for p in prevs:
+                    edges(f"{eid}\t{p}\n")
+                for a in dict.fromkeys(auths):
+                    auth(f"{eid}\t{a}\t{room}\n")
+                if ce.state_group is not None:
+                    to_group(f"{eid}\t{ce.state_group}\n")
+            else:
+                events(
+                    copy_line(
+                        so,
+                        pdu.depth,
+                        eid,
+                        room,
+                        etype,
+                        state_key,
+                        pdu.sender,
+                        pdu.origin_server_ts,
+                        ce.received_ts,
+                        fmt,
+                        ce.rejected,
+                        ce.soft_failed,
+                        ce.outlier,
+                    )
+                )
+                event_json(copy_line(eid, room, fmt, str(ce.pdu, "utf-8")).encode())
+                for p in prevs:
+                    edges(copy_line(eid, p))
+                for a in dict.fromkeys(auths):
+                    auth(copy_line(eid, a, room))
+                if ce.state_group is not None:
+                    to_group(copy_line(eid, ce.state_group))
             if etype == "m.room.create" and state_key == "" and ce.rejected is None:
                 # The chunk of the room's first create event names the creator; a later one
                 # (rooms v1–v11 accept one without prev events, as Synapse does) changes
@@ -380,12 +480,8 @@ class _Rows:
                 has_create = has_create or c.creator is not None
                 if creator is None:
                     # Since v11 the creator is the create event's sender; before, a content key.
-                    raw = (
-                        sender
-                        if rv.implicit_room_creator
-                        else pdu.get("content", {}).get("creator")
-                    )
-                    creator = raw if isinstance(raw, str) else sender
+                    raw = pdu.sender if rv.implicit_room_creator else c.content(i).get("creator")
+                    creator = raw if isinstance(raw, str) else pdu.sender
         for g in c.state_groups:
             if g.id in self._group_ids:
                 continue
@@ -402,116 +498,142 @@ class _Rows:
         for r in c.redactions:
             if r.event_id in orderings:
                 self.redactions[r.event_id] = (r.event_id, r.redacts)
-        for t, sk in c.current_state_removed:
+        for t, sk in c.current_state.removed:
             self.current_state[(room, t, sk)] = None
-        for cs in c.current_state_set:
-            self.current_state[(room, cs.type, cs.state_key)] = (cs.event_id, cs.membership)
-        for eid in c.forward_extremities_added:
+        for t, sk, eid, membership in c.current_state.set:
+            self.current_state[(room, t, sk)] = (eid, membership)
+        self.fresh.update(orderings)
+        for eid in c.forward_extremities.added:
             self.extremities[(room, eid)] = True
-        for eid in c.forward_extremities_removed:
+        for eid in c.forward_extremities.removed:
             self.extremities[(room, eid)] = False
         if has_create or room not in self.rooms:
             self.rooms[room] = (c.room_version, creator, has_create)
 
-    def write(self, cur: Any, marked_rooms: set[str]) -> None:
-        """Every row, one statement per table; ``marked_rooms`` have their rooms row already
-        (a room's first mark is written in the transaction that writes its row)."""
+    def prepare(
+        self, marked_rooms: set[str]
+    ) -> tuple[list[tuple[str, bytes]], list[Statement | None]]:
+        """Every row: a COPY (statement, data) per table with rows per event, and the other
+        statements. ``marked_rooms`` have their rooms row already (a room's first mark is
+        written in the transaction that writes its row)."""
+        fresh = self.fresh
         rooms_create = [(r, v, c) for r, (v, c, has) in self.rooms.items() if has]
         rooms_other = [
             (r, v, c) for r, (v, c, has) in self.rooms.items() if not has and r not in marked_rooms
         ]
-        # The create event in the batch is the authority on the room's version and creator.
-        _unnest(
-            cur,
-            "INSERT INTO rooms (room_id, room_version, creator) SELECT * FROM {rows} "
-            "ON CONFLICT (room_id) "
-            "DO UPDATE SET room_version = EXCLUDED.room_version, creator = EXCLUDED.creator",
-            "text, text, text",
-            rooms_create,
-        )
-        _unnest(
-            cur,
-            "INSERT INTO rooms (room_id, room_version, creator) SELECT * FROM {rows} "
-            "ON CONFLICT (room_id) DO NOTHING",
-            "text, text, text",
-            rooms_other,
-        )
         # The rows of events stored now cannot conflict with stored rows (those events were
         # filtered out above), so they go in by COPY.
-        _copy(
-            cur,
-            "events",
-            "stream_ordering, topological_ordering, event_id, room_id, type, state_key, sender,"
-            " origin_server_ts, received_ts, format_version, rejection_reason, soft_failed,"
-            " outlier",
-            self.events,
-        )
-        _copy(cur, "event_json", "event_id, room_id, format_version, json", self.event_json)
-        _copy(cur, "event_edges", "event_id, prev_event_id", self.event_edges)
-        _copy(cur, "event_auth", "event_id, auth_id, room_id", self.event_auth)
-        # A state group already stored (a replay under another chunk id) keeps its rows.
-        new_groups: set[int] = set()
-        if self.state_groups:
-            _unnest(
-                cur,
-                "INSERT INTO state_groups (id, room_id, event_id) SELECT * FROM {rows} "
-                "ON CONFLICT (id) DO NOTHING RETURNING id",
-                "bigint, text, text",
-                self.state_groups,
-            )
-            new_groups = {r[0] for r in cur.fetchall()}
-        _copy(
-            cur,
-            "state_group_edges",
-            "state_group, prev_state_group",
-            [e for e in self.state_group_edges if e[0] in new_groups],
-        )
-        _copy(
-            cur,
-            "state_groups_state",
-            "state_group, room_id, type, state_key, event_id",
-            [r for r in self.state_groups_state if r[0] in new_groups],
-        )
-        _copy(cur, "event_to_state_groups", "event_id, state_group", self.event_to_state_groups)
-        _copy(
-            cur,
-            "room_memberships",
-            "event_id, user_id, sender, room_id, membership, event_stream_ordering",
-            list(self.memberships.values()),
-        )
-        _copy(cur, "redactions", "event_id, redacts", list(self.redactions.values()))
-        _unnest(
-            cur,
-            "DELETE FROM current_state_events AS c USING {rows} AS d(room_id, type, state_key)"
-            " WHERE c.room_id = d.room_id AND c.type = d.type AND c.state_key = d.state_key",
-            "text, text, text",
-            [k for k, v in self.current_state.items() if v is None],
-        )
-        _unnest(
-            cur,
-            "INSERT INTO current_state_events (room_id, type, state_key, event_id, membership)"
-            " SELECT * FROM {rows} ON CONFLICT (room_id, type, state_key) DO UPDATE"
-            " SET event_id = EXCLUDED.event_id, membership = EXCLUDED.membership",
-            "text, text, text, text, text",
-            [(*k, *v) for k, v in self.current_state.items() if v is not None],
-        )
-        _unnest(
-            cur,
-            "DELETE FROM event_forward_extremities AS f USING {rows} AS d(room_id, event_id)"
-            " WHERE f.room_id = d.room_id AND f.event_id = d.event_id",
-            "text, text",
-            [k for k, added in self.extremities.items() if not added],
-        )
-        _unnest(
-            cur,
-            "INSERT INTO event_forward_extremities (room_id, event_id) SELECT * FROM {rows}"
-            " ON CONFLICT DO NOTHING",
-            "text, text",
-            [k for k, added in self.extremities.items() if added],
-        )
-        _copy(
-            cur,
-            "committed_chunks",
-            "chunk_id, position, seq_first, digest, committed_at",
-            self.committed_chunks,
+        tables = [
+            (
+                "events",
+                "stream_ordering, topological_ordering, event_id, room_id, type, state_key,"
+                " sender, origin_server_ts, received_ts, format_version, rejection_reason,"
+                " soft_failed, outlier",
+                "".join(self.events).encode(),
+            ),
+            ("event_json", "event_id, room_id, format_version, json", b"".join(self.event_json)),
+            ("event_edges", "event_id, prev_event_id", "".join(self.event_edges).encode()),
+            ("event_auth", "event_id, auth_id, room_id", "".join(self.event_auth).encode()),
+            (
+                "event_to_state_groups",
+                "event_id, state_group",
+                "".join(self.event_to_state_groups).encode(),
+            ),
+            (
+                "committed_chunks",
+                "chunk_id, position, seq_first, digest, committed_at",
+                copy_text(self.committed_chunks),
+            ),
+            (
+                "room_memberships",
+                "event_id, user_id, sender, room_id, membership, event_stream_ordering",
+                copy_text(list(self.memberships.values())),
+            ),
+            (
+                "event_forward_extremities",
+                "room_id, event_id",
+                copy_text([k for k, added in self.extremities.items() if added and k[1] in fresh]),
+            ),
+        ]
+        rest = [
+            # The create event in the batch is the authority on the room's version and creator.
+            unnest_statement(
+                "INSERT INTO rooms (room_id, room_version, creator) SELECT * FROM {rows} "
+                "ON CONFLICT (room_id) "
+                "DO UPDATE SET room_version = EXCLUDED.room_version, creator = EXCLUDED.creator",
+                "text, text, text",
+                rooms_create,
+            ),
+            unnest_statement(
+                "INSERT INTO rooms (room_id, room_version, creator) SELECT * FROM {rows} "
+                "ON CONFLICT (room_id) DO NOTHING",
+                "text, text, text",
+                rooms_other,
+            ),
+            self._state_groups_statement(),
+            unnest_statement(
+                "INSERT INTO redactions (event_id, redacts) SELECT * FROM {rows}",
+                "text, text",
+                list(self.redactions.values()),
+            ),
+            unnest_statement(
+                "DELETE FROM current_state_events AS c USING {rows} AS d(room_id, type, state_key)"
+                " WHERE c.room_id = d.room_id AND c.type = d.type AND c.state_key = d.state_key",
+                "text, text, text",
+                [k for k, v in self.current_state.items() if v is None],
+            ),
+            unnest_statement(
+                "INSERT INTO current_state_events (room_id, type, state_key, event_id, membership)"
+                " SELECT * FROM {rows} ON CONFLICT (room_id, type, state_key) DO UPDATE"
+                " SET event_id = EXCLUDED.event_id, membership = EXCLUDED.membership",
+                "text, text, text, text, text",
+                [(*k, *v) for k, v in self.current_state.items() if v is not None],
+            ),
+            # A row of an event stored now cannot exist (a row is only ever written with its
+            # event): nothing to delete, and it is added by COPY; other rows are upserted.
+            unnest_statement(
+                "DELETE FROM event_forward_extremities AS f USING {rows} AS d(room_id, event_id)"
+                " WHERE f.room_id = d.room_id AND f.event_id = d.event_id",
+                "text, text",
+                [k for k, added in self.extremities.items() if not added and k[1] not in fresh],
+            ),
+            unnest_statement(
+                "INSERT INTO event_forward_extremities (room_id, event_id) SELECT * FROM {rows}"
+                " ON CONFLICT DO NOTHING",
+                "text, text",
+                [k for k, added in self.extremities.items() if added and k[1] not in fresh],
+            ),
+        ]
+        copies = [(copy_statement(table, columns), data) for table, columns, data in tables if data]
+        return copies, rest
+
+    def _state_groups_statement(self) -> Statement | None:
+        """The new state groups with their edges and rows; a group already stored (a replay
+        under another chunk id) keeps its own."""
+        if not self.state_groups:
+            return None
+        groups = zip(*self.state_groups, strict=True)
+        edges = zip(*self.state_group_edges, strict=True) if self.state_group_edges else ((), ())
+        rows = zip(*self.state_groups_state, strict=True) if self.state_groups_state else [()] * 5
+        return (
+            "WITH new AS (INSERT INTO state_groups (id, room_id, event_id)"
+            "  SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[])"
+            "  ON CONFLICT (id) DO NOTHING RETURNING id),"
+            " edges AS (INSERT INTO state_group_edges (state_group, prev_state_group)"
+            "  SELECT e.g, e.p FROM unnest(%s::bigint[], %s::bigint[]) AS e(g, p)"
+            "  WHERE e.g IN (SELECT id FROM new))"
+            " INSERT INTO state_groups_state (state_group, room_id, type, state_key, event_id)"
+            " SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])"
+            "  AS s(g, r, t, k, e) WHERE s.g IN (SELECT id FROM new)",
+            [
+                *(
+                    array_literal(col, k)
+                    for col, k in zip(groups, ("bigint", "text", "text"), strict=True)
+                ),
+                *(array_literal(col, "bigint") for col in edges),
+                *(
+                    array_literal(col, k)
+                    for col, k in zip(rows, ("bigint", "text", "text", "text", "text"), strict=True)
+                ),
+            ],
         )

@@ -13,7 +13,8 @@
 | ROOMSTREAM_PARK_MAX_TOTAL | 100000 | parked events a worker holds before it pauses intake |
 | ROOMSTREAM_PARK_MAX_TOTAL_BYTES | 268435456 | the same in bytes, as received |
 | ROOMSTREAM_PARK_EXPIRY_S | 300 | seconds before a parked event is dead-lettered |
-| ROOMSTREAM_COMMIT_BATCH_MAX | 500 | chunks per committer transaction at most |
+| ROOMSTREAM_COMMIT_BATCH_MAX | 2000 | chunks per committer transaction at most |
+| ROOMSTREAM_COMMIT_BATCH_BYTES | 8388608 | bytes of chunks per committer transaction at most |
 | ROOMSTREAM_METRICS_PORT | 0 | Prometheus port of a process (0: none) |
 | ROOMSTREAM_KAFKA_HEAP | -Xms256m -Xmx768m | JVM heap options of the local stack's broker |
 | ROOMSTREAM_PG_BINDIR | (found) | PostgreSQL's bin directory (initdb, pg_ctl) for the local stack |
@@ -86,7 +87,8 @@ class Settings:
     park_max_total: int = 100_000
     park_max_total_bytes: int = 256 * 1024 * 1024
     park_expiry_s: float = 300.0
-    commit_batch_max: int = 500
+    commit_batch_max: int = 2000
+    commit_batch_bytes: int = 8 << 20
     metrics_port: int = 0
     metrics_addr: str = "127.0.0.1"
     # 0 resolves against the cluster (topics.definitions.replication): a single-broker stack

@@ -28,6 +28,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, 
 
 from pipeline.errors import MalformedMessage
 from pipeline.room.chunk import Chunk
+from topics.chunk import CommitChunk, for_commit
 from topics.invalidation import (
     Message,
     decode_invalidation,
@@ -98,7 +99,7 @@ def build_invalidation(
 
 
 def build_message(
-    changes: Sequence[tuple[Chunk, Mapping[str, int]]],
+    changes: Sequence[tuple[Chunk | CommitChunk, Mapping[str, int]]],
     position: int,
     prev_position: int,
 ) -> Message:
@@ -107,7 +108,8 @@ def build_message(
     Each chunk comes with the stream orderings of its events stored now; events absent from
     them (stored before, by an earlier delivery) are neither announced nor invalidated again.
     ``position`` is the highest of all those orderings. The message is whole: the codec
-    (``topics.invalidation.encode_parts``) splits it into parts when it is too large.
+    (``topics.invalidation.encode_parts``) splits it into parts when it is too large. Chunks
+    may come as the core's or as the committer reads them (``topics.chunk.CommitChunk``).
     """
     highest = max((so for _, orderings in changes for so in orderings.values()), default=None)
     what = ", ".join(c.chunk_id for c, _ in changes[:3]) + (", ..." if len(changes) > 3 else "")
@@ -122,14 +124,14 @@ def build_message(
         )
     touched = _Touched()
     for chunk, orderings in changes:
-        touched.add_chunk(chunk, orderings)
+        touched.add_chunk(chunk if isinstance(chunk, CommitChunk) else for_commit(chunk), orderings)
     return {
         "position": position,
         "prev_position": prev_position,
         "rooms": list(touched.rooms),
         "events": touched.events,
         "invalidate": [
-            {"cache": cache, "keys": [list(k) for k in sorted(keys)]}
+            {"cache": cache, "keys": list(map(list, sorted(keys)))}
             for cache, keys in touched.caches()
         ],
     }
@@ -152,31 +154,31 @@ class _Touched:
         self.extremity_rooms: set[str] = set()
         self.redacted: set[str] = set()
 
-    def add_chunk(self, chunk: Chunk, stream_orderings: Mapping[str, int]) -> None:
+    def add_chunk(self, chunk: CommitChunk, stream_orderings: Mapping[str, int]) -> None:
         room = chunk.room_id
         self.rooms[room] = None
-        for ev in chunk.events:
+        seen, events = self.seen.add, self.events.append
+        for ev, pdu in zip(chunk.events, chunk.pdus, strict=True):
             so = stream_orderings.get(ev.event_id)
             if so is None:
                 continue
             # A negative have_seen_event answer may be cached for any event, rejected ones too.
-            self.seen.add((room, ev.event_id))
+            seen((room, ev.event_id))
             if ev.rejected is None and not ev.soft_failed and not ev.outlier:
-                pdu = ev.pdu
-                self.events.append(
+                events(
                     {
                         "event_id": ev.event_id,
                         "room_id": room,
                         "stream_ordering": so,
-                        "type": pdu.get("type"),
-                        "state_key": pdu.get("state_key"),
-                        "sender": pdu.get("sender"),
+                        "type": pdu.type,
+                        "state_key": pdu.state_key,
+                        "sender": pdu.sender,
                     }
                 )
-        if chunk.current_state_set or chunk.current_state_removed:
+        if chunk.current_state.set or chunk.current_state.removed:
             self.state_rooms.add(room)
-            changed = [(r.type, r.state_key) for r in chunk.current_state_set]
-            changed.extend(chunk.current_state_removed)
+            changed = [(r[0], r[1]) for r in chunk.current_state.set]
+            changed.extend(chunk.current_state.removed)
             for t, sk in changed:
                 if t == MEMBER:
                     self.member_rooms.add(room)
@@ -186,7 +188,7 @@ class _Touched:
                     self.create_rooms.add(room)
                 elif t == "m.room.encryption":
                     self.encryption_rooms.add(room)
-        if chunk.forward_extremities_added or chunk.forward_extremities_removed:
+        if chunk.forward_extremities.added or chunk.forward_extremities.removed:
             self.extremity_rooms.add(room)
         for r in chunk.redactions:
             if r.event_id in stream_orderings:

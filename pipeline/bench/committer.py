@@ -5,7 +5,9 @@ The chunks are what the room processors make of the workload: ``prepare_chunks``
 committer is started and waits, active, on its empty chunks topic; then the chunks are produced
 as fast as the producer goes, and the time runs from the first produce to the invalidation that
 announces the last stream ordering. That is the same span as the floor's, which produces the
-same events' PDUs and COPYs their rows.
+same events' PDUs and COPYs their rows. The committer's own CPU time over that span (all its
+threads, from /proc) divided by the events gives its cost per event, the figure that says whether
+a change made the committer cheaper rather than the machine quieter.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pipeline.bench.cpu import CpuSampler
+from pipeline.bench.cpu import CLOCK_TICKS, CpuSampler, process_ticks
 from pipeline.bench.e2e import Throughput
-from pipeline.bench.runs import cluster_groups, committer_active, wait_for_progress
+from pipeline.bench.runs import child_pid, cluster_groups, committer_active, wait_for_progress
 from pipeline.config import Settings
 from pipeline.errors import RoomstreamError
 from pipeline.ops.produce import make_producer
@@ -24,6 +26,16 @@ from pipeline.room.processor import Incoming, RoomProcessor
 from pipeline.room.routing import room_id_of
 from topics import chunk as chunk_codec
 from topics.definitions import Topic
+
+
+@dataclass(frozen=True, slots=True)
+class CommitterRun:
+    throughput: Throughput
+    cpu_s: float  # the committer process's CPU time (every thread) from first produce to last
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        return 1e6 * self.cpu_s / max(1, self.throughput.events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +85,20 @@ def _produce_chunks(run: Settings, chunks: Sequence[tuple[str, bytes]]) -> None:
         raise RoomstreamError(f"{left + len(failures)} chunks were not delivered to {topic}")
 
 
-def measure_committer(settings: Settings, prepared: PreparedChunks, timeout: float) -> Throughput:
+def _ticks(pid: int) -> int:
+    ticks = process_ticks(pid)
+    if ticks is None:
+        raise RoomstreamError(f"the committer (pid {pid}) is gone: its CPU time cannot be read")
+    return ticks
+
+
+def measure_committer(settings: Settings, prepared: PreparedChunks, timeout: float) -> CommitterRun:
     with committer_active(settings, "committer", workers=0, within=60) as (run, watcher, cluster):
         time.sleep(0.5)  # its consumer is assigned right after it logs that
         sampler = CpuSampler(cluster_groups(run, cluster))
+        pid = child_pid(cluster, "committer")
         sampler.start()
+        ticks_at_start = _ticks(pid)
         started = time.monotonic()
         _produce_chunks(run, prepared.chunks)
         try:
@@ -91,5 +112,6 @@ def measure_committer(settings: Settings, prepared: PreparedChunks, timeout: flo
             )
         finally:
             cpu = sampler.stop()
+        cpu_s = (_ticks(pid) - ticks_at_start) / CLOCK_TICKS
         ended = watcher.last_at or time.monotonic()
-        return Throughput(prepared.events, ended - started, 0, cpu)
+        return CommitterRun(Throughput(prepared.events, ended - started, 0, cpu), cpu_s)

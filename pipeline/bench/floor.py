@@ -53,6 +53,7 @@ class FloorResult:
     rows: int
     seconds: float
     cpu: list[CpuRow]
+    consumer_cpu_s: float = float("nan")  # the floor consumer's own CPU time
 
     @property
     def rate(self) -> float:
@@ -193,7 +194,7 @@ def measure_floor(
                 ],
                 key=lambda c: (c.process.startswith(("machine", "everything")), -c.average),
             )
-            return FloorResult(int(done["rows"]), seconds, cpu)
+            return FloorResult(int(done["rows"]), seconds, cpu, float(done["cpu_s"]))
         finally:
             if proc.poll() is None:
                 proc.kill()

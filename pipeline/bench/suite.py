@@ -864,7 +864,8 @@ def _b4(
 
     prepared = prepare_chunks(lines)
     say(f"B4: {len(prepared.chunks):,} chunks prepared")
-    tp = measure_committer(settings, prepared, s.timeout)
+    measured = measure_committer(settings, prepared, s.timeout)
+    tp = measured.throughput
     sec.method = (
         f"B1's workload ({s.rooms:,} rooms × {s.events_per_room} events) is run through the "
         "room processors offline (one input at a time, as a worker does), giving "
@@ -874,7 +875,9 @@ def _b4(
         "last stream ordering (every row of DESIGN.md's schema, the outbox, and the "
         "invalidation messages).\n\n"
         "Baseline: B1's floor, the same events' rows (events and event_json only) COPYed "
-        "into the same PostgreSQL, measured in the same suite run."
+        "into the same PostgreSQL, measured in the same suite run. The committer's CPU per "
+        "event is its process's CPU time (all threads) over the same span, divided by the "
+        "events; its baseline is the floor consumer's CPU per row."
     )
     sec.figures.append(
         _figure_pair(
@@ -882,7 +885,21 @@ def _b4(
             "committer throughput",
             tp,
             st.floor,
-            f"{tp.events:,} events in {tp.seconds:.1f} s.",
+            f"{tp.events:,} events in {tp.seconds:.1f} s; the committer used "
+            f"{measured.cpu_s:.1f} s of CPU ({measured.cpu_us_per_event:,.1f} µs per event).",
+        )
+    )
+    floor_us = 1e6 * st.floor.consumer_cpu_s / st.floor.rows if st.floor is not None else None
+    sec.figures.append(
+        Figure(
+            "B4",
+            "committer CPU per event",
+            measured.cpu_us_per_event,
+            "µs/event",
+            baseline=floor_us,
+            baseline_name="floor consumer, per row" if floor_us is not None else None,
+            ratio=_ratio(measured.cpu_us_per_event, floor_us),
+            note=f"{measured.cpu_s:.2f} s of committer CPU for {tp.events:,} events.",
         )
     )
     sec.cpu, sec.cpu_window = tp.cpu, "during B4"

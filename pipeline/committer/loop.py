@@ -14,8 +14,9 @@ outside Kafka"). The lock key derives from the topic prefix.
 Each batch is committed in these steps (docs/committer.md says what a crash between each pair
 means):
 
-1. Poll up to ``commit_batch_max`` chunks (read_committed) from the offset stored in PostgreSQL.
-   A chunk that does not decode goes to the dead-letter topic (flushed before step 2).
+1. Poll up to ``commit_batch_max`` chunks and ``commit_batch_bytes`` (read_committed) from the
+   offset stored in PostgreSQL and decode them (pipeline.committer.reader). A chunk that does
+   not decode goes to the dead-letter topic (flushed before step 2).
 2. In ONE transaction: check the fencing generation, hand out contiguous stream orderings, write
    every row of the batch, raise the rooms' chunk high-water marks, record the next offset to
    read, and the batch's ONE invalidation message (as numbered parts when it is too large for
@@ -23,8 +24,12 @@ means):
    is the same and reported as a divergence (and dead-lettered) when it is not. If the database
    refuses the batch's data, the batch is rolled back and its chunks go through steps 2–4 one at
    a time; the chunk refused alone is dead-lettered with the database's reason.
-3. Publish the outbox rows, in (position, part) order, with an idempotent producer; flush.
-4. Mark them sent and COMMIT.
+3. Publish the outbox rows, in (position, part) order, with an idempotent producer, and go on
+   to the next batch without waiting for the broker's acknowledgement.
+4. Once they are acknowledged, mark them sent: in the next batch's transaction (the wait for
+   the acknowledgement comes just before its COMMIT, so it overlaps that batch's work; a failed
+   delivery rolls that batch back), or in a transaction of their own when no batch follows
+   within the poll timeout.
 5. Tell Kafka the consumed offset too (asynchronously), for lag monitoring only.
 
 Errors: the input's (a chunk that does not decode or that the database refuses) are
@@ -43,15 +48,16 @@ resend, between publishing and marking sent).
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import logging
 import os
 import signal
+import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
 
 import psycopg2
@@ -65,24 +71,28 @@ from confluent_kafka import (
 )
 from confluent_kafka import Message as KafkaMessage
 
-from db.chunk_marks import chunk_seq, prune_committed, record_divergences
+from db.chunk_marks import (
+    divergences_statement,
+    prune_committed_statement,
+    record_divergences,
+)
 from db.fence import Fenced, take_generation
 from db.migrate import check_schema
-from db.outbox import OutboxRow, load_offsets, mark_sent, prune_sent, unsent_outbox
-from db.writer import BatchResult, Change, Fence, write_batch
+from db.outbox import OutboxRow, load_offsets, mark_sent, prune_sent_statement, unsent_outbox
+from db.writer import BatchResult, Change, Fence, Plan, Reads, build_batch, read_state, write_batch
 from pipeline import health, metrics
+from pipeline.committer.batch_writer import BatchWriter, Job
 from pipeline.committer.connection import APPLICATION_NAME, PING_S, PgConnection, connect
 from pipeline.committer.dead_letter import dead_letter_value
 from pipeline.committer.errors import CommitterStopped, PublishError
+from pipeline.committer.reader import Batch, ChunkReader
 from pipeline.config import Settings
 from pipeline.connection_log import ConnectionStates
-from pipeline.errors import MalformedMessage, SchemaError
+from pipeline.errors import SchemaError
+from pipeline.gc_tuning import tune_gc
 from pipeline.invalidations import build_message
 from pipeline.kafka_clients import consumer_config, producer_config
-from pipeline.matrix.errors import UnknownRoomVersion
-from pipeline.matrix.room_versions import room_version
-from pipeline.room.chunk import Chunk
-from topics import chunk as chunk_codec
+from topics.chunk import CommitChunk
 from topics.definitions import Topic
 from topics.invalidation import encode_parts
 
@@ -99,9 +109,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 # PostgreSQL going and coming, told once per change rather than once per retry.
 _DATABASE = ConnectionStates("PostgreSQL")
-# Consumer errors that only say a broker connection went or came back (the connection log
-# reports those) or that the end of the partition was reached.
-_QUIET_ERRORS = (KafkaError._PARTITION_EOF, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN)
 
 CRASH_ENV = "ROOMSTREAM_CRASH_AT"
 CRASH_POINTS = (
@@ -115,10 +122,10 @@ CRASH_POINTS = (
 OUTBOX_KEEP = 100_000  # positions of sent outbox rows kept for operators to look at
 PRUNE_EVERY = 100  # batches between prunings of the outbox and the committed-chunks window
 GIVE_UP_S = 300.0  # retrying without progress for this long stops the process
-# A batch allocates tens of thousands of short-lived containers (decoded PDUs, rows), all freed
-# by reference counting; at the default threshold (700) the cyclic collector runs dozens of
-# times per batch and finds nothing, a tenth of the committer's CPU. See ``tune_gc``.
-GC_THRESHOLD = (20_000, 20, 20)
+# How long a thread holding the interpreter lock keeps the other waiting: the writer thread needs
+# it for a moment after each statement, and should not wait 5 ms (Python's default) for the
+# committer's thread to finish building the next batch.
+SWITCH_INTERVAL_S = 0.0005
 # What the database (or psycopg2, before sending) raises for a chunk it cannot store: data it
 # refuses (a NUL character, a constraint), or a chunk whose fields have the wrong shape.
 _UNWRITABLE = (
@@ -166,6 +173,25 @@ class CommitterStats:
     last_position: int = 0
 
 
+@dataclass(eq=False)
+class _InFlight:
+    """Outbox rows handed to the producer, and their deliveries reported so far."""
+
+    rows: list[OutboxRow]
+    producer: Producer | None = None
+    failures: list[KafkaError] = field(default_factory=list)
+    reported: int = 0
+    counted: bool = False
+
+    def delivered(self, err: KafkaError | None, msg: KafkaMessage) -> None:
+        self.reported += 1
+        if err is not None:
+            self.failures.append(err)
+
+    def delivered_all(self) -> bool:
+        return self.reported >= len(self.rows)
+
+
 def build_parts(changes: Sequence[Change], position: int, prev_position: int) -> list[bytes]:
     """The batch's invalidation message, encoded, in parts under the record size limit."""
     return encode_parts(build_message(changes, position, prev_position))
@@ -205,6 +231,7 @@ class Committer:
         self.stats = CommitterStats()
         self._progress_at = time.monotonic()
         self._retrying: str | None = None  # the reason of the retries under way, if any
+        self._in_flight: list[_InFlight] = []  # published, not yet marked sent
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -342,144 +369,216 @@ class Committer:
             )
             start = offsets.get(0, OFFSET_BEGINNING)
             consumer.assign([TopicPartition(self.chunks_topic, 0, start)])
+            reader = ChunkReader(
+                consumer,
+                most=self.settings.commit_batch_max,
+                max_bytes=self.settings.commit_batch_bytes,
+                poll_timeout=self.poll_timeout,
+            )
             if self.on_active is not None:
                 self.on_active()
-            last_activity = time.monotonic()
-            while not self.stop.is_set():
-                records = _take_batch(consumer, self.settings.commit_batch_max, self.poll_timeout)
-                if records:
-                    self._commit_batch(conn, producer, consumer, records)
-                    last_activity = time.monotonic()
-                elif time.monotonic() - last_activity > PING_S:
-                    # The server ends a silent session (and with it the lock): keep talking,
-                    # and find out while idle if the connection is gone.
-                    with conn.cursor() as cur:
-                        cur.execute("SELECT 1")
-                    conn.commit()
-                    last_activity = time.monotonic()
-                self._progress_at = time.monotonic()
+            self._run_batches(conn, producer, reader)
         finally:
+            self._in_flight = []
             if consumer is not None:
                 consumer.close()
             producer.flush(5)
 
     # ------------------------------------------------------------------ one batch
 
-    def _decode(
-        self, producer: Producer, records: Sequence[KafkaMessage]
-    ) -> tuple[list[tuple[KafkaMessage, Chunk | None]], dict[tuple[str, int], int]]:
-        """Step 1: the records as chunks; what does not decode is dead-lettered (not flushed)."""
-        items: list[tuple[KafkaMessage, Chunk | None]] = []
-        next_offsets: dict[tuple[str, int], int] = {}
-        for rec in records:
-            err = rec.error()
-            if err is not None:
-                if err.fatal():
-                    raise KafkaException(err)
-                # Broker connections going and coming are told once by the connection log.
-                if err.code() not in _QUIET_ERRORS:
-                    log.warning("chunks consumer: %s", err)
-                continue
-            topic, partition, offset = rec.topic(), rec.partition(), rec.offset()
-            if topic is None or partition is None or offset is None:
-                continue  # only error records lack these, and those were skipped above
-            next_offsets[(topic, partition)] = offset + 1
-            chunk: Chunk | None = None
-            try:
-                parsed = chunk_codec.decode(rec.value() or b"")
-                room_version(parsed.room_version)
-                chunk_seq(parsed)
-                chunk = parsed
-            except (
-                MalformedMessage,
-                ValueError,
-                KeyError,
-                TypeError,
-                IndexError,
-                AttributeError,
-                UnknownRoomVersion,
-            ) as exc:
-                self._dead_letter(producer, rec, f"chunk could not be read: {exc!r}")
-            items.append((rec, chunk))
-        return items, next_offsets
+    def _run_batches(self, conn: PgConnection, producer: Producer, reader: ChunkReader) -> None:
+        """Steps 1–5, batch after batch, until ``stop`` is set: the writer thread executes one
+        batch while this thread builds the next from the state read ahead in the batch's first
+        statement and carried over it (pipeline.committer.batch_writer)."""
+        writer = BatchWriter(conn, self.fence, self.crash)
+        writer.start()
+        job: Job | None = None  # in the writer's hands
+        job_batch: Batch | None = None
+        taken: deque[Batch] = deque()  # read and decoded, not yet handed over
+        reads: Reads | None = None  # what taken[0] is built from, when carried over the job
+        last_activity = time.monotonic()
+        try:
+            while not self.stop.is_set():
+                if not taken:
+                    first = self._take(reader, producer, wait=job is None)
+                    if first is not None:
+                        taken.append(first)
+                if not taken:
+                    if job is not None:
+                        self._finish(conn, producer, reader, job, job_batch)
+                        job = None
+                    elif self._in_flight:
+                        self._settle(conn, producer)
+                    elif time.monotonic() - last_activity > PING_S:
+                        # The server ends a silent session (and with it the lock): keep
+                        # talking, and find out while idle if the connection is gone.
+                        with conn.cursor() as cur:
+                            cur.execute("SELECT 1")
+                        conn.commit()
+                    else:
+                        continue
+                    last_activity = self._progress_at = time.monotonic()
+                    continue
+                batch = taken[0]
+                verify = reads is not None
+                if reads is None:
+                    if job is not None:  # the connection is the writer's until it is done
+                        if not self._finish(conn, producer, reader, job, job_batch):
+                            reads = None
+                        job = None
+                        continue
+                    with conn.cursor() as cur:
+                        reads = read_state(cur, self.fence, [c for _, c in batch.chunks])
+                self.crash("after_poll")
+                try:
+                    plan = self._build(producer, batch, reads)
+                except _UNWRITABLE as exc:
+                    if job is not None:
+                        self._finish(conn, producer, reader, job, job_batch)
+                        job = None
+                    conn.rollback()
+                    log.warning(
+                        "batch of %d chunk(s) failed (%s); writing them one by one",
+                        len(batch.items),
+                        exc,
+                    )
+                    self._commit_one_by_one(conn, producer, batch)
+                    reader.committed(batch.next_offsets)
+                    taken.popleft()
+                    reads = None
+                    continue
+                if len(taken) < 2:
+                    ahead = self._take(reader, producer, wait=False)
+                    if ahead is not None:
+                        taken.append(ahead)
+                if job is not None:
+                    done = self._finish(conn, producer, reader, job, job_batch)
+                    job = None
+                    if not done:  # the plan was built on state carried over that batch
+                        reads = None
+                        continue
+                nxt = [c for _, c in taken[1].chunks] if len(taken) > 1 else []
+                job = writer.submit(plan, verify=verify, ahead=nxt, marks_sent=bool(plan.sent))
+                job_batch = taken.popleft()
+                reads = None
+                if nxt:
+                    state = job.wait_ahead()
+                    reads = plan.after(state) if state is not None else None
+                last_activity = self._progress_at = time.monotonic()
+            if job is not None:
+                self._finish(conn, producer, reader, job, job_batch)
+                job = None
+            self._settle(conn, producer)
+        finally:
+            writer.close()
 
-    def _commit_batch(
+    def _take(self, reader: ChunkReader, producer: Producer, *, wait: bool) -> Batch | None:
+        """Step 1: the next batch; what did not decode goes to the dead-letter topic at once."""
+        batch = reader.next_batch(None if wait else 0)
+        if batch is None:
+            return None
+        unreadable = batch.unreadable
+        for rec, reason in unreadable:
+            self._dead_letter(producer, rec, reason)
+        if unreadable:
+            self._flush(producer, "dead letters")
+        return batch if batch.next_offsets else None
+
+    def _build(self, producer: Producer, batch: Batch, reads: Reads) -> Plan:
+        """Step 2's Python half. It also marks the messages published and confirmed since they
+        were written (step 4), and dead-letters the divergences it records."""
+        pairs = batch.chunks
+        statements = []
+        if self.stats.batches % PRUNE_EVERY == 0:
+            statements += [prune_committed_statement(), prune_sent_statement(OUTBOX_KEEP)]
+        sent = self._confirmed()
+        plan = build_batch(
+            [c for _, c in pairs],
+            batch.next_offsets,
+            reads,
+            build_parts,
+            sources=[rec.offset() for rec, _ in pairs],
+            sent=[r.position for f in sent for r in f.rows],
+            statements=statements,
+        )
+        plan.sent = sent
+        divergences = divergences_statement(plan.result.divergences)
+        if divergences is not None:
+            plan.statements.append(divergences)
+            self._report_divergences(producer, plan.result, pairs)
+        return plan
+
+    def _finish(
         self,
         conn: PgConnection,
         producer: Producer,
-        consumer: Consumer,
-        records: Sequence[KafkaMessage],
-    ) -> None:
-        dead_before = self.stats.dead_lettered
-        items, next_offsets = self._decode(producer, records)
-        if self.stats.dead_lettered > dead_before:
-            self._flush(producer, "dead letters")
-        if not next_offsets:
-            return
-        self.crash("after_poll")
-
-        # Step 2: one transaction.
-        pairs = [(rec, c) for rec, c in items if c is not None]
-        chunks = [c for _, c in pairs]
+        reader: ChunkReader,
+        job: Job,
+        batch: Batch | None,
+    ) -> bool:
+        """Wait for the job's COMMIT, then publish its messages (step 3) and tell Kafka (step
+        5). When the database refused its data, it is rolled back and its chunks written one
+        by one: False (anything built on it is void)."""
         started = time.perf_counter()
         try:
-            with conn.cursor() as cur:
-                result = write_batch(
-                    cur,
-                    chunks,
-                    next_offsets,
-                    build_parts,
-                    fence=self.fence,
-                    sources=[rec.offset() for rec, _ in pairs],
-                )
-                self._report_divergences(cur, producer, result, pairs)
-                if self.stats.batches % PRUNE_EVERY == 0:
-                    prune_committed(cur)
+            job.wait()
         except _UNWRITABLE as exc:
             conn.rollback()
+            assert batch is not None
             log.warning(
-                "batch of %d chunk(s) failed (%s); writing them one by one", len(chunks), exc
+                "batch of %d chunk(s) failed (%s); writing them one by one", len(batch.items), exc
             )
-            self._commit_one_by_one(conn, producer, items)
-            return
-        self.crash("before_commit")
-        conn.commit()
-        self.crash("after_commit")
+            self._settle(conn, producer)
+            self._commit_one_by_one(conn, producer, batch)
+            reader.committed(batch.next_offsets)
+            return False
+        plan = job.plan
         metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
-        metrics.BATCH_CHUNKS.observe(len(chunks))
-        self._count(result)
-
-        # Steps 3 and 4.
-        self._publish(producer, result.outbox)
+        metrics.BATCH_CHUNKS.observe(len(plan.result.committed))
+        for marked in plan.sent:
+            if marked in self._in_flight:
+                self._in_flight.remove(marked)
+        self._count(plan.result)
+        # Step 3: published now; confirmed, and marked sent, with a later batch or when idle.
+        sent = self._send(producer, plan.result.outbox)
+        if sent is not None:
+            self._in_flight.append(sent)
         self.crash("after_publish")
-        self._mark_sent(conn, result.outbox)
-        self.crash("after_mark_sent")
+        if batch is not None:
+            reader.committed(batch.next_offsets)
+        return True
 
-        # Step 5: informational only.
-        consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in next_offsets.items()],
-            asynchronous=True,
-        )
-        for (t, p), o in next_offsets.items():
-            _, high = consumer.get_watermark_offsets(TopicPartition(t, p), cached=True)
-            if high is not None and high >= 0:
-                metrics.CONSUMER_LAG.labels("committer", str(p)).set(max(0, high - o))
+    def _confirmed(self) -> list[_InFlight]:
+        """The messages in flight, once the broker acknowledged them all (PublishError if a
+        delivery failed): a batch built now marks them sent."""
+        for in_flight in self._in_flight:
+            self._confirm_delivery(in_flight)
+        return list(self._in_flight)
+
+    def _settle(self, conn: PgConnection, producer: Producer) -> None:
+        """Confirm the delivery of the messages in flight and mark them sent (step 4) in a
+        transaction of their own."""
+        if not self._in_flight:
+            return
+        confirmed = self._confirmed()
+        self._mark_sent(conn, [r for f in confirmed for r in f.rows])
+        self._in_flight = []
+        self.crash("after_mark_sent")
 
     def _report_divergences(
         self,
-        cur: object,
         producer: Producer,
         result: BatchResult,
-        pairs: Sequence[tuple[KafkaMessage, Chunk]],
+        pairs: Sequence[tuple[KafkaMessage, CommitChunk]],
     ) -> None:
-        """Record, log, count and dead-letter each chunk that diverged from the one committed.
+        """Log, count and dead-letter each chunk that diverged from the one committed (the
+        batch records them in chunk_divergences).
 
         The dead letters are flushed before the transaction commits, so a crash cannot lose
         them: at worst they go out twice.
         """
         if not result.divergences:
             return
-        record_divergences(cur, result.divergences)
         by_offset = {rec.offset(): rec for rec, _ in pairs}
         for d in result.divergences:
             stored = d.stored_digest.hex()[:16] if d.stored_digest else "?"
@@ -525,18 +624,13 @@ class Committer:
                 ", ".join(result.unverified_chunk_ids[:5]),
             )
 
-    def _commit_one_by_one(
-        self,
-        conn: PgConnection,
-        producer: Producer,
-        items: Sequence[tuple[KafkaMessage, Chunk | None]],
-    ) -> None:
+    def _commit_one_by_one(self, conn: PgConnection, producer: Producer, batch: Batch) -> None:
         """Steps 2–4 per chunk, so that one chunk the database refuses does not stop the rest.
 
         Invariant 7: the refused chunk goes to the dead-letter topic with the database's reason,
         and its offset is committed with the next chunk (or alone), like any other.
         """
-        for rec, chunk in items:
+        for rec, chunk, _ in batch.items:
             offsets = {(str(rec.topic()), int(rec.partition() or 0)): int(rec.offset() or 0) + 1}
             result: BatchResult | None = None
             if chunk is not None:
@@ -550,7 +644,8 @@ class Committer:
                             fence=self.fence,
                             sources=[rec.offset()],
                         )
-                        self._report_divergences(cur, producer, result, [(rec, chunk)])
+                        record_divergences(cur, result.divergences)
+                        self._report_divergences(producer, result, [(rec, chunk)])
                 except _UNWRITABLE as exc:
                     conn.rollback()
                     self._dead_letter(producer, rec, f"the database refused chunk: {exc!r}")
@@ -582,19 +677,21 @@ class Committer:
         self.stats.resent += len(rows)
 
     def _publish(self, producer: Producer, rows: Sequence[OutboxRow]) -> None:
-        failures: list[KafkaError] = []
+        """Publish ``rows`` and wait until the broker acknowledged them."""
+        self._confirm(producer, self._send(producer, rows))
 
-        def delivered(err: KafkaError | None, msg: KafkaMessage) -> None:
-            if err is not None:
-                failures.append(err)
-
+    def _send(self, producer: Producer, rows: Sequence[OutboxRow]) -> _InFlight | None:
+        """Hand ``rows`` to the producer, in order; ``_confirm`` waits for their delivery."""
+        if not rows:
+            return None
+        in_flight = _InFlight(list(rows), producer=producer)
         for row in rows:
             try:
                 producer.produce(
                     self.invalidations_topic,
                     key=row.room_id.encode() if row.room_id is not None else None,
                     value=row.message,
-                    on_delivery=delivered,
+                    on_delivery=in_flight.delivered,
                 )
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
@@ -605,7 +702,20 @@ class Committer:
                     permanent=permanent,
                 ) from exc
             producer.poll(0)
+        return in_flight
+
+    def _confirm(self, producer: Producer, in_flight: _InFlight | None) -> None:
+        """Wait until the rows ``_send`` handed over are delivered; PublishError if not."""
+        if in_flight is None:
+            return
         self._flush(producer, "invalidation messages")
+        self._confirm_delivery(in_flight)
+
+    def _confirm_delivery(self, in_flight: _InFlight) -> None:
+        """PublishError unless every row of ``in_flight`` is delivered (flushing if needed)."""
+        if in_flight.producer is not None and not in_flight.delivered_all():
+            self._flush(in_flight.producer, "invalidation messages")
+        failures = in_flight.failures
         if failures:
             permanent = any(f.code() in _PERMANENT_DELIVERY or f.fatal() for f in failures)
             raise PublishError(
@@ -619,9 +729,10 @@ class Committer:
                 ),
                 permanent=permanent,
             )
-        if rows:
-            self.stats.last_position = rows[-1].position
-            metrics.INVALIDATIONS_SENT.inc(len(rows))
+        if not in_flight.counted:
+            in_flight.counted = True
+            self.stats.last_position = in_flight.rows[-1].position
+            metrics.INVALIDATIONS_SENT.inc(len(in_flight.rows))
 
     def _flush(self, producer: Producer, what: str) -> None:
         left = producer.flush(30)
@@ -637,8 +748,6 @@ class Committer:
             # wait for the flush.
             cur.execute("SET LOCAL synchronous_commit TO OFF")
             mark_sent(cur, [r.position for r in rows])
-            if self.stats.batches % PRUNE_EVERY == 0:
-                prune_sent(cur, OUTBOX_KEEP)
         conn.commit()
 
     def _dead_letter(self, producer: Producer, rec: KafkaMessage, reason: str) -> None:
@@ -650,37 +759,24 @@ class Committer:
         metrics.DEAD_LETTERED.inc()
 
 
-def _take_batch(consumer: Consumer, most: int, timeout: float) -> list[KafkaMessage]:
-    """Wait up to ``timeout`` for one record, then take what else is already fetched.
-
-    A batch never waits to fill: under load records pile up while the previous batch commits,
-    so batches grow by themselves, and a lone chunk is committed at once.
-    """
-    first = consumer.poll(timeout)
-    if first is None:
-        return []
-    rest: list[KafkaMessage] = (
-        consumer.consume(num_messages=most - 1, timeout=0) if most > 1 else []
-    )
-    return [first, *rest]
-
-
-def tune_gc() -> None:
-    """Make the cyclic garbage collector run rarely and over young objects only.
-
-    What exists at start (modules, settings, clients) is moved out of its reach for good
-    (``gc.freeze``), and a collection waits for ``GC_THRESHOLD[0]`` net allocations. Cycles are
-    still collected, later: the memory they hold for longer is bounded by the threshold.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLD)
-
-
 def run_committer(settings: Settings, stop: threading.Event) -> None:
-    Committer(
+    committer = Committer(
         settings, stop, on_active=health.COMMITTER.active, on_standby=health.COMMITTER.standby
-    ).run()
+    )
+    try:
+        committer.run()
+    finally:
+        st = committer.stats
+        log.info(
+            "committed %d event(s) of %d chunk(s) in %d batch(es); %d dead-lettered, "
+            "%d skipped, %d divergence(s)",
+            st.events,
+            st.chunks,
+            st.batches,
+            st.dead_lettered,
+            st.skipped_chunks,
+            st.divergences,
+        )
 
 
 def main(args: argparse.Namespace, settings: Settings) -> int:
@@ -696,6 +792,7 @@ def main(args: argparse.Namespace, settings: Settings) -> int:
     signal.signal(signal.SIGINT, on_signal)
     health.serve(settings.metrics_port, settings.metrics_addr, health.COMMITTER)
     tune_gc()
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         run_committer(settings, stop)
     except (CommitterStopped, SchemaError) as exc:

@@ -10,12 +10,29 @@ import orjson
 import psycopg2
 import pytest
 
-from db.outbox import CommitterProgress, committer_progress, mark_sent, unsent_outbox
-from db.writer import BatchResult, Change, write_batch
+from db.chunk_marks import chunk_seq
+from db.outbox import (
+    CommitterProgress,
+    OutboxRow,
+    committer_progress,
+    mark_sent,
+    store_outbox,
+    unsent_outbox,
+)
+from db.writer import (
+    BatchResult,
+    Change,
+    Reads,
+    build_batch,
+    execute_batch,
+    read_state,
+    write_batch,
+)
 from pipeline.config import Settings
 from pipeline.invalidations import build_message, decode_invalidation, encode_parts
 from pipeline.room.chunk import Chunk
 from tests.integration._chunks import RoomSim, member, msg, state
+from topics.chunk import for_commit
 
 pytestmark = pytest.mark.integration
 
@@ -180,6 +197,18 @@ def test_edges_auth_state_groups_memberships_and_rooms_are_written(conn: Any) ->
     assert members == [(room.creator, "join", 2), ("@bob:example.org", "join", 3)]
 
 
+@pytest.mark.parametrize(("version", "expected"), [("9", "@carol:example.org"), ("11", None)])
+def test_a_chunk_without_its_creator_takes_it_from_the_create_event(
+    conn: Any, version: str, expected: str | None
+) -> None:
+    # Before v11 the creator is the create event's content key; since, its sender.
+    room = RoomSim("!r:example.org", version=version)
+    create = replace(room.create_chunk(), creator=None)
+    create.events[0].pdu["content"]["creator"] = "@carol:example.org"
+    commit(conn, [create])
+    assert rows(conn, "SELECT creator FROM rooms") == [(expected or room.creator,)]
+
+
 def test_current_state_and_extremities_fold_over_chunks_in_one_batch(conn: Any) -> None:
     room = RoomSim("!r:example.org")
     chunks = [
@@ -299,3 +328,50 @@ def test_a_nul_character_is_refused_before_anything_is_written(conn: Any) -> Non
         write_batch(cur, [create], {})
     conn.rollback()
     assert rows(conn, "SELECT count(*) FROM events") == [(0,)]
+
+
+def test_outbox_rows_come_back_byte_for_byte(conn: Any) -> None:
+    rows_in = [
+        OutboxRow(10, 7, None, bytes(range(256)) * 3, 0, 2),
+        OutboxRow(10, 7, None, b"", 1, 2),
+        OutboxRow(12, 10, "!ünï:example.org", b'{"position":12}', 0, 1),
+    ]
+    with conn.cursor() as cur:
+        store_outbox(cur, rows_in)
+        assert unsent_outbox(cur) == rows_in
+    conn.rollback()
+
+
+def test_state_read_ahead_of_a_batch_and_carried_over_it_is_what_the_database_holds_after_it(
+    conn: Any,
+) -> None:
+    # What the committer builds the next batch from while this one is written: the next
+    # batch's state read before this batch, with this batch's changes applied in Python.
+    one, two, three = (RoomSim(f"!r{i}:example.org") for i in range(3))
+    commit(conn, [one.create_chunk(), two.create_chunk()])
+    this = [one.chunk(msg(one.creator)), three.create_chunk()]
+    again = this[0]  # delivered again in the next batch: its digest must be found
+    after_this = one.chunk(msg(one.creator))
+    nxt = [for_commit(c) for c in (again, after_this, two.chunk(msg(two.creator)), this[1])]
+    with conn.cursor() as cur:
+        ahead = read_state(cur, None, nxt)
+        plan = build_batch([for_commit(c) for c in this], {}, ahead_of(cur, this), message)
+        execute_batch(cur, plan)
+    conn.commit()
+    carried = plan.after(ahead)
+    with conn.cursor() as cur:
+        actual = read_state(cur, None, nxt)
+    conn.rollback()
+    rooms = {c.room_id for c in nxt}
+    events = {e.event_id for c in nxt for e in c.events}
+    assert carried.position == actual.position == 7
+    assert {r: m for r, m in carried.marks.items() if r in rooms} == actual.marks
+    assert carried.stored & events == actual.stored
+    assert actual.stored == {e.event_id for c in (again, this[1]) for e in c.events}
+    older = {c.chunk_id for c in nxt if chunk_seq(c) <= actual.marks[c.room_id].last_seq}
+    assert {k: v for k, v in carried.digests.items() if k in older} == actual.digests
+    assert set(actual.digests) == {again.chunk_id, this[1].chunk_id}
+
+
+def ahead_of(cur: Any, chunks: Sequence[Chunk]) -> Reads:
+    return read_state(cur, None, [for_commit(c) for c in chunks])

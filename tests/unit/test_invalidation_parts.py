@@ -58,6 +58,27 @@ def test_every_part_fits_whatever_the_limit(limit: int) -> None:
     assert len(parts) > 1
 
 
+@pytest.mark.parametrize("limit", [3_000, 20_000, PART_LIMIT])
+def test_entries_of_very_uneven_sizes_still_fit_and_merge_back_to_the_message(limit: int) -> None:
+    chunk, orderings = mass_join(2_000)
+    # One member with a name a hundred times longer than the others: estimates by average fail.
+    long_user = "@" + "x" * 1_000 + ":example.org"
+    first = chunk.events[0]
+    events = (
+        ChunkEvent(first.event_id, 3, {**first.pdu, "state_key": long_user}, None, False, 1),
+        *chunk.events[1:],
+    )
+    rows = (CurrentStateRow("m.room.member", long_user, first.event_id, "join"),)
+    chunk = Chunk(chunk.chunk_id, ROOM, "10", events, current_state_set=rows)
+    msg = build_message([(chunk, orderings)], 2_000, 0)
+    parts = encode_parts(msg, limit)
+    assert all(len(p) <= limit for p in parts)
+    whole = merge_parts([decode_invalidation(p) for p in parts])
+    assert whole["events"] == msg["events"]
+    keys = {(i["cache"], tuple(k)) for i in msg["invalidate"] for k in i["keys"]}
+    assert {(i["cache"], tuple(k)) for i in whole["invalidate"] for k in i["keys"]} == keys
+
+
 def test_a_small_message_is_one_part() -> None:
     msg, parts = whole_and_parts(3)
     assert len(parts) == 1

@@ -103,3 +103,72 @@ def test_a_value_that_is_not_a_chunk_is_refused_naming_the_field(value: bytes, n
         chunk_codec.decode(value)
     assert caught.value.wire_format == "chunk"
     assert names in str(caught.value)
+
+
+@pytest.mark.parametrize("chunk", CHUNKS, ids=["create", "message", "leave"])
+def test_the_committer_reads_the_same_chunk_with_each_pdu_as_its_json_text(chunk: Chunk) -> None:
+    got = chunk_codec.decode_for_commit(chunk_codec.encode(chunk))
+    assert (got.chunk_id, got.room_id, got.room_version, got.creator, got.seq) == (
+        chunk.chunk_id,
+        chunk.room_id,
+        chunk.room_version,
+        chunk.creator,
+        chunk.seq,
+    )
+    assert [orjson.loads(bytes(e.pdu)) for e in got.events] == [e.pdu for e in chunk.events]
+    assert [(p.type, p.sender, p.state_key, p.depth, p.prev_events) for p in got.pdus] == [
+        (
+            e.pdu["type"],
+            e.pdu["sender"],
+            e.pdu.get("state_key"),
+            e.pdu["depth"],
+            e.pdu["prev_events"],
+        )
+        for e in chunk.events
+    ]
+    assert [tuple(r) for r in got.current_state.set] == [
+        (r.type, r.state_key, r.event_id, r.membership) for r in chunk.current_state_set
+    ]
+    assert got.content_digest() == chunk.digest
+
+
+def test_the_committer_computes_the_content_digest_whatever_digest_a_chunk_carries() -> None:
+    doc = orjson.loads(chunk_codec.encode(CHUNKS[1]))
+    doc["events"][0]["pdu"]["content"]["body"] = "altered after the digest was computed"
+    got = chunk_codec.decode_for_commit(orjson.dumps(doc))
+    assert got.digest == CHUNKS[1].digest
+    assert got.content_digest() != CHUNKS[1].digest
+
+
+@pytest.mark.parametrize(
+    ("value", "names"),
+    [
+        (b"{not json", "not JSON"),
+        (_without(["events", 0, "format_version"]), "`format_version`"),
+        (_with(["state_groups", 0, "delta"], [["a", "b"]]), "$.state_groups[0].delta[0]"),
+        (_without(["events", 0, "pdu", "type"]), "`type` - at `$.events[0].pdu`"),
+        (_with(["events", 0, "pdu", "depth"], "1"), "$.events[0].pdu.depth"),
+        (_with(["events", 0, "pdu", "state_key"], 5), "$.events[0].pdu.state_key"),
+        (_with(["digest"], "not hex"), "$.digest"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_the_committer_refuses_a_value_that_is_not_a_chunk_naming_the_field(
+    value: bytes, names: str
+) -> None:
+    with pytest.raises(MalformedMessage) as caught:
+        chunk_codec.decode_for_commit(value)
+    assert caught.value.wire_format == "chunk"
+    assert names in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "plain"),
+    [("plain words, ünïcødé", True), ("tab\there", False), ("back\\slash", False), ('"', False)],
+)
+def test_a_chunk_is_plain_when_no_string_in_it_holds_a_character_to_escape(
+    text: str, plain: bool
+) -> None:
+    doc = orjson.loads(chunk_codec.encode(CHUNKS[1]))
+    doc["events"][0]["pdu"]["content"]["body"] = text
+    assert chunk_codec.decode_for_commit(orjson.dumps(doc)).plain is plain
