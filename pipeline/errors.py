@@ -24,6 +24,7 @@
     ├── PublishError(RuntimeError)           [pipeline.committer.errors] the broker refused
     ├── CommitterStopped                     [pipeline.committer.errors] retrying cannot help
     ├── Fenced                               [db.fence] another committer took over
+    │   └── PositionMoved                    [db.writer] the stream position moved under it
     ├── Unreachable(ConnectionError)         [pipeline.ops.status] Kafka or PostgreSQL is not there
     └── Stalled                              [pipeline.bench.runs] a benchmark run stopped moving
 
