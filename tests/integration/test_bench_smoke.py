@@ -35,6 +35,10 @@ def report_text(stack_settings: Settings, tmp_path_factory: pytest.TempPathFacto
             # A tiny room's slice of joins can fall in one committer transaction.
             assert "too few to time" in f.note, f
             continue
+        if f.bench == "B9" and f.value is None:
+            # A tiny workload can take the worker less CPU than a clock tick.
+            assert "Too few to time" in f.note, f
+            continue
         assert f.value is not None, f
         assert not math.isnan(f.value), f
         assert f.value > 0, f
