@@ -16,7 +16,6 @@ from pathlib import Path
 
 import psycopg2
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 from pipeline import pg
 from pipeline.bench.cpu import PidSource, children_of
@@ -36,6 +35,7 @@ from pipeline.errors import MalformedMessage, RoomstreamError
 from pipeline.kafka_clients import confluent_config
 from topics import chunk as chunk_codec
 from topics import dead_letter
+from topics.apply import delete_prefixed_topics
 from topics.definitions import Topic
 from topics.invalidation import decode_invalidation
 
@@ -63,13 +63,7 @@ def cleanup(run: Settings) -> None:
         with conn.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
         conn.close()
-    admin = AdminClient(confluent_config(run))
-    with contextlib.suppress(Exception):
-        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(run.topic_prefix)]
-        if names:
-            for fut in admin.delete_topics(names, operation_timeout=30).values():
-                with contextlib.suppress(Exception):
-                    fut.result()
+    delete_prefixed_topics(run)
 
 
 def stack_groups(settings: Settings) -> dict[str, PidSource]:

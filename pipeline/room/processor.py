@@ -48,8 +48,9 @@ when an event parks, closed when it leaves the lot) in ``missing``.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -276,8 +277,7 @@ class RoomProcessor:
         ``now`` is not read: time is the inputs' ``received_ts`` (see the module docstring).
         """
         del now
-        run = self._run = _Run()
-        try:
+        with self._running() as run:
             for given in batch:
                 inc = given if isinstance(given, Incoming) else Incoming(given)
                 self.input_seq += 1
@@ -288,6 +288,14 @@ class RoomProcessor:
                 self._expire()
             self._close()
             return self._result(run)
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[_Run]:
+        """A run of inputs: what it decides is gathered in the ``_Run``; afterwards no run or
+        chunk is open and the materialised states not needed at rest are dropped."""
+        run = self._run = _Run()
+        try:
+            yield run
         finally:
             self._run = None
             self._open = None
@@ -1206,8 +1214,7 @@ class RoomProcessor:
         now is released and decided as any released event (one that was decided in the lost
         history is a duplicate, and yields nothing but the close of its request).
         """
-        run = self._run = _Run()
-        try:
+        with self._running() as run:
             if self._parking.items():
                 raise ValueError(f"room {self.room_id} has parked events already")
             self._parking = stale._parking
@@ -1224,10 +1231,6 @@ class RoomProcessor:
             self._drain_ready()
             self._close()
             return self._result(run)
-        finally:
-            self._run = None
-            self._open = None
-            self._groups.trim(keep=self._current_basis)
 
 
 # -------------------------------------------------------------------- helpers

@@ -6,7 +6,6 @@ see each other's messages nor rows. Nothing here is mocked: these fixtures start
 
 from __future__ import annotations
 
-import contextlib
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -14,14 +13,13 @@ from pathlib import Path
 
 import psycopg2
 import pytest
-from confluent_kafka.admin import AdminClient
 
 from pipeline.config import Settings, load_settings
 from pipeline.dev.local import database_url_for
 from pipeline.dev.stack import Stack
-from pipeline.kafka_clients import confluent_config
 from tests.integration.harness import Processes
 from topics import apply_topics
+from topics.apply import delete_prefixed_topics
 
 pytestmark = pytest.mark.integration
 
@@ -61,19 +59,7 @@ def settings(stack_settings: Settings) -> Iterator[Settings]:
     with conn.cursor() as cur:
         cur.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
     conn.close()
-    _delete_topics(s)
-
-
-def _delete_topics(s: Settings) -> None:
-    """The test's topics (faust's own included, and any it made under a longer prefix): a
-    broker that keeps every test's partitions runs out of file descriptors."""
-    admin = AdminClient(confluent_config(s))
-    with contextlib.suppress(Exception):
-        names = [t for t in admin.list_topics(timeout=10).topics if t.startswith(s.topic_prefix)]
-        if names:
-            for fut in admin.delete_topics(names, operation_timeout=30).values():
-                with contextlib.suppress(Exception):
-                    fut.result()
+    delete_prefixed_topics(s)
 
 
 @pytest.fixture
