@@ -457,12 +457,12 @@ def main(args: Any, settings: Settings) -> int:
     health.serve(port, settings.metrics_addr, health.WORKER)
     worker = Worker(settings, getattr(args, "id", None))
     tune_gc()
+    faust_worker = _FaustWorker(worker.app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    status: object = None
     try:
-        _FaustWorker(
-            worker.app, loglevel="WARNING", quiet=True, redirect_stdouts=False
-        ).execute_from_commandline()
-    except SystemExit:
-        pass
+        faust_worker.execute_from_commandline()
+    except SystemExit as e:
+        status = e.code
     finally:
         worker.resolve_pool.close()
         if worker.key_reader is not None:
@@ -470,12 +470,28 @@ def main(args: Any, settings: Settings) -> int:
         if worker.scratch is not None:
             shutil.rmtree(worker.scratch, ignore_errors=True)
     worker.lifecycle.stop("stopped")
-    code = worker.lifecycle.exit_code()
+    code, why = exit_status(worker.lifecycle, status, faust_worker.crash_reason)
     if code:
-        log.critical("worker %s exits %d: %s", worker.worker_id, code, worker.lifecycle.fault)
+        log.critical("worker %s exits %d: %s", worker.worker_id, code, why)
     else:
         log.info("worker %s stopped", worker.worker_id)
     return code
+
+
+def exit_status(
+    life: Lifecycle, faust_status: object, crash: BaseException | None
+) -> tuple[int, str]:
+    """The worker's exit code and why: non-zero when the lifecycle recorded a fault, and also
+    when faust itself stopped on an error of its own (a crashed service, an exception out of
+    its loop), so that a supervisor restarts the worker rather than taking it for a clean stop."""
+    code = life.exit_code()
+    if code:
+        return code, str(life.fault)
+    if crash is not None:
+        return EXIT_STOPPED, f"faust crashed: {type(crash).__name__}: {crash}"
+    if faust_status not in (None, 0):
+        return EXIT_STOPPED, f"faust stopped with status {faust_status!r}"
+    return 0, "stopped"
 
 
 class _FaustWorker(faust.Worker):  # type: ignore[misc]  # faust ships no types for it

@@ -19,11 +19,21 @@ records of the active partitions only, and when faust seeks to the committed off
 of the input without one goes back to its beginning, where the group's ``auto.offset.reset``
 (earliest) starts a partition nobody has consumed. A changelog partition is left where the
 restore put it.
+
+When a restore ends faust resumes the input partitions, seeks them to their committed offsets and
+only then resumes the flow, with the flow already running since the restore began. A fetch made
+before the seek, from a position past records the rebalance had dropped, went on handing records
+over after it, and its last offset overwrote the one the seek had set: the partition, read again
+from its committed offset, then dropped the records below it as read already, and they were lost.
+Here a batch of records handed over by aiokafka before or while a seek ran is not handed on
+after it: the partitions are sought to their committed offsets again, with no fetch in flight, so
+the next batch follows on from what was processed. A record handed on just before the seek may
+be read again, a duplicate the worker drops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Container, Mapping
+from collections.abc import AsyncIterator, Container, Mapping
 from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -48,13 +58,45 @@ class Active:
 
 
 class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no types for it
+    # Counts seeks begun and ended; a batch handed over under another count may be from
+    # positions a seek has moved since.
+    _seeks = 0
+    _batch_seeks = 0
+
+    async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        async for tp, message in super().getmany(timeout):
+            if self._seeks != self._batch_seeks:
+                await self._seek_again()
+                return
+            yield tp, message
+            if self._seeks != self._batch_seeks:
+                await self._seek_again()
+                return
+
+    async def _seek_again(self) -> None:
+        # Whether each record of the batch was fetched before or after its partition's seek is
+        # not known; seeking again to the committed offsets, with no fetch in flight now, makes
+        # what is read next follow on from what was processed, whatever was handed over.
+        await self.perform_seek()
+        self._batch_seeks = self._seeks
+
+    async def perform_seek(self) -> None:
+        self._seeks += 1
+        try:
+            await super().perform_seek()
+        finally:
+            self._seeks += 1
+
     async def _getmany(self, active_partitions: set[Any] | None, timeout: float) -> Any:
         # None is faust's "every partition" (a client-only app), kept as it is.
         wanted = None if active_partitions is None else Active(active_partitions)
-        return await super()._getmany(active_partitions=wanted, timeout=timeout)
+        records = await super()._getmany(active_partitions=wanted, timeout=timeout)
+        self._batch_seeks = self._seeks
+        return records
 
     async def seek_to_committed(self) -> Mapping[Any, int | None]:
         committed: Mapping[Any, int | None] = await super().seek_to_committed()
+        self._seeking = tuple(committed)
         never = [
             tp for tp, offset in committed.items() if not offset and not self._is_changelog_tp(tp)
         ]

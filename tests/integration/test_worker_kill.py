@@ -21,7 +21,9 @@ batch, between a room's changelog write and the commit of its inputs' offsets), 
 nothing is lost or announced twice under another position. The third has workers join and leave
 while partitions get their first events: a worker then read past events of a partition nobody
 had committed an offset of, and lost them (``pipeline/worker/consumer.py``); it failed one run in
-four or five before that was fixed, as such a race does.
+four or five before that was fixed, as such a race does. It then still lost the records of a
+batch fetched across the seek that ends a restore, in every run, until the consumer sought again
+after such a batch.
 """
 
 from __future__ import annotations

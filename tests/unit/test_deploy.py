@@ -40,7 +40,7 @@ def of_kind(kind: str) -> list[dict[str, Any]]:
 
 def pod_specs() -> Iterator[tuple[str, dict[str, Any]]]:
     for d in documents():
-        if d["kind"] in ("Deployment", "Job"):
+        if d["kind"] in ("Deployment", "StatefulSet", "Job"):
             yield d["metadata"]["name"], d["spec"]["template"]["spec"]
 
 
@@ -59,7 +59,7 @@ def test_every_manifest_rule_file_and_dashboard_parses() -> None:
     assert MANIFESTS, "deploy/k8s holds no manifests"
     kinds = {d["kind"] for d in documents()}
     assert {"Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "Cluster"} <= kinds
-    assert {"Deployment", "PodDisruptionBudget", "ConfigMap", "Job"} <= kinds
+    assert {"Deployment", "StatefulSet", "PodDisruptionBudget", "ConfigMap", "Job"} <= kinds
     rules = yaml.safe_load((DEPLOY / "prometheus" / "alerts.yml").read_text())
     assert rules["groups"][0]["rules"]
     dashboard = json.loads((DEPLOY / "grafana" / "dashboard.json").read_text())
@@ -84,7 +84,8 @@ def test_every_variable_in_the_manifests_is_a_setting_or_libpqs() -> None:
     settings = {variable(f) for f in fields(Settings)}
     names = set(configmap())
     for _, c, _ in containers():
-        names |= {e["name"] for e in c.get("env", [])}
+        # The pod's own name, for the command line, is no setting.
+        names |= {e["name"] for e in c.get("env", []) if "fieldRef" not in e.get("valueFrom", {})}
     unknown = names - settings - LIBPQ_VARIABLES
     assert not unknown, f"not settings: {sorted(unknown)}"
     load_settings(configmap())  # and their values load
@@ -102,7 +103,7 @@ def test_the_files_the_settings_name_are_mounted_in_every_container() -> None:
 def test_probes_are_wired_to_the_health_endpoints_on_the_metrics_port() -> None:
     port = int(configmap()["ROOMSTREAM_METRICS_PORT"])
     assert configmap()["ROOMSTREAM_METRICS_ADDR"] == "0.0.0.0"
-    deployments = of_kind("Deployment")
+    deployments = of_kind("Deployment") + of_kind("StatefulSet")
     assert {d["metadata"]["name"] for d in deployments} == {
         "roomstream-worker",
         "roomstream-committer",
@@ -118,7 +119,7 @@ def test_probes_are_wired_to_the_health_endpoints_on_the_metrics_port() -> None:
 
 
 def test_disruption_budgets_keep_a_committer_and_most_workers() -> None:
-    by_name = {d["metadata"]["name"]: d for d in of_kind("Deployment")}
+    by_name = {d["metadata"]["name"]: d for d in of_kind("Deployment") + of_kind("StatefulSet")}
     budgets = {p["metadata"]["name"]: p["spec"] for p in of_kind("PodDisruptionBudget")}
     assert budgets["roomstream-committer"]["minAvailable"] == 1
     assert by_name["roomstream-committer"]["spec"]["replicas"] == 2
@@ -126,6 +127,26 @@ def test_disruption_budgets_keep_a_committer_and_most_workers() -> None:
     for name, spec in budgets.items():
         labels = by_name[name]["spec"]["template"]["metadata"]["labels"]
         assert spec["selector"]["matchLabels"].items() <= labels.items()
+
+
+def test_workers_keep_their_id_and_their_store_across_restarts() -> None:
+    # Static membership needs an id that survives the pod (a Deployment's pod names do not), and
+    # a restarted worker reads only the changelog's tail when its local store survives too.
+    [workers] = [d for d in of_kind("StatefulSet") if d["metadata"]["name"] == "roomstream-worker"]
+    spec = workers["spec"]
+    [c] = spec["template"]["spec"]["containers"]
+    args = build_parser().parse_args(c["command"][1:])
+    assert args.command == "worker"
+    assert args.id == "$(POD_NAME)"
+    [pod_name] = [e for e in c["env"] if e["name"] == "POD_NAME"]
+    assert pod_name["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    stack_dir = configmap()["ROOMSTREAM_STACK_DIR"]
+    [mount] = [m for m in c["volumeMounts"] if m["mountPath"] == stack_dir]
+    claims = {t["metadata"]["name"] for t in spec["volumeClaimTemplates"]}
+    assert mount["name"] in claims, "the worker's store is not on a volume of its own"
+    assert mount["name"] not in {v["name"] for v in spec["template"]["spec"]["volumes"]}
+    services = {d["metadata"]["name"]: d["spec"] for d in of_kind("Service")}
+    assert services[spec["serviceName"]]["clusterIP"] == "None"
 
 
 def test_the_kafka_topics_are_the_definitions_for_the_configured_settings() -> None:

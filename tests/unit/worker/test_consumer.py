@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import TopicPartition
+from faust.types import TP
 
 from pipeline.config import Settings
 from pipeline.worker.consumer import Consumer
@@ -24,10 +25,10 @@ CHANGELOG = "roomstream-processors-rooms-changelog"
 class Thread:
     """aiokafka behind faust's consumer thread: records fetched per partition, positions."""
 
-    def __init__(self, fetched: dict[TopicPartition, list[int]], committed: dict[Any, int | None]):
+    def __init__(self, fetched: dict[Any, list[int]], committed: dict[Any, int | None]):
         self.fetched = fetched
         self.committed = committed
-        self.position: dict[TopicPartition, int] = {}
+        self.position: dict[Any, int] = {}
         # A fetch waits for records until this is set (aiokafka waits up to its timeout).
         self.records_arrive = asyncio.Event()
         self.records_arrive.set()
@@ -106,3 +107,68 @@ def test_an_input_partition_never_committed_goes_back_to_its_beginning(tmp_path:
     assert offsets == {never: None, zero: 0, committed: 7, changelog: None}
     # A changelog partition stays where the table's restore put it.
     assert thread.position == {never: 0, zero: 0, committed: 7, changelog: 4}
+
+
+def _drain_until(consumer: Consumer, delivered: list[int], stop: int) -> Any:
+    """One pass of faust's drainer over one fetch: a record below the last offset read is
+    dropped as already read, the rest are handed over and become the last offset read."""
+
+    async def drain() -> None:
+        async for tp, message in consumer.getmany(timeout=1.0):
+            r_offset = consumer._read_offset.get(tp)
+            if r_offset is None or message.offset >= r_offset:
+                delivered.append(message.offset)
+                if message.offset == stop:
+                    # faust hands the record to the stream and waits: the restore ends meanwhile
+                    # and seeks the partition back to its committed offset.
+                    await consumer.perform_seek()
+                consumer._read_offset[tp] = message.offset
+
+    return drain()
+
+
+def test_records_fetched_before_a_seek_do_not_outlive_it(tmp_path: Path) -> None:
+    # Offsets 10..20 were fetched before the last rebalance and dropped by it, uncommitted (the
+    # committed offset is 10), but the partition's position stayed past them. When the restore
+    # ends faust resumes the partitions, seeks them to their committed offsets and resumes the
+    # flow, in that order: a fetch made meanwhile, from the old position, handed over 21.. and
+    # its last offset became the partition's last offset read, after the seek had set it back
+    # to 10. Read again from 10, offsets 10..20 were then dropped as already read: lost.
+    p0 = TP(PDUS, 0)
+    thread = Thread({p0: [21, 22, 23, 24]}, {p0: 10})
+    thread.highwater = lambda tp: 25  # type: ignore[attr-defined]
+    consumer = _consumer(tmp_path, thread)
+    consumer._active_partitions = {p0}
+    consumer._to_message = lambda tp, offset: type("M", (), {"offset": offset, "tp": tp})
+    delivered: list[int] = []
+
+    asyncio.run(_drain_until(consumer, delivered, stop=22))
+    assert delivered == [21, 22], "records of a fetch from before the seek were handed over"
+    assert consumer._read_offset[p0] == 10, "the seek's offset was overwritten"
+
+    thread.fetched = {p0: list(range(10, 25))}
+    asyncio.run(_drain_until(consumer, delivered, stop=-1))
+    assert delivered[2:] == list(range(10, 25)), "records after the committed offset were lost"
+
+
+def test_records_fetched_after_a_seek_are_handed_over(tmp_path: Path) -> None:
+    # A fetch asked for before the seek but answered after it holds records from the positions
+    # the seek set: aiokafka has moved past them, so they are the only copy to be handed over.
+    p0 = TP(PDUS, 0)
+    thread = Thread({p0: [0, 1, 2]}, {p0: None})
+    thread.highwater = lambda tp: 3  # type: ignore[attr-defined]
+    consumer = _consumer(tmp_path, thread)
+    consumer._active_partitions = {p0}
+    consumer._to_message = lambda tp, offset: type("M", (), {"offset": offset, "tp": tp})
+    delivered: list[int] = []
+
+    async def main() -> None:
+        thread.records_arrive.clear()
+        drain = asyncio.ensure_future(_drain_until(consumer, delivered, stop=-1))
+        await asyncio.sleep(0.01)  # the fetch waits for records
+        await consumer.perform_seek()
+        thread.records_arrive.set()
+        await drain
+
+    asyncio.run(main())
+    assert delivered == [0, 1, 2], "records fetched from the sought positions were dropped"
