@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import orjson
 import pytest
 
 from pipeline.bench.paced import (
@@ -15,6 +16,7 @@ from pipeline.bench.paced import (
     curve_rates,
     latency_stats,
     probe_workload_shape,
+    ready_times,
     search_capacity,
 )
 from pipeline.dev.workload import BASE_EVENTS
@@ -117,3 +119,21 @@ def test_latency_counts_only_the_window_and_reports_the_missing() -> None:
     latencies, missing = latency_stats(sent, announced, since=1.0)
     assert latencies == pytest.approx([20.0, 100.0])
     assert missing == 1
+
+
+def _pdu(prev: list[str], auth: list[str] | None = None) -> bytes:
+    return orjson.dumps({"prev_events": prev, "auth_events": auth or []})
+
+
+def test_an_event_sent_before_an_event_it_references_is_ready_when_that_one_is_sent() -> None:
+    # $c was sent before its prev event $b: it can be processed only once $b arrives, so its
+    # latency runs from $b's send; $d, on $c, waits for it in turn.
+    lines = [_pdu([]), _pdu(["$b"], ["$a"]), _pdu(["$a"]), _pdu(["$c"]), b"not json"]
+    ids = ["$a", "$c", "$b", "$d", None]
+    sent = {"$a": 0.0, "$c": 0.1, "$b": 0.4, "$d": 0.2}
+    assert ready_times(lines, ids, sent) == {"$a": 0.0, "$c": 0.4, "$b": 0.4, "$d": 0.4}
+
+
+def test_references_outside_the_workload_and_room_v1_pairs_are_read() -> None:
+    lines = [_pdu([]), orjson.dumps({"prev_events": [["$a", {"sha256": "x"}], ["$gone", {}]]})]
+    assert ready_times(lines, ["$a", "$b"], {"$a": 0.5, "$b": 0.1}) == {"$a": 0.5, "$b": 0.5}
