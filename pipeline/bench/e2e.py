@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from pipeline.bench.cpu import CpuSampler
+from pipeline.bench.paced import ready_times
 from pipeline.bench.report import CpuRow
 from pipeline.bench.runs import (
     PromptWatcher,
@@ -191,7 +192,8 @@ def measure_latency(
     exclude_lines: int = 0,
     settle: float = 2.0,
 ) -> Latency:
-    """Produce ``lines`` at ``rate``; latencies of every announced event.
+    """Produce ``lines`` at ``rate``; latencies of every announced event, each from when it
+    could first be processed (``paced.ready_times``).
 
     ``events`` is how many events the lines hold (stream orderings they take). The first
     ``exclude_lines`` lines (a slow room's, produced first) are not paced and not counted;
@@ -211,7 +213,11 @@ def measure_latency(
         pr, target, timeout, f"{events} paced events to be announced", sampler
     )
     announced = pr.watcher.announced
-    timeline = sorted((t, (announced[e] - t) * 1000) for e, t in sent.items() if e in announced)
+    # From when each event could first be processed, as B2 measures (``paced.ready_times``).
+    ready = ready_times(lines[exclude_lines:], ids[exclude_lines:], sent)
+    timeline = sorted(
+        (t, (announced[e] - ready[e]) * 1000) for e, t in sent.items() if e in announced
+    )
     latencies = [ms for _, ms in timeline]
     half = len(latencies) // 2
     excluded = [(announced[e] - t) * 1000 for e, t in head.items() if e in announced]
