@@ -126,9 +126,11 @@ def test_a_run_that_lost_events_meets_no_latency_target() -> None:
 
 
 def test_the_curve_table_has_a_row_per_point_with_its_ratio() -> None:
-    points = [("10% of capacity", Probe(50.0, 50.0, 150, 10.0, 40.0, 45.0))]
+    points = [
+        ("10% of capacity", Probe(50.0, 50.0, 150, 10.0, 40.0, 45.0, waited=4, longest_wait_ms=81))
+    ]
     rows = curve_details(points, b0(paced_p99=80.0), 2)
-    assert rows[-1] == "| 10% of capacity | 50.0 | 150 | 10.0 | 40.0 | 45.0 | 0.50x |"
+    assert rows[-1] == "| 10% of capacity | 50.0 | 150 | 10.0 | 40.0 | 45.0 | 0.50x | 4 (81 ms) |"
 
 
 def test_big_room_events_are_compared_to_the_small_room_and_to_b0() -> None:
