@@ -66,52 +66,64 @@ def encode_parts(message: Mapping[str, Any], limit: int = PART_LIMIT) -> list[by
     }
     # The envelope with the largest part numbers it could carry, plus slack for separators.
     base = len(encode_invalidation({**envelope, "part": 10**6, "parts": 10**6})) + 16
-    budget = limit - base
-    parts: list[tuple[list[dict[str, Any]], list[Any]]] = []
-    inv: list[dict[str, Any]] = []
-    events: list[Any] = []
-    used = 0
-
-    def new_part() -> None:
-        nonlocal inv, events, used
-        if inv or events:
-            parts.append((inv, events))
-        inv, events, used = [], [], 0
-
-    for entry in message["invalidate"]:
-        cache = entry["cache"]
-        head = len(encode_invalidation({"cache": cache, "keys": []})) + 1
-        current: dict[str, Any] | None = None
-        for key in entry["keys"]:
-            size = len(encode_invalidation(key)) + 1
-            if head + size > budget:
-                raise ValueError(f"one key of cache {cache} is larger than a part ({limit} B)")
-            if used + size + (head if current is None else 0) > budget:
-                new_part()
-                current = None
-            if current is None:
-                current = {"cache": cache, "keys": []}
-                inv.append(current)
-                used += head
-            current["keys"].append(key)
-            used += size
-    for ev in message["events"]:
-        size = len(encode_invalidation(ev)) + 1
-        if size > budget:
-            raise ValueError(f"one event entry is larger than a part ({limit} B)")
-        if used + size > budget:
-            new_part()
-        events.append(ev)
-        used += size
-    new_part()
+    if base >= limit:
+        raise ValueError(f"the envelope of position {message['position']} fills a part")
+    # The entries in order, invalidations before events: (cache, key) or (None, event).
+    entries: list[tuple[str | None, Any]] = [
+        (e["cache"], key) for e in message["invalidate"] for key in e["keys"]
+    ]
+    entries += [(None, ev) for ev in message["events"]]
+    # Parts are cut by count from the average entry's size and encoded whole; a part that
+    # comes out over the limit is halved. One encoding per part, not one per entry.
+    per_part = max(1, len(entries) * (limit - base) * 9 // (10 * len(whole)))
+    slices = [entries[i : i + per_part] for i in range(0, len(entries), per_part)]
+    bodies: list[tuple[list[dict[str, Any]], list[Any]]] = []
+    while slices:
+        piece = slices.pop(0)
+        grouped = _regroup(piece)
+        size = len(
+            encode_invalidation({**envelope, "invalidate": grouped[0], "events": grouped[1]})
+        )
+        # Encoded as part 0 of 1: 16 bytes leave room for the real part numbers.
+        if size + 16 <= limit:
+            bodies.append(grouped)
+        elif len(piece) == 1:
+            what = "event entry" if piece[0][0] is None else f"key of cache {piece[0][0]}"
+            raise ValueError(f"one {what} is larger than a part ({limit} B)")
+        else:
+            half = len(piece) // 2
+            slices[:0] = [piece[:half], piece[half:]]
     out = []
-    for i, (p_inv, p_events) in enumerate(parts):
-        body = {**envelope, "part": i, "parts": len(parts), "invalidate": p_inv, "events": p_events}
+    for i, (p_inv, p_events) in enumerate(bodies):
+        body = {
+            **envelope,
+            "part": i,
+            "parts": len(bodies),
+            "invalidate": p_inv,
+            "events": p_events,
+        }
         data = encode_invalidation(body)
-        if len(data) > limit:  # the accounting above is conservative; this is its check
+        if len(data) > limit:  # the margin above is conservative; this is its check
             raise ValueError(f"part {i} of position {message['position']} is {len(data)} B")
         out.append(data)
     return out
+
+
+def _regroup(
+    piece: Sequence[tuple[str | None, Any]],
+) -> tuple[list[dict[str, Any]], list[Any]]:
+    """A part's entries as its ``invalidate`` (consecutive keys of a cache together) and
+    ``events`` lists."""
+    invalidate: list[dict[str, Any]] = []
+    events: list[Any] = []
+    for cache, item in piece:
+        if cache is None:
+            events.append(item)
+        elif invalidate and invalidate[-1]["cache"] == cache:
+            invalidate[-1]["keys"].append(item)
+        else:
+            invalidate.append({"cache": cache, "keys": [item]})
+    return invalidate, events
 
 
 def _need(cond: bool, reason: str) -> None:
