@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
 
 import pytest
 from confluent_kafka import ConsumerGroupState
@@ -28,12 +27,11 @@ from pipeline.config import Settings
 from pipeline.worker.app import owner_partition
 from pipeline.worker.faust_app import group_id
 from tests.integration.harness import (
-    Process,
     Processes,
     TopicReader,
     fold_chunks,
     produce,
-    wait_for,
+    wait_in_chunks,
 )
 from tests.integration.paced import Paced, around_kill, chat_rooms, round_robin, setup_lines
 from tests.integration.replayed import expected_rooms, valid_event_ids
@@ -90,18 +88,6 @@ def _first_seen(chunks: TopicReader) -> dict[str, float]:
     return seen
 
 
-def _wait_in_chunks(
-    chunks: TopicReader, ids: set[str], within: float, what: str, workers: Iterable[Process]
-) -> None:
-    wait_for(
-        lambda: ids <= set(_first_seen(chunks)),
-        within,
-        what,
-        readers=[chunks],
-        processes=workers,
-    )
-
-
 def test_a_worker_killed_and_restarted_recovers_in_seconds_and_others_do_not_pause(
     settings: Settings, procs: Processes
 ) -> None:
@@ -114,7 +100,7 @@ def test_a_worker_killed_and_restarted_recovers_in_seconds_and_others_do_not_pau
     owners = _wait_group_stable(settings, 2)
     produce(settings, setup)
     setup_ids = {e.event_id for r in rooms for e in r.events[:CHAT_ROOM_SETUP]}
-    _wait_in_chunks(chunks, setup_ids, 90, "the rooms created", workers.values())
+    wait_in_chunks(chunks, setup_ids, 90, "the rooms created", workers.values())
     # The setup may have moved partitions (a worker joining late): read the owners again.
     owners = _wait_group_stable(settings, 2)
 
@@ -133,7 +119,7 @@ def test_a_worker_killed_and_restarted_recovers_in_seconds_and_others_do_not_pau
     assert last_produced > killed_at + 5, "the stream ended too soon after the kill"
 
     want = valid_event_ids(lines)
-    _wait_in_chunks(chunks, want, 120, "every event in a chunk", workers.values())
+    wait_in_chunks(chunks, want, 120, "every event in a chunk", workers.values())
     chunks.poll(2)
 
     # Nothing lost, nothing doubled.
