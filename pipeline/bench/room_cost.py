@@ -24,8 +24,8 @@ from typing import Any
 import orjson
 
 from pipeline.dev.workload import generate_workload
-from pipeline.matrix.auth import auth_event_selection
-from pipeline.matrix.events import Event, StateKey
+from pipeline.dev.workload_builder import select_auth_events
+from pipeline.matrix.events import StateKey
 from pipeline.matrix.hashes import add_content_hash, compute_event_id
 from pipeline.matrix.room_versions import RoomVersion, room_version
 from pipeline.room.batch import Incoming
@@ -67,10 +67,7 @@ class LinearRoom:
         }
         if state_key is not None:
             pdu["state_key"] = state_key
-        probe = Event.from_trusted({**pdu, "auth_events": []}, self.rv, "$probe")
-        pdu["auth_events"] = sorted(
-            self.state[k] for k in auth_event_selection(probe) if k in self.state
-        )
+        pdu["auth_events"] = select_auth_events(pdu, self.rv, self.state)
         pdu = add_content_hash(pdu)
         eid = compute_event_id(pdu, self.rv)
         if state_key is not None:

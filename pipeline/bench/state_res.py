@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.matrix.auth import auth_event_selection
+from pipeline.dev.workload_builder import select_auth_events
 from pipeline.matrix.events import Event, StateKey
 from pipeline.matrix.hashes import add_content_hash, compute_event_id
 from pipeline.matrix.room_versions import RoomVersion, room_version
@@ -117,9 +117,8 @@ class _Branch:
         }
         if state_key is not None:
             pdu["state_key"] = state_key
-        draft = Event.from_trusted(pdu, room.rv, event_id="$draft")
         state = self.state
-        pdu["auth_events"] = sorted(state[k] for k in auth_event_selection(draft) if k in state)
+        pdu["auth_events"] = select_auth_events(pdu, room.rv, state)
         pdu = add_content_hash(pdu)
         event = Event.from_trusted(pdu, room.rv, event_id=compute_event_id(pdu, room.rv))
         room.events[event.event_id] = event
