@@ -13,6 +13,13 @@ from prometheus_client import Counter, Gauge, Histogram
 # Rooms with a label of their own in a per-room gauge; the rest are summed up in a maximum.
 TOP_ROOMS = 10
 
+
+def _by_reason(name: str, documentation: str) -> Counter:
+    """A counter of retries or stops with a series per ``reason`` (the reasons a process has
+    are listed above each)."""
+    return Counter(name, documentation, ["reason"])
+
+
 EVENTS = Counter(
     "roomstream_events_processed_total",
     "Events processed by room processors, by outcome",
@@ -56,15 +63,15 @@ CONSUMER_LAG = Gauge(
     ["stage", "partition"],
 )
 POSITION = Gauge("roomstream_stream_position", "Highest committed stream ordering")
-COMMITTER_RETRIES = Counter(
+# Reasons: database, kafka, publish, fenced.
+COMMITTER_RETRIES = _by_reason(
     "roomstream_committer_retries_total",
     "Committer attempts that failed and are retried, by reason",
-    ["reason"],  # database, kafka, publish, fenced
 )
-COMMITTER_STOPPED = Counter(
+# Reasons: schema, database, kafka, publish, or a retried reason past its bound.
+COMMITTER_STOPPED = _by_reason(
     "roomstream_committer_stopped_total",
     "Errors that stopped the committer because retrying cannot fix them, by reason",
-    ["reason"],  # schema, database, kafka, publish, or a retried reason past its bound
 )
 COMMITTER_GENERATION = Gauge(
     "roomstream_committer_generation", "Fencing generation of this committer while active"
@@ -81,15 +88,13 @@ SKIPPED_CHUNKS = Counter(
     "roomstream_skipped_chunks_total", "Chunks delivered again and skipped (committed before)"
 )
 
-WORKER_RETRIES = Counter(
-    "roomstream_worker_retries_total",
-    "Worker operations that failed and are retried, by reason",
-    ["reason"],  # send, resolve_pool, marks, rebuild
+# Reasons: send, resolve_pool, marks, rebuild.
+WORKER_RETRIES = _by_reason(
+    "roomstream_worker_retries_total", "Worker operations that failed and are retried, by reason"
 )
-WORKER_STOPPED = Counter(
-    "roomstream_worker_stopped_total",
-    "Errors not of the input that stopped a worker, by reason",
-    ["reason"],  # send, delivery, processing, paused, resolve_pool, rebuild
+# Reasons: send, delivery, processing, paused, resolve_pool, rebuild.
+WORKER_STOPPED = _by_reason(
+    "roomstream_worker_stopped_total", "Errors not of the input that stopped a worker, by reason"
 )
 WORKER_READY = Gauge(
     "roomstream_worker_ready", "1 while the worker owns its partitions and processes them"

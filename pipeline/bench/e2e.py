@@ -20,6 +20,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from pipeline.bench.cpu import CpuSampler
 from pipeline.bench.paced import ready_times
@@ -56,8 +57,24 @@ class PipelineRun:
     workers: int
 
 
+class DeadLettered:
+    """A measurement's note of the events the pipeline dead-lettered (``lost``, one dead letter's
+    reason ``lost_reason``): which events they were of (``LOST_OF``) and what the figures are
+    over instead (``FIGURES_OVER``)."""
+
+    __slots__ = ()
+    lost: int
+    lost_reason: str | None
+    LOST_OF: ClassVar[str]
+    FIGURES_OVER: ClassVar[str]
+
+    def loss_note(self) -> str:
+        why = f"a dead letter says: {self.lost_reason}"
+        return loss_note(self.lost, self.LOST_OF, why, self.FIGURES_OVER)
+
+
 @dataclass(frozen=True, slots=True)
-class Throughput:
+class Throughput(DeadLettered):
     events: int  # events committed and announced
     seconds: float
     workers: int
@@ -65,13 +82,8 @@ class Throughput:
     lost: int = 0  # events of the workload never announced (the pipeline dead-lettered them)
     lost_reason: str | None = None
 
-    def loss_note(self) -> str:
-        return loss_note(
-            self.lost,
-            "the workload's events",
-            f"a dead letter says: {self.lost_reason}",
-            "the rate is over the events it did announce, up to its last announcement",
-        )
+    LOST_OF = "the workload's events"
+    FIGURES_OVER = "the rate is over the events it did announce, up to its last announcement"
 
     @property
     def rate(self) -> float:
@@ -79,7 +91,7 @@ class Throughput:
 
 
 @dataclass(frozen=True, slots=True)
-class Latency:
+class Latency(DeadLettered):
     rate: float  # events/s produced
     sent: int
     announced: int  # latencies measured (accepted events of the rooms measured)
@@ -96,13 +108,8 @@ class Latency:
     lost: int = 0  # events never announced (the pipeline dead-lettered them)
     lost_reason: str | None = None
 
-    def loss_note(self) -> str:
-        return loss_note(
-            self.lost,
-            "these events",
-            f"a dead letter says: {self.lost_reason}",
-            "the latencies are of those it announced",
-        )
+    LOST_OF = "these events"
+    FIGURES_OVER = "the latencies are of those it announced"
 
     def trend(self) -> str:
         a, b = self.first_half_p99_ms, self.second_half_p99_ms

@@ -208,18 +208,20 @@ def latency_stats(
     return out, len(timeline) - len(out)
 
 
-def probe(
-    pr: object,
-    rate: float,
-    *,
-    version: str,
-    window_s: float,
-    warm_s: float,
-    seed: int,
-    timeout: float,
-    min_events: int = 150,
-    settle: float = 1.0,
-) -> Probe:
+@dataclass(frozen=True, slots=True)
+class ProbePlan:
+    """What every probe of a search shares: the measured window and the warm-up before it (s),
+    how long the pipeline has to announce the events (s), the fewest events a slow rate's window
+    is stretched to measure, and the pause for what the previous probe left behind (s)."""
+
+    window_s: float
+    warm_s: float
+    timeout: float
+    min_events: int = 150
+    settle: float = 1.0
+
+
+def probe(pr: object, rate: float, *, version: str, seed: int, plan: ProbePlan) -> Probe:
     """Produce at ``rate`` through the pipeline run ``pr``; the measured window's latencies.
 
     Events the pipeline does not announce (rejected or soft-failed by design) take no part; the
@@ -229,8 +231,8 @@ def probe(
 
     assert isinstance(pr, PipelineRun)
     # A slow rate gets a longer window, so its percentiles rest on enough events; at most 3x.
-    window = min(max(window_s, min_events / rate), 3 * window_s)
-    rooms, per_room = probe_workload_shape(math.ceil(rate * (warm_s + window)))
+    window = min(max(plan.window_s, plan.min_events / rate), 3 * plan.window_s)
+    rooms, per_room = probe_workload_shape(math.ceil(rate * (plan.warm_s + window)))
     wl = generate_workload(rooms, per_room, seed=seed)
     lines = list(wl.lines)
     ids = event_ids_of(lines, version)
@@ -240,7 +242,7 @@ def probe(
         for e in f.event_ids
         if e not in f.rejected and e not in f.soft_failed
     }
-    time.sleep(settle)  # what the previous probe left behind (commits, flushes) finishes first
+    time.sleep(plan.settle)  # what the previous probe left behind (commits, flushes) finishes first
     target = pr.watcher.position + wl.event_count
     sampler = CpuSampler(cluster_groups(pr.settings, pr.cluster))
     sampler.start()
@@ -248,15 +250,15 @@ def probe(
     sent = produce_timed(pr.settings, lines, ids, rate=rate)
     produced_s = time.monotonic() - started
     lost, _reason, cpu = _await_announced(
-        pr, target, timeout, f"{wl.event_count} events paced at {rate:g}/s", sampler
+        pr, target, plan.timeout, f"{wl.event_count} events paced at {rate:g}/s", sampler
     )
     ready = ready_times(lines, ids, sent)
     counted = {e: ready[e] for e in sent if e in expected}
-    latencies, missing = latency_stats(counted, pr.watcher.announced, started + warm_s)
+    latencies, missing = latency_stats(counted, pr.watcher.announced, started + plan.warm_s)
     waits = [
         (ready[e] - sent[e]) * 1000
         for e in counted
-        if ready[e] > sent[e] and ready[e] >= started + warm_s
+        if ready[e] > sent[e] and ready[e] >= started + plan.warm_s
     ]
     return Probe(
         rate=rate,

@@ -18,15 +18,16 @@ import argparse
 import gc
 import time
 from collections.abc import Sequence
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import orjson
 
 from pipeline.dev.workload import generate_workload
-from pipeline.matrix.auth import auth_event_selection
-from pipeline.matrix.events import Event, StateKey
+from pipeline.dev.workload_builder import select_auth_events
+from pipeline.matrix.events import StateKey
 from pipeline.matrix.hashes import add_content_hash, compute_event_id
-from pipeline.matrix.room_versions import room_version
+from pipeline.matrix.room_versions import RoomVersion, room_version
 from pipeline.room.batch import Incoming
 from pipeline.room.processor import RoomProcessor
 from pipeline.room.replay import replay
@@ -34,16 +35,20 @@ from pipeline.room.replay import replay
 CREATOR = "@creator:example.org"
 
 
+@dataclass(eq=False)
 class LinearRoom:
     """PDUs of a room where every event points at the one before (cheap to build at any size)."""
 
-    def __init__(self, version: str = "10", room_id: str = "!cost:example.org") -> None:
+    version: InitVar[str] = "10"
+    room_id: str = "!cost:example.org"
+    rv: RoomVersion = field(init=False)
+    state: dict[StateKey, str] = field(init=False, default_factory=dict)
+    last: str | None = field(init=False, default=None)
+    depth: int = field(init=False, default=0)
+    ts: int = field(init=False, default=1_700_000_000_000)
+
+    def __post_init__(self, version: str) -> None:
         self.rv = room_version(version)
-        self.room_id = room_id
-        self.state: dict[StateKey, str] = {}
-        self.last: str | None = None
-        self.depth = 0
-        self.ts = 1_700_000_000_000
 
     def send(
         self, etype: str, sender: str, content: dict[str, Any], state_key: str | None = None
@@ -62,10 +67,7 @@ class LinearRoom:
         }
         if state_key is not None:
             pdu["state_key"] = state_key
-        probe = Event.from_trusted({**pdu, "auth_events": []}, self.rv, "$probe")
-        pdu["auth_events"] = sorted(
-            self.state[k] for k in auth_event_selection(probe) if k in self.state
-        )
+        pdu["auth_events"] = select_auth_events(pdu, self.rv, self.state)
         pdu = add_content_hash(pdu)
         eid = compute_event_id(pdu, self.rv)
         if state_key is not None:

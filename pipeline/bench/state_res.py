@@ -33,10 +33,10 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.matrix.auth import auth_event_selection
+from pipeline.dev.workload_builder import select_auth_events
 from pipeline.matrix.events import Event, StateKey
 from pipeline.matrix.hashes import add_content_hash, compute_event_id
 from pipeline.matrix.room_versions import RoomVersion, room_version
@@ -61,14 +61,14 @@ class Case:
     repetitions: int | None = None  # fewer than the run's default for the largest inputs
 
 
+@dataclass(eq=False)
 class _RoomWriter:
     """Writes a room's events; ``_Branch`` objects say where each new event goes."""
 
-    def __init__(self, rv: RoomVersion, room_id: str) -> None:
-        self.rv = rv
-        self.room_id = room_id
-        self.events: dict[str, Event] = {}
-        self._ts = 1_700_000_000_000
+    rv: RoomVersion
+    room_id: str
+    events: dict[str, Event] = field(default_factory=dict)
+    _ts: int = field(default=1_700_000_000_000, init=False)
 
     def found(self, members: Sequence[str]) -> _Branch:
         """Create the room, Alice joins, power levels, public join rule, ``members`` join."""
@@ -86,30 +86,26 @@ class _RoomWriter:
         return self._ts
 
 
+@dataclass(eq=False)
 class _Branch:
     """A line of events: its last event (``tip``) and the state after it."""
 
-    def __init__(self, room: _RoomWriter, state: dict[StateKey, str], tip: str | None) -> None:
-        self.room = room
-        self.state = state
-        self.tip = tip
+    room: _RoomWriter
+    state: dict[StateKey, str]
+    tip: str | None
 
     def fork(self) -> _Branch:
         return _Branch(self.room, dict(self.state), self.tip)
 
     def send(
-        self,
-        event_type: str,
-        sender: str,
-        content: Mapping[str, Any],
-        state_key: str | None = None,
+        self, etype: str, sender: str, content: Mapping[str, Any], state_key: str | None = None
     ) -> str:
         """Add an event after the tip, with the auth events the selection names in the state."""
         room = self.room
         prev = room.events[self.tip] if self.tip is not None else None
         pdu: dict[str, Any] = {
             "room_id": room.room_id,
-            "type": event_type,
+            "type": etype,
             "sender": sender,
             "content": dict(content),
             "origin": SERVER,
@@ -121,14 +117,13 @@ class _Branch:
         }
         if state_key is not None:
             pdu["state_key"] = state_key
-        draft = Event.from_trusted(pdu, room.rv, event_id="$draft")
         state = self.state
-        pdu["auth_events"] = sorted(state[k] for k in auth_event_selection(draft) if k in state)
+        pdu["auth_events"] = select_auth_events(pdu, room.rv, state)
         pdu = add_content_hash(pdu)
         event = Event.from_trusted(pdu, room.rv, event_id=compute_event_id(pdu, room.rv))
         room.events[event.event_id] = event
         if state_key is not None:
-            state[(event_type, state_key)] = event.event_id
+            state[(etype, state_key)] = event.event_id
         self.tip = event.event_id
         return event.event_id
 

@@ -474,21 +474,13 @@ class _Suite:
                 self.attempt(self.b7, lambda sec: self._worker_kill(sec, pr))
 
     def _probe(self, pr: Any, tag: str) -> Callable[[float], Any]:
-        from pipeline.bench.paced import probe
+        from pipeline.bench.paced import ProbePlan, probe
 
         s, seeds = self.s, self.probe_seeds
+        plan = ProbePlan(s.probe_window_s, s.probe_warm_s, s.timeout, min_events=s.probe_min_events)
 
         def run(rate: float) -> Any:
-            p = probe(
-                pr,
-                rate,
-                version=self.version,
-                window_s=s.probe_window_s,
-                warm_s=s.probe_warm_s,
-                seed=next(seeds),
-                timeout=s.timeout,
-                min_events=s.probe_min_events,
-            )
+            p = probe(pr, rate, version=self.version, seed=next(seeds), plan=plan)
             self.say(
                 f"B2 {tag}: {rate:,.1f} events/s: p50 {p.p50_ms:,.1f} ms, p99 "
                 f"{p.p99_ms:,.1f} ms, max {p.max_ms:,.0f} ms ({'pass' if p.ok else 'fail'})"

@@ -57,7 +57,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from types import FrameType
 
 import psycopg2
@@ -197,41 +197,37 @@ def build_parts(changes: Sequence[Change], position: int, prev_position: int) ->
     return encode_parts(build_message(changes, position, prev_position))
 
 
+@dataclass(eq=False, repr=False)
 class Committer:
     """Runs steps 1–5 above in a loop until ``stop`` is set; see the module docstring."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        stop: threading.Event,
-        *,
-        poll_timeout: float = 0.2,
-        standby_interval: float = 1.0,
-        give_up_s: float = GIVE_UP_S,
-        idle_session_s: int | None = None,
-        crash_hook: Callable[[str], None] = _crash_from_env,
-        on_active: Callable[[], None] | None = None,
-        on_standby: Callable[[], None] | None = None,
-    ) -> None:
-        self.settings = settings
-        self.stop = stop
-        self.poll_timeout = poll_timeout
-        self.standby_interval = standby_interval
-        self.give_up_s = give_up_s
-        self.idle_session_s = idle_session_s
-        self.crash = crash_hook
-        self.on_active = on_active  # called once consuming, with the lock held
-        self.on_standby = on_standby  # called when the lock is found taken
-        self.chunks_topic = settings.topic(Topic.CHUNKS)
-        self.invalidations_topic = settings.topic(Topic.INVALIDATIONS)
-        self.dead_letter_topic = settings.topic(Topic.DEAD_LETTER)
-        self.lock_key = lock_key(settings.topic_prefix)
-        self.active = False
-        self.fence: Fence | None = None
-        self.stats = CommitterStats()
-        self._progress_at = time.monotonic()
-        self._retrying: str | None = None  # the reason of the retries under way, if any
-        self._in_flight: list[_InFlight] = []  # published, not yet marked sent
+    settings: Settings
+    stop: threading.Event
+    _: KW_ONLY
+    poll_timeout: float = 0.2
+    standby_interval: float = 1.0
+    give_up_s: float = GIVE_UP_S
+    idle_session_s: int | None = None
+    crash_hook: Callable[[str], None] = _crash_from_env
+    on_active: Callable[[], None] | None = None  # called once consuming, with the lock held
+    on_standby: Callable[[], None] | None = None  # called when the lock is found taken
+    chunks_topic: str = field(init=False)
+    invalidations_topic: str = field(init=False)
+    dead_letter_topic: str = field(init=False)
+    lock_key: int = field(init=False)
+    active: bool = field(init=False, default=False)
+    fence: Fence | None = field(init=False, default=None)
+    stats: CommitterStats = field(init=False, default_factory=CommitterStats)
+    _progress_at: float = field(init=False, default_factory=time.monotonic)
+    # The reason of the retries under way, if any.
+    _retrying: str | None = field(init=False, default=None)
+    _in_flight: list[_InFlight] = field(init=False, default_factory=list)  # not yet marked sent
+
+    def __post_init__(self) -> None:
+        self.chunks_topic = self.settings.topic(Topic.CHUNKS)
+        self.invalidations_topic = self.settings.topic(Topic.INVALIDATIONS)
+        self.dead_letter_topic = self.settings.topic(Topic.DEAD_LETTER)
+        self.lock_key = lock_key(self.settings.topic_prefix)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -390,7 +386,7 @@ class Committer:
         """Steps 1–5, batch after batch, until ``stop`` is set: the writer thread executes one
         batch while this thread builds the next from the state read ahead in the batch's first
         statement and carried over it (pipeline.committer.batch_writer)."""
-        writer = BatchWriter(conn, self.fence, self.crash)
+        writer = BatchWriter(conn, self.fence, self.crash_hook)
         writer.start()
         job: Job | None = None  # in the writer's hands
         job_batch: Batch | None = None
@@ -429,7 +425,7 @@ class Committer:
                         continue
                     with conn.cursor() as cur:
                         reads = read_state(cur, self.fence, [c for _, c in batch.chunks])
-                self.crash("after_poll")
+                self.crash_hook("after_poll")
                 try:
                     plan = self._build(producer, batch, reads)
                 except _UNWRITABLE as exc:
@@ -543,7 +539,7 @@ class Committer:
         sent = self._send(producer, plan.result.outbox)
         if sent is not None:
             self._in_flight.append(sent)
-        self.crash("after_publish")
+        self.crash_hook("after_publish")
         if batch is not None:
             reader.committed(batch.next_offsets)
         return True
@@ -563,7 +559,7 @@ class Committer:
         confirmed = self._confirmed()
         self._mark_sent(conn, [r for f in confirmed for r in f.rows])
         self._in_flight = []
-        self.crash("after_mark_sent")
+        self.crash_hook("after_mark_sent")
 
     def _report_divergences(
         self,
@@ -672,7 +668,7 @@ class Committer:
             rows[-1].position,
         )
         self._publish(producer, rows)
-        self.crash("after_resend")
+        self.crash_hook("after_resend")
         self._mark_sent(conn, rows)
         self.stats.resent += len(rows)
 

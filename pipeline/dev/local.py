@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
@@ -288,27 +288,55 @@ def produce_timed(
 
     With ``rate`` (events/s), lines are paced at that rate; otherwise sent as fast as possible.
     """
+    if rate is not None:
+        return produce_paced(settings, list(zip(ids, lines, strict=True)), rate)
     sent: dict[str, float] = {}
-    if rate is None:
-        start = time.monotonic()
-        for eid in ids:
-            if eid:
-                sent[eid] = start
-        produce_lines(settings, lines, show_progress=False)
-        return sent
+    start = time.monotonic()
+    for eid in ids:
+        if eid:
+            sent[eid] = start
+    produce_lines(settings, lines, show_progress=False)
+    return sent
+
+
+PacedClock = Literal["monotonic", "wall"]
+
+
+def produce_paced(
+    settings: Settings,
+    events: Sequence[tuple[str | None, bytes]],
+    rate: float,
+    *,
+    clock: PacedClock = "monotonic",
+    received_ts: bool = False,
+    sent: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """Produce ``events`` ((event_id or None, line)) one at a time, evenly spaced at ``rate``
+    events/s with linger 0, as front ends produce them; when each event was produced, in ``sent``
+    (filled as it goes, so another thread may read it) and returned.
+
+    ``clock`` says which time that is: ``"monotonic"``, when the producer was handed the event
+    (``time.monotonic()``, for comparing with other monotonic readings of this process);
+    ``"wall"``, the wall-clock time stamped into its ``received_ts`` header (``time.time()``,
+    for comparing with the broker's record timestamps). ``received_ts`` stamps that header with
+    the wall clock under the monotonic clock too; the wall clock always stamps it.
+    """
     from pipeline.ops.produce import make_producer
 
+    sent = {} if sent is None else sent
     producer = make_producer(settings, **{"linger.ms": 0})
     topic = settings.topic(Topic.PDUS)
     start = time.monotonic()
-    for i, (line, eid) in enumerate(zip(lines, ids, strict=True)):
+    for i, (eid, line) in enumerate(events):
         due = start + i / rate
         while (now := time.monotonic()) < due:
-            producer.poll(min(due - now, 0.01))
-        record = pdu_input.encode(line)
-        producer.produce(topic, value=record.value, key=record.key)
+            producer.poll(min(due - now, 0.005))
+        at = time.time()
+        stamp = int(at * 1000) if received_ts or clock == "wall" else None
+        record = pdu_input.encode(line, received_ts=stamp)
+        producer.produce(topic, value=record.value, key=record.key, headers=record.headers)
         if eid:
-            sent[eid] = time.monotonic()
+            sent[eid] = at if clock == "wall" else time.monotonic()
         producer.poll(0)
     producer.flush(60)
     return sent

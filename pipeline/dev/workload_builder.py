@@ -50,6 +50,17 @@ DEFAULT_TICK_MS: Final = 1_000
 SIGNING_KEY_ID: Final = "ed25519:1"
 
 
+def select_auth_events(
+    pdu: Mapping[str, Any], rv: RoomVersion, state: Mapping[StateKey, str]
+) -> list[str]:
+    """The auth events a server creating ``pdu`` names: the events of ``state`` under the keys
+    the auth event selection gives for it, sorted; none for a create event."""
+    if pdu["type"] == "m.room.create" and pdu.get("state_key") == "":
+        return []
+    probe = Event.from_trusted({**pdu, "auth_events": []}, rv, "$probe")
+    return sorted(state[k] for k in auth_event_selection(probe) if k in state)
+
+
 def server_of(user_id: str) -> str:
     """The server name of ``@localpart:server``."""
     return user_id.split(":", 1)[1]
@@ -240,7 +251,8 @@ class RoomBuilder:
             else:
                 pdu["redacts"] = redacts
         pdu["prev_events"] = [self._nodes[p].reference for p in prev_ids]
-        pdu["auth_events"] = [self._nodes[a].reference for a in self._select_auth(pdu, before)]
+        auth = select_auth_events(pdu, self.rv, before)
+        pdu["auth_events"] = [self._nodes[a].reference for a in auth]
         pdu["depth"] = max((self._nodes[p].depth for p in prev_ids), default=0) + 1
         pdu["origin"] = origin
         pdu["origin_server_ts"] = ts
@@ -258,12 +270,6 @@ class RoomBuilder:
             if self.rv.room_id_is_create_event_hash:
                 self._room_id = "!" + event_id[1:]
         return self._record(pdu, event_id, before, prev_ids, expect=expect, reason=reason)
-
-    def _select_auth(self, pdu: Mapping[str, Any], before: Mapping[StateKey, str]) -> list[str]:
-        if pdu["type"] == "m.room.create" and pdu.get("state_key") == "":
-            return []
-        probe = Event.from_trusted(pdu, self.rv, "$probe")
-        return sorted(before[k] for k in auth_event_selection(probe) if k in before)
 
     def _record(
         self,

@@ -19,7 +19,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pipeline.matrix.canonical_json import encode_canonical_json
@@ -115,6 +115,14 @@ def reference_hash(pdu: Mapping[str, Any], room_version: RoomVersion) -> bytes:
     return hashlib.sha256(encode_canonical_json(redacted, strict=False)).digest()
 
 
+def event_id_field(value: object, reason: Callable[[], str]) -> str:
+    """``value``, a PDU's ``event_id`` field, which must be a string; otherwise InvalidPdu
+    with ``reason()`` (built only then)."""
+    if not isinstance(value, str):
+        raise InvalidPdu(reason(), "event_id")
+    return value
+
+
 def compute_event_id(pdu: Mapping[str, Any], room_version: RoomVersion) -> str:
     """The event ID of ``pdu`` in ``room_version``.
 
@@ -124,13 +132,10 @@ def compute_event_id(pdu: Mapping[str, Any], room_version: RoomVersion) -> str:
     """
     fmt = room_version.event_format
     if fmt == EventFormat.V1:
-        eid = pdu.get("event_id")
-        if not isinstance(eid, str):
-            raise InvalidPdu(
-                f"room version {room_version.identifier} events carry their ID in event_id",
-                "event_id",
-            )
-        return eid
+        return event_id_field(
+            pdu.get("event_id"),
+            lambda: f"room version {room_version.identifier} events carry their ID in event_id",
+        )
     digest = reference_hash(pdu, room_version)
     return "$" + encode_unpadded_base64(digest, urlsafe=fmt != EventFormat.V2)
 

@@ -35,6 +35,7 @@ from pipeline.matrix.hashes import (
     check_content_hash,
     compute_event_id,
     decode_base64,
+    event_id_field,
     room_id_from_create_event,
 )
 from pipeline.matrix.redaction import redact
@@ -303,12 +304,10 @@ def _take_event_id_copy(pdu: dict[str, Any], rv: RoomVersion) -> str | None:
     if rv.event_format == EventFormat.V1 or "event_id" not in pdu:
         return None
     copied = pdu.pop("event_id")
-    if not isinstance(copied, str):
-        raise InvalidPdu(
-            f"event_id must be a string (a copy of the event ID), not {_json_type(copied)}",
-            "event_id",
-        )
-    return copied
+    return event_id_field(
+        copied,
+        lambda: f"event_id must be a string (a copy of the event ID), not {_json_type(copied)}",
+    )
 
 
 def _check_json_and_size(pdu: dict[str, Any], rv: RoomVersion) -> None:

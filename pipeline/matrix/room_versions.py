@@ -7,7 +7,8 @@ reviewer can hold each flag beside the spec's room version page.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 from pipeline.matrix.errors import UnknownRoomVersion
 
@@ -27,40 +28,50 @@ class StateResAlgorithm(enum.Enum):
     V2_1 = "v2.1"
 
 
+def _since(n: int) -> Any:
+    """The field of a flag that holds from room version ``n`` on."""
+    return field(metadata={"since": n})
+
+
+def _until(n: int) -> Any:
+    """The field of a flag that holds in room versions 1 to ``n``."""
+    return field(metadata={"until": n})
+
+
 @dataclass(frozen=True, slots=True)
 class RoomVersion:
     identifier: str
     event_format: EventFormat
     state_res: StateResAlgorithm
-    # v1–v5: the m.room.aliases auth special case applies.
-    special_case_aliases_auth: bool
-    # v5+: a signing key must be valid (valid_until_ts) at the event's origin_server_ts.
-    enforce_key_validity: bool
-    # v6+: integers outside [-(2**53)+1, 2**53-1] and floats are rejected; JSON is strict.
-    strict_canonical_json: bool
-    # v6+: power levels may restrict "notifications" (redaction does not keep it).
-    limit_notifications_power_levels: bool
-    # v7+: membership "knock" and join rule "knock".
-    knock_join_rule: bool
-    # v8+: join rule "restricted" and join_authorised_via_users_server.
-    restricted_join_rule: bool
-    # v9+: redaction keeps join_authorised_via_users_server in member content.
-    restricted_join_rule_fix: bool
-    # v10+: join rule "knock_restricted".
-    knock_restricted_join_rule: bool
-    # v10+: power level values must be integers (not strings).
-    enforce_int_power_levels: bool
-    # v11+: the create event's creator is its sender (no "creator" content key).
-    implicit_room_creator: bool
-    # v11+: the redaction algorithm of MSC2176/MSC3821/MSC3989; "redacts" lives in content.
-    updated_redaction_rules: bool
-    # v11+: the 255-byte limits on sender, room_id, event_id, type and state_key count bytes;
+    # The m.room.aliases auth special case applies.
+    special_case_aliases_auth: bool = _until(5)
+    # A signing key must be valid (valid_until_ts) at the event's origin_server_ts.
+    enforce_key_validity: bool = _since(5)
+    # Integers outside [-(2**53)+1, 2**53-1] and floats are rejected; JSON is strict.
+    strict_canonical_json: bool = _since(6)
+    # Power levels may restrict "notifications" (redaction does not keep it).
+    limit_notifications_power_levels: bool = _since(6)
+    # Membership "knock" and join rule "knock".
+    knock_join_rule: bool = _since(7)
+    # Join rule "restricted" and join_authorised_via_users_server.
+    restricted_join_rule: bool = _since(8)
+    # Redaction keeps join_authorised_via_users_server in member content.
+    restricted_join_rule_fix: bool = _since(9)
+    # Join rule "knock_restricted".
+    knock_restricted_join_rule: bool = _since(10)
+    # Power level values must be integers (not strings).
+    enforce_int_power_levels: bool = _since(10)
+    # The create event's creator is its sender (no "creator" content key).
+    implicit_room_creator: bool = _since(11)
+    # The redaction algorithm of MSC2176/MSC3821/MSC3989; "redacts" lives in content.
+    updated_redaction_rules: bool = _since(11)
+    # The 255-byte limits on sender, room_id, event_id, type and state_key count bytes;
     # before, deployed servers counted code points, and rooms hold events relying on that.
-    strict_event_byte_limits: bool
-    # v12+: the room ID is "!" + the create event's reference hash; create has no room_id.
-    room_id_is_create_event_hash: bool
-    # v12+: creators (sender + additional_creators) have infinite power (MSC4289).
-    privileged_creators: bool
+    strict_event_byte_limits: bool = _since(11)
+    # The room ID is "!" + the create event's reference hash; create has no room_id.
+    room_id_is_create_event_hash: bool = _since(12)
+    # Creators (sender + additional_creators) have infinite power (MSC4289).
+    privileged_creators: bool = _since(12)
 
     @property
     def is_known(self) -> bool:
@@ -68,26 +79,13 @@ class RoomVersion:
 
 
 def _v(identifier: str, fmt: EventFormat, sr: StateResAlgorithm, n: int) -> RoomVersion:
-    """Build version ``n``'s flags; every flag is 'since version k'."""
-    return RoomVersion(
-        identifier=identifier,
-        event_format=fmt,
-        state_res=sr,
-        special_case_aliases_auth=n <= 5,
-        enforce_key_validity=n >= 5,
-        strict_canonical_json=n >= 6,
-        limit_notifications_power_levels=n >= 6,
-        knock_join_rule=n >= 7,
-        restricted_join_rule=n >= 8,
-        restricted_join_rule_fix=n >= 9,
-        knock_restricted_join_rule=n >= 10,
-        enforce_int_power_levels=n >= 10,
-        implicit_room_creator=n >= 11,
-        updated_redaction_rules=n >= 11,
-        strict_event_byte_limits=n >= 11,
-        room_id_is_create_event_hash=n >= 12,
-        privileged_creators=n >= 12,
-    )
+    """Build version ``n``: each flag by the versions its field says it holds in."""
+    flags: dict[str, Any] = {
+        f.name: n >= f.metadata["since"] if "since" in f.metadata else n <= f.metadata["until"]
+        for f in fields(RoomVersion)
+        if f.metadata
+    }
+    return RoomVersion(identifier, fmt, sr, **flags)
 
 
 _F, _S = EventFormat, StateResAlgorithm

@@ -51,7 +51,7 @@ from __future__ import annotations
 import contextlib
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -179,14 +179,14 @@ class _Open:
         self.bytes = 0
 
 
+@dataclass(eq=False, slots=True)
 class _Run:
     """What one ``process`` call puts out."""
 
-    def __init__(self) -> None:
-        self.chunks: list[Chunk] = []
-        self.dead_letters: list[DeadLetter] = []
-        self.missing_requests: list[MissingRequest] = []
-        self.duplicates = 0
+    chunks: list[Chunk] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    missing_requests: list[MissingRequest] = field(default_factory=list)
+    duplicates: int = 0
 
 
 class RoomProcessor:
@@ -690,13 +690,7 @@ class RoomProcessor:
             return self._resolve(states)
         # Rare (a second create event naming another version): resolved here, not by the
         # shell's resolver, which resolves by the room's version.
-        return resolve_state(
-            named,
-            states,
-            self._known.fetch,
-            is_rejected=self._known.is_rejected,
-            recorder=self.recorder,
-        )
+        return self._resolve_here(named, states)
 
     def _state_before(self, event: Event, new_groups: list[StateGroup]) -> tuple[int | None, bool]:
         """The state group of the state before ``event``, making one when resolution is needed;
@@ -730,6 +724,11 @@ class RoomProcessor:
                     f"state resolution in room {self.room_id} failed outside the rules: "
                     f"{type(e).__name__}: {e}; restore the room and retry its inputs"
                 ) from e
+        return self._resolve_here(rv, state_sets)
+
+    def _resolve_here(self, rv: RoomVersion, state_sets: list[StateMap]) -> dict[StateKey, str]:
+        """The resolution of ``state_sets`` by ``rv``'s algorithm, in this process, over the
+        room's known events (told to the recorder)."""
         return resolve_state(
             rv,
             state_sets,

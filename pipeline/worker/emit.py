@@ -24,6 +24,7 @@ already be written, and sending it again would put it after them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Protocol
 
 from pipeline.worker.faults import WorkerStopped, retry
@@ -34,6 +35,8 @@ __all__ = ["Outputs", "Producer", "Sender"]
 
 
 class Producer(Protocol):
+    """faust's producer, as far as the sender uses it."""
+
     async def send(  # noqa: PLR0917  # faust's producer takes them positionally
         self,
         topic: str,
@@ -42,6 +45,7 @@ class Producer(Protocol):
         partition: int | None,
         timestamp: float | None,
         headers: Any,
+        /,
     ) -> Awaitable[Any]:
         """Hand a record over; the result is awaited for the broker's acknowledgement."""
         ...
@@ -113,27 +117,18 @@ class _States(Protocol):
     def keep(self, room_id: str, proc: Any) -> None: ...
 
 
+@dataclass(eq=False, repr=False)
 class Outputs:
     """Processed jobs to the broker, their state to the table, their inputs acked (steps 1-3)."""
 
-    def __init__(
-        self,
-        sender: Sender,
-        states: _States,
-        scheduler: Scheduler,
-        *,
-        owner: Callable[[str], int],
-        changelog: Callable[[], str],
-        submit: Callable[[Job], None],
-        checked: set[str],
-    ) -> None:
-        self.sender = sender
-        self.states = states
-        self.scheduler = scheduler
-        self.owner = owner
-        self.changelog = changelog
-        self.submit = submit
-        self.checked = checked
+    sender: Sender
+    states: _States
+    scheduler: Scheduler
+    _: KW_ONLY
+    owner: Callable[[str], int]
+    changelog: Callable[[], str]
+    submit: Callable[[Job], None]
+    checked: set[str]
 
     async def emit(self, done: Sequence[tuple[Work, Processed | Exception]]) -> None:
         """Send every job's outputs, then every due state; wait for the broker; then ack.

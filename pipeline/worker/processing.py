@@ -69,27 +69,17 @@ class Processed:
     rebuilt: bool = False  # and rebuilt from it
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class Processing:
     """``work -> processed``, run in a processing thread."""
 
-    def __init__(
-        self,
-        *,
-        config: ProcessorConfig,
-        budget: ParkingBudget,
-        pdus_topic: str,
-        chunks_topic: str,
-        dead_letter_topic: str,
-        missing_topic: str,
-        rooms: RoomSource | None = None,
-    ) -> None:
-        self.config = config
-        self.budget = budget
-        self.pdus_topic = pdus_topic
-        self.chunks_topic = chunks_topic
-        self.dead_letter_topic = dead_letter_topic
-        self.missing_topic = missing_topic
-        self.rooms = rooms
+    config: ProcessorConfig
+    budget: ParkingBudget
+    pdus_topic: str
+    chunks_topic: str
+    dead_letter_topic: str
+    missing_topic: str
+    rooms: RoomSource | None = None
 
     def __call__(self, work: Work) -> Processed:
         room_id = work.job.room_id

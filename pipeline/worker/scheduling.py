@@ -78,37 +78,25 @@ class _Room:
     unstored: list[Input] = field(default_factory=list)
 
 
+@dataclass(eq=False, repr=False, kw_only=True)
 class Scheduler:
-    def __init__(
-        self,
-        *,
-        clock: Callable[[], float],
-        generation: Callable[[], int],
-        hurry: Callable[[], bool],
-        max_batch: int = MAX_BATCH,
-        store_interval_s: float = STORE_INTERVAL_S,
-        max_unstored: int = MAX_UNSTORED,
-        max_in_flight: int = MAX_IN_FLIGHT,
-        max_jobs: int | None = None,
-        parking_full: Callable[[], bool] = lambda: False,
-    ) -> None:
-        self.clock = clock
-        self.parking_full = parking_full
-        self.generation = generation
-        self.hurry = hurry
-        self.max_batch = max_batch
-        self.store_interval_s = store_interval_s
-        self.max_unstored = max_unstored
-        self.max_in_flight = max_in_flight
-        self.rooms: dict[str, _Room] = {}
-        # Rooms with unstored inputs, and since when; oldest first.
-        self.unstored_since: dict[str, float] = {}
-        self.in_flight = 0
-        self.max_jobs = max_jobs
-        # Jobs handed out whose processing has not ended; idle rooms with inputs waiting for
-        # a slot, in the order they started waiting.
-        self.jobs = 0
-        self.ready: dict[str, None] = {}
+    clock: Callable[[], float]
+    generation: Callable[[], int]
+    hurry: Callable[[], bool]
+    max_batch: int = MAX_BATCH
+    store_interval_s: float = STORE_INTERVAL_S
+    max_unstored: int = MAX_UNSTORED
+    max_in_flight: int = MAX_IN_FLIGHT
+    max_jobs: int | None = None
+    parking_full: Callable[[], bool] = lambda: False
+    rooms: dict[str, _Room] = field(init=False, default_factory=dict)
+    # Rooms with unstored inputs, and since when; oldest first.
+    unstored_since: dict[str, float] = field(init=False, default_factory=dict)
+    in_flight: int = field(init=False, default=0)
+    # Jobs handed out whose processing has not ended; idle rooms with inputs waiting for
+    # a slot, in the order they started waiting.
+    jobs: int = field(init=False, default=0)
+    ready: dict[str, None] = field(init=False, default_factory=dict)
 
     # ------------------------------------------------------------------ inputs
 

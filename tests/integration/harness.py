@@ -204,3 +204,16 @@ def fold_chunks(raw_chunks: Iterable[bytes]) -> tuple[dict[str, RoomView], dict[
         for row in chunk.current_state_set:
             view.current_state[(row.type, row.state_key)] = row.event_id
     return rooms, by_id
+
+
+def wait_in_chunks(
+    chunks: TopicReader, ids: set[str], within: float, what: str, processes: Iterable[Process]
+) -> None:
+    """Until every event of ``ids`` is in the chunks read, folded as the committer folds them
+    (``fold_chunks``, which checks each replay's content); the processes' logs shown if not."""
+
+    def folded() -> set[str]:
+        rooms, _ = fold_chunks(m.value() for m in chunks.messages)
+        return {e for view in rooms.values() for e in view.events}
+
+    wait_for(lambda: ids <= folded(), within, what, readers=[chunks], processes=processes)

@@ -7,6 +7,7 @@ from pipeline.dev.workload_builder import REJECTED, SOFT_FAILED, RoomBuilder, de
 ALICE = "@alice:example.org"
 BOB = "@bob:other.example"
 CAROL = "@carol:example.org"
+CHAT_ROOM_SETUP = 5  # a chat room's founding events: created, Alice's, public, Bob joined
 
 
 def alices_room(tag: str, version: str = "10") -> RoomBuilder:

@@ -29,16 +29,8 @@ from pipeline.config import Settings
 from pipeline.ops.status import collect_status, render_text
 from pipeline.room.chunk import Chunk
 from pipeline.room.processor import RoomProcessor
+from tests.integration import committer_harness as ch
 from tests.integration._chunks import RoomSim, member, msg
-from tests.integration.committer_harness import (
-    WAIT_S,
-    RunningCommitter,
-    invalidations,
-    message_count,
-    produce,
-    query,
-    read_all,
-)
 from tests.integration.harness import wait_for
 from tests.integration.tcp_proxy import TcpProxy
 from tests.unit.room.builder import ALICE, BOB, RoomBuilder
@@ -59,18 +51,20 @@ def test_sequence_1_a_change_over_the_record_limit_is_split_and_the_committer_go
     # A mass join: 5,200 membership changes in one change, over 1 MB as one message.
     mass = room.chunk(*[member(f"@u{i:05d}:s{i % 50}.example.org") for i in range(5_200)])
     after = room.chunk(msg(room.creator))
-    produce(settings, [create])
-    produce(settings, [mass])
-    produce(settings, [after])
+    ch.produce(settings, [create])
+    ch.produce(settings, [mass])
+    ch.produce(settings, [after])
     total = 2 + 5_200 + 1
     notified: list[str] = []
-    with RunningCommitter(settings) as rc, invalidations(settings) as inv:
+    with ch.RunningCommitter(settings) as rc, ch.invalidations(settings) as inv:
         inv.add_notifier(lambda m: notified.extend(e["event_id"] for e in m["events"]))
-        assert inv.wait_for_position(total, WAIT_S), "the committer is stuck"
+        assert inv.wait_for_position(total, ch.WAIT_S), "the committer is stuck"
         assert rc.error is None
     assert inv.gaps == 0
     assert notified == [e.event_id for c in (create, mass, after) for e in c.events]
-    records = read_all(settings, Topic.INVALIDATIONS, message_count(settings, Topic.INVALIDATIONS))
+    records = ch.read_all(
+        settings, Topic.INVALIDATIONS, ch.message_count(settings, Topic.INVALIDATIONS)
+    )
     assert max(len(r) for r in records) < 1_000_000
     split = [orjson.loads(r) for r in records if orjson.loads(r)["parts"] > 1]
     assert split, "the mass join went out as numbered parts"
@@ -112,12 +106,12 @@ def test_sequence_3_garbage_on_the_chunks_topic_is_dead_lettered_and_the_committ
     settings: Settings,
 ) -> None:
     room = RoomSim("!r:example.org")
-    produce(settings, [g for g, _ in GARBAGE] + [room.create_chunk()])
-    with RunningCommitter(settings) as rc, invalidations(settings) as inv:
-        assert inv.wait_for_position(2, WAIT_S)
+    ch.produce(settings, [g for g, _ in GARBAGE] + [room.create_chunk()])
+    with ch.RunningCommitter(settings) as rc, ch.invalidations(settings) as inv:
+        assert inv.wait_for_position(2, ch.WAIT_S)
         assert rc.error is None
         assert rc.committer.stats.dead_lettered == len(GARBAGE)
-    dead = [orjson.loads(m) for m in read_all(settings, "dead-letter", len(GARBAGE))]
+    dead = [orjson.loads(m) for m in ch.read_all(settings, "dead-letter", len(GARBAGE))]
     assert [d["source"]["offset"] for d in dead] == list(range(len(GARBAGE)))
     assert all(d["reason"].startswith("chunk could not be read: ") for d in dead)
     assert "99" in dead[3]["reason"] and "<room_id>/<n>" in dead[4]["reason"]
@@ -134,17 +128,17 @@ def test_sequence_2_an_error_retrying_cannot_fix_stops_the_committer_with_a_metr
     for f in admin.incremental_alter_configs([res]).values():
         f.result(30)
     room = RoomSim("!r:example.org")
-    produce(
+    ch.produce(
         settings, [room.create_chunk(), room.chunk(*[member(f"@u{i}:x.org") for i in range(40)])]
     )
     before = sample("roomstream_committer_stopped_total", reason="publish")
-    rc = RunningCommitter(settings)
+    rc = ch.RunningCommitter(settings)
     err = rc.wait_ended()  # it does not retry the refused message forever
     assert isinstance(err, CommitterStopped)
     assert "MSG_SIZE_TOO_LARGE" in str(err) or "too large" in str(err).lower()
     assert sample("roomstream_committer_stopped_total", reason="publish") == before + 1
     # The rows stay committed and unsent: a committer with the topic fixed publishes them.
-    assert query(settings, "SELECT count(*) FROM invalidation_outbox WHERE NOT sent") != [(0,)]
+    assert ch.query(settings, "SELECT count(*) FROM invalidation_outbox WHERE NOT sent") != [(0,)]
 
 
 def test_sequence_4_a_committer_whose_generation_was_taken_cannot_commit(
@@ -162,8 +156,8 @@ def test_sequence_4_a_committer_whose_generation_was_taken_cannot_commit(
         with conn.cursor() as cur, pytest.raises(Fenced):
             write_batch(cur, [room.create_chunk()], {("t", 0): 1}, fence=Fence(key, 6))
         conn.rollback()
-        assert query(settings, "SELECT count(*) FROM events") == [(0,)]
-        assert query(settings, "SELECT count(*) FROM committer_offsets") == [(0,)]
+        assert ch.query(settings, "SELECT count(*) FROM events") == [(0,)]
+        assert ch.query(settings, "SELECT count(*) FROM committer_offsets") == [(0,)]
     finally:
         conn.close()
 
@@ -196,28 +190,28 @@ def test_sequence_4_a_committer_cut_off_from_postgres_is_replaced_and_fenced(
         database_url=_through(settings.database_url, host_port, proxy.port, tmp_path),
     )
     room = RoomSim("!r:example.org")
-    produce(settings, [room.create_chunk()])
+    ch.produce(settings, [room.create_chunk()])
     try:
         with (
-            RunningCommitter(via_proxy) as stale,
-            invalidations(settings) as inv,
+            ch.RunningCommitter(via_proxy) as stale,
+            ch.invalidations(settings) as inv,
         ):
             stale.wait_active()
-            assert inv.wait_for_position(2, WAIT_S)
-            with RunningCommitter(settings) as standby:
-                assert standby.standing_by.wait(WAIT_S)
+            assert inv.wait_for_position(2, ch.WAIT_S)
+            with ch.RunningCommitter(settings) as standby:
+                assert standby.standing_by.wait(ch.WAIT_S)
                 proxy.freeze()  # a network partition between the active committer and Postgres
                 cut_at = time.monotonic()
                 standby.wait_active()
                 takeover = time.monotonic() - cut_at
                 assert takeover < 30, f"takeover took {takeover:.1f} s"
-                produce(settings, [room.chunk(msg(room.creator))])
-                assert inv.wait_for_position(3, WAIT_S)
+                ch.produce(settings, [room.chunk(msg(room.creator))])
+                assert inv.wait_for_position(3, ch.WAIT_S)
                 stale_batches = stale.committer.stats.batches
                 proxy.thaw()  # the stale committer resumes
-                produce(settings, [room.chunk(msg(room.creator))])
-                assert inv.wait_for_position(4, WAIT_S)
-                deadline = time.monotonic() + WAIT_S
+                ch.produce(settings, [room.chunk(msg(room.creator))])
+                assert inv.wait_for_position(4, ch.WAIT_S)
+                deadline = time.monotonic() + ch.WAIT_S
                 while stale.committer.active and time.monotonic() < deadline:
                     time.sleep(0.2)
                 assert not stale.committer.active
@@ -226,13 +220,13 @@ def test_sequence_4_a_committer_cut_off_from_postgres_is_replaced_and_fenced(
     finally:
         proxy.close()
     assert inv.gaps == 0
-    assert [r[0] for r in query(settings, "SELECT stream_ordering FROM events ORDER BY 1")] == [
+    assert [r[0] for r in ch.query(settings, "SELECT stream_ordering FROM events ORDER BY 1")] == [
         1,
         2,
         3,
         4,
     ]
-    generations = query(settings, "SELECT generation FROM committer_fence")
+    generations = ch.query(settings, "SELECT generation FROM committer_fence")
     assert generations == [(2,)]
 
 
@@ -247,18 +241,18 @@ def test_sequence_6_a_chunk_id_committed_with_other_content_is_a_reported_diverg
     replayed = replace(replayed, events=(replace(replayed.events[0], event_id="$different"),))
     assert replayed.chunk_id == chat.chunk_id
     before = sample("roomstream_chunk_divergences_total")
-    produce(settings, [create, chat])
-    with RunningCommitter(settings), invalidations(settings) as inv:
-        assert inv.wait_for_position(3, WAIT_S)
-    produce(settings, [replayed, create, room.chunk(msg(room.creator))])
-    with RunningCommitter(settings) as rc, invalidations(settings) as inv:
-        assert inv.wait_for_position(4, WAIT_S)
+    ch.produce(settings, [create, chat])
+    with ch.RunningCommitter(settings), ch.invalidations(settings) as inv:
+        assert inv.wait_for_position(3, ch.WAIT_S)
+    ch.produce(settings, [replayed, create, room.chunk(msg(room.creator))])
+    with ch.RunningCommitter(settings) as rc, ch.invalidations(settings) as inv:
+        assert inv.wait_for_position(4, ch.WAIT_S)
         assert rc.committer.stats.divergences == 1
         assert rc.committer.stats.skipped_chunks == 1  # the create chunk: the same content
     assert sample("roomstream_chunk_divergences_total") == before + 1
-    assert query(settings, "SELECT chunk_id FROM chunk_divergences") == [(chat.chunk_id,)]
-    assert query(settings, "SELECT count(*) FROM events WHERE event_id = '$different'") == [(0,)]
-    (dead,) = [orjson.loads(m) for m in read_all(settings, "dead-letter", 1)]
+    assert ch.query(settings, "SELECT chunk_id FROM chunk_divergences") == [(chat.chunk_id,)]
+    assert ch.query(settings, "SELECT count(*) FROM events WHERE event_id = '$different'") == [(0,)]
+    (dead,) = [orjson.loads(m) for m in ch.read_all(settings, "dead-letter", 1)]
     assert dead["reason"].startswith("divergence: chunk !r:example.org/2")
     status = collect_status(settings)
     assert status.divergences == 1
@@ -272,9 +266,9 @@ def test_sequence_5_committed_chunks_are_bounded_and_a_pruned_replay_is_still_sk
 
     room = RoomSim("!r:example.org")
     chunks: list[Chunk] = [room.create_chunk()] + [room.chunk(msg(room.creator)) for _ in range(30)]
-    produce(settings, chunks)
-    with RunningCommitter(settings), invalidations(settings) as inv:
-        assert inv.wait_for_position(32, WAIT_S)
+    ch.produce(settings, chunks)
+    with ch.RunningCommitter(settings), ch.invalidations(settings) as inv:
+        assert inv.wait_for_position(32, ch.WAIT_S)
     conn = psycopg2.connect(settings.database_url)
     try:
         with conn.cursor() as cur:
@@ -282,15 +276,15 @@ def test_sequence_5_committed_chunks_are_bounded_and_a_pruned_replay_is_still_sk
         conn.commit()
     finally:
         conn.close()
-    assert query(settings, "SELECT count(*) FROM committed_chunks") == [(0,)]
-    assert query(settings, "SELECT room_id, last_seq FROM room_chunk_marks") == [
+    assert ch.query(settings, "SELECT count(*) FROM committed_chunks") == [(0,)]
+    assert ch.query(settings, "SELECT room_id, last_seq FROM room_chunk_marks") == [
         ("!r:example.org", 31)
     ]
-    produce(settings, [*chunks[:5], room.chunk(msg(room.creator))])  # a replay, then news
-    with RunningCommitter(settings) as rc, invalidations(settings) as inv:
-        assert inv.wait_for_position(33, WAIT_S)
+    ch.produce(settings, [*chunks[:5], room.chunk(msg(room.creator))])  # a replay, then news
+    with ch.RunningCommitter(settings) as rc, ch.invalidations(settings) as inv:
+        assert inv.wait_for_position(33, ch.WAIT_S)
         assert rc.committer.stats.skipped_chunks == 5
-    assert query(settings, "SELECT count(*) FROM events") == [(33,)]
+    assert ch.query(settings, "SELECT count(*) FROM events") == [(33,)]
 
 
 def _batched(b: RoomBuilder, batches: list[list[str]]) -> list[Chunk]:
@@ -312,15 +306,15 @@ def test_a_replay_batched_otherwise_is_skipped_not_reported_as_a_divergence(
     assert [c.seq for c in replay] == [(1, 3), (4, 7)]
     assert first_run[1].chunk_id == replay[1].chunk_id
     assert first_run[1].digest != replay[1].digest
-    produce(settings, first_run)
-    with RunningCommitter(settings), invalidations(settings) as inv:
-        assert inv.wait_for_position(7, WAIT_S)
-    produce(settings, replay)
-    with RunningCommitter(settings) as rc:
-        wait_for(lambda: rc.committer.stats.skipped_chunks == 2, WAIT_S, "the replay skipped")
+    ch.produce(settings, first_run)
+    with ch.RunningCommitter(settings), ch.invalidations(settings) as inv:
+        assert inv.wait_for_position(7, ch.WAIT_S)
+    ch.produce(settings, replay)
+    with ch.RunningCommitter(settings) as rc:
+        wait_for(lambda: rc.committer.stats.skipped_chunks == 2, ch.WAIT_S, "the replay skipped")
         assert rc.committer.stats.divergences == 0
-    assert query(settings, "SELECT count(*) FROM events") == [(7,)]
-    assert query(settings, "SELECT count(*) FROM chunk_divergences") == [(0,)]
+    assert ch.query(settings, "SELECT count(*) FROM events") == [(7,)]
+    assert ch.query(settings, "SELECT count(*) FROM chunk_divergences") == [(0,)]
 
 
 def test_a_chunk_past_the_high_water_plus_one_is_reported_as_a_gap(settings: Settings) -> None:
@@ -330,8 +324,8 @@ def test_a_chunk_past_the_high_water_plus_one_is_reported_as_a_gap(settings: Set
     b.message("M2", BOB)
     head, lost, tail = _batched(b, [names[:5], names[5:6], names[6:]])  # seq 1..5, 6, 7
     before = sample("roomstream_chunk_gaps_total")
-    produce(settings, [head, tail])
-    with RunningCommitter(settings), invalidations(settings) as inv:
-        assert inv.wait_for_position(6, WAIT_S)
+    ch.produce(settings, [head, tail])
+    with ch.RunningCommitter(settings), ch.invalidations(settings) as inv:
+        assert inv.wait_for_position(6, ch.WAIT_S)
     assert lost.seq == (6, 6)
     assert sample("roomstream_chunk_gaps_total") == before + 1

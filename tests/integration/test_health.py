@@ -17,9 +17,9 @@ import pytest
 from pipeline import health
 from pipeline.committer.loop import Committer
 from pipeline.config import Settings
-from pipeline.dev.workload_builder import RoomBuilder, default_power_levels
+from pipeline.dev.workload_builder import RoomBuilder
 from tests.integration.harness import Processes, produce, wait_for
-from tests.integration.rooms import ALICE, BOB
+from tests.integration.rooms import ALICE, BOB, chat_room
 from tests.integration.test_metrics import Samples, free_port, sample, scrape
 
 pytestmark = pytest.mark.integration
@@ -38,19 +38,9 @@ def get(url: str) -> tuple[int, str]:
         return 0, str(e)
 
 
-def _room(tag: str) -> RoomBuilder:
-    room = RoomBuilder("10", tag=tag)
-    room.create(ALICE)
-    room.join(ALICE)
-    room.state("m.room.power_levels", ALICE, default_power_levels(ALICE, room.rv))
-    room.state("m.room.join_rules", ALICE, {"join_rule": "public"})
-    room.join(BOB)
-    return room
-
-
 def forked_room(tag: str, branches: int) -> RoomBuilder:
     """A room left with ``branches`` forward extremities: messages on one extremity, unmerged."""
-    room = _room(tag)
+    room = chat_room(tag, messages=0)
     base = room.forward_extremities
     for i in range(branches):
         room.message(ALICE if i % 2 else BOB, f"branch {i}", prev=base)
@@ -72,7 +62,7 @@ def test_worker_health_readiness_and_room_gauges(settings: Settings, procs: Proc
     # Twelve rooms with 1..12 forward extremities; only the top ten get a series each.
     rooms = {f"f{n}": forked_room(f"f{n}", n) for n in range(1, 13)}
     # A room whose last message arrives before the one it follows: parked until then.
-    parked = _room("parked")
+    parked = chat_room("parked", messages=0)
     held = parked.message(ALICE, "first")
     parked.message(BOB, "second", prev=[held.event_id])
     before = time.time()

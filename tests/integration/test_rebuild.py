@@ -35,7 +35,13 @@ from pipeline.room.batch import Incoming
 from pipeline.room.processor import RoomProcessor
 from pipeline.room.replay import replay
 from pipeline.worker.faust_app import group_id
-from tests.integration.harness import Processes, TopicReader, fold_chunks, produce, wait_for
+from tests.integration.harness import (
+    Processes,
+    TopicReader,
+    produce,
+    wait_for,
+    wait_in_chunks,
+)
 from tests.integration.rooms import ALICE, BOB, CAROL
 from tests.unit.room.fold import Stored
 from topics.definitions import Topic
@@ -210,13 +216,7 @@ def test_a_worker_that_lost_its_stored_state_rebuilds_its_rooms_from_postgres_an
     assert committer.stop() == 0
     produce(settings, in_flight)
     flying = {e.event_id for r in rooms for e in r.in_flight}
-    wait_for(
-        lambda: flying <= _events_in(chunks),
-        60,
-        "the events in flight in chunks",
-        readers=[chunks],
-        processes=[worker],
-    )
+    wait_in_chunks(chunks, flying, 60, "the events in flight in chunks", [worker])
     # 3. The worker stops and loses its stored state: the local store and the changelog
     # topic.
     assert worker.stop() == 0
@@ -232,13 +232,7 @@ def test_a_worker_that_lost_its_stored_state_rebuilds_its_rooms_from_postgres_an
     # Every event of the rooms: those with a state after it (all but the rejected) and those
     # rejected.
     decided = {e for view in expected.values() for e in [*view["state_after"], *view["rejected"]]}
-    wait_for(
-        lambda: decided <= _events_in(chunks),
-        90,
-        "the new events in chunks",
-        readers=[chunks],
-        processes=[worker],
-    )
+    wait_in_chunks(chunks, decided, 90, "the new events in chunks", [worker])
     committer = procs.start("committer", name="committer-2")
     n_all = sum(len(r.committed) + len(r.in_flight) + len(r.after) for r in rooms)
     wait_for(
@@ -285,11 +279,6 @@ def test_a_worker_that_lost_its_stored_state_rebuilds_its_rooms_from_postgres_an
         folded = re.search(r"(\d+) chunks in flight applied", lines[0])
         assert folded is not None and int(folded.group(1)) >= 1, lines[0]
         assert "Rebuilt from PostgreSQL" in lines[0]
-
-
-def _events_in(chunks: TopicReader) -> set[str]:
-    rooms, _ = fold_chunks(m.value() for m in chunks.messages)
-    return {e for view in rooms.values() for e in view.events}
 
 
 def _chunks_uncommitted(settings: Settings) -> bool:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import random
 import re
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -40,13 +39,13 @@ import pytest
 
 from pipeline.config import Settings
 from pipeline.dev.local import InvalidationWatcher
-from pipeline.dev.workload_builder import RoomBuilder, default_power_levels
-from pipeline.ops.produce import make_producer
+from pipeline.dev.workload_builder import RoomBuilder
 from pipeline.worker.app import owner_partition
 from tests.integration.harness import Process, Processes, TopicReader, produce
-from tests.integration.rooms import ALICE, BOB
+from tests.integration.paced import Paced, around_kill, chat_rooms, round_robin, setup_lines
+from tests.integration.rooms import CHAT_ROOM_SETUP, chat_room
 from tests.integration.test_worker_recovery import _wait_group_stable
-from topics import apply_topics, dead_letter, pdu_input
+from topics import apply_topics, dead_letter
 from topics.definitions import Topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -55,54 +54,6 @@ RECOVERY_BOUND_S = 10.0
 PAUSE_BOUND_S = 5.0
 ROOMS = 40
 RATE = 50.0  # events a second, one at a time
-SETUP_EVENTS = 5
-
-
-@dataclass
-class Paced:
-    """Events produced one at a time at ``rate``; when each was produced (monotonic, s)."""
-
-    settings: Settings
-    events: list[tuple[str, bytes]]  # (event_id, line)
-    rate: float
-    produced: dict[str, float] = field(default_factory=dict)
-
-    def run(self) -> None:
-        producer = make_producer(self.settings, **{"linger.ms": 0})
-        topic = self.settings.topic(Topic.PDUS)
-        start = time.monotonic()
-        for i, (event_id, line) in enumerate(self.events):
-            due = start + i / self.rate
-            while (now := time.monotonic()) < due:
-                producer.poll(min(due - now, 0.005))
-            record = pdu_input.encode(line, received_ts=int(time.time() * 1000))
-            producer.produce(topic, value=record.value, key=record.key, headers=record.headers)
-            self.produced[event_id] = time.monotonic()
-            producer.poll(0)
-        producer.flush(30)
-
-    def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self.run, name="paced", daemon=True)
-        thread.start()
-        return thread
-
-
-def _room(tag: str, messages: int) -> RoomBuilder:
-    """A public room (its first ``SETUP_EVENTS`` events create it) with ``messages`` messages,
-    every event valid."""
-    room = RoomBuilder("10", tag=tag)
-    room.create(ALICE)
-    room.join(ALICE)
-    room.state("m.room.power_levels", ALICE, default_power_levels(ALICE, room.rv))
-    room.state("m.room.join_rules", ALICE, {"join_rule": "public"})
-    room.join(BOB)
-    for j in range(messages):
-        room.message(ALICE if j % 2 else BOB, f"message {j}")
-    return room
-
-
-def _rooms(tag: str, messages: int) -> list[RoomBuilder]:
-    return [_room(f"{tag}{i}", messages) for i in range(ROOMS)]
 
 
 class Watcher(InvalidationWatcher):
@@ -189,8 +140,8 @@ def _wait_ready(worker: Process, timeout: float = 60.0) -> None:
 def _set_up(p: Pipeline, rooms: list[RoomBuilder]) -> None:
     """The rooms created and announced, the group stable."""
     _wait_group_stable(p.settings, 2)
-    produce(p.settings, [e.line for r in rooms for e in r.events[:SETUP_EVENTS]])
-    setup = {e.event_id for r in rooms for e in r.events[:SETUP_EVENTS]}
+    produce(p.settings, setup_lines(rooms))
+    setup = {e.event_id for r in rooms for e in r.events[:CHAT_ROOM_SETUP]}
     p.wait_announced(setup, 120, "the rooms created and announced")
     # The setup may have moved partitions (a worker joining late).
     _wait_group_stable(p.settings, 2)
@@ -205,22 +156,14 @@ def _owned(worker: Process, settings: Settings) -> set[int]:
     return {int(n) for n in found.group(1).split(",")} if found else set()
 
 
-def _stream(rooms: list[RoomBuilder]) -> list[tuple[str, bytes]]:
-    """Every room's events after its setup, round robin over the rooms, each room's order kept."""
-    return [
-        (r.events[k].event_id, r.events[k].line)
-        for k in range(SETUP_EVENTS, len(rooms[0].events))
-        for r in rooms
-    ]
-
-
 def test_a_killed_worker_announces_again_within_seconds_and_the_other_rooms_do_not_pause(
     settings: Settings, pipeline: Pipeline
 ) -> None:
     before_s, after_s = 10.0, 20.0
-    rooms = _rooms("kill", int(RATE * (before_s + after_s) / ROOMS) + 1)
+    partitions = settings.pdu_partitions
+    rooms = chat_rooms("kill", ROOMS, RATE, before_s + after_s)
     _set_up(pipeline, rooms)
-    paced = Paced(settings, _stream(rooms), RATE)
+    paced = Paced(settings, round_robin(rooms), RATE)
     producer = paced.start()
     time.sleep(before_s)
     victim = "wa"
@@ -235,33 +178,10 @@ def test_a_killed_worker_announces_again_within_seconds_and_the_other_rooms_do_n
     assert not pipeline.dead_letters(), "a valid event was dead-lettered"
     assert not pipeline.watcher.doubled()
 
-    announced = pipeline.watcher.announced
-    recovery: dict[str, float] = {}
-    waits: dict[str, float] = {}
-    before: list[float] = []
-    for room in rooms:
-        ids = [e.event_id for e in room.events[SETUP_EVENTS:]]
-        killed = owner_partition(room.room_id, settings.pdu_partitions) in owned
-        after_kill = [e for e in ids if paced.produced[e] >= killed_at]
-        if killed:
-            recovery[room.room_id] = min(announced[e] for e in after_kill) - restarted_at
-        else:
-            window = [e for e in ids if paced.produced[e] >= killed_at - 1]
-            waits[room.room_id] = max(announced[e] - paced.produced[e] for e in window)
-            before += [
-                announced[e] - paced.produced[e] for e in ids if paced.produced[e] < killed_at
-            ]
-    assert recovery and waits, f"both workers should own rooms; {victim} owned {owned}"
-    worst_recovery = max(recovery.values())
-    worst_wait = max(waits.values())
-    print(
-        f"\nkilled worker's {len(recovery)} rooms announcing again {worst_recovery:.2f} s after "
-        f"its restart at worst ({min(recovery.values()):.2f} s at best); the other worker's "
-        f"{len(waits)} rooms: longest wait {worst_wait * 1000:.0f} ms after the kill, "
-        f"{max(before) * 1000:.0f} ms before it"
-    )
-    assert worst_recovery <= RECOVERY_BOUND_S, sorted(recovery.values())
-    assert worst_wait <= PAUSE_BOUND_S, sorted(waits.values())
+    theirs = {r.room_id for r in rooms if owner_partition(r.room_id, partitions) in owned}
+    seen = around_kill(rooms, paced.produced, pipeline.watcher.announced, killed_at, theirs)
+    assert seen.back and seen.waits, f"both workers should own rooms; {victim} owned {owned}"
+    seen.check(restarted_at, RECOVERY_BOUND_S, PAUSE_BOUND_S)
 
 
 KILLS = 6
@@ -273,9 +193,9 @@ def test_repeated_kills_at_any_moment_lose_nothing(settings: Settings, pipeline:
     rng = random.Random(7)
     gaps = [rng.uniform(2.0, 6.0) for _ in range(KILLS)]
     rate = 80.0
-    rooms = _rooms("kills", int(rate * (sum(gaps) + 10) / ROOMS) + 1)
+    rooms = chat_rooms("kills", ROOMS, rate, sum(gaps) + 10)
     _set_up(pipeline, rooms)
-    paced = Paced(settings, _stream(rooms), rate)
+    paced = Paced(settings, round_robin(rooms), rate)
     producer = paced.start()
     for i, gap in enumerate(gaps):
         time.sleep(gap)
@@ -308,7 +228,7 @@ def test_first_events_of_partitions_arriving_while_workers_join_and_leave_are_al
         procs.worker("w1")
         _wait_group_stable(many, 1)
         # Room i starts 0.6 s after room i - 1: its events are interleaved with the others'.
-        rooms = [_room(f"first{i}", 10) for i in range(48)]
+        rooms = [chat_room(f"first{i}", messages=10) for i in range(48)]
         timed = sorted(
             (i * 0.6 + k * 0.4, r.events[k].event_id, r.events[k].line)
             for i, r in enumerate(rooms)

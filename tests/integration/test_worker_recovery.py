@@ -18,30 +18,25 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
 
 import pytest
 from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
 from pipeline.config import Settings
-from pipeline.dev.workload_builder import RoomBuilder
-from pipeline.ops.produce import make_producer
 from pipeline.worker.app import owner_partition
 from pipeline.worker.faust_app import group_id
 from tests.integration.harness import (
-    Process,
     Processes,
     TopicReader,
     fold_chunks,
     produce,
-    wait_for,
+    wait_in_chunks,
 )
+from tests.integration.paced import Paced, around_kill, chat_rooms, round_robin, setup_lines
 from tests.integration.replayed import expected_rooms, valid_event_ids
-from tests.integration.rooms import chat_room
+from tests.integration.rooms import CHAT_ROOM_SETUP
 from topics import chunk as chunk_codec
-from topics import pdu_input
 from topics.definitions import Topic
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -52,39 +47,6 @@ ROOMS = 50
 RATE = 75.0  # events a second, one at a time
 BEFORE_KILL_S = 10.0
 AFTER_KILL_S = 25.0
-
-
-@dataclass
-class Paced:
-    """Lines produced one at a time at ``rate``; when each was produced (wall clock, s)."""
-
-    settings: Settings
-    lines: list[tuple[str, bytes]]  # (event_id, line)
-    rate: float
-    produced: dict[str, float] = field(default_factory=dict)
-
-    def run(self) -> None:
-        producer = make_producer(self.settings, **{"linger.ms": 0})
-        topic = self.settings.topic(Topic.PDUS)
-        start = time.monotonic()
-        for i, (event_id, line) in enumerate(self.lines):
-            due = start + i / self.rate
-            while (now := time.monotonic()) < due:
-                producer.poll(min(due - now, 0.005))
-            at = time.time()
-            record = pdu_input.encode(line, received_ts=int(at * 1000))
-            producer.produce(topic, value=record.value, key=record.key, headers=record.headers)
-            self.produced[event_id] = at
-            producer.poll(0)
-        producer.flush(30)
-
-
-def _rooms() -> list[RoomBuilder]:
-    messages = int(RATE * (BEFORE_KILL_S + AFTER_KILL_S) / ROOMS) + 1
-    return [chat_room(f"rec{i}", messages=messages) for i in range(ROOMS)]
-
-
-SETUP_EVENTS = 5  # a chat room's founding events
 
 
 def _wait_group_stable(
@@ -126,40 +88,23 @@ def _first_seen(chunks: TopicReader) -> dict[str, float]:
     return seen
 
 
-def _wait_in_chunks(
-    chunks: TopicReader, ids: set[str], within: float, what: str, workers: Iterable[Process]
-) -> None:
-    wait_for(
-        lambda: ids <= set(_first_seen(chunks)),
-        within,
-        what,
-        readers=[chunks],
-        processes=workers,
-    )
-
-
 def test_a_worker_killed_and_restarted_recovers_in_seconds_and_others_do_not_pause(
     settings: Settings, procs: Processes
 ) -> None:
-    rooms = _rooms()
-    setup = [e.line for r in rooms for e in r.events[:SETUP_EVENTS]]
-    # Round robin over the rooms, each room's order kept.
-    stream = [
-        (r.events[k].event_id, r.events[k].line)
-        for k in range(SETUP_EVENTS, len(rooms[0].events))
-        for r in rooms
-    ]
+    rooms = chat_rooms("rec", ROOMS, RATE, BEFORE_KILL_S + AFTER_KILL_S)
+    setup = setup_lines(rooms)
+    stream = round_robin(rooms)
     lines = setup + [line for _, line in stream]
     chunks = TopicReader(settings, Topic.CHUNKS)
     workers = {name: procs.worker(name) for name in ("wa", "wb")}
     owners = _wait_group_stable(settings, 2)
     produce(settings, setup)
-    setup_ids = {e.event_id for r in rooms for e in r.events[:SETUP_EVENTS]}
-    _wait_in_chunks(chunks, setup_ids, 90, "the rooms created", workers.values())
+    setup_ids = {e.event_id for r in rooms for e in r.events[:CHAT_ROOM_SETUP]}
+    wait_in_chunks(chunks, setup_ids, 90, "the rooms created", workers.values())
     # The setup may have moved partitions (a worker joining late): read the owners again.
     owners = _wait_group_stable(settings, 2)
 
-    paced = Paced(settings, stream, RATE)
+    paced = Paced(settings, stream, RATE, clock="wall")
     producer = threading.Thread(target=paced.run)
     producer.start()
     time.sleep(BEFORE_KILL_S)
@@ -174,7 +119,7 @@ def test_a_worker_killed_and_restarted_recovers_in_seconds_and_others_do_not_pau
     assert last_produced > killed_at + 5, "the stream ended too soon after the kill"
 
     want = valid_event_ids(lines)
-    _wait_in_chunks(chunks, want, 120, "every event in a chunk", workers.values())
+    wait_in_chunks(chunks, want, 120, "every event in a chunk", workers.values())
     chunks.poll(2)
 
     # Nothing lost, nothing doubled.
@@ -183,26 +128,11 @@ def test_a_worker_killed_and_restarted_recovers_in_seconds_and_others_do_not_pau
     events = [e for v in folded.values() for e in v.events]
     assert len(events) == len(set(events)) == len(want)
 
-    seen = _first_seen(chunks)
     victim_member = f"{group_id(settings)}-{victim}"
-    recovery: dict[str, float] = {}
-    pauses: dict[str, float] = {}
-    for room in rooms:
-        ids = [e.event_id for e in room.events[SETUP_EVENTS:]]
-        mine = owners[owner_partition(room.room_id, settings.pdu_partitions)] == victim_member
-        if mine:
-            after = next(e for e in ids if paced.produced[e] > killed_at)
-            recovery[room.room_id] = seen[after] - killed_at
-        else:
-            window = [e for e in ids if paced.produced[e] >= killed_at - 1]
-            pauses[room.room_id] = max(seen[e] - paced.produced[e] for e in window)
-    assert recovery and pauses, f"both workers should own rooms: {owners}"
-    worst_recovery = max(recovery.values())
-    worst_pause = max(pauses.values())
-    print(
-        f"\nrecovery of the killed worker's {len(recovery)} rooms: "
-        f"worst {worst_recovery:.2f} s, best {min(recovery.values()):.2f} s; "
-        f"longest wait of the other worker's {len(pauses)} rooms: {worst_pause * 1000:.0f} ms"
-    )
-    assert worst_recovery <= RECOVERY_BOUND_S, recovery
-    assert worst_pause <= PAUSE_BOUND_S, pauses
+    partitions = settings.pdu_partitions
+    theirs = {
+        r.room_id for r in rooms if owners[owner_partition(r.room_id, partitions)] == victim_member
+    }
+    seen = around_kill(rooms, paced.produced, _first_seen(chunks), killed_at, theirs)
+    assert seen.back and seen.waits, f"both workers should own rooms: {owners}"
+    seen.check(killed_at, RECOVERY_BOUND_S, PAUSE_BOUND_S)

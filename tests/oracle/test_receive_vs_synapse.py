@@ -93,18 +93,7 @@ def test_room_that_once_diverged_agrees_with_synapse(seed: int) -> None:
 
 def _outcomes(room: OracleRoom, arrivals: list[str]) -> dict[str, str]:
     """Roomstream's outcome of each event (after checking that Synapse's is the same)."""
-    gen = fuzz.GeneratedRoom.of(room, [room.events[e] for e in arrivals])
-    divergence = fuzz.run_generated(gen)
-    assert divergence is None, divergence.report()
-    processor = RoomProcessor(room.room_id)
-    out: dict[str, str] = {}
-    for event_id in arrivals:
-        result = processor.process([Incoming(dict(room.events[event_id].pdu))])
-        for ev in result.chunk.events if result.chunk else ():
-            out[ev.event_id] = (
-                "rejected" if ev.rejected else "soft-failed" if ev.soft_failed else "ok"
-            )
-    return out
+    return _run_both(room, arrivals)[1]
 
 
 @pytest.mark.parametrize(
@@ -248,6 +237,14 @@ def _second_create(
     return event.event_id
 
 
+def _two_roots(version: str) -> tuple[OracleRoom, str, str]:
+    """A room of ``version`` and a second create event by Bob: the room, its create event and
+    the second one."""
+    room = OracleRoom(version)
+    first = next(iter(room.events))
+    return room, first, _second_create(room)
+
+
 def _run_both(room: OracleRoom, arrivals: list[str]) -> tuple[RoomProcessor, dict[str, str]]:
     """The processor after ``arrivals`` (Synapse agreeing after every input, checked) and each
     event's outcome."""
@@ -272,9 +269,7 @@ V1_TO_V11 = ["1", "2", "6", "10", "11"]
 def test_second_create_event_without_prev_events_becomes_another_forward_extremity(
     version: str,
 ) -> None:
-    room = OracleRoom(version)
-    first = next(iter(room.events))
-    second = _second_create(room)
+    room, first, second = _two_roots(version)
     processor, outcomes = _run_both(room, list(room.events))
     assert outcomes[second] == "ok"
     assert processor.forward_extremities == {room.start, second}
@@ -303,9 +298,7 @@ def test_merge_of_the_room_and_a_second_create_event_resolves_the_create_key(
     # The merge's state resolves a conflicted (m.room.create, "") key: in v2 every key is
     # conflicted (the second root's state holds the create event only) and the create events
     # sort as power events; in v1 only the create key conflicts.
-    room = OracleRoom(version)
-    first = next(iter(room.events))
-    second = _second_create(room)
+    room, first, second = _two_roots(version)
     merge = room.send("m.room.message", CHARLIE, None, {"body": "merge"}, [room.start, second])
     assert merge is not None
     processor, outcomes = _run_both(room, list(room.events))

@@ -19,6 +19,7 @@ from pipeline.matrix.events import StateKey
 from pipeline.matrix.state_res import resolve_state
 from tests.oracle._rooms import OracleRoom
 from tests.oracle._strategies import forked_rooms
+from tests.unit.matrix._state_res_graphs import auth_chain
 
 synapse_oracle = pytest.importorskip("tests.oracle.synapse_oracle")
 
@@ -33,19 +34,6 @@ _SETTINGS = settings(
 )
 
 
-def _auth_chain(room: OracleRoom, event_ids: set[str]) -> set[str]:
-    """The union of the auth chains of ``event_ids``, the events themselves not included
-    unless one reaches another."""
-    seen: set[str] = set()
-    todo = [a for e in event_ids for a in room.events[e].auth_event_ids]
-    while todo:
-        event_id = todo.pop()
-        if event_id not in seen:
-            seen.add(event_id)
-            todo.extend(room.events[event_id].auth_event_ids)
-    return seen
-
-
 def counting_own_events_matters(
     room: OracleRoom, state_sets: Sequence[Mapping[StateKey, str]]
 ) -> bool:
@@ -53,7 +41,7 @@ def counting_own_events_matters(
     unconflicted = set(state_sets[0].values()).intersection(
         *(set(s.values()) for s in state_sets[1:])
     )
-    chains = [_auth_chain(room, set(s.values())) for s in state_sets]
+    chains = [auth_chain(room.events, set(s.values())) for s in state_sets]
     return any(
         any(x in c for c in chains) and not all(x in c for c in chains) for x in unconflicted
     )

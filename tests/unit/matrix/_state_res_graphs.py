@@ -172,3 +172,16 @@ def _create_event(room: Room, node: Node, prev_nodes: list[str], ts: int) -> Non
     if event.state_key is not None:
         after[event.state_tuple] = event.event_id
     room.state_after[event.event_id] = after
+
+
+def auth_chain(events: Mapping[str, Event], start_ids: Iterable[str]) -> set[str]:
+    """The union of the auth chains of ``start_ids`` in ``events``, walked here rather than by
+    the resolution's own walk; the start events are not included unless one reaches another."""
+    chain: set[str] = set()
+    todo = [a for e in start_ids for a in events[e].auth_event_ids]
+    while todo:
+        event_id = todo.pop()
+        if event_id not in chain:
+            chain.add(event_id)
+            todo.extend(events[event_id].auth_event_ids)
+    return chain

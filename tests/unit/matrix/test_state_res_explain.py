@@ -27,6 +27,7 @@ from tests.unit.matrix._state_res_graphs import (
     BOB,
     EVELYN,
     Node,
+    auth_chain,
     build_room,
     event_id,
     power_levels,
@@ -137,7 +138,7 @@ class Explaining:
             assert lost and (winner is None or lost == candidates - {winner}), c
         else:
             rival, won = self.by_id[c["overtook"]], self.by_id[winner]
-            in_chain = rival.event_id in self._auth_chain(won)
+            in_chain = rival.event_id in auth_chain(self.by_id, [won.event_id])
             if why == "auth chain order":
                 assert in_chain, c
             elif why == "power ordering":
@@ -148,16 +149,6 @@ class Explaining:
                 assert won.origin_server_ts == rival.origin_server_ts, c
                 assert winner > rival.event_id, c
         assert all(f["rule_name"] in AUTH_RULES.values() for f in c["failed"]), c
-
-    def _auth_chain(self, event: Event) -> set[str]:
-        chain: set[str] = set()
-        todo = list(event.auth_event_ids)
-        while todo:
-            e = todo.pop()
-            if e not in chain:
-                chain.add(e)
-                todo.extend(self.by_id[e].auth_event_ids)
-        return chain
 
 
 def _disagreements(states: Sequence[StateMap]) -> dict[StateKey, set[str]]:

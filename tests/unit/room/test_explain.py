@@ -16,12 +16,14 @@ from pipeline.matrix.explain import Note, Recorder, spec_rule
 from pipeline.matrix.room_versions import room_version
 from pipeline.matrix.state_res import v2 as state_res_v2
 from pipeline.room import processor as processor_module
-from pipeline.room.explain import explain, render_event, render_room
+from pipeline.room.explain import Explained, explain, render_event, render_room
 from pipeline.room.processor import RoomProcessor
 from tests.oracle.fuzz import generate
 from tests.unit.room.builder import ALICE, BOB, CAROL, RoomBuilder
 from tests.unit.room.test_processor import (
     CASES,
+    Case,
+    each_case,
     fork_and_merge,
     rejected_events,
     soft_failed_after_ban,
@@ -34,19 +36,18 @@ def _lines(b: RoomBuilder, batches: list[list[str]]) -> list[bytes]:
     return [b.raw(n) for batch in batches for n in batch]
 
 
-@pytest.mark.parametrize(
-    ("case", "version"),
-    [(c, v) for c in CASES for v in c.versions],
-    ids=[f"{c.name} (v{v})" for c in CASES for v in c.versions],
-)
+def explained_case(case: Case, version: str) -> tuple[RoomBuilder, Explained]:
+    """The case's room in ``version``, and the explanation of its events fed in one batch."""
+    b, batches = case.built(version)
+    return b, explain(_lines(b, batches))
+
+
+@each_case
 def test_every_rejection_and_soft_fail_of_the_room_graphs_is_explained_by_its_rule(
-    case: object, version: str
+    case: Case, version: str
 ) -> None:
-    b = RoomBuilder(version)
-    batches = case.build(b)  # type: ignore[attr-defined]
-    explained = explain(_lines(b, batches))
-    expected = case.outcomes  # type: ignore[attr-defined]
-    for name, outcome in expected.items():
+    b, explained = explained_case(case, version)
+    for name, outcome in case.outcomes.items():
         ex = explained.event(b.ids[name])
         assert ex["outcome"] == outcome.replace("_", "-"), (name, ex)
         if outcome != "accepted":

@@ -28,7 +28,8 @@ from pipeline.room.explain import Explained, explain
 from tests.oracle.fuzz import GeneratedRoom, generate
 from tests.unit.matrix.auth_fixtures import APPLIED_BEFORE_NUMBERED
 from tests.unit.room.builder import ALICE, BOB, RoomBuilder
-from tests.unit.room.test_processor import CASES
+from tests.unit.room.test_explain import explained_case
+from tests.unit.room.test_processor import Case, each_case
 
 ROOT = Path(__file__).parents[3]
 PINNED_ROOMS = sorted((ROOT / "tests" / "oracle" / "rooms").glob("*.jsonl"))
@@ -103,17 +104,11 @@ def _lines(b: RoomBuilder, names: Iterable[str]) -> list[bytes]:
 # --- the processor's room graphs ------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("case", "version"),
-    [(c, v) for c in CASES for v in c.versions],
-    ids=[f"{c.name} (v{v})" for c in CASES for v in c.versions],
-)
+@each_case
 def test_every_rejection_and_soft_fail_of_the_room_graphs_names_a_rule_and_its_auth_events(
-    case: Any, version: str
+    case: Case, version: str
 ) -> None:
-    b = RoomBuilder(version)
-    batches = case.build(b)
-    explained = explain(_lines(b, [n for batch in batches for n in batch]))
+    b, explained = explained_case(case, version)
     seen = explained_rules(explained, b.room_id)
     assert sum(seen.values()) == sum(1 for o in case.outcomes.values() if o != "accepted")
 

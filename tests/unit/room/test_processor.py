@@ -147,6 +147,11 @@ class Case:
     # v1: event IDs are fields, state resolution v1; v3: hashed IDs, v2; v10: integer levels.
     versions: tuple[str, ...] = ("1", "3", "10")
 
+    def built(self, version: str) -> tuple[RoomBuilder, list[list[str]]]:
+        """The case's room in ``version``, and the batches its events arrive in (by name)."""
+        b = RoomBuilder(version)
+        return b, self.build(b)
+
 
 BASE_OK = {n: "accepted" for n in ("C", "MA", "PL", "JR", "MB")}
 
@@ -225,14 +230,17 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(
+# Every case in each of its room versions.
+each_case = pytest.mark.parametrize(
     ("case", "version"),
     [(c, v) for c in CASES for v in c.versions],
     ids=[f"{c.name} (v{v})" for c in CASES for v in c.versions],
 )
+
+
+@each_case
 def test_room_graph(case: Case, version: str) -> None:
-    b = RoomBuilder(version)
-    batches = case.build(b)
+    b, batches = case.built(version)
     proc, results = run(b, batches)
     assert outcomes(b, results) == case.outcomes
     assert {b.name_of(e) for e in proc.forward_extremities} == case.extremities

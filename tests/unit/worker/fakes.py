@@ -53,15 +53,9 @@ class Producer:
     refuse: int = 0  # the next sends that raise when handed over
     auto_ack: set[str] = field(default_factory=set)  # topics acknowledged at once
 
-    async def send(  # noqa: PLR0917  # faust's producer takes them positionally
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        partition: int | None,
-        timestamp: float | None,
-        headers: Any,
-    ) -> asyncio.Future[Any]:
+    async def send(self, *record: Any) -> asyncio.Future[Any]:
+        """``emit.Producer.send``: the record positionally (timestamp and headers unread)."""
+        topic, key, value, partition, _timestamp, _headers = record
         if self.refuse:
             self.refuse -= 1
             raise ConnectionError("the broker is not reachable")
