@@ -94,6 +94,7 @@ class Worker:
     def __init__(
         self,
         settings: Settings,
+        *,
         worker_id: str | None = None,
         replicas: Replication | None = None,
     ) -> None:
@@ -455,7 +456,7 @@ def main(args: Any, settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     port = getattr(args, "web_port", None) or settings.metrics_port
     health.serve(port, settings.metrics_addr, health.WORKER)
-    worker = Worker(settings, getattr(args, "id", None))
+    worker = Worker(settings, worker_id=getattr(args, "id", None))
     tune_gc()
     faust_worker = _FaustWorker(worker.app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     status: object = None
