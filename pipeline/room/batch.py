@@ -17,6 +17,7 @@ from pipeline.matrix.events import EventFetcher, StateKey, StateMap
 from pipeline.matrix.room_versions import RoomVersion
 from pipeline.matrix.signing import SignatureChecker
 from pipeline.room.chunk import Chunk
+from pipeline.room.known_events import Recall
 from pipeline.room.missing import MissingRequest
 from pipeline.room.parking import ParkingLimits, RawInput
 from pipeline.room.state_groups import MAX_DELTA_HOPS
@@ -43,6 +44,11 @@ class ProcessorConfig:
     # Check 2 on receipt (``pipeline.matrix.signing``); None: off, the producers are trusted.
     # The outcome depends on the keys the checker knows, not only on the room's inputs.
     signatures: SignatureChecker | None = None
+    # Bounding the event index (``known_events``): with a ``recall``, entries over
+    # ``known_limit`` that the shell says are committed (``RoomProcessor.release_committed``)
+    # are dropped and recalled when read. Without one nothing is dropped.
+    recall: Recall | None = None
+    known_limit: int | None = None
 
 
 @dataclass(slots=True)
