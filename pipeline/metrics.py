@@ -84,7 +84,7 @@ SKIPPED_CHUNKS = Counter(
 WORKER_RETRIES = Counter(
     "roomstream_worker_retries_total",
     "Worker operations that failed and are retried, by reason",
-    ["reason"],  # send, resolve_pool, marks, rebuild
+    ["reason"],  # send, resolve_pool, marks, rebuild, recall
 )
 WORKER_STOPPED = Counter(
     "roomstream_worker_stopped_total",
@@ -93,6 +93,14 @@ WORKER_STOPPED = Counter(
 )
 WORKER_READY = Gauge(
     "roomstream_worker_ready", "1 while the worker owns its partitions and processes them"
+)
+RECALLED_EVENTS = Counter(
+    "roomstream_worker_recalled_events_total",
+    "Event index entries dropped from a room's bounded index and read back from PostgreSQL",
+)
+DROPPED_EVENTS = Counter(
+    "roomstream_worker_dropped_events_total",
+    "Event index entries of committed events dropped to keep rooms within their bound",
 )
 STALE_ROOMS = Counter(
     "roomstream_worker_stale_rooms_total",

@@ -323,6 +323,13 @@ class RoomProcessor:
         )
         return parsed
 
+    @property
+    def over_known_limit(self) -> bool:
+        """Whether the event index holds more than ``known_limit`` entries and may drop some
+        (``release_committed``)."""
+        limit = self.config.known_limit
+        return self.config.recall is not None and limit is not None and len(self._known) > limit
+
     def release_committed(self, committed_seq: int) -> int:
         """The shell says every event up to event sequence number ``committed_seq`` is stored
         (PostgreSQL's ``room_chunk_marks``): with a ``recall`` and a ``known_limit``, drop the
@@ -332,7 +339,7 @@ class RoomProcessor:
         """
         limit = self.config.known_limit
         known = self._known
-        if self.config.recall is None or limit is None or len(known) <= limit:
+        if limit is None or not self.over_known_limit:
             return 0
         # One entry per recorded event, in order: the newest ``event_seq - committed_seq``
         # entries are the ones not stored yet.

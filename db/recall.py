@@ -1,0 +1,43 @@
+"""What a room processor's event index held for events it dropped, read back from PostgreSQL.
+
+A room processor bounds its event index (``pipeline.room.known_events``): entries of events the
+committer has stored may be dropped, and are recalled when read. Everything an entry holds is in
+the rows the committer wrote for the event: its outcome (``events.rejection_reason`` and
+``soft_failed``), its state group (``event_to_state_groups``; for a rejected event the state
+before it), and its JSON as received (``event_json``), from which the fingerprint, the
+prev_events and, for a state event, the kept JSON follow as they did when it was decided.
+One query per batch of IDs, however many.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from pipeline.matrix.events import Event
+from pipeline.matrix.room_versions import room_version
+from pipeline.room.known_events import ACCEPTED, REJECTED, SOFT_FAILED, Recalled, recalled
+
+__all__ = ["RECALL_SQL", "recall_events"]
+
+RECALL_SQL = (
+    "SELECT e.event_id, j.json, e.rejection_reason, e.soft_failed, g.state_group,"
+    " r.room_version"
+    " FROM events AS e JOIN event_json AS j USING (event_id)"
+    " JOIN rooms AS r ON r.room_id = e.room_id"
+    " LEFT JOIN event_to_state_groups AS g USING (event_id)"
+    " WHERE e.room_id = %s AND e.event_id = ANY(%s)"
+)
+
+
+def recall_events(cur: Any, room_id: str, event_ids: Sequence[str]) -> dict[str, Recalled]:
+    """The index entries of those of ``event_ids`` that room ``room_id`` has stored."""
+    cur.execute(RECALL_SQL, (room_id, list(event_ids)))
+    out: dict[str, Recalled] = {}
+    for eid, text, rejected, soft_failed, sg, version in cur.fetchall():
+        status = REJECTED if rejected is not None else SOFT_FAILED if soft_failed else ACCEPTED
+        event = Event.from_trusted(orjson.loads(text), room_version(version), eid)
+        out[eid] = recalled(event, status, None if sg is None else int(sg))
+    return out
