@@ -100,6 +100,9 @@ def _append(
     writes = [(segment_key(proc.room_id, len(marks) - 1), _pack(value))]
     if len(value) >= SEGMENT_BYTES:
         marks.append(list(proc.append_marks()))
+        # The record names the new open segment: it must be there for a load before the next
+        # save writes it.
+        writes.append((segment_key(proc.room_id, len(marks) - 1), _pack(_EMPTY)))
     data["segment_marks"] = marks
     if compacted_at:
         data["compacted_at"] = compacted_at

@@ -312,3 +312,44 @@ def test_dropping_takes_the_state_events_of_the_dropped_entries_only() -> None:
     assert sorted(known._state_events) == sorted(
         b.ids[n] for n in state_names if b.ids[n] in known._known
     )
+
+
+def test_compacted_snapshots_cut_into_segments_and_empty_the_old_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(storage, "SEGMENT_BYTES", 1500)
+    workload = generate_workload(1, 200, seed=2, state_heavy=True)
+    (room_id,) = workload.rooms
+    inputs = [
+        Incoming(line, received_ts=1000 + i)
+        for i, (line, key) in enumerate(zip(workload.lines, workload.keys, strict=True))
+        if key == room_id
+    ]
+    rows = CommittedRows()
+    config = ProcessorConfig(recall=rows, known_limit=LIMIT)
+    proc = RoomProcessor(room_id, config=config)
+    unbounded = RoomProcessor(room_id)
+    store: dict[bytes, bytes] = {}
+    most_segments = snapshots = 0
+    for batch in _batches(inputs, random.Random(5), 10):
+        got = proc.process(batch)
+        assert _outputs(got) == _outputs(unbounded.process(batch))
+        rows.commit(got.chunks)
+        proc.release_committed(rows.high_water)
+        previous = store.get(storage.record_key(room_id))
+        writes = storage.save(proc, previous)
+        store.update(writes)
+        record = orjson.loads(store[storage.record_key(room_id)])
+        named = len(record["segment_marks"])
+        if previous is not None and orjson.loads(previous).get("compacted_at") != record.get(
+            "compacted_at"
+        ):
+            snapshots += 1
+            # Every key the earlier record named beyond the new ones is emptied.
+            for i in range(named, len(orjson.loads(previous)["segment_marks"])):
+                emptied = orjson.loads(storage._unpack(store[storage.segment_key(room_id, i)]))
+                assert emptied == {"events": {}, "state_events": {}, "groups": {}}
+        most_segments = max(most_segments, named)
+        proc = storage.load(store[storage.record_key(room_id)], store.get, config=config)
+    assert snapshots > 3 and most_segments > 2
+    _assert_same_room(unbounded, proc)
