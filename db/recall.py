@@ -7,6 +7,9 @@ the rows the committer wrote for the event: its outcome (``events.rejection_reas
 before it), and its JSON as received (``event_json``), from which the fingerprint, the
 prev_events and, for a state event, the kept JSON follow as they did when it was decided.
 One query per batch of IDs, however many.
+
+The rows of a state group whose rows were dropped (``pipeline.room.state_groups``) are read
+back from ``state_groups_state`` the same way: one query per batch of group ids.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import orjson
 
 from pipeline.matrix.events import Event
 from pipeline.matrix.room_versions import room_version
+from pipeline.room.chunk import StateRow
 from pipeline.room.known_events import ACCEPTED, REJECTED, SOFT_FAILED, Recalled, recalled
 
-__all__ = ["RECALL_SQL", "recall_events"]
+__all__ = ["GROUP_ROWS_SQL", "RECALL_SQL", "recall_events", "recall_group_rows"]
 
 RECALL_SQL = (
     "SELECT e.event_id, j.json, e.rejection_reason, e.soft_failed, g.state_group,"
@@ -41,3 +45,24 @@ def recall_events(cur: Any, room_id: str, event_ids: Sequence[str]) -> dict[str,
         event = Event.from_trusted(orjson.loads(text), room_version(version), eid)
         out[eid] = recalled(event, status, None if sg is None else int(sg))
     return out
+
+
+# A group without rows is one line of NULLs: it is stored, with nothing over its base.
+GROUP_ROWS_SQL = (
+    "SELECT g.id, s.type, s.state_key, s.event_id"
+    " FROM state_groups AS g LEFT JOIN state_groups_state AS s ON s.state_group = g.id"
+    " WHERE g.room_id = %s AND g.id = ANY(%s)"
+)
+
+
+def recall_group_rows(
+    cur: Any, room_id: str, group_ids: Sequence[int]
+) -> dict[int, tuple[StateRow, ...]]:
+    """The rows of those of ``group_ids`` that room ``room_id`` has stored, sorted."""
+    cur.execute(GROUP_ROWS_SQL, (room_id, list(group_ids)))
+    rows: dict[int, list[StateRow]] = {}
+    for sg, etype, skey, eid in cur.fetchall():
+        group = rows.setdefault(int(sg), [])
+        if etype is not None:
+            group.append((etype, skey, eid))
+    return {sg: tuple(sorted(r)) for sg, r in rows.items()}

@@ -98,6 +98,10 @@ RECALLED_EVENTS = Counter(
     "roomstream_worker_recalled_events_total",
     "Event index entries dropped from a room's bounded index and read back from PostgreSQL",
 )
+RECALLED_GROUPS = Counter(
+    "roomstream_worker_recalled_state_groups_total",
+    "State groups whose rows were dropped from a room's memory and read back from PostgreSQL",
+)
 DROPPED_EVENTS = Counter(
     "roomstream_worker_dropped_events_total",
     "Event index entries of committed events dropped to keep rooms within their bound",

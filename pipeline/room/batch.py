@@ -20,7 +20,7 @@ from pipeline.room.chunk import Chunk
 from pipeline.room.known_events import Recall
 from pipeline.room.missing import MissingRequest
 from pipeline.room.parking import ParkingLimits, RawInput
-from pipeline.room.state_groups import MAX_DELTA_HOPS
+from pipeline.room.state_groups import MAX_DELTA_HOPS, GroupRecall
 
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
 """Above this estimate of its encoded size a batch's chunk is cut in two (the chunks topic takes
@@ -49,6 +49,10 @@ class ProcessorConfig:
     # are dropped and recalled when read. Without one nothing is dropped.
     recall: Recall | None = None
     known_limit: int | None = None
+    # The same for the rows of state groups: over ``group_rows_limit`` rows, those of the
+    # oldest stored groups are dropped and recalled with ``group_recall``.
+    group_recall: GroupRecall | None = None
+    group_rows_limit: int | None = None
 
 
 @dataclass(slots=True)

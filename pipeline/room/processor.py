@@ -144,6 +144,9 @@ STATE_FORMAT = 2
 _ROW_OVERHEAD = 16
 """Bytes an event entry adds to a chunk's encoding beyond its PDU."""
 
+_GROUP_MARKS = 256
+"""Marks of groups not known stored kept at most (``_note_groups``)."""
+
 _ROW_BYTES = 128
 """What one state row is taken to add to a chunk's encoding (generous: most are ~100)."""
 
@@ -215,7 +218,10 @@ class RoomProcessor:
         self.event_seq = 0  # events recorded
         self.clock = 0  # the largest received_ts of the inputs so far
         self._known = self._bound(KnownEvents())
-        self._groups = StateGroups(room_id, max_hops=self.config.max_delta_hops)
+        self._groups = self._bind_groups(StateGroups(room_id, max_hops=self.config.max_delta_hops))
+        # (event sequence number, groups made): once the event is stored, so are the groups.
+        self._group_marks: list[tuple[int, int]] = []
+        self._groups_stored = 0
         self._extremities: set[str] = set()
         # The current state: the state of the groups in ``_current_basis`` (resolved when
         # there are several), with ``_current_overlay`` laid over it (None: key removed). The
@@ -325,10 +331,15 @@ class RoomProcessor:
 
     @property
     def over_known_limit(self) -> bool:
-        """Whether the event index holds more than ``known_limit`` entries and may drop some
-        (``release_committed``)."""
-        limit = self.config.known_limit
-        return self.config.recall is not None and limit is not None and len(self._known) > limit
+        """Whether the event index holds more than ``known_limit`` entries, or the state groups
+        more than ``group_rows_limit`` rows, and may drop some (``release_committed``)."""
+        config = self.config
+        limit, rows_limit = config.known_limit, config.group_rows_limit
+        return (config.recall is not None and limit is not None and len(self._known) > limit) or (
+            config.group_recall is not None
+            and rows_limit is not None
+            and self._groups.held_rows > rows_limit
+        )
 
     def release_committed(self, committed_seq: int) -> int:
         """The shell says every event up to event sequence number ``committed_seq`` is stored
@@ -337,15 +348,43 @@ class RoomProcessor:
         to three quarters of it, so the shell need not ask again after every input). Never an
         entry not yet stored. Returns how many were dropped; changes no decision.
         """
+        marks = self._group_marks
+        stored = 0
+        while stored < len(marks) and marks[stored][0] <= committed_seq:
+            self._groups_stored = marks[stored][1]
+            stored += 1
+        del marks[:stored]
+        rows_limit = self.config.group_rows_limit
+        if self.config.group_recall is not None and rows_limit is not None:
+            self._groups.drop_rows(self._groups_stored, rows_limit * 3 // 4)
         limit = self.config.known_limit
         known = self._known
-        if limit is None or not self.over_known_limit:
+        if self.config.recall is None or limit is None or len(known) <= limit:
             return 0
         # One entry per recorded event, in order: the newest ``event_seq - committed_seq``
         # entries are the ones not stored yet.
         unstored = max(0, self.event_seq - committed_seq)
         droppable = len(known) - unstored
         return known.evict(min(droppable, len(known) - limit * 3 // 4))
+
+    def _note_groups(self) -> None:
+        """Groups made so far are stored once the event just recorded is (``release_committed``)."""
+        if self.config.group_recall is None:
+            return
+        marks = self._group_marks
+        mark = (self.event_seq, len(self._groups))
+        if marks and len(marks) >= _GROUP_MARKS:
+            marks[-1] = mark  # later than it needs: never too early
+        elif not marks or marks[-1][1] != mark[1]:
+            marks.append(mark)
+
+    def _bind_groups(self, groups: StateGroups) -> StateGroups:
+        """``groups`` asking this room's group recall for the rows they dropped."""
+        recall = self.config.group_recall
+        if recall is not None:
+            room_id = self.room_id
+            groups.recall = lambda group_ids: recall(room_id, group_ids)
+        return groups
 
     def _bound(self, known: KnownEvents) -> KnownEvents:
         """``known`` asking this room's recall for what it dropped."""
@@ -651,6 +690,8 @@ class RoomProcessor:
         self._known.add(event, status, after_sg, fp)
         out.state_groups.extend(decision.new_groups)
         self.event_seq += 1
+        if decision.new_groups:
+            self._note_groups()
 
         founds_room = creates and self.create_event_id is None
         if founds_room:
@@ -1093,6 +1134,11 @@ class RoomProcessor:
         """Event index entries dropped in all (``release_committed``)."""
         return self._known.dropped
 
+    @property
+    def group_rows(self) -> tuple[int, int]:
+        """State group rows (held, dropped in all)."""
+        return self._groups.held_rows, self._groups.dropped_rows
+
     def append_marks(self) -> tuple[int, int, int]:
         """How many entries the append-only parts hold (events, state events, state groups):
         the marks to pass to a later ``to_dict(since=...)``."""
@@ -1155,7 +1201,9 @@ class RoomProcessor:
             proc.input_seq = int(data["input_seq"])
             proc.event_seq = int(data["event_seq"])
             proc.clock = int(data["clock"])
-        proc._groups = StateGroups.from_dict(proc.room_id, data["state_groups"])
+        proc._groups = proc._bind_groups(StateGroups.from_dict(proc.room_id, data["state_groups"]))
+        # Whether the groups are stored is not saved: they are once everything up to now is.
+        proc._group_marks = [(proc.event_seq, len(proc._groups))]
         proc._extremities = set(data["forward_extremities"])
         proc._parking = ParkingLot.restore(
             proc.room_id, data["parked"], proc.config.parking, budget
@@ -1230,9 +1278,12 @@ class RoomProcessor:
         proc.room_version = rv
         proc._known = proc._bound(known)
         ordered, counter = group_order(rows.room_id, rows.state_groups)
-        proc._groups = StateGroups.from_rows(
-            rows.room_id, ordered, counter, max_hops=proc.config.max_delta_hops
+        proc._groups = proc._bind_groups(
+            StateGroups.from_rows(
+                rows.room_id, ordered, counter, max_hops=proc.config.max_delta_hops
+            )
         )
+        proc._group_marks = [(rows.high_water, len(proc._groups))]
         proc._extremities = set(rows.forward_extremities)
         proc.event_seq = rows.high_water
         proc.input_seq = rows.high_water

@@ -16,7 +16,8 @@ events cost, whatever its history, and no stored value grows without bound (a ch
 has a size limit).
 
 A processor whose event index drops entries (``RoomProcessor.release_committed``) leaves them in
-the segments saved before. Once those dropped entries outnumber the entries it holds, the save
+the segments saved before (so do state groups whose rows it drops). Once those dropped entries
+(or rows) outnumber the entries (or rows) it holds, the save
 is a compacted snapshot instead: everything held, cut into fresh segments from 0, and every
 segment key beyond them overwritten with an empty segment (so the changelog's compaction keeps
 nothing of the old ones but a few bytes). Each entry is rewritten once per doubling of what was
@@ -75,18 +76,20 @@ def save(proc: RoomProcessor, previous_record: bytes | None) -> list[tuple[bytes
     """
     dropped = proc.dropped_events
     if previous_record is None:
-        return _snapshot(proc, 0) if dropped else _append(proc, [[0, 0, 0]], 0)
+        return _snapshot(proc, 0) if dropped or proc.group_rows[1] else _append(proc, [[0, 0, 0]])
     previous = orjson.loads(previous_record)
     marks: list[list[int]] = previous["segment_marks"]
     compacted_at = int(previous.get("compacted_at", 0))
     held = proc.append_marks()[0] - dropped
-    if dropped - compacted_at > max(held, 1):
+    rows_held, rows_dropped = proc.group_rows
+    rows_at = int(previous.get("compacted_rows_at", 0))
+    if dropped - compacted_at > max(held, 1) or rows_dropped - rows_at > max(rows_held, 1):
         return _snapshot(proc, len(marks))
-    return _append(proc, marks, compacted_at)
+    return _append(proc, marks, compacted_at, rows_at)
 
 
 def _append(
-    proc: RoomProcessor, marks: list[list[int]], compacted_at: int
+    proc: RoomProcessor, marks: list[list[int]], compacted_at: int = 0, rows_at: int = 0
 ) -> list[tuple[bytes, bytes]]:
     """Rewrite the open segment (the last of ``marks``) with what came after its mark."""
     start = marks[-1]
@@ -106,6 +109,8 @@ def _append(
     data["segment_marks"] = marks
     if compacted_at:
         data["compacted_at"] = compacted_at
+    if rows_at:
+        data["compacted_rows_at"] = rows_at
     writes.append((record_key(proc.room_id), orjson.dumps(data)))
     return writes
 
@@ -143,6 +148,8 @@ def _snapshot(proc: RoomProcessor, stored_segments: int) -> list[tuple[bytes, by
     data["segment_marks"] = marks
     if proc.dropped_events:
         data["compacted_at"] = proc.dropped_events
+    if proc.group_rows[1]:
+        data["compacted_rows_at"] = proc.group_rows[1]
     writes.append((record_key(proc.room_id), orjson.dumps(data)))
     return writes
 

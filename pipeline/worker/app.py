@@ -160,13 +160,16 @@ class Worker:
             ),
         )
         high_waters = PgHighWaters(settings.database_url)
+        # A room's event index and its state groups' rows are bounded; older committed ones are
+        # read back from PostgreSQL when needed (``pipeline.worker.recall``).
+        recall = PgRecall(settings.database_url)
         if settings.worker_known_events > 0:
-            # A room's event index holds this many entries; older committed ones are read back
-            # from PostgreSQL when cited (``pipeline.worker.recall``).
             self.config = replace(
-                self.config,
-                recall=PgRecall(settings.database_url),
-                known_limit=settings.worker_known_events,
+                self.config, recall=recall, known_limit=settings.worker_known_events
+            )
+        if settings.worker_state_rows > 0:
+            self.config = replace(
+                self.config, group_recall=recall.groups, group_rows_limit=settings.worker_state_rows
             )
         self.owners = Owners(settings.pdu_partitions)
         self.scheduler = Scheduler(

@@ -1,5 +1,5 @@
-"""A room processor bounded to a few event index entries, recalling the rest from the real
-PostgreSQL, decides as an unbounded one.
+"""A room processor bounded to a few event index entries and state group rows, recalling the rest
+from the real PostgreSQL, decides as an unbounded one.
 
 A room's chunks are committed as the committer commits them (``db.writer.write_batch``); after
 each batch the bounded processor is told the committed high-water read from PostgreSQL
@@ -32,6 +32,7 @@ from topics import chunk as chunk_codec
 pytestmark = pytest.mark.integration
 
 LIMIT = 8
+ROWS_LIMIT = 4
 
 
 class Counting:
@@ -80,8 +81,17 @@ def test_late_events_citing_dropped_events_are_decided_as_unbounded(
     b.message("on rejected", ALICE, prev=["M12"])
     late = ["on old", "topic on old", "merge", "on rejected", "M1"]
 
-    recall = Counting(PgRecall(settings.database_url))
-    config = ProcessorConfig(recall=recall, known_limit=LIMIT)
+    pg = PgRecall(settings.database_url)
+    recall = Counting(pg)
+    group_calls: list[int] = []
+
+    def group_recall(room_id: str, group_ids: Sequence[int]) -> Mapping[int, Any]:
+        group_calls.extend(group_ids)
+        return pg.groups(room_id, group_ids)
+
+    config = ProcessorConfig(
+        recall=recall, known_limit=LIMIT, group_recall=group_recall, group_rows_limit=ROWS_LIMIT
+    )
     committed = PgHighWaters(settings.database_url)
     bounded = RoomProcessor(b.room_id, config=config)
     unbounded = RoomProcessor(b.room_id)
@@ -99,12 +109,14 @@ def test_late_events_citing_dropped_events_are_decided_as_unbounded(
         assert mark == bounded.event_seq
         bounded.release_committed(mark)
         assert len(bounded._known) <= LIMIT
+        assert bounded.group_rows[0] <= ROWS_LIMIT
         store.update(storage.save(bounded, store.get(storage.record_key(b.room_id))))
         bounded = storage.load(store[storage.record_key(b.room_id)], store.get, config=config)
 
     assert bounded.dropped_events >= len(names) - LIMIT
     for old in ("M2", "M3", "M12", "M1"):
         assert b.ids[old] in recall.asked
+    assert group_calls  # the states of old groups were built from recalled rows
     assert dict(bounded.current_state) == dict(unbounded.current_state)
     assert bounded.forward_extremities == unbounded.forward_extremities
     # The recalled entries are the ones the unbounded index holds.
@@ -114,3 +126,5 @@ def test_late_events_citing_dropped_events_are_decided_as_unbounded(
         assert ours._replace(prevs=ours.prevs or None) == theirs._replace(
             prevs=theirs.prevs or None
         )
+        sg = theirs.state_group
+        assert dict(bounded.state_of_group(sg)) == dict(unbounded.state_of_group(sg))

@@ -24,7 +24,7 @@ from pipeline.matrix.events import Event
 from pipeline.matrix.room_versions import room_version
 from pipeline.room import storage
 from pipeline.room.batch import BatchResult, Incoming, ProcessorConfig
-from pipeline.room.chunk import Chunk
+from pipeline.room.chunk import Chunk, StateRow
 from pipeline.room.known_events import (
     ACCEPTED,
     REJECTED,
@@ -45,6 +45,7 @@ from tests.unit.room.test_properties import STEP
 from topics import chunk as chunk_codec
 
 LIMIT = 8
+ROWS_LIMIT = 6
 PARKING = ParkingLimits(ttl_ms=50, per_room=6)
 
 
@@ -53,8 +54,10 @@ class CommittedRows:
 
     def __init__(self) -> None:
         self.entries: dict[str, Recalled] = {}
+        self.group_rows: dict[int, tuple[StateRow, ...]] = {}
         self.high_water = 0
         self.calls: list[list[str]] = []
+        self.group_calls: list[list[int]] = []
 
     def commit(self, chunks: Sequence[Chunk]) -> None:
         for chunk in chunks:
@@ -63,11 +66,17 @@ class CommittedRows:
                 status = REJECTED if ce.rejected else SOFT_FAILED if ce.soft_failed else ACCEPTED
                 event = Event.from_trusted(ce.pdu, rv, ce.event_id)
                 self.entries.setdefault(ce.event_id, recalled(event, status, ce.state_group))
+            for g in chunk.state_groups:
+                self.group_rows.setdefault(g.id, tuple(g.delta))
             self.high_water = max(self.high_water, chunk.seq[1])
 
     def __call__(self, room_id: str, event_ids: Sequence[str]) -> Mapping[str, Recalled]:
         self.calls.append(list(event_ids))
         return {e: self.entries[e] for e in event_ids if e in self.entries}
+
+    def groups(self, room_id: str, group_ids: Sequence[int]) -> Mapping[int, Any]:
+        self.group_calls.append(list(group_ids))
+        return {g: self.group_rows[g] for g in group_ids if g in self.group_rows}
 
 
 def _outputs(result: BatchResult) -> Any:
@@ -95,12 +104,19 @@ def _run_both(
     batches: list[list[Incoming]],
     *,
     limit: int = LIMIT,
+    rows_limit: int | None = ROWS_LIMIT,
     restore_every: int = 0,
 ) -> tuple[RoomProcessor, RoomProcessor, CommittedRows]:
     """Both processors over ``batches``; asserts every batch's outputs are the same."""
     plain = ProcessorConfig(parking=PARKING)
     rows = CommittedRows()
-    bounded_config = ProcessorConfig(parking=PARKING, recall=rows, known_limit=limit)
+    bounded_config = ProcessorConfig(
+        parking=PARKING,
+        recall=rows,
+        known_limit=limit,
+        group_recall=rows.groups if rows_limit is not None else None,
+        group_rows_limit=rows_limit,
+    )
     unbounded = RoomProcessor(room_id, config=plain)
     bounded = RoomProcessor(room_id, config=bounded_config)
     store: dict[bytes, bytes] = {}
@@ -110,8 +126,10 @@ def _run_both(
         assert _outputs(got) == _outputs(expected), f"batch {n} decided differently"
         rows.commit(got.chunks)
         bounded.release_committed(rows.high_water)
-        # Everything is committed after each batch: the bound holds.
+        # Everything is committed after each batch: the bounds hold.
         assert len(bounded._known) <= limit
+        if rows_limit is not None:
+            assert bounded.group_rows[0] <= rows_limit
         if restore_every and n % restore_every == 0:
             store.update(storage.save(bounded, store.get(storage.record_key(room_id))))
             record = store[storage.record_key(room_id)]
@@ -147,11 +165,12 @@ def _assert_same_room(unbounded: RoomProcessor, bounded: RoomProcessor) -> None:
         ours, theirs = bounded.get_event(event_id), unbounded.get_event(event_id)
         # As kept (a parsed event still cached may carry its hashes and signatures too).
         assert (compact(ours.pdu) if ours else None) == (compact(theirs.pdu) if theirs else None)
-    rest = {k: v for k, v in everything.items() if k not in ("events", "state_events")}
+    for sg in [int(g) for g in everything["state_groups"]["groups"]]:
+        assert dict(bounded.state_of_group(sg)) == dict(unbounded.state_of_group(sg))
+    left_out = ("events", "state_events", "dropped", "state_groups")
+    rest = {k: v for k, v in everything.items() if k not in left_out}
     mine = bounded.to_dict()
-    assert {k: v for k, v in mine.items() if k not in ("events", "state_events", "dropped")} == (
-        rest
-    )
+    assert {k: v for k, v in mine.items() if k not in left_out} == rest
 
 
 @settings(max_examples=60, deadline=None)
@@ -209,6 +228,7 @@ def test_generated_workloads_decide_the_same_bounded(state_heavy: bool, bad_inpu
     _assert_same_room(unbounded, bounded)
     assert bounded.dropped_events > 300
     assert rows.calls
+    assert bounded.group_rows[1] > 100 and rows.group_calls
 
 
 def test_the_ids_a_batch_names_are_recalled_in_one_call_not_one_per_input() -> None:
