@@ -345,8 +345,10 @@ class RoomProcessor:
         """The shell says every event up to event sequence number ``committed_seq`` is stored
         (PostgreSQL's ``room_chunk_marks``): with a ``recall`` and a ``known_limit``, drop the
         oldest of those entries from the event index while it holds more than the limit (down
-        to three quarters of it, so the shell need not ask again after every input). Never an
-        entry not yet stored. Returns how many were dropped; changes no decision.
+        to three quarters of it, so the shell need not ask again after every input); with a
+        ``group_recall`` and a ``group_rows_limit``, the same for the rows of the state groups
+        those events made. Never an entry or a group not yet stored. Returns how many entries
+        were dropped; changes no decision.
         """
         marks = self._group_marks
         stored = 0
@@ -355,8 +357,13 @@ class RoomProcessor:
             stored += 1
         del marks[:stored]
         rows_limit = self.config.group_rows_limit
-        if self.config.group_recall is not None and rows_limit is not None:
-            self._groups.drop_rows(self._groups_stored, rows_limit * 3 // 4)
+        groups = self._groups
+        if (
+            self.config.group_recall is not None
+            and rows_limit is not None
+            and groups.held_rows > rows_limit
+        ):
+            groups.drop_rows(self._groups_stored, rows_limit * 3 // 4)
         limit = self.config.known_limit
         known = self._known
         if self.config.recall is None or limit is None or len(known) <= limit:
