@@ -373,3 +373,29 @@ def test_compacted_snapshots_cut_into_segments_and_empty_the_old_ones(
         proc = storage.load(store[storage.record_key(room_id)], store.get, config=config)
     assert snapshots > 3 and most_segments > 2
     _assert_same_room(unbounded, proc)
+
+
+def test_rows_of_state_groups_not_yet_committed_are_never_dropped() -> None:
+    b = RoomBuilder()
+    names = b.base()
+    for i in range(30):
+        b.topic(f"T{i}", ALICE, f"topic {i}", prev=[names[-1]])
+        names.append(f"T{i}")
+    rows = CommittedRows()
+    config = ProcessorConfig(
+        recall=rows, known_limit=1000, group_recall=rows.groups, group_rows_limit=2
+    )
+    proc = RoomProcessor(b.room_id, config=config)
+    result = proc.process([b.raw(n) for n in names])
+    rows.commit(result.chunks)
+    # Only the first 10 events are committed: the groups the others made keep their rows.
+    proc.release_committed(10)
+    kept = {sg for sg, g in proc._groups._groups.items() if g.delta is not None}
+    made_later = {
+        g.id
+        for c in result.chunks
+        for g in c.state_groups
+        if g.event_id in {b.ids[n] for n in names[10:]}
+    }
+    assert made_later and made_later <= kept
+    assert proc.group_rows[1] > 0  # some of the committed ones were dropped
