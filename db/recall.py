@@ -8,8 +8,10 @@ before it), and its JSON as received (``event_json``), from which the fingerprin
 prev_events and, for a state event, the kept JSON follow as they did when it was decided.
 One query per batch of IDs, however many.
 
-The rows of a state group whose rows were dropped (``pipeline.room.state_groups``) are read
-back from ``state_groups_state`` the same way: one query per batch of group ids.
+The redactions of an event that were pending (it was not known yet) and dropped are read back
+from ``redactions``, in the order they were stored. The rows of a state group whose rows were
+dropped (``pipeline.room.state_groups``) are read back from ``state_groups_state`` the same
+way: one query per batch of group ids.
 """
 
 from __future__ import annotations
@@ -24,7 +26,14 @@ from pipeline.matrix.room_versions import room_version
 from pipeline.room.chunk import StateRow
 from pipeline.room.known_events import ACCEPTED, REJECTED, SOFT_FAILED, Recalled, recalled
 
-__all__ = ["GROUP_ROWS_SQL", "RECALL_SQL", "recall_events", "recall_group_rows"]
+__all__ = [
+    "GROUP_ROWS_SQL",
+    "RECALL_SQL",
+    "REDACTIONS_SQL",
+    "recall_events",
+    "recall_group_rows",
+    "recall_redactions",
+]
 
 RECALL_SQL = (
     "SELECT e.event_id, j.json, e.rejection_reason, e.soft_failed, g.state_group,"
@@ -66,3 +75,18 @@ def recall_group_rows(
         if etype is not None:
             group.append((etype, skey, eid))
     return {sg: tuple(sorted(r)) for sg, r in rows.items()}
+
+
+REDACTIONS_SQL = (
+    "SELECT r.redacts, r.event_id FROM redactions AS r JOIN events AS e USING (event_id)"
+    " WHERE e.room_id = %s AND r.redacts = ANY(%s) ORDER BY e.stream_ordering"
+)
+
+
+def recall_redactions(cur: Any, room_id: str, targets: Sequence[str]) -> dict[str, list[str]]:
+    """The stored redactions of each of ``targets`` in room ``room_id``, in stream order."""
+    cur.execute(REDACTIONS_SQL, (room_id, list(targets)))
+    out: dict[str, list[str]] = {}
+    for target, redaction in cur.fetchall():
+        out.setdefault(target, []).append(redaction)
+    return out

@@ -17,7 +17,7 @@ from pipeline.matrix.events import EventFetcher, StateKey, StateMap
 from pipeline.matrix.room_versions import RoomVersion
 from pipeline.matrix.signing import SignatureChecker
 from pipeline.room.chunk import Chunk
-from pipeline.room.known_events import Recall
+from pipeline.room.known_events import Recall, RedactionRecall
 from pipeline.room.missing import MissingRequest
 from pipeline.room.parking import ParkingLimits, RawInput
 from pipeline.room.state_groups import MAX_DELTA_HOPS, GroupRecall
@@ -49,6 +49,9 @@ class ProcessorConfig:
     # are dropped and recalled when read. Without one nothing is dropped.
     recall: Recall | None = None
     known_limit: int | None = None
+    # With it, pending redactions of unknown events go with their redactions' entries, and are
+    # read back from the store when their target comes.
+    redaction_recall: RedactionRecall | None = None
     # The same for the rows of state groups: over ``group_rows_limit`` rows, those of the
     # oldest stored groups are dropped and recalled with ``group_recall``.
     group_recall: GroupRecall | None = None

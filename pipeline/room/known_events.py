@@ -15,6 +15,9 @@ shell's ``recall`` (one call for a batch of IDs) what the index held for them be
 "unknown". Only committed entries are dropped, so every answer is the one the unbounded index
 gives. Recalled entries are kept in a second, bounded, least-recently-used map; IDs found
 absent are remembered until ``end_run``. A room that never dropped an entry asks nothing.
+A pending redaction (of an event not known yet) goes with its redaction's entry, when it counts
+for any sender (no ``only_from``) and a ``redaction_recall`` is given: when its target comes,
+the store's redactions of it (in the order they were stored) are merged with those kept.
 
 A state event that a redaction counts for is served redacted, as Synapse's store serves it to
 its auth checks and state resolution: every later decision reads the redacted content (see
@@ -68,6 +71,11 @@ class Recall(Protocol):
         not stored). Raises when the store cannot be read (the processor must then be
         dropped, as for ``ResolverFailed``)."""
         ...
+
+
+RedactionRecall = Callable[[str, Sequence[str]], Mapping[str, Sequence[str]]]
+"""``(room_id, target event IDs) -> {target: IDs of the stored redactions of it, in the order
+they were stored}`` (accepted and soft-failed ones, as ``redactions`` holds them)."""
 
 
 class RecallFailed(RoomstreamError, RuntimeError):
@@ -124,6 +132,10 @@ class KnownEvents:
         self._dropped = (0, 0)
         self._recalled: dict[str, Recalled] = {}
         self._absent: set[str] = set()  # asked for and not stored, this run
+        # Asked for the stored redactions of a target once pending ones were dropped.
+        self.redaction_recall: Callable[[Sequence[str]], Mapping[str, Sequence[str]]] | None = None
+        self._pending_dropped = 0  # pending redactions dropped in all
+        self._stored_redactions: dict[str, list[str]] = {}  # target -> stored ones, this run
 
     def __contains__(self, event_id: object) -> bool:
         if event_id in self._known:
@@ -166,7 +178,49 @@ class KnownEvents:
             if self._state_events.pop(eid, None) is not None:
                 states += 1
         self._dropped = (self._dropped[0] + len(victims), self._dropped[1] + states)
+        if self.redaction_recall is not None and self._pending_redactions:
+            self._drop_pending(set(victims))
         return len(victims)
+
+    def _drop_pending(self, dropped: set[str]) -> None:
+        """Drop the pending redactions whose own entries were just dropped (so are stored) and
+        that count for any sender (``only_from`` is not in the store)."""
+        pending = self._pending_redactions
+        for target in list(pending):
+            kept = [r for r in pending[target] if r[1] is not None or r[0] not in dropped]
+            gone = len(pending[target]) - len(kept)
+            if not gone:
+                continue
+            self._pending_dropped += gone
+            if kept:
+                pending[target] = kept
+            else:
+                del pending[target]
+
+    def prefetch_redactions(self, targets: Iterable[str]) -> None:
+        """Once pending redactions were dropped: read, in one call, the stored redactions of
+        those ``targets`` not asked for yet this run."""
+        if not self._pending_dropped:
+            return
+        want = [t for t in dict.fromkeys(targets) if t not in self._stored_redactions]
+        if not want:
+            return
+        if self.redaction_recall is None:
+            raise RecallNeeded(
+                f"pending redactions were dropped, and there is no redaction recall to ask for "
+                f"those of {want[0]}"
+            )
+        try:
+            got = self.redaction_recall(want)
+        except RecallFailed:
+            raise
+        except Exception as e:
+            raise RecallFailed(
+                f"recalling the redactions of {len(want)} event(s), {want[0]} first, failed: "
+                f"{type(e).__name__}: {e}"
+            ) from e
+        for target in want:
+            self._stored_redactions[target] = list(got.get(target, ()))
 
     def prefetch(self, event_ids: Iterable[str]) -> None:
         """Recall, in one call, those of ``event_ids`` that are neither held nor asked for."""
@@ -224,6 +278,7 @@ class KnownEvents:
     def end_run(self) -> None:
         """Forget which IDs were found absent (an event may be stored by the next run)."""
         self._absent.clear()
+        self._stored_redactions.clear()
 
     def add(self, event: Event, status: int, state_group: int | None, fp: int) -> None:
         prevs = event.prev_event_ids if status != ACCEPTED else None
@@ -284,7 +339,17 @@ class KnownEvents:
 
     def apply_pending_redactions(self, event_id: str) -> None:
         """Apply the redactions of ``event_id`` that arrived before it."""
-        for redaction_id, only_from in self._pending_redactions.pop(event_id, ()):
+        pending = self._pending_redactions.pop(event_id, [])
+        if self._pending_dropped:
+            # Every stored redaction of an event not known until now was pending: those kept
+            # here keep their ``only_from``, the dropped ones had none; the ones not stored yet
+            # came after them all.
+            self.prefetch_redactions((event_id,))
+            stored = self._stored_redactions.pop(event_id, [])
+            only = {r[0]: r[1] for r in pending}
+            seen = set(stored)
+            pending = [[r, only.get(r)] for r in stored] + [r for r in pending if r[0] not in seen]
+        for redaction_id, only_from in pending:
             assert redaction_id is not None
             self._apply_redaction(event_id, redaction_id, only_from)
 
@@ -341,6 +406,8 @@ class KnownEvents:
         }
         if events_dropped:
             data["dropped"] = [events_dropped, states_dropped, *self.counts()]
+        if self._pending_dropped:
+            data["pending_redactions_dropped"] = self._pending_dropped
         return data
 
     @classmethod
@@ -365,6 +432,7 @@ class KnownEvents:
         known._pending_redactions = {
             t: [list(r) for r in rs] for t, rs in data.get("pending_redactions", {}).items()
         }
+        known._pending_dropped = int(data.get("pending_redactions_dropped", 0))
         return known
 
 

@@ -321,12 +321,11 @@ class RoomProcessor:
         if not self._known.dropped or rv is None:
             return None
         parsed = [_parse(inc.raw, rv) for inc in inputs]
+        events = [ev for ev in parsed if not isinstance(ev, str)]
         self._known.prefetch(
-            eid
-            for ev in parsed
-            if not isinstance(ev, str)
-            for eid in (ev.event_id, *ev.prev_event_ids, *ev.auth_event_ids)
+            eid for ev in events for eid in (ev.event_id, *ev.prev_event_ids, *ev.auth_event_ids)
         )
+        self._known.prefetch_redactions(ev.event_id for ev in events)
         return parsed
 
     @property
@@ -395,10 +394,12 @@ class RoomProcessor:
 
     def _bound(self, known: KnownEvents) -> KnownEvents:
         """``known`` asking this room's recall for what it dropped."""
-        recall = self.config.recall
+        recall, redactions = self.config.recall, self.config.redaction_recall
+        room_id = self.room_id
         if recall is not None:
-            room_id = self.room_id
             known.recall = lambda event_ids: recall(room_id, event_ids)
+        if redactions is not None:
+            known.redaction_recall = lambda targets: redactions(room_id, targets)
         return known
 
     def compact(self) -> None:

@@ -165,7 +165,10 @@ class Worker:
         recall = PgRecall(settings.database_url)
         if settings.worker_known_events > 0:
             self.config = replace(
-                self.config, recall=recall, known_limit=settings.worker_known_events
+                self.config,
+                recall=recall,
+                redaction_recall=recall.redactions,
+                known_limit=settings.worker_known_events,
             )
         if settings.worker_state_rows > 0:
             self.config = replace(

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import psycopg2
 
-from db.recall import recall_events, recall_group_rows
+from db.recall import recall_events, recall_group_rows, recall_redactions
 from pipeline import metrics
 from pipeline.room.chunk import StateRow
 from pipeline.room.known_events import Recalled, RecallFailed
@@ -69,6 +69,14 @@ class PgRecall:
         )
         metrics.RECALLED_GROUPS.inc(len(found))
         return found
+
+    def redactions(self, room_id: str, targets: Sequence[str]) -> Mapping[str, Sequence[str]]:
+        """A ``RedactionRecall``: the stored redactions of ``targets``, in stream order."""
+        return self._read(
+            f"the redactions of {len(targets)} event(s)",
+            room_id,
+            lambda cur: recall_redactions(cur, room_id, targets),
+        )
 
     def _read(self, what: str, room_id: str, read: Callable[[Any], T]) -> T:
         for attempt in range(1, ATTEMPTS + 1):

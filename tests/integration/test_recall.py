@@ -7,7 +7,9 @@ each batch the bounded processor is told the committed high-water read from Post
 ``storage`` (compacted snapshots included). Then late events cite long-dropped events: a message
 and a state change on old events (a fork whose merge resolves state over old groups), an
 accepted event on a rejected one (its prev_events are recalled), and a repeat of an old event
-(a duplicate, told by the recalled fingerprint). Every output must be the unbounded one's.
+(a duplicate, told by the recalled fingerprint), and a topic whose redaction came long before
+it (the pending redaction was dropped and is read back from ``redactions``). Every output must
+be the unbounded one's.
 """
 
 from __future__ import annotations
@@ -68,7 +70,18 @@ def test_late_events_citing_dropped_events_are_decided_as_unbounded(
     names = b.base()
     for i in range(30):
         name = f"M{i}"
-        if i == 10:
+        if i == 4:
+            # A topic held back until the end, redacted long before it comes.
+            b.topic("held", ALICE, "held back", prev=[names[-1]])
+            b.add(
+                name,
+                "m.room.redaction",
+                ALICE,
+                {},
+                prev=[names[-1]],
+                extra={"redacts": b.ids["held"]},
+            )
+        elif i == 10:
             b.topic(name, ALICE, "early topic", prev=[names[-1]])
         elif i == 12:
             b.message(name, CAROL, prev=[names[-1]])  # not a member: rejected
@@ -79,7 +92,7 @@ def test_late_events_citing_dropped_events_are_decided_as_unbounded(
     b.topic("topic on old", BOB, "from the past", prev=["M3"])
     b.message("merge", ALICE, prev=[names[-1], "topic on old", "on old"])
     b.message("on rejected", ALICE, prev=["M12"])
-    late = ["on old", "topic on old", "merge", "on rejected", "M1"]
+    late = ["on old", "topic on old", "merge", "on rejected", "M1", "held"]
 
     pg = PgRecall(settings.database_url)
     recall = Counting(pg)
@@ -90,7 +103,11 @@ def test_late_events_citing_dropped_events_are_decided_as_unbounded(
         return pg.groups(room_id, group_ids)
 
     config = ProcessorConfig(
-        recall=recall, known_limit=LIMIT, group_recall=group_recall, group_rows_limit=ROWS_LIMIT
+        recall=recall,
+        known_limit=LIMIT,
+        redaction_recall=pg.redactions,
+        group_recall=group_recall,
+        group_rows_limit=ROWS_LIMIT,
     )
     committed = PgHighWaters(settings.database_url)
     bounded = RoomProcessor(b.room_id, config=config)
@@ -117,6 +134,9 @@ def test_late_events_citing_dropped_events_are_decided_as_unbounded(
     for old in ("M2", "M3", "M12", "M1"):
         assert b.ids[old] in recall.asked
     assert group_calls  # the states of old groups were built from recalled rows
+    # The held-back topic's redaction was dropped with its entry, and read back when it came.
+    held = bounded.get_event(b.ids["held"])
+    assert held is not None and held.content == {} and bounded._known._pending_dropped == 1
     assert dict(bounded.current_state) == dict(unbounded.current_state)
     assert bounded.forward_extremities == unbounded.forward_extremities
     # The recalled entries are the ones the unbounded index holds.

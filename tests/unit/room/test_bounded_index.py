@@ -39,7 +39,7 @@ from pipeline.room.known_events import (
 from pipeline.room.parking import ParkingLimits
 from pipeline.room.processor import RoomProcessor
 from tests.oracle.fuzz import generate
-from tests.unit.room.builder import ALICE, RoomBuilder
+from tests.unit.room.builder import ALICE, BOB, RoomBuilder
 from tests.unit.room.test_determinism import _inputs
 from tests.unit.room.test_properties import STEP
 from topics import chunk as chunk_codec
@@ -55,9 +55,11 @@ class CommittedRows:
     def __init__(self) -> None:
         self.entries: dict[str, Recalled] = {}
         self.group_rows: dict[int, tuple[StateRow, ...]] = {}
+        self.redactions: dict[str, list[str]] = {}  # target -> redactions, in commit order
         self.high_water = 0
         self.calls: list[list[str]] = []
         self.group_calls: list[list[int]] = []
+        self.redaction_calls: list[list[str]] = []
 
     def commit(self, chunks: Sequence[Chunk]) -> None:
         for chunk in chunks:
@@ -68,11 +70,17 @@ class CommittedRows:
                 self.entries.setdefault(ce.event_id, recalled(event, status, ce.state_group))
             for g in chunk.state_groups:
                 self.group_rows.setdefault(g.id, tuple(g.delta))
+            for r in chunk.redactions:
+                self.redactions.setdefault(r.redacts, []).append(r.event_id)
             self.high_water = max(self.high_water, chunk.seq[1])
 
     def __call__(self, room_id: str, event_ids: Sequence[str]) -> Mapping[str, Recalled]:
         self.calls.append(list(event_ids))
         return {e: self.entries[e] for e in event_ids if e in self.entries}
+
+    def redactions_of(self, room_id: str, targets: Sequence[str]) -> Mapping[str, Sequence[str]]:
+        self.redaction_calls.append(list(targets))
+        return {t: self.redactions[t] for t in targets if t in self.redactions}
 
     def groups(self, room_id: str, group_ids: Sequence[int]) -> Mapping[int, Any]:
         self.group_calls.append(list(group_ids))
@@ -114,6 +122,7 @@ def _run_both(
         parking=PARKING,
         recall=rows,
         known_limit=limit,
+        redaction_recall=rows.redactions_of,
         group_recall=rows.groups if rows_limit is not None else None,
         group_rows_limit=rows_limit,
     )
@@ -167,10 +176,20 @@ def _assert_same_room(unbounded: RoomProcessor, bounded: RoomProcessor) -> None:
         assert (compact(ours.pdu) if ours else None) == (compact(theirs.pdu) if theirs else None)
     for sg in [int(g) for g in everything["state_groups"]["groups"]]:
         assert dict(bounded.state_of_group(sg)) == dict(unbounded.state_of_group(sg))
-    left_out = ("events", "state_events", "dropped", "state_groups")
+    left_out = (
+        "events",
+        "state_events",
+        "dropped",
+        "state_groups",
+        "pending_redactions",
+        "pending_redactions_dropped",
+    )
     rest = {k: v for k, v in everything.items() if k not in left_out}
     mine = bounded.to_dict()
     assert {k: v for k, v in mine.items() if k not in left_out} == rest
+    # Pending redactions kept are the unbounded room's, less those dropped with their entries.
+    for target, kept in mine["pending_redactions"].items():
+        assert all(r in everything["pending_redactions"][target] for r in kept)
 
 
 @settings(max_examples=60, deadline=None)
@@ -399,3 +418,44 @@ def test_rows_of_state_groups_not_yet_committed_are_never_dropped() -> None:
     }
     assert made_later and made_later <= kept
     assert proc.group_rows[1] > 0  # some of the committed ones were dropped
+
+
+def test_pending_redactions_are_dropped_with_their_entries_and_applied_as_unbounded() -> None:
+    b = RoomBuilder()
+    names = b.base()
+    sent: list[str] = list(names)
+    tip = names[-1]
+    for i in range(12):
+        # A topic held back, redacted before it comes: by Alice (for any sender) and by Bob
+        # (below the redact level: only for events from his own server), in turn.
+        b.topic(f"T{i}", ALICE, f"held back {i}", prev=[tip])
+        redactor = ALICE if i % 3 else BOB
+        b.add(
+            f"R{i}", "m.room.redaction", redactor, {}, prev=[tip], extra={"redacts": b.ids[f"T{i}"]}
+        )
+        b.add(
+            f"X{i}",
+            "m.room.redaction",
+            ALICE,
+            {},
+            prev=[f"R{i}"],
+            extra={"redacts": f"$never{i}:a.example"},
+        )
+        sent += [f"R{i}", f"X{i}"]
+        for j in range(3):
+            b.message(f"M{i}.{j}", ALICE, prev=[sent[-1]])
+            sent.append(f"M{i}.{j}")
+        tip = sent[-1]
+    late = [f"T{i}" for i in range(12)]
+    b.message("after", ALICE, prev=[tip, *late])
+    inputs = [Incoming(b.raw(n), received_ts=1000) for n in [*sent, *late, "after"]]
+    batches = _batches(inputs, random.Random(1), 5)
+    unbounded, bounded, rows = _run_both(b.room_id, batches, limit=4, restore_every=2)
+    _assert_same_room(unbounded, bounded)
+    assert bounded._known._pending_dropped > 0 and rows.redaction_calls
+    # The held-back topics were read redacted, as the unbounded room reads them.
+    for i in range(12):
+        ours, theirs = bounded.get_event(b.ids[f"T{i}"]), unbounded.get_event(b.ids[f"T{i}"])
+        assert ours is not None and theirs is not None
+        assert ours.content == theirs.content
+    assert any(not unbounded.get_event(b.ids[f"T{i}"]).content for i in range(12))
