@@ -24,6 +24,8 @@
 | ROOMSTREAM_WORKER_SESSION_TIMEOUT_S | 10 | a worker silent this long loses its partitions |
 | ROOMSTREAM_WORKER_STANDBY_REPLICAS | 0 | warm copies of each rooms table partition |
 | ROOMSTREAM_WORKER_STATIC_MEMBERSHIP | 1 | ``worker --id X`` joins as static member X (0: no) |
+| ROOMSTREAM_WORKER_KNOWN_EVENTS | 100000 | events a room's index holds (0: all); more: from PG |
+| ROOMSTREAM_WORKER_STATE_ROWS | 200000 | state group rows a room holds (0: all); more: from PG |
 | ROOMSTREAM_REPLICATION_FACTOR | 0 (auto) | replicas per topic; auto: 3, fewer on fewer brokers |
 | ROOMSTREAM_MIN_INSYNC_REPLICAS | 0 (auto) | ``min.insync.replicas``; auto: RF - 1, at least 1 |
 | ROOMSTREAM_RETENTION_DAYS | 7 | retention of pdus, chunks, invalidations, missing-events |
@@ -116,6 +118,8 @@ class Settings:
     worker_session_timeout_s: float = 10.0
     worker_standby_replicas: int = 0
     worker_static_membership: int = 1
+    worker_known_events: int = 100_000
+    worker_state_rows: int = 200_000
     debug_slow_room: str | None = None
     debug_slow_s: float = 5.0
     verify_signatures: bool = False

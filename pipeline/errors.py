@@ -12,6 +12,8 @@
     ├── ParkingFull                          [pipeline.room.parking] a parking bound is reached
     ├── InvalidHeader(ValueError)            [pipeline.room.headers] an input header is unusable
     ├── ResolverFailed(RuntimeError)         [pipeline.room.processor] not the input's fault
+    ├── RecallFailed(RuntimeError)           [pipeline.room.known_events] dropped entries unread
+    │   └── RecallNeeded                     [pipeline.room.known_events] no recall to ask
     ├── ConfigError(ValueError)              a setting is malformed; names the variable
     ├── StackError(RuntimeError)             the local stack cannot start or stop
     │   ├── MissingBinary                    Java, Maven or PostgreSQL binaries are absent

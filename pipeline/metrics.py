@@ -88,7 +88,7 @@ SKIPPED_CHUNKS = Counter(
     "roomstream_skipped_chunks_total", "Chunks delivered again and skipped (committed before)"
 )
 
-# Reasons: send, resolve_pool, marks, rebuild.
+# Reasons: send, resolve_pool, marks, rebuild, recall.
 WORKER_RETRIES = _by_reason(
     "roomstream_worker_retries_total", "Worker operations that failed and are retried, by reason"
 )
@@ -98,6 +98,18 @@ WORKER_STOPPED = _by_reason(
 )
 WORKER_READY = Gauge(
     "roomstream_worker_ready", "1 while the worker owns its partitions and processes them"
+)
+RECALLED_EVENTS = Counter(
+    "roomstream_worker_recalled_events_total",
+    "Event index entries dropped from a room's bounded index and read back from PostgreSQL",
+)
+RECALLED_GROUPS = Counter(
+    "roomstream_worker_recalled_state_groups_total",
+    "State groups whose rows were dropped from a room's memory and read back from PostgreSQL",
+)
+DROPPED_EVENTS = Counter(
+    "roomstream_worker_dropped_events_total",
+    "Event index entries of committed events dropped to keep rooms within their bound",
 )
 STALE_ROOMS = Counter(
     "roomstream_worker_stale_rooms_total",

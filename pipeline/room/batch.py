@@ -17,9 +17,10 @@ from pipeline.matrix.events import EventFetcher, StateKey, StateMap
 from pipeline.matrix.room_versions import RoomVersion
 from pipeline.matrix.signing import SignatureChecker
 from pipeline.room.chunk import Chunk
+from pipeline.room.known_events import Recall, RedactionRecall
 from pipeline.room.missing import MissingRequest
 from pipeline.room.parking import ParkingLimits, RawInput
-from pipeline.room.state_groups import MAX_DELTA_HOPS
+from pipeline.room.state_groups import MAX_DELTA_HOPS, GroupRecall
 
 MAX_CHUNK_BYTES = 4 * 1024 * 1024
 """Above this estimate of its encoded size a batch's chunk is cut in two (the chunks topic takes
@@ -43,6 +44,18 @@ class ProcessorConfig:
     # Check 2 on receipt (``pipeline.matrix.signing``); None: off, the producers are trusted.
     # The outcome depends on the keys the checker knows, not only on the room's inputs.
     signatures: SignatureChecker | None = None
+    # Bounding the event index (``known_events``): with a ``recall``, entries over
+    # ``known_limit`` that the shell says are committed (``RoomProcessor.release_committed``)
+    # are dropped and recalled when read. Without one nothing is dropped.
+    recall: Recall | None = None
+    known_limit: int | None = None
+    # With it, pending redactions of unknown events go with their redactions' entries, and are
+    # read back from the store when their target comes.
+    redaction_recall: RedactionRecall | None = None
+    # The same for the rows of state groups: over ``group_rows_limit`` rows, those of the
+    # oldest stored groups are dropped and recalled with ``group_recall``.
+    group_recall: GroupRecall | None = None
+    group_rows_limit: int | None = None
 
 
 @dataclass(slots=True)

@@ -41,9 +41,12 @@ resolver (``ProcessorConfig.resolver``) that is not a ``MatrixError`` raises ``R
 out of ``process``; the processor is then in an undefined state and must be dropped (restore it
 from the last save and process the inputs again).
 
-What is kept per event is in ``known_events``; state groups in ``state_groups``; parked input in
-``parking``; the forward extremity rule in ``extremities``; requests for missing events (opened
-when an event parks, closed when it leaves the lot) in ``missing``.
+What is kept per event is in ``known_events``; with a ``ProcessorConfig.recall`` and
+``known_limit``, the shell bounds it by saying what is committed (``release_committed``), and
+what was dropped is recalled from the store when read, so no decision changes. State groups
+are in ``state_groups``; parked input in ``parking``; the forward extremity rule in
+``extremities``; requests for missing events (opened when an event parks, closed when it leaves
+the lot) in ``missing``.
 """
 
 from __future__ import annotations
@@ -103,6 +106,7 @@ from pipeline.room.known_events import (
     REJECTED,
     SOFT_FAILED,
     KnownEvents,
+    RecallFailed,
     fingerprint,
 )
 from pipeline.room.missing import (
@@ -139,6 +143,9 @@ STATE_FORMAT = 2
 
 _ROW_OVERHEAD = 16
 """Bytes an event entry adds to a chunk's encoding beyond its PDU."""
+
+_GROUP_MARKS = 256
+"""Marks of groups not known stored kept at most (``_note_groups``)."""
 
 _ROW_BYTES = 128
 """What one state row is taken to add to a chunk's encoding (generous: most are ~100)."""
@@ -210,8 +217,11 @@ class RoomProcessor:
         self.input_seq = 0  # inputs taken
         self.event_seq = 0  # events recorded
         self.clock = 0  # the largest received_ts of the inputs so far
-        self._known = KnownEvents()
-        self._groups = StateGroups(room_id, max_hops=self.config.max_delta_hops)
+        self._known = self._bound(KnownEvents())
+        self._groups = self._bind_groups(StateGroups(room_id, max_hops=self.config.max_delta_hops))
+        # (event sequence number, groups made): once the event is stored, so are the groups.
+        self._group_marks: list[tuple[int, int]] = []
+        self._groups_stored = 0
         self._extremities: set[str] = set()
         # The current state: the state of the groups in ``_current_basis`` (resolved when
         # there are several), with ``_current_overlay`` laid over it (None: key removed). The
@@ -278,12 +288,13 @@ class RoomProcessor:
         """
         del now
         with self._running() as run:
-            for given in batch:
-                inc = given if isinstance(given, Incoming) else Incoming(given)
+            inputs = [given if isinstance(given, Incoming) else Incoming(given) for given in batch]
+            parsed = self._prefetch(inputs)
+            for i, inc in enumerate(inputs):
                 self.input_seq += 1
                 if inc.received_ts is not None and inc.received_ts > self.clock:
                     self.clock = inc.received_ts
-                self._take(inc, self.input_seq)
+                self._take(inc, self.input_seq, parsed[i] if parsed else None)
                 self._drain_ready()
                 self._expire()
             self._close()
@@ -300,6 +311,96 @@ class RoomProcessor:
             self._run = None
             self._open = None
             self._groups.trim(keep=self._current_basis)
+            self._known.end_run()
+
+    def _prefetch(self, inputs: list[Incoming]) -> list[Event | str] | None:
+        """For an index that dropped entries: the inputs parsed, and every event ID they name
+        recalled in one call (rather than one call per input). None when nothing is dropped
+        (or the room version is not known yet: then nothing can be)."""
+        rv = self.room_version
+        if not self._known.dropped or rv is None:
+            return None
+        parsed = [_parse(inc.raw, rv) for inc in inputs]
+        events = [ev for ev in parsed if not isinstance(ev, str)]
+        self._known.prefetch(
+            eid for ev in events for eid in (ev.event_id, *ev.prev_event_ids, *ev.auth_event_ids)
+        )
+        self._known.prefetch_redactions(ev.event_id for ev in events)
+        return parsed
+
+    @property
+    def over_known_limit(self) -> bool:
+        """Whether the event index holds more than ``known_limit`` entries, or the state groups
+        more than ``group_rows_limit`` rows, and may drop some (``release_committed``)."""
+        config = self.config
+        limit, rows_limit = config.known_limit, config.group_rows_limit
+        return (config.recall is not None and limit is not None and len(self._known) > limit) or (
+            config.group_recall is not None
+            and rows_limit is not None
+            and self._groups.held_rows > rows_limit
+        )
+
+    def release_committed(self, committed_seq: int) -> int:
+        """The shell says every event up to event sequence number ``committed_seq`` is stored
+        (PostgreSQL's ``room_chunk_marks``): with a ``recall`` and a ``known_limit``, drop the
+        oldest of those entries from the event index while it holds more than the limit (down
+        to three quarters of it, so the shell need not ask again after every input); with a
+        ``group_recall`` and a ``group_rows_limit``, the same for the rows of the state groups
+        those events made. Never an entry or a group not yet stored. Returns how many entries
+        were dropped; changes no decision.
+        """
+        marks = self._group_marks
+        stored = 0
+        while stored < len(marks) and marks[stored][0] <= committed_seq:
+            self._groups_stored = marks[stored][1]
+            stored += 1
+        del marks[:stored]
+        rows_limit = self.config.group_rows_limit
+        groups = self._groups
+        if (
+            self.config.group_recall is not None
+            and rows_limit is not None
+            and groups.held_rows > rows_limit
+        ):
+            groups.drop_rows(self._groups_stored, rows_limit * 3 // 4)
+        limit = self.config.known_limit
+        known = self._known
+        if self.config.recall is None or limit is None or len(known) <= limit:
+            return 0
+        # One entry per recorded event, in order: the newest ``event_seq - committed_seq``
+        # entries are the ones not stored yet.
+        unstored = max(0, self.event_seq - committed_seq)
+        droppable = len(known) - unstored
+        return known.evict(min(droppable, len(known) - limit * 3 // 4))
+
+    def _note_groups(self) -> None:
+        """Groups made so far are stored once the event just recorded is (``release_committed``)."""
+        if self.config.group_recall is None:
+            return
+        marks = self._group_marks
+        mark = (self.event_seq, len(self._groups))
+        if marks and len(marks) >= _GROUP_MARKS:
+            marks[-1] = mark  # later than it needs: never too early
+        elif not marks or marks[-1][1] != mark[1]:
+            marks.append(mark)
+
+    def _bind_groups(self, groups: StateGroups) -> StateGroups:
+        """``groups`` asking this room's group recall for the rows they dropped."""
+        recall = self.config.group_recall
+        if recall is not None:
+            room_id = self.room_id
+            groups.recall = lambda group_ids: recall(room_id, group_ids)
+        return groups
+
+    def _bound(self, known: KnownEvents) -> KnownEvents:
+        """``known`` asking this room's recall for what it dropped."""
+        recall, redactions = self.config.recall, self.config.redaction_recall
+        room_id = self.room_id
+        if recall is not None:
+            known.recall = lambda event_ids: recall(room_id, event_ids)
+        if redactions is not None:
+            known.redaction_recall = lambda targets: redactions(room_id, targets)
+        return known
 
     def compact(self) -> None:
         """Drop what is kept only to make the next inputs cheaper (parsed state events): for a
@@ -336,7 +437,7 @@ class RoomProcessor:
             open_requests=len(self._requests),
         )
 
-    def _take(self, inc: Incoming, seq: int) -> None:
+    def _take(self, inc: Incoming, seq: int, parsed: Event | str | None = None) -> None:
         out = self._out()
         rv = self.room_version
         if rv is None:
@@ -354,7 +455,7 @@ class RoomProcessor:
             except MatrixError as e:
                 out.dead_letters.append(DeadLetter(_reason(e), inc.raw, inc.source))
                 return
-        event = _parse(inc.raw, rv)
+        event = parsed if parsed is not None and rv is self.room_version else _parse(inc.raw, rv)
         if isinstance(event, str):
             out.dead_letters.append(DeadLetter(event, inc.raw, inc.source))
             return
@@ -401,6 +502,8 @@ class RoomProcessor:
             )
             return
         fp = fingerprint(event.pdu)
+        # One recall for every ID read below (none unless the index dropped entries).
+        self._known.prefetch((event.event_id, *event.prev_event_ids, *event.auth_event_ids))
         known = self._known.get(event.event_id)
         parked = self._parking.get(event.event_id)
         prior_fp = known.fingerprint if known else (parked.fingerprint if parked else None)
@@ -450,7 +553,7 @@ class RoomProcessor:
         self._chunk_for(_size(raw) + _ROW_OVERHEAD)
         try:
             decision = self._decide(event)
-        except ResolverFailed:
+        except (ResolverFailed, RecallFailed):
             raise
         except MissingEvents as e:
             # Only reachable if the Matrix core needs an event beyond the auth_events and
@@ -595,6 +698,8 @@ class RoomProcessor:
         self._known.add(event, status, after_sg, fp)
         out.state_groups.extend(decision.new_groups)
         self.event_seq += 1
+        if decision.new_groups:
+            self._note_groups()
 
         founds_room = creates and self.create_event_id is None
         if founds_room:
@@ -1031,6 +1136,16 @@ class RoomProcessor:
 
     # ---------------------------------------------------------------- persistence
 
+    @property
+    def dropped_events(self) -> int:
+        """Event index entries dropped in all (``release_committed``)."""
+        return self._known.dropped
+
+    @property
+    def group_rows(self) -> tuple[int, int]:
+        """State group rows (held, dropped in all)."""
+        return self._groups.held_rows, self._groups.dropped_rows
+
     def append_marks(self) -> tuple[int, int, int]:
         """How many entries the append-only parts hold (events, state events, state groups):
         the marks to pass to a later ``to_dict(since=...)``."""
@@ -1083,7 +1198,7 @@ class RoomProcessor:
         rv = data["room_version"]
         proc.room_version = room_version(rv) if rv is not None else None
         proc.create_event_id = data["create_event_id"]
-        proc._known = KnownEvents.from_dict(data, proc.room_version)
+        proc._known = proc._bound(KnownEvents.from_dict(data, proc.room_version))
         if fmt == 1:
             # Chunk ids were <room>/<chunk count>; every chunk held an event, so the number of
             # events recorded is at least that, and ids stay increasing.
@@ -1093,7 +1208,9 @@ class RoomProcessor:
             proc.input_seq = int(data["input_seq"])
             proc.event_seq = int(data["event_seq"])
             proc.clock = int(data["clock"])
-        proc._groups = StateGroups.from_dict(proc.room_id, data["state_groups"])
+        proc._groups = proc._bind_groups(StateGroups.from_dict(proc.room_id, data["state_groups"]))
+        # Whether the groups are stored is not saved: they are once everything up to now is.
+        proc._group_marks = [(proc.event_seq, len(proc._groups))]
         proc._extremities = set(data["forward_extremities"])
         proc._parking = ParkingLot.restore(
             proc.room_id, data["parked"], proc.config.parking, budget
@@ -1166,11 +1283,14 @@ class RoomProcessor:
             if row.received_ts is not None and row.received_ts > clock:
                 clock = row.received_ts
         proc.room_version = rv
-        proc._known = known
+        proc._known = proc._bound(known)
         ordered, counter = group_order(rows.room_id, rows.state_groups)
-        proc._groups = StateGroups.from_rows(
-            rows.room_id, ordered, counter, max_hops=proc.config.max_delta_hops
+        proc._groups = proc._bind_groups(
+            StateGroups.from_rows(
+                rows.room_id, ordered, counter, max_hops=proc.config.max_delta_hops
+            )
         )
+        proc._group_marks = [(rows.high_water, len(proc._groups))]
         proc._extremities = set(rows.forward_extremities)
         proc.event_seq = rows.high_water
         proc.input_seq = rows.high_water

@@ -21,19 +21,27 @@ pass ``MAX_DELTA_HOPS`` hops. Synapse writes a snapshot after every 100 hops; in
 20,000 members that is 200 rows per state change, all of them written again. Here a snapshot
 is paid for by at least as many rows of deltas as it holds: a state change writes a few rows
 in a room of any size, and reading any group reads at most about twice its state.
+
+A room that lives for years makes groups for years, so the rows of old groups may be dropped
+(``drop_rows``, for groups the shell knows are stored) and read back through ``recall`` (one
+call for the groups a read needs) when a state is built from them; what a group is made of
+(its base, parent, step and the count of its rows) stays, so every group made later is the one
+an unbounded room makes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from pipeline.matrix.events import StateKey, StateMap
 from pipeline.room.appended import items_after
 from pipeline.room.chunk import StateGroup, StateRow
+from pipeline.room.known_events import RecallFailed, RecallNeeded
 
 MAX_DELTA_HOPS = 100
 """Delta hops after which a group is written as a full snapshot, whatever else."""
@@ -45,7 +53,19 @@ MIN_SPARE_ROWS = 100
 """Rows a reader may walk beyond the state's size before a snapshot cuts the chain, however
 small the state (so a small room writes a snapshot about as often as after 100 hops)."""
 
+RECALLED_GROUPS = 64
+"""Groups whose recalled rows are kept (the least recently read go first)."""
+
 _EMPTY: Mapping[StateKey, str] = {}
+
+Rows = tuple[StateRow, ...]
+
+
+class GroupRecall(Protocol):
+    def __call__(self, room_id: str, group_ids: Sequence[int]) -> Mapping[int, Rows]:
+        """The rows of those of ``group_ids`` that room ``room_id`` stored (a stored group
+        without rows: ``()``; absent: not stored). Raises when the store cannot be read."""
+        ...
 
 
 def state_group_id(room_id: str, n: int) -> int:
@@ -69,7 +89,7 @@ class _Group:
     prev: int | None  # the base: the group the rows are stored over (None: a snapshot)
     hops: int  # delta hops down to the snapshot this group rests on (0: a snapshot)
     event_id: str
-    delta: tuple[StateRow, ...]  # the rows over ``prev`` (the whole state for a snapshot)
+    delta: Rows | None  # the rows over ``prev`` (the whole state for a snapshot); None: dropped
     parent: int | None  # the group whose state this one changes (None: a snapshot)
     step: int  # groups from the snapshot along the parents (0: a snapshot)
     read_rows: int  # rows read to materialise it: its own and its bases' down to the snapshot
@@ -89,6 +109,12 @@ class StateGroups:
         self._groups: dict[int, _Group] = {}
         self._counter = 0
         self._cache: OrderedDict[int, Mapping[StateKey, str]] = OrderedDict()
+        # Asked for the rows of dropped groups; bound to the room by the processor.
+        self.recall: Callable[[Sequence[int]], Mapping[int, Rows]] | None = None
+        self._recalled: OrderedDict[int, Rows] = OrderedDict()
+        self.held_rows = 0  # rows held in groups' deltas
+        self.dropped_rows = 0  # rows dropped in all
+        self._dropped_groups = 0  # the first this many groups were considered by ``drop_rows``
 
     def __len__(self) -> int:
         return len(self._groups)
@@ -104,7 +130,7 @@ class StateGroups:
         if cached is not None:
             self._cache.move_to_end(sg)
             return cached
-        chain: list[_Group] = []
+        chain: list[tuple[int, _Group]] = []
         cur: int | None = sg
         base: Mapping[StateKey, str] = _EMPTY
         while cur is not None:
@@ -115,11 +141,14 @@ class StateGroups:
             group = self._groups.get(cur)
             if group is None:
                 raise KeyError(f"state group {cur} is not known in room {self.room_id}")
-            chain.append(group)
+            chain.append((cur, group))
             cur = group.prev
+        dropped = [g for g, group in chain if group.delta is None]
+        recalled = self._recall_rows(dropped) if dropped else {}
         state = dict(base)
-        for group in reversed(chain):
-            for etype, skey, eid in group.delta:
+        for g, group in reversed(chain):
+            rows = group.delta if group.delta is not None else recalled[g]
+            for etype, skey, eid in rows:
                 state[(etype, skey)] = eid
         self._remember(sg, state)
         return state
@@ -194,7 +223,7 @@ class StateGroups:
         base = parent
         group = groups[base]
         while group.step > back_to and group.prev is not None:
-            for etype, skey, eid in group.delta:
+            for etype, skey, eid in self._rows(base, group):
                 rows.setdefault((etype, skey), eid)
             base = group.prev
             group = groups[base]
@@ -211,6 +240,7 @@ class StateGroups:
 
     def trim(self, keep: Iterable[int | None] = ()) -> None:
         """Drop cached materialised states except those of ``keep`` (to save memory at rest)."""
+        self._recalled.clear()
         wanted = {sg for sg in keep if sg is not None}
         for sg in [s for s in self._cache if s not in wanted]:
             del self._cache[sg]
@@ -233,6 +263,7 @@ class StateGroups:
         if base is None:
             read_rows = len(delta)
         self._groups[sg_id] = _Group(base, hops, event_id, delta, parent, step, read_rows)
+        self.held_rows += len(delta)
         self._remember(sg_id, state)
         return sg_id, StateGroup(id=sg_id, event_id=event_id, prev_group=base, delta=delta)
 
@@ -252,7 +283,7 @@ class StateGroups:
         group = self._groups[sg]
         if group.parent != parent:
             return None
-        rows = {(t, k): e for t, k, e in group.delta}
+        rows = {(t, k): e for t, k, e in self._rows(sg, group)}
         if group.prev == parent:
             return rows
         before = self.state(parent)
@@ -273,13 +304,89 @@ class StateGroups:
         cur = b
         while cur is not None and cur not in seen:
             group = self._groups[cur]
-            keys.update((t, k) for t, k, _ in group.delta)
+            keys.update((t, k) for t, k, _ in self._rows(cur, group))
             cur = group.prev
         for sg in below_a:
             if sg == cur:
                 break
-            keys.update((t, k) for t, k, _ in self._groups[sg].delta)
+            keys.update((t, k) for t, k, _ in self._rows(sg, self._groups[sg]))
         return keys
+
+    # ---------------------------------------------------------------- bounding
+
+    def drop_rows(self, stored: int, keep: int) -> int:
+        """Drop the rows of the oldest groups among the first ``stored`` made (the caller knows
+        them stored) until at most ``keep`` rows are held. Returns the rows dropped."""
+        if self.held_rows <= keep or stored <= self._dropped_groups:
+            return 0
+        count = min(stored, len(self._groups)) - self._dropped_groups
+        # The candidates, oldest first, walked from the end: what was considered before is
+        # never walked again.
+        tail = len(self._groups) - self._dropped_groups
+        candidates = list(itertools.islice(reversed(self._groups.items()), tail))
+        candidates.reverse()
+        dropped = 0
+        for _, group in candidates[:count]:
+            if self.held_rows <= keep:
+                break
+            self._dropped_groups += 1
+            if group.delta:
+                dropped += len(group.delta)
+                self.held_rows -= len(group.delta)
+                group.delta = None
+        self.dropped_rows += dropped
+        return dropped
+
+    def _rows_count(self, group: _Group) -> int:
+        """How many rows ``group`` holds, dropped or not (what it adds to the rows read)."""
+        if group.delta is not None:
+            return len(group.delta)
+        below = self._groups[group.prev].read_rows if group.prev is not None else 0
+        return group.read_rows - below
+
+    def _rows(self, sg: int, group: _Group) -> Rows:
+        if group.delta is not None:
+            return group.delta
+        return self._recall_rows([sg])[sg]
+
+    def _recall_rows(self, sgs: Sequence[int]) -> dict[int, Rows]:
+        """The rows of dropped groups ``sgs``: kept ones, the rest recalled in one call."""
+        out: dict[int, Rows] = {}
+        want: list[int] = []
+        for sg in sgs:
+            hit = self._recalled.get(sg)
+            if hit is None:
+                want.append(sg)
+            else:
+                self._recalled.move_to_end(sg)
+                out[sg] = hit
+        if not want:
+            return out
+        if self.recall is None:
+            raise RecallNeeded(
+                f"state group {want[0]} of room {self.room_id} had its rows dropped, and there "
+                "is no recall to ask"
+            )
+        try:
+            got = self.recall(want)
+        except RecallFailed:
+            raise
+        except Exception as e:
+            raise RecallFailed(
+                f"recalling the rows of {len(want)} state group(s) of room {self.room_id}, "
+                f"{want[0]} first, failed: {type(e).__name__}: {e}"
+            ) from e
+        for sg in want:
+            rows = got.get(sg)
+            if rows is None:
+                raise RecallFailed(
+                    f"state group {sg} of room {self.room_id} had its rows dropped as stored, "
+                    "but the store does not hold it"
+                )
+            out[sg] = self._recalled[sg] = tuple(sorted(rows))
+        while len(self._recalled) > RECALLED_GROUPS:
+            self._recalled.popitem(last=False)
+        return out
 
     def to_dict(self, groups_from: int = 0) -> dict[str, Any]:
         """The groups as data; with ``groups_from`` (an earlier ``len``), only those made since.
@@ -288,11 +395,17 @@ class StateGroups:
         is not ``prev``. Groups are never changed or dropped once made, so saved parts stay
         valid.
         """
-        return {
+        data = {
             "counter": self._counter,
             "max_hops": self.max_hops,
-            "groups": {str(sg): _group_data(g) for sg, g in items_after(self._groups, groups_from)},
+            "groups": {
+                str(sg): _group_data(g, self._rows_count(g))
+                for sg, g in items_after(self._groups, groups_from)
+            },
         }
+        if self.dropped_rows:
+            data["dropped_rows"] = self.dropped_rows
+        return data
 
     @classmethod
     def from_rows(
@@ -317,6 +430,7 @@ class StateGroups:
                     "stored before it"
                 )
             delta = tuple(sorted(g.delta))
+            out.held_rows += len(delta)
             below = out._groups[prev] if prev is not None else None
             hops = below.hops + 1 if below is not None else 0
             read_rows = (below.read_rows if below is not None else 0) + len(delta)
@@ -338,19 +452,24 @@ class StateGroups:
         groups = cls(room_id, max_hops=int(data["max_hops"]), cache_size=cache_size)
         groups._counter = int(data["counter"])
         made = groups._groups
+        # Parts saved before a group's rows were dropped still hold them: they are loaded, and
+        # every group is considered again by the next ``drop_rows``.
+        groups.dropped_rows = int(data.get("dropped_rows", 0))
         for key, (prev, hops, event_id, rows, *more) in data["groups"].items():
             step = int(more[0]) if more else int(hops)
             parent = more[1] if len(more) > 1 else prev
-            delta = tuple((r[0], r[1], r[2]) for r in rows)
+            # A dropped group's rows are saved as their count.
+            delta = None if isinstance(rows, int) else tuple((r[0], r[1], r[2]) for r in rows)
+            size = rows if isinstance(rows, int) else len(rows)
+            groups.held_rows += size if delta is not None else 0
             below = made[prev].read_rows if prev is not None else 0
-            made[int(key)] = _Group(
-                prev, int(hops), event_id, delta, parent, step, below + len(delta)
-            )
+            made[int(key)] = _Group(prev, int(hops), event_id, delta, parent, step, below + size)
         return groups
 
 
-def _group_data(g: _Group) -> list[Any]:
-    data = [g.prev, g.hops, g.event_id, [list(r) for r in g.delta], g.step]
+def _group_data(g: _Group, count: int) -> list[Any]:
+    rows: Any = [list(r) for r in g.delta] if g.delta is not None else count
+    data = [g.prev, g.hops, g.event_id, rows, g.step]
     if g.parent != g.prev:
         data.append(g.parent)
     return data

@@ -14,6 +14,15 @@ Those parts are append-only; a save rewrites the record and the last (open) segm
 closes the open segment once it is ``SEGMENT_BYTES`` long. So a save costs what the room's newest
 events cost, whatever its history, and no stored value grows without bound (a changelog message
 has a size limit).
+
+A processor whose event index drops entries (``RoomProcessor.release_committed``) leaves them in
+the segments saved before (so do state groups whose rows it drops). Once those dropped entries
+(or rows) outnumber the entries (or rows) it holds, the save
+is a compacted snapshot instead: everything held, cut into fresh segments from 0, and every
+segment key beyond them overwritten with an empty segment (so the changelog's compaction keeps
+nothing of the old ones but a few bytes). Each entry is rewritten once per doubling of what was
+dropped since the last snapshot, so saves stay cheap on average, and what is stored stays within
+about twice what is held.
 """
 
 from __future__ import annotations
@@ -57,14 +66,32 @@ def segment_keys(room_id: str, record: bytes) -> list[bytes]:
     return [segment_key(room_id, i) for i in range(len(marks))]
 
 
+_EMPTY = orjson.dumps({"events": {}, "state_events": {}, "groups": {}})
+
+
 def save(proc: RoomProcessor, previous_record: bytes | None) -> list[tuple[bytes, bytes]]:
     """The (key, value) writes that store ``proc``, given the record stored before (or None).
 
     The record is last, so a reader that sees it sees every segment it names.
     """
-    marks: list[list[int]] = [[0, 0, 0]]
-    if previous_record is not None:
-        marks = orjson.loads(previous_record)["segment_marks"]
+    dropped = proc.dropped_events
+    if previous_record is None:
+        return _snapshot(proc, 0) if dropped or proc.group_rows[1] else _append(proc, [[0, 0, 0]])
+    previous = orjson.loads(previous_record)
+    marks: list[list[int]] = previous["segment_marks"]
+    compacted_at = int(previous.get("compacted_at", 0))
+    held = proc.append_marks()[0] - dropped
+    rows_held, rows_dropped = proc.group_rows
+    rows_at = int(previous.get("compacted_rows_at", 0))
+    if dropped - compacted_at > max(held, 1) or rows_dropped - rows_at > max(rows_held, 1):
+        return _snapshot(proc, len(marks))
+    return _append(proc, marks, compacted_at, rows_at)
+
+
+def _append(
+    proc: RoomProcessor, marks: list[list[int]], compacted_at: int = 0, rows_at: int = 0
+) -> list[tuple[bytes, bytes]]:
+    """Rewrite the open segment (the last of ``marks``) with what came after its mark."""
     start = marks[-1]
     data = proc.to_dict(since=(start[0], start[1], start[2]))
     segment = {
@@ -76,9 +103,59 @@ def save(proc: RoomProcessor, previous_record: bytes | None) -> list[tuple[bytes
     writes = [(segment_key(proc.room_id, len(marks) - 1), _pack(value))]
     if len(value) >= SEGMENT_BYTES:
         marks.append(list(proc.append_marks()))
+        # The record names the new open segment: it must be there for a load before the next
+        # save writes it.
+        writes.append((segment_key(proc.room_id, len(marks) - 1), _pack(_EMPTY)))
     data["segment_marks"] = marks
+    if compacted_at:
+        data["compacted_at"] = compacted_at
+    if rows_at:
+        data["compacted_rows_at"] = rows_at
     writes.append((record_key(proc.room_id), orjson.dumps(data)))
     return writes
+
+
+def _snapshot(proc: RoomProcessor, stored_segments: int) -> list[tuple[bytes, bytes]]:
+    """Everything ``proc`` holds in fresh segments of about ``SEGMENT_BYTES`` each (the last one
+    open), the keys of the ``stored_segments`` saved before beyond them emptied, and the record."""
+    data = proc.to_dict()
+    parts = (
+        data.pop("events"),
+        data.pop("state_events"),
+        data["state_groups"].pop("groups"),
+    )
+    events_added, states_added, _ = proc.append_marks()
+    # Absolute positions (dropped entries included), as ``append_marks`` gives them.
+    position = [events_added - len(parts[0]), states_added - len(parts[1]), 0]
+    marks: list[list[int]] = [list(position)]
+    segments: list[bytes] = []
+    current: list[dict[str, Any]] = [{}, {}, {}]
+    size = 0
+    for part, entries in enumerate(parts):
+        for key, value in entries.items():
+            current[part][key] = value
+            position[part] += 1
+            size += len(key) + len(orjson.dumps(value))
+            if size >= SEGMENT_BYTES:
+                segments.append(_segment(current))
+                marks.append(list(position))
+                current, size = [{}, {}, {}], 0
+    segments.append(_segment(current))
+    writes = [(segment_key(proc.room_id, i), _pack(v)) for i, v in enumerate(segments)]
+    writes.extend(
+        (segment_key(proc.room_id, i), _pack(_EMPTY)) for i in range(len(segments), stored_segments)
+    )
+    data["segment_marks"] = marks
+    if proc.dropped_events:
+        data["compacted_at"] = proc.dropped_events
+    if proc.group_rows[1]:
+        data["compacted_rows_at"] = proc.group_rows[1]
+    writes.append((record_key(proc.room_id), orjson.dumps(data)))
+    return writes
+
+
+def _segment(parts: list[dict[str, Any]]) -> bytes:
+    return orjson.dumps({"events": parts[0], "state_events": parts[1], "groups": parts[2]})
 
 
 def load(

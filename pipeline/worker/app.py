@@ -56,6 +56,7 @@ from pipeline.worker.high_water import PgHighWaters
 from pipeline.worker.lifecycle import EXIT_STOPPED, Lifecycle
 from pipeline.worker.processing import Processed, Processing, Work
 from pipeline.worker.rebuild import StoredRooms
+from pipeline.worker.recall import PgRecall
 from pipeline.worker.resolve_pool import ResolvePool, pooled_resolver
 from pipeline.worker.room_state import RoomStates
 from pipeline.worker.room_threads import JobThreads
@@ -159,6 +160,21 @@ class Worker:
                 on_broken=self._fault_from_thread,
             ),
         )
+        high_waters = PgHighWaters(settings.database_url)
+        # A room's event index and its state groups' rows are bounded; older committed ones are
+        # read back from PostgreSQL when needed (``pipeline.worker.recall``).
+        recall = PgRecall(settings.database_url)
+        if settings.worker_known_events > 0:
+            self.config = replace(
+                self.config,
+                recall=recall,
+                redaction_recall=recall.redactions,
+                known_limit=settings.worker_known_events,
+            )
+        if settings.worker_state_rows > 0:
+            self.config = replace(
+                self.config, group_recall=recall.groups, group_rows_limit=settings.worker_state_rows
+            )
         self.owners = Owners(settings.pdu_partitions)
         self.scheduler = Scheduler(
             clock=time.monotonic,
@@ -168,7 +184,7 @@ class Worker:
             parking_full=lambda: self.budget.over,
         )
         self.states = RoomStates(self.rooms_table.data, in_use=self.scheduler.holds)
-        self.stored_rooms = StoredRooms(settings, PgHighWaters(settings.database_url))
+        self.stored_rooms = StoredRooms(settings, high_waters)
         self.processing = Processing(
             config=self.config,
             budget=self.budget,
@@ -177,6 +193,7 @@ class Worker:
             dead_letter_topic=settings.topic(Topic.DEAD_LETTER),
             missing_topic=self.missing_topic,
             rooms=self.stored_rooms,
+            committed=high_waters,
         )
         self.sender = Sender(lambda: self.app.producer, self.lifecycle.check_owner)
         self.dead_letter_topic = settings.topic(Topic.DEAD_LETTER)

@@ -11,6 +11,11 @@ the chunks in flight hold, before any input: a state behind them is rebuilt from
 (``rebuild``) and stored whole by that job, and the parked events of the state it replaces are
 taken over.
 
+A room whose event index holds more than ``ProcessorConfig.known_limit`` entries after a job is
+told its committed chunk high-water (one read of PostgreSQL), and drops the oldest committed
+entries (``RoomProcessor.release_committed``) before it is stored: its memory and its stored
+state stay bounded however long it lives.
+
 An exception here is not the input's fault (the processor turns every fault of an input into a
 dead letter with a reason): it is a bug or a broken environment, so it stops the worker
 (``faults.WorkerStopped``) with its inputs unacked, rather than dead-lettering valid events.
@@ -31,6 +36,7 @@ from pipeline.room.parking import ParkingBudget
 from pipeline.room.processor import Incoming, RoomProcessor
 from pipeline.worker import dead_letters
 from pipeline.worker.faults import WorkerStopped
+from pipeline.worker.high_water import HighWaters
 from pipeline.worker.rebuild import RoomSource
 from pipeline.worker.scheduling import Input, Job
 from topics import chunk as chunk_codec
@@ -80,6 +86,7 @@ class Processing:
     dead_letter_topic: str
     missing_topic: str
     rooms: RoomSource | None = None
+    committed: HighWaters | None = None
 
     def __call__(self, work: Work) -> Processed:
         room_id = work.job.room_id
@@ -115,12 +122,22 @@ class Processing:
             checked = True
         if job.inputs:
             self._batch(proc, job.inputs, outputs)
+        self._bound(proc)
         if rebuilt:
             # Whole: the stored record's segment marks are the replaced state's.
             writes: list[tuple[bytes, bytes]] | None = storage.save(proc, None)
         else:
             writes = storage.save(proc, work.stored) if job.store else None
         return Processed(proc, writes, outputs, checked, rebuilt)
+
+    def _bound(self, proc: RoomProcessor) -> None:
+        """Drop the oldest committed entries of a room's event index over its bound; a mark
+        that cannot be read leaves them (they are dropped after a later job)."""
+        if self.committed is None or not proc.over_known_limit:
+            return
+        mark = self.committed(proc.room_id)
+        if mark is not None:
+            metrics.DROPPED_EVENTS.inc(proc.release_committed(mark))
 
     def _load(self, work: Work) -> tuple[RoomProcessor, bool]:
         """The room's processor from its stored state (a new one when none is stored), and

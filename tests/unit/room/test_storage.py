@@ -89,3 +89,16 @@ def test_segments_are_stored_compressed_and_plain_json_segments_still_load() -> 
     assert len(packed) < len(plain) / 2
     kv[key] = plain  # as a store written without compression holds it
     assert storage.load(kv[storage.record_key(room_id)], kv.get).to_dict() == proc.to_dict()
+
+
+def test_a_save_that_closes_a_segment_loads_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(storage, "SEGMENT_BYTES", 2000)
+    room_id, lines = _room_lines(60)
+    kv: dict[bytes, bytes] = {}
+    proc = RoomProcessor(room_id)
+    for line in lines:
+        proc.process([line])
+        _saved(proc, kv)
+        loaded = storage.load(kv[storage.record_key(room_id)], kv.get)
+        assert loaded.to_dict() == proc.to_dict()
+    assert len(orjson.loads(kv[storage.record_key(room_id)])["segment_marks"]) > 3
