@@ -11,6 +11,7 @@ every process's arguments. ``refuse_password_in_argv`` says so before anything c
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -19,7 +20,13 @@ import psycopg2
 from pipeline.config import Settings
 from pipeline.errors import ConfigError
 
-__all__ = ["connect", "database_dsn", "refuse_password_in_argv", "url_with_database"]
+__all__ = [
+    "ThreadConnections",
+    "connect",
+    "database_dsn",
+    "refuse_password_in_argv",
+    "url_with_database",
+]
 
 
 def url_with_database(url: str, dbname: str) -> str:
@@ -52,6 +59,28 @@ def database_dsn(settings: Settings, dbname: str | None = None) -> str:
 def connect(settings: Settings, dbname: str | None = None, **kwargs: Any) -> Any:
     """A psycopg2 connection with ``database_dsn``'s settings."""
     return psycopg2.connect(database_dsn(settings, dbname), **kwargs)
+
+
+class ThreadConnections:
+    """One connection per thread with ``connect``'s settings: opened on first use, and again
+    after ``drop`` (a failed statement may have left it broken)."""
+
+    def __init__(self, settings: Settings, *, autocommit: bool, connect_timeout: int) -> None:
+        self.settings = settings
+        self.autocommit = autocommit
+        self.connect_timeout = connect_timeout
+        self._local = threading.local()
+
+    def get(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed:
+            conn = connect(self.settings, connect_timeout=self.connect_timeout)
+            conn.autocommit = self.autocommit
+            self._local.conn = conn
+        return conn
+
+    def drop(self) -> None:
+        self._local.conn = None
 
 
 def refuse_password_in_argv(url: str | None) -> None:

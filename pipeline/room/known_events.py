@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
 
@@ -86,6 +86,31 @@ class RecallFailed(RoomstreamError, RuntimeError):
 class RecallNeeded(RecallFailed):
     """A room's index dropped entries, and a lookup missed with no ``recall`` to ask: its
     answer would be wrong. Give the processor a ``ProcessorConfig.recall``."""
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def ask_recall(
+    recall: Callable[[Sequence[K]], Mapping[K, V]] | None,
+    want: Sequence[K],
+    *,
+    what: str,
+    missing: str,
+) -> Mapping[K, V]:
+    """``recall(want)``, with ``RecallNeeded`` (saying ``missing``) when there is no recall and
+    any failure of it as ``RecallFailed`` naming ``what`` was asked for."""
+    if recall is None:
+        raise RecallNeeded(missing)
+    try:
+        return recall(want)
+    except RecallFailed:
+        raise
+    except Exception as e:
+        raise RecallFailed(
+            f"recalling {what}, {want[0]} first, failed: {type(e).__name__}: {e}"
+        ) from e
 
 
 def recalled(event: Event, status: int, state_group: int | None) -> Recalled:
@@ -205,20 +230,15 @@ class KnownEvents:
         want = [t for t in dict.fromkeys(targets) if t not in self._stored_redactions]
         if not want:
             return
-        if self.redaction_recall is None:
-            raise RecallNeeded(
-                f"pending redactions were dropped, and there is no redaction recall to ask for "
+        got = ask_recall(
+            self.redaction_recall,
+            want,
+            what=f"the redactions of {len(want)} event(s)",
+            missing=(
+                "pending redactions were dropped, and there is no redaction recall to ask for "
                 f"those of {want[0]}"
-            )
-        try:
-            got = self.redaction_recall(want)
-        except RecallFailed:
-            raise
-        except Exception as e:
-            raise RecallFailed(
-                f"recalling the redactions of {len(want)} event(s), {want[0]} first, failed: "
-                f"{type(e).__name__}: {e}"
-            ) from e
+            ),
+        )
         for target in want:
             self._stored_redactions[target] = list(got.get(target, ()))
 
@@ -233,20 +253,15 @@ class KnownEvents:
         ]
         if not want:
             return
-        if self.recall is None:
-            raise RecallNeeded(
+        got = ask_recall(
+            self.recall,
+            want,
+            what=f"{len(want)} dropped event(s)",
+            missing=(
                 f"{len(want)} event(s), {want[0]} first, are not held by an event index that "
                 "dropped entries, and it has no recall to ask"
-            )
-        try:
-            got = self.recall(want)
-        except RecallFailed:
-            raise
-        except Exception as e:
-            raise RecallFailed(
-                f"recalling {len(want)} dropped event(s), {want[0]} first, failed: "
-                f"{type(e).__name__}: {e}"
-            ) from e
+            ),
+        )
         kept = self._recalled
         for eid in want:
             entry = got.get(eid)

@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from pipeline.matrix.events import StateKey, StateMap
 from pipeline.room.appended import items_after
 from pipeline.room.chunk import StateGroup, StateRow
-from pipeline.room.known_events import RecallFailed, RecallNeeded
+from pipeline.room.known_events import RecallFailed, ask_recall
 
 MAX_DELTA_HOPS = 100
 """Delta hops after which a group is written as a full snapshot, whatever else."""
@@ -362,20 +362,15 @@ class StateGroups:
                 out[sg] = hit
         if not want:
             return out
-        if self.recall is None:
-            raise RecallNeeded(
+        got = ask_recall(
+            self.recall,
+            want,
+            what=f"the rows of {len(want)} state group(s) of room {self.room_id}",
+            missing=(
                 f"state group {want[0]} of room {self.room_id} had its rows dropped, and there "
                 "is no recall to ask"
-            )
-        try:
-            got = self.recall(want)
-        except RecallFailed:
-            raise
-        except Exception as e:
-            raise RecallFailed(
-                f"recalling the rows of {len(want)} state group(s) of room {self.room_id}, "
-                f"{want[0]} first, failed: {type(e).__name__}: {e}"
-            ) from e
+            ),
+        )
         for sg in want:
             rows = got.get(sg)
             if rows is None:

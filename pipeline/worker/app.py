@@ -160,10 +160,10 @@ class Worker:
                 on_broken=self._fault_from_thread,
             ),
         )
-        high_waters = PgHighWaters(settings.database_url)
+        high_waters = PgHighWaters(settings)
         # A room's event index and its state groups' rows are bounded; older committed ones are
         # read back from PostgreSQL when needed (``pipeline.worker.recall``).
-        recall = PgRecall(settings.database_url)
+        recall = PgRecall(settings)
         if settings.worker_known_events > 0:
             self.config = replace(
                 self.config,

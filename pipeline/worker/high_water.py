@@ -13,7 +13,6 @@ and then skipped for that room with a warning, rather than stopping the rooms' p
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -22,6 +21,8 @@ import psycopg2
 
 from db.chunk_marks import load_marks
 from pipeline import metrics
+from pipeline.config import Settings
+from pipeline.pg import ThreadConnections
 
 __all__ = ["HighWaters", "PgHighWaters"]
 
@@ -40,18 +41,14 @@ class HighWaters(Protocol):
 class PgHighWaters:
     """Reads ``room_chunk_marks`` over one connection per processing thread."""
 
-    def __init__(self, database_url: str, *, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.database_url = database_url
+    def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
         self.sleep = sleep
-        self._local = threading.local()
+        self._conns = ThreadConnections(
+            settings, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+        )
 
     def _conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            conn = psycopg2.connect(self.database_url, connect_timeout=CONNECT_TIMEOUT_S)
-            conn.autocommit = True
-            self._local.conn = conn
-        return conn
+        return self._conns.get()
 
     def __call__(self, room_id: str) -> int | None:
         for attempt in range(1, ATTEMPTS + 1):
@@ -60,7 +57,7 @@ class PgHighWaters:
                     mark = load_marks(cur, [room_id]).get(room_id)
                 return 0 if mark is None else mark.last_seq
             except psycopg2.Error as e:
-                self._local.conn = None
+                self._conns.drop()
                 metrics.WORKER_RETRIES.labels("marks").inc()
                 if attempt == ATTEMPTS:
                     log.warning(

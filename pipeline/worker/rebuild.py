@@ -43,6 +43,7 @@ from db.read import load_room_rows
 from pipeline import metrics, pg
 from pipeline.config import Settings
 from pipeline.kafka_clients import consumer_config
+from pipeline.pg import ThreadConnections
 from pipeline.room.chunk import Chunk
 from pipeline.room.processor import RoomProcessor
 from pipeline.room.rebuild import RoomRows, fold_chunks
@@ -183,7 +184,9 @@ class StoredRooms:
         self.chunks_topic = settings.topic(Topic.CHUNKS)
         self.committed = high_waters
         self.sleep = sleep
-        self._local = threading.local()
+        self._conns = ThreadConnections(
+            settings, autocommit=False, connect_timeout=CONNECT_TIMEOUT_S
+        )
         self.in_flight = InFlight(self._committer_offset, self._read_chunks)
 
     # ------------------------------------------------------------------ checking
@@ -241,7 +244,7 @@ class StoredRooms:
             try:
                 return attempt()
             except (psycopg2.Error, KafkaException, OSError, TimeoutError) as e:
-                self._local.conn = None
+                self._conns.drop()
                 metrics.WORKER_RETRIES.labels("rebuild").inc()
                 if n == ATTEMPTS:
                     raise _Failed(
@@ -252,11 +255,7 @@ class StoredRooms:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            conn = pg.connect(self.settings, connect_timeout=CONNECT_TIMEOUT_S)
-            self._local.conn = conn
-        return conn
+        return self._conns.get()
 
     def _committer_offset(self) -> int | None:
         # Once per assignment, maybe from a thread of its own: a connection of its own.

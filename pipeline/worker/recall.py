@@ -13,7 +13,6 @@ back.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -22,6 +21,8 @@ import psycopg2
 
 from db.recall import recall_events, recall_group_rows, recall_redactions
 from pipeline import metrics
+from pipeline.config import Settings
+from pipeline.pg import ThreadConnections
 from pipeline.room.chunk import StateRow
 from pipeline.room.known_events import Recalled, RecallFailed
 
@@ -38,18 +39,14 @@ ATTEMPTS = 3
 class PgRecall:
     """``Recall`` over ``events``, ``event_json`` and ``event_to_state_groups``."""
 
-    def __init__(self, database_url: str, *, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.database_url = database_url
+    def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
         self.sleep = sleep
-        self._local = threading.local()
+        self._conns = ThreadConnections(
+            settings, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
+        )
 
     def _conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed:
-            conn = psycopg2.connect(self.database_url, connect_timeout=CONNECT_TIMEOUT_S)
-            conn.autocommit = True
-            self._local.conn = conn
-        return conn
+        return self._conns.get()
 
     def __call__(self, room_id: str, event_ids: Sequence[str]) -> Mapping[str, Recalled]:
         found = self._read(
@@ -84,7 +81,7 @@ class PgRecall:
                 with self._conn().cursor() as cur:
                     return read(cur)
             except psycopg2.Error as e:
-                self._local.conn = None
+                self._conns.drop()
                 metrics.WORKER_RETRIES.labels("recall").inc()
                 if attempt == ATTEMPTS:
                     raise RecallFailed(

@@ -94,7 +94,7 @@ def test_late_events_citing_dropped_events_are_decided_as_unbounded(
     b.message("on rejected", ALICE, prev=["M12"])
     late = ["on old", "topic on old", "merge", "on rejected", "M1", "held"]
 
-    pg = PgRecall(settings.database_url)
+    pg = PgRecall(settings)
     recall = Counting(pg)
     group_calls: list[int] = []
 
@@ -109,7 +109,7 @@ def test_late_events_citing_dropped_events_are_decided_as_unbounded(
         group_recall=group_recall,
         group_rows_limit=ROWS_LIMIT,
     )
-    committed = PgHighWaters(settings.database_url)
+    committed = PgHighWaters(settings)
     bounded = RoomProcessor(b.room_id, config=config)
     unbounded = RoomProcessor(b.room_id)
     store: dict[bytes, bytes] = {}

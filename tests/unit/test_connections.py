@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import load_settings, settings_environ
+from pipeline.config import Settings, load_settings, settings_environ
 from pipeline.errors import ConfigError
 from pipeline.kafka_clients import (
     aiokafka_kwargs,
@@ -200,3 +200,36 @@ def test_a_new_kraft_cluster_id_never_reads_as_an_option() -> None:
     ids = [new_cluster_id() for _ in range(2000)]
     assert not [i for i in ids if i.startswith("-")]
     assert all(len(i) == 22 for i in ids)
+
+
+def test_the_workers_database_readers_connect_with_the_tls_and_password_file_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # They once connected with the bare URL: under ROOMSTREAM_PG_SSLMODE=verify-full they
+    # would have gone without TLS, or been refused.
+    from pipeline import pg
+    from pipeline.worker.high_water import PgHighWaters
+    from pipeline.worker.recall import PgRecall
+
+    dsns: list[str] = []
+
+    class Conn:
+        closed = False
+        autocommit = False
+
+    def fake_connect(dsn: str, **kwargs: object) -> Conn:
+        dsns.append(dsn)
+        return Conn()
+
+    monkeypatch.setattr(pg.psycopg2, "connect", fake_connect)
+    settings = Settings(
+        database_url="postgresql://rs@db.example:5432/rs",
+        pg_sslmode="verify-full",
+        pg_sslrootcert="/ca.crt",
+    )
+    for reader in (PgHighWaters(settings), PgRecall(settings)):
+        conn = reader._conn()
+        assert conn.autocommit is True
+        assert reader._conn() is conn, "a thread's connection is opened once"
+    assert len(dsns) == 2
+    assert all("sslmode=verify-full" in d and "sslrootcert=%2Fca.crt" in d for d in dsns)

@@ -13,6 +13,7 @@ from typing import Any
 import psycopg2
 import pytest
 
+from pipeline.config import Settings
 from pipeline.room import storage
 from pipeline.room.batch import ProcessorConfig
 from pipeline.room.known_events import Recalled, RecallFailed
@@ -120,7 +121,9 @@ def test_a_recall_that_cannot_read_stops_the_worker_with_its_inputs_unacked() ->
 
 
 def test_the_postgres_recall_retries_then_says_what_failed() -> None:
-    recall = PgRecall("postgresql://nobody@127.0.0.1:1/none", sleep=lambda s: None)
+    recall = PgRecall(
+        Settings(database_url="postgresql://nobody@127.0.0.1:1/none"), sleep=lambda s: None
+    )
     attempts = []
 
     def refused() -> Any:
