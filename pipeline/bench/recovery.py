@@ -23,7 +23,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from aiokafka.partitioner import murmur2
-from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from pipeline.bench.e2e import PipelineRun, loss_note
@@ -40,12 +39,14 @@ from pipeline.dev.local import (
     Child,
     Cluster,
     InvalidationWatcher,
+    describe_group,
     event_ids_of,
     percentile,
     produce_timed,
 )
 from pipeline.dev.workload import generate_workload
 from pipeline.errors import RoomstreamError
+from pipeline.kafka_clients import confluent_config
 
 ROOMS = 60  # enough that every one of the default 12 partitions has rooms
 
@@ -165,10 +166,8 @@ def group_assignment(settings: Settings) -> dict[str, set[int]]:
     """Member ID → partitions of the PDU topic, in the processors' consumer group now."""
     group = f"{settings.topic_prefix}-processors"
     topic = settings.topic_prefix + ".pdus"
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
-    try:
-        described = admin.describe_consumer_groups([group])[group].result(10)
-    except KafkaException:
+    described = describe_group(AdminClient(confluent_config(settings)), group)
+    if described is None:
         return {}
     out: dict[str, set[int]] = {}
     for m in described.members:

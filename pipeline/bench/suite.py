@@ -23,6 +23,7 @@ import re
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,22 @@ ISOLATION_TARGET = 1.5  # B3: p99 with the slow room over p99 without
 MEMORY_TARGET_MB = 300.0  # B6: at 10,000 rooms
 MEMORY_TARGET_ROOMS = 10_000
 FLOOR_REPEATS = 2
+
+
+def describe_failure(exc: BaseException) -> str:
+    """``exc`` in one line for the report; where the project raised it, when it says nothing
+    (a ``TimeoutError`` from a future has no message)."""
+    text = f"{type(exc).__name__}: {exc}".strip()
+    if not str(exc):
+        ours = [
+            f
+            for f in traceback.extract_tb(exc.__traceback__)
+            if "site-packages" not in f.filename and not f.filename.startswith(sys.base_prefix)
+        ]
+        if ours:
+            where = ours[-1]
+            text += f" (raised at {Path(where.filename).name}:{where.lineno} in {where.name})"
+    return text[:600]
 
 
 @dataclass(frozen=True)
@@ -366,7 +383,7 @@ class _Suite:
         try:
             fn(section)
         except Exception as exc:  # a failed benchmark is reported; the others still run
-            section.error = f"{type(exc).__name__}: {exc}".strip()[:600]
+            section.error = describe_failure(exc)
             self.say(f"{section.bench}: failed: {section.error}")
         else:
             self.say(f"{section.bench}: done in {time.monotonic() - t:.0f} s")

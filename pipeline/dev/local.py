@@ -342,6 +342,21 @@ def produce_paced(
     return sent
 
 
+def describe_group(admin: AdminClient, group: str, timeout: float = 10.0) -> Any | None:
+    """The description of consumer group ``group``, or None when the broker cannot say now.
+
+    A broker that has just started answers COORDINATOR_LOAD_IN_PROGRESS for a while, and a
+    loaded one may not answer within ``timeout`` (the future then raises ``TimeoutError``, with
+    no message): callers ask again until a deadline of their own.
+    """
+    try:
+        return admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(
+            timeout + 1.0
+        )
+    except (KafkaException, TimeoutError):
+        return None
+
+
 def wait_for_workers(run: Settings, cluster: Cluster, timeout: float = 120.0) -> None:
     """Wait until every worker of ``cluster`` is a member of the processors' group and the group
     is stable: a worker joining later would rebalance the group in the middle of a measurement,
@@ -353,13 +368,12 @@ def wait_for_workers(run: Settings, cluster: Cluster, timeout: float = 120.0) ->
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         cluster.check_alive()
-        try:
-            described = admin.describe_consumer_groups([group])[group].result(10)
-        except KafkaException:
-            # A broker that has just started answers COORDINATOR_LOAD_IN_PROGRESS for a while.
-            time.sleep(0.5)
-            continue
-        if described.state == ConsumerGroupState.STABLE and len(described.members) >= workers:
+        described = describe_group(admin, group)
+        if (
+            described is not None
+            and described.state == ConsumerGroupState.STABLE
+            and len(described.members) >= workers
+        ):
             return
         time.sleep(0.5)
     raise RoomstreamError(

@@ -24,6 +24,8 @@ from confluent_kafka import ConsumerGroupState
 from confluent_kafka.admin import AdminClient
 
 from pipeline.config import Settings
+from pipeline.dev.local import describe_group
+from pipeline.kafka_clients import confluent_config
 from pipeline.worker.app import owner_partition
 from pipeline.worker.faust_app import group_id
 from tests.integration.harness import (
@@ -54,14 +56,13 @@ def _wait_group_stable(
 ) -> dict[int, str | None]:
     """Wait until the workers' group is stable with ``members``; each pdus partition's owner
     (by static member id)."""
-    admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    admin = AdminClient(confluent_config(settings))
     group = group_id(settings)
     pdus = settings.topic(Topic.PDUS)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            described = admin.describe_consumer_groups([group])[group].result(10)
-        except Exception:
+        described = describe_group(admin, group)
+        if described is None:
             time.sleep(0.5)
             continue
         if described.state == ConsumerGroupState.STABLE and len(described.members) == members:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import math
 
 import pytest
@@ -17,6 +18,7 @@ from pipeline.bench.report import (
     render_markdown,
     render_table,
 )
+from pipeline.bench.suite import describe_failure
 
 MACHINE = Machine(
     cpus=2,
@@ -218,3 +220,20 @@ def test_cpu_rows_cover_only_the_window_up_to_the_cut() -> None:
     assert round(cut["worker1"].average) == 100
     assert round(whole["worker1"].average) == 50
     assert round(whole["worker1"].peak) == 100
+
+
+def _times_out() -> None:
+    concurrent.futures.Future().result(0.001)
+
+
+def test_a_failure_without_a_message_names_where_it_was_raised() -> None:
+    # A future's TimeoutError says nothing; the report must still point at the wait.
+    with pytest.raises(TimeoutError) as caught:
+        _times_out()
+    text = describe_failure(caught.value)
+    assert text.startswith("TimeoutError:")
+    assert "test_bench_report.py" in text and "_times_out" in text
+
+
+def test_a_failure_with_a_message_is_reported_as_it_is() -> None:
+    assert describe_failure(ValueError("no rooms")) == "ValueError: no rooms"
