@@ -3,7 +3,8 @@
 A room's event index and its state groups grow with its history, so they are not rewritten
 whole on every save:
 
-    <room_id>                 the record: everything else, plus the segment marks
+    <room_id>                 the record: everything else, plus how many segments there are
+                              and where the open (last) one starts
     <room_id> NUL <i>         segment i: the events, state events and state groups added
                               between mark i and mark i+1
 
@@ -13,7 +14,12 @@ state events compress about sixfold, and a worker keeps every stored value in me
 Those parts are append-only; a save rewrites the record and the last (open) segment only, and
 closes the open segment once it is ``SEGMENT_BYTES`` long. So a save costs what the room's newest
 events cost, whatever its history, and no stored value grows without bound (a changelog message
-has a size limit).
+has a size limit). Segments are small because the open one is serialised, compressed and sent
+again on every save. Over 50 state-heavy rooms of 100 events saved after every input, 16 KiB
+segments at zstd level 1 cost 195 µs of CPU and 2.2 KB written per event, against 450 µs and
+4.7 KB at 256 KiB and level 3; the store holds 20% more bytes (0.55 MB against 0.46), small frames
+compressing less well. The record names only the count of segments and where the open one
+starts, so it does not grow with them.
 
 A processor whose event index drops entries (``RoomProcessor.release_committed``) leaves them in
 the segments saved before (so do state groups whose rows it drops). Once those dropped entries
@@ -37,13 +43,15 @@ from pipeline.room.batch import ProcessorConfig
 from pipeline.room.parking import ParkingBudget
 from pipeline.room.processor import RoomProcessor
 
-SEGMENT_BYTES = 256 * 1024
+SEGMENT_BYTES = 16 * 1024
+# zstd's level 1 compresses these segments within 2% of level 3's size at about twice the speed.
+ZSTD_LEVEL = 1
 
 Get = Callable[[bytes], bytes | None]
 
 
 def _pack(value: bytes) -> bytes:
-    return b"z" + bytes(cramjam.zstd.compress(value, level=3))
+    return b"z" + bytes(cramjam.zstd.compress(value, level=ZSTD_LEVEL))
 
 
 def _unpack(stored: bytes) -> bytes:
@@ -60,10 +68,29 @@ def segment_key(room_id: str, index: int) -> bytes:
     return room_id.encode() + b"\x00" + str(index).encode()
 
 
+def _segments(record: dict[str, Any]) -> tuple[int, list[int]]:
+    """(how many segments ``record`` names, where the open one starts). A record written before
+    the count was kept lists every segment's mark instead."""
+    if "segments" in record:
+        return int(record["segments"]), list(record["open_mark"])
+    marks = record["segment_marks"]
+    return len(marks), list(marks[-1])
+
+
+def _name_segments(data: dict[str, Any], count: int, open_mark: list[int]) -> None:
+    data.pop("segment_marks", None)
+    data["segments"] = count
+    data["open_mark"] = open_mark
+
+
+def segment_count(record: bytes) -> int:
+    """How many segments ``record`` names."""
+    return _segments(orjson.loads(record))[0]
+
+
 def segment_keys(room_id: str, record: bytes) -> list[bytes]:
     """The keys of the segments that ``record`` names."""
-    marks = orjson.loads(record)["segment_marks"]
-    return [segment_key(room_id, i) for i in range(len(marks))]
+    return [segment_key(room_id, i) for i in range(segment_count(record))]
 
 
 _EMPTY = orjson.dumps({"events": {}, "state_events": {}, "groups": {}})
@@ -76,23 +103,27 @@ def save(proc: RoomProcessor, previous_record: bytes | None) -> list[tuple[bytes
     """
     dropped = proc.dropped_events
     if previous_record is None:
-        return _snapshot(proc, 0) if dropped or proc.group_rows[1] else _append(proc, [[0, 0, 0]])
+        return _snapshot(proc, 0) if dropped or proc.group_rows[1] else _append(proc, 1, [0, 0, 0])
     previous = orjson.loads(previous_record)
-    marks: list[list[int]] = previous["segment_marks"]
+    count, open_mark = _segments(previous)
     compacted_at = int(previous.get("compacted_at", 0))
     held = proc.append_marks()[0] - dropped
     rows_held, rows_dropped = proc.group_rows
     rows_at = int(previous.get("compacted_rows_at", 0))
     if dropped - compacted_at > max(held, 1) or rows_dropped - rows_at > max(rows_held, 1):
-        return _snapshot(proc, len(marks))
-    return _append(proc, marks, compacted_at, rows_at)
+        return _snapshot(proc, count)
+    return _append(proc, count, open_mark, compacted_at, rows_at)
 
 
 def _append(
-    proc: RoomProcessor, marks: list[list[int]], compacted_at: int = 0, rows_at: int = 0
+    proc: RoomProcessor,
+    count: int,
+    start: list[int],
+    compacted_at: int = 0,
+    rows_at: int = 0,
 ) -> list[tuple[bytes, bytes]]:
-    """Rewrite the open segment (the last of ``marks``) with what came after its mark."""
-    start = marks[-1]
+    """Rewrite the open segment (the last of ``count``, from mark ``start``) with what came
+    after its mark."""
     data = proc.to_dict(since=(start[0], start[1], start[2]))
     segment = {
         "events": data.pop("events"),
@@ -100,13 +131,13 @@ def _append(
         "groups": data["state_groups"].pop("groups"),
     }
     value = orjson.dumps(segment)
-    writes = [(segment_key(proc.room_id, len(marks) - 1), _pack(value))]
+    writes = [(segment_key(proc.room_id, count - 1), _pack(value))]
     if len(value) >= SEGMENT_BYTES:
-        marks.append(list(proc.append_marks()))
+        count, start = count + 1, list(proc.append_marks())
         # The record names the new open segment: it must be there for a load before the next
         # save writes it.
-        writes.append((segment_key(proc.room_id, len(marks) - 1), _pack(_EMPTY)))
-    data["segment_marks"] = marks
+        writes.append((segment_key(proc.room_id, count - 1), _pack(_EMPTY)))
+    _name_segments(data, count, start)
     if compacted_at:
         data["compacted_at"] = compacted_at
     if rows_at:
@@ -145,7 +176,7 @@ def _snapshot(proc: RoomProcessor, stored_segments: int) -> list[tuple[bytes, by
     writes.extend(
         (segment_key(proc.room_id, i), _pack(_EMPTY)) for i in range(len(segments), stored_segments)
     )
-    data["segment_marks"] = marks
+    _name_segments(data, len(marks), marks[-1])
     if proc.dropped_events:
         data["compacted_at"] = proc.dropped_events
     if proc.group_rows[1]:
@@ -172,7 +203,10 @@ def load(
     events: dict[str, Any] = {}
     state_events: dict[str, Any] = {}
     groups: dict[str, Any] = {}
-    for i in range(len(data["segment_marks"])):
+    count, _ = _segments(data)
+    for key in ("segments", "open_mark", "segment_marks"):
+        data.pop(key, None)
+    for i in range(count):
         raw = get(segment_key(room_id, i))
         if raw is None:
             raise LookupError(

@@ -66,8 +66,7 @@ def test_a_save_writes_what_is_new_not_the_whole_history() -> None:
     whole = len(orjson.dumps(proc.to_dict()))
     # The last saves write the record and one open segment: far less than the whole state.
     assert max(written[-50:]) < whole / 2
-    record = orjson.loads(kv[storage.record_key(room_id)])
-    assert len(record["segment_marks"]) >= 3
+    assert storage.segment_count(kv[storage.record_key(room_id)]) >= 3
     assert storage.load(kv[storage.record_key(room_id)], kv.get).to_dict() == proc.to_dict()
 
 
@@ -101,4 +100,60 @@ def test_a_save_that_closes_a_segment_loads_at_once(monkeypatch: pytest.MonkeyPa
         _saved(proc, kv)
         loaded = storage.load(kv[storage.record_key(room_id)], kv.get)
         assert loaded.to_dict() == proc.to_dict()
-    assert len(orjson.loads(kv[storage.record_key(room_id)])["segment_marks"]) > 3
+    assert storage.segment_count(kv[storage.record_key(room_id)]) > 3
+
+
+def _as_legacy(record: bytes, marks: list[list[int]]) -> bytes:
+    """``record`` as a store written before the segment count was kept holds it."""
+    data = orjson.loads(record)
+    count = data.pop("segments")
+    data.pop("open_mark")
+    assert len(marks) == count
+    data["segment_marks"] = marks
+    return orjson.dumps(data)
+
+
+def test_a_record_listing_every_segment_mark_loads_and_saves_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(storage, "SEGMENT_BYTES", 2000)
+    room_id, lines = _room_lines(120)
+    kv: dict[bytes, bytes] = {}
+    proc, reference = RoomProcessor(room_id), RoomProcessor(room_id)
+    marks: list[list[int]] = []
+    for line in lines[:60]:
+        proc.process([line])
+        reference.process([line])
+        _saved(proc, kv)
+        record = orjson.loads(kv[storage.record_key(room_id)])
+        if len(marks) < record["segments"]:
+            marks.append(record["open_mark"])
+    assert len(marks) > 2
+    key = storage.record_key(room_id)
+    kv[key] = _as_legacy(kv[key], marks)
+    loaded = storage.load(kv[key], kv.get)
+    assert loaded.to_dict() == reference.to_dict()
+    # Saving over the legacy record goes on from its last mark.
+    for line in lines[60:]:
+        loaded.process([line])
+        reference.process([line])
+        _saved(loaded, kv)
+    assert "segment_marks" not in orjson.loads(kv[key])
+    assert storage.load(kv[key], kv.get).to_dict() == reference.to_dict()
+
+
+def test_the_record_does_not_grow_with_the_number_of_segments(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(storage, "SEGMENT_BYTES", 1000)
+    room_id, lines = _room_lines(300)
+    kv: dict[bytes, bytes] = {}
+    proc = RoomProcessor(room_id)
+    sizes: dict[int, int] = {}
+    for line in lines:
+        proc.process([line])
+        _saved(proc, kv)
+        record = kv[storage.record_key(room_id)]
+        sizes[storage.segment_count(record)] = len(orjson.loads(record).get("open_mark", []))
+    assert max(sizes) > 20
+    assert set(sizes.values()) == {3}  # one mark, however many segments
