@@ -12,7 +12,9 @@ every process's arguments. ``refuse_password_in_argv`` says so before anything c
 from __future__ import annotations
 
 import threading
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg2
@@ -21,6 +23,7 @@ from pipeline.config import Settings
 from pipeline.errors import ConfigError
 
 __all__ = [
+    "RetriedReads",
     "ThreadConnections",
     "connect",
     "database_dsn",
@@ -81,6 +84,51 @@ class ThreadConnections:
 
     def drop(self) -> None:
         self._local.conn = None
+
+
+T = TypeVar("T")
+
+
+class RetriedReads:
+    """Reads over one connection per thread (``ThreadConnections``), each tried ``attempts``
+    times: a failed try drops the thread's connection, calls ``on_retry`` (error, try number)
+    and sleeps 0.2 s times the try number; the last failure is raised for the caller to say
+    what it means (skip, or stop)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        autocommit: bool,
+        connect_timeout: int,
+        attempts: int = 3,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.conns = ThreadConnections(
+            settings, autocommit=autocommit, connect_timeout=connect_timeout
+        )
+        self.attempts = attempts
+        self.sleep = sleep
+
+    def conn(self) -> Any:
+        return self.conns.get()
+
+    def read(
+        self,
+        read: Callable[[], T],
+        on_retry: Callable[[BaseException, int], None],
+        retryable: tuple[type[BaseException], ...] = (psycopg2.Error,),
+    ) -> T:
+        for n in range(1, self.attempts + 1):
+            try:
+                return read()
+            except retryable as e:
+                self.conns.drop()
+                on_retry(e, n)
+                if n == self.attempts:
+                    raise
+                self.sleep(0.2 * n)
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def refuse_password_in_argv(url: str | None) -> None:

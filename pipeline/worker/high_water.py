@@ -15,14 +15,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import psycopg2
 
 from db.chunk_marks import load_marks
 from pipeline import metrics
 from pipeline.config import Settings
-from pipeline.pg import ThreadConnections
+from pipeline.pg import RetriedReads
 
 __all__ = ["HighWaters", "PgHighWaters"]
 
@@ -30,6 +30,20 @@ log = logging.getLogger("roomstream.worker")
 
 CONNECT_TIMEOUT_S = 5
 ATTEMPTS = 3
+
+
+def thread_reads(
+    settings: Settings, sleep: Callable[[float], None], *, autocommit: bool = True
+) -> RetriedReads:
+    """The worker's reads of PostgreSQL from its processing threads: one connection per thread,
+    ``ATTEMPTS`` tries each."""
+    return RetriedReads(
+        settings,
+        autocommit=autocommit,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        attempts=ATTEMPTS,
+        sleep=sleep,
+    )
 
 
 class HighWaters(Protocol):
@@ -42,30 +56,25 @@ class PgHighWaters:
     """Reads ``room_chunk_marks`` over one connection per processing thread."""
 
     def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.sleep = sleep
-        self._conns = ThreadConnections(
-            settings, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
-        )
-
-    def _conn(self) -> Any:
-        return self._conns.get()
+        self.reads = thread_reads(settings, sleep)
 
     def __call__(self, room_id: str) -> int | None:
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                with self._conn().cursor() as cur:
-                    mark = load_marks(cur, [room_id]).get(room_id)
-                return 0 if mark is None else mark.last_seq
-            except psycopg2.Error as e:
-                self._conns.drop()
-                metrics.WORKER_RETRIES.labels("marks").inc()
-                if attempt == ATTEMPTS:
-                    log.warning(
-                        "cannot read room %s's committed chunk high-water (%s); its stored "
-                        "state is used unchecked",
-                        room_id,
-                        str(e).strip(),
-                    )
-                    return None
-                self.sleep(0.2 * attempt)
-        return None  # pragma: no cover
+        def read() -> int:
+            with self.reads.conn().cursor() as cur:
+                mark = load_marks(cur, [room_id]).get(room_id)
+            return 0 if mark is None else mark.last_seq
+
+        try:
+            return self.reads.read(read, _count_retry)
+        except psycopg2.Error as e:
+            log.warning(
+                "cannot read room %s's committed chunk high-water (%s); its stored "
+                "state is used unchecked",
+                room_id,
+                str(e).strip(),
+            )
+            return None
+
+
+def _count_retry(_error: BaseException, _attempt: int) -> None:
+    metrics.WORKER_RETRIES.labels("marks").inc()

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import psycopg2
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -43,12 +43,11 @@ from db.read import load_room_rows
 from pipeline import metrics, pg
 from pipeline.config import Settings
 from pipeline.kafka_clients import consumer_config
-from pipeline.pg import ThreadConnections
 from pipeline.room.chunk import Chunk
 from pipeline.room.processor import RoomProcessor
 from pipeline.room.rebuild import RoomRows, fold_chunks
 from pipeline.worker.faults import WorkerStopped
-from pipeline.worker.high_water import HighWaters
+from pipeline.worker.high_water import ATTEMPTS, CONNECT_TIMEOUT_S, HighWaters, thread_reads
 from topics import chunk as chunk_codec
 from topics.definitions import Topic
 
@@ -56,9 +55,7 @@ __all__ = ["ATTEMPTS", "InFlight", "Rebuilt", "RoomSource", "StoredRooms"]
 
 log = logging.getLogger("roomstream.worker")
 
-ATTEMPTS = 3
 READ_TIMEOUT_S = 60.0
-CONNECT_TIMEOUT_S = 5
 
 Build = Callable[[RoomRows], RoomProcessor]
 T = TypeVar("T")
@@ -183,10 +180,7 @@ class StoredRooms:
         self.settings = settings
         self.chunks_topic = settings.topic(Topic.CHUNKS)
         self.committed = high_waters
-        self.sleep = sleep
-        self._conns = ThreadConnections(
-            settings, autocommit=False, connect_timeout=CONNECT_TIMEOUT_S
-        )
+        self.reads = thread_reads(settings, sleep, autocommit=False)
         self.in_flight = InFlight(self._committer_offset, self._read_chunks)
 
     # ------------------------------------------------------------------ checking
@@ -226,7 +220,7 @@ class StoredRooms:
 
     def _rebuild(self, room_id: str, build: Build) -> Rebuilt:
         self.in_flight.ensure()
-        conn = self._conn()
+        conn = self.reads.conn()
         try:
             rows, offset = load_room_rows(conn, room_id, self.chunks_topic)
             folded = fold_chunks(rows, self.in_flight.chunks(room_id, offset))
@@ -240,22 +234,16 @@ class StoredRooms:
     # ------------------------------------------------------------------ I/O
 
     def _attempts(self, what: str, attempt: Callable[[], T]) -> T:
-        for n in range(1, ATTEMPTS + 1):
-            try:
-                return attempt()
-            except (psycopg2.Error, KafkaException, OSError, TimeoutError) as e:
-                self._conns.drop()
-                metrics.WORKER_RETRIES.labels("rebuild").inc()
-                if n == ATTEMPTS:
-                    raise _Failed(
-                        f"{what} failed {ATTEMPTS} times, last with {type(e).__name__}: "
-                        f"{str(e).strip()}"
-                    ) from e
-                self.sleep(0.2 * n)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _conn(self) -> Any:
-        return self._conns.get()
+        try:
+            return self.reads.read(
+                attempt,
+                lambda _e, _n: metrics.WORKER_RETRIES.labels("rebuild").inc(),
+                (psycopg2.Error, KafkaException, OSError, TimeoutError),
+            )
+        except (psycopg2.Error, KafkaException, OSError, TimeoutError) as e:
+            raise _Failed(
+                f"{what} failed {ATTEMPTS} times, last with {type(e).__name__}: {str(e).strip()}"
+            ) from e
 
     def _committer_offset(self) -> int | None:
         # Once per assignment, maybe from a thread of its own: a connection of its own.

@@ -22,9 +22,9 @@ import psycopg2
 from db.recall import recall_events, recall_group_rows, recall_redactions
 from pipeline import metrics
 from pipeline.config import Settings
-from pipeline.pg import ThreadConnections
 from pipeline.room.chunk import StateRow
 from pipeline.room.known_events import Recalled, RecallFailed
+from pipeline.worker.high_water import ATTEMPTS, thread_reads
 
 __all__ = ["PgRecall"]
 
@@ -32,64 +32,47 @@ T = TypeVar("T")
 
 log = logging.getLogger("roomstream.worker")
 
-CONNECT_TIMEOUT_S = 5
-ATTEMPTS = 3
-
 
 class PgRecall:
     """``Recall`` over ``events``, ``event_json`` and ``event_to_state_groups``."""
 
     def __init__(self, settings: Settings, *, sleep: Callable[[float], None] = time.sleep) -> None:
-        self.sleep = sleep
-        self._conns = ThreadConnections(
-            settings, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S
-        )
-
-    def _conn(self) -> Any:
-        return self._conns.get()
+        self.reads = thread_reads(settings, sleep)
 
     def __call__(self, room_id: str, event_ids: Sequence[str]) -> Mapping[str, Recalled]:
-        found = self._read(
-            f"{len(event_ids)} event(s)",
-            room_id,
-            lambda cur: recall_events(cur, room_id, event_ids),
-        )
+        what = f"{len(event_ids)} event(s)"
+        found = self._read(what, room_id, lambda cur: recall_events(cur, room_id, event_ids))
         metrics.RECALLED_EVENTS.inc(len(found))
         return found
 
     def groups(self, room_id: str, group_ids: Sequence[int]) -> Mapping[int, tuple[StateRow, ...]]:
         """A ``GroupRecall``: the rows of the room's state groups ``group_ids``."""
-        found = self._read(
-            f"the rows of {len(group_ids)} state group(s)",
-            room_id,
-            lambda cur: recall_group_rows(cur, room_id, group_ids),
-        )
+        what = f"the rows of {len(group_ids)} state group(s)"
+        found = self._read(what, room_id, lambda cur: recall_group_rows(cur, room_id, group_ids))
         metrics.RECALLED_GROUPS.inc(len(found))
         return found
 
     def redactions(self, room_id: str, targets: Sequence[str]) -> Mapping[str, Sequence[str]]:
         """A ``RedactionRecall``: the stored redactions of ``targets``, in stream order."""
-        return self._read(
-            f"the redactions of {len(targets)} event(s)",
-            room_id,
-            lambda cur: recall_redactions(cur, room_id, targets),
-        )
+        what = f"the redactions of {len(targets)} event(s)"
+        return self._read(what, room_id, lambda cur: recall_redactions(cur, room_id, targets))
 
     def _read(self, what: str, room_id: str, read: Callable[[Any], T]) -> T:
-        for attempt in range(1, ATTEMPTS + 1):
-            try:
-                with self._conn().cursor() as cur:
-                    return read(cur)
-            except psycopg2.Error as e:
-                self._conns.drop()
-                metrics.WORKER_RETRIES.labels("recall").inc()
-                if attempt == ATTEMPTS:
-                    raise RecallFailed(
-                        f"recalling {what} of room {room_id} from PostgreSQL failed {ATTEMPTS} "
-                        f"times, last with {type(e).__name__}: {str(e).strip()}; the room's "
-                        "events cannot be decided without them (check that PostgreSQL is "
-                        "reachable)"
-                    ) from e
+        def once() -> T:
+            with self.reads.conn().cursor() as cur:
+                return read(cur)
+
+        def retrying(e: BaseException, n: int) -> None:
+            metrics.WORKER_RETRIES.labels("recall").inc()
+            if n < ATTEMPTS:
                 log.info("recalling %s of room %s failed (%s); retrying", what, room_id, e)
-                self.sleep(0.2 * attempt)
-        raise AssertionError("unreachable")  # pragma: no cover
+
+        try:
+            return self.reads.read(once, retrying)
+        except psycopg2.Error as e:
+            raise RecallFailed(
+                f"recalling {what} of room {room_id} from PostgreSQL failed {ATTEMPTS} "
+                f"times, last with {type(e).__name__}: {str(e).strip()}; the room's "
+                "events cannot be decided without them (check that PostgreSQL is "
+                "reachable)"
+            ) from e

@@ -228,8 +228,8 @@ def test_the_workers_database_readers_connect_with_the_tls_and_password_file_set
         pg_sslrootcert="/ca.crt",
     )
     for reader in (PgHighWaters(settings), PgRecall(settings)):
-        conn = reader._conn()
+        conn = reader.reads.conn()
         assert conn.autocommit is True
-        assert reader._conn() is conn, "a thread's connection is opened once"
+        assert reader.reads.conn() is conn, "a thread's connection is opened once"
     assert len(dsns) == 2
     assert all("sslmode=verify-full" in d and "sslrootcert=%2Fca.crt" in d for d in dsns)

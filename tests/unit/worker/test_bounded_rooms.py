@@ -130,7 +130,7 @@ def test_the_postgres_recall_retries_then_says_what_failed() -> None:
         attempts.append(1)
         raise psycopg2.OperationalError("connection refused")
 
-    recall._conn = refused  # type: ignore[method-assign]
+    recall.reads.conn = refused  # type: ignore[method-assign]
     with pytest.raises(RecallFailed, match=r"room !r:x.*connection refused.*reachable"):
         recall("!r:x", ["$a", "$b"])
     assert len(attempts) == ATTEMPTS
