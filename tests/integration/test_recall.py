@@ -23,13 +23,13 @@ import pytest
 from db.writer import write_batch
 from pipeline.config import Settings
 from pipeline.room import storage
-from pipeline.room.batch import BatchResult, Incoming, ProcessorConfig
+from pipeline.room.batch import Incoming, ProcessorConfig
 from pipeline.room.known_events import Recalled
 from pipeline.room.processor import RoomProcessor
 from pipeline.worker.high_water import PgHighWaters
 from pipeline.worker.recall import PgRecall
 from tests.unit.room.builder import ALICE, BOB, CAROL, RoomBuilder
-from topics import chunk as chunk_codec
+from tests.unit.room.test_bounded_index import _outputs
 
 pytestmark = pytest.mark.integration
 
@@ -52,15 +52,6 @@ def conn(settings: Settings) -> Iterator[Any]:
     c = psycopg2.connect(settings.database_url)
     yield c
     c.close()
-
-
-def _outputs(result: BatchResult) -> Any:
-    return (
-        [chunk_codec.encode(c) for c in result.chunks],
-        result.dead_letters,
-        result.duplicates,
-        result.missing_requests,
-    )
 
 
 def test_late_events_citing_dropped_events_are_decided_as_unbounded(

@@ -98,6 +98,15 @@ def _outputs(result: BatchResult) -> Any:
     )
 
 
+def _room_inputs(workload: Any, room_id: str) -> list[Incoming]:
+    """The workload's inputs of ``room_id``, in order, each with its own receive time."""
+    return [
+        Incoming(line, received_ts=1000 + i)
+        for i, (line, key) in enumerate(zip(workload.lines, workload.keys, strict=True))
+        if key == room_id
+    ]
+
+
 def _batches(items: list[Incoming], rnd: random.Random, most: int) -> list[list[Incoming]]:
     out, i = [], 0
     while i < len(items):
@@ -253,11 +262,7 @@ def test_generated_workloads_decide_the_same_bounded(state_heavy: bool, bad_inpu
 def test_the_ids_a_batch_names_are_recalled_in_one_call_not_one_per_input() -> None:
     workload = generate_workload(1, 400, seed=7, forks=True)
     (room_id,) = workload.rooms
-    inputs = [
-        Incoming(line, received_ts=1000 + i)
-        for i, (line, key) in enumerate(zip(workload.lines, workload.keys, strict=True))
-        if key == room_id
-    ]
+    inputs = _room_inputs(workload, room_id)
     batches = _batches(inputs, random.Random(3), 20)
     _, _, rows = _run_both(room_id, batches)
     # One call per batch, plus one per event state resolution reads beyond the batch's IDs.
@@ -359,11 +364,7 @@ def test_compacted_snapshots_cut_into_segments_and_empty_the_old_ones(
     monkeypatch.setattr(storage, "SEGMENT_BYTES", 1500)
     workload = generate_workload(1, 200, seed=2, state_heavy=True)
     (room_id,) = workload.rooms
-    inputs = [
-        Incoming(line, received_ts=1000 + i)
-        for i, (line, key) in enumerate(zip(workload.lines, workload.keys, strict=True))
-        if key == room_id
-    ]
+    inputs = _room_inputs(workload, room_id)
     rows = CommittedRows()
     config = ProcessorConfig(recall=rows, known_limit=LIMIT)
     proc = RoomProcessor(room_id, config=config)

@@ -17,7 +17,6 @@ from pipeline.config import Settings
 from pipeline.room import storage
 from pipeline.room.batch import ProcessorConfig
 from pipeline.room.known_events import Recalled, RecallFailed
-from pipeline.room.parking import ParkingBudget
 from pipeline.room.processor import RoomProcessor
 from pipeline.worker.faults import WorkerStopped
 from pipeline.worker.processing import Processing, Work
@@ -26,6 +25,7 @@ from tests.unit.room.builder import ALICE, RoomBuilder
 from tests.unit.room.test_bounded_index import CommittedRows
 
 from .test_rebuild import _chunks, _job
+from .test_rebuild import _processing as _rebuild_processing
 
 LIMIT = 8
 
@@ -40,15 +40,7 @@ def _room(n: int) -> tuple[RoomBuilder, list[str]]:
 
 
 def _processing(config: ProcessorConfig, committed: Any) -> Processing:
-    return Processing(
-        config=config,
-        budget=ParkingBudget(100),
-        pdus_topic="p.pdus",
-        chunks_topic="p.chunks",
-        dead_letter_topic="p.dead-letter",
-        missing_topic="p.missing-events",
-        committed=committed,
-    )
+    return _rebuild_processing(None, config=config, committed=committed)
 
 
 def _run(

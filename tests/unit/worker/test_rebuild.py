@@ -70,15 +70,18 @@ def _room() -> tuple[RoomBuilder, list[str]]:
     return b, [*names, "T"]
 
 
-def _processing(rooms: Rooms | None) -> Processing:
+def _processing(
+    rooms: Rooms | None, *, config: ProcessorConfig = CONFIG, committed: Any = None
+) -> Processing:
     return Processing(
-        config=CONFIG,
+        config=config,
         budget=ParkingBudget(100),
         pdus_topic="p.pdus",
         chunks_topic="p.chunks",
         dead_letter_topic="p.dead-letter",
         missing_topic="p.missing-events",
         rooms=rooms,
+        committed=committed,
     )
 
 
