@@ -111,6 +111,8 @@ class Sizes:
     # workloads
     worker_generated: tuple[int, int] = (400, 25)
     worker_state_heavy: tuple[int, int] = (50, 100)
+    # ... and of the generated workload sent one event at a time: (rooms, events per room, rate)
+    worker_paced: tuple[int, int, float] = (40, 25, 50.0)
 
 
 FULL = Sizes("full", 1000, 50, 30.0, 15.0, 5.0, 10_000, scaling_rooms=400)
@@ -135,6 +137,7 @@ QUICK = Sizes(
     big_members=2_000,
     big_messages=40,
     big_state_changes=40,
+    worker_paced=(20, 15, 50.0),
 )
 TINY = Sizes(
     "tiny",
@@ -162,6 +165,7 @@ TINY = Sizes(
     small_members=10,
     worker_generated=(40, 10),
     worker_state_heavy=(10, 30),
+    worker_paced=(6, 10, 30.0),
 )
 
 
@@ -964,7 +968,7 @@ WORKER_CPU_BEFORE_US = 2104
 
 
 def _worker_alone(sec: Section, settings: Settings, s: Sizes) -> None:
-    from pipeline.bench.worker_only import run
+    from pipeline.bench.worker_only import run, run_paced
 
     sec.method = (
         "A fresh run's `pdus` topic (4 partitions) is filled with a workload before one worker "
@@ -977,8 +981,12 @@ def _worker_alone(sec: Section, settings: Settings, s: Sizes) -> None:
         "(mostly messages, a few forks) and a state-heavy one (members joining, topics and "
         "power levels changing, forks and merges that need state resolution). Target, on the "
         f"state-heavy workload: a quarter of the {WORKER_CPU_BEFORE_US:,} µs per event the "
-        "worker took before it was rebuilt."
+        "worker took before it was rebuilt. Then the generated workload sent one event at a "
+        "time at a steady rate, as front ends send them, to a worker that has warmed up: its "
+        "CPU from the first send to the chunk holding the last event, per event, beside the "
+        "figure for the generated workload above (docs/cost.md says where the difference goes)."
     )
+    burst: float | None = None
     shapes = (("generated", s.worker_generated, False), ("state-heavy", s.worker_state_heavy, True))
     for name, (rooms, per_room), heavy in shapes:
         r = run(rooms, per_room, 1, state_heavy=heavy, settings=settings)
@@ -1008,6 +1016,26 @@ def _worker_alone(sec: Section, settings: Settings, s: Sizes) -> None:
                 note=note,
             )
         )
+        if not heavy:
+            burst = us
+    rooms, per_room, rate = s.worker_paced
+    p = run_paced(rooms, per_room, rate, settings=settings)
+    paced_us = p["worker_cpu_us_per_event"] or None
+    sec.figures.append(
+        Figure(
+            "B9",
+            f"worker CPU per event, one at a time at {rate:,.0f} events/s",
+            paced_us,
+            "µs",
+            baseline=burst,
+            baseline_name="the generated workload all waiting (above)" if burst else None,
+            ratio=paced_us / burst if paced_us and burst else None,
+            note=(
+                f"{p['events']:,} events of {rooms:,} rooms over {p['seconds']:,.1f} s, the worker "
+                f"using {p['worker_cpu_per_wall']:.2f} of a core."
+            ),
+        )
+    )
 
 
 def _memory(sec: Section, settings: Settings, s: Sizes) -> None:

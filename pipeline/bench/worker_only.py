@@ -28,7 +28,7 @@ from confluent_kafka import Consumer, TopicPartition
 from pipeline.bench.cpu import CLOCK_TICKS, children_of, process_ticks
 from pipeline.bench.runs import cleanup, logdir_of
 from pipeline.config import Settings, load_settings
-from pipeline.dev.local import Cluster, prepare_run
+from pipeline.dev.local import Cluster, prepare_run, produce_timed
 from pipeline.dev.stack import Stack
 from pipeline.dev.workload import generate_workload
 from pipeline.errors import RoomstreamError
@@ -62,9 +62,7 @@ def _cpu_seconds(pids: Sequence[int]) -> float:
     return sum(process_ticks(pid) or 0 for pid in every) / CLOCK_TICKS
 
 
-def _read_chunks(
-    run: Settings, expected: int, pids: Sequence[int], cluster: Cluster
-) -> dict[str, Any]:
+def _chunks_consumer(run: Settings) -> Any:
     consumer = Consumer(
         {
             **confluent_config(run),
@@ -74,6 +72,13 @@ def _read_chunks(
         }
     )
     consumer.assign([TopicPartition(run.topic(Topic.CHUNKS), 0, 0)])
+    return consumer
+
+
+def _read_chunks(
+    run: Settings, expected: int, pids: Sequence[int], cluster: Cluster
+) -> dict[str, Any]:
+    consumer = _chunks_consumer(run)
     events = chunks = 0
     first_ts = last_ts = 0
     cpu_at_first = cpu_at_last = 0.0
@@ -157,6 +162,63 @@ def run(
         "replay_us_per_event": round(1e6 / pure_rate),
         "replay_events_per_s": round(pure_rate),
         "ratio_to_replay": round(rate / pure_rate, 3),
+    }
+
+
+def _await_events(consumer: Any, counted: list[int], target: int, cluster: Cluster) -> None:
+    """Count the events of the chunks ``consumer`` reads into ``counted[0]`` until ``target``."""
+    deadline = time.monotonic() + TIMEOUT_S
+    while counted[0] < target:
+        if time.monotonic() > deadline:
+            raise RoomstreamError(
+                f"timed out after {TIMEOUT_S:.0f} s with {counted[0]} of {target} events in chunks"
+            )
+        cluster.check_alive()
+        for msg in consumer.consume(1000, 0.05):
+            if not msg.error():
+                counted[0] += len(chunk_codec.decode(msg.value() or b"").events)
+
+
+def run_paced(
+    rooms: int = 40, per_room: int = 25, rate: float = 50.0, *, settings: Settings | None = None
+) -> dict[str, Any]:
+    """One worker fed the generated workload one event at a time at ``rate`` events/s, as front
+    ends produce them: its CPU (state resolution processes included) from the first send to the
+    chunk holding the last event, per event. The time between events counts: a homeserver pays
+    for it too (an idle worker uses about 2% of a core)."""
+    if settings is None:
+        settings = load_settings()
+        Stack(settings).up()
+    warm = list(generate_workload(4, 5, seed=6, forks=False).lines)
+    lines = list(generate_workload(rooms, per_room, seed=5).lines)
+    _, warm_expected = replay_rate(warm)
+    _, expected = replay_rate(lines)
+    prefix = f"wpaced{time.strftime('%H%M%S')}"
+    run_settings = prepare_run(settings, prefix, partitions=PARTITIONS)
+    cluster = Cluster(run_settings, logdir_of(run_settings))
+    consumer = _chunks_consumer(run_settings)
+    counted = [0]
+    try:
+        pid = cluster.start("worker", "--id", f"{prefix}-w1", name="worker1").popen.pid
+        produce_lines(run_settings, warm, show_progress=False)
+        _await_events(consumer, counted, warm_expected, cluster)
+        cpu_before, started = _cpu_seconds([pid]), time.monotonic()
+        produce_timed(run_settings, lines, [None] * len(lines), rate=rate)
+        _await_events(consumer, counted, warm_expected + expected, cluster)
+        cpu, seconds = _cpu_seconds([pid]) - cpu_before, time.monotonic() - started
+    finally:
+        consumer.close()
+        cluster.stop()
+        cleanup(run_settings)
+    return {
+        "workload": "generated, paced",
+        "rooms": rooms,
+        "per_room": per_room,
+        "rate": rate,
+        "events": expected,
+        "seconds": round(seconds, 3),
+        "worker_cpu_per_wall": round(cpu / seconds, 2),
+        "worker_cpu_us_per_event": round(cpu / max(expected, 1) * 1e6),
     }
 
 
