@@ -26,7 +26,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.bench.cpu import CLOCK_TICKS, children_of, process_ticks
-from pipeline.bench.runs import cleanup, logdir_of
+from pipeline.bench.runs import ChunkEvents, cleanup, logdir_of, wait_for_progress
 from pipeline.config import Settings, load_settings
 from pipeline.dev.local import Cluster, prepare_run, produce_timed
 from pipeline.dev.stack import Stack
@@ -62,7 +62,9 @@ def _cpu_seconds(pids: Sequence[int]) -> float:
     return sum(process_ticks(pid) or 0 for pid in every) / CLOCK_TICKS
 
 
-def _chunks_consumer(run: Settings) -> Any:
+def _read_chunks(
+    run: Settings, expected: int, pids: Sequence[int], cluster: Cluster
+) -> dict[str, Any]:
     consumer = Consumer(
         {
             **confluent_config(run),
@@ -72,13 +74,6 @@ def _chunks_consumer(run: Settings) -> Any:
         }
     )
     consumer.assign([TopicPartition(run.topic(Topic.CHUNKS), 0, 0)])
-    return consumer
-
-
-def _read_chunks(
-    run: Settings, expected: int, pids: Sequence[int], cluster: Cluster
-) -> dict[str, Any]:
-    consumer = _chunks_consumer(run)
     events = chunks = 0
     first_ts = last_ts = 0
     cpu_at_first = cpu_at_last = 0.0
@@ -165,20 +160,6 @@ def run(
     }
 
 
-def _await_events(consumer: Any, counted: list[int], target: int, cluster: Cluster) -> None:
-    """Count the events of the chunks ``consumer`` reads into ``counted[0]`` until ``target``."""
-    deadline = time.monotonic() + TIMEOUT_S
-    while counted[0] < target:
-        if time.monotonic() > deadline:
-            raise RoomstreamError(
-                f"timed out after {TIMEOUT_S:.0f} s with {counted[0]} of {target} events in chunks"
-            )
-        cluster.check_alive()
-        for msg in consumer.consume(1000, 0.05):
-            if not msg.error():
-                counted[0] += len(chunk_codec.decode(msg.value() or b"").events)
-
-
 def run_paced(
     rooms: int = 40, per_room: int = 25, rate: float = 50.0, *, settings: Settings | None = None
 ) -> dict[str, Any]:
@@ -196,18 +177,21 @@ def run_paced(
     prefix = f"wpaced{time.strftime('%H%M%S')}"
     run_settings = prepare_run(settings, prefix, partitions=PARTITIONS)
     cluster = Cluster(run_settings, logdir_of(run_settings))
-    consumer = _chunks_consumer(run_settings)
-    counted = [0]
+    in_chunks = ChunkEvents(run_settings)
+
+    def chunked(target: int, what: str) -> None:
+        wait_for_progress(run_settings, in_chunks, target, TIMEOUT_S, what, cluster=cluster)
+
     try:
         pid = cluster.start("worker", "--id", f"{prefix}-w1", name="worker1").popen.pid
         produce_lines(run_settings, warm, show_progress=False)
-        _await_events(consumer, counted, warm_expected, cluster)
+        chunked(warm_expected, "the warm-up's events in chunks")
         cpu_before, started = _cpu_seconds([pid]), time.monotonic()
         produce_timed(run_settings, lines, [None] * len(lines), rate=rate)
-        _await_events(consumer, counted, warm_expected + expected, cluster)
+        chunked(warm_expected + expected, "the paced events in chunks")
         cpu, seconds = _cpu_seconds([pid]) - cpu_before, time.monotonic() - started
     finally:
-        consumer.close()
+        in_chunks.close()
         cluster.stop()
         cleanup(run_settings)
     return {

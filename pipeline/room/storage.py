@@ -158,7 +158,7 @@ def _snapshot(proc: RoomProcessor, stored_segments: int) -> list[tuple[bytes, by
     events_added, states_added, _ = proc.append_marks()
     # Absolute positions (dropped entries included), as ``append_marks`` gives them.
     position = [events_added - len(parts[0]), states_added - len(parts[1]), 0]
-    marks: list[list[int]] = [list(position)]
+    open_mark = list(position)  # where the last segment starts
     segments: list[bytes] = []
     current: list[dict[str, Any]] = [{}, {}, {}]
     size = 0
@@ -169,14 +169,14 @@ def _snapshot(proc: RoomProcessor, stored_segments: int) -> list[tuple[bytes, by
             size += len(key) + len(orjson.dumps(value))
             if size >= SEGMENT_BYTES:
                 segments.append(_segment(current))
-                marks.append(list(position))
+                open_mark = list(position)
                 current, size = [{}, {}, {}], 0
     segments.append(_segment(current))
     writes = [(segment_key(proc.room_id, i), _pack(v)) for i, v in enumerate(segments)]
     writes.extend(
         (segment_key(proc.room_id, i), _pack(_EMPTY)) for i in range(len(segments), stored_segments)
     )
-    _name_segments(data, len(marks), marks[-1])
+    _name_segments(data, len(segments), open_mark)
     if proc.dropped_events:
         data["compacted_at"] = proc.dropped_events
     if proc.group_rows[1]:

@@ -56,6 +56,8 @@ __all__ = ["ATTEMPTS", "InFlight", "Rebuilt", "RoomSource", "StoredRooms"]
 log = logging.getLogger("roomstream.worker")
 
 READ_TIMEOUT_S = 60.0
+# What a rebuild retries: the database or the broker away for a moment.
+_PASSING = (psycopg2.Error, KafkaException, OSError, TimeoutError)
 
 Build = Callable[[RoomRows], RoomProcessor]
 T = TypeVar("T")
@@ -236,11 +238,9 @@ class StoredRooms:
     def _attempts(self, what: str, attempt: Callable[[], T]) -> T:
         try:
             return self.reads.read(
-                attempt,
-                lambda _e, _n: metrics.WORKER_RETRIES.labels("rebuild").inc(),
-                (psycopg2.Error, KafkaException, OSError, TimeoutError),
+                attempt, lambda _e, _n: metrics.WORKER_RETRIES.labels("rebuild").inc(), _PASSING
             )
-        except (psycopg2.Error, KafkaException, OSError, TimeoutError) as e:
+        except _PASSING as e:
             raise _Failed(
                 f"{what} failed {ATTEMPTS} times, last with {type(e).__name__}: {str(e).strip()}"
             ) from e
