@@ -348,7 +348,10 @@ class Worker:
         # Not a faust timer: those stop as soon as the app stops, while the consumer still
         # waits for every input taken to be acked.
         recovery = self.app.tables.recovery
-        while not (self.app.should_stop and not self.scheduler.unstored_since):
+        # While stopping it goes on as long as a room is held: a job handed out before the
+        # stop may end after it with inputs unstored, which only a tick's store job acks (the
+        # consumer waits for them, and would wait for ever).
+        while not (self.app.should_stop and not self.scheduler.rooms):
             await asyncio.sleep(TICK_S)
             self.lifecycle.tick()
             if self.lifecycle.fault is not None:
