@@ -17,7 +17,7 @@ import faust
 
 from pipeline.config import Settings
 from pipeline.kafka_clients import faust_app_kwargs
-from pipeline.worker.consumer import Consumer
+from pipeline.worker.consumer import Consumer, Fetching, FetchingThread
 from pipeline.worker.producer import Producer
 from topics.definitions import Replication
 
@@ -91,8 +91,15 @@ def make_app(
         table_standby_replicas=settings.worker_standby_replicas,
         # aiokafka's default partitioner (murmur2) for table changelogs and forwarding.
     )
-    # faust's consumer, without the inputs it read past around a restore (pipeline.worker.consumer).
-    app.transport.Consumer = Consumer
+    # faust's consumer, without the inputs it read past around a restore, its fetches gathering
+    # inputs that trickle in (pipeline.worker.consumer).
+    fetching = Fetching(
+        settings.worker_fetch_wait_ms,
+        settings.worker_fetch_min_bytes,
+        settings.worker_fetch_gather_from,
+    )
+    thread = type("FetchingThread", (FetchingThread,), {"fetching": fetching})
+    app.transport.Consumer = type("Consumer", (Consumer,), {"thread_class": thread})
     # faust's producer, asking the cluster about its own topics only (pipeline.worker.producer).
     app.transport.Producer = Producer
     return app
