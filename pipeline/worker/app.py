@@ -237,6 +237,8 @@ class Worker:
         async for event in stream.noack().events():
             self._take(event)
             if self.scheduler.full:
+                for job in self.scheduler.end_hold():  # only jobs that end free capacity
+                    self._submit(job)
                 parking = self.budget.over
                 if parking:
                     log.warning(
@@ -281,9 +283,17 @@ class Worker:
             m.generation_id,
             m.headers,
         )
-        job = self.scheduler.add(where.room_id, item)
-        if job is not None:
+        for job in self.scheduler.take(where.room_id, item, backlog=self._behind(m)):
             self._submit(job)
+
+    def _behind(self, message: Any) -> bool:
+        """Whether the partition of ``message`` holds more inputs after it, as the last fetch
+        saw it (the consumer's high-water mark)."""
+        try:
+            high = self.app.consumer.highwater(message.tp)
+        except AssertionError:  # aiokafka's way of saying the partition is not assigned now
+            return False
+        return high is not None and high - message.offset > 1
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(self._fatal_on_error(coro))
@@ -356,6 +366,9 @@ class Worker:
             self.lifecycle.tick()
             if self.lifecycle.fault is not None:
                 return
+            # The reader may be held up (a paused flow, a rebalance) while holding.
+            for job in self.scheduler.hold_expired():
+                self._submit(job)
             for job in self.scheduler.due():
                 self._submit(job)
             self._watch_recovery(recovery)

@@ -24,6 +24,13 @@ threads: the clock and the consumer's state are passed in, so it is tested on it
   gets a job when a slot frees (``processed``). So a burst of inputs over many rooms becomes a
   few jobs of many inputs each (one chunk, one send, one store each), not a job per input;
   when inputs trickle in, slots are free and an input is processed at once.
+* While the reader has a backlog (its partition holds more inputs after the one just taken),
+  new jobs are held (``take``): a room that gets inputs waits in line as it does for a slot, for
+  at most ``hold_s`` or ``hold_inputs`` inputs, and the holding ends as soon as the reader has
+  caught up, the worker is full, or a rebalance or a stop waits. So a backlog over many rooms,
+  where a room's next input is hundreds of inputs away, is taken in before its rooms start, and
+  each room's inputs go in one job (one chunk, one send, one store) instead of one job each.
+  Inputs that trickle in find no backlog and start at once.
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ MAX_IN_FLIGHT = 5000
 MAX_BATCH = 200
 STORE_INTERVAL_S = 0.5
 MAX_UNSTORED = 500
+HOLD_S = 0.1
+HOLD_INPUTS = 5000
 
 
 class Ackable(Protocol):
@@ -88,6 +97,8 @@ class Scheduler:
     max_unstored: int = MAX_UNSTORED
     max_in_flight: int = MAX_IN_FLIGHT
     max_jobs: int | None = None
+    hold_s: float = HOLD_S
+    hold_inputs: int = HOLD_INPUTS
     parking_full: Callable[[], bool] = lambda: False
     rooms: dict[str, _Room] = field(init=False, default_factory=dict)
     # Rooms with unstored inputs, and since when; oldest first.
@@ -97,6 +108,9 @@ class Scheduler:
     # a slot, in the order they started waiting.
     jobs: int = field(init=False, default=0)
     ready: dict[str, None] = field(init=False, default_factory=dict)
+    holding: bool = field(init=False, default=False)
+    _held_since: float = field(init=False, default=0.0)
+    _held: int = field(init=False, default=0)
 
     # ------------------------------------------------------------------ inputs
 
@@ -109,7 +123,7 @@ class Scheduler:
         self.in_flight += 1
         if room.busy:
             return None
-        if self._slots_taken():
+        if self._waits():
             self.ready[room_id] = None
             return None
         return self._next(room_id, room)
@@ -117,12 +131,19 @@ class Scheduler:
     def _slots_taken(self) -> bool:
         return self.max_jobs is not None and self.jobs >= self.max_jobs
 
+    def _waits(self) -> bool:
+        return self.holding or self._slots_taken()
+
     def processed(self, job: Job) -> list[Job]:
         """``job`` was processed (its outputs are not sent yet): its slot is free again. The
         jobs of the rooms that waited for slots."""
         self.jobs -= 1
+        return self.start_ready()
+
+    def start_ready(self) -> list[Job]:
+        """The jobs of the rooms waiting in line, as far as slots allow (none while holding)."""
         jobs: list[Job] = []
-        while self.ready and not self._slots_taken():
+        while self.ready and not self._waits():
             room_id = next(iter(self.ready))
             del self.ready[room_id]
             room = self.rooms.get(room_id)
@@ -132,6 +153,42 @@ class Scheduler:
             if following is not None:
                 jobs.append(following)
         return jobs
+
+    def take(self, room_id: str, item: Input, *, backlog: bool) -> list[Job]:
+        """Queue ``item`` on its room, the reader having (``backlog``) or not more inputs at
+        hand after it: the jobs to start now (none while holding)."""
+        jobs = self._hold() if backlog else []
+        job = self.add(room_id, item)
+        if job is not None:
+            jobs.append(job)
+        if not backlog:
+            jobs += self.end_hold()
+        return jobs
+
+    def _hold(self) -> list[Job]:
+        if self.hurry():
+            return self.end_hold()
+        now = self.clock()
+        if not self.holding:
+            self.holding, self._held_since, self._held = True, now, 0
+        self._held += 1
+        if self._held >= self.hold_inputs or now - self._held_since >= self.hold_s:
+            return self.end_hold()
+        return []
+
+    def hold_expired(self) -> list[Job]:
+        """End a holding that outlived ``hold_s`` (the reader stopped taking inputs) or that a
+        rebalance or a stop waits for; the jobs of the rooms that waited."""
+        if self.holding and (self.hurry() or self.clock() - self._held_since >= self.hold_s):
+            return self.end_hold()
+        return []
+
+    def end_hold(self) -> list[Job]:
+        """End the holding, if any: the jobs of the rooms that waited."""
+        if not self.holding:
+            return []
+        self.holding = False
+        return self.start_ready()
 
     @property
     def full(self) -> bool:
@@ -186,7 +243,7 @@ class Scheduler:
             self.unstored_since.setdefault(job.room_id, self.clock())
         self.in_flight -= job.taken
         room.busy = False
-        if room.pending and self._slots_taken():
+        if room.pending and self._waits():
             self.ready[job.room_id] = None
             return to_ack, None
         return to_ack, self._next(job.room_id, room)
@@ -218,7 +275,7 @@ class Scheduler:
         """End a ``claim``: the room's next job, if inputs arrived meanwhile."""
         room = self.rooms[room_id]
         room.busy = False
-        if room.pending and self._slots_taken():
+        if room.pending and self._waits():
             self.ready[room_id] = None
             return None
         return self._next(room_id, room)
