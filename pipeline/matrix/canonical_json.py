@@ -5,7 +5,9 @@ insignificant whitespace, non-ASCII characters written as themselves, and number
 in ``[-(2**53)+1, (2**53)-1]``. orjson with ``OPT_SORT_KEYS`` writes exactly that form for strings
 (control characters as ``\\b \\t \\n \\f \\r`` or lowercase ``\\u00XX``, ``"`` and ``\\`` escaped,
 everything else raw) and sorts keys by code point, so it does the writing; this module decides
-which values may be written at all.
+which values may be written at all. For the common value, made only of exact builtin types and
+free of floats, orjson decides that too; the Python walk runs when it refuses (to say what and
+where) or cannot tell.
 
 Three levels of strictness, because the protocol has three:
 
@@ -29,6 +31,7 @@ bytes, so hashes do not depend on which one computed them.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 from collections.abc import Mapping
@@ -242,6 +245,49 @@ def _plain(value: object, integral_floats: bool) -> JsonValue:
     raise AssertionError(f"unscanned {type(value).__name__}")  # _scan refused it already
 
 
+# The fast path: a value built only of these exact types is written by orjson exactly as the walk
+# above would have it written, and orjson refuses what the walk refuses (integers out of range,
+# given OPT_STRICT_INTEGER in the strict modes; lone surrogates; keys that are not strings). Any
+# refusal, or any other type, goes to the walk, which then says what and where. Subclasses would
+# be written by orjson without the walk's normalising, and floats as each mode wants only by the
+# walk (orjson even writes NaN as null).
+_PLAIN_TYPES = frozenset({dict, list, tuple, str, int, bool, type(None)})
+_CONTAINER_TYPES = frozenset({dict, list, tuple})
+# Shared or cyclic references make the levels grow without end (the walk follows every path too,
+# but fails fast on a cycle); past this width the walk decides.
+_PLAIN_MAX_WIDTH = 1 << 16
+
+
+def _is_plain(value: object, max_nesting: int) -> bool:
+    """Whether ``value`` is made only of _PLAIN_TYPES, containers nested at most ``max_nesting``
+    levels. Breadth first, so the per-object work is done in C: gc.get_referents yields the next
+    level (the items of lists and tuples, the values of dicts, and their keys too unless every key
+    is an exact str)."""
+    level: list[object] = [value]
+    depth = 0
+    while level:
+        if len(level) > _PLAIN_MAX_WIDTH or not _PLAIN_TYPES.issuperset(map(type, level)):
+            return False
+        if depth >= max_nesting and not _CONTAINER_TYPES.isdisjoint(map(type, level)):
+            return False
+        depth += 1
+        level = gc.get_referents(*level)
+    return True
+
+
+def _fast_encode(value: object, mode: int, max_nesting: int, option: int) -> bytes | None:
+    """orjson's bytes for ``value`` when the walk in ``mode`` would accept it (and, given
+    OPT_SORT_KEYS, write those very bytes); None when the walk must decide."""
+    if not _is_plain(value, max_nesting):
+        return None
+    if mode <= _STRICT_ENCODE:
+        option |= orjson.OPT_STRICT_INTEGER
+    try:
+        return orjson.dumps(value, option=option)
+    except orjson.JSONEncodeError:
+        return None
+
+
 def _scan_or_raise(
     value: object, mode: int, prefix: str = "", max_nesting: int = MAX_NESTING
 ) -> int:
@@ -272,6 +318,9 @@ def encode_canonical_json(value: object, *, strict: bool = True) -> bytes:
     naming the path of the first value that cannot be written.
     """
     mode = _STRICT_ENCODE if strict else _LENIENT
+    encoded = _fast_encode(value, mode, MAX_NESTING, orjson.OPT_SORT_KEYS)
+    if encoded is not None:
+        return encoded
     return _write(value, _scan_or_raise(value, mode), integral_floats=strict)
 
 
@@ -289,6 +338,9 @@ def encode_pdu_json(value: object, *, strict_wire: bool, max_nesting: int) -> by
     if not 0 < max_nesting <= MAX_NESTING:
         raise ValueError(f"max_nesting must be in [1, {MAX_NESTING}], not {max_nesting}")
     mode = _STRICT_WIRE if strict_wire else _LENIENT_STORABLE
+    encoded = _fast_encode(value, mode, max_nesting, orjson.OPT_SORT_KEYS)
+    if encoded is not None:
+        return encoded
     return _write(value, _scan_or_raise(value, mode, "", max_nesting), integral_floats=False)
 
 
@@ -299,12 +351,17 @@ def check_canonical_values(value: object, path: str = "") -> None:
     integer in ``[-(2**53)+1, (2**53)-1]`` (a float, even ``1.0``, is refused), keys strings, no
     lone surrogates. Raises CanonicalJsonError naming the path (prefixed with ``path``).
     """
-    _scan_or_raise(value, _STRICT_WIRE, path)
+    if _fast_encode(value, _STRICT_WIRE, MAX_NESTING, 0) is None:
+        _scan_or_raise(value, _STRICT_WIRE, path)
 
 
 def copy_json(value: object) -> JsonValue:
     """A deep copy of a JSON value as plain dicts and lists (any floats and integers kept as they
     are). Raises CanonicalJsonError if ``value`` is not JSON."""
+    encoded = _fast_encode(value, _LENIENT, MAX_NESTING, 0)
+    if encoded is not None:
+        # Unsorted, so the copy keeps the key order; orjson reads back every integer it writes.
+        return orjson.loads(encoded)
     _scan_or_raise(value, _LENIENT)
     return _plain(value, integral_floats=False)
 
@@ -324,7 +381,7 @@ def parse_json(
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         raise CanonicalJsonError(f"not valid JSON: {e}", "") from None
-    if not exact_numbers or not _has_float(value, 0):
+    if not exact_numbers or not _has_float(value):
         return value
     text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8")
     try:
@@ -337,13 +394,15 @@ def _refuse_constant(name: str) -> object:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _has_float(value: object, depth: int) -> bool:
-    if isinstance(value, float):
-        return True
-    if depth > MAX_NESTING:
-        return False  # too deep to matter: the caller's checks refuse it with a path
-    if isinstance(value, dict):
-        return any(_has_float(v, depth + 1) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_float(v, depth + 1) for v in value)
+def _has_float(value: object) -> bool:
+    """Whether the parsed ``value`` holds a float within MAX_NESTING + 1 levels; deeper values are
+    too deep to matter (the caller's checks refuse them with a path). Breadth first, as
+    _is_plain: orjson's output holds only exact types, and only values need looking at."""
+    level = [value]
+    for _ in range(MAX_NESTING + 2):
+        if not level:
+            return False
+        if float in map(type, level):
+            return True
+        level = gc.get_referents(*level)
     return False
