@@ -1026,43 +1026,43 @@ def _worker_alone(sec: Section, settings: Settings, s: Sizes) -> None:
     unwaited = run_paced(rooms, per_room, rate, settings=replace(settings, worker_fetch_wait_ms=0))
     gathered = run_paced(rooms, per_room, rate, settings=settings)
     unwaited_us = unwaited["worker_cpu_us_per_event"] or None
-    gathered_us = gathered["worker_cpu_us_per_event"] or None
 
-    def paced_note(p: dict[str, Any]) -> str:
-        return (
-            f"{p['events']:,} events of {rooms:,} rooms over {p['seconds']:,.1f} s, the worker "
-            f"using {p['worker_cpu_per_wall']:.2f} of a core."
+    def paced(
+        how: str, p: dict[str, Any], base: float | None, base_name: str, extra: str
+    ) -> Figure:
+        us = p["worker_cpu_us_per_event"] or None
+        return Figure(
+            "B9",
+            f"worker CPU per event, one at a time at {rate:,.0f} events/s, {how}",
+            us,
+            "µs",
+            baseline=base,
+            baseline_name=base_name if base else None,
+            ratio=us / base if us and base else None,
+            note=(
+                f"{p['events']:,} events of {rooms:,} rooms over {p['seconds']:,.1f} s, the "
+                f"worker using {p['worker_cpu_per_wall']:.2f} of a core. {extra}"
+            ),
         )
 
     sec.figures.append(
-        Figure(
-            "B9",
-            f"worker CPU per event, one at a time at {rate:,.0f} events/s, each fetch answered "
-            "at its first input",
-            unwaited_us,
-            "µs",
-            baseline=burst,
-            baseline_name="the generated workload all waiting (above)" if burst else None,
-            ratio=unwaited_us / burst if unwaited_us and burst else None,
-            note=paced_note(unwaited) + " `ROOMSTREAM_WORKER_FETCH_WAIT_MS=0`.",
+        paced(
+            "each fetch answered at its first input",
+            unwaited,
+            burst,
+            "the generated workload all waiting (above)",
+            "`ROOMSTREAM_WORKER_FETCH_WAIT_MS=0`.",
         )
     )
     sec.figures.append(
-        Figure(
-            "B9",
-            f"worker CPU per event, one at a time at {rate:,.0f} events/s, fetches gathering "
-            "inputs (the default)",
-            gathered_us,
-            "µs",
-            baseline=unwaited_us,
-            baseline_name="each fetch answered at its first input (above)" if unwaited_us else None,
-            ratio=gathered_us / unwaited_us if gathered_us and unwaited_us else None,
-            note=paced_note(gathered)
-            + (
-                f" From {settings.worker_fetch_gather_from:g} inputs/s, the broker holds a "
-                f"fetch up to {settings.worker_fetch_wait_ms} ms for "
-                f"{settings.worker_fetch_min_bytes:,} bytes of inputs."
-            ),
+        paced(
+            "fetches gathering inputs (the default)",
+            gathered,
+            unwaited_us,
+            "each fetch answered at its first input (above)",
+            f"From {settings.worker_fetch_gather_from:g} inputs/s, the broker holds a fetch up "
+            f"to {settings.worker_fetch_wait_ms} ms for {settings.worker_fetch_min_bytes:,} "
+            "bytes of inputs.",
         )
     )
 
