@@ -986,7 +986,7 @@ def _worker_alone(sec: Section, settings: Settings, s: Sizes) -> None:
         "CPU from the first send to the chunk holding the last event, per event, beside the "
         "figure for the generated workload above (docs/cost.md says where the difference "
         "goes); twice, first with each fetch answered at its first input, then with fetches "
-        "gathering the inputs that trickle in (`ROOMSTREAM_WORKER_FETCH_*`), the default."
+        "gathering the inputs that trickle in (`ROOMSTREAM_WORKER_FETCH_WAIT_MS`), the default."
     )
     burst: float | None = None
     shapes = (("generated", s.worker_generated, False), ("state-heavy", s.worker_state_heavy, True))

@@ -113,8 +113,8 @@ def check_fetcher(fetcher: Any) -> None:
         if not hasattr(fetcher, name):
             raise RuntimeError(
                 f"this aiokafka's fetcher has no {name}: the worker's fetch settings "
-                "(ROOMSTREAM_WORKER_FETCH_*) cannot be applied; install the aiokafka version "
-                "pyproject.toml names"
+                "(ROOMSTREAM_WORKER_FETCH_WAIT_MS, _MIN_BYTES) cannot be applied; install the "
+                "aiokafka version pyproject.toml names"
             )
 
 
