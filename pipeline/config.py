@@ -26,7 +26,7 @@
 | ROOMSTREAM_WORKER_STATIC_MEMBERSHIP | 1 | ``worker --id X`` joins as static member X (0: no) |
 | ROOMSTREAM_WORKER_FETCH_WAIT_MS | 20 | ms the broker may hold a worker's fetch for more inputs |
 | ROOMSTREAM_WORKER_FETCH_MIN_BYTES | 65536 | ... unless this many bytes of inputs are there |
-| ROOMSTREAM_WORKER_FETCH_GATHER_FROM | 50 | inputs/s from which fetches wait so (below: none) |
+| ROOMSTREAM_WORKER_FETCH_GATHER_FROM | 80 | inputs/s from which fetches wait so (below: none) |
 | ROOMSTREAM_WORKER_KNOWN_EVENTS | 100000 | events a room's index holds (0: all); more: from PG |
 | ROOMSTREAM_WORKER_STATE_ROWS | 200000 | state group rows a room holds (0: all); more: from PG |
 | ROOMSTREAM_REPLICATION_FACTOR | 0 (auto) | replicas per topic; auto: 3, fewer on fewer brokers |
@@ -123,7 +123,9 @@ class Settings:
     worker_static_membership: int = 1
     worker_fetch_wait_ms: int = 20
     worker_fetch_min_bytes: int = 64 * 1024
-    worker_fetch_gather_from: float = 50.0
+    # Above what one sender waiting for each event before the next reaches (1 / latency, about
+    # 50/s here): a wait would only slow such a sender down, gathering nothing.
+    worker_fetch_gather_from: float = 80.0
     worker_known_events: int = 100_000
     worker_state_rows: int = 200_000
     debug_slow_room: str | None = None

@@ -116,7 +116,7 @@ def test_the_consumer_thread_notes_every_fetch(
     assert isinstance(consumer, Consumer)
     thread = consumer._thread
     assert isinstance(thread, FetchingThread)
-    assert thread.fetching == Fetching(20, 65536, 50.0)
+    assert thread.fetching == Fetching(20, 65536, 80.0)
     thread.thread_loop.close()  # the real thread's loop, never started
     clock = Clock()
     thread._gathering = Gathering(thread.fetching, clock)
