@@ -67,15 +67,28 @@ class Fetching:
     from_rate: float
 
 
+# The wait faust gives the worker's aiokafka consumer (its fetches then answer at the first record).
+FAUST_FETCH_WAIT_MS = 1500
+
+
 class Gathering:
     """Whether fetches gather now, from the count of records each fetch brought and a clock."""
 
     # The rate is counted over windows this long.
     WINDOW_S = 1.0
 
-    def __init__(self, fetching: Fetching, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        fetching: Fetching,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        idle_wait_ms: int = FAUST_FETCH_WAIT_MS,
+    ) -> None:
         self.fetching = fetching
         self.clock = clock
+        # The wait the fetcher had before any gathering: restored when gathering stops, or an
+        # idle worker would ask the broker again every ``wait_ms``.
+        self.idle_wait_ms = idle_wait_ms
         self.on = False
         self._since = clock()
         self._records = 0
@@ -100,10 +113,11 @@ class Gathering:
             fetcher._fetch_max_wait_ms = self.fetching.wait_ms
             fetcher._fetch_min_bytes = self.fetching.min_bytes
         else:
+            fetcher._fetch_max_wait_ms = self.idle_wait_ms
             fetcher._fetch_min_bytes = 1
 
 
-# aiokafka's own names for a fetch's wait and size; checked when the worker starts, so that an
+# aiokafka's own names for a fetch's wait and size; checked at the worker's first fetch, so that an
 # aiokafka that renamed them fails the start rather than never gathering.
 FETCHER_ATTRIBUTES = ("_fetch_max_wait_ms", "_fetch_min_bytes")
 
@@ -137,7 +151,9 @@ class FetchingThread(faust_aiokafka.AIOKafkaConsumerThread):  # type: ignore[mis
         if self.fetching is not None:
             if self._gathering is None:
                 check_fetcher(consumer._fetcher)
-                self._gathering = Gathering(self.fetching)
+                self._gathering = Gathering(
+                    self.fetching, idle_wait_ms=consumer._fetcher._fetch_max_wait_ms
+                )
             if self._gathering.note(sum(len(batch) for batch in records.values())):
                 self._gathering.apply(consumer._fetcher)
                 log.debug("fetches %s", "gather inputs" if self._gathering.on else "do not wait")

@@ -89,6 +89,8 @@ def test_a_change_is_reported_once_and_applied_to_the_next_fetch() -> None:
     gathering.apply(f)
     # Off: the first record answers the fetch again.
     assert f._fetch_min_bytes == 1
+    # ... and an idle worker asks the broker as seldom as before.
+    assert f._fetch_max_wait_ms == 1500
 
 
 def test_wait_zero_never_gathers() -> None:
