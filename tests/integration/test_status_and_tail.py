@@ -111,15 +111,16 @@ def test_status_and_tail_after_a_worker_and_committer_ran_some_rooms(
 ) -> None:
     rooms = [busy_room(f"s{i}", messages=2) for i in range(2)]
     orphan_room, orphan_lines, _ = _orphan_room()
-    lines = [line for r in rooms for line in lines_of(r)] + orphan_lines + [b"{not json"]
+    room_lines = [line for r in rooms for line in lines_of(r)]
+    lines = room_lines + orphan_lines + [b"{not json"]
     # Every event but the parked one is committed, rejected and soft-failed ones too.
-    committed = sum(len(r.events) for r in rooms) + 3
+    first = len(room_lines)
+    committed = first + 3
     worker = procs.worker("w1")
     committer = procs.start("committer", name="committer")
     # The rooms first, then the rest once they are published: the committer publishes at least
     # two invalidation messages, which the tail below reads (it may take one burst in one).
-    first = sum(len(r.events) for r in rooms)
-    produce(settings, lines[:first])
+    produce(settings, room_lines)
     wait_for(
         lambda: collect_status(settings).invalidations.last_published == first,
         WAIT_S,
