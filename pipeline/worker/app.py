@@ -36,6 +36,7 @@ import shutil
 import socket
 import time
 from collections.abc import Coroutine
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
@@ -49,6 +50,7 @@ from pipeline.room.parking import ParkingBudget, ParkingLimits
 from pipeline.room.processor import ProcessorConfig
 from pipeline.server_keys import signature_checker
 from pipeline.worker import dead_letters, expiry, lifecycle
+from pipeline.worker.consumer import Consumer
 from pipeline.worker.emit import Outputs, Sender
 from pipeline.worker.faults import WorkerStopped
 from pipeline.worker.faust_app import MAX_RECORD_BYTES, group_id, instance_id, make_app
@@ -207,8 +209,11 @@ class Worker:
             changelog=self._changelog_topic,
             submit=self._submit,
             checked=self.checked,
+            acking=self._worker_acks,
         )
         self.threads: JobThreads[Work, Processed] | None = None
+        # faust's consumer, once the agent runs (the app builds it as it starts).
+        self._consumer: Consumer
         self.loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Future[None]] = set()
         self._header_problems = 0
@@ -225,6 +230,7 @@ class Worker:
 
     async def _agent(self, stream: Any) -> None:
         if self.threads is None:
+            self._consumer = self.app.consumer
             self.loop = asyncio.get_running_loop()
             self.threads = JobThreads(
                 self.loop,
@@ -258,6 +264,7 @@ class Worker:
 
     def _take(self, event: Any) -> None:
         m = event.message
+        self._consumer.taken(m)
         where = route(m.value, m.headers, m.partition, self.owners)
         if isinstance(where, Unroutable):
             self._spawn(self._dead_letter_unroutable(event, where.reason))
@@ -333,14 +340,19 @@ class Worker:
         )
         await self.sender.delivered([fut], f"an input forwarded to partition {where.partition}")
         metrics.FORWARDED.inc()
-        event.ack()
+        with self._worker_acks():
+            event.ack()
 
     async def _dead_letter_unroutable(self, event: Any, reason: str) -> None:
         body = dead_letters.unroutable(reason, event.message)
         fut = await self.sender.send(self.dead_letter_topic, None, body)
         await self.sender.delivered([fut], "a dead letter")
         metrics.DEAD_LETTERED.inc()
-        event.ack()
+        with self._worker_acks():
+            event.ack()
+
+    def _worker_acks(self) -> AbstractContextManager[Any]:
+        return self._consumer.worker_acks()
 
     # ------------------------------------------------------------------ rooms
 

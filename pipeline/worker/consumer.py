@@ -30,6 +30,21 @@ after it: the partitions are sought to their committed offsets again, with no fe
 the next batch follows on from what was processed. A record handed on just before the seek may
 be read again, a duplicate the worker drops.
 
+faust also acked what it never handed to the worker, and committed past what the worker had not
+acked. Its stream acks a record it skips because a rebalance began or its generation ended (the
+records already fetched when that happens), and its commit takes the first run of acked offsets
+it finds: from anywhere in a partition never committed, and from one past the committed offset
+in any other. Both lost inputs that no rebalance read again: in a worker that kept a partition
+through a rebalance, a room's first events, skipped and acked while the flow was suspended, were
+committed past once its later events were acked, so the room waited for its create event for
+ever (the same test, one run in three). Here only the worker's own acks count (``worker_acks``),
+and ``Progress`` commits a partition from its committed offset (or the first record read since
+it was sought to its beginning) over acked offsets and offsets that hold no record, stopping at
+the first that is neither. And a record handed over that never reached the worker (faust's
+stream dropped it) is read again: the worker says which input it takes (``taken``), and when an
+input arrives while records of its partition handed over before it did not, the partition is
+sought back to the first of those.
+
 Once inputs come often, its fetches wait at the broker for more of them (``Fetching``): when
 events trickle in, each one otherwise costs a fetch of its own and its own way through faust and
 aiokafka, several times what the room logic costs; gathered, they share that.
@@ -37,13 +52,18 @@ aiokafka, several times what the room logic costs; gathered, they share that.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Container, Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Container, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from pipeline.worker.progress import Progress
 
 log = logging.getLogger("roomstream.worker")
 
@@ -184,19 +204,124 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no
     # positions a seek has moved since.
     _seeks = 0
     _batch_seeks = 0
+    # The topic whose records the worker takes (``taken``); set by ``make_app``.
+    input_topic: ClassVar[str | None] = None
+    # True while the worker acks its inputs: the only acks counted.
+    _worker_acking = False
+    _progress: Progress | None = None
+    # Per input partition, the records handed over since it was last sought that the worker has
+    # not taken yet, in order.
+    _waiting: dict[Any, deque[Any]] | None = None
+    # Partitions being sought back to records that never reached the worker.
+    _reading_again: set[Any] | None = None
+
+    @property
+    def progress(self) -> Progress:
+        if self._progress is None:
+            self._progress = Progress()
+        return self._progress
+
+    @contextmanager
+    def worker_acks(self) -> Iterator[None]:
+        """Acks made inside are the worker's: its inputs processed and stored, forwarded or
+        dead-lettered. faust's own acks (of records its stream skipped) are not counted."""
+        self._worker_acking = True
+        try:
+            yield
+        finally:
+            self._worker_acking = False
+
+    def ack(self, message: Any) -> bool:
+        if not self._worker_acking:
+            # faust's stream acks a record it skips (a rebalance began, or the record is of an
+            # earlier generation): nothing processed it, so nothing may commit past it.
+            return False
+        acked: bool = super().ack(message)
+        return acked
+
+    def _new_offset(self, tp: Any) -> int | None:
+        acked = self._acked[tp]
+        if not acked:
+            return None
+        offset = self.progress.committable(tp, self._committed_offset.get(tp), acked)
+        if offset is None:
+            return None
+        # As faust does with the acked offsets it commits: forget them.
+        done = [o for o in acked if o < offset]
+        acked[:] = [o for o in acked if o >= offset]
+        self._acked_index[tp].difference_update(done)
+        gap = self._gap.get(tp)
+        if gap:
+            gap.chop(0, offset)
+        return offset
 
     def _new_consumer_thread(self) -> FetchingThread:
         return self.thread_class(self, loop=self.loop, beacon=self.beacon)
 
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        handed = self.progress.handed
+        if self._waiting is None:
+            self._waiting = {}
+        waiting = self._waiting
+        input_topic = self.input_topic
         async for tp, message in super().getmany(timeout):
             if self._seeks != self._batch_seeks:
                 await self._seek_again()
                 return
+            handed(tp, message.offset)
+            if tp.topic == input_topic:
+                queue = waiting.get(tp)
+                if queue is None:
+                    queue = waiting[tp] = deque()
+                queue.append(message)
             yield tp, message
             if self._seeks != self._batch_seeks:
                 await self._seek_again()
                 return
+
+    def taken(self, message: Any) -> None:
+        """The worker took ``message`` (a record of the input topic) off its stream."""
+        queue = self._waiting.get(message.tp) if self._waiting else None
+        if not queue:
+            return
+        if queue[0] is message:
+            queue.popleft()
+            return
+        if message not in queue:
+            return  # handed over before its partition was last sought
+        dropped = queue[0].offset
+        while queue.popleft() is not message:
+            pass
+        self._read_again(message.tp, dropped, message.offset)
+
+    def _read_again(self, tp: Any, offset: int, reached: int) -> None:
+        if self._reading_again is None:
+            self._reading_again = set()
+        if tp in self._reading_again:
+            return
+        log.info(
+            "records of %s[%d] from offset %d were handed over and never reached the worker, "
+            "which took offset %d (faust drops records as a rebalance or a restore ends); the "
+            "partition is read again from offset %d",
+            tp.topic,
+            tp.partition,
+            offset,
+            reached,
+            offset,
+        )
+        self._reading_again.add(tp)
+        task = asyncio.ensure_future(self._seek_back(tp, offset))
+        task.add_done_callback(lambda _: self._reading_again.discard(tp))  # type: ignore[union-attr]
+
+    async def _seek_back(self, tp: Any, offset: int) -> None:
+        # A rebalance seeks every partition to its committed offset, which is not past it.
+        if self.app.rebalancing or tp not in self.assignment():
+            return
+        self._seeks += 1
+        try:
+            await self.seek(tp, offset)
+        finally:
+            self._seeks += 1
 
     async def _seek_again(self) -> None:
         # Whether each record of the batch was fetched before or after its partition's seek is
@@ -221,10 +346,18 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no
 
     async def seek_to_committed(self) -> Mapping[Any, int | None]:
         committed: Mapping[Any, int | None] = await super().seek_to_committed()
-        self._seeking = tuple(committed)
         never = [
             tp for tp, offset in committed.items() if not offset and not self._is_changelog_tp(tp)
         ]
         if never:
             await self._thread.seek_to_beginning(*never)
+        self._waiting = {}
+        for tp, offset in committed.items():
+            self.progress.sought(tp, offset or None)
         return committed
+
+    async def _seek(self, partition: Any, offset: int) -> None:
+        await super()._seek(partition, offset)
+        self.progress.sought(partition, offset)
+        if self._waiting:
+            self._waiting.pop(partition, None)

@@ -24,6 +24,7 @@ already be written, and sending it again would put it after them.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import KW_ONLY, dataclass
 from typing import Any, Protocol
 
@@ -129,6 +130,8 @@ class Outputs:
     changelog: Callable[[], str]
     submit: Callable[[Job], None]
     checked: set[str]
+    # Inside it the consumer counts acks as the worker's (pipeline.worker.consumer).
+    acking: Callable[[], AbstractContextManager[Any]] = nullcontext
 
     async def emit(self, done: Sequence[tuple[Work, Processed | Exception]]) -> None:
         """Send every job's outputs, then every due state; wait for the broker; then ack.
@@ -166,7 +169,9 @@ class Outputs:
     def _finished(self, job: Job, out: Processed, *, stored: bool) -> None:
         self.states.keep(job.room_id, out.proc)
         to_ack, following = self.scheduler.finish(job, stored=stored)
-        for item in to_ack:
-            item.event.ack()
+        if to_ack:
+            with self.acking():
+                for item in to_ack:
+                    item.event.ack()
         if following is not None:
             self.submit(following)

@@ -19,7 +19,7 @@ from pipeline.config import Settings
 from pipeline.kafka_clients import faust_app_kwargs
 from pipeline.worker.consumer import Consumer, Fetching, FetchingThread
 from pipeline.worker.producer import Producer
-from topics.definitions import Replication
+from topics.definitions import Replication, Topic
 
 __all__ = [
     "HEARTBEAT_S",
@@ -99,7 +99,9 @@ def make_app(
         settings.worker_fetch_gather_from,
     )
     thread = type("FetchingThread", (FetchingThread,), {"fetching": fetching})
-    app.transport.Consumer = type("Consumer", (Consumer,), {"thread_class": thread})
+    app.transport.Consumer = type(
+        "Consumer", (Consumer,), {"thread_class": thread, "input_topic": settings.topic(Topic.PDUS)}
+    )
     # faust's producer, asking the cluster about its own topics only (pipeline.worker.producer).
     app.transport.Producer = Producer
     return app

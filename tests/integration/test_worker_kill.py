@@ -23,7 +23,10 @@ while partitions get their first events: a worker then read past events of a par
 had committed an offset of, and lost them (``pipeline/worker/consumer.py``); it failed one run in
 four or five before that was fixed, as such a race does. It then still lost the records of a
 batch fetched across the seek that ends a restore, in every run, until the consumer sought again
-after such a batch.
+after such a batch. And then a whole room one run in three: its first event, fetched as a restore
+ended, never reached the worker, and faust committed past it once the room's later events were
+acked; the consumer now commits no further than the first record not acked by the worker, and
+reads again records that never reached it.
 """
 
 from __future__ import annotations

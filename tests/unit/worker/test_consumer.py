@@ -9,12 +9,15 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiokafka import TopicPartition
 from faust.types import TP
+from faust.types.tuples import ConsumerMessage
 
 from pipeline.config import Settings
 from pipeline.worker.consumer import Consumer
 from pipeline.worker.faust_app import make_app
+from pipeline.worker.progress import Progress
 from topics.definitions import Replication
 
 ONE = Replication(factor=1, min_insync=1)
@@ -54,6 +57,12 @@ class Thread:
     async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
         for tp in partitions:
             self.position[tp] = 0
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.position[tp] = offset
+
+    def assignment(self) -> set[Any]:
+        return set(self.committed)
 
 
 def _consumer(tmp_path: Path, thread: Thread) -> Consumer:
@@ -172,3 +181,158 @@ def test_records_fetched_after_a_seek_are_handed_over(tmp_path: Path) -> None:
 
     asyncio.run(main())
     assert delivered == [0, 1, 2], "records fetched from the sought positions were dropped"
+
+
+# ---------------------------------------------------------------------- what may be committed
+
+
+def _message(tp: Any, offset: int) -> Any:
+    return ConsumerMessage(tp.topic, tp.partition, offset, 0.0, 0, None, b"k", b"v", None, tp=tp)
+
+
+def _handed_over(consumer: Consumer, tp: Any, offsets: list[int]) -> list[Any]:
+    """Records of ``tp`` fetched and handed over by the consumer, as faust's drainer takes them."""
+    thread = consumer._thread
+    thread.fetched = {tp: offsets}
+    consumer._active_partitions = {tp}
+    consumer._to_message = _message
+
+    async def drain() -> list[Any]:
+        return [m async for _, m in consumer.getmany(timeout=1.0)]
+
+    return asyncio.run(drain())
+
+
+def _commits_to(consumer: Consumer, tp: Any) -> int | None:
+    return consumer._filter_committable_offsets({tp}).get(tp)
+
+
+def test_a_record_faust_skipped_and_acked_is_not_committed_past(tmp_path: Path) -> None:
+    # A partition nobody committed yet, kept by a worker through a rebalance: the record fetched
+    # when the rebalance began reached faust's stream while its flow was suspended, and the stream
+    # skipped it and acked it. The worker then acked the records after it, once processed; faust
+    # committed their run and the skipped record (a room's create event) was never read again.
+    p0 = TP(PDUS, 0)
+    thread = Thread({}, {p0: None})
+    thread.highwater = lambda tp: 3  # type: ignore[attr-defined]
+    consumer = _consumer(tmp_path, thread)
+    consumer.app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
+    asyncio.run(consumer.perform_seek())
+    first, *rest = _handed_over(consumer, p0, [0, 1, 2])
+    first.ack(consumer)  # faust's stream, skipping it
+    with consumer.worker_acks():
+        for m in rest:
+            m.ack(consumer)
+    assert _commits_to(consumer, p0) is None, "committed past a record the worker never acked"
+    with consumer.worker_acks():
+        _message(p0, 0).ack(consumer)  # read again and processed
+    assert _commits_to(consumer, p0) == 3
+
+
+def test_an_ack_one_past_the_committed_offset_does_not_commit_past_it(tmp_path: Path) -> None:
+    # faust let a run of acked offsets start one past the committed offset (the next to read):
+    # the room of offset 10, slower than the room of offset 11, lost its input on a restart.
+    p0 = TP(PDUS, 0)
+    thread = Thread({}, {p0: 10})
+    thread.highwater = lambda tp: 12  # type: ignore[attr-defined]
+    consumer = _consumer(tmp_path, thread)
+    consumer.app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
+    asyncio.run(consumer.perform_seek())
+    ten, eleven = _handed_over(consumer, p0, [10, 11])
+    with consumer.worker_acks():
+        eleven.ack(consumer)
+    assert _commits_to(consumer, p0) is None, "committed past offset 10, never acked"
+    with consumer.worker_acks():
+        ten.ack(consumer)
+    assert _commits_to(consumer, p0) == 12
+
+
+def test_offsets_that_hold_no_record_do_not_hold_commits_back(tmp_path: Path) -> None:
+    # A transactional producer's markers take offsets that no record is handed over at.
+    p0 = TP(PDUS, 0)
+    thread = Thread({}, {p0: 10})
+    thread.highwater = lambda tp: 20  # type: ignore[attr-defined]
+    consumer = _consumer(tmp_path, thread)
+    consumer.app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
+    asyncio.run(consumer.perform_seek())
+    with consumer.worker_acks():
+        for m in _handed_over(consumer, p0, [11, 12, 14, 17]):
+            m.ack(consumer)
+    assert _commits_to(consumer, p0) == 18
+
+
+@pytest.mark.parametrize(
+    ("sought", "handed", "acked", "commits"),
+    [
+        # Never committed: from the first record read since the seek to the beginning.
+        (None, [0, 1, 2, 3], [1, 2, 3], None),
+        (None, [0, 1, 2, 3], [0, 1, 3], 2),
+        (None, [5, 6], [5, 6], 7),  # the records below 5 went with retention
+        # Committed: from the committed offset, the next to read.
+        (10, [10, 11], [11], None),
+        (10, [10, 11], [10, 11], 12),
+        (10, [10, 11, 12], [10, 12], 11),
+        # Offsets that hold no record are passed over, before the first record and between two.
+        (10, [13, 14], [13, 14], 15),
+        (10, [10, 12, 15], [10, 12, 15], 16),
+        (10, [10, 12, 15], [10, 15], 12),
+        # Nothing acked, or only below the committed offset (a record read again).
+        (10, [10], [], None),
+    ],
+)
+def test_progress_commits_no_further_than_the_first_record_not_acked(
+    sought: int | None, handed: list[int], acked: list[int], commits: int | None
+) -> None:
+    progress = Progress()
+    progress.sought("tp", sought)
+    for offset in handed:
+        progress.handed("tp", offset)
+    assert progress.committable("tp", sought, acked) == commits
+
+
+def test_progress_forgets_what_it_knew_of_a_partition_when_it_is_sought() -> None:
+    progress = Progress()
+    progress.sought("tp", 10)
+    for offset in (10, 20):
+        progress.handed("tp", offset)
+    progress.sought("tp", 10)  # a rebalance: read again from 10, where 11..19 now hold records
+    progress.handed("tp", 10)
+    assert progress.committable("tp", 10, [10, 20]) == 11
+
+
+def test_records_that_never_reached_the_worker_are_read_again(tmp_path: Path) -> None:
+    # faust's stream dropped the first record fetched after a restore (a room's create event):
+    # the worker took the records after it, and nothing read it again. Now the partition is
+    # sought back to it as soon as the worker takes a later record.
+    p0 = TP(PDUS, 0)
+    thread = Thread({}, {p0: 3})
+    thread.highwater = lambda tp: 6  # type: ignore[attr-defined]
+    consumer = _consumer(tmp_path, thread)
+    consumer.input_topic = PDUS  # type: ignore[misc]
+    consumer.app.rebalancing = False
+
+    async def main() -> None:
+        await consumer.perform_seek()
+        three, _, five = await _handed_over_in(consumer, p0, [3, 4, 5])
+        consumer.taken(three)  # taken in order: nothing to do
+        await asyncio.sleep(0)
+        assert thread.position[p0] == 6
+        consumer.taken(five)  # four never arrived
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert thread.position[p0] == 4, "the record the worker never took is not read again"
+        # Read again from 4: taken in order, nothing more to do.
+        for m in await _handed_over_in(consumer, p0, [4, 5]):
+            consumer.taken(m)
+        await asyncio.sleep(0)
+        assert thread.position[p0] == 6
+
+    asyncio.run(main())
+
+
+async def _handed_over_in(consumer: Consumer, tp: Any, offsets: list[int]) -> list[Any]:
+    """``_handed_over`` inside a running loop."""
+    consumer._thread.fetched = {tp: offsets}
+    consumer._active_partitions = {tp}
+    consumer._to_message = _message
+    return [m async for _, m in consumer.getmany(timeout=1.0)]
