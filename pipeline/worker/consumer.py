@@ -30,20 +30,20 @@ after it: the partitions are sought to their committed offsets again, with no fe
 the next batch follows on from what was processed. A record handed on just before the seek may
 be read again, a duplicate the worker drops.
 
-faust also acked what it never handed to the worker, and committed past what the worker had not
-acked. Its stream acks a record it skips because a rebalance began or its generation ended (the
-records already fetched when that happens), and its commit takes the first run of acked offsets
-it finds: from anywhere in a partition never committed, and from one past the committed offset
-in any other. Both lost inputs that no rebalance read again: in a worker that kept a partition
-through a rebalance, a room's first events, skipped and acked while the flow was suspended, were
-committed past once its later events were acked, so the room waited for its create event for
-ever (the same test, one run in three). Here only the worker's own acks count (``worker_acks``),
-and ``Progress`` commits a partition from its committed offset (or the first record read since
-it was sought to its beginning) over acked offsets and offsets that hold no record, stopping at
-the first that is neither. And a record handed over that never reached the worker (faust's
-stream dropped it) is read again: the worker says which input it takes (``taken``), and when an
-input arrives while records of its partition handed over before it did not, the partition is
-sought back to the first of those.
+faust also dropped records on their way to the worker, and committed past what the worker had
+not acked. Its stream skips a record that arrives while its flow control is suspended or after
+its generation ended (its pure-Python stream also acks it), and its commit takes the first run of
+acked offsets it finds: from anywhere in a partition never committed, and from one past the
+committed offset in any other. Together they lost inputs that nothing read again: in a worker
+that kept a partition through a rebalance, a room's first event, fetched as the restore ended,
+was skipped, and committed past once the room's later events were acked, so the room waited for
+its create event for ever (the same test, one run in three). Here only the worker's own acks
+count (``worker_acks``), and ``Progress`` commits a partition from its committed offset (or the
+first record read since it was sought to its beginning) over acked offsets and offsets that hold
+no record, stopping at the first that is neither. And a record handed over that never reached
+the worker is read again: the worker says which input it takes (``taken``), and when an input
+arrives while records of its partition handed over before it did not, the partition is sought
+back to the first of those.
 
 Once inputs come often, its fetches wait at the broker for more of them (``Fetching``): when
 events trickle in, each one otherwise costs a fetch of its own and its own way through faust and
