@@ -185,7 +185,9 @@ class Worker:
             max_jobs=MAX_JOBS,
             parking_full=lambda: self.budget.over,
         )
-        self.states = RoomStates(self.rooms_table.data, in_use=self.scheduler.holds)
+        self.states = RoomStates(
+            self.rooms_table.data, in_use=self.scheduler.holds, owner=self.owners
+        )
         self.stored_rooms = StoredRooms(settings, high_waters)
         self.processing = Processing(
             config=self.config,

@@ -5,7 +5,12 @@ The table holds each room's state as a record and append-only segments
 cannot tell a key's partition, so the worker writes the table's local store directly (this
 module) and the changelog records itself (``emit``). Both the in-memory store and RocksDB
 (``ROOMSTREAM_WORKER_STORE``) are written the same way; RocksDB also learns the changelog
-offset written, so a restart restores only what came after it.
+offset written, so a restart restores only what came after it. They are read the same way too,
+from the database of the room's own partition: faust's RocksDB store reads a key from the
+database of the partition of the input being taken, when there is one, so a room whose job
+started while another room's input was taken (a holding ended, a slot freed) was read from the
+wrong partition and found nothing: the room was rebuilt from PostgreSQL, or, once checked since
+the assignment and out of the cache, processed as if it were new.
 
 A room's processor is kept deserialised while it is in use or recently used (``PROCESSOR_CACHE``
 rooms); a room outside the cache is rebuilt from its stored state.
@@ -35,16 +40,17 @@ class RoomStates:
         data: Any,
         *,
         in_use: Callable[[str], bool],
+        owner: Callable[[str], int],
         cache_size: int = PROCESSOR_CACHE,
     ) -> None:
         self.data = data
         self.in_use = in_use
+        self.owner = owner
         self.cache_size = cache_size
         self.cache: OrderedDict[str, RoomProcessor] = OrderedDict()
 
     def stored(self, room_id: str) -> bytes | None:
-        value = self.data.get(storage.record_key(room_id))
-        return None if value is None else bytes(value)
+        return self._get(storage.record_key(room_id), self.owner(room_id))
 
     def processor(
         self, room_id: str
@@ -61,10 +67,13 @@ class RoomStates:
         if stored is None:
             return None, None, {}
         keys = storage.segment_keys(room_id, stored)
-        return None, stored, {k: self._get(k) for k in keys}
+        partition = self.owner(room_id)
+        return None, stored, {k: self._get(k, partition) for k in keys}
 
-    def _get(self, key: bytes) -> bytes | None:
-        value = self.data.get(key)
+    def _get(self, key: bytes, partition: int) -> bytes | None:
+        # RocksDB: the room's own partition's database, whatever input is being taken.
+        db_for = getattr(self.data, "_db_for_partition", None)
+        value = self.data.get(key) if db_for is None else db_for(partition).get(key)
         return None if value is None else bytes(value)
 
     def put(self, writes: list[tuple[bytes, bytes]], partition: int) -> None:
