@@ -207,17 +207,22 @@ def _commits_to(consumer: Consumer, tp: Any) -> int | None:
     return consumer._filter_committable_offsets({tp}).get(tp)
 
 
+def _sought(tmp_path: Path, tp: Any, committed: int | None) -> Consumer:
+    """A consumer whose partition ``tp`` was sought to ``committed``, acks of it counted."""
+    consumer = _consumer(tmp_path, Thread({}, {tp: committed}))
+    consumer._thread.highwater = lambda tp: 100
+    consumer.app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
+    asyncio.run(consumer.perform_seek())
+    return consumer
+
+
 def test_a_record_faust_skipped_and_acked_is_not_committed_past(tmp_path: Path) -> None:
     # A partition nobody committed yet, kept by a worker through a rebalance: the record fetched
     # when the rebalance began reached faust's stream while its flow was suspended, and the stream
     # skipped it and acked it. The worker then acked the records after it, once processed; faust
     # committed their run and the skipped record (a room's create event) was never read again.
     p0 = TP(PDUS, 0)
-    thread = Thread({}, {p0: None})
-    thread.highwater = lambda tp: 3  # type: ignore[attr-defined]
-    consumer = _consumer(tmp_path, thread)
-    consumer.app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
-    asyncio.run(consumer.perform_seek())
+    consumer = _sought(tmp_path, p0, None)
     first, *rest = _handed_over(consumer, p0, [0, 1, 2])
     first.ack(consumer)  # faust's stream, skipping it
     with consumer.worker_acks():
@@ -233,11 +238,7 @@ def test_an_ack_one_past_the_committed_offset_does_not_commit_past_it(tmp_path: 
     # faust let a run of acked offsets start one past the committed offset (the next to read):
     # the room of offset 10, slower than the room of offset 11, lost its input on a restart.
     p0 = TP(PDUS, 0)
-    thread = Thread({}, {p0: 10})
-    thread.highwater = lambda tp: 12  # type: ignore[attr-defined]
-    consumer = _consumer(tmp_path, thread)
-    consumer.app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
-    asyncio.run(consumer.perform_seek())
+    consumer = _sought(tmp_path, p0, 10)
     ten, eleven = _handed_over(consumer, p0, [10, 11])
     with consumer.worker_acks():
         eleven.ack(consumer)
@@ -250,11 +251,7 @@ def test_an_ack_one_past_the_committed_offset_does_not_commit_past_it(tmp_path: 
 def test_offsets_that_hold_no_record_do_not_hold_commits_back(tmp_path: Path) -> None:
     # A transactional producer's markers take offsets that no record is handed over at.
     p0 = TP(PDUS, 0)
-    thread = Thread({}, {p0: 10})
-    thread.highwater = lambda tp: 20  # type: ignore[attr-defined]
-    consumer = _consumer(tmp_path, thread)
-    consumer.app.topics.acks_enabled_for = lambda topic: True  # type: ignore[method-assign]
-    asyncio.run(consumer.perform_seek())
+    consumer = _sought(tmp_path, p0, 10)
     with consumer.worker_acks():
         for m in _handed_over(consumer, p0, [11, 12, 14, 17]):
             m.ack(consumer)
