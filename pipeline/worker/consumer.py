@@ -311,7 +311,23 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no
         )
         self._reading_again.add(tp)
         task = asyncio.ensure_future(self._seek_back(tp, offset))
-        task.add_done_callback(lambda _: self._reading_again.discard(tp))  # type: ignore[union-attr]
+        task.add_done_callback(lambda done: self._sought_back(tp, offset, done))
+
+    def _sought_back(self, tp: Any, offset: int, done: asyncio.Future[None]) -> None:
+        assert self._reading_again is not None
+        self._reading_again.discard(tp)
+        error = None if done.cancelled() else done.exception()
+        if error is not None:
+            log.warning(
+                "%s[%d] could not be sought back to offset %d (%s: %s); nothing is committed "
+                "past it, and it is read again from there at the next rebalance or "
+                "restart",
+                tp.topic,
+                tp.partition,
+                offset,
+                type(error).__name__,
+                error,
+            )
 
     async def _seek_back(self, tp: Any, offset: int) -> None:
         # A rebalance seeks every partition to its committed offset, which is not past it.

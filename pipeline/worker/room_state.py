@@ -44,6 +44,8 @@ class RoomStates:
         cache_size: int = PROCESSOR_CACHE,
     ) -> None:
         self.data = data
+        # RocksDB: one database per partition, read and written by the room's own partition.
+        self._db_for: Callable[[int], Any] | None = getattr(data, "_db_for_partition", None)
         self.in_use = in_use
         self.owner = owner
         self.cache_size = cache_size
@@ -72,13 +74,13 @@ class RoomStates:
 
     def _get(self, key: bytes, partition: int) -> bytes | None:
         # RocksDB: the room's own partition's database, whatever input is being taken.
-        db_for = getattr(self.data, "_db_for_partition", None)
+        db_for = self._db_for
         value = self.data.get(key) if db_for is None else db_for(partition).get(key)
         return None if value is None else bytes(value)
 
     def put(self, writes: list[tuple[bytes, bytes]], partition: int) -> None:
         """Write to the local store (the changelog records are sent apart)."""
-        db_for = getattr(self.data, "_db_for_partition", None)
+        db_for = self._db_for
         for key, value in writes:
             if db_for is None:
                 self.data[key] = value
