@@ -29,6 +29,7 @@
 | ROOMSTREAM_WORKER_FETCH_GATHER_FROM | 80 | inputs/s from which fetches wait so (below: none) |
 | ROOMSTREAM_WORKER_KNOWN_EVENTS | 100000 | events a room's index holds (0: all); more: from PG |
 | ROOMSTREAM_WORKER_STATE_ROWS | 200000 | state group rows a room holds (0: all); more: from PG |
+| ROOMSTREAM_WORKER_ROOM_CACHE_MB | 256 | memory of the room processors a worker keeps cached |
 | ROOMSTREAM_REPLICATION_FACTOR | 0 (auto) | replicas per topic; auto: 3, fewer on fewer brokers |
 | ROOMSTREAM_MIN_INSYNC_REPLICAS | 0 (auto) | ``min.insync.replicas``; auto: RF - 1, at least 1 |
 | ROOMSTREAM_RETENTION_DAYS | 7 | retention of pdus, chunks, invalidations, missing-events |
@@ -128,6 +129,7 @@ class Settings:
     worker_fetch_gather_from: float = 80.0
     worker_known_events: int = 100_000
     worker_state_rows: int = 200_000
+    worker_room_cache_mb: int = 256
     debug_slow_room: str | None = None
     debug_slow_s: float = 5.0
     verify_signatures: bool = False
@@ -239,6 +241,11 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             f"{ENV_PREFIX}WORKER_FETCH_GATHER_FROM must be 0 (always) or a rate in inputs/s, not "
             f"{settings.worker_fetch_gather_from}"
+        )
+    if settings.worker_room_cache_mb < 1:
+        raise ConfigError(
+            f"{ENV_PREFIX}WORKER_ROOM_CACHE_MB must be at least 1 (MiB), not "
+            f"{settings.worker_room_cache_mb}"
         )
     protocol = settings.kafka_security_protocol
     if protocol is not None and protocol.upper() not in SECURITY_PROTOCOLS:

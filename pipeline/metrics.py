@@ -30,6 +30,12 @@ FORWARDED = Counter(
     "roomstream_forwarded_total", "Inputs read on a partition that does not own their room"
 )
 PARKED = Gauge("roomstream_parked_events", "Events parked, waiting for prev or auth events")
+ROOM_CACHE_BYTES = Gauge(
+    "roomstream_worker_room_cache_bytes",
+    "Memory of the room processors a worker keeps (their own estimate), against "
+    "ROOMSTREAM_WORKER_ROOM_CACHE_MB",
+)
+ROOM_CACHE_ROOMS = Gauge("roomstream_worker_room_cache_rooms", "Room processors a worker keeps")
 PROCESS_SECONDS = Histogram(
     "roomstream_process_seconds",
     "Time to process one input in its room (auth, state resolution, chunk building)",

@@ -125,7 +125,7 @@ from pipeline.room.parking import (
     RawInput,
 )
 from pipeline.room.rebuild import RoomRows, group_order
-from pipeline.room.state_groups import StateGroups
+from pipeline.room.state_groups import MAP_ENTRY_BYTES, StateGroups
 
 __all__ = [
     "BatchResult",
@@ -149,6 +149,12 @@ _GROUP_MARKS = 256
 
 _ROW_BYTES = 128
 """What one state row is taken to add to a chunk's encoding (generous: most are ~100)."""
+
+PROCESSOR_BYTES = 15_000
+"""Memory of a processor of an empty room, for ``footprint`` (measured with tracemalloc)."""
+
+EXTREMITY_BYTES = 100
+"""Memory of a forward extremity's entry, for ``footprint``."""
 
 
 class ResolverFailed(RoomstreamError, RuntimeError):
@@ -401,6 +407,18 @@ class RoomProcessor:
         if redactions is not None:
             known.redaction_recall = lambda targets: redactions(room_id, targets)
         return known
+
+    def footprint(self) -> int:
+        """An estimate of the bytes this processor holds in memory, in time independent of the
+        room's size: what a shell's cache of processors counts against its budget."""
+        return (
+            PROCESSOR_BYTES
+            + self._known.footprint()
+            + self._groups.footprint()
+            + (len(self._current) + len(self._current_overlay)) * MAP_ENTRY_BYTES
+            + len(self._extremities) * EXTREMITY_BYTES
+            + self._parking.bytes * 2
+        )
 
     def compact(self) -> None:
         """Drop what is kept only to make the next inputs cheaper (parsed state events): for a

@@ -186,7 +186,10 @@ class Worker:
             parking_full=lambda: self.budget.over,
         )
         self.states = RoomStates(
-            self.rooms_table.data, in_use=self.scheduler.holds, owner=self.owners
+            self.rooms_table.data,
+            in_use=self.scheduler.holds,
+            owner=self.owners,
+            cache_bytes=settings.worker_room_cache_mb * 1024 * 1024,
         )
         self.stored_rooms = StoredRooms(settings, high_waters)
         self.processing = Processing(

@@ -29,6 +29,7 @@ async def expire_idle_rooms(worker: Worker, now: int) -> None:
     for room_id, proc in list(worker.states.cache.items()):
         if not worker.scheduler.holds(room_id):
             proc.compact()  # idle: drop what only speeds up its next inputs
+            worker.states.measure(room_id)
         if not proc.parked():
             continue
         ttl = proc.config.parking.ttl_ms

@@ -12,8 +12,13 @@ started while another room's input was taken (a holding ended, a slot freed) was
 wrong partition and found nothing: the room was rebuilt from PostgreSQL, or, once checked since
 the assignment and out of the cache, processed as if it were new.
 
-A room's processor is kept deserialised while it is in use or recently used (``PROCESSOR_CACHE``
-rooms); a room outside the cache is rebuilt from its stored state.
+A room's processor is kept deserialised while it is in use or recently used; a room outside the
+cache is rebuilt from its stored state. The cache is bounded by bytes
+(``ROOMSTREAM_WORKER_ROOM_CACHE_MB``, each processor's own estimate of its memory:
+``RoomProcessor.footprint``) and by ``PROCESSOR_CACHE`` rooms: a count alone would let a
+worker whose rooms are large (a processor of a 20,000-member room holds about 30 MB) grow to
+tens of gigabytes. Rooms in use and rooms with parked events stay whatever the bound, and so
+does the room used last, so a room larger than the whole budget is not rebuilt at every job.
 """
 
 from __future__ import annotations
@@ -24,12 +29,14 @@ from typing import Any
 
 from faust.types import TP
 
+from pipeline import metrics
 from pipeline.room import storage
 from pipeline.room.processor import RoomProcessor
 
-__all__ = ["PROCESSOR_CACHE", "RoomStates"]
+__all__ = ["PROCESSOR_CACHE", "PROCESSOR_CACHE_BYTES", "RoomStates"]
 
 PROCESSOR_CACHE = 1000
+PROCESSOR_CACHE_BYTES = 256 * 1024 * 1024
 
 
 class RoomStates:
@@ -42,6 +49,7 @@ class RoomStates:
         in_use: Callable[[str], bool],
         owner: Callable[[str], int],
         cache_size: int = PROCESSOR_CACHE,
+        cache_bytes: int = PROCESSOR_CACHE_BYTES,
     ) -> None:
         self.data = data
         # RocksDB: one database per partition, read and written by the room's own partition.
@@ -49,7 +57,10 @@ class RoomStates:
         self.in_use = in_use
         self.owner = owner
         self.cache_size = cache_size
+        self.cache_bytes = cache_bytes
         self.cache: OrderedDict[str, RoomProcessor] = OrderedDict()
+        self._sizes: dict[str, int] = {}  # each cached processor's footprint when last measured
+        self.cached_bytes = 0
 
     def stored(self, room_id: str) -> bytes | None:
         return self._get(storage.record_key(room_id), self.owner(room_id))
@@ -96,19 +107,43 @@ class RoomStates:
         """Cache ``proc`` as the room's (ahead of its stored state, or equal to it)."""
         self.cache[room_id] = proc
         self.cache.move_to_end(room_id)
-        excess = len(self.cache) - self.cache_size
-        if excess > 0:
-            # Least recently used first; rooms in use (inputs queued, in a job, not stored
-            # yet) and rooms with parked events (the expiry reads them here) stay.
-            victims = []
-            for rid, p in self.cache.items():
-                if not self.in_use(rid) and not p.parked():
-                    victims.append(rid)
-                    if len(victims) >= excess:
-                        break
-            for rid in victims:
-                del self.cache[rid]
+        self.measure(room_id)
+        if len(self.cache) <= self.cache_size and self.cached_bytes <= self.cache_bytes:
+            return
+        # Least recently used first; rooms in use (inputs queued, in a job, not stored yet),
+        # rooms with parked events (the expiry reads them here) and the room just kept stay.
+        count, size = len(self.cache), self.cached_bytes
+        victims = []
+        for rid, p in self.cache.items():
+            if count <= self.cache_size and size <= self.cache_bytes:
+                break
+            if rid == room_id or self.in_use(rid) or p.parked():
+                continue
+            victims.append(rid)
+            count -= 1
+            size -= self._sizes[rid]
+        for rid in victims:
+            self._drop(rid)
+
+    def measure(self, room_id: str) -> None:
+        """Count the cached processor of ``room_id`` at its present footprint (after it was
+        kept or compacted)."""
+        size = self.cache[room_id].footprint()
+        self.cached_bytes += size - self._sizes.get(room_id, 0)
+        self._sizes[room_id] = size
+        metrics.ROOM_CACHE_BYTES.set(self.cached_bytes)
+        metrics.ROOM_CACHE_ROOMS.set(len(self.cache))
+
+    def _drop(self, room_id: str) -> None:
+        del self.cache[room_id]
+        self.cached_bytes -= self._sizes.pop(room_id)
+        metrics.ROOM_CACHE_BYTES.set(self.cached_bytes)
+        metrics.ROOM_CACHE_ROOMS.set(len(self.cache))
 
     def forget_all(self) -> None:
         """Partitions moved: cached processors may be stale from now on."""
         self.cache.clear()
+        self._sizes.clear()
+        self.cached_bytes = 0
+        metrics.ROOM_CACHE_BYTES.set(0)
+        metrics.ROOM_CACHE_ROOMS.set(0)

@@ -65,3 +65,80 @@ def test_a_room_never_stored_reads_as_none(tmp_path: Path) -> None:
     states = RoomStates(table.data, in_use=lambda room_id: False, owner=lambda room_id: 3)
     assert states.stored(ROOM) is None
     assert states.processor(ROOM) == (None, None, {})
+
+
+class _Proc:
+    """A processor as the cache sees it: its footprint and its parked events."""
+
+    def __init__(self, size: int, *, parked: bool = False) -> None:
+        self.size = size
+        self._parked = ["an event"] if parked else []
+
+    def footprint(self) -> int:
+        return self.size
+
+    def parked(self) -> list[str]:
+        return self._parked
+
+
+def _cache(cache_bytes: int, in_use: frozenset[str] = frozenset(), size: int = 1000) -> RoomStates:
+    return RoomStates(
+        {},
+        in_use=in_use.__contains__,
+        owner=lambda room_id: 0,
+        cache_size=size,
+        cache_bytes=cache_bytes,
+    )
+
+
+def _keep(states: RoomStates, room_id: str, proc: _Proc) -> None:
+    states.keep(room_id, proc)  # type: ignore[arg-type]
+
+
+def test_the_processor_cache_drops_the_least_recently_used_rooms_beyond_its_bytes() -> None:
+    states = _cache(cache_bytes=100)
+    for room_id in ("a", "b", "c"):
+        _keep(states, room_id, _Proc(40))
+    assert list(states.cache) == ["b", "c"]
+    assert states.cached_bytes == 80
+    states.processor("b")  # used: now the most recent
+    _keep(states, "d", _Proc(40))
+    assert list(states.cache) == ["b", "d"]
+
+
+def test_rooms_in_use_or_with_parked_events_stay_beyond_the_bytes() -> None:
+    states = _cache(cache_bytes=100, in_use=frozenset({"busy"}))
+    _keep(states, "busy", _Proc(60))
+    _keep(states, "parked", _Proc(60, parked=True))
+    _keep(states, "idle", _Proc(10))
+    _keep(states, "last", _Proc(10))
+    assert list(states.cache) == ["busy", "parked", "last"]
+    assert states.cached_bytes == 130
+
+
+def test_the_room_kept_last_stays_even_when_larger_than_all_the_bytes() -> None:
+    states = _cache(cache_bytes=100)
+    _keep(states, "small", _Proc(10))
+    _keep(states, "huge", _Proc(500))
+    assert list(states.cache) == ["huge"]
+    assert states.cached_bytes == 500
+
+
+def test_a_room_is_counted_at_its_size_when_last_measured() -> None:
+    states = _cache(cache_bytes=100)
+    proc = _Proc(90)
+    _keep(states, "a", proc)
+    proc.size = 20  # compacted while idle
+    states.measure("a")
+    _keep(states, "b", _Proc(70))
+    assert list(states.cache) == ["a", "b"]
+    assert states.cached_bytes == 90
+    states.forget_all()
+    assert states.cached_bytes == 0 and not states.cache
+
+
+def test_the_processor_cache_still_holds_at_most_its_count_of_rooms() -> None:
+    states = _cache(cache_bytes=10**9, size=2)
+    for room_id in ("a", "b", "c"):
+        _keep(states, room_id, _Proc(1))
+    assert list(states.cache) == ["b", "c"]
