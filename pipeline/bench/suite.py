@@ -1077,7 +1077,9 @@ def _memory(sec: Section, settings: Settings, s: Sizes) -> None:
         f"{m.rooms:,} rooms of {STATE_EVENTS_PER_ROOM} state events each (create, the "
         "creator's join, power levels, join rules, history visibility, then joins: 16 members) "
         "are processed by one worker process (no committer). Once the chunks topic holds a "
-        "chunk for every input, the worker's VmRSS is read from /proc. Its RSS after one "
+        "chunk for every input and the worker has had one idle tick (it compacts idle rooms "
+        "and gives the memory it freed back to the system), its VmRSS is read from /proc; "
+        "the peak is VmHWM. Its RSS after one "
         "warm-up room is the idle baseline; (RSS − idle) / rooms is the memory per room. "
         "Target: <= 300 MB for 10,000 rooms."
     )

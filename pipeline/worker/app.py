@@ -46,6 +46,7 @@ from pipeline import health, metrics
 from pipeline.config import Settings
 from pipeline.connection_log import quiet_aiokafka
 from pipeline.gc_tuning import tune_gc
+from pipeline.malloc_trim import FreedMemory
 from pipeline.room.parking import ParkingBudget, ParkingLimits
 from pipeline.room.processor import ProcessorConfig
 from pipeline.server_keys import signature_checker
@@ -185,6 +186,8 @@ class Worker:
             max_jobs=MAX_JOBS,
             parking_full=lambda: self.budget.over,
         )
+        # What jobs freed goes back to the system at the next idle tick (``_expire_parked``).
+        self.freed_memory = FreedMemory()
         self.states = RoomStates(
             self.rooms_table.data,
             in_use=self.scheduler.holds,
@@ -409,6 +412,7 @@ class Worker:
         )
 
     def _on_processed(self, done: list[tuple[Work, Processed | Exception]]) -> None:
+        self.freed_memory.worked()
         for work, _ in done:
             for job in self.scheduler.processed(work.job):
                 self._submit(job)
@@ -426,6 +430,8 @@ class Worker:
     async def _expire_parked(self) -> None:
         self._room_gauges()
         await expiry.expire_idle_rooms(self, int(time.time() * 1000))
+        if self.freed_memory.due:  # after the idle rooms were compacted
+            await asyncio.to_thread(self.freed_memory.release)
         if self.scheduler.has_capacity:  # expired events may have freed a full parking
             self.capacity.set()
 
