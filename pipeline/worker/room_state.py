@@ -23,6 +23,7 @@ does the room used last, so a room larger than the whole budget is not rebuilt a
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -34,6 +35,8 @@ from pipeline.room import storage
 from pipeline.room.processor import RoomProcessor
 
 __all__ = ["PROCESSOR_CACHE", "PROCESSOR_CACHE_BYTES", "RoomStates"]
+
+log = logging.getLogger("roomstream.worker")
 
 PROCESSOR_CACHE = 1000
 PROCESSOR_CACHE_BYTES = 256 * 1024 * 1024
@@ -60,6 +63,7 @@ class RoomStates:
         self.cache_bytes = cache_bytes
         self.cache: OrderedDict[str, RoomProcessor] = OrderedDict()
         self._sizes: dict[str, int] = {}  # each cached processor's footprint when last measured
+        self._too_large: set[str] = set()  # rooms said to be larger than the whole cache
         self.cached_bytes = 0
 
     def stored(self, room_id: str) -> bytes | None:
@@ -131,6 +135,17 @@ class RoomStates:
         size = self.cache[room_id].footprint()
         self.cached_bytes += size - self._sizes.get(room_id, 0)
         self._sizes[room_id] = size
+        if size > self.cache_bytes and room_id not in self._too_large:
+            self._too_large.add(room_id)
+            log.warning(
+                "room %s's processor holds about %.0f MB, more than the whole room cache "
+                "(ROOMSTREAM_WORKER_ROOM_CACHE_MB=%.0f): it stays only while it is the room used "
+                "last, and is read back from the store after other rooms' jobs. Raise "
+                "ROOMSTREAM_WORKER_ROOM_CACHE_MB above it",
+                room_id,
+                size / 2**20,
+                self.cache_bytes / 2**20,
+            )
         metrics.ROOM_CACHE_BYTES.set(self.cached_bytes)
         metrics.ROOM_CACHE_ROOMS.set(len(self.cache))
 

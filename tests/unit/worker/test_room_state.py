@@ -11,6 +11,7 @@ of the processor cache was processed as a new room.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from pathlib import Path
 
@@ -116,12 +117,20 @@ def test_rooms_in_use_or_with_parked_events_stay_beyond_the_bytes() -> None:
     assert states.cached_bytes == 130
 
 
-def test_the_room_kept_last_stays_even_when_larger_than_all_the_bytes() -> None:
+def test_the_room_kept_last_stays_even_when_larger_than_all_the_bytes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     states = _cache(cache_bytes=100)
     _keep(states, "small", _Proc(10))
-    _keep(states, "huge", _Proc(500))
+    with caplog.at_level(logging.WARNING, logger="roomstream.worker"):
+        _keep(states, "huge", _Proc(500))
+        _keep(states, "huge", _Proc(500))
     assert list(states.cache) == ["huge"]
     assert states.cached_bytes == 500
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, "said once per room"
+    assert "room huge's processor" in warnings[0]
+    assert "ROOMSTREAM_WORKER_ROOM_CACHE_MB" in warnings[0]
 
 
 def test_a_room_is_counted_at_its_size_when_last_measured() -> None:
