@@ -33,6 +33,7 @@ from tests.integration.replayed import (
     valid_event_ids,
 )
 from tests.integration.rooms import ALICE, alices_room, busy_room, interleaved, lines_of
+from tests.integration.test_metrics import free_port, sample, scrape
 from topics import chunk as chunk_codec
 from topics import dead_letter
 from topics.definitions import Topic
@@ -267,3 +268,28 @@ def test_a_slow_room_does_not_hold_up_other_rooms_on_its_partition(
         "rooms produced after the slow room's merge, on the same partition, should be "
         "processed while its state resolution runs"
     )
+
+
+def test_rooms_read_back_after_the_room_cache_dropped_them_decide_as_the_replay(
+    settings: Settings, procs: Processes
+) -> None:
+    """A worker whose room cache (``ROOMSTREAM_WORKER_ROOM_CACHE_MB``) holds a few of its rooms
+    drops the least recently used and reads them back from its store at their next input; with
+    inputs trickling in over many rooms that happens at nearly every job, and the rooms still
+    decide what the offline replay decides."""
+    rooms = [busy_room(f"cache{i}", messages=20) for i in range(40)]
+    lines = interleaved(rooms)
+    chunks = TopicReader(settings, Topic.CHUNKS)
+    port = free_port()
+    worker = procs.worker(
+        "w1", ROOMSTREAM_WORKER_ROOM_CACHE_MB="1", ROOMSTREAM_METRICS_PORT=str(port)
+    )
+    _produce_paced(settings, lines, per_second=400)
+    assert_all_processed_as_replayed(
+        chunks, lines, within=120, what="every room's events", processes=[worker], settle=2
+    )
+    samples = scrape(port)
+    held = sample(samples, "roomstream_worker_room_cache_rooms")
+    held_bytes = sample(samples, "roomstream_worker_room_cache_bytes")
+    assert 0 < held < len(rooms), f"the cache held {held:.0f} of {len(rooms)} rooms"
+    assert 0 < held_bytes <= 2**20 + 200_000, f"the cache held {held_bytes:.0f} bytes"
