@@ -3,21 +3,25 @@
 After a burst a worker's heap holds the pages of the objects it freed: the C allocator keeps
 them for later allocations, so the process's resident set stays at its peak, and the resident
 set is what memory limits and the OOM killer count. ``malloc_trim(0)`` returns every wholly free
-page, in the middle of the heap too (glibc 2.8 and later). In B6 (10,000 rooms of 20 state
-events each, one worker) it took the worker from 308 MB resident to 243 MB, in well under a
-millisecond. Where the C library is not glibc (musl, macOS) there is no such call and nothing
-is done.
+page, in the middle of the heap too (glibc 2.8 and later). It is called once work has stopped
+for a while, never under a steady load, which reuses what it frees. In B6 (10,000 rooms of 20
+state events each, one worker) it took the worker from 308 MB resident to 241–248 MB at rest.
+Where the C library is not glibc (musl, macOS) there is no such call and nothing is done.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import time
 from collections.abc import Callable
 
 __all__ = ["FreedMemory"]
 
 log = logging.getLogger("roomstream.memory")
+
+# Work must have stopped this long before freed memory is given back.
+QUIET_S = 2.0
 
 
 def _malloc_trim() -> Callable[[int], int] | None:
@@ -34,27 +38,44 @@ def _malloc_trim() -> Callable[[int], int] | None:
 
 
 class FreedMemory:
-    """Returns freed memory to the system when there was work since the last time (an idle
-    process has freed nothing new, and is left alone)."""
+    """Returns freed memory to the system once work has stopped for ``quiet_s`` seconds, once
+    per stretch of work: a process at work reuses what it freed, and trimming under it would
+    only make it fault the pages back in; an idle one has freed nothing new since."""
 
-    def __init__(self, trim: Callable[[int], int] | None = None, *, find: bool = True) -> None:
+    def __init__(
+        self,
+        trim: Callable[[int], int] | None = None,
+        *,
+        find: bool = True,
+        quiet_s: float = QUIET_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._trim = trim if trim is not None or not find else _malloc_trim()
-        self._worked = False
+        self.quiet_s = quiet_s
+        self._clock = clock
+        self._last_work: float | None = None  # since the last release
 
     @property
     def due(self) -> bool:
-        """Whether ``release`` would do anything."""
-        return self._trim is not None and self._worked
+        """Whether ``release`` would do anything now."""
+        return (
+            self._trim is not None
+            and self._last_work is not None
+            and self._clock() - self._last_work >= self.quiet_s
+        )
 
     def worked(self) -> None:
-        """Note that work was done (and memory likely freed) since the last release."""
-        self._worked = True
+        """Note that work was done (and memory likely freed) just now."""
+        self._last_work = self._clock()
 
     def release(self) -> bool:
-        """Give freed memory back if work was done since the last call; whether it was tried.
-        Safe to call from any thread: ctypes lets go of the GIL for the call."""
-        if self._trim is None or not self._worked:
+        """Give freed memory back if it is due; whether it was. Safe to call from any thread:
+        ctypes lets go of the GIL for the call."""
+        if not self.due:
             return False
-        self._worked = False
+        assert self._trim is not None
+        self._last_work = None
+        started = time.perf_counter()
         self._trim(0)
+        log.debug("freed memory given back in %.1f ms", (time.perf_counter() - started) * 1000)
         return True

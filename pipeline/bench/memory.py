@@ -5,10 +5,10 @@ Each room is the creation sequence (create, the creator's join, power levels, jo
 history visibility) and then joins, 20 state events in all, so it holds 20 state events and
 16 members. One worker (no committer: it is not measured here and would only compete for the
 cores) processes every room; the benchmark waits until the chunks topic holds every input's
-event, and then one idle tick of the worker (it compacts idle rooms and gives freed memory back
-to the system: ``pipeline/malloc_trim.py``), and reads VmRSS and VmHWM from
-``/proc/<pid>/status``. The worker's RSS after a warm-up room and before the rooms is its
-baseline; the difference over the room count is the memory per room.
+event, and then until the worker's first idle tick once it has stopped working (it compacts
+idle rooms and gives freed memory back to the system: ``pipeline/malloc_trim.py``), and reads
+VmRSS and VmHWM from ``/proc/<pid>/status``. The worker's RSS after a warm-up room and before
+the rooms is its baseline; the difference over the room count is the memory per room.
 """
 
 from __future__ import annotations
@@ -33,10 +33,13 @@ from pipeline.dev.local import produce_timed, running
 from pipeline.dev.workload import HOME, REMOTE, user_id
 from pipeline.dev.workload_builder import RoomBuilder, default_power_levels, opaque_tag
 from pipeline.errors import RoomstreamError
+from pipeline.malloc_trim import QUIET_S
 from pipeline.worker.expiry import INTERVAL_S
 
 STATE_EVENTS_PER_ROOM = 20
-IDLE_TICK_S = INTERVAL_S
+# The worker gives freed memory back at its first idle tick (every INTERVAL_S) after QUIET_S
+# without work.
+AT_REST_S = QUIET_S + INTERVAL_S + 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +120,7 @@ def measure_memory(settings: Settings, rooms: int, timeout: float) -> MemoryResu
             seconds = time.monotonic() - started
             # The last room's state reaches the table, and the worker's idle tick compacts the
             # idle rooms and gives what the burst freed back to the system: memory at rest.
-            time.sleep(IDLE_TICK_S + 1.0)
+            time.sleep(AT_REST_S)
             rss, peak = rss_kib(pid), peak_rss_kib(pid)
             if idle is None or rss is None or peak is None:
                 raise RoomstreamError("the worker's /proc status could not be read")
