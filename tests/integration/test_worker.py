@@ -275,8 +275,8 @@ def test_rooms_read_back_after_the_room_cache_dropped_them_decide_as_the_replay(
 ) -> None:
     """A worker whose room cache (``ROOMSTREAM_WORKER_ROOM_CACHE_MB``) holds a few of its rooms
     drops the least recently used and reads them back from its store at their next input; with
-    inputs trickling in over many rooms that happens at nearly every job, and the rooms still
-    decide what the offline replay decides."""
+    inputs trickling in over more rooms than it holds, rooms are dropped and read back while
+    their events go on arriving, and the rooms still decide what the offline replay decides."""
     rooms = [busy_room(f"cache{i}", messages=20) for i in range(40)]
     lines = interleaved(rooms)
     chunks = TopicReader(settings, Topic.CHUNKS)
