@@ -88,6 +88,9 @@ ROCKSDB_OPTIONS = {
 }
 # How often rooms due a store are looked for, and the loop's liveness is noted (the fence).
 TICK_S = 0.05
+# How long the intake waits for input, with none on its way, before records handed over and never
+# taken are read again (faust dropped them): an input reaches it within milliseconds otherwise.
+DROPPED_AFTER_S = 1.0
 # After a system fault, the most a stop may take before the process exits anyway.
 STOP_GRACE_S = 20.0
 
@@ -225,6 +228,11 @@ class Worker:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Future[None]] = set()
         self._header_problems = 0
+        # The agent's intake: faust's queue of inputs on their way to it, whether it waits for
+        # room capacity, and when it last was not free to take input with none on its way.
+        self._intake_queue: Any = None
+        self._intake_blocked = False
+        self._intake_busy_at = time.monotonic()
         self.capacity = asyncio.Event()
         self.capacity.set()
         self.app.agent(self.pdus, name="rooms")(self._agent)
@@ -248,6 +256,7 @@ class Worker:
                 name="room",
             )
             self._spawn(self._tick_loop())
+        self._intake_queue = stream.channel.queue
         async for event in stream.noack().events():
             self._take(event)
             if self.scheduler.full:
@@ -266,7 +275,11 @@ class Worker:
                         self.budget.total_bytes,
                     )
                 self.capacity.clear()
-                await self.capacity.wait()
+                self._intake_blocked = True
+                try:
+                    await self.capacity.wait()
+                finally:
+                    self._intake_blocked = False
                 if parking:
                     log.info("intake resumed: %d parked events", self.budget.used)
 
@@ -392,6 +405,23 @@ class Worker:
             for job in self.scheduler.due():
                 self._submit(job)
             self._watch_recovery(recovery)
+            self._look_for_dropped()
+
+    def _look_for_dropped(self) -> None:
+        # Records faust dropped with nothing handed over after them show only as a wait: the
+        # intake free to take input, faust's stream holding none, records handed over not taken.
+        now = time.monotonic()
+        queue = self._intake_queue
+        if (
+            self._intake_blocked
+            or queue is None
+            or not queue.empty()
+            or self._hurry()
+            or self.app.rebalancing
+        ):
+            self._intake_busy_at = now
+        elif now - self._intake_busy_at >= DROPPED_AFTER_S:
+            self._consumer.read_again_overdue(DROPPED_AFTER_S)
 
     def _watch_recovery(self, recovery: Any) -> None:
         if recovery.in_recovery:

@@ -41,9 +41,13 @@ its create event for ever (the same test, one run in three). Here only the worke
 count (``worker_acks``), and ``Progress`` commits a partition from its committed offset (or the
 first record read since it was sought to its beginning) over acked offsets and offsets that hold
 no record, stopping at the first that is neither. And a record handed over that never reached
-the worker is read again: the worker says which input it takes (``taken``), and when an input
-arrives while records of its partition handed over before it did not, the partition is sought
-back to the first of those.
+the worker is read again: the worker says which input it takes (``taken``). faust's stream hands
+records on in the order they were handed over, whatever their partition, so when an input
+arrives while records handed over before it did not, those never will, and each of their
+partitions is sought back to the first of them. The last records handed over may have nothing
+after them (a warm-up produced while workers join, then a quiet room): once the worker has waited
+for input with none on its way for longer than an input takes to reach it, the records still not
+taken are read again too (``read_again_overdue``).
 
 Once inputs come often, its fetches wait at the broker for more of them (``Fetching``): when
 events trickle in, each one otherwise costs a fetch of its own and its own way through faust and
@@ -209,9 +213,10 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no
     # True while the worker acks its inputs: the only acks counted.
     _worker_acking = False
     _progress: Progress | None = None
-    # Per input partition, the records handed over since it was last sought that the worker has
-    # not taken yet, in order.
-    _waiting: dict[Any, deque[Any]] | None = None
+    # The input records handed over since their partitions were last sought that the worker has
+    # not taken yet, in the order they were handed over, each with the time it was.
+    _waiting: deque[tuple[Any, float]] | None = None
+    clock: Callable[[], float] = staticmethod(time.monotonic)
     # Partitions being sought back to records that never reached the worker.
     _reading_again: set[Any] | None = None
 
@@ -261,19 +266,17 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no
     async def getmany(self, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
         handed = self.progress.handed
         if self._waiting is None:
-            self._waiting = {}
+            self._waiting = deque()
         waiting = self._waiting
         input_topic = self.input_topic
+        clock = self.clock
         async for tp, message in super().getmany(timeout):
             if self._seeks != self._batch_seeks:
                 await self._seek_again()
                 return
             handed(tp, message.offset)
             if tp.topic == input_topic:
-                queue = waiting.get(tp)
-                if queue is None:
-                    queue = waiting[tp] = deque()
-                queue.append(message)
+                waiting.append((message, clock()))
             yield tp, message
             if self._seeks != self._batch_seeks:
                 await self._seek_again()
@@ -281,32 +284,57 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no
 
     def taken(self, message: Any) -> None:
         """The worker took ``message`` (a record of the input topic) off its stream."""
-        queue = self._waiting.get(message.tp) if self._waiting else None
-        if not queue:
+        waiting = self._waiting
+        if not waiting:
             return
-        if queue[0] is message:
-            queue.popleft()
+        if waiting[0][0] is message:
+            waiting.popleft()
             return
-        if message not in queue:
+        if not any(m is message for m, _ in waiting):
             return  # handed over before its partition was last sought
-        dropped = queue[0].offset
-        while queue.popleft() is not message:
-            pass
-        self._read_again(message.tp, dropped, message.offset)
+        dropped: dict[Any, int] = {}
+        while (m := waiting.popleft()[0]) is not message:
+            dropped.setdefault(m.tp, m.offset)
+        for tp, offset in dropped.items():
+            self._read_again(
+                tp,
+                offset,
+                f"the worker took {message.tp.topic}[{message.tp.partition}] offset "
+                f"{message.offset}, handed over after them",
+            )
 
-    def _read_again(self, tp: Any, offset: int, reached: int) -> None:
+    def read_again_overdue(self, after_s: float) -> None:
+        """Read again the records handed over more than ``after_s`` ago that the worker has not
+        taken. For the worker to call while it waits for input and faust's stream holds none:
+        then nothing handed over is still on its way to it."""
+        waiting = self._waiting
+        if not waiting:
+            return
+        now = self.clock()
+        if now - waiting[0][1] < after_s:
+            return
+        dropped: dict[Any, int] = {}
+        while waiting and now - waiting[0][1] >= after_s:
+            m = waiting.popleft()[0]
+            dropped.setdefault(m.tp, m.offset)
+        for tp, offset in dropped.items():
+            self._read_again(
+                tp, offset, f"the worker has waited {after_s:g} s for input with none on its way"
+            )
+
+    def _read_again(self, tp: Any, offset: int, how: str) -> None:
         if self._reading_again is None:
             self._reading_again = set()
         if tp in self._reading_again:
             return
         log.info(
-            "records of %s[%d] from offset %d were handed over and never reached the worker, "
-            "which took offset %d (faust drops records as a rebalance or a restore ends); the "
-            "partition is read again from offset %d",
+            "records of %s[%d] from offset %d were handed over and never reached the worker "
+            "(%s; faust drops records as a rebalance or a restore ends); the partition is read "
+            "again from offset %d",
             tp.topic,
             tp.partition,
             offset,
-            reached,
+            how,
             offset,
         )
         self._reading_again.add(tp)
@@ -367,7 +395,7 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no
         ]
         if never:
             await self._thread.seek_to_beginning(*never)
-        self._waiting = {}
+        self._waiting = deque()
         for tp, offset in committed.items():
             self.progress.sought(tp, offset or None)
         return committed
@@ -376,4 +404,4 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no
         await super()._seek(partition, offset)
         self.progress.sought(partition, offset)
         if self._waiting:
-            self._waiting.pop(partition, None)
+            self._waiting = deque(w for w in self._waiting if w[0].tp != partition)

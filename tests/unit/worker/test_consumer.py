@@ -333,3 +333,96 @@ async def _handed_over_in(consumer: Consumer, tp: Any, offsets: list[int]) -> li
     consumer._active_partitions = {tp}
     consumer._to_message = _message
     return [m async for _, m in consumer.getmany(timeout=1.0)]
+
+
+def _handing_over(tmp_path: Path, committed: dict[Any, int]) -> tuple[Consumer, Thread]:
+    """A consumer of the input topic, sought to ``committed``, outside any rebalance."""
+    thread = Thread({}, dict(committed))
+    thread.highwater = lambda tp: 100  # type: ignore[attr-defined]
+    consumer = _consumer(tmp_path, thread)
+    consumer.input_topic = PDUS  # type: ignore[misc]
+    consumer.app.rebalancing = False
+    return consumer, thread
+
+
+async def _settle() -> None:
+    for _ in range(3):
+        await asyncio.sleep(0)
+
+
+def test_a_record_dropped_before_records_of_other_partitions_is_read_again(
+    tmp_path: Path,
+) -> None:
+    # faust's stream hands records on in the order they were handed over, whatever their
+    # partition: once the worker takes a record of one partition, a record of another handed
+    # over before it will never come. Its partition may get no later record for a long time (a
+    # quiet room), so waiting for one would leave the room waiting too.
+    p0, p1 = TP(PDUS, 0), TP(PDUS, 1)
+    consumer, thread = _handing_over(tmp_path, {p0: 3, p1: 7})
+
+    async def main() -> None:
+        await consumer.perform_seek()
+        await _handed_over_in(consumer, p0, [3])
+        (seven,) = await _handed_over_in(consumer, p1, [7])
+        assert thread.position == {p0: 4, p1: 8}
+        consumer.taken(seven)  # three never arrived
+        await _settle()
+        assert thread.position[p0] == 3, "the record dropped before another partition's stays lost"
+        assert thread.position[p1] == 8
+        (again,) = await _handed_over_in(consumer, p0, [3])
+        consumer.taken(again)
+        await _settle()
+        assert thread.position[p0] == 4
+
+    asyncio.run(main())
+
+
+def test_a_record_never_taken_while_the_worker_waits_for_input_is_read_again(
+    tmp_path: Path,
+) -> None:
+    # The last records fetched as a restore ends, dropped by faust's stream, with nothing fetched
+    # after them: no later record shows they were dropped. Once the worker has waited for input
+    # with nothing on its way for longer than a record takes to reach it, they are read again.
+    p0, p1 = TP(PDUS, 0), TP(PDUS, 1)
+    consumer, thread = _handing_over(tmp_path, {p0: 3, p1: 7})
+    now = [100.0]
+    consumer.clock = lambda: now[0]  # type: ignore[method-assign]
+
+    async def main() -> None:
+        await consumer.perform_seek()
+        await _handed_over_in(consumer, p0, [3, 4])
+        now[0] += 0.5
+        await _handed_over_in(consumer, p1, [7])
+        consumer.read_again_overdue(after_s=1.0)  # nothing waited long enough yet
+        await _settle()
+        assert thread.position == {p0: 5, p1: 8}
+        now[0] += 0.7  # p0's records waited 1.2 s, p1's 0.7 s
+        consumer.read_again_overdue(after_s=1.0)
+        await _settle()
+        assert thread.position == {p0: 3, p1: 8}, "records never taken are not read again"
+        now[0] += 0.5
+        consumer.read_again_overdue(after_s=1.0)
+        await _settle()
+        assert thread.position == {p0: 3, p1: 7}
+
+    asyncio.run(main())
+
+
+def test_records_taken_in_order_are_not_read_again(tmp_path: Path) -> None:
+    p0, p1 = TP(PDUS, 0), TP(PDUS, 1)
+    consumer, thread = _handing_over(tmp_path, {p0: 3, p1: 7})
+    now = [100.0]
+    consumer.clock = lambda: now[0]  # type: ignore[method-assign]
+
+    async def main() -> None:
+        await consumer.perform_seek()
+        handed = await _handed_over_in(consumer, p0, [3, 4])
+        handed += await _handed_over_in(consumer, p1, [7])
+        for m in handed:
+            consumer.taken(m)
+        now[0] += 60
+        consumer.read_again_overdue(after_s=1.0)
+        await _settle()
+        assert thread.position == {p0: 5, p1: 8}
+
+    asyncio.run(main())
