@@ -44,16 +44,22 @@ class FreedMemory:
 
     def __init__(
         self,
-        trim: Callable[[int], int] | None = None,
+        trim: Callable[[int], int] | None,
         *,
-        find: bool = True,
         quiet_s: float = QUIET_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._trim = trim if trim is not None or not find else _malloc_trim()
+        self._trim = trim  # None: this C library cannot give memory back
         self.quiet_s = quiet_s
         self._clock = clock
         self._last_work: float | None = None  # since the last release
+
+    @classmethod
+    def of_this_process(
+        cls, *, quiet_s: float = QUIET_S, clock: Callable[[], float] = time.monotonic
+    ) -> FreedMemory:
+        """With the C library's ``malloc_trim``, where it has one."""
+        return cls(_malloc_trim(), quiet_s=quiet_s, clock=clock)
 
     @property
     def due(self) -> bool:

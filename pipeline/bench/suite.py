@@ -1079,9 +1079,8 @@ def _memory(sec: Section, settings: Settings, s: Sizes) -> None:
         "are processed by one worker process (no committer). Once the chunks topic holds a "
         "chunk for every input and the worker has had its first idle tick after it stopped "
         "working (it compacts idle rooms and gives the memory it freed back to the system), "
-        "its VmRSS is read from /proc; "
-        "the peak is VmHWM. Its RSS after one "
-        "warm-up room is the idle baseline; (RSS − idle) / rooms is the memory per room. "
+        "its VmRSS is read from /proc; the peak is VmHWM. Its RSS after one warm-up room is "
+        "the idle baseline; (RSS − idle) / rooms is the memory per room. "
         "Target: <= 300 MB for 10,000 rooms."
     )
     at_target = m.rooms >= MEMORY_TARGET_ROOMS

@@ -190,7 +190,7 @@ class Worker:
             parking_full=lambda: self.budget.over,
         )
         # What jobs freed goes back to the system at the next idle tick (``_expire_parked``).
-        self.freed_memory = FreedMemory()
+        self.freed_memory = FreedMemory.of_this_process()
         self.states = RoomStates(
             self.rooms_table.data,
             in_use=self.scheduler.holds,

@@ -56,7 +56,7 @@ def test_nothing_is_released_under_a_steady_load() -> None:
 
 def test_without_the_c_librarys_call_nothing_is_done() -> None:
     clock = _Clock()
-    freed = FreedMemory(None, find=False, clock=clock)
+    freed = FreedMemory(None, clock=clock)
     freed.worked()
     clock.now += 10
     assert not freed.due and not freed.release()
@@ -65,7 +65,7 @@ def test_without_the_c_librarys_call_nothing_is_done() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_glibc_s_malloc_trim_is_found_and_called() -> None:
     clock = _Clock()
-    freed = FreedMemory(clock=clock)
+    freed = FreedMemory.of_this_process(clock=clock)
     freed.worked()
     clock.now += 10
     assert freed.due, "malloc_trim not found in this process's C library"
