@@ -48,6 +48,7 @@
 | ROOMSTREAM_METRICS_ADDR | 127.0.0.1 | address the metrics and health endpoints bind to |
 | ROOMSTREAM_DEBUG_SLOW_ROOM | (none) | a room whose every state resolution a worker makes slower |
 | ROOMSTREAM_DEBUG_SLOW_S | 5 | ... by this many seconds of CPU (isolation tests and benchmarks) |
+| ROOMSTREAM_DEBUG_DROP_INPUTS | 0 | first inputs a worker lets vanish before taking them (tests) |
 | ROOMSTREAM_VERIFY_SIGNATURES | false | check PDU signatures (keys from ``<prefix>.server-keys``) |
 | ROOMSTREAM_SERVER_KEYS_WAIT_S | 5 | how long a check waits for that topic when a key is unknown |
 
@@ -132,6 +133,7 @@ class Settings:
     worker_room_cache_mb: int = 256
     debug_slow_room: str | None = None
     debug_slow_s: float = 5.0
+    debug_drop_inputs: int = 0
     verify_signatures: bool = False
     server_keys_wait_s: float = 5.0
 
@@ -246,6 +248,11 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             f"{ENV_PREFIX}WORKER_ROOM_CACHE_MB must be at least 1 (MiB), not "
             f"{settings.worker_room_cache_mb}"
+        )
+    if settings.debug_drop_inputs < 0:
+        raise ConfigError(
+            f"{ENV_PREFIX}DEBUG_DROP_INPUTS must be 0 (drop none) or more, not "
+            f"{settings.debug_drop_inputs}"
         )
     protocol = settings.kafka_security_protocol
     if protocol is not None and protocol.upper() not in SECURITY_PROTOCOLS:

@@ -233,6 +233,7 @@ class Worker:
         self._intake_queue: Any = None
         self._intake_blocked = False
         self._intake_busy_at = time.monotonic()
+        self._drop_inputs = settings.debug_drop_inputs
         self.capacity = asyncio.Event()
         self.capacity.set()
         self.app.agent(self.pdus, name="rooms")(self._agent)
@@ -258,6 +259,9 @@ class Worker:
             self._spawn(self._tick_loop())
         self._intake_queue = stream.channel.queue
         async for event in stream.noack().events():
+            if self._drop_inputs:
+                self._drop(event)
+                continue
             self._take(event)
             if self.scheduler.full:
                 for job in self.scheduler.end_hold():  # only jobs that end free capacity
@@ -282,6 +286,19 @@ class Worker:
                     self._intake_blocked = False
                 if parking:
                     log.info("intake resumed: %d parked events", self.budget.used)
+
+    def _drop(self, event: Any) -> None:
+        # As faust's stream drops a record it was handed: never taken, never acked.
+        self._drop_inputs -= 1
+        m = event.message
+        log.warning(
+            "input %s[%d] offset %d dropped on its way to the worker "
+            "(ROOMSTREAM_DEBUG_DROP_INPUTS: %d more to drop)",
+            m.topic,
+            m.partition,
+            m.offset,
+            self._drop_inputs,
+        )
 
     def _take(self, event: Any) -> None:
         m = event.message

@@ -293,3 +293,50 @@ def test_rooms_read_back_after_the_room_cache_dropped_them_decide_as_the_replay(
     held_bytes = sample(samples, "roomstream_worker_room_cache_bytes")
     assert 0 < held < len(rooms), f"the cache held {held:.0f} of {len(rooms)} rooms"
     assert 0 < held_bytes <= 2**20 + 200_000, f"the cache held {held_bytes:.0f} bytes"
+
+
+def test_inputs_dropped_on_their_way_to_the_worker_with_nothing_after_them_are_read_again(
+    settings: Settings, procs: Processes
+) -> None:
+    """faust's stream drops records it was handed as a rebalance or a restore ends, and the last
+    ones handed over may have nothing after them to show they never arrived. The worker is made
+    to drop a whole room's events that way (``ROOMSTREAM_DEBUG_DROP_INPUTS``), all produced at
+    once with nothing after them: it reads them again once it has waited for input with none on
+    its way, and the room is processed."""
+    room = busy_room("dropped", messages=3)
+    lines = lines_of(room)
+    chunks = TopicReader(settings, Topic.CHUNKS)
+    worker = procs.worker("w1", ROOMSTREAM_DEBUG_DROP_INPUTS=str(len(lines)))
+    produce(settings, lines)
+    assert_all_processed_as_replayed(
+        chunks, lines, within=60, what="the dropped room's events", processes=[worker], settle=1
+    )
+    log = worker.log.read_text(errors="replace")
+    assert log.count("dropped on its way to the worker") == len(lines), worker.log_tail()
+    assert "has waited 1 s for input with none on its way" in log, worker.log_tail()
+
+
+def test_inputs_dropped_before_others_are_read_again_as_soon_as_those_arrive(
+    settings: Settings, procs: Processes
+) -> None:
+    """faust's stream hands records on in the order they were handed over, whatever their
+    partition: once the worker takes one, those handed over before it that it never took will
+    never come, and they are read again at once. Two rooms of two partitions produced together:
+    the worker drops the first room's worth of inputs it is handed, and takes the rest."""
+    first = busy_room("first", messages=2)
+    second = next(
+        r
+        for r in (busy_room(f"second{i}", messages=2) for i in range(100))
+        if owner_partition(r.room_id, settings.pdu_partitions)
+        != owner_partition(first.room_id, settings.pdu_partitions)
+    )
+    lines = lines_of(first) + lines_of(second)
+    chunks = TopicReader(settings, Topic.CHUNKS)
+    worker = procs.worker("w1", ROOMSTREAM_DEBUG_DROP_INPUTS=str(len(first.events)))
+    produce(settings, lines)
+    assert_all_processed_as_replayed(
+        chunks, lines, within=60, what="both rooms' events", processes=[worker], settle=1
+    )
+    log = worker.log.read_text(errors="replace")
+    assert log.count("dropped on its way to the worker") == len(first.events), worker.log_tail()
+    assert "handed over after them" in log, worker.log_tail()
