@@ -126,11 +126,14 @@ def b2_method(
         "a slow rate) that are measured, and waits until all of it is announced before the "
         "next probe starts.\n\n"
         f"Paced capacity: the highest rate whose p99 stays <= {LIMIT_MS:.0f} ms with nothing "
-        f"lost, found by doubling from {start:g} events/s until a probe fails (or halving, at "
+        f"lost, found by doubling from {start:g} events/s until a rate fails (or halving, at "
         "most three times, until one passes), then bisecting "
         f"(at most {bisections} times) between the last pass and the first failure, and "
         "probing the rate found once more to confirm it (if it fails, the next lower rate that "
-        "passed is the capacity), for "
+        "passed is the capacity). A rate fails when two probes at it in a row keep p99 over the "
+        "limit: a probe over it is run again once, as a pass is confirmed, so that one noisy "
+        "window (another process, a broker's flush) does not set the capacity; a probe that "
+        "loses events fails the rate at once. Every probe is listed below. For "
         + " and ".join(f"{n} worker(s)" for n in workers)
         + ", each in a fresh run with one committer.\n\n"
         "The latency curve: one probe at each of 10%, 25%, 50%, 75% and 100% of the paced "
@@ -144,6 +147,11 @@ def capacity_figure(workers: int, s: Search, b0: SynapseResult | None) -> Figure
     ratio = _ratio(s.capacity, b0_rate)
     best = s.best()
     note = f"{len(s.probes)} probes."
+    if s.rechecked:
+        note += (
+            f" {s.rechecked} rate(s) went over the limit once and passed when probed again "
+            "(listed below)."
+        )
     if best is not None:
         note += (
             f" At that rate p50 {best.p50_ms:,.1f} ms, p99 {best.p99_ms:,.1f} ms, max "

@@ -6,9 +6,10 @@ linger 0, evenly spaced; the events sent in the first ``warm_s`` seconds only wa
 produced and waited for, not counted), the next ``window_s`` seconds' events are measured.
 
 ``search_capacity`` finds the paced capacity: the highest rate whose probe keeps p99 within the
-limit, by doubling from a start rate until a probe fails and then bisecting between the last
+limit, by doubling from a start rate until a rate fails and then bisecting between the last
 rate that passed and the first that failed; the best passing rate is probed once more to
-confirm it. It takes the probe as a function, so its logic is tested with fake latencies.
+confirm it, and a rate fails only when a second probe at it fails too. It takes the probe as
+a function, so its logic is tested with fake latencies.
 ``curve_rates`` are the rates of the latency curve: fractions of the capacity and a fixed rate.
 
 An event's latency runs from when it could first be processed (``ready_times``): its own send,
@@ -76,6 +77,7 @@ class Search:
     probes: list[Probe] = field(default_factory=list)
     capacity: float | None = None  # None: not even the lowest rate passed
     confirmed: bool | None = None  # the confirming probe passed (None: none was run)
+    rechecked: int = 0  # rates whose probe went over the limit once and passed when run again
     note: str = ""
 
     def best(self) -> Probe | None:
@@ -92,6 +94,7 @@ def search_capacity(
     bisections: int = 3,
     precision: float = 0.1,
     confirm: bool = True,
+    recheck: bool = True,
 ) -> Search:
     """The highest rate at which ``probe(rate).ok``.
 
@@ -99,14 +102,25 @@ def search_capacity(
     until one passes (down to ``min_rate``). Then bisects between the last pass and the first
     failure, at most ``bisections`` times or until they are within ``precision`` (a fraction)
     of each other. A confirming probe at the found rate guards against one lucky window: if it
-    fails, the capacity falls back to the best rate that passed below it.
+    fails, the capacity falls back to the best rate that passed below it. With ``recheck``, a
+    probe over the limit guards against one unlucky window the same way: it is run again, and
+    the rate fails only if that one fails too. A probe that lost events fails the rate at once.
     """
     s = Search()
 
-    def run(rate: float) -> bool:
+    def once(rate: float) -> Probe:
         p = probe(round(rate, 1))
         s.probes.append(p)
-        return p.ok
+        return p
+
+    def run(rate: float) -> bool:
+        p = once(rate)
+        if p.ok or p.lost or not recheck:
+            return p.ok
+        if once(rate).ok:
+            s.rechecked += 1
+            return True
+        return False
 
     lo: float | None = None
     hi: float | None = None
@@ -142,7 +156,7 @@ def search_capacity(
             hi = mid
     s.capacity = round(lo, 1)
     if confirm:
-        s.confirmed = run(lo)
+        s.confirmed = once(lo).ok  # not rechecked: a capacity must pass twice in a row
         if not s.confirmed:
             lower = [p.rate for p in s.probes if p.ok and p.rate < s.capacity]
             failed_at = s.capacity

@@ -107,6 +107,15 @@ def test_capacity_is_compared_to_synapses_rate_against_ten_times() -> None:
     assert capacity_figure(2, s, b0(rate=60.0)).met is False
 
 
+def test_a_rate_that_passed_when_probed_again_is_said() -> None:
+    probes = [Probe(50.0, 50.0, 100, 20.0, 300.0, 350.0), Probe(50.0, 50.0, 100, 20.0, 40.0, 50.0)]
+    f = capacity_figure(1, Search(probes=probes, capacity=50.0, rechecked=1), b0())
+    assert "1 rate(s) went over the limit once and passed when probed again" in f.note
+    assert (
+        "went over" not in capacity_figure(1, Search(probes=probes[1:], capacity=50.0), b0()).note
+    )
+
+
 def test_no_capacity_checks_no_target() -> None:
     f = capacity_figure(1, Search(capacity=None, note="no rate passed"), b0())
     assert f.value is None

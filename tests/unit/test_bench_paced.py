@@ -47,14 +47,50 @@ def test_the_search_finds_the_knee_within_its_precision(capacity: float) -> None
 def test_the_search_doubles_then_bisects() -> None:
     s = search_capacity(fake(knee(130.0)), start=25.0, max_rate=4000.0, bisections=2)
     rates = [p.rate for p in s.probes]
-    # 25, 50, 100 pass, 200 fails; then 150 (fails), 125 (passes); 125 confirmed.
-    assert rates == [25.0, 50.0, 100.0, 200.0, 150.0, 125.0, 125.0]
+    # 25, 50, 100 pass, 200 fails twice; then 150 (fails twice), 125 (passes); 125 confirmed.
+    assert rates == [25.0, 50.0, 100.0, 200.0, 200.0, 150.0, 150.0, 125.0, 125.0]
     assert s.capacity == 125.0
+    assert s.rechecked == 0
+
+
+def test_a_probe_over_the_limit_once_is_run_again_and_a_rate_fails_only_twice_over() -> None:
+    # One noisy window (another process, a broker's flush) at 25 events/s: before, the search
+    # halved from there and the capacity stayed under 25 however far the pipeline went.
+    calls: dict[float, int] = {}
+
+    def noisy_once(rate: float) -> Probe:
+        calls[rate] = calls.get(rate, 0) + 1
+        p99 = 500.0 if rate > 130.0 or (rate == 25.0 and calls[rate] == 1) else 30.0
+        return Probe(rate, rate, 100, 10.0, p99, p99)
+
+    s = search_capacity(noisy_once, start=25.0, max_rate=4000.0, bisections=2)
+    assert [p.rate for p in s.probes][:3] == [25.0, 25.0, 50.0]
+    assert s.capacity == 125.0
+    assert s.rechecked == 1
+
+
+def test_without_recheck_one_probe_over_the_limit_fails_its_rate() -> None:
+    calls: dict[float, int] = {}
+
+    def noisy_once(rate: float) -> Probe:
+        calls[rate] = calls.get(rate, 0) + 1
+        p99 = 500.0 if rate == 25.0 and calls[rate] == 1 else 30.0
+        return Probe(rate, rate, 100, 10.0, p99, p99)
+
+    s = search_capacity(noisy_once, start=25.0, max_rate=4000.0, bisections=0, recheck=False)
+    assert s.capacity is not None and s.capacity < 25.0
+
+
+def test_a_probe_that_lost_events_is_not_run_again() -> None:
+    s = search_capacity(
+        fake(lambda _r: 10.0, lost_at=100.0), start=25.0, max_rate=4000.0, bisections=0
+    )
+    assert [p.rate for p in s.probes] == [25.0, 50.0, 100.0, 50.0]
 
 
 def test_a_start_rate_that_fails_halves_down() -> None:
     s = search_capacity(fake(knee(7.0)), start=25.0, max_rate=4000.0, bisections=0)
-    assert [p.rate for p in s.probes][:3] == [25.0, 12.5, 6.2]
+    assert [p.rate for p in s.probes][:5] == [25.0, 25.0, 12.5, 12.5, 6.2]
     assert s.capacity == 6.2
 
 
