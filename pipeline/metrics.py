@@ -125,6 +125,12 @@ ROOMS_REBUILT = Counter(
     "roomstream_worker_rooms_rebuilt_total",
     "Rooms whose processing state was rebuilt from PostgreSQL and the chunks in flight",
 )
+# Reasons: overtaken (a record handed over after them reached the worker), waited (the worker
+# waited for input with none on its way).
+READ_AGAIN = _by_reason(
+    "roomstream_worker_partitions_read_again_total",
+    "Input partitions sought back to records handed over that never reached the worker",
+)
 REBUILD_SECONDS = Histogram(
     "roomstream_worker_rebuild_seconds",
     "Time to rebuild a room's processing state from PostgreSQL and the chunks in flight",

@@ -67,6 +67,7 @@ from typing import Any, ClassVar
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from pipeline import metrics
 from pipeline.worker.progress import Progress
 
 log = logging.getLogger("roomstream.worker")
@@ -299,6 +300,7 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no
             self._read_again(
                 tp,
                 offset,
+                "overtaken",
                 f"the worker took {message.tp.topic}[{message.tp.partition}] offset "
                 f"{message.offset}, handed over after them",
             )
@@ -319,14 +321,18 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no
             dropped.setdefault(m.tp, m.offset)
         for tp, offset in dropped.items():
             self._read_again(
-                tp, offset, f"the worker has waited {after_s:g} s for input with none on its way"
+                tp,
+                offset,
+                "waited",
+                f"the worker has waited {after_s:g} s for input with none on its way",
             )
 
-    def _read_again(self, tp: Any, offset: int, how: str) -> None:
+    def _read_again(self, tp: Any, offset: int, reason: str, how: str) -> None:
         if self._reading_again is None:
             self._reading_again = set()
         if tp in self._reading_again:
             return
+        metrics.READ_AGAIN.labels(reason=reason).inc()
         log.info(
             "records of %s[%d] from offset %d were handed over and never reached the worker "
             "(%s; faust drops records as a rebalance or a restore ends); the partition is read "

@@ -13,6 +13,7 @@ import pytest
 from aiokafka import TopicPartition
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
+from prometheus_client import REGISTRY
 
 from pipeline.config import Settings
 from pipeline.worker.consumer import Consumer
@@ -21,6 +22,16 @@ from pipeline.worker.progress import Progress
 from topics.definitions import Replication
 
 ONE = Replication(factor=1, min_insync=1)
+
+
+def _read_again(reason: str) -> float:
+    """``roomstream_worker_partitions_read_again_total{reason}`` so far."""
+    value = REGISTRY.get_sample_value(
+        "roomstream_worker_partitions_read_again_total", {"reason": reason}
+    )
+    return value or 0.0
+
+
 PDUS = "roomstream.pdus"
 CHANGELOG = "roomstream-processors-rooms-changelog"
 
@@ -360,6 +371,8 @@ def test_a_record_dropped_before_records_of_other_partitions_is_read_again(
     p0, p1 = TP(PDUS, 0), TP(PDUS, 1)
     consumer, thread = _handing_over(tmp_path, {p0: 3, p1: 7})
 
+    before = _read_again("overtaken")
+
     async def main() -> None:
         await consumer.perform_seek()
         await _handed_over_in(consumer, p0, [3])
@@ -375,6 +388,7 @@ def test_a_record_dropped_before_records_of_other_partitions_is_read_again(
         assert thread.position[p0] == 4
 
     asyncio.run(main())
+    assert _read_again("overtaken") == before + 1
 
 
 def test_a_record_never_taken_while_the_worker_waits_for_input_is_read_again(
@@ -405,7 +419,9 @@ def test_a_record_never_taken_while_the_worker_waits_for_input_is_read_again(
         await _settle()
         assert thread.position == {p0: 3, p1: 7}
 
+    before = _read_again("waited")
     asyncio.run(main())
+    assert _read_again("waited") == before + 2
 
 
 def test_records_taken_in_order_are_not_read_again(tmp_path: Path) -> None:
