@@ -293,17 +293,13 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no
             return
         if not any(m is message for m, _ in waiting):
             return  # handed over before its partition was last sought
-        dropped: dict[Any, int] = {}
-        while (m := waiting.popleft()[0]) is not message:
-            dropped.setdefault(m.tp, m.offset)
-        for tp, offset in dropped.items():
-            self._read_again(
-                tp,
-                offset,
-                "overtaken",
-                f"the worker took {message.tp.topic}[{message.tp.partition}] offset "
-                f"{message.offset}, handed over after them",
-            )
+        self._read_again_until(
+            lambda w: w[0] is message,
+            "overtaken",
+            f"the worker took {message.tp.topic}[{message.tp.partition}] offset "
+            f"{message.offset}, handed over after them",
+        )
+        waiting.popleft()
 
     def read_again_overdue(self, after_s: float) -> None:
         """Read again the records handed over more than ``after_s`` ago that the worker has not
@@ -315,17 +311,25 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no
         now = self.clock()
         if now - waiting[0][1] < after_s:
             return
+        self._read_again_until(
+            lambda w: now - w[1] < after_s,
+            "waited",
+            f"the worker has waited {after_s:g} s for input with none on its way",
+        )
+
+    def _read_again_until(
+        self, stop: Callable[[tuple[Any, float]], bool], reason: str, how: str
+    ) -> None:
+        """Read again each partition of the records waiting before the first for which ``stop``
+        is true, from the first of them: they never reached the worker and never will."""
+        assert self._waiting is not None
+        waiting = self._waiting
         dropped: dict[Any, int] = {}
-        while waiting and now - waiting[0][1] >= after_s:
+        while waiting and not stop(waiting[0]):
             m = waiting.popleft()[0]
             dropped.setdefault(m.tp, m.offset)
         for tp, offset in dropped.items():
-            self._read_again(
-                tp,
-                offset,
-                "waited",
-                f"the worker has waited {after_s:g} s for input with none on its way",
-            )
+            self._read_again(tp, offset, reason, how)
 
     def _read_again(self, tp: Any, offset: int, reason: str, how: str) -> None:
         if self._reading_again is None:
@@ -401,7 +405,8 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no
         ]
         if never:
             await self._thread.seek_to_beginning(*never)
-        self._waiting = deque()
+        if self._waiting is not None:
+            self._waiting.clear()
         for tp, offset in committed.items():
             self.progress.sought(tp, offset or None)
         return committed
@@ -409,5 +414,8 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no
     async def _seek(self, partition: Any, offset: int) -> None:
         await super()._seek(partition, offset)
         self.progress.sought(partition, offset)
-        if self._waiting:
-            self._waiting = deque(w for w in self._waiting if w[0].tp != partition)
+        waiting = self._waiting
+        if waiting:
+            kept = [w for w in waiting if w[0].tp != partition]
+            waiting.clear()
+            waiting.extend(kept)

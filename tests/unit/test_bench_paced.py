@@ -53,31 +53,32 @@ def test_the_search_doubles_then_bisects() -> None:
     assert s.rechecked == 0
 
 
-def test_a_probe_over_the_limit_once_is_run_again_and_a_rate_fails_only_twice_over() -> None:
-    # One noisy window (another process, a broker's flush) at 25 events/s: before, the search
-    # halved from there and the capacity stayed under 25 however far the pipeline went.
+def noisy_once(at: float, capacity: float) -> Callable[[float], Probe]:
+    """A pipeline whose capacity is ``capacity``, and whose first probe at ``at`` hits one noisy
+    window (another process, a broker's flush) and goes over the limit."""
     calls: dict[float, int] = {}
 
-    def noisy_once(rate: float) -> Probe:
+    def probe(rate: float) -> Probe:
         calls[rate] = calls.get(rate, 0) + 1
-        p99 = 500.0 if rate > 130.0 or (rate == 25.0 and calls[rate] == 1) else 30.0
+        p99 = 500.0 if rate > capacity or (rate == at and calls[rate] == 1) else 30.0
         return Probe(rate, rate, 100, 10.0, p99, p99)
 
-    s = search_capacity(noisy_once, start=25.0, max_rate=4000.0, bisections=2)
+    return probe
+
+
+def test_a_probe_over_the_limit_once_is_run_again_and_a_rate_fails_only_twice_over() -> None:
+    # Before, the search halved from the noisy 25 events/s, and the capacity stayed under 25
+    # however far the pipeline went.
+    s = search_capacity(noisy_once(25.0, 130.0), start=25.0, max_rate=4000.0, bisections=2)
     assert [p.rate for p in s.probes][:3] == [25.0, 25.0, 50.0]
     assert s.capacity == 125.0
     assert s.rechecked == 1
 
 
 def test_without_recheck_one_probe_over_the_limit_fails_its_rate() -> None:
-    calls: dict[float, int] = {}
-
-    def noisy_once(rate: float) -> Probe:
-        calls[rate] = calls.get(rate, 0) + 1
-        p99 = 500.0 if rate == 25.0 and calls[rate] == 1 else 30.0
-        return Probe(rate, rate, 100, 10.0, p99, p99)
-
-    s = search_capacity(noisy_once, start=25.0, max_rate=4000.0, bisections=0, recheck=False)
+    s = search_capacity(
+        noisy_once(25.0, 130.0), start=25.0, max_rate=4000.0, bisections=0, recheck=False
+    )
     assert s.capacity is not None and s.capacity < 25.0
 
 

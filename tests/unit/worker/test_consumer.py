@@ -346,14 +346,19 @@ async def _handed_over_in(consumer: Consumer, tp: Any, offsets: list[int]) -> li
     return [m async for _, m in consumer.getmany(timeout=1.0)]
 
 
-def _handing_over(tmp_path: Path, committed: dict[Any, int]) -> tuple[Consumer, Thread]:
-    """A consumer of the input topic, sought to ``committed``, outside any rebalance."""
+def _handing_over(
+    tmp_path: Path, committed: dict[Any, int]
+) -> tuple[Consumer, Thread, list[float]]:
+    """A consumer of the input topic, sought to ``committed``, outside any rebalance, and its
+    clock (``now[0]``)."""
     thread = Thread({}, dict(committed))
     thread.highwater = lambda tp: 100  # type: ignore[attr-defined]
     consumer = _consumer(tmp_path, thread)
     consumer.input_topic = PDUS  # type: ignore[misc]
     consumer.app.rebalancing = False
-    return consumer, thread
+    now = [100.0]
+    consumer.clock = lambda: now[0]  # type: ignore[method-assign]
+    return consumer, thread, now
 
 
 async def _settle() -> None:
@@ -369,7 +374,7 @@ def test_a_record_dropped_before_records_of_other_partitions_is_read_again(
     # over before it will never come. Its partition may get no later record for a long time (a
     # quiet room), so waiting for one would leave the room waiting too.
     p0, p1 = TP(PDUS, 0), TP(PDUS, 1)
-    consumer, thread = _handing_over(tmp_path, {p0: 3, p1: 7})
+    consumer, thread, _ = _handing_over(tmp_path, {p0: 3, p1: 7})
 
     before = _read_again("overtaken")
 
@@ -398,9 +403,7 @@ def test_a_record_never_taken_while_the_worker_waits_for_input_is_read_again(
     # after them: no later record shows they were dropped. Once the worker has waited for input
     # with nothing on its way for longer than a record takes to reach it, they are read again.
     p0, p1 = TP(PDUS, 0), TP(PDUS, 1)
-    consumer, thread = _handing_over(tmp_path, {p0: 3, p1: 7})
-    now = [100.0]
-    consumer.clock = lambda: now[0]  # type: ignore[method-assign]
+    consumer, thread, now = _handing_over(tmp_path, {p0: 3, p1: 7})
 
     async def main() -> None:
         await consumer.perform_seek()
@@ -426,9 +429,7 @@ def test_a_record_never_taken_while_the_worker_waits_for_input_is_read_again(
 
 def test_records_taken_in_order_are_not_read_again(tmp_path: Path) -> None:
     p0, p1 = TP(PDUS, 0), TP(PDUS, 1)
-    consumer, thread = _handing_over(tmp_path, {p0: 3, p1: 7})
-    now = [100.0]
-    consumer.clock = lambda: now[0]  # type: ignore[method-assign]
+    consumer, thread, now = _handing_over(tmp_path, {p0: 3, p1: 7})
 
     async def main() -> None:
         await consumer.perform_seek()
