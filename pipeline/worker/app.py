@@ -427,6 +427,9 @@ class Worker:
     def _look_for_dropped(self) -> None:
         # Records faust dropped with nothing handed over after them show only as a wait: the
         # intake free to take input, faust's stream holding none, records handed over not taken.
+        # On its way from the consumer to that queue faust holds a record only while its flow is
+        # suspended (a rebalance: not looked at then) or its producer's buffer is over its limit
+        # (the worker awaits its own sends and never fills it).
         now = time.monotonic()
         queue = self._intake_queue
         if (
