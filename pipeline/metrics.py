@@ -131,6 +131,8 @@ READ_AGAIN = _by_reason(
     "roomstream_worker_partitions_read_again_total",
     "Input partitions sought back to records handed over that never reached the worker",
 )
+for _reason in ("overtaken", "waited"):
+    READ_AGAIN.labels(reason=_reason)  # served at 0 from the start, so rates start from there
 REBUILD_SECONDS = Histogram(
     "roomstream_worker_rebuild_seconds",
     "Time to rebuild a room's processing state from PostgreSQL and the chunks in flight",
