@@ -257,7 +257,7 @@ class Worker:
                 name="room",
             )
             self._spawn(self._tick_loop())
-        self._intake_queue = stream.channel.queue
+        self._intake_queue = _intake_queue(stream)
         async for event in stream.noack().events():
             if self._drop_inputs:
                 self._drop(event)
@@ -555,6 +555,20 @@ class Worker:
         self.states.forget_all()
         self.budget.reset()
         self.scheduler.revoked()
+
+
+def _intake_queue(stream: Any) -> Any:
+    """faust's queue of inputs on their way to the agent's ``stream``: checked at the agent's
+    start, so that a faust that moved it fails the start rather than never finding the records
+    it dropped."""
+    queue = getattr(stream.channel, "queue", None)
+    if queue is None or not callable(getattr(queue, "empty", None)):
+        raise RuntimeError(
+            "this faust's agent channel has no queue with empty(): the worker cannot tell when "
+            "inputs faust dropped must be read again; install the faust-streaming version "
+            "pyproject.toml names"
+        )
+    return queue
 
 
 def main(args: Any, settings: Settings) -> int:

@@ -305,12 +305,9 @@ class Consumer(faust_aiokafka.Consumer):  # type: ignore[misc]  # faust ships no
         """Read again the records handed over more than ``after_s`` ago that the worker has not
         taken. For the worker to call while it waits for input and faust's stream holds none:
         then nothing handed over is still on its way to it."""
-        waiting = self._waiting
-        if not waiting:
+        if not self._waiting:
             return
         now = self.clock()
-        if now - waiting[0][1] < after_s:
-            return
         self._read_again_until(
             lambda w: now - w[1] < after_s,
             "waited",

@@ -76,3 +76,10 @@ def test_the_intake_must_have_been_free_for_the_whole_wait(monkeypatch: pytest.M
     now[0] += DROPPED_AFTER_S / 2
     Worker._look_for_dropped(w)
     assert w._consumer.asked == [DROPPED_AFTER_S]
+
+
+def test_a_faust_without_the_agents_queue_fails_the_start_naming_what_to_do() -> None:
+    with pytest.raises(RuntimeError, match="faust-streaming version"):
+        worker_app._intake_queue(SimpleNamespace(channel=SimpleNamespace()))
+    queue = _queue()
+    assert worker_app._intake_queue(SimpleNamespace(channel=SimpleNamespace(queue=queue))) is queue
