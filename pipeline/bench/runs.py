@@ -238,11 +238,24 @@ class ChunkEvents:
     def __call__(self) -> int:
         for msg in self.consumer.consume(10_000, 0.2):
             if not msg.error():
-                self.events += len(chunk_codec.decode(msg.value() or b"").events)
+                self.events += self.count(msg.value() or b"")
         return self.events
+
+    @staticmethod
+    def count(value: bytes) -> int:
+        return len(chunk_codec.decode(value).events)
 
     def close(self) -> None:
         self.consumer.close()
+
+
+class ChunkRecords(ChunkEvents):
+    """How many records the run's chunks topic holds so far, whatever they are (the bare agent
+    of ``pipeline.bench.bare_agent`` sends one per input)."""
+
+    @staticmethod
+    def count(value: bytes) -> int:
+        return 1
 
 
 class PromptWatcher(InvalidationWatcher):

@@ -986,7 +986,10 @@ def _worker_alone(sec: Section, settings: Settings, s: Sizes) -> None:
         "CPU from the first send to the chunk holding the last event, per event, beside the "
         "figure for the generated workload above (docs/cost.md says where the difference "
         "goes); twice, first with each fetch answered at its first input, then with fetches "
-        "gathering the inputs that trickle in (`ROOMSTREAM_WORKER_FETCH_WAIT_MS`), the default."
+        "gathering the inputs that trickle in (`ROOMSTREAM_WORKER_FETCH_WAIT_MS`), the default. "
+        "Last, the same inputs at the same rate to a bare faust agent, built as the worker is "
+        "but doing nothing per input beyond one record sent and one ack: what faust and "
+        "aiokafka alone cost per event at that rate."
     )
     burst: float | None = None
     shapes = (("generated", s.worker_generated, False), ("state-heavy", s.worker_state_heavy, True))
@@ -1025,6 +1028,7 @@ def _worker_alone(sec: Section, settings: Settings, s: Sizes) -> None:
     # (gathering once inputs come often): the same run's baseline for the gathering.
     unwaited = run_paced(rooms, per_room, rate, settings=replace(settings, worker_fetch_wait_ms=0))
     gathered = run_paced(rooms, per_room, rate, settings=settings)
+    bare = run_paced(rooms, per_room, rate, settings=settings, bare=True)
     unwaited_us = unwaited["worker_cpu_us_per_event"] or None
 
     def paced(
@@ -1063,6 +1067,29 @@ def _worker_alone(sec: Section, settings: Settings, s: Sizes) -> None:
             f"From {settings.worker_fetch_gather_from:g} inputs/s, the broker holds a fetch up "
             f"to {settings.worker_fetch_wait_ms} ms for {settings.worker_fetch_min_bytes:,} "
             "bytes of inputs.",
+        )
+    )
+    gathered_us = gathered["worker_cpu_us_per_event"] or None
+    bare_us = bare["worker_cpu_us_per_event"] or None
+    sec.figures.append(
+        Figure(
+            "B9",
+            f"a bare faust agent's CPU per event, one at a time at {rate:,.0f} events/s",
+            bare_us,
+            "µs",
+            baseline=gathered_us,
+            baseline_name="the worker, fetches gathering (above)" if gathered_us else None,
+            ratio=bare_us / gathered_us if bare_us and gathered_us else None,
+            note=(
+                f"The same inputs at the same rate to a faust app built as the worker's is "
+                "(its consumer, fetches gathering, producer), whose agent takes each input, "
+                "sends one record for it and acks it once the broker has that record: no room "
+                "logic, no state stored (`pipeline/bench/bare_agent.py`). What faust and "
+                "aiokafka cost for one input in and one record out, a floor under the worker's "
+                f"figure; it used {bare['worker_cpu_per_wall']:.2f} of a core over "
+                f"{bare['seconds']:,.1f} s."
+                + ("" if bare_us else " Too few to time: the CPU used was under the clock's tick.")
+            ),
         )
     )
 

@@ -26,7 +26,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from pipeline.bench.cpu import CLOCK_TICKS, children_of, process_ticks
-from pipeline.bench.runs import ChunkEvents, cleanup, logdir_of, wait_for_progress
+from pipeline.bench.runs import ChunkEvents, ChunkRecords, cleanup, logdir_of, wait_for_progress
 from pipeline.config import Settings, load_settings
 from pipeline.dev.local import Cluster, prepare_run, produce_timed
 from pipeline.dev.stack import Stack
@@ -35,7 +35,6 @@ from pipeline.errors import RoomstreamError
 from pipeline.kafka_clients import confluent_config
 from pipeline.ops.produce import produce_lines
 from pipeline.room.replay import replay
-from topics import chunk as chunk_codec
 from topics.definitions import Topic
 
 PARTITIONS = 4
@@ -94,7 +93,7 @@ def _read_chunks(
                     first_ts = ts
                     cpu_at_first = _cpu_seconds(pids)
                 chunks += 1
-                events += len(chunk_codec.decode(msg.value() or b"").events)
+                events += ChunkEvents.count(msg.value() or b"")
                 if events >= expected:
                     last_ts = ts
                     cpu_at_last = _cpu_seconds(pids)
@@ -161,37 +160,55 @@ def run(
 
 
 def run_paced(
-    rooms: int = 40, per_room: int = 25, rate: float = 50.0, *, settings: Settings | None = None
+    rooms: int = 40,
+    per_room: int = 25,
+    rate: float = 50.0,
+    *,
+    settings: Settings | None = None,
+    bare: bool = False,
 ) -> dict[str, Any]:
     """One worker fed the generated workload one event at a time at ``rate`` events/s, as front
     ends produce them: its CPU (state resolution processes included) from the first send to the
     chunk holding the last event, per event. The time between events counts: a homeserver pays
-    for it too (an idle worker uses about 2% of a core)."""
+    for it too (an idle worker uses about 2% of a core).
+
+    With ``bare``, the bare faust agent of ``pipeline.bench.bare_agent`` stands in for the
+    worker, over the same inputs: one record out per input, nothing else."""
     if settings is None:
         settings = load_settings()
         Stack(settings).up()
     warm = list(generate_workload(4, 5, seed=6, forks=False).lines)
     lines = list(generate_workload(rooms, per_room, seed=5).lines)
-    _, warm_expected = replay_rate(warm)
-    _, expected = replay_rate(lines)
-    prefix = f"wpaced{time.strftime('%H%M%S')}"
+    if bare:
+        warm_expected, expected = len(warm), len(lines)
+    else:
+        _, warm_expected = replay_rate(warm)
+        _, expected = replay_rate(lines)
+    prefix = f"{'bpaced' if bare else 'wpaced'}{time.strftime('%H%M%S')}"
     run_settings = prepare_run(settings, prefix, partitions=PARTITIONS)
     cluster = Cluster(run_settings, logdir_of(run_settings))
-    in_chunks = ChunkEvents(run_settings)
+    out = ChunkRecords(run_settings) if bare else ChunkEvents(run_settings)
+    what = "records sent" if bare else "events in chunks"
 
-    def chunked(target: int, what: str) -> None:
-        wait_for_progress(run_settings, in_chunks, target, TIMEOUT_S, what, cluster=cluster)
+    def done(target: int, which: str) -> None:
+        wait_for_progress(run_settings, out, target, TIMEOUT_S, f"{which} {what}", cluster=cluster)
 
     try:
-        pid = cluster.start("worker", "--id", f"{prefix}-w1", name="worker1").popen.pid
+        if bare:
+            child = cluster.start(
+                "--id", f"{prefix}-b1", name="bare1", module="pipeline.bench.bare_agent"
+            )
+        else:
+            child = cluster.start("worker", "--id", f"{prefix}-w1", name="worker1")
+        pid = child.popen.pid
         produce_lines(run_settings, warm, show_progress=False)
-        chunked(warm_expected, "the warm-up's events in chunks")
+        done(warm_expected, "the warm-up's")
         cpu_before, started = _cpu_seconds([pid]), time.monotonic()
         produce_timed(run_settings, lines, [None] * len(lines), rate=rate)
-        chunked(warm_expected + expected, "the paced events in chunks")
+        done(warm_expected + expected, "the paced")
         cpu, seconds = _cpu_seconds([pid]) - cpu_before, time.monotonic() - started
     finally:
-        in_chunks.close()
+        out.close()
         cluster.stop()
         cleanup(run_settings)
     return {

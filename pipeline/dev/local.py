@@ -119,12 +119,16 @@ class Cluster:
     logdir: Path
     children: list[Child] = field(default_factory=list)
 
-    def start(self, command: str, *args: str, name: str, **env: str) -> Child:
+    def start(
+        self, command: str, *args: str, name: str, module: str = "pipeline.cli", **env: str
+    ) -> Child:
+        """Run ``python -m <module> <command> <args>`` with the run's settings; its output goes
+        to ``<logdir>/<name>.log``."""
         self.logdir.mkdir(parents=True, exist_ok=True)
         log = self.logdir / f"{name}.log"
         with log.open("ab") as out:
             popen = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cli", command, *args],
+                [sys.executable, "-m", module, command, *args],
                 cwd=ROOT,
                 env=settings_env(self.settings, **env),
                 stdout=out,

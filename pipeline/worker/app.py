@@ -68,7 +68,7 @@ from pipeline.worker.scheduling import Input, Job, Scheduler
 from topics.apply import cluster_replication
 from topics.definitions import Replication, Topic
 
-__all__ = ["Worker", "main", "owner_partition"]
+__all__ = ["QuietFaustWorker", "Worker", "main", "owner_partition"]
 
 log = logging.getLogger("roomstream.worker")
 
@@ -578,7 +578,9 @@ def main(args: Any, settings: Settings) -> int:
     health.serve(port, settings.metrics_addr, health.WORKER)
     worker = Worker(settings, worker_id=getattr(args, "id", None))
     tune_gc()
-    faust_worker = _FaustWorker(worker.app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    faust_worker = QuietFaustWorker(
+        worker.app, loglevel="WARNING", quiet=True, redirect_stdouts=False
+    )
     status: object = None
     try:
         faust_worker.execute_from_commandline()
@@ -615,7 +617,9 @@ def exit_status(
     return 0, "stopped"
 
 
-class _FaustWorker(faust.Worker):  # type: ignore[misc]  # faust ships no types for it
+class QuietFaustWorker(faust.Worker):  # type: ignore[misc]  # faust ships no types for it
+    """faust's worker, logging at the level it is given and saying when it is told to stop."""
+
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         # faust's terminal spinner handler sets the root logger to DEBUG, so every debug call
         # of faust and aiokafka (several per record sent) built a record nobody printed.

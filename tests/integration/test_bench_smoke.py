@@ -69,6 +69,7 @@ def test_the_report_has_a_section_for_each_benchmark(report_text: str, bench: st
         "| B7 | standby committer takeover |",
         "| B8 | 100-member room: messages, p50 one at a time |",
         "| B9 | worker CPU per event, state-heavy workload |",
+        "| B9 | a bare faust agent's CPU per event, one at a time at 30 events/s |",
     ],
 )
 def test_the_results_table_has_each_figure(report_text: str, row: str) -> None:
