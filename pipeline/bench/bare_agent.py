@@ -46,6 +46,7 @@ def bare_app(settings: Settings, datadir: Path, worker_id: str) -> faust.App:
         value_serializer="raw",
     )
     out = settings.topic(Topic.CHUNKS)
+    # asyncio keeps only weak references to tasks: these must live until their input is acked.
     pending: set[asyncio.Future[None]] = set()
 
     async def acked_once_delivered(delivery: Any, event: Any) -> None:
