@@ -405,12 +405,12 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
         ours_state = ours_fn()  # warm-up, and the answer to compare
         reps = case.repetitions or repetitions
         theirs_fn = SynapseResolver(case) if with_baseline else None
-        theirs_state = theirs_fn() if theirs_fn is not None else None
-        if theirs_fn is not None:
+        if theirs_fn is None:
+            (ours,) = _time([ours_fn], reps)
+        else:
+            theirs_state = theirs_fn()  # warm-up, and the answer to compare
             theirs_fn.store_ms = 0.0
             ours, theirs = _time([ours_fn, theirs_fn], reps)
-        else:
-            (ours,) = _time([ours_fn], reps)
         result: dict[str, Any] = {
             "name": case.name,
             "description": case.description,

@@ -1153,10 +1153,9 @@ def _memory(sec: Section, settings: Settings, s: Sizes) -> None:
 def _state_res(sec: Section, s: Sizes) -> None:
     sec.method = (
         "Roomstream's state resolution (v2) beside matrix-synapse's on the same inputs, in "
-        "one process, CPU time (median of several repetitions, the two taking turns within each) "
-        "as `pipeline.bench.state_res` "
-        "describes. The ratio here is Synapse's time over Roomstream's: above 1, Roomstream "
-        "is faster."
+        "one process, CPU time (median of several repetitions, the two taking turns within "
+        "each) as `pipeline.bench.state_res` describes. The ratio here is Synapse's time over "
+        "Roomstream's: above 1, Roomstream is faster."
     )
     try:
         from pipeline.bench import state_res
